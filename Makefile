@@ -1,0 +1,42 @@
+# The same commands for people and for CI. `make setup` is idempotent: the stamp file makes
+# the second run a no-op unless pyproject.toml changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deltaroll-installed
+
+.PHONY: setup demo test bench lint crds clean
+
+setup: $(STAMP) .tools/bin/helm
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU wheel of torch first: a looser requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+.tools/bin/helm: scripts/fetch_k8s_tools.py $(STAMP)
+	$(BIN)/python scripts/fetch_k8s_tools.py .tools/bin
+
+demo: setup
+	$(BIN)/python -m deltaroll.demo
+
+test: setup
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/codec.py
+
+lint: setup
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/mypy
+
+crds: setup
+	$(BIN)/deltaroll crds -o crds/
+	cp crds/*.yaml charts/deltaroll/crds/
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

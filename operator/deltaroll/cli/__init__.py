@@ -1,0 +1,1 @@
+"""The ``deltaroll`` command and the ``kubectl-deltaroll`` plugin."""

@@ -1,0 +1,54 @@
+"""Entry point of the ``deltaroll`` command: one Typer app, one module per group of commands.
+
+User errors (:class:`~deltaroll.errors.DeltarollError`) become a single ``error: ...`` line on
+stderr and a non-zero exit; nothing else is printed for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from deltaroll.errors import DeltarollError
+
+app = typer.Typer(
+    name="deltaroll",
+    help="Ship new model weights to inference fleets as sparse, lossless deltas.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules, each with a `register(app)` that adds its commands. Add new modules here.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def build_app() -> typer.Typer:
+    """Register every command module's commands on the app."""
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(f"deltaroll.cli.{module_name}").register(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; map named errors to one line and an exit code."""
+    try:
+        exit_code = build_app()(args=argv, standalone_mode=False)
+    except DeltarollError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    if isinstance(exit_code, int) and exit_code:
+        sys.exit(exit_code)
+
+
+if __name__ == "__main__":
+    main()
