@@ -1,0 +1,39 @@
+"""The custom resources' API: pydantic models of ModelDelta and ModelDeployment.
+
+These models are the single source of truth: the CRDs in ``crds/`` are generated from them
+(:mod:`deltaroll.api.crd`), the controllers parse what the API server hands them with them, and
+every ``Field(description=...)`` becomes what ``kubectl explain`` prints.
+
+Layers: ``common`` (shared shapes: names, store, conditions, Job knobs), ``modeldelta``,
+``modeldeployment``, ``conditions`` (helpers that keep lastTransitionTime honest),
+``annotations`` (the names of the annotations that operator, agent and plugin exchange),
+``parse`` (a body from the API server to a typed model or a named error), ``crd`` (pydantic JSON
+schema to structural openAPIV3Schema).
+"""
+
+from __future__ import annotations
+
+from deltaroll.api.common import GROUP, VERSION, Condition, StoreSpec
+from deltaroll.api.errors import InvalidResourceError
+from deltaroll.api.modeldelta import ModelDelta, ModelDeltaSpec, ModelDeltaStatus
+from deltaroll.api.modeldeployment import (
+    ModelDeployment,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
+from deltaroll.api.parse import parse_resource
+
+__all__ = [
+    "GROUP",
+    "VERSION",
+    "Condition",
+    "InvalidResourceError",
+    "ModelDelta",
+    "ModelDeltaSpec",
+    "ModelDeltaStatus",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelDeploymentStatus",
+    "StoreSpec",
+    "parse_resource",
+]

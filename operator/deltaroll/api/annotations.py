@@ -1,0 +1,31 @@
+"""Names that the operator, the agent and the kubectl plugin exchange through annotations.
+
+On inference pods: the operator writes :data:`POD_VERSION` (what the pod should serve, read by
+the agent through a downwardAPI volume); the agent reports :data:`POD_CURRENT_VERSION` and
+:data:`POD_AGENT_STATE` and sets the pod condition :data:`WEIGHTS_READY_CONDITION`, a readiness
+gate, so a pod that is swapping weights takes no traffic.
+
+On a ModelDeployment: ``kubectl deltaroll promote|abort|retry`` set :data:`PROMOTE`, :data:`ABORT`
+or :data:`RETRY`; the controller acts on it, records the outcome in status (``abort``,
+``pauseStartTime``, ``phase``) and removes the annotation. Requests live in annotations rather
+than spec so a GitOps tool that owns spec is never fought.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "deltaroll.dev"
+
+POD_VERSION: Final = f"{PREFIX}/version"
+POD_CURRENT_VERSION: Final = f"{PREFIX}/current-version"
+POD_AGENT_STATE: Final = f"{PREFIX}/agent-state"
+WEIGHTS_READY_CONDITION: Final = f"{PREFIX}/weights-ready"
+
+PROMOTE: Final = f"{PREFIX}/promote"
+"""Value ``step`` ends the current pause or analysis step; ``full`` skips every remaining step."""
+PROMOTE_VALUES: Final = ("step", "full")
+ABORT: Final = f"{PREFIX}/abort"
+"""Any value: move every pod back to the stable version and mark the deployment Degraded."""
+RETRY: Final = f"{PREFIX}/retry"
+"""Any value: clear an abort and roll out spec.version again from the first step."""

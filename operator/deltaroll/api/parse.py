@@ -1,0 +1,49 @@
+"""Turn an object from the API server (or a manifest) into a typed model, or a named error.
+
+Controllers call :func:`parse_resource` on every body Kopf hands them. The API server has already
+applied the CRD's schema and CEL rules, but a body can still be wrong (a sandbox without CEL, an
+object stored under an older CRD); the error then names the object and every bad field, so the
+user can fix the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from deltaroll.api.errors import InvalidResourceError
+from deltaroll.api.modeldelta import ModelDelta
+from deltaroll.api.modeldeployment import ModelDeployment
+
+MODELS: dict[str, type[ModelDelta] | type[ModelDeployment]] = {
+    "ModelDelta": ModelDelta,
+    "ModelDeployment": ModelDeployment,
+}
+
+
+def _describe(error: Any) -> str:
+    path = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{path}: {message}" if path else message
+
+
+def parse_resource(body: Mapping[str, Any]) -> ModelDelta | ModelDeployment:
+    """The typed ModelDelta or ModelDeployment; :class:`InvalidResourceError` when it is not."""
+    kind = body.get("kind")
+    model = MODELS.get(str(kind))
+    if model is None:
+        raise InvalidResourceError(
+            f"kind {kind!r} is not a Deltaroll resource; expected one of {sorted(MODELS)}"
+        )
+    metadata = body.get("metadata") or {}
+    name = f"{metadata.get('namespace', '')}/{metadata.get('name', '?')}".lstrip("/")
+    try:
+        return model.model_validate(dict(body))
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise InvalidResourceError(
+            f"{kind} {name} is invalid: {problems}. Fix the manifest; "
+            f"`kubectl explain {str(kind).lower()}.spec` documents every field"
+        ) from None

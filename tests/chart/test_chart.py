@@ -1,0 +1,281 @@
+"""The Helm chart, checked with real tools: `helm lint --strict`, `helm template`, and
+kubernetes-validate's strict schemas for every rendered object."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "deltaroll"
+ALL_OPTIONS = REPO / "examples" / "values-all-options.yaml"
+KUBERNETES_VERSIONS = ["1.36.0", "1.37.0"]
+NAMESPACE = "deltaroll-system"
+VALUES = {"default": [], "all-options": ["-f", str(ALL_OPTIONS)]}
+# Kinds no Kubernetes schema covers; each is checked by a test of its own below.
+NOT_CORE = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or REPO / ".tools" / "bin" / name
+    if not Path(found).exists():
+        pytest.fail(f"{name} not found on PATH or in .tools/bin: run `make setup`")
+    return str(found)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": "/tmp/helm-cache"}
+    return subprocess.run(
+        [tool("helm"), *args], capture_output=True, text=True, check=check, env=env
+    )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Refuses duplicate keys, which plain YAML loading (and kubectl) silently merges."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = [key for key, count in Counter(keys).items() if count > 1]
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {duplicates}")
+        return super().construct_mapping(node, deep=deep)
+
+
+@cache
+def render(values: str) -> tuple[dict[str, Any], ...]:
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE, "--include-crds", *VALUES[values]
+    )
+    return tuple(d for d in yaml.load_all(done.stdout, Loader=_UniqueKeyLoader) if d)
+
+
+def objects(values: str, kind: str) -> list[dict[str, Any]]:
+    return [d for d in render(values) if d["kind"] == kind]
+
+
+def the(values: str, kind: str) -> dict[str, Any]:
+    (found,) = objects(values, kind)
+    return found
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_helm_lint_strict(values: str) -> None:
+    done = helm("lint", "--strict", str(CHART), *VALUES[values], check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("values", VALUES)
+def test_every_manifest_passes_kubernetes_validate(values: str, version: str) -> None:
+    kinds = Counter(d["kind"] for d in render(values))
+    assert kinds["CustomResourceDefinition"] == 2 and kinds["Deployment"] == 1
+    for document in render(values):
+        if document["kind"] in NOT_CORE:
+            continue
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_operator_pod_is_locked_down(values: str) -> None:
+    pod = the(values, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert container["command"] == ["deltaroll", "operator", "run"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    liveness = next(a for a in container["args"] if a.startswith("--liveness="))
+    assert liveness == f"--liveness=http://0.0.0.0:{ports['health']}/healthz"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "metrics" in ports
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DELTAROLL_METRICS_PORT"] == str(ports["metrics"])
+    assert env["DELTAROLL_WORKER_IMAGE"] and env["DELTAROLL_AGENT_IMAGE"]
+
+
+def _rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs; fails on any wildcard."""
+    table: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert "*" not in (group, resource) and "*" not in rule["verbs"], rule
+                table.setdefault((group, resource), set()).update(rule["verbs"])
+    return table
+
+
+OPERATOR_RULES = {
+    ("deltaroll.dev", "modeldeltas"): {"get", "list", "watch", "patch"},
+    ("deltaroll.dev", "modeldeployments"): {"get", "list", "watch", "patch"},
+    ("deltaroll.dev", "modeldeltas/status"): {"get", "patch"},
+    ("deltaroll.dev", "modeldeployments/status"): {"get", "patch"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
+    ("", "pods"): {"get", "list", "watch", "patch"},
+    ("", "events"): {"create", "patch"},
+    ("", "secrets"): {"get"},
+}
+CRD_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+AGENT_RULES = {("", "pods"): {"get", "patch"}, ("", "pods/status"): {"patch"}}
+
+
+def _operator_roles(values: str, kind: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in objects(values, kind)
+        if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
+
+
+def test_cluster_scope_rbac_is_exact() -> None:
+    (cluster_role,) = _operator_roles("default", "ClusterRole")
+    assert _rules(cluster_role) == {
+        **OPERATOR_RULES,
+        **CRD_RULES,
+        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+        ("", "namespaces"): {"list", "watch"},
+    }
+    assert _operator_roles("default", "Role") == []
+    binding = the("default", "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    assert (
+        binding["subjects"][0]["name"]
+        == the("default", "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    )
+    args = the("default", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--all-namespaces" in args and "--standalone" in args
+
+
+def test_namespace_scope_rbac_is_exact() -> None:
+    watched = yaml.safe_load(ALL_OPTIONS.read_text())["watchNamespaces"]
+    (cluster_role,) = _operator_roles("all-options", "ClusterRole")
+    assert _rules(cluster_role) == CRD_RULES
+    roles = _operator_roles("all-options", "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
+    for role in roles:
+        assert _rules(role) == {
+            **OPERATOR_RULES,
+            ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+        }
+    bindings = _operator_roles("all-options", "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
+    args = the("all-options", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace=")] == [
+        f"--namespace={n}" for n in watched
+    ]
+    assert "--all-namespaces" not in args and "--peering=deltaroll" in args
+    peerings = objects("all-options", "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_agent_identity(values: str) -> None:
+    agent_roles = [
+        r
+        for r in objects(values, "Role")
+        if r["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
+    ]
+    assert agent_roles
+    for role in agent_roles:
+        assert _rules(role) == AGENT_RULES
+    accounts = {
+        (a["metadata"]["namespace"], a["metadata"]["name"])
+        for a in objects(values, "ServiceAccount")
+    }
+    for binding in objects(values, "RoleBinding"):
+        if binding["metadata"]["labels"]["app.kubernetes.io/component"] == "agent":
+            (subject,) = binding["subjects"]
+            assert (subject["namespace"], subject["name"]) in accounts
+
+
+def test_service_monitor_scrapes_the_metrics_service() -> None:
+    assert objects("default", "ServiceMonitor") == []
+    monitor = the("all-options", "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = the("all-options", "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    pod = the("all-options", "Deployment")["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    rendered = {d["metadata"]["name"] for d in objects("default", "CustomResourceDefinition")}
+    assert rendered == {"modeldeltas.deltaroll.dev", "modeldeployments.deltaroll.dev"}
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "rbac.scope=everything",
+        "replicaCount=-1",
+        "securityContext.allowPrivilegeEscalation=true",
+        "podSecurityContext.runAsNonRoot=false",
+        "logging.format=xml",
+        "metrics.port=0",
+        "unknownKey=1",
+    ],
+)
+def test_values_schema_refuses_bad_values(setting: str) -> None:
+    done = helm("template", "deltaroll", str(CHART), "--set", setting, check=False)
+    assert done.returncode != 0
+    assert "values don't meet the specifications of the schema" in done.stderr, done.stderr
+
+
+def test_notes_tell_the_next_command() -> None:
+    done = helm("install", "deltaroll", str(CHART), "-n", NAMESPACE, "--dry-run=client")
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert f"kubectl -n {NAMESPACE} rollout status deployment/deltaroll" in notes
+    assert "kubectl apply -f examples/modeldelta.yaml" in notes
+
+
+def _readme_snippet() -> dict[str, Any]:
+    text = (CHART / "README.md").read_text()
+    match = re.search(r"<!-- agent-sidecar-snippet[^>]*-->\s*```yaml\n(.*?)```", text, re.S)
+    assert match, "the chart README lost its agent sidecar snippet"
+    return yaml.load(match.group(1), Loader=_UniqueKeyLoader)
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_readme_agent_snippet_is_a_valid_deployment(version: str) -> None:
+    kubernetes_validate.validate(_readme_snippet(), version, strict=True)
+
+
+def test_readme_agent_snippet_wires_the_agent() -> None:
+    pod = _readme_snippet()["spec"]["template"]["spec"]
+    assert pod["readinessGates"] == [{"conditionType": "deltaroll.dev/weights-ready"}]
+    assert pod["serviceAccountName"] == "deltaroll-agent"
+    (agent,) = pod["initContainers"]
+    assert agent["restartPolicy"] == "Always"
+    assert agent["command"] == ["deltaroll"] and agent["args"][:2] == ["agent", "run"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (item,) = volumes["podinfo"]["downwardAPI"]["items"]
+    assert item["fieldRef"]["fieldPath"] == "metadata.annotations"
+    annotations_file = next(a for a in agent["args"] if a.startswith("--annotations-file="))
+    mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
+    assert annotations_file == f"--annotations-file={mounts['podinfo']}/{item['path']}"
+    (engine,) = pod["containers"]
+    engine_mounts = {m["name"]: m["mountPath"] for m in engine["volumeMounts"]}
+    assert engine_mounts["weights"] == mounts["weights"]
+    engine_port = engine["ports"][0]["containerPort"]
+    assert f"--engine-url=http://127.0.0.1:{engine_port}" in agent["args"]
