@@ -1,0 +1,103 @@
+"""``deltaroll engine serve | reload | status``: run the reference engine, drive any engine.
+
+``serve`` runs the reference inference server the sandbox and tests use (SGLang and vLLM are run
+with their own commands). ``reload`` and ``status`` speak to a running engine of any kind exactly
+as the pod agent does, which makes them the tool to check an engine's wiring by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deltaroll.cli.output import emit
+
+KindOpt = Annotated[str, typer.Option("--kind", help="Engine kind: reference, sglang or vllm.")]
+EndpointOpt = Annotated[
+    str, typer.Option("--endpoint", help="Engine base URL, e.g. http://127.0.0.1:8000.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``engine`` command group."""
+    engine = typer.Typer(help="Run the reference inference engine; reload or probe any engine.")
+    engine.command("serve")(serve)
+    engine.command("reload")(reload)
+    engine.command("status")(status)
+    app.add_typer(engine, name="engine")
+
+
+def serve(
+    model_path: Annotated[
+        Path, typer.Option("--model-path", help="Checkpoint directory (config.json, safetensors).")
+    ],
+    kind: KindOpt = "reference",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    device: Annotated[str, typer.Option("--device", help="torch device: cpu, cuda:0.")] = "cpu",
+) -> None:
+    """Serve a checkpoint with the reference engine until terminated."""
+    if kind != "reference":
+        from deltaroll.engines.errors import EngineConfigError
+
+        raise EngineConfigError(
+            f"--kind {kind}: only the reference engine is served by deltaroll; run {kind} with "
+            "its own command and point the agent at it with --kind/--endpoint"
+        )
+    from deltaroll.engines.reference.loading import checkpoint_files
+
+    checkpoint_files(model_path.resolve())  # a clear error before torch is imported
+    from deltaroll.engines.reference.server import serve as serve_reference
+
+    serve_reference(model_path, host=host, port=port, device=device)
+
+
+def reload(
+    kind: KindOpt,
+    endpoint: EndpointOpt,
+    model_path: Annotated[
+        Path, typer.Option("--model-path", help="Checkpoint directory the engine should load.")
+    ],
+    version: Annotated[
+        str | None, typer.Option("--version", help="Version id of those weights, if known.")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 900.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask a running engine to load new weights, as the pod agent does."""
+    from deltaroll.engines import engine_client
+
+    client = engine_client(kind, endpoint, timeout=timeout)
+    client.reload(model_path, version=version)
+    loaded = client.loaded_version()
+    emit(
+        {
+            "kind": kind,
+            "endpoint": client.endpoint,
+            "model_path": str(model_path.resolve()),
+            "loaded_version": loaded,
+        },
+        as_json=as_json,
+        human=f"{kind} at {client.endpoint} reloaded from {model_path} "
+        f"(serving {loaded or 'an unreported version'})",
+    )
+
+
+def status(kind: KindOpt, endpoint: EndpointOpt, as_json: JsonOpt = False) -> None:
+    """Report whether an engine is healthy and which version it serves (exit 1 if unhealthy)."""
+    from deltaroll.engines import engine_client
+
+    client = engine_client(kind, endpoint)
+    healthy = client.health()
+    loaded = client.loaded_version() if healthy else None
+    emit(
+        {"kind": kind, "endpoint": client.endpoint, "healthy": healthy, "loaded_version": loaded},
+        as_json=as_json,
+        human=f"{kind} at {client.endpoint}: "
+        + (f"healthy, serving {loaded or 'an unreported version'}" if healthy else "unhealthy"),
+    )
+    if not healthy:
+        raise typer.Exit(1)

@@ -1,0 +1,41 @@
+"""Adapters for inference servers, and a small reference engine.
+
+The agent uses one protocol, :class:`EngineClient`, whatever runs next to it::
+
+    from deltaroll.engines import engine_client
+
+    engine = engine_client("vllm", "http://127.0.0.1:8000")   # or "sglang", "reference"
+    engine.reload(Path("/weights/current"), version=version_id)  # raises EngineReloadError
+    engine.health(); engine.loaded_version()
+
+Modules: ``client`` (the protocol and factory), ``sglang`` and ``vllm`` (the adapters, with the
+engines' request shapes in their docstrings), ``reference`` (the server the sandbox and tests run,
+and its client), ``weights_identity`` (checksums and version id of in-memory tensors),
+``transport`` (JSON over HTTP), ``errors``.
+"""
+
+from deltaroll.engines.client import (
+    DEFAULT_RELOAD_TIMEOUT_S,
+    ENGINE_KINDS,
+    EngineClient,
+    engine_client,
+)
+from deltaroll.engines.errors import (
+    EngineConfigError,
+    EngineError,
+    EngineReloadError,
+    EngineUnreachableError,
+    ModelLoadError,
+)
+
+__all__ = [
+    "DEFAULT_RELOAD_TIMEOUT_S",
+    "ENGINE_KINDS",
+    "EngineClient",
+    "EngineConfigError",
+    "EngineError",
+    "EngineReloadError",
+    "EngineUnreachableError",
+    "ModelLoadError",
+    "engine_client",
+]

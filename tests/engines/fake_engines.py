@@ -1,0 +1,301 @@
+"""Local stand-ins for SGLang and vLLM servers that check every request against their docs.
+
+They answer the way the real servers do (status codes, JSON shapes, error bodies) and enforce the
+documented request shapes strictly, so an adapter that sends a wrong path, method, query or body
+fails the test instead of passing against a lenient fake. Sources of each shape are cited in the
+adapters' module docstrings (deltaroll.engines.sglang, deltaroll.engines.vllm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+NO_BODY = object()  # a request sent without a body (distinct from JSON null)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+
+Answer = tuple[int, Any]  # (status, JSON body or None for an empty body)
+
+
+class FakeEngine:
+    """A threaded HTTP server on a free loopback port; subclasses implement :meth:`answer`."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self._handle("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._handle("POST")
+
+            def _handle(self, method: str) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if raw:
+                    try:
+                        body: Any = json.loads(raw)
+                    except json.JSONDecodeError:
+                        self._send(400, {"detail": "Invalid JSON format"})
+                        return
+                else:
+                    body = NO_BODY
+                seen = Seen(method, parts.path, parse_qs(parts.query), body)
+                fake.seen.append(seen)
+                self._send(*fake.answer(seen))
+
+            def _send(self, status: int, payload: Any) -> None:
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> FakeEngine:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def calls(self) -> list[tuple[str, str]]:
+        return [(s.method, s.path) for s in self.seen]
+
+    def answer(self, seen: Seen) -> Answer:
+        raise NotImplementedError
+
+
+def not_found() -> Answer:
+    return 404, {"detail": "Not Found"}
+
+
+def loadable(path: str) -> str | None:
+    """Why a directory cannot be loaded as a safetensors checkpoint, or None if it can."""
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    if not any(name.endswith(".safetensors") for name in os.listdir(path)):
+        return f"no safetensors files in {path}"
+    return None
+
+
+# SGLang: UpdateWeightFromDiskReqInput (sglang/srt/managers/io_struct.py).
+SGLANG_UPDATE_FIELDS = {
+    "model_path", "load_format", "abort_all_requests", "weight_version", "is_async",
+    "torch_empty_cache", "keep_pause", "recapture_cuda_graph", "token_step", "flush_cache",
+    "manifest",
+}  # fmt: skip
+
+
+@dataclass
+class FakeSGLang(FakeEngine):
+    """SGLang's server: /health, /model_info (/get_model_info), /update_weights_from_disk."""
+
+    model_path: str
+    weight_version: str = "default"
+    legacy_model_info: bool = False  # SGLang < 0.5 only had /get_model_info
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def answer(self, seen: Seen) -> Answer:
+        route = (seen.method, seen.path)
+        info_path = "/get_model_info" if self.legacy_model_info else "/model_info"
+        if route == ("GET", "/health"):
+            return 200, None
+        if route == ("GET", info_path):
+            return 200, {"model_path": self.model_path, "weight_version": self.weight_version}
+        if route == ("POST", "/update_weights_from_disk"):
+            return self._update(seen.body)
+        return not_found()
+
+    def _update(self, body: Any) -> Answer:
+        if not isinstance(body, dict) or not isinstance(body.get("model_path"), str):
+            return 422, {"detail": [{"loc": ["body", "model_path"], "msg": "Field required"}]}
+        unknown = set(body) - SGLANG_UPDATE_FIELDS
+        if unknown:
+            return 422, {"detail": f"unknown fields {sorted(unknown)}"}
+        problem = loadable(body["model_path"])
+        if problem is not None:
+            message = f"Failed to update weights: {problem}.\nRolling back to original weights."
+            return 400, {"success": False, "message": message, "num_paused_requests": 0}
+        self.model_path = body["model_path"]
+        if body.get("weight_version") is not None:
+            self.weight_version = body["weight_version"]
+        message = "Succeeded to update model weights."
+        return 200, {"success": True, "message": message, "num_paused_requests": 0}
+
+
+def vllm_error(status: int, message: str) -> Answer:
+    """vLLM's ErrorResponse body (create_error_response / http_exception_handler)."""
+    kind = "BadRequestError" if status == 400 else "InternalServerError"
+    return status, {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+@dataclass
+class FakeVLLM(FakeEngine):
+    """``vllm serve`` with VLLM_SERVER_DEV_MODE=1 and a weight-transfer backend.
+
+    ``backend``: "disk" (``--weight-transfer-config '{"backend": "disk"}'``), "nccl" (configured
+    for a trainer, so init with empty info fails), or None (a vLLM without the weight-transfer
+    routes). ``dev_mode=False`` hides every development route.
+    """
+
+    served_dir: str
+    backend: str | None = "disk"
+    dev_mode: bool = True
+    model_path: str = ""
+    weight_version: str | None = None
+    paused: bool = False
+    session_active: bool = False
+    staged_path: str | None = None
+    rpc_reloads: int = 0
+    prefix_cache_resets: int = 0
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        self.model_path = self.served_dir
+        self._routes: dict[tuple[str, str], Any] = {
+            ("GET", "/health"): lambda s: (200, None),
+            ("GET", "/v1/models"): self._models,
+        }
+        if self.dev_mode:
+            self._routes |= {
+                ("POST", "/pause"): self._pause,
+                ("POST", "/resume"): self._resume,
+                ("POST", "/reset_prefix_cache"): self._reset_prefix_cache,
+                ("POST", "/collective_rpc"): self._collective_rpc,
+            }
+        if self.dev_mode and self.backend is not None:
+            self._routes |= {
+                ("POST", "/init_weight_transfer_engine"): self._init,
+                ("POST", "/start_weight_update"): self._start,
+                ("POST", "/update_weights"): self._update,
+                ("POST", "/finish_weight_update"): self._finish,
+                ("GET", "/weight_info"): lambda s: (200, {"weight_version": self.weight_version}),
+            }
+
+    def answer(self, seen: Seen) -> Answer:
+        handler = self._routes.get((seen.method, seen.path))
+        return not_found() if handler is None else handler(seen)
+
+    def _models(self, seen: Seen) -> Answer:
+        model = {"id": "served", "object": "model", "root": self.served_dir, "owned_by": "vllm"}
+        return 200, {"object": "list", "data": [model]}
+
+    def _pause(self, seen: Seen) -> Answer:
+        if seen.query.get("mode", ["abort"]) not in (["abort"], ["wait"], ["keep"]):
+            return 422, {"detail": "mode must be abort, wait or keep"}
+        self.paused = True
+        return 200, {"status": "paused"}
+
+    def _resume(self, seen: Seen) -> Answer:
+        self.paused = False
+        return 200, {"status": "resumed"}
+
+    def _reset_prefix_cache(self, seen: Seen) -> Answer:
+        if seen.query.get("reset_running_requests", ["false"]) not in (["true"], ["false"]):
+            return 422, {"detail": "reset_running_requests must be a boolean"}
+        self.prefix_cache_resets += 1
+        return 200, None
+
+    def _init(self, seen: Seen) -> Answer:
+        if not isinstance(seen.body, dict) or seen.body.get("init_info") is None:
+            return vllm_error(400, "Missing 'init_info' in request body")
+        if self.backend == "nccl":
+            return vllm_error(
+                400,
+                "NCCLWeightTransferInitInfo.__init__() missing 3 required positional arguments: "
+                "'master_address', 'master_port', and 'world_size'",
+            )
+        return 200, {"message": "Weight transfer initialized"}
+
+    def _start(self, seen: Seen) -> Answer:
+        if seen.body is not NO_BODY and not isinstance(seen.body, dict):
+            return vllm_error(400, "Invalid JSON format")
+        if self.session_active:
+            return vllm_error(500, "A shared-disk weight update is already active")
+        self.session_active, self.staged_path = True, None
+        return 200, {"message": "Weight update started"}
+
+    def _update(self, seen: Seen) -> Answer:
+        if not isinstance(seen.body, dict) or seen.body.get("update_info") is None:
+            return vllm_error(400, "Missing 'update_info' in request body")
+        info = seen.body["update_info"]
+        if not self.session_active:
+            return vllm_error(500, "start_weight_update must be called before loading a checkpoint")
+        if not isinstance(info, dict) or set(info) != {"path"}:
+            self.session_active = False
+            return vllm_error(400, f"DiskWeightTransferUpdateInfo got fields {info}")
+        path = info["path"]
+        problem = None
+        if not isinstance(path, str) or not path or not os.path.isabs(path):
+            problem = "`path` must be an absolute local directory"
+        elif not os.path.isdir(path):
+            problem = f"Shared-disk checkpoint path must be a local directory: {path}"
+        elif loadable(path) is not None:
+            problem = f"Shared-disk checkpoint directory contains no safetensors files: {path}"
+        if problem is not None:
+            self.session_active = False  # the disk engine aborts its session on failure
+            return vllm_error(400, problem)
+        self.staged_path = path
+        return 200, {"message": "Weights updated"}
+
+    def _finish(self, seen: Seen) -> Answer:
+        body = {} if seen.body is NO_BODY else seen.body
+        if not isinstance(body, dict) or set(body) - {"weight_version"}:
+            return 422, {"detail": f"unexpected body {body}"}
+        if not self.session_active:
+            return vllm_error(500, "No shared-disk weight update is active")
+        self.session_active = False
+        if self.staged_path is None:
+            return vllm_error(500, "No checkpoint was loaded during the shared-disk update session")
+        self.model_path = self.staged_path
+        if body.get("weight_version") is not None:
+            self.weight_version = body["weight_version"]
+        return 200, {"message": "Weight update finished"}
+
+    def _collective_rpc(self, seen: Seen) -> Answer:
+        if not isinstance(seen.body, dict) or seen.body.get("method") is None:
+            return 400, {"detail": "Missing 'method' in request body"}
+        unknown = set(seen.body) - {"method", "args", "kwargs", "timeout"}
+        if unknown:
+            return 422, {"detail": f"unknown fields {sorted(unknown)}"}
+        if seen.body["method"] != "reload_weights":
+            return vllm_error(500, f"'Worker' object has no attribute {seen.body['method']!r}")
+        problem = loadable(self.served_dir)
+        if problem is not None:
+            return vllm_error(500, problem)
+        self.rpc_reloads += 1
+        self.model_path = self.served_dir
+        return 200, {"results": [None]}

@@ -1,0 +1,50 @@
+"""Starting and stopping the reference engine as a real subprocess, as a pod would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.engines.http_util import call, free_port
+
+DELTAROLL = Path(sys.executable).with_name("deltaroll")
+
+
+@dataclass
+class RunningEngine:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> int:
+        """SIGTERM, as the kubelet sends; returns the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def start_reference_engine(model_path: Path, log: Path, *, timeout: float = 120) -> RunningEngine:
+    """``deltaroll engine serve --kind reference`` on a free loopback port, once healthy."""
+    port = free_port()
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [DELTAROLL, "engine", "serve", "--kind", "reference",
+             "--model-path", str(model_path), "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+    engine = RunningEngine(f"http://127.0.0.1:{port}", process, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"engine exited with {process.returncode}: {log.read_text()}")
+        try:
+            if call("GET", engine.url + "/health", timeout=2)[0] == 200:
+                return engine
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"engine did not become healthy in {timeout}s: {log.read_text()}")
