@@ -1,0 +1,197 @@
+"""The codec's public entry points: encode one tensor's delta, apply it either way.
+
+Callers pass flat arrays of unsigned integers viewing the tensors' raw bytes (uint8 for 1-byte
+dtypes, uint16 for bf16/f16/i16, uint32 for f32/i32, uint64 for f64/i64); values are never
+compared as floats, so NaN payloads and signed zeros survive bit for bit. The encoder also takes
+torch tensors of any dtype and shape, on any device, and then diffs them where they live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from deltaroll.codec.dense import FORMAT_DENSE_XOR, apply_dense, encode_dense
+from deltaroll.codec.diff import SparseDiff, count_changed, sparse_diff
+from deltaroll.codec.errors import CodecError
+from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
+from deltaroll.codec.model import EncodedTensor, TensorKind
+from deltaroll.codec.sparse import FORMAT_SPARSE, apply_sparse, encode_sparse
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT_UNCHANGED = 1
+MIN_LEVEL, MAX_LEVEL = 1, 22
+# Changed fractions where each form is tried. Below a quarter the sparse form wins (about 1 byte
+# per changed element where the whole XOR costs 2 or more); from a half on, the sparse form's
+# memory (tens of bytes per changed element) would exceed the tensor's, and dense is as small.
+DENSE_MIN_FRACTION = 0.25
+SPARSE_MAX_FRACTION = 0.5
+
+Side = Literal["base", "target"]
+
+
+def _check_array(name: str, array: np.ndarray) -> None:
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        raise CodecError(f"{name} must be a flat numpy array (reshape(-1) the tensor's view)")
+    if array.dtype != ELEMENT_DTYPES.get(array.dtype.itemsize):
+        raise CodecError(
+            f"{name} has dtype {array.dtype}; pass a little-endian unsigned-int view of the raw "
+            "bytes (uint8/uint16/uint32/uint64 by element width)"
+        )
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """What the encoder needs from a (base, target) pair, whether numpy arrays or torch tensors."""
+
+    width: int
+    total: int
+    count_changed: Callable[[], int]
+    sparse_diff: Callable[[], SparseDiff]
+    # The whole XOR in consecutive chunks of the given number of elements.
+    xor_chunks: Callable[[int], Iterator[np.ndarray]]
+
+
+def _numpy_pair(base: np.ndarray, target: np.ndarray) -> _Pair:
+    _check_array("base", base)
+    _check_array("target", target)
+    if base.dtype != target.dtype or base.shape != target.shape:
+        raise CodecError(
+            f"base ({base.dtype}, {base.shape}) and target ({target.dtype}, {target.shape}) "
+            "differ in dtype or length; store the target whole instead"
+        )
+
+    def xor_chunks(chunk: int) -> Iterator[np.ndarray]:
+        for start in range(0, base.shape[0], chunk):
+            yield np.bitwise_xor(base[start : start + chunk], target[start : start + chunk])
+
+    return _Pair(
+        width=base.dtype.itemsize,
+        total=base.shape[0],
+        count_changed=lambda: count_changed(base, target),
+        sparse_diff=lambda: sparse_diff(base, target),
+        xor_chunks=xor_chunks,
+    )
+
+
+def _torch_pair(base: torch.Tensor, target: torch.Tensor) -> _Pair:
+    import torch
+
+    from deltaroll.codec import torch_diff
+
+    if not (isinstance(base, torch.Tensor) and isinstance(target, torch.Tensor)):
+        raise CodecError("pass base and target both as numpy arrays or both as torch tensors")
+    if base.dtype != target.dtype or base.numel() != target.numel():
+        raise CodecError(
+            f"base ({base.dtype}, {base.numel()} elements) and target ({target.dtype}, "
+            f"{target.numel()}) differ in dtype or size; store the target whole instead"
+        )
+    if base.device != target.device:
+        raise CodecError(f"base is on {base.device} but target on {target.device}; move one")
+    base_bits, target_bits = torch_diff.raw_bits(base), torch_diff.raw_bits(target)
+
+    def xor_chunks(chunk: int) -> Iterator[np.ndarray]:
+        for start in range(0, base_bits.numel(), chunk):
+            xor = torch.bitwise_xor(
+                base_bits[start : start + chunk], target_bits[start : start + chunk]
+            )
+            yield torch_diff.to_unsigned_numpy(xor)
+
+    return _Pair(
+        width=base.element_size(),
+        total=base.numel(),
+        count_changed=lambda: torch_diff.count_changed_torch(base, target),
+        sparse_diff=lambda: torch_diff.sparse_diff_torch(base, target),
+        xor_chunks=xor_chunks,
+    )
+
+
+def encode_tensor_delta(
+    base: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, *, level: int = 3
+) -> EncodedTensor:
+    """The smallest of unchanged / sparse / dense that turns ``base`` into ``target``.
+
+    A first pass counts the changed elements; the sparse form is built only when fewer than
+    half changed (its memory grows with the changed elements), the dense form (streamed, with
+    bounded memory) only when at least a quarter did; between the two, the smaller wins. The
+    payload bytes are the same whether the diff ran on numpy arrays or on torch tensors.
+    """
+    if not MIN_LEVEL <= level <= MAX_LEVEL:
+        raise CodecError(f"zstd level must be between {MIN_LEVEL} and {MAX_LEVEL}, not {level}")
+    pair = (
+        _numpy_pair(base, target)  # type: ignore[arg-type]
+        if isinstance(base, np.ndarray)
+        else _torch_pair(base, target)  # type: ignore[arg-type]
+    )
+    changed = pair.count_changed()
+    if changed == 0:
+        header = Header(FORMAT_UNCHANGED, pair.width, pair.total, 0)
+        return EncodedTensor(TensorKind.UNCHANGED, PayloadWriter(header).finish(), 0, pair.total)
+    candidates = []
+    if changed < SPARSE_MAX_FRACTION * pair.total:
+        diff = pair.sparse_diff()
+        sparse = encode_sparse(
+            diff.positions, diff.base_values, diff.target_values, pair.total, level
+        )
+        candidates.append((TensorKind.SPARSE, sparse))
+    if changed >= DENSE_MIN_FRACTION * pair.total:
+        dense = encode_dense(pair.xor_chunks, pair.width, pair.total, changed, level)
+        candidates.append((TensorKind.DENSE, dense))
+    kind, payload = min(candidates, key=lambda candidate: len(candidate[1]))
+    return EncodedTensor(kind, payload, changed, pair.total)
+
+
+def apply_tensor_delta(current: np.ndarray, encoded: EncodedTensor, *, side: Side) -> None:
+    """Apply the delta to ``current`` in place.
+
+    ``side="base"``: ``current`` is the base and becomes the target; ``side="target"``: the
+    reverse (rollback), with the same payload. Raises :class:`CodecError` if the payload is
+    malformed or does not fit; ``current`` is then left as it was.
+    """
+    if side not in ("base", "target"):
+        raise CodecError(f"side must be 'base' or 'target', not {side!r}")
+    _check_array("current", current)
+    if not current.flags.writeable:
+        raise CodecError("current is read-only; pass a writable array (e.g. a copy)")
+    reader = PayloadReader(encoded.payload)
+    header = reader.header
+    if header.width != current.dtype.itemsize or header.total_elements != current.shape[0]:
+        raise CodecError(
+            f"delta is for {header.total_elements} elements of {header.width} bytes, but the "
+            f"tensor has {current.shape[0]} of {current.dtype.itemsize}; wrong tensor or base"
+        )
+    if (
+        header.changed_elements != encoded.changed_elements
+        or header.total_elements != encoded.total_elements
+    ):
+        raise CodecError("delta payload disagrees with its recorded element counts; corrupt")
+    expected_kind = _KIND_OF_FORMAT.get(header.format_id)
+    if expected_kind is None:
+        raise CodecError(
+            f"delta payload has format {header.format_id}, unknown to this Deltaroll; upgrade "
+            "Deltaroll or recompute the delta"
+        )
+    if expected_kind is not encoded.kind:
+        raise CodecError(
+            f"delta payload is {expected_kind.value} but recorded as {encoded.kind.value}; corrupt"
+        )
+    if header.format_id == FORMAT_UNCHANGED:
+        if header.changed_elements:
+            raise CodecError("an unchanged delta claims changed elements; corrupt")
+        reader.expect_end()
+    elif header.format_id == FORMAT_DENSE_XOR:
+        apply_dense(current, reader)
+    else:
+        apply_sparse(current, reader, forward=side == "base")
+
+
+_KIND_OF_FORMAT = {
+    FORMAT_UNCHANGED: TensorKind.UNCHANGED,
+    FORMAT_DENSE_XOR: TensorKind.DENSE,
+    FORMAT_SPARSE: TensorKind.SPARSE,
+}

@@ -1,0 +1,111 @@
+"""Sparse delta: where the changed elements are, and how each changed, coded given the base.
+
+Layout of the payload after the header (each stream zstd-compressed byte planes):
+
+1. positions of the changed elements, as byte gaps plus a stream of long gaps;
+2. exceptions: ranks, among the changed elements, of those whose context differs between base
+   and target, as byte gaps plus long gaps (their count first);
+3. the change of every changed element, ``target - base`` modulo 2**bits as a zigzag-coded
+   signed number, grouped by context.
+
+Why a difference rather than an XOR: a ±1 ULP step is 1 or -1 whatever the mantissa, where its
+XOR is a run of ones whose length depends on the carry; both are reversible. Grouping by context
+puts the many-ULP changes of small weights apart from the ±1 steps of large ones, so each part of
+the stream has one distribution for zstd's entropy stage. A decoder that holds the target (a
+rollback) derives the same contexts, because every element whose context differs between the two
+sides is listed as an exception and grouped apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deltaroll.codec.context import EXCEPTION_CONTEXT, element_context
+from deltaroll.codec.errors import CodecError
+from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
+from deltaroll.codec.gaps import ESCAPE, GapStreams, gaps_to_positions, positions_to_gaps
+
+FORMAT_SPARSE = 4
+
+
+def _zigzag(difference: np.ndarray) -> np.ndarray:
+    """A wrapping difference, read as signed, as a small unsigned number: 0,-1,1,-2 -> 0,1,2,3."""
+    signed = difference.view(difference.dtype.str.replace("u", "i"))
+    bits = signed.dtype.itemsize * 8
+    return ((signed << 1) ^ (signed >> (bits - 1))).view(difference.dtype)
+
+
+def _unzigzag(zigzag: np.ndarray) -> np.ndarray:
+    one = zigzag.dtype.type(1)
+    magnitude = zigzag >> one
+    negative = zigzag & one
+    return magnitude ^ (np.zeros_like(zigzag) - negative)
+
+
+def _write_gaps(writer: PayloadWriter, streams: GapStreams, level: int) -> None:
+    writer.stream(streams.short, level)
+    writer.stream(streams.long, level)
+
+
+def _read_gaps(reader: PayloadReader, count: int, limit: int) -> np.ndarray:
+    short = reader.stream(ELEMENT_DTYPES[1], count)
+    escapes = int(np.count_nonzero(short == ESCAPE))
+    long = reader.stream(ELEMENT_DTYPES[8], escapes)
+    return gaps_to_positions(GapStreams(short, long), limit)
+
+
+def encode_sparse(
+    positions: np.ndarray,
+    base_values: np.ndarray,
+    target_values: np.ndarray,
+    total: int,
+    level: int,
+) -> bytes:
+    """Payload for the changed elements at ``positions`` (ascending) of a ``total``-long tensor."""
+    base_context = element_context(base_values)
+    exceptions = base_context != element_context(target_values)
+    context = np.where(exceptions, np.uint16(EXCEPTION_CONTEXT), base_context)
+    exception_ranks = np.flatnonzero(exceptions)
+    order = np.argsort(context, kind="stable")
+    changes = _zigzag(target_values - base_values)
+
+    writer = PayloadWriter(Header(FORMAT_SPARSE, base_values.dtype.itemsize, total, positions.size))
+    _write_gaps(writer, positions_to_gaps(positions), level)
+    writer.small_int(exception_ranks.size)
+    _write_gaps(writer, positions_to_gaps(exception_ranks), level)
+    writer.stream(changes[order], level)
+    return writer.finish()
+
+
+def apply_sparse(current: np.ndarray, reader: PayloadReader, *, forward: bool) -> None:
+    """Apply in place: ``forward`` turns the base into the target, otherwise the reverse."""
+    header = reader.header
+    changed = header.changed_elements
+    positions = _read_gaps(reader, changed, header.total_elements)
+    exception_count = reader.small_int()
+    if exception_count > changed:
+        raise CodecError("delta payload lists more exceptions than changed elements; corrupt")
+    exception_ranks = _read_gaps(reader, exception_count, max(changed, 1))
+    sorted_changes = reader.stream(current.dtype, changed)
+    reader.expect_end()
+
+    known = current[positions]
+    context = element_context(known)
+    context[exception_ranks] = EXCEPTION_CONTEXT
+    order = np.argsort(context, kind="stable")
+    changes = np.empty_like(sorted_changes)
+    changes[order] = sorted_changes
+    difference = _unzigzag(changes)
+    updated = known + difference if forward else known - difference
+
+    if not np.all(difference):
+        raise CodecError("delta payload lists an element that does not change; corrupt")
+    moved = element_context(updated) != element_context(known)
+    is_exception = np.zeros(changed, dtype=np.bool_)
+    is_exception[exception_ranks] = True
+    if not np.array_equal(moved, is_exception):
+        raise CodecError(
+            "delta does not fit this tensor (its exceptions disagree with the values); "
+            "wrong base or corrupt delta"
+        )
+    current[positions] = updated
