@@ -1,0 +1,40 @@
+"""Safetensors checkpoints and delta directories.
+
+Reads a checkpoint (one ``.safetensors`` file, or a Hugging Face directory: ``model.safetensors``
+or shards with ``model.safetensors.index.json``, plus config and tokenizer files) one tensor at a
+time; writes the delta between two checkpoints as a directory (``manifest.json`` +
+``objects/<sha256>``); applies it to a new directory or in place behind a crash-safe journal,
+forwards or in reverse; verifies a checkpoint against either side; imports TRL sparse patches.
+Tensor bits go through :mod:`deltaroll.codec`; this layer owns files, layouts and checksums.
+"""
+
+from deltaroll.checkpoint.apply import ApplySummary, apply_delta
+from deltaroll.checkpoint.checksums import (
+    checkpoint_version,
+    tensor_checksum,
+    version_from_tensor_entries,
+)
+from deltaroll.checkpoint.describe import describe_delta
+from deltaroll.checkpoint.diff import DeltaSummary, diff_checkpoints
+from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
+from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
+from deltaroll.checkpoint.trl_import import import_trl_patch
+from deltaroll.checkpoint.verify import VerifyReport, verify_checkpoint
+
+__all__ = [
+    "ApplySummary",
+    "Checkpoint",
+    "DeltaManifest",
+    "DeltaSummary",
+    "VerifyReport",
+    "apply_delta",
+    "checkpoint_version",
+    "describe_delta",
+    "diff_checkpoints",
+    "import_trl_patch",
+    "open_checkpoint",
+    "read_delta_manifest",
+    "tensor_checksum",
+    "verify_checkpoint",
+    "version_from_tensor_entries",
+]

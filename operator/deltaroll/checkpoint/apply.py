@@ -1,0 +1,101 @@
+"""Applying a delta: checks first (manifest, every object, the base), then write or patch.
+
+Nothing is written before the delta is known to be intact and the checkpoint is known to be its
+base (or, for ``reverse``, its target). See :mod:`.apply_out` and :mod:`.apply_inplace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from deltaroll.checkpoint.apply_inplace import apply_in_place
+from deltaroll.checkpoint.apply_out import apply_to_directory
+from deltaroll.checkpoint.checksums import checkpoint_checksums, version_of
+from deltaroll.checkpoint.errors import CheckpointError, WrongBaseError
+from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
+from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
+from deltaroll.checkpoint.staging import check_output_free
+from deltaroll.checkpoint.transform import OnBytes, Side
+
+
+@dataclass(frozen=True)
+class ApplySummary:
+    """What an apply did; ``changed`` is False when the checkpoint already was the result."""
+
+    from_version: str | None
+    to_version: str
+    output: str
+    in_place: bool
+    reverse: bool
+    changed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def apply_delta(
+    base: Path | None,
+    delta_dir: Path,
+    *,
+    out_dir: Path | None = None,
+    in_place: bool = False,
+    reverse: bool = False,
+    on_bytes: OnBytes | None = None,
+) -> ApplySummary:
+    """Apply ``delta_dir`` to ``base`` (its target instead, with ``reverse``).
+
+    Exactly one of ``out_dir`` (write the result there, in its layout) and ``in_place`` (patch
+    ``base`` behind a journal). ``base`` is None only for an anchor applied forward.
+    """
+    if (out_dir is None) == (not in_place):
+        raise CheckpointError("choose exactly one of an output directory (-o) or --in-place")
+    manifest = read_delta_manifest(Path(delta_dir))
+    objects = ObjectDir(Path(delta_dir))
+    verify_objects(manifest, objects)
+    from_side: Side = "target" if reverse else "base"
+    from_version = manifest.version(from_side)
+    to_version = manifest.version("base" if reverse else "target")
+    if to_version is None:
+        raise CheckpointError("this delta is an anchor (from nothing); it cannot be reversed")
+    if (base is None) != (from_version is None):
+        raise CheckpointError(
+            "this delta is an anchor: apply it without a base"
+            if base is not None
+            else "this delta needs a base checkpoint to apply to"
+        )
+    if in_place:
+        assert base is not None
+        changed = apply_in_place(manifest, objects, Path(base), from_side, on_bytes)
+        output = Path(base)
+    else:
+        assert out_dir is not None
+        output = Path(out_dir)
+        check_output_free(output)
+        source = open_checkpoint(Path(base)) if base is not None else None
+        if source is not None:
+            check_is_side(source, manifest, from_side, on_bytes)
+        apply_to_directory(manifest, objects, source, output, from_side, on_bytes)
+        changed = True
+    return ApplySummary(from_version, to_version, str(output), in_place, reverse, changed)
+
+
+def verify_objects(manifest: DeltaManifest, objects: ObjectDir) -> None:
+    """Check every object's size and SHA-256 before anything is written."""
+    for ref in manifest.objects:
+        objects.verify(ref.digest, ref.size)
+
+
+def check_is_side(
+    checkpoint: Checkpoint, manifest: DeltaManifest, side: Side, on_bytes: OnBytes | None = None
+) -> None:
+    """Refuse a checkpoint that is not ``side`` of the delta (compares version ids)."""
+    expected = manifest.version(side)
+    actual = version_of(checkpoint, checkpoint_checksums(checkpoint, on_bytes))
+    if actual != expected:
+        raise WrongBaseError(
+            f"{checkpoint.path} is version {actual}, but this delta applies to {expected}"
+            f"{' (reverse)' if side == 'target' else ''}; nothing was written"
+        )

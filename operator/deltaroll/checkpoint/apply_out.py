@@ -1,0 +1,70 @@
+"""Applying a delta into a new directory (``apply -o``): the full other side, in its layout.
+
+Everything is written under a temp name and renamed at the end, so a failure at any point
+(corrupt object, wrong base, full disk) leaves no output directory behind. A single-file layout
+is written as that one file inside the output directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deltaroll.checkpoint.checksums import tensor_checksum
+from deltaroll.checkpoint.chunks import get_chunks
+from deltaroll.checkpoint.errors import CorruptDeltaError
+from deltaroll.checkpoint.manifest import DeltaManifest
+from deltaroll.checkpoint.names import child_path
+from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.reader import Checkpoint
+from deltaroll.checkpoint.staging import staged_directory
+from deltaroll.checkpoint.transform import (
+    OnBytes,
+    Side,
+    check_from_bits,
+    needs_from_bits,
+    other,
+    to_side_bits,
+)
+from deltaroll.checkpoint.writer import layout_header, write_weight_file
+
+
+def apply_to_directory(
+    manifest: DeltaManifest,
+    objects: ObjectDir,
+    source: Checkpoint | None,
+    out_dir: Path,
+    from_side: Side,
+    on_bytes: OnBytes | None = None,
+) -> None:
+    """Write the ``other(from_side)`` checkpoint of ``manifest`` to ``out_dir``."""
+    to_side = other(from_side)
+    layout = manifest.layout(to_side)
+    if layout is None:
+        raise CorruptDeltaError("the delta has no layout for the side it should produce")
+    entries = {e.name: e for e in manifest.tensors}
+
+    def tensor_bits(name: str) -> np.ndarray:
+        entry = entries[name]
+        from_bits = None
+        if needs_from_bits(entry, from_side):
+            assert source is not None  # an anchor has only carried tensors
+            from_bits = source.read_bits(name)
+            check_from_bits(entry, from_bits, from_side)
+        bits = to_side_bits(entry, from_bits, objects, from_side)
+        if on_bytes:
+            on_bytes(bits.nbytes)
+        return bits
+
+    with staged_directory(out_dir) as staging:
+        for file in layout.files:
+            header = layout_header(file, objects, entries, to_side)
+            write_weight_file(child_path(staging, file.name), header, tensor_bits)
+        for aux in layout.aux_files:
+            data = get_chunks(objects, aux.chunks, aux.size)
+            if tensor_checksum(data) != aux.checksum:
+                raise CorruptDeltaError(f"auxiliary file {aux.name} does not match its checksum")
+            path = child_path(staging, aux.name)
+            with path.open("xb") as f:
+                f.write(data)

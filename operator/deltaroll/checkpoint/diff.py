@@ -1,0 +1,236 @@
+"""Computing a delta between two checkpoints and writing it as a delta directory.
+
+Tensors are streamed one at a time (memory near the largest tensor, twice). Each tensor present
+on both sides with the same dtype and shape goes through the codec (unchanged / sparse / dense);
+any other tensor (added, removed, resized, retyped) is carried whole for each side that has it,
+so the delta stays reversible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deltaroll.checkpoint.checksums import tensor_checksum, version_from_tensor_entries
+from deltaroll.checkpoint.chunks import put_chunks
+from deltaroll.checkpoint.errors import CheckpointError
+from deltaroll.checkpoint.layouts import record_layout
+from deltaroll.checkpoint.manifest import (
+    SCHEMA,
+    DeltaManifest,
+    ObjectRef,
+    TensorEntry,
+    TensorSide,
+    write_manifest,
+)
+from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.reader import Checkpoint, TensorRef, open_checkpoint, read_tensor_bits
+from deltaroll.checkpoint.staging import check_output_free, staged_directory
+from deltaroll.checkpoint.transform import OnBytes
+from deltaroll.codec import EncodedTensor, encode_tensor_delta
+
+# Rewrites a tensor's bits on the target side (used by the TRL import to patch the base).
+TargetOverride = Callable[[str, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class DeltaSummary:
+    """What a diff produced; ``delta_bytes`` counts every object and the manifest on disk."""
+
+    base_version: str | None
+    target_version: str
+    tensors: int
+    total_elements: int
+    changed_elements: int
+    delta_bytes: int
+    target_bytes: int
+    delta_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diff_checkpoints(
+    base: Path | None,
+    target: Path,
+    out_dir: Path,
+    *,
+    level: int = 3,
+    on_bytes: OnBytes | None = None,
+    device: str | None = None,
+) -> DeltaSummary:
+    """Write the delta from ``base`` (``None``: an anchor, a delta from nothing) to ``target``.
+
+    ``device`` (e.g. ``"cuda"``): compare the tensors there (the codec's torch path, identical
+    payloads); ``None`` compares them on the CPU with numpy.
+    """
+    check_output_free(Path(out_dir))
+    base_checkpoint = open_checkpoint(base) if base is not None else None
+    return write_delta(
+        base_checkpoint,
+        open_checkpoint(target),
+        Path(out_dir),
+        level=level,
+        on_bytes=on_bytes,
+        device=device,
+    )
+
+
+def write_delta(
+    base: Checkpoint | None,
+    target: Checkpoint,
+    out_dir: Path,
+    *,
+    level: int,
+    on_bytes: OnBytes | None = None,
+    target_override: TargetOverride | None = None,
+    device: str | None = None,
+) -> DeltaSummary:
+    """Write the delta directory from opened checkpoints (the engine behind diff and imports)."""
+    encoder = _Encoder(level, device)
+    with staged_directory(out_dir) as staging:
+        objects = ObjectDir(staging)
+        base_tensors = base.tensors if base is not None else {}
+        names = list(target.tensors) + [n for n in base_tensors if n not in target.tensors]
+        entries = []
+        for name in names:
+            entry = _tensor_entry(
+                name,
+                base_tensors.get(name),
+                target.tensors.get(name),
+                objects,
+                encoder,
+                target_override,
+            )
+            entries.append(entry)
+            if on_bytes:
+                on_bytes(_tensor_bytes(base_tensors.get(name), target.tensors.get(name)))
+        base_layout = record_layout(base, objects, level=level) if base is not None else None
+        target_layout = (
+            base_layout
+            if target is base and base_layout is not None
+            else record_layout(target, objects, level=level)
+        )
+        manifest = DeltaManifest(
+            schema=SCHEMA,
+            base_version=_version(entries, "base") if base is not None else None,
+            target_version=_version(entries, "target"),
+            base_layout=base_layout,
+            target_layout=target_layout,
+            tensors=entries,
+            objects=[
+                ObjectRef(digest=p.name, size=p.stat().st_size)
+                for p in sorted(objects.root.glob("[0-9a-f]*"))
+            ],
+            level=level,
+        )
+        manifest_bytes = write_manifest(staging, manifest)
+    target_tensors = [e for e in entries if e.target is not None]
+    return DeltaSummary(
+        base_version=manifest.base_version,
+        target_version=manifest.target_version,
+        tensors=len(target_tensors),
+        total_elements=sum(e.total_elements for e in target_tensors),
+        changed_elements=sum(e.changed_elements for e in entries),
+        delta_bytes=manifest.delta_bytes() + manifest_bytes,
+        target_bytes=target.total_bytes,
+        delta_dir=str(out_dir),
+    )
+
+
+def _tensor_entry(
+    name: str,
+    base: TensorRef | None,
+    target: TensorRef | None,
+    objects: ObjectDir,
+    encoder: _Encoder,
+    target_override: TargetOverride | None,
+) -> TensorEntry:
+    base_bits = read_tensor_bits(base) if base is not None else None
+    target_bits = read_tensor_bits(target) if target is not None else None
+    if target_bits is not None and target_override is not None:
+        target_bits = target_override(name, target_bits)
+    base_side = _side(base, base_bits)
+    target_side = _side(target, target_bits)
+    if (
+        base_bits is not None
+        and target_bits is not None
+        and base_side is not None
+        and target_side is not None
+        and (base_side.dtype, base_side.shape) == (target_side.dtype, target_side.shape)
+    ):
+        encoded = encoder.encode(base_bits, target_bits)
+        unchanged = encoded.kind.value == "unchanged"
+        return TensorEntry(
+            name=name,
+            base=base_side,
+            target=target_side,
+            kind=encoded.kind.value,
+            delta_object=None if unchanged else objects.put(encoded.payload),
+            changed_elements=encoded.changed_elements,
+            total_elements=encoded.total_elements,
+        )
+    numel = target_bits.size if target_bits is not None else 0
+    return TensorEntry(
+        name=name,
+        base=base_side,
+        target=target_side,
+        kind="carried",
+        base_chunks=put_chunks(objects, base_bits, level=encoder.level)
+        if base_bits is not None
+        else [],
+        target_chunks=put_chunks(objects, target_bits, level=encoder.level)
+        if target_bits is not None
+        else [],
+        changed_elements=numel,
+        total_elements=numel,
+    )
+
+
+@dataclass(frozen=True)
+class _Encoder:
+    """Runs the codec on the CPU (numpy) or, given a device, on torch tensors there."""
+
+    level: int
+    device: str | None
+
+    def __post_init__(self) -> None:
+        if self.device is None:
+            return
+        import torch
+
+        try:
+            torch.empty(0, device=self.device)
+        except (RuntimeError, AssertionError) as exc:
+            raise CheckpointError(
+                f"cannot use torch device {self.device!r} ({exc}); pass e.g. cpu or cuda"
+            ) from None
+
+    def encode(self, base: np.ndarray, target: np.ndarray) -> EncodedTensor:
+        if self.device is None:
+            return encode_tensor_delta(base, target, level=self.level)
+        import torch
+
+        on_device = [torch.from_numpy(bits).to(self.device) for bits in (base, target)]
+        return encode_tensor_delta(*on_device, level=self.level)
+
+
+def _side(ref: TensorRef | None, bits: np.ndarray | None) -> TensorSide | None:
+    if ref is None or bits is None:
+        return None
+    return TensorSide(dtype=ref.dtype, shape=list(ref.shape), checksum=tensor_checksum(bits))
+
+
+def _version(entries: list[TensorEntry], which: str) -> str:
+    sides = [(e.name, e.base if which == "base" else e.target) for e in entries]
+    return version_from_tensor_entries(
+        (name, side.dtype, side.shape, side.checksum) for name, side in sides if side is not None
+    )
+
+
+def _tensor_bytes(base: TensorRef | None, target: TensorRef | None) -> int:
+    return (base.nbytes if base else 0) + (target.nbytes if target else 0)

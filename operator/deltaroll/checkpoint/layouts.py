@@ -1,0 +1,35 @@
+"""Recording a checkpoint's layout (files, exact headers, auxiliary files) into a delta."""
+
+from __future__ import annotations
+
+from deltaroll.checkpoint.checksums import tensor_checksum
+from deltaroll.checkpoint.chunks import put_chunks
+from deltaroll.checkpoint.manifest import AuxFile, CheckpointLayout, WeightFileLayout
+from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.reader import Checkpoint
+
+
+def record_layout(checkpoint: Checkpoint, objects: ObjectDir, *, level: int) -> CheckpointLayout:
+    """Store every header and auxiliary file as objects and describe the layout."""
+    files = [
+        WeightFileLayout(
+            name=weight.name,
+            header_object=objects.put(weight.header.raw),
+            header_size=len(weight.header.raw),
+            tensors=[t.name for t in weight.header.tensors],
+            metadata=weight.header.metadata,
+        )
+        for weight in checkpoint.weight_files
+    ]
+    aux_files = []
+    for name, path in checkpoint.aux_files.items():
+        data = path.read_bytes()
+        aux_files.append(
+            AuxFile(
+                name=name,
+                size=len(data),
+                checksum=tensor_checksum(data),
+                chunks=put_chunks(objects, data, level=level),
+            )
+        )
+    return CheckpointLayout(kind=checkpoint.kind, files=files, aux_files=aux_files)

@@ -1,0 +1,294 @@
+"""The manifest of a delta directory (``manifest.json``, schema ``deltaroll.delta/v1``).
+
+It names every tensor's before/after dtype, shape and checksum, how its change is encoded and
+which objects hold the payload; both sides' layouts (which file holds which tensor, the exact
+safetensors header of each file, the auxiliary files) so applying forward reproduces the target
+and applying in reverse reproduces the base; and every object the delta needs.
+
+Integrity: the file is written in one canonical form and carries ``manifest_digest``, a SHA-256
+over the canonical JSON of everything else. A reader refuses a file that is not byte-identical to
+the canonical form of what it parsed, or whose digest does not match, so any one-byte edit is
+caught before the manifest is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deltaroll.checkpoint.dtypes import ITEMSIZE
+from deltaroll.checkpoint.errors import CorruptDeltaError
+from deltaroll.checkpoint.names import check_file_name
+from deltaroll.checkpoint.objects import check_digest
+
+SCHEMA: Final = "deltaroll.delta/v1"
+MANIFEST_NAME = "manifest.json"
+
+TensorKindName = Literal["unchanged", "sparse", "dense", "carried"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSide(_Model):
+    """A tensor as it is on one side of the delta."""
+
+    dtype: str = Field(description="safetensors dtype name, e.g. BF16")
+    shape: list[int] = Field(description="tensor shape")
+    checksum: str = Field(description="xxh3-128 of the raw bytes, 32 hex characters")
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in ITEMSIZE:
+            raise ValueError(f"unknown dtype {value!r}")
+        return value
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * ITEMSIZE[self.dtype]
+
+
+class TensorEntry(_Model):
+    """How one tensor changes. ``carried`` tensors keep whole data for each side that has it."""
+
+    name: str
+    base: TensorSide | None = Field(description="the tensor in the base; null if it appears")
+    target: TensorSide | None = Field(description="the tensor in the target; null if removed")
+    kind: TensorKindName
+    delta_object: str | None = Field(default=None, description="codec payload for sparse/dense")
+    base_chunks: list[str] = Field(default_factory=list, description="whole base data (carried)")
+    target_chunks: list[str] = Field(default_factory=list, description="whole target data")
+    changed_elements: int = Field(ge=0)
+    total_elements: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TensorEntry:
+        if self.base is None and self.target is None:
+            raise ValueError(f"tensor {self.name!r} has neither a base nor a target")
+        same_shape = (
+            self.base is not None
+            and self.target is not None
+            and (self.base.dtype, self.base.shape) == (self.target.dtype, self.target.shape)
+        )
+        if self.kind == "carried":
+            if same_shape or self.delta_object is not None:
+                raise ValueError(
+                    f"tensor {self.name!r}: carried only when shape/dtype/presence differ"
+                )
+        else:
+            if not same_shape or self.base_chunks or self.target_chunks:
+                raise ValueError(
+                    f"tensor {self.name!r}: {self.kind} needs the same dtype and shape"
+                )
+            if (self.kind == "unchanged") != (self.delta_object is None):
+                raise ValueError(f"tensor {self.name!r}: only unchanged tensors have no payload")
+        if self.base is None and self.base_chunks or self.target is None and self.target_chunks:
+            raise ValueError(f"tensor {self.name!r}: chunks for a side that lacks the tensor")
+        for digest in self.digests():
+            check_digest(digest)
+        return self
+
+    def digests(self) -> Iterator[str]:
+        if self.delta_object is not None:
+            yield self.delta_object
+        yield from self.base_chunks
+        yield from self.target_chunks
+
+    def side(self, which: Literal["base", "target"]) -> TensorSide | None:
+        return self.base if which == "base" else self.target
+
+    def chunks(self, which: Literal["base", "target"]) -> list[str]:
+        return self.base_chunks if which == "base" else self.target_chunks
+
+
+class WeightFileLayout(_Model):
+    """One safetensors file: its exact header (an object) and its tensors in data order."""
+
+    name: str
+    header_object: str
+    header_size: int = Field(ge=0)
+    tensors: list[str]
+    metadata: dict[str, str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return check_file_name(value)
+
+
+class AuxFile(_Model):
+    """A non-tensor file of a checkpoint directory (config, tokenizer, index)."""
+
+    name: str
+    size: int = Field(ge=0)
+    checksum: str
+    chunks: list[str]
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return check_file_name(value)
+
+
+class CheckpointLayout(_Model):
+    """How one side's tensors are laid out in files, plus its auxiliary files."""
+
+    kind: Literal["file", "directory"]
+    files: list[WeightFileLayout]
+    aux_files: list[AuxFile] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CheckpointLayout:
+        names = [f.name for f in self.files] + [a.name for a in self.aux_files]
+        if len(names) != len(set(names)):
+            raise ValueError("a file name appears twice in a layout")
+        if self.kind == "file" and (len(self.files) != 1 or self.aux_files):
+            raise ValueError("a single-file layout has exactly one weight file and no aux files")
+        tensors = [t for f in self.files for t in f.tensors]
+        if len(tensors) != len(set(tensors)):
+            raise ValueError("a tensor appears twice in a layout")
+        for digest in self.digests():
+            check_digest(digest)
+        return self
+
+    def digests(self) -> Iterator[str]:
+        for f in self.files:
+            yield f.header_object
+        for a in self.aux_files:
+            yield from a.chunks
+
+    def tensor_names(self) -> set[str]:
+        return {t for f in self.files for t in f.tensors}
+
+
+class ObjectRef(_Model):
+    digest: str
+    size: int = Field(ge=0)
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        return check_digest(value)
+
+
+class DeltaManifest(_Model):
+    """Everything needed to turn the base into the target, or back."""
+
+    schema_: Literal["deltaroll.delta/v1"] = Field(default=SCHEMA, alias="schema")
+    base_version: str | None = Field(description="null for an anchor (a delta from nothing)")
+    target_version: str
+    base_layout: CheckpointLayout | None
+    target_layout: CheckpointLayout
+    tensors: list[TensorEntry]
+    objects: list[ObjectRef]
+    level: int = Field(description="zstd level the delta was written with")
+    manifest_digest: str = ""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeltaManifest:
+        if (self.base_version is None) != (self.base_layout is None):
+            raise ValueError("an anchor has neither a base version nor a base layout")
+        names = [t.name for t in self.tensors]
+        if len(names) != len(set(names)):
+            raise ValueError("a tensor appears twice in the manifest")
+        if self.base_layout is not None and self.base_layout.tensor_names() != {
+            t.name for t in self.tensors if t.base is not None
+        }:
+            raise ValueError("the base layout does not list exactly the base tensors")
+        if self.target_layout.tensor_names() != {
+            t.name for t in self.tensors if t.target is not None
+        }:
+            raise ValueError("the target layout does not list exactly the target tensors")
+        listed = {o.digest for o in self.objects}
+        if len(listed) != len(self.objects):
+            raise ValueError("an object is listed twice")
+        missing = self.object_digests() - listed
+        if missing:
+            raise ValueError(f"objects used but not listed: {sorted(missing)[:3]}")
+        return self
+
+    def object_digests(self) -> set[str]:
+        """Every object this delta needs."""
+        digests = set(self.target_layout.digests())
+        if self.base_layout is not None:
+            digests.update(self.base_layout.digests())
+        for entry in self.tensors:
+            digests.update(entry.digests())
+        return digests
+
+    def layout(self, which: Literal["base", "target"]) -> CheckpointLayout | None:
+        return self.base_layout if which == "base" else self.target_layout
+
+    def version(self, which: Literal["base", "target"]) -> str | None:
+        return self.base_version if which == "base" else self.target_version
+
+    def delta_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+
+def canonical_json(document: Any) -> bytes:
+    return (json.dumps(document, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+
+
+def _content_digest(document: dict[str, Any]) -> str:
+    body = {k: v for k, v in document.items() if k != "manifest_digest"}
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def write_manifest(delta_dir: Path, manifest: DeltaManifest) -> int:
+    """Write ``manifest.json`` (canonical form, with its digest); returns its size in bytes."""
+    document = manifest.model_dump(mode="json", by_alias=True)
+    document["manifest_digest"] = _content_digest(document)
+    data = canonical_json(document)
+    path = delta_dir / MANIFEST_NAME
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data)
+
+
+def read_delta_manifest(delta_dir: Path) -> DeltaManifest:
+    """Read, integrity-check and validate ``DELTA_DIR/manifest.json``."""
+    path = Path(delta_dir) / MANIFEST_NAME
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptDeltaError(
+            f"cannot read {path} ({exc.strerror}): is {delta_dir} a delta directory?"
+        ) from exc
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise _altered(path, "it is not JSON") from exc
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise _altered(path, f"its schema is not {SCHEMA}")
+    if canonical_json(document) != data:
+        raise _altered(path, "it is not in canonical form")
+    if document.get("manifest_digest") != _content_digest(document):
+        raise _altered(path, "its content does not match manifest_digest")
+    try:
+        return DeltaManifest.model_validate(document)
+    except ValidationError as exc:
+        raise _altered(path, f"it is invalid: {exc.errors()[0]['msg']}") from exc
+
+
+def _altered(path: Path, why: str) -> CorruptDeltaError:
+    return CorruptDeltaError(f"{path} is corrupt ({why}); fetch or recompute the delta")

@@ -1,0 +1,80 @@
+"""Turning one tensor from one side of a delta into the other, with every checksum checked.
+
+``from_side`` is the side the caller holds ("base" for a forward apply, "target" for a reverse
+one); the codec's XOR payloads work both ways, and carried tensors keep whole data for each side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from deltaroll.checkpoint.checksums import tensor_checksum
+from deltaroll.checkpoint.chunks import get_chunks
+from deltaroll.checkpoint.dtypes import bits_view
+from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
+from deltaroll.checkpoint.manifest import TensorEntry
+from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.codec import CodecError, EncodedTensor, TensorKind, apply_tensor_delta
+
+Side = Literal["base", "target"]
+# Progress callback: called with the number of tensor bytes just processed.
+OnBytes = Callable[[int], None]
+
+
+def other(side: Side) -> Side:
+    return "target" if side == "base" else "base"
+
+
+def check_from_bits(entry: TensorEntry, bits: np.ndarray, from_side: Side) -> None:
+    """Refuse bits that are not this tensor as the delta expects it on ``from_side``."""
+    expected = entry.side(from_side)
+    if expected is None or tensor_checksum(bits) != expected.checksum:
+        raise WrongBaseError(
+            f"tensor {entry.name!r} differs from the delta's {from_side}: this checkpoint is not "
+            f"the version the delta applies to"
+        )
+
+
+def needs_from_bits(entry: TensorEntry, from_side: Side) -> bool:
+    """Whether the to-side of ``entry`` is computed from the caller's tensor."""
+    return entry.kind != "carried" and entry.side(from_side) is not None
+
+
+def to_side_bits(
+    entry: TensorEntry, from_bits: np.ndarray | None, objects: ObjectDir, from_side: Side
+) -> np.ndarray:
+    """The tensor's bits on the other side; ``from_bits`` is patched in place when given."""
+    to_side = other(from_side)
+    expected = entry.side(to_side)
+    if expected is None:
+        raise ValueError(f"tensor {entry.name!r} does not exist on the {to_side} side")
+    if entry.kind == "carried":
+        data = get_chunks(objects, entry.chunks(to_side), expected.nbytes)
+        bits = np.frombuffer(data, dtype=bits_view(expected.dtype))
+    else:
+        if from_bits is None:
+            raise ValueError(f"tensor {entry.name!r} needs its {from_side} bits")
+        bits = from_bits
+        if entry.delta_object is not None:
+            encoded = EncodedTensor(
+                kind=TensorKind(entry.kind),
+                payload=objects.get(entry.delta_object),
+                changed_elements=entry.changed_elements,
+                total_elements=entry.total_elements,
+            )
+            try:
+                apply_tensor_delta(bits, encoded, side=from_side)
+            except CodecError as exc:
+                raise CorruptDeltaError(
+                    f"object {entry.delta_object} (tensor {entry.name!r}) is corrupt: {exc}"
+                ) from exc
+    if tensor_checksum(bits) != expected.checksum:
+        objects_used = entry.delta_object or ", ".join(entry.chunks(to_side)) or "none"
+        raise CorruptDeltaError(
+            f"tensor {entry.name!r} does not match its {to_side} checksum after applying object(s) "
+            f"{objects_used}: the delta is corrupt; fetch or recompute it"
+        )
+    return bits

@@ -1,0 +1,218 @@
+"""Bad input loses nothing: corrupt deltas, wrong bases, malformed files, hostile names."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deltaroll.checkpoint import apply_delta, diff_checkpoints, read_delta_manifest
+from deltaroll.checkpoint.errors import (
+    CorruptDeltaError,
+    InvalidCheckpointError,
+    OutputExistsError,
+    UnsafeNameError,
+    WrongBaseError,
+)
+from deltaroll.checkpoint.manifest import MANIFEST_NAME, _content_digest, canonical_json
+
+from .helpers import flip_byte, tree_digest
+
+
+@pytest.fixture
+def delta(steps: dict[str, list[Path]], tmp_path: Path) -> Path:
+    diff_checkpoints(steps["sharded"][0], steps["sharded"][1], tmp_path / "delta")
+    return tmp_path / "delta"
+
+
+def _largest_payload(delta: Path) -> Path:
+    manifest = read_delta_manifest(delta)
+    digest = max(
+        (e.delta_object for e in manifest.tensors if e.delta_object),
+        key=lambda d: (delta / "objects" / d).stat().st_size,
+    )
+    return delta / "objects" / digest
+
+
+@pytest.mark.parametrize("offset", [0, 100, -1])
+def test_corrupt_payload_names_the_object_and_leaves_nothing(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, offset: int
+) -> None:
+    base = steps["sharded"][0]
+    payload = _largest_payload(delta)
+    flip_byte(payload, offset)
+    before = tree_digest(base)
+    with pytest.raises(CorruptDeltaError, match=payload.name):
+        apply_delta(base, delta, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.*"))
+    with pytest.raises(CorruptDeltaError, match=payload.name):
+        apply_delta(base, delta, in_place=True)
+    assert tree_digest(base) == before
+
+
+@pytest.mark.parametrize("needle", ['"checksum": "', '"target_version": "', '"size": '])
+def test_corrupt_manifest_is_refused(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, needle: str
+) -> None:
+    base = steps["sharded"][0]
+    manifest = delta / MANIFEST_NAME
+    data = manifest.read_bytes()
+    position = data.index(needle.encode()) + len(needle)
+    flipped = bytearray(data)
+    flipped[position] = ord("1") if flipped[position] != ord("1") else ord("2")
+    manifest.write_bytes(bytes(flipped))
+    before = tree_digest(base)
+    with pytest.raises(CorruptDeltaError, match="manifest.json"):
+        apply_delta(base, delta, out_dir=tmp_path / "out")
+    with pytest.raises(CorruptDeltaError, match="manifest.json"):
+        apply_delta(base, delta, in_place=True)
+    assert not (tmp_path / "out").exists()
+    assert tree_digest(base) == before
+
+
+def test_whitespace_edit_of_manifest_is_refused(delta: Path) -> None:
+    manifest = delta / MANIFEST_NAME
+    manifest.write_bytes(manifest.read_bytes().replace(b"\n", b"\r\n", 1))
+    with pytest.raises(CorruptDeltaError, match="canonical"):
+        read_delta_manifest(delta)
+
+
+def test_wrong_version_is_refused_before_writing(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path
+) -> None:
+    other = steps["sharded"][2]
+    before = tree_digest(other)
+    with pytest.raises(WrongBaseError, match="nothing was"):
+        apply_delta(other, delta, out_dir=tmp_path / "out")
+    with pytest.raises(WrongBaseError, match="nothing was"):
+        apply_delta(other, delta, in_place=True)
+    with pytest.raises(WrongBaseError):
+        apply_delta(other, delta, in_place=True, reverse=True)
+    assert not (tmp_path / "out").exists()
+    assert tree_digest(other) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "not_safetensors", "offsets_past_end"])
+def test_damaged_base_is_refused_before_writing(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, damage: str
+) -> None:
+    base = steps["sharded"][0]
+    shard = base / "model-00002-of-00002.safetensors"
+    data = shard.read_bytes()
+    if damage == "truncate":
+        shard.write_bytes(data[: len(data) // 2])
+    elif damage == "not_safetensors":
+        shard.write_bytes(b"<html>not found</html>\n" * 64)
+    else:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        name = next(k for k in header if k != "__metadata__")
+        start, end = header[name]["data_offsets"]
+        header[name]["data_offsets"] = [start + 10**9, end + 10**9]
+        raw = json.dumps(header).encode()
+        shard.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + header_len :])
+    before = tree_digest(base)
+    with pytest.raises(InvalidCheckpointError):
+        apply_delta(base, delta, out_dir=tmp_path / "out")
+    with pytest.raises(InvalidCheckpointError):
+        apply_delta(base, delta, in_place=True)
+    assert not (tmp_path / "out").exists()
+    assert tree_digest(base) == before
+    assert not list(base.glob(".deltaroll*"))
+
+
+def test_existing_output_is_refused(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
+    with pytest.raises(OutputExistsError):
+        diff_checkpoints(steps["sharded"][0], steps["sharded"][1], tmp_path / "out")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+
+
+def _rewrite_manifest(delta: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Edit the manifest the way an attacker would: consistently, with a fresh digest."""
+    document = json.loads((delta / MANIFEST_NAME).read_bytes())
+    edit(document)
+    document["manifest_digest"] = _content_digest(document)
+    (delta / MANIFEST_NAME).write_bytes(canonical_json(document))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../../escaped.json", "/tmp/absolute-escape.json", "sub/dir.json", ".hidden", "..", "a\x00b"],
+)
+@pytest.mark.parametrize("where", ["aux", "weights"])
+def test_hostile_file_names_never_write_outside(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, name: str, where: str
+) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        layout = document["target_layout"]
+        entry = layout["aux_files"][0] if where == "aux" else layout["files"][0]
+        entry["name"] = name
+
+    _rewrite_manifest(delta, edit)
+    before = tree_digest(tmp_path)
+    base = steps["sharded"][0]
+    with pytest.raises(UnsafeNameError):
+        apply_delta(base, delta, out_dir=tmp_path / "work" / "out")
+    with pytest.raises(UnsafeNameError):
+        apply_delta(base, delta, in_place=True)
+    assert tree_digest(tmp_path) == before
+    assert not Path("/tmp/absolute-escape.json").exists()
+    assert not (tmp_path / "work").exists()
+
+
+def test_tensor_names_are_data_not_paths(tmp_path: Path) -> None:
+    import torch
+
+    from fixtures.checkpoints import write_checkpoint
+
+    hostile = {"../../evil": torch.ones(3), "/etc/passwd": torch.zeros(2), "a\\b": torch.ones(1)}
+    base = write_checkpoint(tmp_path / "ck" / "base", hostile)
+    changed = {k: v + 1 for k, v in hostile.items()}
+    target = write_checkpoint(tmp_path / "ck" / "target", changed)
+    diff_checkpoints(base, target, tmp_path / "ck" / "delta")
+    apply_delta(base, tmp_path / "ck" / "delta", out_dir=tmp_path / "ck" / "out")
+    apply_delta(base, tmp_path / "ck" / "delta", in_place=True)
+    assert tree_digest(base) == tree_digest(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert not (tmp_path / "evil").exists()
+
+
+def test_missing_object_is_named(steps: dict[str, list[Path]], delta: Path, tmp_path: Path) -> None:
+    payload = _largest_payload(delta)
+    payload.unlink()
+    with pytest.raises(CorruptDeltaError, match=payload.name):
+        apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
+    shutil.rmtree(delta / "objects")
+    with pytest.raises(CorruptDeltaError):
+        apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
+
+
+def test_object_digests_are_validated_before_use(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path
+) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        entry = next(t for t in document["tensors"] if t["delta_object"])
+        entry["delta_object"] = "../../../etc/passwd"
+        document["objects"].append({"digest": "../../../etc/passwd", "size": 1})
+
+    _rewrite_manifest(delta, edit)
+    with pytest.raises(CorruptDeltaError, match="invalid object digest"):
+        apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
+
+
+def test_manifest_lists_exactly_the_objects_on_disk(delta: Path) -> None:
+    manifest = read_delta_manifest(delta)
+    on_disk = {p.name: p.stat().st_size for p in (delta / "objects").iterdir()}
+    assert {o.digest: o.size for o in manifest.objects} == on_disk
+    assert manifest.object_digests() == set(on_disk)

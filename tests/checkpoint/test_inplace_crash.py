@@ -1,0 +1,174 @@
+"""In-place apply killed for real (SIGKILL) at many points, then resumed by running it again.
+
+The delta used changes the layout of one shard (a vocabulary resize: that shard is rebuilt and
+renamed in) and patches the other shard at its byte offsets, and rewrites config and index
+files, so every phase of the journal is exercised. After each kill, running the same command
+again must finish the job with a checkpoint byte-identical to the target.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from deltaroll.checkpoint import diff_checkpoints, verify_checkpoint
+from deltaroll.checkpoint.journal import Journal
+from fixtures.checkpoints import read_tensors, write_checkpoint
+
+from .helpers import tree_digest
+
+DELTAROLL = Path(sys.executable).parent / "deltaroll"
+
+
+@pytest.fixture
+def pair(steps: dict[str, list[Path]], tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(base, target, delta): sharded checkpoints where shard 1 changes layout (vocabulary
+    resize) and shard 2 is patched in place: densely (trained step 1 -> 2) for most tensors,
+    sparsely (1 % of elements) for the LM head, so both kinds of redo record are used."""
+    base = steps["sharded"][1]
+    tensors = read_tensors(steps["sharded"][2])
+    lm_head = read_tensors(base)["lm_head.weight"].clone()
+    lm_head.view(-1)[::97] += 1
+    tensors["lm_head.weight"] = lm_head
+    embed = tensors["embed_tokens.weight"]
+    tensors["embed_tokens.weight"] = torch.cat(
+        [embed, torch.ones(4, embed.shape[1], dtype=embed.dtype)]
+    )
+    ordered = {name: tensors[name] for name in read_tensors(base)}
+    target = write_checkpoint(
+        tmp_path / "target",
+        ordered,
+        layout="sharded",
+        config={"model_type": "tinylm", "vocab": 260},
+    )
+    diff_checkpoints(base, target, tmp_path / "delta")
+    return base, target, tmp_path / "delta"
+
+
+def run_apply(
+    base: Path, delta: Path, *extra: str, crash_at: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("DELTAROLL_CRASH_AT", None)
+    if crash_at:
+        env["DELTAROLL_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [str(DELTAROLL), "apply", str(base), str(delta), "--in-place", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "crash_at",
+    [
+        "journal-created",
+        "file-staged",
+        "redo-written:1",
+        "redo-written:3",
+        "tensor-half-written:1",
+        "tensor-half-written:4",
+        "tensor-half-written@lm_head.weight",
+        "redo-written@lm_head.weight",
+        "tensor-patched:2",
+        "patched",
+        "file-renamed",
+        "journal-committed",
+    ],
+)
+def test_killed_apply_resumes_to_the_target(pair: tuple[Path, Path, Path], crash_at: str) -> None:
+    base, target, delta = pair
+    killed = run_apply(base, delta, crash_at=crash_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (base / ".deltaroll-journal").is_dir()
+
+    resumed = run_apply(base, delta)
+    assert resumed.returncode == 0, resumed.stderr
+    assert tree_digest(base) == tree_digest(target)
+    assert not (base / ".deltaroll-journal").exists()
+    assert verify_checkpoint(base, delta).matches
+
+    again = run_apply(base, delta, "--json")
+    assert again.returncode == 0 and '"changed": false' in again.stdout
+    assert tree_digest(base) == tree_digest(target)
+
+
+def test_killed_twice_in_the_middle_of_a_tensor_write(pair: tuple[Path, Path, Path]) -> None:
+    base, target, delta = pair
+    sparse_tensor = "tensor-half-written@lm_head.weight"
+    assert run_apply(base, delta, crash_at=sparse_tensor).returncode == -signal.SIGKILL
+    record = Journal(base).read_redo()
+    assert record is not None and record.tensor == "lm_head.weight"
+    assert record.positions is not None  # only the changed elements were journaled
+    # The restart replays the redo record first; kill it in the middle of that write too.
+    assert run_apply(base, delta, crash_at=sparse_tensor).returncode == -signal.SIGKILL
+    assert not verify_checkpoint(base, delta).matches
+    assert run_apply(base, delta).returncode == 0
+    assert tree_digest(base) == tree_digest(target)
+
+
+def test_killed_reverse_apply_resumes_to_the_base(
+    pair: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    base, _, delta = pair
+    original = tree_digest(base)
+    assert run_apply(base, delta).returncode == 0
+    assert (
+        run_apply(base, delta, "--reverse", crash_at="redo-written:2").returncode == -signal.SIGKILL
+    )
+    assert run_apply(base, delta, "--reverse").returncode == 0
+    assert tree_digest(base) == original
+
+
+def test_unfinished_apply_blocks_other_applies(
+    pair: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    base, target, delta = pair
+    assert run_apply(base, delta, crash_at="redo-written:2").returncode == -signal.SIGKILL
+    reverse = run_apply(base, delta, "--reverse")
+    assert reverse.returncode != 0
+    assert reverse.stderr.startswith("error: ") and "unfinished in-place apply" in reverse.stderr
+    assert len(reverse.stderr.strip().splitlines()) == 1
+    assert run_apply(base, delta).returncode == 0
+    assert tree_digest(base) == tree_digest(target)
+
+
+def test_journal_lives_beside_a_single_file_checkpoint(
+    steps: dict[str, list[Path]], tmp_path: Path
+) -> None:
+    base, target = steps["file"][0], steps["file"][1]
+    diff_checkpoints(base, target, tmp_path / "delta")
+    assert (
+        run_apply(base, tmp_path / "delta", crash_at="redo-written:2").returncode == -signal.SIGKILL
+    )
+    assert (base.parent / f".{base.name}.deltaroll-journal").is_dir()
+    assert run_apply(base, tmp_path / "delta").returncode == 0
+    assert base.read_bytes() == target.read_bytes()
+    assert not (base.parent / f".{base.name}.deltaroll-journal").exists()
+    shutil.rmtree(tmp_path / "delta")
+
+
+def test_concurrent_in_place_apply_is_refused(pair: tuple[Path, Path, Path]) -> None:
+    import fcntl
+
+    base, target, delta = pair
+    before = tree_digest(base)
+    fd = os.open(base, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        busy = run_apply(base, delta)
+    finally:
+        os.close(fd)
+    assert busy.returncode != 0 and "another in-place apply is running" in busy.stderr
+    assert tree_digest(base) == before
+    assert run_apply(base, delta).returncode == 0
+    assert tree_digest(base) == tree_digest(target)
