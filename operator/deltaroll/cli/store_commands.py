@@ -1,0 +1,190 @@
+"""``deltaroll push | pull | log | gc | squash``: the model store from the command line.
+
+STORE is a store URI: file:///path, s3://bucket/prefix (configured by the AWS_* environment) or
+hf://buckets/<namespace>/<bucket>/prefix (HF_TOKEN). Credentials come only from the environment
+and never appear in output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from deltaroll.cli.output import emit, progress_bar
+
+if TYPE_CHECKING:
+    from deltaroll.store import Store
+
+StoreArg = Annotated[
+    str,
+    typer.Argument(
+        help="Store URI: file:///path, s3://bucket/prefix, hf://buckets/ns/name/prefix."
+    ),
+]
+ModelArg = Annotated[str, typer.Argument(help="Model name in the store, e.g. llama-8b.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the store commands."""
+    for name, command in (
+        ("push", push),
+        ("pull", pull),
+        ("log", log),
+        ("gc", gc),
+        ("squash", squash),
+    ):
+        app.command(name)(command)
+
+
+def _open(uri: str) -> Store:
+    """The store at ``uri``. Logs go to stderr at warning level unless DELTAROLL_LOG_LEVEL says
+    otherwise, so people see results and retries, not per-object chatter."""
+    from deltaroll.logs import configure_logging
+    from deltaroll.store import Store
+
+    configure_logging(level=os.environ.get("DELTAROLL_LOG_LEVEL", "warning"))
+    return Store(uri)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int], None]]:
+    with progress_bar(description, None) as bar:
+        task = bar.tasks[0].id
+        yield lambda n: bar.advance(task, n)
+
+
+def push(
+    store: StoreArg,
+    model: ModelArg,
+    checkpoint: Annotated[Path, typer.Argument(help="The checkpoint to publish (file or folder).")],
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="The published checkpoint this one was trained from."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A human name, e.g. step-120.")] = None,
+    anchor: Annotated[
+        bool, typer.Option("--anchor", help="Also store a full snapshot (an anchor).")
+    ] = False,
+    force_name: Annotated[
+        bool, typer.Option("--force-name", help="Move --name if it points at another version.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish CHECKPOINT as a new version of MODEL: a delta from --base, and/or an anchor."""
+    with _progress("uploading") as advance:
+        result = _open(store).push(
+            model,
+            checkpoint,
+            base=base,
+            anchor=anchor,
+            name=name,
+            force_name=force_name,
+            progress=advance,
+        )
+    state = "published" if result.published else "already published"
+    emit(
+        asdict(result),
+        as_json=as_json,
+        human=f"{state} {result.version} (parent {result.parent or '-'}), "
+        f"uploaded {result.uploaded_bytes} bytes",
+    )
+
+
+def pull(
+    store: StoreArg,
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Version id, unique id prefix, or name.")],
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out-dir", help="Where to write the checkpoint.")
+    ],
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="A local checkpoint of any version, to pull deltas from."),
+    ] = None,
+    keep_cache: Annotated[
+        bool, typer.Option("--keep-cache", help="Keep downloaded objects in the local cache.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write VERSION of MODEL to OUT_DIR, downloading only the deltas on the cheapest path."""
+    with _progress("downloading") as advance:
+        result = _open(store).pull(
+            model, version, out_dir, base=base, keep_cache=keep_cache, progress=advance
+        )
+    report: dict[str, Any] = {**asdict(result), "out_dir": str(result.out_dir)}
+    emit(
+        report,
+        as_json=as_json,
+        human=f"{result.version} -> {result.out_dir} via {' -> '.join(result.path) or '-'}, "
+        f"downloaded {result.downloaded_bytes} bytes",
+    )
+
+
+def log(store: StoreArg, model: ModelArg, as_json: JsonOpt = False) -> None:
+    """List the versions of MODEL, parents before children."""
+    entries = _open(store).log(model)
+    lines = [
+        f"{e.version}  parent={e.parent or '-':<32}  delta={e.delta_bytes:>12}  "
+        f"{'anchor=' + str(e.anchor_bytes) if e.anchored else '':<20} {' '.join(e.names)}"
+        for e in entries
+    ]
+    emit(
+        {"model": model, "versions": [asdict(e) for e in entries]},
+        as_json=as_json,
+        human="\n".join(lines) if lines else f"{model}: no versions",
+    )
+
+
+def gc(
+    store: StoreArg,
+    model: ModelArg,
+    keep: Annotated[
+        list[str], typer.Option("--keep", help="A version or name to keep (repeatable).")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report.")] = False,
+    grace_seconds: Annotated[
+        int,
+        typer.Option(
+            "--grace-seconds",
+            min=0,
+            help="Never delete objects younger than this (protects pushes in progress).",
+        ),
+    ] = 3600,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete what the kept versions (and what they depend on) do not need."""
+    result = _open(store).gc(model, keep, dry_run=dry_run, grace=timedelta(seconds=grace_seconds))
+    verb = "would delete" if dry_run else "deleted"
+    emit(
+        asdict(result),
+        as_json=as_json,
+        human=f"kept {len(result.kept_versions)} versions; {verb} "
+        f"{len(result.deleted_versions)} versions, {len(result.deleted_anchors)} anchors, "
+        f"{result.deleted_objects} objects ({result.freed_bytes} bytes)",
+    )
+
+
+def squash(
+    store: StoreArg,
+    model: ModelArg,
+    from_version: Annotated[str, typer.Argument(metavar="FROM", help="The older version.")],
+    to_version: Annotated[str, typer.Argument(metavar="TO", help="The newer version.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Give TO one direct delta from FROM instead of the chain between them."""
+    with _progress("squashing") as advance:
+        result = _open(store).squash(model, from_version, to_version, progress=advance)
+    emit(
+        asdict(result),
+        as_json=as_json,
+        human=f"{result.version} now follows {result.parent} directly: "
+        f"{result.delta_bytes} bytes instead of {result.previous_chain_bytes}",
+    )

@@ -1,0 +1,159 @@
+"""The ``s3://bucket/prefix`` backend, on obstore (Rust object_store): any S3-compatible endpoint.
+
+obstore reads the standard AWS environment itself (AWS_ENDPOINT_URL, AWS_REGION,
+AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP=true for a plain-http
+endpoint), so credentials never pass through our code. Conditional creates are ``PUT`` with
+``If-None-Match: *`` (obstore ``mode="create"``); large uploads are multipart. obstore's own retry
+is kept short: the store's retry policy (:mod:`deltaroll.store.retry`) is the one that counts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import obstore
+from obstore.exceptions import (
+    AlreadyExistsError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+)
+from obstore.store import S3Store
+
+from deltaroll.store.backends.base import ObjectInfo, ProgressCallback
+from deltaroll.store.backends.concurrency import run_all
+from deltaroll.store.errors import (
+    ObjectNotFoundError,
+    StoreAccessError,
+    TransientStoreError,
+)
+from deltaroll.store.redact import reason
+from deltaroll.store.uri import StoreUri
+
+if TYPE_CHECKING:
+    from obstore.store import RetryConfig
+
+T = TypeVar("T")
+MULTIPART_CHUNK = 16 * 1024 * 1024
+_DOWNLOAD_BLOCK = 8 * 1024 * 1024
+_DELETE_BATCH = 1000
+_RETRY: RetryConfig = {
+    "max_retries": 2,
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2)},
+    "retry_timeout": timedelta(seconds=60),
+}
+
+
+class S3Backend:
+    """Keys live under ``<prefix>/`` in the bucket of an ``s3://`` URI."""
+
+    def __init__(self, uri: StoreUri) -> None:
+        self.uri = str(uri)
+        self._store = S3Store(
+            uri.location,
+            prefix=uri.prefix or None,
+            retry_config=_RETRY,
+            client_options={
+                "timeout": timedelta(minutes=5),
+                "allow_http": _env_flag("AWS_ALLOW_HTTP"),
+            },
+        )
+
+    def _guard(self, key: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except FileNotFoundError as exc:
+            if "NoSuchBucket" in str(exc):
+                raise StoreAccessError(
+                    f"{self.uri}: the bucket does not exist; create it or fix the store URI"
+                ) from exc
+            raise ObjectNotFoundError(self.uri, key) from exc
+        except (PermissionDeniedError, UnauthenticatedError) as exc:
+            raise StoreAccessError(
+                f"{self.uri}: access to {key!r} was refused ({reason(exc)}); check "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY and the bucket policy"
+            ) from exc
+        except (obstore.exceptions.BaseError, OSError) as exc:
+            raise TransientStoreError(f"{self.uri}: {key!r}: {reason(exc)}") from exc
+
+    def read(self, key: str) -> bytes:
+        return self._guard(key, lambda: bytes(obstore.get(self._store, key).bytes()))
+
+    def write(self, key: str, data: bytes, *, create_only: bool) -> bool:
+        def action() -> bool:
+            try:
+                obstore.put(self._store, key, data, mode="create" if create_only else "overwrite")
+            except (AlreadyExistsError, PreconditionError):
+                return False
+            return True
+
+        return self._guard(key, action)
+
+    def upload_files(
+        self, items: Sequence[tuple[Path, str]], *, progress: ProgressCallback | None = None
+    ) -> None:
+        def upload(item: tuple[Path, str]) -> None:
+            source, key = item
+            # A Path lets obstore stream the file and switch to multipart above the chunk size.
+            self._guard(
+                key, lambda: obstore.put(self._store, key, source, chunk_size=MULTIPART_CHUNK)
+            )
+            if progress:
+                progress(source.stat().st_size)
+
+        run_all(upload, items)
+
+    def download_files(
+        self, items: Sequence[tuple[str, Path]], *, progress: ProgressCallback | None = None
+    ) -> None:
+        def download(item: tuple[str, Path]) -> None:
+            key, dest = item
+
+            def action() -> None:
+                result = obstore.get(self._store, key)
+                with open(dest, "wb") as handle:
+                    for block in result.stream(min_chunk_size=_DOWNLOAD_BLOCK):
+                        handle.write(block)
+                        if progress:
+                            progress(len(block))
+
+            self._guard(key, action)
+
+        run_all(download, items)
+
+    def existing(self, keys: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+
+        def probe(key: str) -> None:
+            try:
+                self._guard(key, lambda: obstore.head(self._store, key))
+            except ObjectNotFoundError:
+                return
+            found.add(key)
+
+        run_all(probe, list(keys))
+        return found
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        def pages() -> list[list[ObjectInfo]]:
+            return [
+                [ObjectInfo(m["path"], m["size"], m["last_modified"]) for m in page]
+                for page in obstore.list(self._store, prefix or None, chunk_size=1000)
+            ]
+
+        for page in self._guard(prefix, pages):
+            yield from page
+
+    def delete(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = list(keys[start : start + _DELETE_BATCH])
+            self._guard(batch[0], partial(obstore.delete, self._store, batch))
+
+
+def _env_flag(name: str) -> bool:
+    """An explicit client option replaces obstore's env parsing, so read this flag ourselves."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")

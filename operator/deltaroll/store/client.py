@@ -1,0 +1,141 @@
+"""The :class:`Store` facade: one typed entry point to a model store, whatever the backend.
+
+    store = Store("s3://bucket/models")
+    store.push("llama-8b", Path("ckpt-120"), base=Path("ckpt-110"), name="step-120")
+    store.pull("llama-8b", "step-120", Path("out"), base=Path("ckpt-110"))
+
+Each method is a thin call into the module that owns the operation (push, pull, gc, squash,
+log); the facade holds what they share: the backend, the retry policy and the object cache.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from deltaroll.store.aliases import resolve, set_name
+from deltaroll.store.backends import Backend, ProgressCallback, open_backend
+from deltaroll.store.cache import ObjectCache, default_cache_dir
+from deltaroll.store.catalog import Catalog
+from deltaroll.store.gc import DEFAULT_GRACE, GcResult, gc
+from deltaroll.store.graph import Plan, VersionGraph
+from deltaroll.store.log import LogEntry, version_log
+from deltaroll.store.manifests import VersionManifest
+from deltaroll.store.publish import PublishOutcome, publish_delta
+from deltaroll.store.pull import PullResult, load_graph, plan_pull, pull
+from deltaroll.store.push import PushResult, push
+from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy
+from deltaroll.store.squash import SquashResult, squash
+from deltaroll.store.uri import StoreUri, parse_store_uri
+
+
+class Store:
+    """A model store at a URI (``file://``, ``s3://``, ``hf://buckets/...``)."""
+
+    def __init__(
+        self,
+        uri: str | StoreUri,
+        *,
+        cache_dir: Path | None = None,
+        retry: RetryPolicy = DEFAULT_POLICY,
+        backend: Backend | None = None,
+    ) -> None:
+        self.location = parse_store_uri(uri) if isinstance(uri, str) else uri
+        self.catalog = Catalog(backend or open_backend(self.location), retry)
+        self.cache = ObjectCache(cache_dir or default_cache_dir())
+
+    @property
+    def uri(self) -> str:
+        return str(self.location)
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    # reading ----------------------------------------------------------------------------
+
+    def versions(self, model: str) -> dict[str, VersionManifest]:
+        return self.catalog.all_versions(model)
+
+    def resolve(self, model: str, ref: str) -> str:
+        """The version id of a name, a version id or a unique version-id prefix."""
+        return resolve(self.catalog, model, ref)
+
+    def log(self, model: str) -> list[LogEntry]:
+        return version_log(self.catalog, model)
+
+    def plan(self, model: str, ref: str, have: list[str] | None = None) -> Plan:
+        """How a puller holding versions ``have`` would reach ``ref`` (nothing is fetched)."""
+        return plan_pull(self.catalog, model, self.resolve(model, ref), have or [], self.cache)
+
+    # writing ----------------------------------------------------------------------------
+
+    def push(
+        self,
+        model: str,
+        checkpoint: Path,
+        *,
+        base: Path | None = None,
+        anchor: bool = False,
+        name: str | None = None,
+        force_name: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> PushResult:
+        return push(
+            self.catalog,
+            model,
+            checkpoint,
+            base=base,
+            anchor=anchor,
+            name=name,
+            force_name=force_name,
+            progress=progress,
+        )
+
+    def publish(
+        self, model: str, delta_dir: Path, *, progress: ProgressCallback | None = None
+    ) -> PublishOutcome:
+        """Publish a delta directory computed elsewhere (e.g. by a worker Job)."""
+        return publish_delta(self.catalog, model, delta_dir, progress=progress)
+
+    def set_name(self, model: str, name: str, ref: str, *, force: bool = False) -> bool:
+        return set_name(self.catalog, model, name, self.resolve(model, ref), force=force)
+
+    def pull(
+        self,
+        model: str,
+        ref: str,
+        out_dir: Path,
+        *,
+        base: Path | None = None,
+        keep_cache: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> PullResult:
+        return pull(
+            self.catalog,
+            model,
+            ref,
+            out_dir,
+            cache=self.cache,
+            base=base,
+            keep_cache=keep_cache,
+            progress=progress,
+        )
+
+    def gc(
+        self,
+        model: str,
+        keep: list[str],
+        *,
+        dry_run: bool = False,
+        grace: timedelta = DEFAULT_GRACE,
+    ) -> GcResult:
+        return gc(self.catalog, model, keep, dry_run=dry_run, grace=grace)
+
+    def squash(
+        self, model: str, from_ref: str, to_ref: str, *, progress: ProgressCallback | None = None
+    ) -> SquashResult:
+        return squash(self.catalog, model, from_ref, to_ref, cache=self.cache, progress=progress)
+
+    def graph(self, model: str) -> VersionGraph:
+        """The version graph of ``model``: versions, parents and anchors."""
+        return load_graph(self.catalog, model)

@@ -1,0 +1,171 @@
+"""The records a store keeps about a model, as pydantic models with their JSON (de)serialization.
+
+- :class:`VersionManifest` (``versions/<version>.json``): a published version, its parent and
+  the delta from the parent. Written last, conditionally: its existence *is* the publication.
+- :class:`AnchorManifest` (``anchors/<version>.json``): a full snapshot, i.e. a delta from
+  nothing, so a puller with no local weights (or far away in the graph) can start there.
+- :class:`NameRecord` (``names/<name>.json``): a human name (``step-120``) of a version id.
+
+Both manifests embed a :class:`DeltaRecord`: the checkpoint layer's delta manifest as its exact
+bytes (that file is canonical and digest-checked, so a puller must rebuild it byte for byte),
+its sha256, and the list of objects with sizes that planning and transfers need.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deltaroll.store.errors import InvalidManifestError
+from deltaroll.store.names import validate_digest, validate_name
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObjectRef(_Record):
+    """One content-addressed object: its sha256 and its size in bytes."""
+
+    digest: str
+    size: int = Field(ge=0)
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        return validate_digest(value)
+
+
+class DeltaRecord(_Record):
+    """A checkpoint delta as the store keeps it: the delta manifest's exact text and its objects."""
+
+    base_version: str | None = Field(description="version the delta applies to; null: anchor")
+    target_version: str
+    manifest_json: str = Field(description="DELTA_DIR/manifest.json, byte for byte (UTF-8)")
+    manifest_sha256: str
+    objects: list[ObjectRef]
+
+    @field_validator("base_version", "target_version")
+    @classmethod
+    def _versions(cls, value: str | None) -> str | None:
+        return None if value is None else validate_name(value, what="version")
+
+    @model_validator(mode="after")
+    def _intact(self) -> DeltaRecord:
+        if not self.manifest_json.isascii():
+            raise ValueError("the embedded delta manifest is not ASCII (it is canonical JSON)")
+        actual = hashlib.sha256(self.manifest_json.encode()).hexdigest()
+        if actual != self.manifest_sha256:
+            raise ValueError("the embedded delta manifest does not match its sha256")
+        if not self._agrees_with_embedded():
+            raise ValueError("the versions or objects listed differ from the embedded manifest's")
+        return self
+
+    def _agrees_with_embedded(self) -> bool:
+        """Whether the versions and objects listed here are the embedded manifest's own, so the
+        store never fetches one set of objects for a delta that needs another."""
+        try:
+            document = json.loads(self.manifest_json)
+            listed = [ObjectRef.model_validate(o) for o in document["objects"]]
+            versions = (document["base_version"], document["target_version"])
+        except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+            return False
+        return listed == self.objects and versions == (self.base_version, self.target_version)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(ref.size for ref in self.objects)
+
+
+class VersionManifest(_Record):
+    schema_: Literal["deltaroll.store.version/v1"] = Field(
+        default="deltaroll.store.version/v1", alias="schema"
+    )
+    model: str
+    version: str
+    parent: str | None = Field(description="the version this one was made from; null: a root")
+    delta: DeltaRecord | None = Field(description="parent -> version; null for a root")
+    created_at: datetime
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("model", "version", "parent")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else validate_name(value, what="version")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VersionManifest:
+        if (self.parent is None) != (self.delta is None):
+            raise ValueError("a version has a delta exactly when it has a parent")
+        if self.delta is not None and (
+            self.delta.base_version != self.parent or self.delta.target_version != self.version
+        ):
+            raise ValueError("the delta does not lead from the parent to the version")
+        return self
+
+
+class AnchorManifest(_Record):
+    schema_: Literal["deltaroll.store.anchor/v1"] = Field(
+        default="deltaroll.store.anchor/v1", alias="schema"
+    )
+    model: str
+    version: str
+    delta: DeltaRecord
+    created_at: datetime
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnchorManifest:
+        validate_name(self.version, what="version")
+        if self.delta.base_version is not None or self.delta.target_version != self.version:
+            raise ValueError("an anchor is a delta from nothing to its version")
+        return self
+
+
+class NameRecord(_Record):
+    schema_: Literal["deltaroll.store.name/v1"] = Field(
+        default="deltaroll.store.name/v1", alias="schema"
+    )
+    model: str
+    name: str
+    version: str
+    updated_at: datetime
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("model", "name", "version")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return validate_name(value, what="name")
+
+
+R = TypeVar("R", bound=_Record)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def dump(record: _Record) -> bytes:
+    """Compact JSON bytes of a record, fields in declaration order."""
+    return record.model_dump_json(by_alias=True, indent=None).encode()
+
+
+def load(cls: type[R], data: bytes, *, uri: str, key: str) -> R:
+    """Parse and validate a record; any defect becomes :class:`InvalidManifestError`."""
+    try:
+        return cls.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(root)"
+        raise InvalidManifestError(
+            f"{uri}: {key!r} is not a valid {cls.__name__} ({where}: {first['msg']}); "
+            "it was not written by this version of deltaroll or was edited: remove it or "
+            "push the version again"
+        ) from exc

@@ -1,0 +1,120 @@
+"""Publishing a delta directory that already exists on disk: objects first, manifest last.
+
+This is what ``push`` does after diffing, and what a worker Job that computed a delta calls. The
+order makes publication atomic for readers: objects are uploaded (skipping those the store has),
+then an anchor manifest if the delta is a snapshot, then the version manifest with a conditional
+create. A second writer of the same version finds the manifest there and leaves it alone."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from deltaroll.checkpoint import read_delta_manifest
+from deltaroll.store.backends import ProgressCallback
+from deltaroll.store.catalog import Catalog
+from deltaroll.store.errors import BaseNotInStoreError
+from deltaroll.store.manifests import AnchorManifest, DeltaRecord, ObjectRef, VersionManifest, now
+from deltaroll.store.names import validate_name
+from deltaroll.store.transfer import upload_objects
+
+log = structlog.get_logger(__name__)
+MANIFEST_NAME = "manifest.json"
+OBJECTS_DIR = "objects"
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    version: str
+    parent: str | None
+    uploaded_bytes: int
+    published: bool  # False: the version was already published (by us earlier, or a racer)
+
+
+def delta_record(delta_dir: Path) -> DeltaRecord:
+    """Describe a delta directory for a manifest; the checkpoint layer validates it first."""
+    manifest = read_delta_manifest(delta_dir)
+    text = (delta_dir / MANIFEST_NAME).read_bytes().decode("ascii")
+    return DeltaRecord(
+        base_version=manifest.base_version,
+        target_version=manifest.target_version,
+        manifest_json=text,
+        manifest_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        objects=[ObjectRef(digest=o.digest, size=o.size) for o in manifest.objects],
+    )
+
+
+def publish_delta(
+    catalog: Catalog,
+    model: str,
+    delta_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+) -> PublishOutcome:
+    """Publish a delta from a published parent (or an anchor, when its base is null)."""
+    validate_name(model, what="model")
+    record = delta_record(delta_dir)
+    if record.base_version is None:
+        return publish_anchor(catalog, model, delta_dir, record=record, progress=progress)
+    version, parent = record.target_version, record.base_version
+    existing = catalog.find_version(model, version)
+    if existing is not None:
+        log.info("store.already_published", model=model, version=version)
+        return PublishOutcome(version, existing.parent, 0, published=False)
+    if catalog.find_version(model, parent) is None:
+        raise BaseNotInStoreError(
+            f"{catalog.backend.uri}: the base {parent} is not a version of {model!r}; push the "
+            "base checkpoint first (or push this one with --anchor)"
+        )
+    sent = upload_objects(
+        catalog.backend,
+        model,
+        delta_dir / OBJECTS_DIR,
+        record.objects,
+        policy=catalog.policy,
+        progress=progress,
+    )
+    manifest = VersionManifest(
+        model=model, version=version, parent=parent, delta=record, created_at=now()
+    )
+    published = catalog.publish_version(manifest)
+    log.info("store.published", model=model, version=version, parent=parent, new=published)
+    return PublishOutcome(
+        version, parent if published else _parent_of(catalog, model, version), sent, published
+    )
+
+
+def publish_anchor(
+    catalog: Catalog,
+    model: str,
+    delta_dir: Path,
+    *,
+    record: DeltaRecord | None = None,
+    progress: ProgressCallback | None = None,
+) -> PublishOutcome:
+    """Publish a full snapshot; the version becomes a root unless it was already published."""
+    record = record or delta_record(delta_dir)
+    version = record.target_version
+    sent = upload_objects(
+        catalog.backend,
+        model,
+        delta_dir / OBJECTS_DIR,
+        record.objects,
+        policy=catalog.policy,
+        progress=progress,
+    )
+    anchor_new = catalog.write_anchor(
+        AnchorManifest(model=model, version=version, delta=record, created_at=now())
+    )
+    root = VersionManifest(model=model, version=version, parent=None, delta=None, created_at=now())
+    published = catalog.publish_version(root)
+    log.info("store.anchored", model=model, version=version, new=published or anchor_new)
+    parent = None if published else _parent_of(catalog, model, version)
+    return PublishOutcome(version, parent, sent, published or anchor_new)
+
+
+def _parent_of(catalog: Catalog, model: str, version: str) -> str | None:
+    return catalog.read_version(model, version).parent

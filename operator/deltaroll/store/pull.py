@@ -1,0 +1,138 @@
+"""``pull``: bring a checkpoint to a wanted version by the cheapest path through the graph.
+
+Every object on the path is fetched (concurrently, verified, into the object cache) before
+anything is applied, so a corrupt or missing object stops the pull with nothing written. The
+first step writes a new checkpoint into a working directory next to ``out_dir`` (the puller's
+base is never modified); later steps patch that copy in place (journaled by the checkpoint
+layer); the finished directory is renamed to ``out_dir``. An interrupted pull leaves the verified
+objects in the cache, so running it again downloads only what is still missing."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from deltaroll.checkpoint import apply_delta, checkpoint_version
+from deltaroll.store.aliases import resolve
+from deltaroll.store.backends import ProgressCallback
+from deltaroll.store.cache import ObjectCache
+from deltaroll.store.catalog import Catalog
+from deltaroll.store.errors import NoPathError, StoreError
+from deltaroll.store.graph import Plan, Step, VersionGraph
+from deltaroll.store.manifests import DeltaRecord, ObjectRef
+from deltaroll.store.transfer import download_objects
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    version: str
+    path: list[str]  # versions traversed, from the local start (if any) to the wanted version
+    downloaded_bytes: int
+    steps: list[str]  # "anchor" / "forward" / "reverse", one per applied delta
+    out_dir: Path
+
+
+def load_graph(catalog: Catalog, model: str) -> VersionGraph:
+    return VersionGraph(catalog.all_versions(model), catalog.all_anchors(model))
+
+
+def plan_pull(
+    catalog: Catalog, model: str, version: str, have: Sequence[str], cache: ObjectCache
+) -> Plan:
+    """The cheapest plan to ``version`` from ``have``; objects already cached cost nothing."""
+
+    def cost(delta: DeltaRecord) -> int:
+        return sum(ref.size for ref in delta.objects if not cache.has(ref.digest))
+
+    plan = load_graph(catalog, model).plan(version, have, cost=cost)
+    if plan is None:
+        raise NoPathError(
+            f"{catalog.backend.uri}: no chain of deltas or anchors leads to {version} of "
+            f"{model!r} from what is available locally; pass --base with a checkpoint of a "
+            "connected version, or push an anchor of an ancestor"
+        )
+    return plan
+
+
+def pull(
+    catalog: Catalog,
+    model: str,
+    ref: str,
+    out_dir: Path,
+    *,
+    cache: ObjectCache,
+    base: Path | None = None,
+    keep_cache: bool = False,
+    progress: ProgressCallback | None = None,
+) -> PullResult:
+    """Materialize version ``ref`` of ``model`` at ``out_dir`` (which must not exist)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise StoreError(f"{out_dir} already exists; choose a new output directory or remove it")
+    version = resolve(catalog, model, ref)
+    have = [checkpoint_version(Path(base))] if base is not None else []
+    plan = plan_pull(catalog, model, version, have, cache)
+    refs = [obj for step in plan.steps for obj in step.delta.objects]
+    downloaded = download_objects(
+        catalog.backend, model, refs, cache, policy=catalog.policy, progress=progress
+    )
+    work = out_dir.parent / f".{out_dir.name}.pull-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        result_dir = _apply_plan(plan, base, work, cache)
+        result_dir.rename(out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not keep_cache:
+        _evict(cache, refs)
+    log.info("store.pulled", model=model, version=version, path=plan.path, bytes=downloaded)
+    return PullResult(
+        version=version,
+        path=plan.path,
+        downloaded_bytes=downloaded,
+        steps=[step.kind for step in plan.steps],
+        out_dir=out_dir,
+    )
+
+
+def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> Path:
+    """Rebuild a delta directory (manifest byte for byte, objects linked from the cache)."""
+    objects = delta_dir / "objects"
+    objects.mkdir(parents=True)
+    (delta_dir / "manifest.json").write_bytes(step.delta.manifest_json.encode("ascii"))
+    for ref in step.delta.objects:
+        cache.link_into(ref.digest, objects / ref.digest)
+    return delta_dir
+
+
+def _apply_plan(plan: Plan, base: Path | None, work: Path, cache: ObjectCache) -> Path:
+    current = work / "checkpoint"
+    if not plan.steps:
+        assert base is not None  # an empty plan means the base already is the version
+        if Path(base).is_dir():
+            shutil.copytree(base, current)
+        else:
+            current.mkdir()
+            shutil.copy2(base, current / Path(base).name)
+        return current
+    for index, step in enumerate(plan.steps):
+        delta_dir = materialize_delta(step, cache, work / f"delta-{index}")
+        if index == 0:
+            source = Path(base) if step.source is not None and base is not None else None
+            apply_delta(source, delta_dir, out_dir=current, reverse=step.reverse)
+        else:
+            apply_delta(current, delta_dir, in_place=True, reverse=step.reverse)
+        shutil.rmtree(delta_dir)
+    return current
+
+
+def _evict(cache: ObjectCache, refs: Sequence[ObjectRef]) -> None:
+    for ref in {r.digest for r in refs}:
+        cache.path(ref).unlink(missing_ok=True)
