@@ -52,6 +52,7 @@ def test_quick_benchmark_reports_its_json(tmp_path: Path) -> None:
             assert pair[key] > 0
     for key in ("copyto_gbps", "diff_gbps", "diff_vs_copyto", "encode_gbps"):
         assert result["throughput"][key] > 0
+    assert "base bytes + target bytes" in result["throughput"]["definition"]
     targets = result["targets"]
     assert targets["bit_exact"] is True
     assert isinstance(targets["size_met"], bool) and isinstance(targets["throughput_met"], bool)

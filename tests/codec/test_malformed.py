@@ -37,10 +37,13 @@ def sample_deltas() -> list[tuple[np.ndarray, EncodedTensor]]:
     return deltas
 
 
-def apply_must_fail(base: np.ndarray, encoded: EncodedTensor, side: str = "base") -> None:
+def apply_must_fail(
+    base: np.ndarray, encoded: EncodedTensor, side: str = "base", match: str | None = None
+) -> None:
     current = base.copy()
-    with pytest.raises(CodecError):
+    with pytest.raises(CodecError, match=match):
         apply_tensor_delta(current, encoded, side=side)  # type: ignore[arg-type]
+    assert current.tobytes() == base.tobytes()  # a refused delta changes nothing
 
 
 def test_codec_error_is_a_deltaroll_error() -> None:
@@ -157,20 +160,23 @@ SANE = ([3, 255], [280], 1, [1], [2, 1])
 
 
 @pytest.mark.parametrize(
-    "case",
+    ("case", "message"),
     [
-        ([3, 255], [400], 1, [1], [2, 1]),  # a long gap runs past the end
-        ([3, 255], [], 1, [1], [2, 1]),  # an escape without its long gap
-        ([3, 255], [280], 3, [0, 0, 0], [2, 1]),  # more exceptions than changes
-        ([3, 255], [280], 1, [5], [2, 1]),  # an exception past the last change
-        ([3, 255], [280], 1, [1], [0, 1]),  # a change of zero
-        ([3, 255], [280], 2, [0, 0], [2, 1]),  # an exception whose context does not move
-        ([3, 255], [280], 0, [], [2, 1]),  # a context that moves, not listed
+        (([3, 255], [400], 1, [1], [2, 1]), "gap outside"),  # a long gap runs past the end
+        (([3, 255], [], 1, [1], [2, 1]), "corrupt"),  # an escape without its long gap
+        (([3, 255], [280], 3, [0, 0, 0], [2, 1]), "more exceptions"),
+        (([3, 255], [280], 1, [5], [2, 1]), "past the end"),  # an exception past the last change
+        (([3, 255], [280], 1, [1], [0, 1]), "does not change"),  # a change of zero
+        # the zero change is reported even where the exceptions disagree too
+        (([3, 255], [280], 0, [], [0, 1]), "does not change"),
+        (([3, 255], [280], 2, [0, 0], [2, 1]), "disagree"),  # an exception that does not move
+        (([3, 255], [280], 0, [], [2, 1]), "disagree"),  # a context that moves, not listed
     ],
 )
-def test_impossible_content_is_refused(case) -> None:
+def test_impossible_content_is_refused(case, message: str) -> None:
     base = np.full(300, 0x3F80, dtype=np.uint16)
-    apply_must_fail(base, _sparse_payload(300, 2, *case))
+    apply_must_fail(base, _sparse_payload(300, 2, *case), match=message)
+    apply_must_fail(base, _sparse_payload(300, 2, *case), side="target", match=message)
 
 
 def test_unknown_format_is_refused() -> None:

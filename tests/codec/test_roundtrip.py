@@ -82,14 +82,14 @@ def test_edge_sizes() -> None:
         assert_round_trip(base, target)
 
 
-def test_positions_across_chunk_boundaries() -> None:
-    """The diff works in chunks; changes on both sides of every boundary must be found."""
-    from deltaroll.codec.diff import CHUNK_ELEMENTS
+def test_positions_across_block_boundaries() -> None:
+    """The diff works in blocks; changes on both sides of every boundary must be found."""
+    from deltaroll.codec.kernels import BLOCK
 
-    n = 3 * CHUNK_ELEMENTS + 5
+    n = 3 * BLOCK + 5
     base = np.zeros(n, dtype=np.uint16)
     target = base.copy()
-    for boundary in (CHUNK_ELEMENTS, 2 * CHUNK_ELEMENTS, 3 * CHUNK_ELEMENTS):
+    for boundary in (BLOCK, 2 * BLOCK, 3 * BLOCK):
         target[boundary - 1] = 1
         target[boundary] = 2
     target[-1] = 3
@@ -113,3 +113,21 @@ def test_dense_delta_spans_chunks(monkeypatch) -> None:
     base = rng.integers(0, 1 << 32, 4321, dtype=np.uint32)
     target = base ^ rng.integers(1, 1 << 8, 4321, dtype=np.uint32)
     assert assert_round_trip(base, target) is TensorKind.DENSE
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
+def test_a_strided_view_is_patched_in_place(dtype) -> None:
+    """Apply writes through the caller's view, even a non-contiguous one, and nowhere else."""
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 1 << 8, 3000, dtype=dtype)
+    target = base.copy()
+    target[::7] += dtype(1)
+    encoded = encode_tensor_delta(base, target)
+    assert encoded.kind is TensorKind.SPARSE
+    interleaved = np.zeros(2 * base.size, dtype)
+    interleaved[::2] = base
+    apply_tensor_delta(interleaved[::2], encoded, side="base")
+    assert interleaved[::2].tobytes() == target.tobytes()
+    assert not interleaved[1::2].any()
+    apply_tensor_delta(interleaved[::2], encoded, side="target")
+    assert interleaved[::2].tobytes() == base.tobytes()

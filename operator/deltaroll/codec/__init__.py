@@ -8,7 +8,8 @@ this API.
 Modules, each with one job:
 
 - ``delta``       the entry points: validate inputs, pick unchanged / sparse / dense by size
-- ``diff``        find changed positions and both sides' values, in cache-sized chunks (numpy)
+- ``diff``        find changed positions and both sides' values (numpy arrays, via ``kernels``)
+- ``kernels``     numba-compiled loops: the diff in one pass, the sparse apply without a sort
 - ``torch_diff``  the same on torch tensors, on their device (a GPU in a delta Job)
 - ``sparse``      the sparse payload: byte gaps, exceptions, per-context value changes
 - ``dense``       the dense payload: the whole XOR, streamed in chunks

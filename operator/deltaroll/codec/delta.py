@@ -52,7 +52,8 @@ class _Pair:
     width: int
     total: int
     count_changed: Callable[[], int]
-    sparse_diff: Callable[[], SparseDiff]
+    # Given count_changed()'s result, which spares the numpy diff a counting pass of its own.
+    sparse_diff: Callable[[int], SparseDiff]
     # The whole XOR in consecutive chunks of the given number of elements.
     xor_chunks: Callable[[int], Iterator[np.ndarray]]
 
@@ -74,7 +75,7 @@ def _numpy_pair(base: np.ndarray, target: np.ndarray) -> _Pair:
         width=base.dtype.itemsize,
         total=base.shape[0],
         count_changed=lambda: count_changed(base, target),
-        sparse_diff=lambda: sparse_diff(base, target),
+        sparse_diff=lambda changed: sparse_diff(base, target, changed),
         xor_chunks=xor_chunks,
     )
 
@@ -106,7 +107,7 @@ def _torch_pair(base: torch.Tensor, target: torch.Tensor) -> _Pair:
         width=base.element_size(),
         total=base.numel(),
         count_changed=lambda: torch_diff.count_changed_torch(base, target),
-        sparse_diff=lambda: torch_diff.sparse_diff_torch(base, target),
+        sparse_diff=lambda changed: torch_diff.sparse_diff_torch(base, target),
         xor_chunks=xor_chunks,
     )
 
@@ -134,7 +135,7 @@ def encode_tensor_delta(
         return EncodedTensor(TensorKind.UNCHANGED, PayloadWriter(header).finish(), 0, pair.total)
     candidates = []
     if changed < SPARSE_MAX_FRACTION * pair.total:
-        diff = pair.sparse_diff()
+        diff = pair.sparse_diff(changed)
         sparse = encode_sparse(
             diff.positions, diff.base_values, diff.target_values, pair.total, level
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deltaroll.codec.context import EXCEPTION_CONTEXT, element_context
+from deltaroll.codec.context import EXCEPTION_CONTEXT, context_shift, element_context
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
 from deltaroll.codec.gaps import ESCAPE, GapStreams, gaps_to_positions, positions_to_gaps
@@ -33,13 +33,6 @@ def _zigzag(difference: np.ndarray) -> np.ndarray:
     signed = difference.view(difference.dtype.str.replace("u", "i"))
     bits = signed.dtype.itemsize * 8
     return ((signed << 1) ^ (signed >> (bits - 1))).view(difference.dtype)
-
-
-def _unzigzag(zigzag: np.ndarray) -> np.ndarray:
-    one = zigzag.dtype.type(1)
-    magnitude = zigzag >> one
-    negative = zigzag & one
-    return magnitude ^ (np.zeros_like(zigzag) - negative)
 
 
 def _write_gaps(writer: PayloadWriter, streams: GapStreams, level: int) -> None:
@@ -89,23 +82,21 @@ def apply_sparse(current: np.ndarray, reader: PayloadReader, *, forward: bool) -
     sorted_changes = reader.stream(current.dtype, changed)
     reader.expect_end()
 
-    known = current[positions]
-    context = element_context(known)
-    context[exception_ranks] = EXCEPTION_CONTEXT
-    order = np.argsort(context, kind="stable")
-    changes = np.empty_like(sorted_changes)
-    changes[order] = sorted_changes
-    difference = _unzigzag(changes)
-    updated = known + difference if forward else known - difference
+    # Imported here: numba and the cached kernels take ~0.4 s to load.
+    from deltaroll.codec import kernels
 
-    if not np.all(difference):
+    problem = kernels.apply_sparse_changes(
+        current,
+        positions,
+        exception_ranks,
+        sorted_changes,
+        forward,
+        np.uint64(context_shift(current.dtype.itemsize)),
+    )
+    if problem == kernels.ZERO_CHANGE:
         raise CodecError("delta payload lists an element that does not change; corrupt")
-    moved = element_context(updated) != element_context(known)
-    is_exception = np.zeros(changed, dtype=np.bool_)
-    is_exception[exception_ranks] = True
-    if not np.array_equal(moved, is_exception):
+    if problem == kernels.EXCEPTIONS_DISAGREE:
         raise CodecError(
             "delta does not fit this tensor (its exceptions disagree with the values); "
             "wrong base or corrupt delta"
         )
-    current[positions] = updated
