@@ -129,6 +129,32 @@ def test_reload_of_a_directory_patched_in_place(reference_engine, checkpoints, t
         assert reload(reference_engine, checkpoints.v1)[0] == 200
 
 
+def test_weights_patched_in_place_are_not_served_before_a_reload(
+    reference_engine, checkpoints, tmp_path
+):
+    """The agent patches the served files at their byte offsets (same inodes): the engine must
+    hold its own copy of the tensors, so what it serves changes only on reload."""
+    served = tmp_path / "served"
+    shutil.copytree(checkpoints.v1, served)
+    v1, v2 = checkpoint_version(checkpoints.v1), checkpoint_version(checkpoints.v2)
+    try:
+        assert reload(reference_engine, served)[0] == 200
+        before = greedy(reference_engine)
+        delta = tmp_path / "delta"
+        for args in (
+            ("diff", str(checkpoints.v1), str(checkpoints.v2), "-o", str(delta)),
+            ("apply", str(served), str(delta), "--in-place"),
+        ):
+            subprocess.run([str(DELTAROLL), *args], check=True, capture_output=True)
+        assert checkpoint_version(served) == v2
+        assert served_version(reference_engine) == v1
+        assert greedy(reference_engine)["choices"] == before["choices"]
+        assert reload(reference_engine, served)[0] == 200
+        assert served_version(reference_engine) == v2
+    finally:
+        assert reload(reference_engine, checkpoints.v1)[0] == 200
+
+
 def corrupt_copies(v1: Path, root: Path) -> dict[str, tuple[Path, str]]:
     """Directories a reload must refuse, and a word the refusal must contain."""
     truncated = root / "truncated"

@@ -75,12 +75,14 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
 def _load(
     model_dir: Path, files: list[Path], device: str, expected_version: str | None
 ) -> LoadedModel:
-    from safetensors.torch import load_file
+    from safetensors.torch import load
     from transformers import AutoConfig, AutoModelForCausalLM
 
     state: dict[str, torch.Tensor] = {}
     for file in files:
-        state.update(load_file(file, device=device))  # shards are disjoint (open_checkpoint)
+        # Read the bytes, don't memory-map them: the agent patches these files in place, and a
+        # mapped tensor would change under the engine without a reload. Shards are disjoint.
+        state.update({name: t.to(device) for name, t in load(file.read_bytes()).items()})
 
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_config(config).to(device)
