@@ -1,0 +1,27 @@
+"""The pod agent: the sidecar that turns "serve version N" into verified weights in the engine.
+
+It reads the wanted version from the pod's annotations (a downwardAPI file), pulls the deltas on
+the cheapest path from the version on the weights volume, applies them crash-safely, asks the
+engine to reload, and reports through its own pod (annotations and the ``weights-ready``
+readiness-gate condition). Run it with ``deltaroll agent run``.
+
+Modules: ``reconcile`` (the state machine), ``states`` (state names and the annotation format),
+``wanted`` (the annotations file), ``volume`` (the weights directory and safe swaps), ``fetch``
+(objects into the cache), ``patching`` (applying a plan, finishing an interrupted apply),
+``report`` (the pod's annotations and condition), ``health`` and ``metrics`` (``/healthz``,
+``/metrics``), ``config``, ``runner`` (wiring), ``errors``.
+"""
+
+from deltaroll.agent.config import AgentConfig
+from deltaroll.agent.errors import AgentConfigError, AgentError, ReportError
+from deltaroll.agent.states import AgentState, format_agent_state, parse_agent_state
+
+__all__ = [
+    "AgentConfig",
+    "AgentConfigError",
+    "AgentError",
+    "AgentState",
+    "ReportError",
+    "format_agent_state",
+    "parse_agent_state",
+]

@@ -1,0 +1,35 @@
+"""The agent's settings, from ``deltaroll agent run`` flags and the pod's environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AgentConfig(BaseModel):
+    """Everything one agent needs to know; validated once at start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: str = Field(description="store URI (file://, s3://, hf://buckets/...)")
+    model: str = Field(min_length=1, description="model name in the store")
+    annotations_file: Path = Field(description="downwardAPI file of the pod's annotations")
+    weights_dir: Path = Field(description="the checkpoint directory the engine loads")
+    engine: str = Field(description="engine kind: reference, sglang or vllm")
+    engine_url: str = Field(description="engine base URL, e.g. http://127.0.0.1:8000")
+    pod_name: str = Field(min_length=1)
+    pod_namespace: str = Field(min_length=1)
+    cache_dir: Path | None = Field(None, description="object cache; default beside the weights")
+    health_host: str = "0.0.0.0"  # noqa: S104 (probes come from the kubelet, via the pod IP)
+    health_port: int = Field(8081, ge=0, le=65535)
+    poll_interval_s: float = Field(1.0, gt=0, description="how often the annotations are read")
+    retry_initial_s: float = Field(1.0, gt=0, description="first back-off after a failure")
+    retry_max_s: float = Field(30.0, gt=0, description="longest back-off")
+    failed_retry_s: float = Field(
+        300.0, gt=0, description="how long a Failed version waits before it is tried again"
+    )
+    engine_check_s: float = Field(
+        15.0, gt=0, description="how often a Ready agent checks the engine still holds it"
+    )
+    engine_timeout_s: float = Field(900.0, gt=0, description="longest wait for one reload")

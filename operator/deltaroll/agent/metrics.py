@@ -1,0 +1,63 @@
+"""The agent's Prometheus metrics, in a registry of their own (served on ``/metrics``).
+
+A registry per agent, not the global one, so tests can run several agents in one process and
+the exposition holds only what the agent means to publish.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+
+from deltaroll.agent.states import AgentState
+
+
+class AgentMetrics:
+    """Counters and gauges the reconcile loop updates."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.state = Enum(
+            "deltaroll_agent_state",
+            "The agent's current state.",
+            states=[state.value for state in AgentState],
+            registry=self.registry,
+        )
+        self.downloaded_bytes = Counter(
+            "deltaroll_agent_downloaded_bytes",
+            "Bytes of delta objects downloaded from the store (cache hits excluded).",
+            registry=self.registry,
+        )
+        self.applied_deltas = Counter(
+            "deltaroll_agent_applied_deltas",
+            "Deltas applied to the weights volume, by kind (anchor, forward, reverse).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "deltaroll_agent_engine_reloads",
+            "Engine reloads requested, by outcome (ok, refused, unreachable).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "deltaroll_agent_retries",
+            "Passes that hit a passing failure (store or engine unreachable) and backed off.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "deltaroll_agent_failures",
+            "Passes that ended Failed (corrupt delta, no path, engine refused the weights).",
+            registry=self.registry,
+        )
+        self.weights_ready = Gauge(
+            "deltaroll_agent_weights_ready",
+            "1 when the engine holds the wanted version, verified; 0 otherwise.",
+            registry=self.registry,
+        )
+        self.version_changes = Histogram(
+            "deltaroll_agent_version_change_seconds",
+            "Seconds from starting to pull a new version to the engine serving it.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800),
+            registry=self.registry,
+        )

@@ -1,0 +1,87 @@
+"""Applying a fetched plan to the weights volume, and finishing an apply a crash interrupted.
+
+Steps between versions patch ``weights`` in place through the checkpoint layer's journaled
+apply (killed at any moment, the same apply run again finishes it; nothing is ever a mix). A
+plan that starts from nothing builds a fresh copy beside ``weights`` and swaps it in once it
+verified. Every apply checks object digests and tensor checksums before and after writing.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import structlog
+
+from deltaroll.agent.errors import AgentError
+from deltaroll.agent.volume import WeightsVolume
+from deltaroll.checkpoint import apply_delta
+from deltaroll.checkpoint.journal import JournalState
+from deltaroll.store import Store
+from deltaroll.store.graph import Plan, Step
+from deltaroll.store.pull import materialize_delta
+
+log = structlog.get_logger(__name__)
+
+
+class OrphanedApplyError(AgentError):
+    """The weights hold an unfinished apply whose delta the store no longer has."""
+
+
+def apply_plan(store: Store, plan: Plan, volume: WeightsVolume) -> None:
+    """Bring ``weights`` to ``plan.target``; every object must already be in the cache."""
+    try:
+        if plan.start is None:
+            _build_and_swap(store, plan, volume)
+        else:
+            for index, step in enumerate(plan.steps):
+                _apply_in_place(store, step, volume, index)
+    finally:
+        shutil.rmtree(volume.deltas, ignore_errors=True)
+
+
+def finish_apply(store: Store, step: Step, volume: WeightsVolume) -> None:
+    """Run the interrupted in-place apply of ``step`` again: the journal makes it resume."""
+    try:
+        _apply_in_place(store, step, volume, 0)
+    finally:
+        shutil.rmtree(volume.deltas, ignore_errors=True)
+
+
+def _apply_in_place(store: Store, step: Step, volume: WeightsVolume, index: int) -> None:
+    delta_dir = materialize_delta(step, store.cache, volume.fresh_delta_dir(index))
+    apply_delta(volume.weights, delta_dir, in_place=True, reverse=step.reverse)
+    log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
+
+
+def _build_and_swap(store: Store, plan: Plan, volume: WeightsVolume) -> None:
+    shutil.rmtree(volume.building, ignore_errors=True)
+    shutil.rmtree(volume.built, ignore_errors=True)
+    for index, step in enumerate(plan.steps):
+        delta_dir = materialize_delta(step, store.cache, volume.fresh_delta_dir(index))
+        if index == 0:
+            apply_delta(None, delta_dir, out_dir=volume.building)
+        else:
+            apply_delta(volume.building, delta_dir, in_place=True, reverse=step.reverse)
+        log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
+    volume.building.rename(volume.built)
+    volume.install_built()
+
+
+def interrupted_step(store: Store, model: str, state: JournalState) -> Step:
+    """The delta an unfinished in-place apply was applying, looked up in the store."""
+    graph = store.graph(model)
+    forward = state.direction == "forward"
+    child, parent = (
+        (state.to_version, state.from_version)
+        if forward
+        else (state.from_version, state.to_version)
+    )
+    manifest = graph.versions.get(child)
+    if manifest is None or manifest.parent != parent or manifest.delta is None:
+        raise OrphanedApplyError(
+            f"the weights hold an unfinished apply {state.from_version} -> {state.to_version} "
+            "whose delta is no longer in the store; the agent rebuilds the weights from an anchor"
+        )
+    return Step(
+        "forward" if forward else "reverse", state.from_version, state.to_version, manifest.delta
+    )

@@ -1,0 +1,324 @@
+"""The agent's reconcile loop: a small state machine from "serve version N" to verified weights.
+
+One pass (:meth:`Agent.reconcile_once`) reads the wanted version, and moves the pod one whole
+stretch towards it::
+
+    Idle ──annotation──▶ Pulling ──objects verified──▶ Applying ──weights verified──▶ Reloading
+                            │  ▲                                                        │
+            store down:     └──┘ back off, old version still served         engine holds it
+                                                                                        ▼
+    Failed ◀── corrupt delta, no path, engine refuses ──────────────────────────────── Ready
+
+Passing failures (store or engine unreachable, the API server down) keep the state, report the
+error and back off; anything else is Failed with the error's message, retried only after
+``failed_retry_s`` or when the wanted version changes. A pass runs to its end (a pull is not
+interrupted by a newer annotation; the next pass takes it), and a name in the annotation is
+resolved once per value (the operator writes version ids). The pod condition
+``deltaroll.dev/weights-ready`` is True only while the engine holds the version on disk,
+verified; it turns False (and the API server has confirmed it) before the weights are touched.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from deltaroll.agent.config import AgentConfig
+from deltaroll.agent.errors import ReportError
+from deltaroll.agent.fetch import fetch_objects, prune_cache
+from deltaroll.agent.metrics import AgentMetrics
+from deltaroll.agent.patching import (
+    OrphanedApplyError,
+    apply_plan,
+    finish_apply,
+    interrupted_step,
+)
+from deltaroll.agent.report import Report, Reporter
+from deltaroll.agent.states import AgentState
+from deltaroll.agent.volume import WeightsVolume
+from deltaroll.agent.wanted import read_wanted_version
+from deltaroll.checkpoint.errors import CheckpointError
+from deltaroll.engines import (
+    EngineClient,
+    EngineError,
+    EngineReloadError,
+    EngineUnreachableError,
+)
+from deltaroll.errors import DeltarollError
+from deltaroll.store import Store, StoreAccessError, TransientStoreError
+
+log = structlog.get_logger(__name__)
+
+#: Failures that pass by themselves: keep the state, report the error, back off, try again.
+PASSING_FAILURES: tuple[type[Exception], ...] = (
+    TransientStoreError,
+    StoreAccessError,
+    EngineUnreachableError,
+    ReportError,
+)
+
+
+class EngineVersionMismatchError(EngineError):
+    """The engine accepted a reload but reports another version than the one on disk."""
+
+
+class Agent:
+    """One pod's agent. Not thread-safe: one loop drives it; the health server only reads."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        store: Store,
+        engine: EngineClient,
+        reporter: Reporter,
+        metrics: AgentMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.reporter = reporter
+        self.metrics = metrics or AgentMetrics()
+        self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
+        self._clock = clock
+        self.state = AgentState.IDLE
+        self.message = ""
+        self.wanted: str | None = None
+        self.disk_settled = False  # recovery done and disk_version known
+        self.disk_version: str | None = None  # verified version on the weights volume
+        self.engine_version: str | None = None  # verified in the engine, for the weights on disk
+        self.had_weights = False  # a verified version was on disk at least once (/healthz)
+        self._resolved: tuple[str, str] | None = None  # (annotation value, version id)
+        self._failed: tuple[str | None, float] | None = None  # (wanted, when)
+        self._attempt = 0
+        self._change_started: float | None = None
+        self._engine_checked = float("-inf")
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, stop: threading.Event) -> None:
+        """Reconcile until ``stop`` is set."""
+        log.info("agent.started", model=self.config.model, weights=str(self.volume.weights))
+        while not stop.is_set():
+            stop.wait(self.reconcile_once())
+        log.info("agent.stopped", state=self.state.value, version=self.engine_version)
+
+    def reconcile_once(self) -> float:
+        """One pass; returns how long to wait before the next."""
+        wanted: str | None = None
+        try:
+            wanted = read_wanted_version(self.config.annotations_file)
+            self.wanted = wanted
+            if self._waiting_after_failure(wanted):
+                return self.config.poll_interval_s
+            self._settle_disk()
+            if wanted is None:
+                self._report(AgentState.IDLE, "the pod has no deltaroll.dev/version annotation")
+            else:
+                self._converge(wanted)
+            self._attempt = 0
+            return self.config.poll_interval_s
+        except PASSING_FAILURES as exc:
+            return self._back_off(exc)
+        except DeltarollError as exc:
+            self._fail(wanted, str(exc))
+        except Exception as exc:  # a bug or the disk (ENOSPC): say so, keep the loop alive
+            log.exception("agent.unexpected_error")
+            self._fail(wanted, f"{type(exc).__name__}: {exc}")
+        return self.config.poll_interval_s
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        """For ``/healthz``: healthy once a verified version has been on disk."""
+        return self.had_weights, {
+            "healthy": self.had_weights,
+            "state": self.state.value,
+            "message": self.message,
+            "wanted": self.wanted,
+            "disk_version": self.disk_version,
+            "current_version": self.engine_version,
+        }
+
+    # ------------------------------------------------------------------ stages
+
+    def _settle_disk(self) -> None:
+        """After a (re)start: finish a swap or an in-place apply a crash interrupted, then learn
+        which version is on disk and whether the engine already holds it."""
+        if self.disk_settled:
+            return
+        self.volume.recover()
+        unfinished = self.volume.unfinished_apply()
+        if unfinished is not None:
+            self.engine_version = None
+            self._report(
+                AgentState.APPLYING,
+                f"finishing the interrupted apply {unfinished.from_version} -> "
+                f"{unfinished.to_version}",
+            )
+            try:
+                step = interrupted_step(self.store, self.config.model, unfinished)
+            except OrphanedApplyError as exc:
+                log.warning("agent.orphaned_apply", error=str(exc))
+                self.volume.discard_weights()
+            else:
+                self.metrics.downloaded_bytes.inc(
+                    fetch_objects(self.store, self.config.model, [step])
+                )
+                finish_apply(self.store, step, self.volume)
+                self.metrics.applied_deltas.labels(step.kind).inc()
+        try:
+            self.disk_version = self.volume.version()
+        except CheckpointError as exc:  # not ours to keep: rebuilt from the store
+            log.warning("agent.unusable_weights", error=str(exc))
+            self.volume.discard_weights()
+            self.disk_version = None
+        self.had_weights = self.had_weights or self.disk_version is not None
+        if unfinished is None and self.disk_version is not None:
+            self.engine_version = self._engine_holds(self.disk_version)
+        self.disk_settled = True
+        log.info("agent.disk_settled", version=self.disk_version, engine=self.engine_version)
+
+    def _converge(self, wanted: str) -> None:
+        if wanted == self.disk_version:
+            target = wanted
+        elif self._resolved is not None and self._resolved[0] == wanted:
+            target = self._resolved[1]
+        else:  # a new annotation: the store says which version it means
+            self._report(AgentState.PULLING, f"fetching the deltas to {wanted}")
+            target = self.store.resolve(self.config.model, wanted)
+            self._resolved = (wanted, target)
+        if self.disk_version != target:
+            if self._change_started is None:
+                self._change_started = self._clock()
+            self._change_to(target)
+        elif self.state is AgentState.READY and self._engine_check_due():
+            self.engine_version = self._engine_holds(target, keep_if_unreachable=True)
+        if self.engine_version != target:
+            self._report(AgentState.RELOADING, f"the engine is loading {target}")
+            self._reload(target)
+        self._report(AgentState.READY)
+        if self._change_started is not None:
+            self.metrics.version_changes.observe(self._clock() - self._change_started)
+            self._change_started = None
+
+    def _change_to(self, target: str) -> None:
+        """Pull the deltas on the cheapest path, then apply them to the weights volume."""
+        self._report(AgentState.PULLING, f"fetching the deltas to {target}")
+        have = [self.disk_version] if self.disk_version else []
+        plan = self.store.plan(self.config.model, target, have)
+        downloaded = fetch_objects(self.store, self.config.model, plan.steps)
+        self.metrics.downloaded_bytes.inc(downloaded)
+        log.info("agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded)
+        self.engine_version = None  # from here on the weights are not a verified version
+        self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
+        self.disk_settled = False  # a failure below is settled again on the next pass
+        self.disk_version = None
+        apply_plan(self.store, plan, self.volume)
+        for step in plan.steps:
+            self.metrics.applied_deltas.labels(step.kind).inc()
+        self.disk_version = target
+        self.disk_settled = self.had_weights = True
+        prune_cache(self.store, plan)
+
+    def _reload(self, target: str) -> None:
+        try:
+            self.engine.reload(self.volume.weights, version=target)
+        except EngineUnreachableError:
+            self.metrics.reloads.labels("unreachable").inc()
+            raise
+        except EngineReloadError:
+            self.metrics.reloads.labels("refused").inc()
+            raise
+        loaded = self.engine.loaded_version()
+        if loaded is not None and loaded != target:
+            self.metrics.reloads.labels("refused").inc()
+            raise EngineVersionMismatchError(
+                f"the engine at {self.engine.endpoint} reloaded {self.volume.weights} but "
+                f"reports version {loaded}, not {target}; check that it loads that directory"
+            )
+        self.metrics.reloads.labels("ok").inc()
+        log.info("agent.reloaded", engine=self.engine.endpoint, version=target)
+        self.engine_version = target
+        self._engine_checked = self._clock()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _engine_holds(self, version: str, *, keep_if_unreachable: bool = False) -> str | None:
+        """``version`` if the engine says it holds exactly that, else None."""
+        self._engine_checked = self._clock()
+        try:
+            loaded = self.engine.loaded_version()
+        except EngineError:
+            return self.engine_version if keep_if_unreachable else None
+        if keep_if_unreachable and loaded is None:
+            return self.engine_version  # an engine that cannot tell is trusted after a reload
+        return version if loaded == version else None
+
+    def _engine_check_due(self) -> bool:
+        return self._clock() - self._engine_checked >= self.config.engine_check_s
+
+    def _waiting_after_failure(self, wanted: str | None) -> bool:
+        """Whether ``wanted`` failed recently: it is tried again after ``failed_retry_s``, or at
+        once when the annotation changes (a rollback, a fixed version)."""
+        if self._failed is None:
+            return False
+        failed_wanted, when = self._failed
+        if failed_wanted == wanted and self._clock() - when < self.config.failed_retry_s:
+            return True
+        self._failed = None
+        return False
+
+    def _report(self, state: AgentState, message: str = "") -> None:
+        """Record ``state`` and make the pod say it; raises :class:`ReportError`."""
+        if (state, message) != (self.state, self.message):
+            log.info("agent.state", state=state.value, message=message, wanted=self.wanted)
+        self.state, self.message = state, message
+        self.metrics.state.state(state.value)
+        ready = self.engine_version is not None and self.engine_version == self.disk_version
+        self.metrics.weights_ready.set(1 if ready else 0)
+        self.reporter.publish(
+            Report(
+                state=state,
+                message=message,
+                current_version=self.engine_version if ready else None,
+                weights_ready=ready,
+            )
+        )
+
+    def _report_quietly(self, state: AgentState, message: str) -> None:
+        try:
+            self._report(state, message)
+        except ReportError as exc:
+            log.warning("agent.report_failed", error=str(exc))
+
+    def _back_off(self, exc: Exception) -> float:
+        self._attempt += 1
+        ceiling = min(
+            self.config.retry_max_s, self.config.retry_initial_s * 2 ** (self._attempt - 1)
+        )
+        delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+        self.metrics.retries.labels(self.state.value).inc()
+        log.warning(
+            "agent.retrying",
+            state=self.state.value,
+            error=str(exc),
+            attempt=self._attempt,
+            delay_s=round(delay, 2),
+        )
+        if not isinstance(exc, ReportError):
+            self._report_quietly(self.state, str(exc))
+        return delay
+
+    def _fail(self, wanted: str | None, message: str) -> None:
+        self._failed = (wanted, self._clock())
+        self._attempt = 0
+        self._change_started = None
+        if not (self.state is AgentState.FAILED and self.message == message):
+            log.error("agent.failed", wanted=wanted, error=message)  # once per failure
+            self.metrics.failures.inc()
+        self._report_quietly(AgentState.FAILED, message)  # the reporter skips what it sent

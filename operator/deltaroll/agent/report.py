@@ -1,0 +1,178 @@
+"""Reporting through the agent's own pod: two annotations and the weights-ready condition.
+
+- ``deltaroll.dev/current-version``: the version the engine holds, verified (absent before).
+- ``deltaroll.dev/agent-state``: :func:`~deltaroll.agent.states.format_agent_state`.
+- condition ``deltaroll.dev/weights-ready`` (through ``pods/status``): the pod's readiness gate.
+
+Order matters for the gate: going not-ready, the condition is written before anything else, and
+the caller touches the weights only after :meth:`PodReporter.publish` returned; going ready, the
+annotations are written first. Conditions go as a strategic merge patch keyed by ``type``, so the
+kubelet's own conditions are never overwritten. Nothing is sent when nothing changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from deltaroll.agent.errors import ReportError
+from deltaroll.agent.states import AgentState, format_agent_state
+from deltaroll.api.annotations import (
+    POD_AGENT_STATE,
+    POD_CURRENT_VERSION,
+    WEIGHTS_READY_CONDITION,
+)
+
+log = structlog.get_logger(__name__)
+
+API_TIMEOUT_S = 10.0
+UNREADY_TIMEOUT_S = 60.0
+UNREADY_POLL_S = 0.1
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the pod should say about the agent right now."""
+
+    state: AgentState
+    message: str = ""
+    current_version: str | None = None
+    weights_ready: bool = False
+
+    def annotations(self) -> dict[str, str | None]:
+        return {
+            POD_AGENT_STATE: format_agent_state(self.state, self.message),
+            POD_CURRENT_VERSION: self.current_version,  # None removes it (merge patch)
+        }
+
+    def condition(self, transition: bool) -> dict[str, Any]:
+        condition: dict[str, Any] = {
+            "type": WEIGHTS_READY_CONDITION,
+            "status": "True" if self.weights_ready else "False",
+            "reason": self.state.value,
+            "message": format_agent_state(self.state, self.message),
+        }
+        if transition:
+            condition["lastTransitionTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return condition
+
+
+class Reporter(Protocol):
+    def publish(self, report: Report) -> None:
+        """Make the pod say ``report``; raises :class:`ReportError` when it could not."""
+        ...
+
+
+class PodReporter:
+    """Writes :class:`Report` into one pod with the official Kubernetes client."""
+
+    def __init__(self, api: Any, namespace: str, name: str) -> None:
+        self._api = api  # kubernetes.client.CoreV1Api
+        self.namespace, self.name = namespace, name
+        self._sent_annotations: dict[str, str | None] | None = None
+        self._sent_condition: dict[str, Any] | None = None
+        self._sent_ready: bool | None = None
+
+    def publish(self, report: Report) -> None:
+        if report.weights_ready:
+            self._write_annotations(report)
+            self._write_condition(report)
+        else:
+            was_ready = self._sent_ready is not False
+            self._write_condition(report)
+            if was_ready:
+                self._wait_until_not_ready()
+            self._write_annotations(report)
+
+    def _wait_until_not_ready(self) -> None:
+        """Return once the pod's Ready condition is no longer True (the kubelet has applied the
+        readiness gate), so no traffic reaches the pod when the caller touches the weights.
+        A pod without the readiness gate never turns unready for us: nothing to wait for."""
+        deadline = time.monotonic() + UNREADY_TIMEOUT_S
+        while True:
+            pod = self._call("read", self._api.read_namespaced_pod)
+            gates = [g.condition_type for g in (pod.spec.readiness_gates or [])]
+            if WEIGHTS_READY_CONDITION not in gates:
+                log.warning("agent.no_readiness_gate", gate=WEIGHTS_READY_CONDITION)
+                return
+            ready = [c for c in (pod.status.conditions or []) if c.type == "Ready"]
+            if not ready or ready[0].status != "True":
+                return
+            if time.monotonic() > deadline:
+                raise ReportError(
+                    f"pod {self.namespace}/{self.name} is still Ready {UNREADY_TIMEOUT_S:.0f}s "
+                    f"after {WEIGHTS_READY_CONDITION} turned False; is the kubelet running? "
+                    "the agent retries before touching the weights"
+                )
+            time.sleep(UNREADY_POLL_S)
+
+    def _write_annotations(self, report: Report) -> None:
+        annotations = report.annotations()
+        if annotations == self._sent_annotations:
+            return
+        body = {"metadata": {"annotations": annotations}}
+        self._call("annotate", self._api.patch_namespaced_pod, body, content_type=MERGE_PATCH)
+        self._sent_annotations = annotations
+
+    def _write_condition(self, report: Report) -> None:
+        condition = report.condition(transition=False)
+        if condition == self._sent_condition:
+            return
+        if report.weights_ready != self._sent_ready:
+            condition = report.condition(transition=True)
+        body = {"status": {"conditions": [condition]}}
+        patch = self._api.patch_namespaced_pod_status
+        self._call("set condition on", patch, body, content_type=STRATEGIC_MERGE_PATCH)
+        self._sent_condition = report.condition(transition=False)
+        self._sent_ready = report.weights_ready
+
+    def _call(
+        self, what: str, method: Any, *body: dict[str, Any], content_type: str | None = None
+    ) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        options: dict[str, Any] = {"_request_timeout": API_TIMEOUT_S}
+        if content_type:
+            options["_content_type"] = content_type
+        try:
+            return method(self.name, self.namespace, *body, **options)
+        except ApiException as exc:
+            hint = (
+                "give the agent's ServiceAccount pods get/patch and pods/status patch"
+                if exc.status in (401, 403)
+                else "check that POD_NAME and POD_NAMESPACE name this pod"
+                if exc.status == 404
+                else "the agent retries"
+            )
+            raise ReportError(
+                f"could not {what} pod {self.namespace}/{self.name} (HTTP {exc.status} "
+                f"{exc.reason}): {hint}"
+            ) from exc
+        except (HTTPError, OSError) as exc:
+            raise ReportError(
+                f"could not {what} pod {self.namespace}/{self.name}: the Kubernetes API is "
+                f"unreachable ({type(exc).__name__}); the agent retries"
+            ) from exc
+
+
+def core_v1_api() -> Any:
+    """A CoreV1Api from the in-cluster service account, else ``KUBECONFIG`` / ~/.kube/config."""
+    import os
+
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ):
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    else:
+        kubernetes.config.load_kube_config(client_configuration=configuration)
+    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))

@@ -1,0 +1,74 @@
+"""The version the pod should serve, read from its downwardAPI annotations file.
+
+The kubelet writes ``metadata.annotations`` as one ``key="value"`` line per annotation, the value
+quoted by Go's ``strconv.Quote``, and replaces the file atomically when annotations change. Reading
+it needs no API rights, and polling a small file is cheap and works on every filesystem (inotify
+does not see the kubelet's symlink swap reliably).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from deltaroll.agent.errors import AgentError
+from deltaroll.api.annotations import POD_VERSION
+
+_GO_ESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[abfnrtv\\"\'])')
+_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\", '"': '"', "'": "'",
+}  # fmt: skip
+
+
+def unquote_go(quoted: str) -> str:
+    """Undo Go's ``strconv.Quote`` (``\\xHH`` escapes are raw bytes, decoded as UTF-8)."""
+    if len(quoted) < 2 or quoted[0] != '"' or quoted[-1] != '"':
+        raise ValueError(f"not a quoted string: {quoted[:40]!r}")
+    raw = bytearray()
+    body = quoted[1:-1]
+    position = 0
+    for match in _GO_ESCAPE.finditer(body):
+        raw += body[position : match.start()].encode()
+        code = match.group(1)
+        if code[0] == "x":
+            raw.append(int(code[1:], 16))
+        elif code[0] in "uU":
+            raw += chr(int(code[1:], 16)).encode()
+        else:
+            raw += _SIMPLE_ESCAPES[code].encode()
+        position = match.end()
+    raw += body[position:].encode()
+    return raw.decode("utf-8", errors="replace")
+
+
+def parse_downward_file(text: str) -> dict[str, str]:
+    """Every ``key="value"`` line of a downwardAPI labels/annotations file."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, quoted = line.partition("=")
+        try:
+            if not sep:
+                raise ValueError("no '='")
+            values[key] = unquote_go(quoted)
+        except ValueError as exc:
+            raise AgentError(
+                f'line {number} of the annotations file is not key="value" ({exc}); mount the '
+                "pod's metadata.annotations through a downwardAPI volume"
+            ) from exc
+    return values
+
+
+def read_wanted_version(annotations_file: Path) -> str | None:
+    """The ``deltaroll.dev/version`` annotation, or None when the pod has none (yet)."""
+    try:
+        text = annotations_file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise AgentError(
+            f"{annotations_file} does not exist: mount a downwardAPI volume with "
+            "fieldPath metadata.annotations there and pass its file as --annotations-file"
+        ) from exc
+    wanted = parse_downward_file(text).get(POD_VERSION, "").strip()
+    return wanted or None

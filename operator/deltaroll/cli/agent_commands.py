@@ -1,0 +1,131 @@
+"""``deltaroll agent run``: the sidecar of every inference pod (see :mod:`deltaroll.agent`).
+
+The flags match the Helm chart's sidecar snippet (charts/deltaroll/README.md); the pod's own
+name and namespace come from ``POD_NAME`` / ``POD_NAMESPACE`` (downward API env).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+#: Config fields whose flag is not simply the field's name with dashes.
+_FLAGS = {
+    "poll_interval_s": "--poll-interval",
+    "retry_max_s": "--retry-max",
+    "retry_initial_s": "--retry-max",
+    "failed_retry_s": "--failed-retry",
+    "engine_timeout_s": "--engine-timeout",
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``agent`` command group."""
+    agent = typer.Typer(help="The pod agent: pull, apply and reload new weights, report.")
+    agent.command("run")(run)
+    app.add_typer(agent, name="agent")
+
+
+def run(
+    store: Annotated[str, typer.Option("--store", help="Store URI (file://, s3://, hf://).")],
+    model: Annotated[str, typer.Option("--model", help="Model name in the store.")],
+    annotations_file: Annotated[
+        Path,
+        typer.Option("--annotations-file", help="DownwardAPI file of the pod's annotations."),
+    ],
+    weights_dir: Annotated[
+        Path, typer.Option("--weights-dir", help="Checkpoint directory the engine loads.")
+    ],
+    engine: Annotated[str, typer.Option("--engine", help="Engine kind: reference, sglang, vllm.")],
+    engine_url: Annotated[
+        str, typer.Option("--engine-url", help="Engine base URL, e.g. http://127.0.0.1:8000.")
+    ],
+    pod_name: Annotated[
+        str, typer.Option("--pod-name", envvar="POD_NAME", help="This pod's name.")
+    ] = "",
+    pod_namespace: Annotated[
+        str, typer.Option("--pod-namespace", envvar="POD_NAMESPACE", help="This pod's namespace.")
+    ] = "",
+    health_port: Annotated[
+        int, typer.Option("--health-port", help="Port of /healthz and /metrics.")
+    ] = 8081,
+    health_host: Annotated[
+        str, typer.Option("--health-host", help="Address of /healthz and /metrics.")
+    ] = "0.0.0.0",  # noqa: S104 (the kubelet probes the pod IP)
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Object cache (default: beside the weights directory)."),
+    ] = None,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between reads of the annotations.")
+    ] = 1.0,
+    retry_max: Annotated[
+        float, typer.Option("--retry-max", help="Longest back-off in seconds after a failure.")
+    ] = 30.0,
+    failed_retry: Annotated[
+        float, typer.Option("--failed-retry", help="Seconds before a Failed version is retried.")
+    ] = 300.0,
+    engine_timeout: Annotated[
+        float, typer.Option("--engine-timeout", help="Longest wait in seconds for one reload.")
+    ] = 900.0,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format", help="json or console (default: $DELTAROLL_LOG_FORMAT, console)."
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="debug, info, warning (default: $DELTAROLL_LOG_LEVEL)."),
+    ] = None,
+) -> None:
+    """Run the agent until SIGTERM: reconcile the weights, serve /healthz and /metrics."""
+    import signal
+    import threading
+
+    from pydantic import ValidationError
+
+    from deltaroll.agent.config import AgentConfig
+    from deltaroll.agent.errors import AgentConfigError
+    from deltaroll.logs import configure_logging
+
+    configure_logging(log_format, log_level)
+    if not pod_name or not pod_namespace:
+        raise AgentConfigError(
+            "the agent needs its pod's name and namespace: set POD_NAME and POD_NAMESPACE from "
+            "the downward API (fieldRef metadata.name / metadata.namespace)"
+        )
+    try:
+        config = AgentConfig(
+            store=store,
+            model=model,
+            annotations_file=annotations_file,
+            weights_dir=weights_dir,
+            engine=engine,
+            engine_url=engine_url,
+            pod_name=pod_name,
+            pod_namespace=pod_namespace,
+            cache_dir=cache_dir,
+            health_host=health_host,
+            health_port=health_port,
+            poll_interval_s=poll_interval,
+            retry_max_s=retry_max,
+            retry_initial_s=min(1.0, retry_max),
+            failed_retry_s=failed_retry,
+            engine_check_s=15.0,
+            engine_timeout_s=engine_timeout,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
+        raise AgentConfigError(f"{flag}: {first['msg']}") from None
+
+    from deltaroll.agent.runner import run_agent
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_agent(config, stop)

@@ -1,0 +1,226 @@
+"""Inference pods for the sandbox tests: the agent and the reference engine as a pod's processes,
+and a recorder of the pod's readiness as a watch sees it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes
+from tests.agent.helpers import NAMESPACE
+
+from deltaroll.agent.states import AgentState, parse_agent_state
+from deltaroll.api.annotations import (
+    POD_AGENT_STATE,
+    POD_CURRENT_VERSION,
+    POD_VERSION,
+    WEIGHTS_READY_CONDITION,
+)
+
+PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"
+
+# The engine waits for the agent's first verified version (on a cluster the agent is a native
+# sidecar whose startup probe holds the engine back; the sandbox runs containers side by side).
+ENGINE_SCRIPT = (
+    'until [ -f "$WEIGHTS/config.json" ]; do sleep 0.2; done; '
+    'exec deltaroll engine serve --kind reference --model-path "$WEIGHTS" --port "$PORT"'
+)
+# Only the first run of the agent carries the crash point; the kubelet's restart runs clean.
+CRASH_ONCE_SCRIPT = (
+    'if [ ! -e "$CRASH_MARK" ]; then touch "$CRASH_MARK"; export DELTAROLL_CRASH_AT="$CRASH_AT"; '
+    'fi; exec deltaroll "$@"'
+)
+
+
+def inference_pod(
+    name: str,
+    *,
+    store_uri: str,
+    version: str,
+    store_env: dict[str, str],
+    crash_at: str | None = None,
+) -> dict[str, Any]:
+    agent_args = [
+        "agent", "run",
+        f"--store={store_uri}", "--model=tiny",
+        "--annotations-file=/etc/deltaroll/podinfo/annotations",
+        "--weights-dir=/models/weights",
+        "--engine=reference",
+        "--engine-url=http://127.0.0.1:$(DELTAROLL_SANDBOX_PORT_HTTP)",
+        "--health-port=8081",
+        "--poll-interval=0.2", "--retry-max=1", "--log-format=console",
+    ]  # fmt: skip
+    agent: dict[str, Any] = {
+        "name": "deltaroll-agent",
+        "image": "ghcr.io/deltaroll/agent:0.1.0",
+        "command": ["deltaroll"],
+        "args": agent_args,
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            *({"name": key, "value": value} for key, value in store_env.items()),
+        ],
+        "ports": [{"name": "agent-health", "containerPort": 8081}],
+        "volumeMounts": [
+            {"name": "weights", "mountPath": "/models"},
+            {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
+        ],
+    }
+    if crash_at is not None:
+        agent["command"] = ["sh", "-c", CRASH_ONCE_SCRIPT, "deltaroll-agent"]
+        agent["env"] += [
+            {"name": "CRASH_MARK", "value": "/models/.crashed-once"},
+            {"name": "CRASH_AT", "value": crash_at},
+        ]
+    engine = {
+        "name": "engine",
+        "image": "ghcr.io/deltaroll/reference-engine:0.1.0",
+        "command": ["sh", "-c", ENGINE_SCRIPT],
+        "env": [
+            {"name": "WEIGHTS", "value": "/models/weights"},
+            {"name": "PORT", "value": "8000"},
+            {"name": "OMP_NUM_THREADS", "value": "1"},
+        ],
+        "ports": [{"name": "http", "containerPort": 8000}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1},
+        "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": {POD_VERSION: version}},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
+            "containers": [agent, engine],
+            "volumes": [
+                {"name": "weights", "emptyDir": {}},
+                {
+                    "name": "podinfo",
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "annotations",
+                                "fieldRef": {"fieldPath": "metadata.annotations"},
+                            }
+                        ]
+                    },
+                },
+            ],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What matters of one pod object, for checks and for the readiness record."""
+
+    ready: str | None
+    weights_ready: str | None
+    state: AgentState | None
+    message: str
+    current: str | None
+    wanted: str | None
+    ports: dict[str, int]
+
+    @classmethod
+    def of(cls, pod: Any) -> PodView:
+        meta = pod.metadata
+        annotations = meta.annotations or {}
+        conditions = {c.type: c.status for c in (pod.status.conditions or [])}
+        state, message = parse_agent_state(annotations.get(POD_AGENT_STATE))
+        return cls(
+            ready=conditions.get("Ready"),
+            weights_ready=conditions.get(WEIGHTS_READY_CONDITION),
+            state=state,
+            message=message,
+            current=annotations.get(POD_CURRENT_VERSION),
+            wanted=annotations.get(POD_VERSION),
+            ports=json.loads(annotations.get(PORTS_ANNOTATION, "{}")),
+        )
+
+
+def view(core: kubernetes.client.CoreV1Api, name: str) -> PodView:
+    return PodView.of(core.read_namespaced_pod(name, NAMESPACE))
+
+
+@dataclass
+class ReadinessRecorder:
+    """Every version of the pod a watch delivers, from creation on (resumed across timeouts)."""
+
+    core: kubernetes.client.CoreV1Api
+    name: str
+    views: list[PodView] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        resource_version = None
+        while not self._stop.is_set():
+            watch = kubernetes.watch.Watch()
+            for event in watch.stream(
+                self.core.list_namespaced_pod,
+                NAMESPACE,
+                field_selector=f"metadata.name={self.name}",
+                resource_version=resource_version,
+                timeout_seconds=2,
+            ):
+                pod = event["object"]
+                resource_version = pod.metadata.resource_version
+                self.views.append(PodView.of(pod))
+                if self._stop.is_set():
+                    watch.stop()
+
+    def unsafe_ready(self, verified: set[str]) -> list[PodView]:
+        """Views where the pod was Ready while its weights were not a verified version: the
+        agent applying or reloading, or no verified current version. (The agent turns
+        weights-ready False and waits for Ready to follow before it touches the weights, so a
+        view with weights-ready False and Ready still True is the kubelet's lag, not a gap.)"""
+        safe_states = (AgentState.READY, AgentState.PULLING, AgentState.FAILED)
+        return [
+            v
+            for v in self.views
+            if v.ready == "True" and not (v.state in safe_states and v.current in verified)
+        ]
+
+    def ready_flips(self) -> list[tuple[str | None, str | None]]:
+        """(Ready, current version) each time Ready changed."""
+        flips: list[tuple[str | None, str | None]] = []
+        for v in self.views:
+            if not flips or flips[-1][0] != v.ready:
+                flips.append((v.ready, v.current))
+        return flips
+
+
+def agent_metrics(pod: PodView) -> dict[str, float]:
+    """The agent's /metrics, parsed (``name{labels}`` -> value)."""
+    url = f"http://127.0.0.1:{pod.ports['agent-health']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    return values
+
+
+def engine_checksum(pod: PodView) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{pod.ports['http']}/weights_checksum"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]

@@ -1,0 +1,252 @@
+"""The agent and the reference engine as a pod's processes on the sandbox (real kubelet, real
+API, real S3 protocol): the issue's end-to-end cases.
+
+The first four tests drive one pod through a life in order: v1 -> v2 (forward), back to v1
+(rollback), to v2 while the store is down, to v3 whose delta is corrupt. The last test runs its
+own pod, whose agent is SIGKILLed in the middle of an apply and restarted by the kubelet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import kubernetes
+import pytest
+from tests.agent.helpers import MODEL, NAMESPACE, Published, S3Server, subprocess_env, wait_for
+from tests.agent.sandbox_pods import (
+    ReadinessRecorder,
+    agent_metrics,
+    engine_checksum,
+    inference_pod,
+    view,
+)
+from tests.engines.processes import DELTAROLL
+
+from deltaroll.agent.states import AgentState
+from deltaroll.checkpoint import checkpoint_version
+from deltaroll.sandbox.testing import RunningSandbox, running_sandbox
+
+pytestmark = pytest.mark.slow
+BUCKET = "agent-e2e"
+START_TIMEOUT_S = 180.0  # an engine start imports torch and transformers on two busy cores
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = S3Server()
+    server.start()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env().items():
+            patch.setenv(key, value)
+        yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def store_uri(s3: S3Server, published: Published) -> str:
+    return s3.upload_store(published, BUCKET)
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    with running_sandbox(tmp_path_factory.mktemp("kube")) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def core(kube: RunningSandbox) -> Iterator[kubernetes.client.CoreV1Api]:
+    client = kube.api_client()
+    yield kubernetes.client.CoreV1Api(client)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def serving(
+    core: kubernetes.client.CoreV1Api, store_uri: str, s3: S3Server, published: Published
+) -> Iterator[ReadinessRecorder]:
+    """The pod 'serve' Ready on v1, its readiness recorded from creation on."""
+    recorder = ReadinessRecorder(core, "serve")
+    recorder.start()
+    core.create_namespaced_pod(
+        NAMESPACE,
+        inference_pod(
+            "serve", store_uri=store_uri, version=published.ids["v1"], store_env=s3.env()
+        ),
+    )
+    wait_ready_on(core, "serve", published.ids["v1"], timeout=START_TIMEOUT_S)
+    yield recorder
+    recorder.stop()
+    assert recorder.unsafe_ready(set(published.ids.values())) == []
+
+
+def wait_ready_on(
+    core: kubernetes.client.CoreV1Api, name: str, version: str, timeout: float = 120.0
+) -> None:
+    def arrived() -> object:
+        pod = view(core, name)
+        return pod.ready == "True" and pod.current == version and pod.state is AgentState.READY
+
+    try:
+        wait_for(arrived, timeout=timeout, interval=0.2)
+    except AssertionError:
+        logs = core.read_namespaced_pod_log(name, NAMESPACE, container="deltaroll-agent")
+        raise AssertionError(f"{name} not Ready on {version}: {view(core, name)}\n{logs}") from None
+
+
+def annotate(core: kubernetes.client.CoreV1Api, name: str, version: str) -> None:
+    core.patch_namespaced_pod(
+        name,
+        NAMESPACE,
+        {"metadata": {"annotations": {"deltaroll.dev/version": version}}},
+        _content_type="application/merge-patch+json",
+    )
+
+
+def pulled_version(store_uri: str, version: str, out: Path, s3: S3Server) -> str:
+    """``deltaroll pull`` of ``version`` as a user runs it; the version id of what it wrote."""
+    done = subprocess.run(
+        [str(DELTAROLL), "pull", store_uri, MODEL, version, "-o", str(out), "--json"],
+        env=subprocess_env(**s3.env(), DELTAROLL_CACHE_DIR=str(out.parent / "pull-cache")),
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert json.loads(done.stdout)["version"] == version
+    return checkpoint_version(out)
+
+
+def test_annotating_a_new_version_moves_the_engine_to_it(
+    core: kubernetes.client.CoreV1Api,
+    serving: ReadinessRecorder,
+    published: Published,
+    store_uri: str,
+    s3: S3Server,
+    tmp_path: Path,
+) -> None:
+    v2 = published.ids["v2"]
+    annotate(core, "serve", v2)
+    wait_ready_on(core, "serve", v2)
+    pod = view(core, "serve")
+    held = engine_checksum(pod)
+    assert held["version"] == v2 == pulled_version(store_uri, v2, tmp_path / "pulled", s3)
+    metrics = agent_metrics(pod)
+    assert metrics["deltaroll_agent_downloaded_bytes_total"] == (
+        published.anchor_bytes("v1") + published.delta_bytes("v2")
+    )
+    assert metrics['deltaroll_agent_applied_deltas_total{kind="forward"}'] == 1
+    # Ready on v1, not Ready while swapping, Ready on v2: and never Ready on unverified weights.
+    readiness = [ready for ready, _ in serving.ready_flips()]
+    assert serving.ready_flips()[-1] == ("True", v2)
+    assert readiness[-3:] == ["True", "False", "True"]  # out of traffic while swapping
+    assert serving.unsafe_ready(set(published.ids.values())) == []
+
+
+def test_rolling_back_reverses_the_delta_without_a_full_download(
+    core: kubernetes.client.CoreV1Api, serving: ReadinessRecorder, published: Published
+) -> None:
+    v1 = published.ids["v1"]
+    before = agent_metrics(view(core, "serve"))
+    annotate(core, "serve", v1)
+    wait_ready_on(core, "serve", v1)
+    pod = view(core, "serve")
+    after = agent_metrics(pod)
+    assert engine_checksum(pod)["version"] == v1 == checkpoint_version(published.paths["v1"])
+    assert after['deltaroll_agent_applied_deltas_total{kind="reverse"}'] == 1
+    assert after['deltaroll_agent_applied_deltas_total{kind="anchor"}'] == 1  # the first pull only
+    # The reversed delta's objects are still in the agent's cache: nothing is downloaded.
+    assert (
+        after["deltaroll_agent_downloaded_bytes_total"]
+        == before["deltaroll_agent_downloaded_bytes_total"]
+    )
+    assert serving.unsafe_ready(set(published.ids.values())) == []
+
+
+def test_store_unreachable_keeps_serving_then_finishes(
+    core: kubernetes.client.CoreV1Api,
+    serving: ReadinessRecorder,
+    published: Published,
+    s3: S3Server,
+) -> None:
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    s3.stop()
+    try:
+        # v2's objects are cached from the first test; the store is needed for its manifests.
+        annotate(core, "serve", v2)
+        # The store's error (naming its endpoint) replaces "fetching the deltas to ...".
+        wait_for(
+            lambda: (
+                (p := view(core, "serve")).state is AgentState.PULLING
+                and s3.endpoint.split("//")[1] in p.message
+            ),
+            timeout=60,
+        )
+        wait_for(lambda: agent_metrics(view(core, "serve")).get(
+            'deltaroll_agent_retries_total{state="Pulling"}', 0) >= 2, timeout=60)  # fmt: skip
+        pod = view(core, "serve")
+        assert (pod.ready, pod.current, pod.state) == ("True", v1, AgentState.PULLING)
+        assert engine_checksum(pod)["version"] == v1
+    finally:
+        s3.start()
+    wait_ready_on(core, "serve", v2)
+    assert serving.unsafe_ready(set(published.ids.values())) == []
+
+
+def test_a_corrupt_delta_fails_naming_the_object_and_keeps_the_old_version(
+    core: kubernetes.client.CoreV1Api,
+    serving: ReadinessRecorder,
+    published: Published,
+    s3: S3Server,
+) -> None:
+    v2, v3 = published.ids["v2"], published.ids["v3"]
+    delta = published.store().versions(MODEL)[v3].delta
+    assert delta is not None
+    victim = max(delta.objects, key=lambda ref: ref.size)
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1")
+    key = f"models/{MODEL}/objects/{victim.digest}"
+    data = bytearray(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    client.put_object(Bucket=BUCKET, Key=key, Body=bytes(data))
+
+    annotate(core, "serve", v3)
+    failed = wait_for(
+        lambda: (p := view(core, "serve")).state is AgentState.FAILED and p, timeout=60
+    )
+    assert victim.digest in failed.message and "corrupt" in failed.message
+    assert (failed.ready, failed.current) == ("True", v2)  # the old version is kept and served
+    assert engine_checksum(failed)["version"] == v2
+    assert serving.unsafe_ready(set(published.ids.values())) == []
+
+
+def test_agent_killed_during_apply_is_restarted_and_ends_ready(
+    core: kubernetes.client.CoreV1Api,
+    store_uri: str,
+    s3: S3Server,
+    published: Published,
+) -> None:
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    recorder = ReadinessRecorder(core, "crash")
+    recorder.start()
+    try:
+        core.create_namespaced_pod(
+            NAMESPACE,
+            inference_pod(
+                "crash", store_uri=store_uri, version=v1, store_env=s3.env(),
+                crash_at="tensor-half-written:3",
+            ),
+        )  # fmt: skip
+        wait_ready_on(core, "crash", v1, timeout=START_TIMEOUT_S)
+        annotate(core, "crash", v2)
+        wait_ready_on(core, "crash", v2)
+    finally:
+        recorder.stop()
+    pod = core.read_namespaced_pod("crash", NAMESPACE)
+    agent_status = next(s for s in pod.status.container_statuses if s.name == "deltaroll-agent")
+    assert agent_status.restart_count == 1
+    assert agent_status.last_state.terminated.exit_code == 137  # SIGKILL
+    assert engine_checksum(view(core, "crash"))["version"] == v2
+    assert recorder.unsafe_ready(set(published.ids.values())) == []
+    assert [ready for ready, _ in recorder.ready_flips()][-3:] == ["True", "False", "True"]

@@ -1,0 +1,187 @@
+"""The reconcile loop in-process: a real file:// store, the reference engine as a subprocess,
+the sandbox's Kubernetes API for reporting. Every publish is checked against the disk and the
+engine by :class:`~tests.agent.helpers.CheckingReporter`."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+from tests.agent.helpers import MODEL, AgentRig, Published, copy_store, make_agent, pod_report
+from tests.engines.processes import RunningEngine
+
+from deltaroll.agent.health import HealthServer
+from deltaroll.agent.states import AgentState, parse_agent_state
+from deltaroll.checkpoint import checkpoint_version
+from deltaroll.checkpoint.journal import Journal
+from deltaroll.engines.reference.client import ReferenceEngineClient
+
+
+def served(engine: RunningEngine) -> dict[str, Any]:
+    return ReferenceEngineClient(engine.url, timeout=60).weights_checksum()
+
+
+def reach(rig: AgentRig, version: str, passes: int = 3) -> None:
+    for _ in range(passes):
+        rig.agent.reconcile_once()
+        if rig.agent.state is AgentState.READY and rig.agent.engine_version == version:
+            return
+    raise AssertionError(f"not Ready on {version}: {rig.agent.state} {rig.agent.message}")
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_first_version_then_forward_then_rollback(
+    tmp_path: Path,
+    core: kubernetes.client.CoreV1Api,
+    published: Published,
+    engine: RunningEngine,
+) -> None:
+    rig = make_agent(tmp_path, core, published.uri, engine.url, "walk")
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    health = HealthServer("127.0.0.1", 0, rig.agent.healthz, rig.agent.metrics.registry)
+    health.start()
+    try:
+        base = f"http://127.0.0.1:{health.port}"
+        rig.agent.reconcile_once()
+        assert rig.agent.state is AgentState.IDLE
+        assert pod_report(core, "walk")["weights_ready"] == "False"
+        assert get(base + "/healthz")[0] == 503  # the startup probe holds the engine back
+
+        rig.want(v1)  # nothing on disk: the anchor is built beside and swapped in
+        reach(rig, v1)
+        assert checkpoint_version(rig.agent.volume.weights) == v1
+        assert served(engine)["model_path"] == str(rig.agent.volume.weights)
+        assert rig.downloaded() == published.anchor_bytes("v1")
+        assert pod_report(core, "walk") | {"condition": None} == {
+            "state": "Ready", "current": v1, "weights_ready": "True", "condition": None,
+        }  # fmt: skip
+        status, body = get(base + "/healthz")
+        assert status == 200 and json.loads(body)["current_version"] == v1
+
+        rig.reporter.reports.clear()
+        rig.want(v2)  # one forward delta, in place
+        reach(rig, v2)
+        assert rig.reporter.states() == ["Pulling", "Applying", "Reloading", "Ready"]
+        pulling = rig.reporter.reports[0]
+        assert pulling.weights_ready and pulling.current_version == v1  # old version still served
+        assert rig.downloaded() == published.anchor_bytes("v1") + published.delta_bytes("v2")
+        assert rig.applied("forward") == 1
+        assert served(engine)["version"] == v2 == checkpoint_version(published.paths["v2"])
+
+        rig.want(v1)  # rollback: the same delta reversed, its objects still cached
+        reach(rig, v1)
+        assert rig.applied("reverse") == 1 and rig.applied("anchor") == 1
+        assert rig.downloaded() == published.anchor_bytes("v1") + published.delta_bytes("v2")
+        assert served(engine)["version"] == v1
+        assert rig.reporter.violations == []
+
+        metrics = get(base + "/metrics")[1].decode()
+        assert 'deltaroll_agent_applied_deltas_total{kind="reverse"} 1.0' in metrics
+        assert 'deltaroll_agent_state{deltaroll_agent_state="Ready"} 1.0' in metrics
+    finally:
+        health.stop()
+
+
+def test_corrupt_delta_fails_naming_the_object_and_keeps_the_old_version(
+    tmp_path: Path,
+    core: kubernetes.client.CoreV1Api,
+    published: Published,
+    engine: RunningEngine,
+) -> None:
+    damaged = copy_store(published, tmp_path / "store")
+    now = [0.0]
+    rig = make_agent(
+        tmp_path, core, damaged.uri, engine.url, "corrupt", clock=lambda: now[0],
+        failed_retry_s=300.0,
+    )  # fmt: skip
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    rig.want(v1)
+    reach(rig, v1)
+    delta = damaged.store().versions(MODEL)[v2].delta
+    assert delta is not None
+    victim = max(delta.objects, key=lambda ref: ref.size)
+    path = damaged.root / MODEL / "objects" / victim.digest
+    intact = path.read_bytes()
+    data = bytearray(intact)
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    path.write_bytes(bytes(data))
+
+    rig.want(v2)
+    rig.agent.reconcile_once()
+    state, message = parse_agent_state(pod_report(core, "corrupt")["state"])
+    assert state is AgentState.FAILED
+    assert victim.digest in message and "corrupt" in message
+    assert pod_report(core, "corrupt")["current"] == v1
+    assert pod_report(core, "corrupt")["weights_ready"] == "True"  # v1 is still served, verified
+    assert checkpoint_version(rig.agent.volume.weights) == v1
+    assert served(engine)["version"] == v1
+    assert Journal(rig.agent.volume.weights).load() is None
+
+    path.write_bytes(intact)  # the store is repaired
+    now[0] += 299.0
+    rig.agent.reconcile_once()  # a Failed version waits failed_retry_s (or another version)
+    assert rig.agent.state is AgentState.FAILED
+    assert rig.agent.metrics.failures._value.get() == 1
+    now[0] += 2.0
+    reach(rig, v2)
+    assert served(engine)["version"] == v2
+    assert rig.reporter.violations == []
+
+
+def test_unknown_version_fails_with_what_to_do(
+    tmp_path: Path,
+    core: kubernetes.client.CoreV1Api,
+    published: Published,
+    engine: RunningEngine,
+) -> None:
+    rig = make_agent(tmp_path, core, published.uri, engine.url, "unknown")
+    rig.want("0" * 32)
+    rig.agent.reconcile_once()
+    state, message = parse_agent_state(pod_report(core, "unknown")["state"])
+    assert state is AgentState.FAILED and "0" * 32 in message
+    assert pod_report(core, "unknown")["weights_ready"] == "False"
+    assert not rig.agent.healthz()[0]
+
+
+def test_engine_unreachable_is_retried_in_reloading(
+    tmp_path: Path, core: kubernetes.client.CoreV1Api, published: Published
+) -> None:
+    from tests.agent.helpers import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    rig = make_agent(tmp_path, core, published.uri, nowhere, "no-engine")
+    rig.want(published.ids["v1"])
+    delay = rig.agent.reconcile_once()
+    assert delay > 0 and rig.agent.state is AgentState.RELOADING
+    state, message = parse_agent_state(pod_report(core, "no-engine")["state"])
+    assert state is AgentState.RELOADING and "unreachable" in message
+    assert pod_report(core, "no-engine")["weights_ready"] == "False"
+    assert rig.agent.healthz()[0]  # weights are on disk: the engine may start now
+
+
+def test_a_name_is_resolved_once_and_a_settled_agent_writes_nothing(
+    tmp_path: Path,
+    core: kubernetes.client.CoreV1Api,
+    published: Published,
+    engine: RunningEngine,
+) -> None:
+    named = copy_store(published, tmp_path / "store")
+    named.store().set_name(MODEL, "stable", published.ids["v2"])
+    rig = make_agent(tmp_path, core, named.uri, engine.url, "named")
+    rig.want("stable")
+    reach(rig, published.ids["v2"])
+    assert rig.applied("anchor") == 1 and rig.applied("forward") == 1  # v1 anchor, then v2
+    version = core.read_namespaced_pod("named", "default").metadata.resource_version
+    for _ in range(5):
+        rig.agent.reconcile_once()
+    assert core.read_namespaced_pod("named", "default").metadata.resource_version == version
