@@ -35,4 +35,6 @@ def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=numeric, format="%(levelname)s %(name)s %(message)s"
+    )

@@ -98,15 +98,12 @@ def _is_real_subcommand(path: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-LANDS_LATER = pytest.mark.xfail(strict=True, reason="subcommand lands with issue 6/7")
-
-
 @pytest.mark.parametrize(
     "dockerfile",
     [
-        pytest.param(IMAGES / "Dockerfile.operator", marks=LANDS_LATER, id="operator run"),
-        pytest.param(IMAGES / "Dockerfile.worker", marks=LANDS_LATER, id="worker"),
-        pytest.param(IMAGES / "Dockerfile.agent", marks=LANDS_LATER, id="agent run"),
+        pytest.param(IMAGES / "Dockerfile.operator", id="operator run"),
+        pytest.param(IMAGES / "Dockerfile.worker", id="worker"),
+        pytest.param(IMAGES / "Dockerfile.agent", id="agent run"),
     ],
 )
 def test_default_command_is_a_real_subcommand(dockerfile: Path) -> None:

@@ -1,0 +1,71 @@
+"""``deltaroll operator run``: the Kopf operator, with exactly the flags the Helm chart passes.
+
+    deltaroll operator run --liveness=http://0.0.0.0:8080/healthz --all-namespaces --standalone
+    deltaroll operator run --namespace=ml --namespace=ml-staging --peering=deltaroll
+
+Environment (set by the chart): DELTAROLL_WORKER_IMAGE (default image of worker Jobs),
+DELTAROLL_AGENT_IMAGE, DELTAROLL_LOG_FORMAT (json|console), DELTAROLL_LOG_LEVEL,
+DELTAROLL_METRICS_PORT (Prometheus metrics; unset: none), POD_NAME/POD_NAMESPACE (identity).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+operator_app = typer.Typer(
+    name="operator", help="Run the Deltaroll operator (Kopf).", no_args_is_help=True
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``operator`` command group."""
+    app.add_typer(operator_app, name="operator")
+
+
+@operator_app.command("run")
+def run(
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Serve every namespace.")
+    ] = False,
+    namespaces: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Serve this namespace (repeatable)."),
+    ] = None,
+    standalone: Annotated[
+        bool, typer.Option("--standalone", help="No peering: this is the only replica.")
+    ] = False,
+    peering: Annotated[
+        str | None,
+        typer.Option("--peering", help="Peering object name, so only one replica is active."),
+    ] = None,
+    liveness: Annotated[
+        str | None,
+        typer.Option(
+            "--liveness", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz."
+        ),
+    ] = None,
+) -> None:
+    """Watch ModelDeltas and run their Jobs until stopped (SIGTERM/SIGINT)."""
+    from deltaroll.controllers.errors import OperatorConfigError
+
+    if all_namespaces == bool(namespaces):
+        raise OperatorConfigError("pass either --all-namespaces or one or more --namespace=NS")
+    if standalone and peering:
+        raise OperatorConfigError("pass either --standalone or --peering=NAME, not both")
+
+    import kopf
+
+    from deltaroll.controllers import register_handlers
+    from deltaroll.logs import configure_logging
+
+    configure_logging()
+    register_handlers()
+    kopf.run(
+        clusterwide=all_namespaces,
+        namespaces=namespaces or (),
+        standalone=standalone or None,
+        peering_name=peering,
+        liveness_endpoint=liveness,
+    )

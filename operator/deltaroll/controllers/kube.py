@@ -1,0 +1,165 @@
+"""The Kubernetes reads and writes the ModelDelta controller makes, on the official client.
+
+Handlers are synchronous (Kopf runs them in its thread pool), so the blocking client is fine
+here. Everything returns plain dicts in the API server's camelCase form, the shape the pure
+planner and Job builder work with. Secrets are only checked for existence; their values are
+never read into the operator's memory, logs or status.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Final
+
+from deltaroll.api.common import GROUP, VERSION
+from deltaroll.controllers.jobs import LABEL_MODELDELTA
+
+MODELDELTAS: Final = "modeldeltas"
+MODELDEPLOYMENTS: Final = "modeldeployments"
+Body = dict[str, Any]
+
+
+@cache
+def api_client() -> Any:
+    """One ApiClient per process: in-cluster credentials, else $KUBECONFIG/~/.kube/config."""
+    import kubernetes
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+def _core() -> Any:
+    import kubernetes
+
+    return kubernetes.client.CoreV1Api(api_client())
+
+
+def _batch() -> Any:
+    import kubernetes
+
+    return kubernetes.client.BatchV1Api(api_client())
+
+
+def _custom() -> Any:
+    import kubernetes
+
+    return kubernetes.client.CustomObjectsApi(api_client())
+
+
+def _plain(obj: Any) -> Body:
+    return dict(api_client().sanitize_for_serialization(obj))
+
+
+def _status_of(exc: Exception) -> int | None:
+    return getattr(exc, "status", None)
+
+
+def secret_exists(namespace: str, name: str) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        _core().read_namespaced_secret(name, namespace, _preload_content=False).release_conn()
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def get_modeldelta(namespace: str, name: str) -> Body | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return dict(
+            _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, MODELDELTAS, name)
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_modeldeltas(namespace: str) -> list[Body]:
+    listed = _custom().list_namespaced_custom_object(GROUP, VERSION, namespace, MODELDELTAS)
+    return list(listed.get("items") or [])
+
+
+def list_modeldeployments(namespace: str) -> list[Body]:
+    """Every ModelDeployment the operator may see: cluster-wide, else the one namespace."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        listed = _custom().list_cluster_custom_object(GROUP, VERSION, MODELDEPLOYMENTS)
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        listed = _custom().list_namespaced_custom_object(
+            GROUP, VERSION, namespace, MODELDEPLOYMENTS
+        )
+    return list(listed.get("items") or [])
+
+
+def owned_jobs(namespace: str, owner_name: str, owner_uid: str) -> list[tuple[Body, list[Body]]]:
+    """The Jobs a ModelDelta controls, each with its pods."""
+    selector = f"{LABEL_MODELDELTA}={owner_name[:63].rstrip('-.')}"
+    jobs = [
+        _plain(j) for j in _batch().list_namespaced_job(namespace, label_selector=selector).items
+    ]
+    pods = [
+        _plain(p) for p in _core().list_namespaced_pod(namespace, label_selector=selector).items
+    ]
+    result = []
+    for job in jobs:
+        if _controller_uid(job) != owner_uid:
+            continue
+        uid = job["metadata"]["uid"]
+        result.append((job, [p for p in pods if _controller_uid(p) == uid]))
+    return result
+
+
+def create_job(manifest: Body) -> None:
+    """Create the Job; one that already exists (a concurrent reconcile) is not an error."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        _batch().create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def delete_job(namespace: str, name: str) -> None:
+    """Delete a Job and (in the background) its pods; one already gone is not an error."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        _batch().delete_namespaced_job(name, namespace, propagation_policy="Background")
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def patch_status(namespace: str, name: str, status: Body) -> None:
+    _custom().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, MODELDELTAS, name, {"status": status}
+    )
+
+
+def patch_annotations(namespace: str, name: str, annotations: dict[str, str]) -> None:
+    _custom().patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, MODELDELTAS, name, {"metadata": {"annotations": annotations}}
+    )
+
+
+def controller_owner(body: Body) -> dict[str, Any] | None:
+    """The ownerReference with ``controller: true``, if any."""
+    refs = (body.get("metadata") or {}).get("ownerReferences") or []
+    return next((r for r in refs if r.get("controller")), None)
+
+
+def _controller_uid(body: Body) -> str | None:
+    owner = controller_owner(body)
+    return owner.get("uid") if owner else None

@@ -1,0 +1,51 @@
+"""Kopf's operational settings for production, in one startup handler.
+
+- Progress and diff-base are kept in annotations under ``deltaroll.dev`` (the CRD's status
+  schema is structural and would prune Kopf's own status fields).
+- Events are posted for our transitions (info and up), not Kopf's debug chatter.
+- Errors back off (1 s, 5 s, 15 s, then every 60 s) instead of hammering the API or the store.
+- Finalizers: only ModelDeltas with ``deletionPolicy: Delete`` get one (the only cleanup the
+  operator must do before an object goes); the finalizer name is ours.
+- Peering follows the command line (``--standalone`` or ``--peering=NAME``, see
+  ``deltaroll operator run``): with several replicas only one is active.
+- Metrics are served on $DELTAROLL_METRICS_PORT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+import structlog
+
+from deltaroll.controllers import metrics
+
+log = structlog.get_logger("deltaroll.operator")
+FINALIZER = "deltaroll.dev/cleanup"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="deltaroll.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="deltaroll.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "deltaroll-operator"
+    settings.posting.reporting_instance = os.environ.get("POD_NAME", "deltaroll-operator")
+    settings.batching.error_delays = (1, 5, 15, 60)
+    settings.execution.max_workers = 8
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    port = metrics.serve_from_environment()
+    log.info(
+        "operator.started",
+        pod=os.environ.get("POD_NAME"),
+        namespace=os.environ.get("POD_NAMESPACE"),
+        peering=settings.peering.name,
+        standalone=settings.peering.standalone,
+        metrics_port=port,
+    )

@@ -1,0 +1,250 @@
+"""``worker compute --shards N``: one delta computed by the N indexes of an Indexed Job.
+
+Each index (``JOB_COMPLETION_INDEX``) diffs a share of the checkpoint's weight files, chosen the
+same way by every index (largest files first, each to the least-loaded share), uploads its
+share's objects to the store, and records its share's manifest under a staging key. The index
+that finds every share recorded assembles the full delta manifest and publishes the version; the
+last index to finish always does, and two doing it at once publish the same bytes (publishing is
+conditional). The assembled manifest is byte-identical to a single worker's: per-tensor entries
+do not depend on each other, the tensor order and both layouts are rebuilt from the full
+checkpoints, so the version id is the same whatever N.
+
+Sharding needs each tensor present on both sides to live in the same file name on both sides
+(the usual case between checkpoints of one run); otherwise index 0 diffs everything alone.
+
+This uses the checkpoint layer's building blocks (``write_delta``, ``record_layout``,
+``DeltaManifest``, ``write_manifest``); once that layer offers a share/assemble pair of its own,
+this module shrinks to the store protocol. A test asserts the assembled manifest equals
+``diff_checkpoints``' byte for byte, so any drift between the two paths is caught.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from deltaroll.checkpoint import (
+    Checkpoint,
+    DeltaManifest,
+    open_checkpoint,
+    read_delta_manifest,
+    version_from_tensor_entries,
+)
+from deltaroll.checkpoint.diff import write_delta
+from deltaroll.checkpoint.layouts import record_layout
+from deltaroll.checkpoint.manifest import SCHEMA, ObjectRef, TensorEntry, write_manifest
+from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.staging import staged_directory
+from deltaroll.store import ObjectNotFoundError, keys
+from deltaroll.store.manifests import ObjectRef as StoreObjectRef
+from deltaroll.store.transfer import download_objects, upload_objects
+from deltaroll.worker.compute import diff_device, finish_version, publish_anchor
+from deltaroll.worker.errors import ShareMismatchError
+from deltaroll.worker.facts import VersionFacts
+from deltaroll.worker.parent import fetch_parent
+from deltaroll.worker.sources import fetch_source
+
+if TYPE_CHECKING:
+    from deltaroll.store import Store
+
+log = structlog.get_logger(__name__)
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShareOutcome:
+    """What one index did: its share, and the version if this index published it."""
+
+    index: int
+    shares: int
+    files: list[str]
+    published: VersionFacts | None
+
+
+def assign_files(checkpoint: Checkpoint, shares: int) -> list[list[str]]:
+    """Weight file names per share: largest first, each to the least-loaded share."""
+    loads = [0] * shares
+    assigned: list[list[str]] = [[] for _ in range(shares)]
+    by_size = sorted(checkpoint.weight_files, key=lambda w: (-w.header.file_size, w.name))
+    for weight in by_size:
+        lightest = loads.index(min(loads))
+        assigned[lightest].append(weight.name)
+        loads[lightest] += weight.header.file_size
+    return [sorted(names) for names in assigned]
+
+
+def shardable(base: Checkpoint, target: Checkpoint) -> bool:
+    """Whether every tensor on both sides sits in the same file name on both sides."""
+    return (
+        all(
+            base.tensors[name].file == ref.file
+            for name, ref in target.tensors.items()
+            if name in base.tensors
+        )
+        and base.kind == target.kind == "directory"
+    )
+
+
+def share_of(checkpoint: Checkpoint, files: Sequence[str]) -> Checkpoint:
+    """The part of ``checkpoint`` in ``files`` (no auxiliary files: layouts come from the whole)."""
+    wanted = set(files)
+    return dataclasses.replace(
+        checkpoint,
+        weight_files=tuple(w for w in checkpoint.weight_files if w.name in wanted),
+        aux_files={},
+        tensors={n: r for n, r in checkpoint.tensors.items() if r.file in wanted},
+    )
+
+
+def compute_share(
+    store: Store,
+    model: str,
+    *,
+    target_uri: str,
+    parent: str,
+    name: str | None,
+    anchor: bool,
+    index: int,
+    shares: int,
+    level: int,
+    work_dir: Path,
+    parent_cache: Path | None = None,
+) -> ShareOutcome:
+    """Diff this index's share, record it, and publish the version if every share is in (then
+    also its anchor when asked, and its name)."""
+    target_path = fetch_source(target_uri, work_dir)
+    parent_id, parent_path = fetch_parent(store, model, parent, work_dir, parent_cache)
+    base, target = open_checkpoint(parent_path), open_checkpoint(target_path)
+    plan = (
+        assign_files(target, shares)
+        if shardable(base, target)
+        else [[w.name for w in target.weight_files]] + [[] for _ in range(shares - 1)]
+    )
+    files = plan[index]
+    group = _group_id(model, parent_id, target_uri, level, shares)
+    if files:
+        share_dir = work_dir / "share"
+        write_delta(
+            share_of(base, files),
+            share_of(target, files),
+            share_dir,
+            level=level,
+            device=diff_device(),
+        )
+        share = read_delta_manifest(share_dir)
+        upload_objects(
+            store.catalog.backend,
+            model,
+            share_dir / "objects",
+            [StoreObjectRef(digest=o.digest, size=o.size) for o in share.objects],
+            policy=store.catalog.policy,
+        )
+        part = (share_dir / MANIFEST).read_bytes()
+    else:
+        part = b"{}"  # an empty share: recorded so the others know this index is done
+    store.catalog.write_bytes(_part_key(model, group, index), part, create_only=False)
+    log.info("worker.share_recorded", index=index, shares=shares, files=files)
+    parts = _collect_parts(store, model, group, shares, work_dir / "parts")
+    if parts is None:
+        return ShareOutcome(index, shares, files, None)
+    delta_dir = work_dir / "delta"
+    assemble(base, target, parts, delta_dir, store=store, model=model, level=level)
+    store.publish(model, delta_dir)
+    store.catalog.delete([_part_key(model, group, i) for i in range(shares)])
+    version = read_delta_manifest(delta_dir).target_version
+    if anchor:
+        publish_anchor(store, model, target_path, work_dir / "anchor", level)
+    return ShareOutcome(index, shares, files, finish_version(store, model, version, name))
+
+
+def assemble(
+    base: Checkpoint,
+    target: Checkpoint,
+    parts: Sequence[DeltaManifest],
+    out_dir: Path,
+    *,
+    store: Store,
+    model: str,
+    level: int,
+) -> None:
+    """Write the whole delta directory from the shares' manifests (objects from the store)."""
+    entries = {entry.name: entry for part in parts for entry in part.tensors}
+    names = list(target.tensors) + [n for n in base.tensors if n not in target.tensors]
+    if sorted(names) != sorted(entries):
+        missing = sorted(set(names) ^ set(entries))[:3]
+        raise ShareMismatchError(
+            f"the recorded shares do not cover the checkpoint exactly (e.g. {missing}): the "
+            "target changed between indexes; recreate the ModelDelta's Job"
+        )
+    refs = {o.digest: o for part in parts for o in part.objects}
+    download_objects(
+        store.catalog.backend,
+        model,
+        [StoreObjectRef(digest=o.digest, size=o.size) for o in refs.values()],
+        store.cache,
+        policy=store.catalog.policy,
+    )
+    ordered = [entries[name] for name in names]
+    with staged_directory(out_dir) as staging:
+        objects = ObjectDir(staging)
+        objects.root.mkdir(parents=True, exist_ok=True)
+        for digest in refs:
+            store.cache.link_into(digest, objects.path(digest))
+        base_layout = record_layout(base, objects, level=level)
+        target_layout = record_layout(target, objects, level=level)
+        manifest = DeltaManifest(
+            schema=SCHEMA,
+            base_version=_version(ordered, "base"),
+            target_version=_version(ordered, "target"),
+            base_layout=base_layout,
+            target_layout=target_layout,
+            tensors=ordered,
+            objects=[
+                ObjectRef(digest=p.name, size=p.stat().st_size)
+                for p in sorted(objects.root.glob("[0-9a-f]*"))
+            ],
+            level=level,
+        )
+        write_manifest(staging, manifest)
+
+
+def _collect_parts(
+    store: Store, model: str, group: str, shares: int, into: Path
+) -> list[DeltaManifest] | None:
+    """Every share's manifest (integrity-checked), or None while some index is not done."""
+    parts = []
+    for index in range(shares):
+        try:
+            data = store.catalog.read_bytes(_part_key(model, group, index))
+        except ObjectNotFoundError:
+            return None
+        if data == b"{}":
+            continue
+        part_dir = into / str(index)
+        part_dir.mkdir(parents=True, exist_ok=True)
+        (part_dir / MANIFEST).write_bytes(data)
+        parts.append(read_delta_manifest(part_dir))
+    return parts
+
+
+def _version(entries: Sequence[TensorEntry], side: str) -> str:
+    sides = [(e.name, e.base if side == "base" else e.target) for e in entries]
+    return version_from_tensor_entries(
+        (name, s.dtype, s.shape, s.checksum) for name, s in sides if s is not None
+    )
+
+
+def _group_id(model: str, parent_id: str, target_uri: str, level: int, shares: int) -> str:
+    """The same for every index (and every retry) of one sharded computation."""
+    identity = json.dumps([model, parent_id, target_uri, level, shares])
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def _part_key(model: str, group: str, index: int) -> str:
+    return f"{keys.model_prefix(model)}staging/{group}/part-{index:04d}.json"

@@ -1,0 +1,100 @@
+"""Fixtures of the controller tests: trained checkpoints, and for e2e a sandbox with the CRDs,
+a file:// store holding step-0, and the real operator (``deltaroll operator run``) as a process
+that a test can kill and start again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controllers.modeldelta_world import Gate, Operator, wait_for
+from deltaroll.sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
+from deltaroll.sandbox.testing import RunningSandbox
+from fixtures.checkpoints import train_checkpoints
+from worker.helpers import moto_server
+
+REPO = Path(__file__).resolve().parents[2]
+
+# test_e2e_rollout.py imports these from here; they live in modeldelta_world.py.
+__all__ = ["Operator", "wait_for"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """step-0 .. step-2, single-file layout."""
+    return train_checkpoints(tmp_path_factory.mktemp("ctl-ckpt"), steps=2, hidden=64)
+
+
+@pytest.fixture(scope="session")
+def trained_sharded(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """step-0 .. step-1 in two shards plus an index."""
+    return train_checkpoints(
+        tmp_path_factory.mktemp("ctl-sharded"), steps=1, hidden=64, layout="sharded"
+    )
+
+
+@pytest.fixture
+def cluster(sandbox: RunningSandbox) -> RunningSandbox:  # noqa: F811
+    """A sandbox with the Deltaroll CRDs installed, as a user installs them."""
+    sandbox.kubectl("apply", "-f", str(REPO / "crds"))
+    return sandbox
+
+
+@pytest.fixture
+def operator(cluster: RunningSandbox, tmp_path: Path) -> Iterator[Operator]:
+    running = Operator(cluster, tmp_path / "operator.log")
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """An HTTP endpoint that accepts connections and never answers: a worker reading from it
+    hangs until killed (how a test catches a worker mid-way, deterministically)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+@pytest.fixture
+def gated_s3(tmp_path: Path) -> Iterator[tuple[Any, Gate]]:
+    """A moto S3 server reached through a :class:`Gate`; (boto3 client, gate)."""
+    import boto3
+
+    with moto_server() as endpoint:
+        gate = Gate(endpoint)
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test-secret",
+        )
+        yield client, gate
+        gate.close()

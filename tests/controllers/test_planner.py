@@ -1,0 +1,296 @@
+"""The ModelDelta planner and the Job observer: pure functions, every branch without a server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from deltaroll.api import ModelDelta, parse_resource
+from deltaroll.api.modeldelta import ModelDeltaStatus
+from deltaroll.controllers.jobs import build_job, content_digest, spec_digest
+from deltaroll.controllers.observe import JobView, view_job
+from deltaroll.controllers.planner import (
+    CreateJob,
+    DeleteJob,
+    Observed,
+    Plan,
+    PostEvent,
+    RecordInputs,
+    StoreView,
+    plan,
+)
+from deltaroll.worker.facts import VersionFacts
+
+T0, T1, T2 = "2026-11-28T10:00:00Z", "2026-11-28T10:05:00Z", "2026-11-28T10:09:00Z"
+PARENT_ID = "a" * 32
+FACTS = VersionFacts(
+    version="b" * 32,
+    parent=PARENT_ID,
+    changed_fraction=0.0123,
+    delta_bytes=4567,
+    full_bytes=890123,
+    anchored=False,
+)
+FOUND = StoreView(parent_id=PARENT_ID)
+
+
+def delta(status: ModelDeltaStatus | None = None, generation: int = 1, **spec: Any) -> ModelDelta:
+    body: dict[str, Any] = {
+        "apiVersion": "deltaroll.dev/v1alpha1",
+        "kind": "ModelDelta",
+        "metadata": {"name": "step-120", "namespace": "ml", "uid": "u-1", "generation": generation},
+        "spec": {
+            "model": "qwen3",
+            "store": {"uri": "s3://models/prod"},
+            "parent": "step-119",
+            "source": {"checkpoint": {"uri": "s3://ckpts/step-120"}},
+            **spec,
+        },
+    }
+    if status is not None:
+        body["status"] = status.to_wire()
+    parsed = parse_resource(body)
+    assert isinstance(parsed, ModelDelta)
+    return parsed
+
+
+def run(d: ModelDelta, observed: Observed, now: str = T0) -> Plan:
+    return plan(d, observed, now=now, default_image="worker:1")
+
+
+def job(d: ModelDelta, **fields: Any) -> JobView:
+    return JobView(
+        name=f"step-120-{spec_digest(d.spec)[:10]}",
+        uid="job-uid",
+        spec_digest=spec_digest(d.spec),
+        created=T0,
+        **fields,
+    )
+
+
+def kinds(p: Plan) -> list[type]:
+    return [type(a) for a in p.actions]
+
+
+def ready_condition(p: Plan) -> Any:
+    return next(c for c in p.status.conditions or [] if c.type == "Ready")
+
+
+def test_a_valid_new_modeldelta_gets_its_job_and_goes_computing() -> None:
+    d = delta()
+    p = run(d, Observed(store=FOUND))
+    assert kinds(p) == [CreateJob, PostEvent]
+    created = p.actions[0]
+    assert isinstance(created, CreateJob)
+    assert created.manifest == build_job(d, default_image="worker:1")
+    assert p.status.phase == "Computing"
+    assert (
+        p.status.job_ref is not None
+        and p.status.job_ref.name == created.manifest["metadata"]["name"]
+    )  # type: ignore[index]
+    assert (ready_condition(p).status, ready_condition(p).reason) == ("False", "JobCreated")
+    assert p.status.observed_generation == 1 and p.status.start_time == T0
+
+
+def test_a_missing_parent_fails_with_where_it_was_looked_for() -> None:
+    p = run(delta(), Observed(store=StoreView(parent_id=None)))
+    assert CreateJob not in kinds(p)
+    assert p.status.phase == "Failed"
+    condition = ready_condition(p)
+    assert condition.reason == "ParentNotFound"
+    assert "parent step-119 not found in s3://models/prod" in condition.message
+    stalled = next(c for c in p.status.conditions or [] if c.type == "Stalled")
+    assert stalled.status == "True"
+    event = p.actions[-1]
+    assert isinstance(event, PostEvent) and event.type == "Warning"
+
+
+def test_a_parent_still_being_computed_is_waited_for() -> None:
+    p = run(delta(), Observed(store=StoreView(parent_id=None), parent_phase="Computing"))
+    assert p.status.phase == "Pending"
+    assert ready_condition(p).reason == "WaitingForParent"
+    assert CreateJob not in kinds(p)
+
+
+def test_a_missing_secret_and_store_problems_are_reported_before_any_job() -> None:
+    with_secret = delta(store={"uri": "s3://models/prod", "secretRef": {"name": "creds"}})
+    missing = run(with_secret, Observed(store=StoreView(), secret_missing=True))
+    assert (missing.status.phase, ready_condition(missing).reason) == ("Failed", "SecretNotFound")
+    assert "Secret creds" in ready_condition(missing).message
+    denied = run(
+        delta(),
+        Observed(
+            store=StoreView(
+                problem="s3://models/prod: access refused", problem_reason="StoreAccessDenied"
+            )
+        ),
+    )
+    assert (denied.status.phase, ready_condition(denied).reason) == ("Failed", "StoreAccessDenied")
+    flaky = run(
+        delta(),
+        Observed(
+            store=StoreView(problem="timeout", retryable=True, problem_reason="StoreUnavailable")
+        ),
+    )
+    assert (flaky.status.phase, ready_condition(flaky).reason) == ("Pending", "StoreUnavailable")
+    assert all(CreateJob not in kinds(p) for p in (missing, denied, flaky))
+
+
+def test_a_version_already_in_the_store_is_ready_without_a_job() -> None:
+    d = delta()
+    p = run(d, Observed(store=StoreView(parent_id=PARENT_ID, published=FACTS)))
+    assert kinds(p) == [RecordInputs, PostEvent]
+    assert p.actions[0] == RecordInputs(content_digest(d.spec))
+    s = p.status
+    assert (s.phase, s.version, s.version_id, s.parent_version_id) == (
+        "Ready",
+        "step-120",
+        FACTS.version,
+        PARENT_ID,
+    )
+    assert (s.changed_fraction, s.delta_bytes, s.full_bytes) == (0.0123, 4567, 890123)
+    assert ready_condition(p).status == "True"
+    assert not any(c.type in ("Reconciling", "Stalled") for c in s.conditions or [])
+
+
+def test_a_running_job_keeps_computing_and_repeats_change_nothing() -> None:
+    d = delta()
+    first = run(d, Observed(store=FOUND, jobs=(job(d, active=1),)), now=T0)
+    assert first.status.phase == "Computing"
+    again = run(delta(first.status), Observed(store=FOUND, jobs=(job(d, active=1),)), now=T1)
+    assert again.actions == []
+    assert again.status == first.status  # lastTransitionTime and messages kept: no patch
+
+
+def test_a_job_stuck_pulling_its_image_says_so_while_computing() -> None:
+    d = delta()
+    p = run(d, Observed(store=FOUND, jobs=(job(d, active=1, waiting="ImagePullBackOff: no"),)))
+    assert "ImagePullBackOff" in (p.status.message or "")
+
+
+def test_a_succeeded_job_is_ready_only_when_the_store_shows_the_version() -> None:
+    d = delta()
+    running = run(d, Observed(store=FOUND, jobs=(job(d, active=1),)), now=T0)
+    done = job(d, succeeded=True)
+    ready = run(
+        delta(running.status),
+        Observed(store=StoreView(parent_id=PARENT_ID, published=FACTS), jobs=(done,)),
+        now=T1,
+    )
+    assert ready.status.phase == "Ready" and ready.status.completion_time == T1
+    assert ready.status.start_time == T0
+    lost = run(delta(running.status), Observed(store=FOUND, jobs=(done,)), now=T1)
+    assert (lost.status.phase, ready_condition(lost).reason) == ("Failed", "PublishNotFound")
+
+
+def test_a_failed_job_fails_with_its_reason_and_stays_failed() -> None:
+    d = delta()
+    failed_job = job(
+        d, failed=True, reason="OOMKilled", message="Job failed: OOMKilled (exit code 137)"
+    )
+    p = run(d, Observed(store=FOUND, jobs=(failed_job,)), now=T1)
+    assert (p.status.phase, ready_condition(p).reason) == ("Failed", "OOMKilled")
+    assert ready_condition(p).message.startswith("Job failed: OOMKilled")
+    later = run(delta(p.status), Observed(store=FOUND, jobs=()), now=T2)
+    assert later.status == p.status and later.actions == []
+
+
+def test_a_spec_change_replaces_the_job() -> None:
+    old = delta()
+    old_job = job(old, active=1)
+    new = delta(generation=2, encoding={"zstdLevel": 9})
+    p = run(new, Observed(store=FOUND, jobs=(old_job,)))
+    assert DeleteJob(old_job.name) in p.actions
+    created = [a for a in p.actions if isinstance(a, CreateJob)]
+    assert len(created) == 1 and created[0].manifest["metadata"]["name"] != old_job.name  # type: ignore[index]
+    assert p.status.observed_generation == 2
+
+
+def test_a_failed_modeldelta_is_planned_again_after_a_spec_change() -> None:
+    failed = run(delta(), Observed(store=StoreView(parent_id=None))).status
+    p = run(delta(failed, generation=2), Observed(store=FOUND))
+    assert CreateJob in kinds(p) and p.status.phase == "Computing"
+
+
+def test_a_version_published_from_another_spec_is_not_taken_for_this_one() -> None:
+    d = delta(generation=2, source={"checkpoint": {"uri": "s3://ckpts/step-120-retrained"}})
+    p = run(
+        d,
+        Observed(store=StoreView(parent_id=PARENT_ID, published=FACTS), published_inputs="0" * 16),
+    )
+    assert CreateJob in kinds(p)
+
+
+def test_the_job_observer_prefers_the_workers_own_report() -> None:
+    report = {"ok": False, "reason": "ParentNotFound", "message": "parent step-119 not found"}
+    pod = _pod(terminated={"exitCode": 3, "reason": "Error", "message": json.dumps(report)})
+    view = view_job(_failed_job("BackoffLimitExceeded"), [pod])
+    assert (view.failed, view.reason, view.message) == (
+        True,
+        "ParentNotFound",
+        "parent step-119 not found",
+    )
+
+
+def test_the_job_observer_names_oomkilled_and_deadlines() -> None:
+    oom = view_job(
+        _failed_job("BackoffLimitExceeded"),
+        [_pod(terminated={"exitCode": 137, "reason": "OOMKilled"})],
+    )
+    assert oom.reason == "OOMKilled"
+    assert oom.message == (
+        "Job failed: OOMKilled (exit code 137: killed by SIGKILL); "
+        "raise spec.job.resources.limits.memory"
+    )
+    late = view_job(_failed_job("DeadlineExceeded"), [])
+    assert late.reason == "DeadlineExceeded" and "activeDeadlineSeconds" in (late.message or "")
+
+
+def _failed_job(reason: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "j", "uid": "ju", "annotations": {}},
+        "status": {
+            "conditions": [
+                {"type": "Failed", "status": "True", "reason": reason, "message": "it failed"}
+            ]
+        },
+    }
+
+
+def _pod(**state: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"creationTimestamp": T0},
+        "status": {"containerStatuses": [{"name": "worker", "state": state}]},
+    }
+
+
+def test_a_store_the_operator_cannot_read_is_checked_by_the_worker() -> None:
+    d = delta(store={"uri": "s3://models/prod", "secretRef": {"name": "creds"}})
+    unchecked = StoreView(unchecked=True)
+    created = run(d, Observed(store=unchecked))
+    assert CreateJob in kinds(created)
+    report = {"ok": True, "command": "compute", **FACTS.to_dict(), "name": "step-120"}
+    done = run(
+        delta(created.status, store={"uri": "s3://models/prod", "secretRef": {"name": "creds"}}),
+        Observed(store=unchecked, jobs=(job(d, succeeded=True, reports=(report,)),)),
+    )
+    assert (done.status.phase, done.status.version_id, done.status.delta_bytes) == (
+        "Ready",
+        FACTS.version,
+        FACTS.delta_bytes,
+    )
+    silent = run(d, Observed(store=unchecked, jobs=(job(d, succeeded=True),)))
+    assert silent.status.phase == "Failed"  # no report, no store: nothing is guessed
+
+
+def test_an_unparseable_object_fails_with_the_reason_invalid_spec() -> None:
+    from deltaroll.controllers.planner import invalid_spec_status
+
+    status = invalid_spec_status({"phase": "Computing", "bogus": 1}, 4, "spec.model: bad", T1)
+    assert (status.phase, status.observed_generation, status.message) == (
+        "Failed",
+        4,
+        "spec.model: bad",
+    )
+    condition = next(c for c in status.conditions or [] if c.type == "Ready")
+    assert (condition.reason, condition.last_transition_time) == ("InvalidSpec", T1)
