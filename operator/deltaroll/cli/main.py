@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
+from typer.exceptions import Abort, TyperException
 
 from deltaroll.errors import DeltarollError
 
@@ -22,8 +22,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """Ship new model weights to inference fleets as sparse, lossless deltas."""
+    # An explicit callback keeps `deltaroll <command>` a group even if one command is registered.
+
 # Command modules, each with a `register(app)` that adds its commands. Add new modules here.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "crds_command",
+    "store_commands",
+    "engine_commands",
+    "codec_commands",
+    "sandbox_commands",
+    "worker_commands",
+    "operator_commands",
+    "agent_commands",
+)
 
 
 def build_app() -> typer.Typer:
@@ -40,10 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     except DeltarollError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except TyperException as exc:
         print(f"error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except Abort:
         print("error: aborted", file=sys.stderr)
         sys.exit(130)
     if isinstance(exit_code, int) and exit_code:

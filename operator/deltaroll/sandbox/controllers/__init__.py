@@ -1,0 +1,1 @@
+"""Minimal kube-controller-manager loops the sandbox needs: Jobs and Deployments."""

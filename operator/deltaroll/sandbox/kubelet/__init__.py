@@ -1,0 +1,33 @@
+"""The sandbox's kubelet: runs pods' containers as local processes.
+
+How a pod maps onto one machine (documented for everyone writing manifests for the sandbox):
+
+- **Command.** The image is ignored; ``command`` + ``args`` run as a local process. A bare
+  command (``python``, ``deltaroll``) is found on the pod's ``PATH``, which puts the sandbox's
+  virtual environment's ``bin`` first. A container without ``command`` cannot start
+  (``CreateContainerError``): the sandbox has no image entrypoints.
+- **Files.** Each pod gets a folder ``<sandbox>/pods/<namespace>/<name>-<uid8>/``. Processes cannot
+  mount, so each ``volumeMount.mountPath`` maps to a real folder (emptyDir, configMap, secret and
+  downwardAPI volumes under the pod folder; hostPath as is; a persistentVolumeClaim to
+  ``<sandbox>/pvcs/<namespace>/<claim>``, shared by all pods using the claim). The kubelet
+  rewrites every occurrence of a mountPath (as a path prefix) in command, args, env values and
+  workingDir to its folder, and also tells the process ``DELTAROLL_SANDBOX_MOUNTS`` (JSON
+  ``{mountPath: folder}``) and ``DELTAROLL_SANDBOX_POD_DIR``. ``terminationMessagePath`` maps to
+  a file in the pod folder the same way. DownwardAPI files are rewritten atomically when the
+  pod's labels or annotations change, as the real kubelet does.
+- **Ports.** Every ``containerPort`` gets a free loopback port. The process sees
+  ``DELTAROLL_SANDBOX_PORT_<NAME>`` (port name upper-cased, ``-`` as ``_``) and
+  ``DELTAROLL_SANDBOX_PORT_<containerPort>``. Containers of a pod share its ports, as in a pod:
+  any argument or env value naming one of the pod's container ports (``8000``, ``--port=8000``,
+  ``localhost:8000``, ``http://localhost:8000/v1``) is rewritten to the host port. The
+  pod's ``status.podIP`` is ``127.0.0.1`` and the annotation ``sandbox.deltaroll.dev/ports`` maps
+  each port name and number to its host port. Probes' ports map the same way.
+- **API access.** ``KUBECONFIG`` points at the sandbox's kubeconfig (in-cluster service account
+  files do not exist); ``KUBERNETES_SERVICE_HOST``/``PORT`` are set too.
+- **Restarts.** ``restartPolicy`` is honoured with a back-off of 0.5 s doubling to 10 s (shorter
+  than a cluster's 10 s to 5 min, so tests stay quick); waiting containers show
+  ``CrashLoopBackOff``. Logs go to ``<pod folder>/logs/<container>/<restartCount>.log`` and are
+  served by ``GET .../pods/<name>/log`` (``kubectl logs``, ``deltaroll sandbox logs``).
+- **Deletion.** A deleted pod's processes get SIGTERM (their whole process group), then SIGKILL
+  after ``terminationGracePeriodSeconds`` (at most 5 s here).
+"""
