@@ -28,6 +28,7 @@ def _root() -> None:
     """Ship new model weights to inference fleets as sparse, lossless deltas."""
     # An explicit callback keeps `deltaroll <command>` a group even if one command is registered.
 
+
 # Command modules, each with a `register(app)` that adds its commands. Add new modules here.
 COMMAND_MODULES: tuple[str, ...] = (
     "crds_command",

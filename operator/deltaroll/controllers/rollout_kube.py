@@ -1,0 +1,116 @@
+"""The Kubernetes reads and writes of the ModelDeployment controller, on the official client.
+
+Shares the process's ApiClient with :mod:`deltaroll.controllers.kube`. Everything is plain dicts
+in the API server's camelCase form. Pods are only ever changed through two annotations
+(:data:`~deltaroll.api.annotations.POD_VERSION` and when it was set); the ModelDeployment only
+through its status and the removal of handled request annotations, never its spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from deltaroll.api.common import GROUP, VERSION
+from deltaroll.api.modeldeployment import LabelSelector
+from deltaroll.controllers.kube import api_client
+
+MODELDEPLOYMENTS: Final = "modeldeployments"
+MERGE_PATCH: Final = "application/merge-patch+json"
+Body = dict[str, Any]
+
+
+def _core() -> Any:
+    import kubernetes
+
+    return kubernetes.client.CoreV1Api(api_client())
+
+
+def _batch() -> Any:
+    import kubernetes
+
+    return kubernetes.client.BatchV1Api(api_client())
+
+
+def _custom() -> Any:
+    import kubernetes
+
+    return kubernetes.client.CustomObjectsApi(api_client())
+
+
+def _plain(obj: Any) -> Body:
+    return dict(api_client().sanitize_for_serialization(obj))
+
+
+def label_selector(selector: LabelSelector) -> str:
+    """A metav1.LabelSelector as the ``labelSelector`` query parameter."""
+    parts = [f"{key}={value}" for key, value in sorted((selector.match_labels or {}).items())]
+    for requirement in selector.match_expressions or []:
+        values = ",".join(requirement.values or [])
+        parts.append(
+            {
+                "In": f"{requirement.key} in ({values})",
+                "NotIn": f"{requirement.key} notin ({values})",
+                "Exists": requirement.key,
+                "DoesNotExist": f"!{requirement.key}",
+            }[requirement.operator]
+        )
+    return ",".join(parts)
+
+
+def get_modeldeployment(namespace: str, name: str) -> Body | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return dict(
+            _custom().get_namespaced_custom_object(
+                GROUP, VERSION, namespace, MODELDEPLOYMENTS, name
+            )
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def list_pods(namespace: str, selector: LabelSelector) -> list[Body]:
+    listed = _core().list_namespaced_pod(namespace, label_selector=label_selector(selector))
+    return [_plain(pod) for pod in listed.items]
+
+
+def annotate_pod(namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
+    """Merge-patch annotations onto a pod; a pod that is already gone is not an error."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        _core().patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def patch_status(namespace: str, name: str, status: Body) -> None:
+    _custom().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, MODELDEPLOYMENTS, name, {"status": status}
+    )
+
+
+def remove_annotations(namespace: str, name: str, keys: Sequence[str]) -> None:
+    """Remove handled request annotations (promote, abort, retry) from the ModelDeployment."""
+    patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
+    _custom().patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, MODELDEPLOYMENTS, name, patch
+    )
+
+
+def ensure_job(manifest: Body) -> Body:
+    """Create the Job unless it exists; the Job as the API server has it."""
+    from kubernetes.client.exceptions import ApiException
+
+    meta = manifest["metadata"]
+    try:
+        return _plain(_batch().create_namespaced_job(meta["namespace"], manifest))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return _plain(_batch().read_namespaced_job(meta["name"], meta["namespace"]))

@@ -1,0 +1,124 @@
+"""The GitOps health checks judge real planner statuses: Argo CD's Lua (run with lupa) and the
+Flux healthCheckExprs example (CEL, run with celpy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.controllers.rollout_world import World, canary, make_spec
+
+REPO = Path(__file__).resolve().parents[2]
+HEALTH = REPO / "charts" / "deltaroll" / "health"
+
+
+def lua_health(script: str, obj: dict[str, Any]) -> dict[str, str]:
+    import lupa
+
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(script)
+    return {"status": result["status"], "message": result["message"]}
+
+
+def flux_health(kind: str, obj: dict[str, Any]) -> str:
+    import celpy
+    from celpy import json_to_cel
+
+    manifest = yaml.safe_load((REPO / "examples" / "flux-kustomization.yaml").read_text())
+    (check,) = [c for c in manifest["spec"]["healthCheckExprs"] if c["kind"] == kind]
+    env = celpy.Environment()
+    activation = {key: json_to_cel(obj.get(key, {})) for key in ("metadata", "spec", "status")}
+    verdicts = [
+        name
+        for name in ("failed", "current", "inProgress")
+        if bool(env.program(env.compile(check[name])).evaluate(activation))
+    ]
+    return verdicts[0]
+
+
+def deployment(status: Any, generation: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "qwen3", "generation": generation},
+        "spec": {},
+        "status": status.to_wire() if status is not None else None,
+    }
+
+
+@pytest.fixture(scope="module")
+def samples() -> dict[str, Any]:
+    """Statuses the planner itself wrote along a rollout that pauses and then is aborted."""
+    world = World.on("v1", 2, make_spec(strategy=canary({"setWeight": 50}, {"pause": {}})))
+    progressing = world.tick().status
+    world.agents_obey = True
+    paused = world.until("Paused").status
+    world.annotations["deltaroll.dev/abort"] = "true"
+    degraded = world.tick().status
+    world.spec = world.spec.model_copy(update={"version": "v1"})
+    healthy = world.until("Healthy").status
+    return {
+        "progressing": progressing,
+        "paused": paused,
+        "degraded": degraded,
+        "healthy": healthy,
+    }
+
+
+@pytest.mark.parametrize(
+    ("sample", "argo", "flux"),
+    [
+        ("progressing", "Progressing", "inProgress"),
+        ("paused", "Suspended", "inProgress"),
+        ("degraded", "Degraded", "failed"),
+        ("healthy", "Healthy", "current"),
+    ],
+)
+def test_modeldeployment_health(samples: dict[str, Any], sample: str, argo: str, flux: str) -> None:
+    script = (HEALTH / "argocd-modeldeployment.lua").read_text()
+    obj = deployment(samples[sample])
+    judged = lua_health(script, obj)
+    assert judged["status"] == argo
+    assert judged["message"] == samples[sample].message
+    assert flux_health("ModelDeployment", obj) == flux
+
+
+def test_a_status_from_an_older_generation_is_progressing(samples: dict[str, Any]) -> None:
+    script = (HEALTH / "argocd-modeldeployment.lua").read_text()
+    obj = deployment(samples["healthy"], generation=2)  # git changed spec.version just now
+    judged = lua_health(script, obj)
+    assert judged["status"] == "Progressing"
+    assert "generation 2" in judged["message"]
+    assert flux_health("ModelDeployment", obj) == "inProgress"
+    no_status = lua_health(script, {"metadata": {"generation": 1}})
+    assert no_status["status"] == "Progressing"
+
+
+def test_degraded_message_says_why_and_what_to_do(samples: dict[str, Any]) -> None:
+    judged = lua_health(
+        (HEALTH / "argocd-modeldeployment.lua").read_text(), deployment(samples["degraded"])
+    )
+    assert "aborted by request" in judged["message"]
+    assert "kubectl deltaroll retry" in judged["message"]
+
+
+@pytest.mark.parametrize(
+    ("phase", "argo", "flux"),
+    [
+        ("Pending", "Progressing", "inProgress"),
+        ("Computing", "Progressing", "inProgress"),
+        ("Ready", "Healthy", "current"),
+        ("Failed", "Degraded", "failed"),
+    ],
+)
+def test_modeldelta_health(phase: str, argo: str, flux: str) -> None:
+    status = {"phase": phase, "observedGeneration": 1, "versionId": "ab12"}
+    if phase == "Failed":
+        status["message"] = "parent step-119 not found in s3://models/qwen3"
+    obj = {"metadata": {"name": "step-120", "generation": 1}, "spec": {}, "status": status}
+    judged = lua_health((HEALTH / "argocd-modeldelta.lua").read_text(), obj)
+    assert judged["status"] == argo
+    if phase == "Failed":
+        assert judged["message"] == status["message"]
+    assert flux_health("ModelDelta", obj) == flux
