@@ -67,6 +67,46 @@ def test_errors_beyond_the_limit_end_the_run_as_error() -> None:
     assert run.phase == "Error" and "connection refused" in (run.message or "")
 
 
+def test_a_taken_measurement_resets_the_consecutive_error_count() -> None:
+    """Error, success, error, error with limit 2: three errors in all, but never three in a row."""
+    spec = template(count=10, consecutiveErrorLimit=2, failureLimit=5)
+    run = start_run("loss", step_index=0, version="v2", now=T0)
+    run = record(run, spec, Measurement("Error", message="connection refused"), T0)
+    run = record(run, spec, Measurement("Successful", "0.5"), T0)
+    assert run.consecutive_errors == 0
+    run = record(run, spec, Measurement("Error", message="connection refused"), T0)
+    run = record(run, spec, Measurement("Failed", "3.0"), T0)  # a failure is a taken one too
+    assert run.consecutive_errors == 0
+    run = record(run, spec, Measurement("Error", message="connection refused"), T0)
+    run = record(run, spec, Measurement("Error", message="connection refused"), T0)
+    assert (run.phase, run.errors, run.consecutive_errors) == ("Running", 4, 2)
+
+
+def test_consecutive_errors_beyond_the_limit_end_the_run_as_error() -> None:
+    spec = template(count=10, consecutiveErrorLimit=2)
+    run = start_run("loss", step_index=0, version="v2", now=T0)
+    run = record(run, spec, Measurement("Successful", "0.5"), T0)
+    for _ in range(2):
+        run = record(run, spec, Measurement("Error", message="connection refused"), T0)
+        assert run.phase == "Running"
+    run = record(run, spec, Measurement("Error", message="connection refused"), T0)
+    assert (run.phase, run.errors, run.consecutive_errors) == ("Error", 3, 3)
+    assert "3 measurement(s) in a row" in (run.message or "")
+    assert "consecutiveErrorLimit 2" in (run.message or "")
+
+
+def test_the_consecutive_error_count_survives_a_restart_through_the_status() -> None:
+    """The count lives in status (camelCase on the wire), so a restarted operator keeps it."""
+    spec = template(count=10, consecutiveErrorLimit=1)
+    run = start_run("loss", step_index=0, version="v2", now=T0)
+    run = record(run, spec, Measurement("Error", message="timeout"), T0)
+    wire = run.model_dump(by_alias=True, exclude_none=True)
+    assert wire["consecutiveErrors"] == 1
+    restored = type(run).model_validate(wire)
+    restored = record(restored, spec, Measurement("Error", message="timeout"), T0)
+    assert restored.phase == "Error"
+
+
 def test_an_inconclusive_measurement_ends_the_run_inconclusive() -> None:
     spec = template(successCondition="result < 1.0", failureCondition="result > 2.0", count=3)
     run = start_run("loss", step_index=0, version="v2", now=T0)

@@ -568,6 +568,13 @@ class AnalysisResult(ApiModel):
     errors: Annotated[int, Field(ge=0)] = Field(
         default=0, description="Measurements that could not be taken."
     )
+    consecutive_errors: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description=(
+            "Measurements in a row, up to the latest, that could not be taken; a successful or "
+            "failed one resets it. Judged against the template's consecutiveErrorLimit."
+        ),
+    )
     last_value: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         default=None, description="The latest measured value, as text."
     )

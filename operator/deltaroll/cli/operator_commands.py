@@ -47,7 +47,10 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Watch ModelDeltas and run their Jobs until stopped (SIGTERM/SIGINT)."""
+    """Reconcile ModelDeltas (their worker Jobs) and ModelDeployments (canary rollouts).
+
+    Runs until stopped (SIGTERM/SIGINT).
+    """
     from deltaroll.controllers.errors import OperatorConfigError
 
     if all_namespaces == bool(namespaces):

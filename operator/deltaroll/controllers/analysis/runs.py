@@ -4,8 +4,9 @@ A run is an :class:`~deltaroll.api.modeldeployment.AnalysisResult` in the ModelD
 status, so an operator restarted mid-analysis picks up where it was: measurement ``n`` (counting
 from 0) is due at ``startedAt + initialDelay + n * interval``. Like Argo Rollouts, a run fails
 once more than ``failureLimit`` measurements failed, errs once more than
-``consecutiveErrorLimit`` could not be taken (the status keeps totals, so errors are counted
-over the run), ends Inconclusive when neither condition held, and succeeds after ``count``.
+``consecutiveErrorLimit`` measurements in a row could not be taken (``consecutiveErrors`` in the
+status; any measurement that was taken resets it, so a flaky endpoint that recovers does not end
+the run), ends Inconclusive when neither condition held, and succeeds after ``count``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def record(
             "successful": run.successful + (verdict == "Successful"),
             "failed": run.failed + (verdict == "Failed"),
             "errors": run.errors + (verdict == "Error"),
+            "consecutive_errors": (run.consecutive_errors + 1) if verdict == "Error" else 0,
             "last_value": measurement.value if measurement.value is not None else run.last_value,
             "message": measurement.message or None,
         }
@@ -109,10 +111,11 @@ def _ending(
             f"analysis {name}: {run.failed} failed measurement(s), more than failureLimit "
             f"{template.failure_limit}; last value {run.last_value}: {measurement.message}"
         ).rstrip(": ")
-    if run.errors > template.consecutive_error_limit:
+    if run.consecutive_errors > template.consecutive_error_limit:
         return "Error", (
-            f"analysis {name}: {run.errors} measurement(s) could not be taken, more than "
-            f"consecutiveErrorLimit {template.consecutive_error_limit}: {measurement.message}"
+            f"analysis {name}: {run.consecutive_errors} measurement(s) in a row could not be "
+            f"taken, more than consecutiveErrorLimit {template.consecutive_error_limit}: "
+            f"{measurement.message}"
         )
     if measurement.verdict == "Inconclusive":
         return "Inconclusive", (
