@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 import kubernetes
 from tests.engines.checkpoints import TinyCheckpoints
+from tests.fixtures.ports import free_port
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.reconcile import Agent
@@ -69,26 +69,9 @@ def copy_store(published: Published, dest: Path) -> Published:
     return Published(f"file://{dest}", dest, published.paths, published.ids)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELTAROLL_CRASH")}
     return {**env, "OMP_NUM_THREADS": "1", **extra}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
 
 
 def create_pod(core: kubernetes.client.CoreV1Api, name: str) -> None:

@@ -1,5 +1,6 @@
-"""Inference pods for the sandbox tests: the agent and the reference engine as a pod's processes,
-and a recorder of the pod's readiness as a watch sees it."""
+"""Inference pods for the sandbox tests, shaped like the chart's agent snippet: the agent as a
+native sidecar whose startup probe holds the reference engine back until the first verified
+version is on disk; and a recorder of the pod's readiness as a watch sees it."""
 
 from __future__ import annotations
 
@@ -22,12 +23,6 @@ from deltaroll.api.annotations import (
 
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"
 
-# The engine waits for the agent's first verified version (on a cluster the agent is a native
-# sidecar whose startup probe holds the engine back; the sandbox runs containers side by side).
-ENGINE_SCRIPT = (
-    'until [ -f "$WEIGHTS/config.json" ]; do sleep 0.2; done; '
-    'exec deltaroll engine serve --kind reference --model-path "$WEIGHTS" --port "$PORT"'
-)
 # Only the first run of the agent carries the crash point; the kubelet's restart runs clean.
 CRASH_ONCE_SCRIPT = (
     'if [ ! -e "$CRASH_MARK" ]; then touch "$CRASH_MARK"; export DELTAROLL_CRASH_AT="$CRASH_AT"; '
@@ -49,13 +44,14 @@ def inference_pod(
         "--annotations-file=/etc/deltaroll/podinfo/annotations",
         "--weights-dir=/models/weights",
         "--engine=reference",
-        "--engine-url=http://127.0.0.1:$(DELTAROLL_SANDBOX_PORT_HTTP)",
+        "--engine-url=http://127.0.0.1:8000",
         "--health-port=8081",
         "--poll-interval=0.2", "--retry-max=1", "--log-format=console",
     ]  # fmt: skip
     agent: dict[str, Any] = {
         "name": "deltaroll-agent",
         "image": "ghcr.io/deltaroll/agent:0.1.0",
+        "restartPolicy": "Always",  # a native sidecar, as in the chart's snippet
         "command": ["deltaroll"],
         "args": agent_args,
         "env": [
@@ -67,6 +63,13 @@ def inference_pod(
             *({"name": key, "value": value} for key, value in store_env.items()),
         ],
         "ports": [{"name": "agent-health", "containerPort": 8081}],
+        # The engine starts once the first version is verified (the chart's snippet waits 5 s
+        # a probe; 1 s keeps the tests short).
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "agent-health"},
+            "periodSeconds": 1,
+            "failureThreshold": 600,
+        },
         "volumeMounts": [
             {"name": "weights", "mountPath": "/models"},
             {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
@@ -81,12 +84,15 @@ def inference_pod(
     engine = {
         "name": "engine",
         "image": "ghcr.io/deltaroll/reference-engine:0.1.0",
-        "command": ["sh", "-c", ENGINE_SCRIPT],
-        "env": [
-            {"name": "WEIGHTS", "value": "/models/weights"},
-            {"name": "PORT", "value": "8000"},
-            {"name": "OMP_NUM_THREADS", "value": "1"},
+        "command": ["deltaroll"],
+        "args": [
+            "engine",
+            "serve",
+            "--kind=reference",
+            "--model-path=/models/weights",
+            "--port=8000",
         ],
+        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
         "ports": [{"name": "http", "containerPort": 8000}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1},
         "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
@@ -98,7 +104,8 @@ def inference_pod(
         "spec": {
             "terminationGracePeriodSeconds": 5,
             "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-            "containers": [agent, engine],
+            "initContainers": [agent],
+            "containers": [engine],
             "volumes": [
                 {"name": "weights", "emptyDir": {}},
                 {

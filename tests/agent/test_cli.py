@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from tests.agent.helpers import subprocess_env
-from tests.engines.processes import DELTAROLL
+from tests.fixtures.cli import DELTAROLL
 
 
 def run_agent(tmp_path: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -17,9 +17,10 @@ from tests.agent.helpers import (
     make_agent,
     pod_report,
     subprocess_env,
-    wait_for,
 )
-from tests.engines.processes import DELTAROLL, RunningEngine
+from tests.engines.processes import RunningEngine
+from tests.fixtures.cli import DELTAROLL
+from tests.fixtures.polling import wait_for
 
 from deltaroll.agent.states import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version

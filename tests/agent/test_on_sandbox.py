@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import kubernetes
 import pytest
-from tests.agent.helpers import MODEL, NAMESPACE, Published, S3Server, subprocess_env, wait_for
+from tests.agent.helpers import MODEL, NAMESPACE, Published, S3Server, subprocess_env
 from tests.agent.sandbox_pods import (
     ReadinessRecorder,
     agent_metrics,
@@ -25,7 +25,8 @@ from tests.agent.sandbox_pods import (
     inference_pod,
     view,
 )
-from tests.engines.processes import DELTAROLL
+from tests.fixtures.cli import DELTAROLL
+from tests.fixtures.polling import wait_for
 
 from deltaroll.agent.states import AgentState
 from deltaroll.checkpoint import checkpoint_version
@@ -244,7 +245,9 @@ def test_agent_killed_during_apply_is_restarted_and_ends_ready(
     finally:
         recorder.stop()
     pod = core.read_namespaced_pod("crash", NAMESPACE)
-    agent_status = next(s for s in pod.status.container_statuses if s.name == "deltaroll-agent")
+    agent_status = next(  # a native sidecar: reported among the init containers
+        s for s in pod.status.init_container_statuses if s.name == "deltaroll-agent"
+    )
     assert agent_status.restart_count == 1
     assert agent_status.last_state.terminated.exit_code == 137  # SIGKILL
     assert engine_checksum(view(core, "crash"))["version"] == v2

@@ -156,7 +156,7 @@ def test_unknown_version_fails_with_what_to_do(
 def test_engine_unreachable_is_retried_in_reloading(
     tmp_path: Path, core: kubernetes.client.CoreV1Api, published: Published
 ) -> None:
-    from tests.agent.helpers import free_port
+    from tests.fixtures.ports import free_port
 
     nowhere = f"http://127.0.0.1:{free_port()}"
     rig = make_agent(tmp_path, core, published.uri, nowhere, "no-engine")

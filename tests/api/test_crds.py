@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from tests.api.crd_check import REPO, all_rules, compile_rule, load_crd, openapi_schema
+from tests.fixtures.cli import DELTAROLL
 
 from deltaroll.api.crd import KINDS, crd_files, structural
 from deltaroll.api.errors import CrdGenerationError
 
-DELTAROLL = Path(sys.executable).with_name("deltaroll")
 KUBERNETES_VERSION = "1.36.0"
 
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,9 @@ import torch
 from deltaroll.checkpoint import diff_checkpoints, verify_checkpoint
 from deltaroll.checkpoint.journal import Journal
 from fixtures.checkpoints import read_tensors, write_checkpoint
+from fixtures.cli import DELTAROLL
 
 from .helpers import tree_digest
-
-DELTAROLL = Path(sys.executable).parent / "deltaroll"
 
 
 @pytest.fixture

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fixtures.checkpoints import train_checkpoints
-
-DELTAROLL = Path(sys.executable).parent / "deltaroll"
+from fixtures.cli import run_deltaroll
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -32,9 +30,4 @@ def steps(trained_cli_root: Path, tmp_path: Path) -> list[Path]:
 
 @pytest.fixture
 def deltaroll() -> Run:
-    def run(*args: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(DELTAROLL), *map(str, args)], capture_output=True, text=True, timeout=120
-        )
-
-    return run
+    return run_deltaroll

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from controllers.modeldelta_world import Gate, Operator, wait_for
+from controllers.modeldelta_world import Gate, Operator, create_secret, wait_for
 from deltaroll.sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
 from deltaroll.sandbox.testing import RunningSandbox
 from fixtures.checkpoints import train_checkpoints
-from worker.helpers import moto_server
+from fixtures.s3 import moto_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,6 +80,23 @@ def silent_endpoint() -> Iterator[str]:
     for connection in held:
         connection.close()
     server.close()
+
+
+@pytest.fixture
+def hanging_s3_secret(cluster: RunningSandbox, silent_endpoint: str) -> str:
+    """The name of a store credentials Secret whose endpoint is :func:`silent_endpoint`."""
+    create_secret(
+        cluster,
+        "hanging-s3",
+        {
+            "AWS_ENDPOINT_URL": silent_endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test-secret",
+        },
+    )
+    return "hanging-s3"
 
 
 @pytest.fixture

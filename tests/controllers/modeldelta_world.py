@@ -9,15 +9,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from deltaroll.sandbox.testing import RunningSandbox
+from fixtures import polling
+from fixtures.cli import DELTAROLL
+from fixtures.ports import free_port
 
-DELTAROLL = Path(sys.executable).parent / "deltaroll"
 GROUP, VERSION = "deltaroll.dev", "v1alpha1"
 
 
@@ -27,7 +27,7 @@ class Operator:
     def __init__(self, cluster: RunningSandbox, log_path: Path) -> None:
         self.cluster, self.log_path = cluster, log_path
         self.process: subprocess.Popen[bytes] | None = None
-        self.metrics_port = _free_port()
+        self.metrics_port = free_port()
 
     def metrics(self) -> str:
         import urllib.request
@@ -69,14 +69,6 @@ class Operator:
         return self.log_path.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def apply(cluster: RunningSandbox, manifest: dict[str, Any]) -> None:
     """``kubectl apply`` the manifest, as a user (or a GitOps tool) would."""
     done = cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=False)
@@ -93,14 +85,8 @@ def get(
 def wait_for(
     predicate: Callable[[], Any], timeout: float, what: str, log: Callable[[], str] = str
 ) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {value!r}\n{log()[-4000:]}")
+    """:func:`fixtures.polling.wait_for` every 0.3 s: each check here runs kubectl."""
+    return polling.wait_for(predicate, timeout, what, log, interval=0.3)
 
 
 def modeldelta(

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import filecmp
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controllers.modeldelta_world import (
-    DELTAROLL,
     Gate,
     Operator,
     apply,
@@ -25,6 +22,7 @@ from controllers.modeldelta_world import (
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.sandbox.testing import RunningSandbox
 from deltaroll.store import Store
+from fixtures.cli import deltaroll_json, run_deltaroll
 from worker.helpers import refuse_new_objects
 
 pytestmark = pytest.mark.slow
@@ -55,14 +53,7 @@ def test_a_modeldelta_reaches_ready_with_the_numbers_of_the_store(
     status = body["status"]
     assert status["phase"] == "Ready", status
     assert status["versionId"] == checkpoint_version(trained[1])
-    logged = json.loads(
-        subprocess.run(
-            [str(DELTAROLL), "log", store_uri, "tiny", "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    logged = deltaroll_json("log", store_uri, "tiny")
     entry = next(v for v in logged["versions"] if v["version"] == status["versionId"])
     assert status["deltaBytes"] == entry["delta_bytes"]
     assert status["parentVersionId"] == entry["parent"]
@@ -72,11 +63,8 @@ def test_a_modeldelta_reaches_ready_with_the_numbers_of_the_store(
         ready["status"] == "True" and ready["observedGeneration"] == body["metadata"]["generation"]
     )
     out = tmp_path / "pulled"
-    subprocess.run(
-        [str(DELTAROLL), "pull", store_uri, "tiny", "step-1", "-o", str(out)],
-        check=True,
-        capture_output=True,
-    )
+    pulled = run_deltaroll("pull", store_uri, "tiny", "step-1", "-o", out)
+    assert pulled.returncode == 0, pulled.stderr
     names = [p.name for p in trained[1].iterdir()]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     assert filecmp.cmpfiles(out, trained[1], names, shallow=False)[0] == names
@@ -169,26 +157,15 @@ def test_a_store_that_refuses_writes_fails_and_publishes_nothing(
 
 
 def test_a_worker_killed_mid_way_is_retried_then_fails(
-    cluster: RunningSandbox, operator: Operator, store_uri: str, silent_endpoint: str
+    cluster: RunningSandbox, operator: Operator, store_uri: str, hanging_s3_secret: str
 ) -> None:
     import os
     import signal
 
-    create_secret(
-        cluster,
-        "hanging-s3",
-        {
-            "AWS_ENDPOINT_URL": silent_endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test-secret",
-        },
-    )
     manifest = modeldelta(
         "step-1", store_uri, "s3://checkpoints/run/step-1", job={"backoffLimit": 1}
     )
-    manifest["spec"]["store"]["secretRef"] = {"name": "hanging-s3"}
+    manifest["spec"]["store"]["secretRef"] = {"name": hanging_s3_secret}
     apply(cluster, manifest)
     killed: set[int] = set()
 
@@ -268,21 +245,10 @@ def test_a_spec_change_while_computing_replaces_the_job(
     operator: Operator,
     store_uri: str,
     trained: list[Path],
-    silent_endpoint: str,
+    hanging_s3_secret: str,
 ) -> None:
-    create_secret(
-        cluster,
-        "hanging-s3",
-        {
-            "AWS_ENDPOINT_URL": silent_endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test-secret",
-        },
-    )
     manifest = modeldelta("step-1", store_uri, "s3://checkpoints/run/step-1")
-    manifest["spec"]["store"]["secretRef"] = {"name": "hanging-s3"}
+    manifest["spec"]["store"]["secretRef"] = {"name": hanging_s3_secret}
     apply(cluster, manifest)
     (hanging,) = wait_for(lambda: jobs_of(cluster, "step-1"), 60, "the first Job", operator.log)
     manifest["spec"]["source"]["checkpoint"]["uri"] = f"file://{trained[1]}"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.engines.http_util import call, free_port
-
-DELTAROLL = Path(sys.executable).with_name("deltaroll")
+from tests.engines.http_util import call
+from tests.fixtures.cli import DELTAROLL
+from tests.fixtures.ports import free_port
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from tests.engines.fake_engines import NO_BODY, FakeSGLang, FakeVLLM
-from tests.engines.http_util import free_port
+from tests.fixtures.ports import free_port
 
 from deltaroll.engines import (
     EngineClient,

@@ -13,8 +13,10 @@ import torch
 import xxhash
 from safetensors.torch import load_file
 from tests.engines.checkpoints import EVAL_TEXTS, MAX_TOKENS, PROMPT
-from tests.engines.http_util import call, free_port
-from tests.engines.processes import DELTAROLL, RunningEngine
+from tests.engines.http_util import call
+from tests.engines.processes import RunningEngine
+from tests.fixtures.cli import DELTAROLL, run_deltaroll
+from tests.fixtures.ports import free_port
 
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.engines import EngineReloadError, EngineUnreachableError, engine_client
@@ -287,9 +289,7 @@ def test_the_cli_reloads_and_probes_a_running_engine(reference_engine, checkpoin
     engine = ["--kind", "reference", "--endpoint", reference_engine.url]
 
     def deltaroll(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(DELTAROLL), "engine", *args], capture_output=True, text=True, timeout=60
-        )
+        return run_deltaroll("engine", *args, timeout=60)
 
     try:
         done = deltaroll("reload", *engine, "--model-path", str(checkpoints.v2), "--version", v2,

@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.fixtures.cli import DELTAROLL
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"
 DOCKERFILES = sorted(p for p in IMAGES.glob("Dockerfile.*") if p.suffix != ".dockerignore")
-DELTAROLL = Path(sys.executable).with_name("deltaroll")
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:

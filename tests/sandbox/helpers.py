@@ -1,26 +1,12 @@
-"""Helpers of the sandbox's conformance suite: polling, and small manifests."""
+"""Helpers of the sandbox's conformance suite: small manifests."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 MANIFESTS = Path(__file__).parent / "manifests"
 WIDGETS = ("sandbox.deltaroll.dev", "v1", "widgets")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll until ``predicate()`` is truthy; fail with its last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
 
 
 def widget(name: str, **spec: Any) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import kopf.testing
 import pytest
-from tests.sandbox.helpers import MANIFESTS, wait_for
+from tests.fixtures.polling import wait_for
+from tests.sandbox.helpers import MANIFESTS
 
 OPERATOR = Path(__file__).parent / "kopf_examples_operator.py"
 KEX = ("kopf.dev", "v1", "default", "kopfexamples", "kopf-example-1")

@@ -8,7 +8,8 @@ from pathlib import Path
 import kopf.testing
 import pytest
 from kubernetes.client import ApiException
-from tests.sandbox.helpers import WIDGETS, wait_for, widget
+from tests.fixtures.polling import wait_for
+from tests.sandbox.helpers import WIDGETS, widget
 
 OPERATOR = Path(__file__).parent / "kopf_widget_operator.py"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.sandbox.helpers import MANIFESTS, wait_for
+from tests.fixtures.polling import wait_for
+from tests.sandbox.helpers import MANIFESTS
 
 from deltaroll.sandbox.testing import kubectl_binary
 

@@ -7,7 +7,8 @@ import urllib.request
 
 import pytest
 from kubernetes.client import ApiException
-from tests.sandbox.helpers import pod_manifest, wait_for
+from tests.fixtures.polling import wait_for
+from tests.sandbox.helpers import pod_manifest
 
 
 def _phase(core, name):

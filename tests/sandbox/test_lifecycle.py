@@ -8,17 +8,16 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import kubernetes
 import pytest
 import yaml
-from tests.sandbox.helpers import pod_manifest, wait_for
+from tests.fixtures.cli import DELTAROLL
+from tests.fixtures.polling import wait_for
+from tests.sandbox.helpers import pod_manifest
 
 from deltaroll.sandbox.testing import running_sandbox
-
-DELTAROLL = str(Path(sys.executable).parent / "deltaroll")
 
 
 def _alive(pid: int) -> bool:

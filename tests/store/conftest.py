@@ -6,18 +6,16 @@ when HF_TOKEN and DELTAROLL_TEST_HF_BUCKET are set)."""
 
 from __future__ import annotations
 
-import logging
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from deltaroll.store import Store
 from fixtures.checkpoints import train_checkpoints
+from fixtures.s3 import moto_server
 from store.support import ACCESS_KEY_SENTINEL, FAST_RETRY, SECRET_SENTINEL, make_bucket
 
 HF_BUCKET = os.environ.get("DELTAROLL_TEST_HF_BUCKET")
@@ -42,14 +40,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

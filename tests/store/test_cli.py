@@ -6,31 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from deltaroll.store import Store, keys
+from fixtures.cli import DELTAROLL, deltaroll_json, run_deltaroll
 from store.support import ACCESS_KEY_SENTINEL, SECRET_SENTINEL, make_bucket
-
-DELTAROLL = str(Path(sys.executable).with_name("deltaroll"))
-
-
-def run(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [DELTAROLL, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=180,
-    )
-
-
-def ok_json(*args: object, env: dict[str, str] | None = None) -> dict:
-    done = run(*args, "--json", env=env)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # exactly one JSON object and nothing else
 
 
 @pytest.fixture
@@ -40,17 +22,17 @@ def cache_env(tmp_path: Path) -> dict[str, str]:
 
 def test_push_pull_log_gc_squash(checkpoints: list[Path], tmp_path: Path, cache_env: dict) -> None:
     store = f"file://{tmp_path / 'store'}"
-    first = ok_json("push", store, "tiny", checkpoints[0], "--name", "step-0", env=cache_env)
+    first = deltaroll_json("push", store, "tiny", checkpoints[0], "--name", "step-0", env=cache_env)
     assert first["parent"] is None and first["uploaded_bytes"] > 0
 
-    refused = run("push", store, "tiny", checkpoints[1], env=cache_env)
+    refused = run_deltaroll("push", store, "tiny", checkpoints[1], env=cache_env)
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1
     assert "--base" in refused.stderr and "--anchor" in refused.stderr
 
     versions = [first["version"]]
     for index in (1, 2, 3):
-        pushed = ok_json(
+        pushed = deltaroll_json(
             "push",
             store,
             "tiny",
@@ -65,11 +47,11 @@ def test_push_pull_log_gc_squash(checkpoints: list[Path], tmp_path: Path, cache_
         assert 0 < pushed["uploaded_bytes"] < first["uploaded_bytes"] / 3
         versions.append(pushed["version"])
 
-    log = ok_json("log", store, "tiny", env=cache_env)
+    log = deltaroll_json("log", store, "tiny", env=cache_env)
     assert [v["version"] for v in log["versions"]] == versions
     assert log["versions"][3]["names"] == ["step-3"]
 
-    pulled = ok_json(
+    pulled = deltaroll_json(
         "pull",
         store,
         "tiny",
@@ -84,16 +66,18 @@ def test_push_pull_log_gc_squash(checkpoints: list[Path], tmp_path: Path, cache_
     assert pulled["path"] == versions[1:]
     assert 0 < pulled["downloaded_bytes"] < first["uploaded_bytes"] / 3
 
-    squashed = ok_json("squash", store, "tiny", "step-1", "step-3", env=cache_env)
+    squashed = deltaroll_json("squash", store, "tiny", "step-1", "step-3", env=cache_env)
     assert squashed["parent"] == versions[1]
 
-    dry = ok_json(
+    dry = deltaroll_json(
         "gc", store, "tiny", "--keep", "step-3", "--dry-run", "--grace-seconds", "0", env=cache_env
     )
     assert dry["dry_run"] and dry["deleted_versions"] == [versions[2]]
-    done = ok_json("gc", store, "tiny", "--keep", "step-3", "--grace-seconds", "0", env=cache_env)
+    done = deltaroll_json(
+        "gc", store, "tiny", "--keep", "step-3", "--grace-seconds", "0", env=cache_env
+    )
     assert done["deleted_versions"] == [versions[2]] and done["freed_bytes"] > 0
-    assert [v["version"] for v in ok_json("log", store, "tiny")["versions"]] == [
+    assert [v["version"] for v in deltaroll_json("log", store, "tiny")["versions"]] == [
         versions[0],
         versions[1],
         versions[3],
@@ -119,15 +103,19 @@ def test_no_credential_ever_reaches_output(
         outputs.append(done.stdout + done.stderr)
         return done
 
-    pushed = record(run("push", store, "tiny", checkpoints[0], "--json", env=env))
+    pushed = record(run_deltaroll("push", store, "tiny", checkpoints[0], "--json", env=env))
     assert pushed.returncode == 0, pushed.stderr
     version = json.loads(pushed.stdout)["version"]
 
     failures = [
-        run("pull", store, "tiny", "no-such-version", "-o", tmp_path / "a", "--json", env=env),
-        run("log", "s3://no-such-bucket-here/models", "tiny", "--json", env=env),
-        run("log", store, "tiny", "--json", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}),
-        run(
+        run_deltaroll(
+            "pull", store, "tiny", "no-such-version", "-o", tmp_path / "a", "--json", env=env
+        ),
+        run_deltaroll("log", "s3://no-such-bucket-here/models", "tiny", "--json", env=env),
+        run_deltaroll(
+            "log", store, "tiny", "--json", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+        ),
+        run_deltaroll(
             "push",
             f"s3://{ACCESS_KEY_SENTINEL.lower()}:{SECRET_SENTINEL}@b/p",
             "tiny",
@@ -138,7 +126,9 @@ def test_no_credential_ever_reaches_output(
     anchor = Store(store).catalog.read_anchor("tiny", version)
     victim = keys.object_key("tiny", anchor.delta.objects[0].digest)
     Store(store).catalog.backend.write(victim, b"tampered", create_only=False)
-    failures.append(run("pull", store, "tiny", version, "-o", tmp_path / "b", "--json", env=env))
+    failures.append(
+        run_deltaroll("pull", store, "tiny", version, "-o", tmp_path / "b", "--json", env=env)
+    )
 
     for done in failures:
         record(done)
@@ -159,12 +149,12 @@ def test_concurrent_pushes_from_separate_processes(
     """Three processes push the same version at once: S3's If-None-Match lets exactly one
     publish; the others report the version as already published, and nothing is clobbered."""
     store = f"s3://{make_bucket(s3_env)}/models"
-    ok_json("push", store, "tiny", checkpoints[0], env=cache_env)
+    deltaroll_json("push", store, "tiny", checkpoints[0], env=cache_env)
     args = ["push", store, "tiny", checkpoints[2], "--base", checkpoints[1], "--json"]
-    ok_json("push", store, "tiny", checkpoints[1], "--base", checkpoints[0], env=cache_env)
+    deltaroll_json("push", store, "tiny", checkpoints[1], "--base", checkpoints[0], env=cache_env)
     procs = [
         subprocess.Popen(
-            [DELTAROLL, *map(str, args)],
+            [str(DELTAROLL), *map(str, args)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

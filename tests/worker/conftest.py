@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,9 @@ from typing import Any
 import pytest
 
 from fixtures.checkpoints import train_checkpoints
-from worker.helpers import DELTAROLL, SECRET_SENTINEL, Worker, WorkerRun, moto_server
+from fixtures.cli import run_deltaroll
+from fixtures.s3 import moto_server
+from worker.helpers import SECRET_SENTINEL, Worker, WorkerRun
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +35,7 @@ def worker(tmp_path: Path) -> Worker:
 
     def run(*args: object) -> WorkerRun:
         report_path = tmp_path / f"termination-{next(counter)}.json"
-        process = subprocess.run(
-            [str(DELTAROLL), "worker", *map(str, args), "--termination-log", str(report_path)],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        process = run_deltaroll("worker", *args, "--termination-log", report_path)
         report = json.loads(report_path.read_text()) if report_path.exists() else None
         return WorkerRun(process, report)
 

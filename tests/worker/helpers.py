@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DELTAROLL = Path(sys.executable).parent / "deltaroll"
 SECRET_SENTINEL = "worker-test-secret-key-sentinel-0123456789"
 
 
@@ -28,15 +24,6 @@ class WorkerRun:
 
 
 Worker = Callable[..., WorkerRun]
-
-
-def deltaroll_json(*args: object) -> dict[str, Any]:
-    """Run a reporting ``deltaroll`` command with --json and parse its one object."""
-    done = subprocess.run(
-        [str(DELTAROLL), *map(str, args), "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def refuse_new_objects(store_dir: Path, base: Path, target: Path, scratch: Path) -> list[str]:
@@ -58,23 +45,3 @@ def refuse_new_objects(store_dir: Path, base: Path, target: Path, scratch: Path)
     for digest in blocked:
         (objects / digest).mkdir(parents=True)
     return blocked
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """A real S3 endpoint (moto's server) on 127.0.0.1, for the duration of the block."""
-    import logging
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()

@@ -9,8 +9,9 @@ from typing import Any
 
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
+from fixtures.cli import deltaroll_json
 from fixtures.trl_patches import write_trl_patch
-from worker.helpers import SECRET_SENTINEL, Worker, deltaroll_json, refuse_new_objects
+from worker.helpers import SECRET_SENTINEL, Worker, refuse_new_objects
 
 PERMANENT = 3
 

@@ -25,6 +25,7 @@ import structlog
 
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.checkpoint.journal import Journal, JournalState
+from deltaroll.checkpoint.staging import fsync_directory
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +61,7 @@ class WeightsVolume:
             shutil.rmtree(self.retired, ignore_errors=True)
             os.replace(self.weights, self.retired)
         os.replace(self.built, self.weights)
-        _fsync_dir(self.weights.parent)
+        fsync_directory(self.weights.parent)
         shutil.rmtree(self.retired, ignore_errors=True)
         log.info("agent.swapped_in", weights=str(self.weights))
 
@@ -89,11 +90,3 @@ class WeightsVolume:
         shutil.rmtree(path, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,6 +25,19 @@ from deltaroll.engines.errors import EngineReloadError
 from deltaroll.engines.transport import HEALTH_TIMEOUT_S, EngineHttp
 
 
+def update_weights_from_disk(http: EngineHttp, model_path: Path, version: str | None) -> None:
+    """SGLang's reload (the reference engine answers the same call): ``POST
+    /update_weights_from_disk`` and raise :class:`EngineReloadError` unless it reports success."""
+    path = str(Path(model_path).resolve())
+    body: dict[str, Any] = {"model_path": path}
+    if version is not None:
+        body["weight_version"] = version
+    reply = http.post("/update_weights_from_disk", body)
+    success = isinstance(reply.body, dict) and reply.body.get("success") is True
+    if not (reply.ok and success):
+        raise EngineReloadError(http.endpoint, path, reply.message(), reply.status)
+
+
 class SGLangEngineClient:
     """Reloads a running SGLang server from a checkpoint directory."""
 
@@ -38,14 +51,7 @@ class SGLangEngineClient:
         return self._http.healthy("/health")
 
     def reload(self, model_path: Path, *, version: str | None = None) -> None:
-        path = str(Path(model_path).resolve())
-        body: dict[str, Any] = {"model_path": path}
-        if version is not None:
-            body["weight_version"] = version
-        reply = self._http.post("/update_weights_from_disk", body)
-        success = isinstance(reply.body, dict) and reply.body.get("success") is True
-        if not (reply.ok and success):
-            raise EngineReloadError(self.endpoint, path, reply.message(), reply.status)
+        update_weights_from_disk(self._http, model_path, version)
 
     def loaded_version(self) -> str | None:
         for path in ("/model_info", "/get_model_info"):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from deltaroll.engines.errors import EngineReloadError
+from deltaroll.engines.sglang import update_weights_from_disk
 from deltaroll.engines.transport import HEALTH_TIMEOUT_S, EngineHttp
 
 
@@ -23,14 +24,7 @@ class ReferenceEngineClient:
 
     def reload(self, model_path: Path, *, version: str | None = None) -> None:
         """Reload; with ``version`` the engine refuses weights that do not hash to it."""
-        path = str(Path(model_path).resolve())
-        body: dict[str, Any] = {"model_path": path}
-        if version is not None:
-            body["weight_version"] = version
-        reply = self._http.post("/update_weights_from_disk", body)
-        success = isinstance(reply.body, dict) and reply.body.get("success") is True
-        if not (reply.ok and success):
-            raise EngineReloadError(self.endpoint, path, reply.message(), reply.status)
+        update_weights_from_disk(self._http, model_path, version)
 
     def loaded_version(self) -> str | None:
         return str(self.weights_checksum()["version"])

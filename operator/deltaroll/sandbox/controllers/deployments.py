@@ -45,17 +45,7 @@ class DeploymentController:
             informers.guarded(self._on_event, event)
 
     def _on_event(self, event: WatchEvent) -> None:
-        meta = event.obj["metadata"]
-        if event.key == DEPLOYMENTS:
-            if event.type != "DELETED":
-                self.reconcile(meta["namespace"], meta["name"])
-            return
-        owner = informers.controller_uid(event.obj)
-        if owner is None:
-            return
-        for deployment in self.store.list_objects(self.deployments, meta["namespace"]):
-            if deployment["metadata"]["uid"] == owner:
-                self.reconcile(meta["namespace"], deployment["metadata"]["name"])
+        informers.reconcile_owner(self.store, event, DEPLOYMENTS, self.deployments, self.reconcile)
 
     def reconcile(self, namespace: str, name: str) -> None:
         deployment = self.store.find(self.deployments, namespace, name)

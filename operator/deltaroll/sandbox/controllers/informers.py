@@ -48,6 +48,28 @@ async def events(store: Store, keys: set[StorageKey]) -> AsyncIterator[WatchEven
         store.unsubscribe(sub)
 
 
+def reconcile_owner(
+    store: Store,
+    event: WatchEvent,
+    owner_key: StorageKey,
+    owners: ResourceType,
+    reconcile: Callable[[str, str], None],
+) -> None:
+    """Call ``reconcile(namespace, name)`` for the owner an event concerns: the owner itself
+    (unless deleted: its pods go with it), or the owner that controls the pod that changed."""
+    meta = event.obj["metadata"]
+    if event.key == owner_key:
+        if event.type != "DELETED":
+            reconcile(meta["namespace"], meta["name"])
+        return
+    owner = controller_uid(event.obj)
+    if owner is None:
+        return
+    for obj in store.list_objects(owners, meta["namespace"]):
+        if obj["metadata"]["uid"] == owner:
+            reconcile(meta["namespace"], obj["metadata"]["name"])
+
+
 def controller_uid(obj: Obj) -> str | None:
     for ref in obj["metadata"].get("ownerReferences") or []:
         if ref.get("controller"):

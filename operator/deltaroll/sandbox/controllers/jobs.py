@@ -66,17 +66,7 @@ class JobController:
                 timer.cancel()
 
     def _on_event(self, event: WatchEvent) -> None:
-        meta = event.obj["metadata"]
-        if event.key == JOBS:
-            if event.type != "DELETED":
-                self.reconcile(meta["namespace"], meta["name"])
-            return
-        owner = informers.controller_uid(event.obj)
-        if owner is None:
-            return
-        for job in self.store.list_objects(self.jobs, meta["namespace"]):
-            if job["metadata"]["uid"] == owner:
-                self.reconcile(meta["namespace"], job["metadata"]["name"])
+        informers.reconcile_owner(self.store, event, JOBS, self.jobs, self.reconcile)
 
     def reconcile(self, namespace: str, name: str) -> None:
         job = self.store.find(self.jobs, namespace, name)
