@@ -313,7 +313,7 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
     phase("Healthy", stableVersion=v2, updatedPods=2)
     for name in pods():  # each agent was killed in the middle of its first delta and recovered
         pod = core.read_namespaced_pod(name, NAMESPACE)
-        agent = next(s for s in pod.status.container_statuses if s.name == "deltaroll-agent")
+        agent = next(s for s in pod.status.init_container_statuses if s.name == "deltaroll-agent")
         assert agent.restart_count == 1 and agent.last_state.terminated.exit_code == 137
         assert engine_checksum(view(core, name))["version"] == v2
 
