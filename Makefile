@@ -28,6 +28,8 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/codec.py
+	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/rollout.py
 
 lint: setup
 	$(BIN)/ruff check operator tests benchmarks

@@ -74,7 +74,8 @@ def deployment_selectors(
 def pod_changed(labels: Mapping[str, str], namespace: str | None, **kwargs: Any) -> None:
     """A pod changed: reconcile the ModelDeployments whose selector chooses it."""
     index: kopf.Index[str, tuple[str, dict[str, Any]]] = kwargs["deployment_selectors"]
-    for name, selector in index.get(str(namespace), []):
+    # A snapshot: Kopf updates the index from other events while this handler runs.
+    for name, selector in list(index.get(str(namespace), [])):
         if selects(selector, labels):
             reconcile(str(namespace), name)
 

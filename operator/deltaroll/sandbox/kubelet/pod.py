@@ -56,10 +56,19 @@ def log_path(directory: Path, container: str, restart_count: int) -> Path:
     return directory / "logs" / container / f"{restart_count}.log"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# Host ports handed to pods that still exist. The OS may offer a port again as soon as the probe
+# socket closes, before the pod's process binds it; without this two pods could share one port.
+_reserved_ports: set[int] = set()
+
+
+def _reserve_port() -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _reserved_ports:
+            _reserved_ports.add(port)
+            return port
 
 
 def _set_condition(
@@ -181,6 +190,7 @@ class PodWorker:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        _reserved_ports.difference_update(self.ports.values())
 
     def on_update(self, pod: dict[str, Any]) -> None:
         """Someone wrote the pod: refresh downwardAPI files, re-evaluate readiness gates."""
@@ -239,7 +249,7 @@ class PodWorker:
             self.pod["spec"].get("initContainers") or []
         ):
             for port in container.get("ports") or []:
-                host_port = _free_port()
+                host_port = _reserve_port()
                 self.ports[str(port["containerPort"])] = host_port
                 if port.get("name"):
                     self.ports[port["name"]] = host_port

@@ -1,4 +1,4 @@
-"""The codec demo (``make demo``, ``python -m deltaroll.demo``): real training, real deltas.
+"""The codec-only demo (``python -m deltaroll.demo codec``): real training, real deltas, no cluster.
 
 Trains a small byte-level language model (about 2M parameters) with AdamW at lr 3e-6 on real text,
 saving a bf16 Hugging Face checkpoint (two shards + index, config, tokenizer) after every step.
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from contextlib import redirect_stdout, suppress
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-DEFAULT_WORKDIR = Path(".demo/codec")
+DEFAULT_WORKDIR = Path(".demo/codec")  # recreated on every run
 STEPS = 3
 LEARNING_RATE = 3e-6
 
@@ -145,7 +144,3 @@ def main(workdir: Path = DEFAULT_WORKDIR) -> dict[str, Any]:
     }
     print(json.dumps(result, sort_keys=True))
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(0 if main()["ok"] else 1)

@@ -1,0 +1,167 @@
+"""The objects the demo creates, as a user would write them: an inference Deployment whose pods run
+the reference engine beside the Deltaroll agent, a ModelDeployment that rolls them, ModelDeltas.
+
+Plain dicts (what ``kubectl apply`` takes), so the printed YAML in the README and these stay one
+idea. The pod shape follows what the Helm chart's sidecar injection gives a vLLM pod: the agent
+reads its pod's annotations from a downwardAPI volume and shares the weights volume with the
+engine; the engine starts once the agent has written the first verified version.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
+
+GROUP, API_VERSION = "deltaroll.dev", "v1alpha1"
+NAMESPACE = "default"
+MODEL = "demo-llm"
+APP = "demo-llm"
+DEPLOYMENT = "demo-llm"
+ANALYSIS = "eval-loss"
+
+# The sandbox runs containers side by side; on a cluster the agent is a native sidecar whose
+# startup probe holds the engine back until the weights exist.
+ENGINE_SCRIPT = (
+    'until [ -f "$WEIGHTS/config.json" ]; do sleep 0.2; done; '
+    'exec deltaroll engine serve --kind reference --model-path "$WEIGHTS" --port "$PORT"'
+)
+
+
+def agent_container(store_uri: str) -> dict[str, Any]:
+    """The Deltaroll agent sidecar: pulls what the pod's annotation asks for, reloads the engine."""
+    return {
+        "name": "deltaroll-agent",
+        "image": "ghcr.io/deltaroll/agent:0.1.0",
+        "command": ["deltaroll"],
+        "args": [
+            "agent",
+            "run",
+            f"--store={store_uri}",
+            f"--model={MODEL}",
+            "--annotations-file=/etc/deltaroll/podinfo/annotations",
+            "--weights-dir=/models/weights",
+            "--engine=reference",
+            "--engine-url=http://127.0.0.1:$(DELTAROLL_SANDBOX_PORT_HTTP)",
+            "--health-port=8081",
+            "--poll-interval=0.3",
+            "--retry-max=2",
+            "--log-format=console",
+        ],  # fmt: skip
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+        ],
+        "ports": [{"name": "agent-health", "containerPort": 8081}],
+        "volumeMounts": [
+            {"name": "weights", "mountPath": "/models"},
+            {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
+        ],
+    }
+
+
+def engine_container() -> dict[str, Any]:
+    """The reference engine (a small transformers server with /eval and /reload)."""
+    return {
+        "name": "engine",
+        "image": "ghcr.io/deltaroll/reference-engine:0.1.0",
+        "command": ["sh", "-c", ENGINE_SCRIPT],
+        "env": [
+            {"name": "WEIGHTS", "value": "/models/weights"},
+            {"name": "PORT", "value": "8000"},
+            {"name": "OMP_NUM_THREADS", "value": "1"},
+        ],
+        "ports": [{"name": "http", "containerPort": 8000}],
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1},
+        "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
+    }
+
+
+def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
+    """A Deployment of inference pods; their template names no version (the operator does)."""
+    pod_spec = {
+        "terminationGracePeriodSeconds": 5,
+        "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
+        "containers": [agent_container(store_uri), engine_container()],
+        "volumes": [
+            {"name": "weights", "emptyDir": {}},
+            {
+                "name": "podinfo",
+                "downwardAPI": {
+                    "items": [
+                        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+                    ]
+                },
+            },
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": APP}},
+            "template": {"metadata": {"labels": {"app": APP}}, "spec": pod_spec},
+        },
+    }
+
+
+def model_deployment(store_uri: str, version: str, eval_texts: list[str]) -> dict[str, Any]:
+    """25% canary, an eval-loss analysis against the stable pods, 50%, 100%; rollback on failure."""
+    return {
+        "apiVersion": f"{GROUP}/{API_VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
+        "spec": {
+            "model": MODEL,
+            "store": {"uri": store_uri},
+            "version": version,
+            "selector": {"matchLabels": {"app": APP}},
+            "engine": {"kind": "reference", "port": 8000},
+            "strategy": {
+                "canary": {
+                    "steps": [
+                        {"setWeight": 25},
+                        {"analysis": {"templates": [{"templateName": ANALYSIS}]}},
+                        {"setWeight": 50},
+                        {"setWeight": 100},
+                    ]
+                }
+            },
+            "analysisTemplates": [
+                {
+                    "name": ANALYSIS,
+                    "provider": {"http": {"body": json.dumps({"texts": eval_texts})}},
+                    "successCondition": "result <= baseline * 1.05",
+                    "interval": "1s",
+                    "count": 2,
+                    "consecutiveErrorLimit": 2,
+                }
+            ],
+            "maxUnavailable": 1,
+            "progressDeadlineSeconds": 300,
+        },
+    }
+
+
+def model_delta(store_uri: str, version: str, parent: str, checkpoint: Path) -> dict[str, Any]:
+    """Publish ``checkpoint`` as ``version``: the diff against ``parent``, computed by a Job."""
+    return {
+        "apiVersion": f"{GROUP}/{API_VERSION}",
+        "kind": "ModelDelta",
+        "metadata": {"name": f"{MODEL}-{version}", "namespace": NAMESPACE},
+        "spec": {
+            "model": MODEL,
+            "version": version,
+            "parent": parent,
+            "store": {"uri": store_uri},
+            "source": {"checkpoint": {"uri": f"file://{checkpoint}"}},
+            "job": {"backoffLimit": 1},
+        },
+    }
