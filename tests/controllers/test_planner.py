@@ -264,25 +264,6 @@ def _pod(**state: Any) -> dict[str, Any]:
     }
 
 
-def test_a_store_the_operator_cannot_read_is_checked_by_the_worker() -> None:
-    d = delta(store={"uri": "s3://models/prod", "secretRef": {"name": "creds"}})
-    unchecked = StoreView(unchecked=True)
-    created = run(d, Observed(store=unchecked))
-    assert CreateJob in kinds(created)
-    report = {"ok": True, "command": "compute", **FACTS.to_dict(), "name": "step-120"}
-    done = run(
-        delta(created.status, store={"uri": "s3://models/prod", "secretRef": {"name": "creds"}}),
-        Observed(store=unchecked, jobs=(job(d, succeeded=True, reports=(report,)),)),
-    )
-    assert (done.status.phase, done.status.version_id, done.status.delta_bytes) == (
-        "Ready",
-        FACTS.version,
-        FACTS.delta_bytes,
-    )
-    silent = run(d, Observed(store=unchecked, jobs=(job(d, succeeded=True),)))
-    assert silent.status.phase == "Failed"  # no report, no store: nothing is guessed
-
-
 def test_an_unparseable_object_fails_with_the_reason_invalid_spec() -> None:
     from deltaroll.controllers.planner import invalid_spec_status
 

@@ -2,12 +2,14 @@
 
 Handlers are synchronous (Kopf runs them in its thread pool), so the blocking client is fine
 here. Everything returns plain dicts in the API server's camelCase form, the shape the pure
-planner and Job builder work with. Secrets are only checked for existence; their values are
-never read into the operator's memory, logs or status.
+planner and Job builder work with. A store's credentials Secret is read only to open that store
+(:func:`read_secret_data`); its values go to the store client and never into logs or status.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import cache
 from typing import Any, Final
 
@@ -57,16 +59,25 @@ def _status_of(exc: Exception) -> int | None:
     return getattr(exc, "status", None)
 
 
-def secret_exists(namespace: str, name: str) -> bool:
+def read_secret_data(namespace: str, name: str) -> dict[str, str] | None:
+    """The Secret's decoded ``data`` (key -> text value), or None when there is no such Secret.
+
+    A value that is not base64 of UTF-8 text cannot be a store credential and is left out."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        _core().read_namespaced_secret(name, namespace, _preload_content=False).release_conn()
+        secret = _core().read_namespaced_secret(name, namespace)
     except ApiException as exc:
         if exc.status == 404:
-            return False
+            return None
         raise
-    return True
+    decoded = {}
+    for key, value in (secret.data or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+    return decoded
 
 
 def get_modeldelta(namespace: str, name: str) -> Body | None:

@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, cast
@@ -29,6 +30,7 @@ from deltaroll.api import InvalidResourceError, ModelDelta, parse_resource
 from deltaroll.api.conditions import now_rfc3339
 from deltaroll.api.modeldelta import ModelDeltaStatus
 from deltaroll.controllers import kube, metrics
+from deltaroll.controllers.errors import SecretNotFoundError
 from deltaroll.controllers.jobs import DEFAULT_IMAGE, LABEL_MANAGED_BY, MANAGED_BY, version_name
 from deltaroll.controllers.observe import view_job
 from deltaroll.controllers.planner import (
@@ -80,9 +82,10 @@ def _deletes_version(spec: kopf.Spec, **_: Any) -> bool:
 def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     """Remove the version from the store unless a ModelDeployment (or a child) still needs it.
 
-    A store the operator cannot read (a remote store whose credentials only the Jobs get), or
-    that refuses access, gets a Warning Event naming the version to remove by hand instead of a
-    finalizer that never goes; a store that is briefly unavailable is retried by Kopf."""
+    The store is opened with its secretRef Secret's credentials, as the Jobs are. A store that
+    refuses access (or whose Secret is gone) gets a Warning Event naming the version to remove by
+    hand instead of a finalizer that never goes; a store that is briefly unavailable is retried
+    by Kopf."""
     from deltaroll.store import InvalidStoreUriError, StoreAccessError
 
     delta = _parse(dict(body))
@@ -92,12 +95,12 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
     bound = log.bind(namespace=namespace, name=name, version=version_id)
     uri = delta.spec.store.uri
     manual = f"remove {version_id} by hand: deltaroll gc {uri} {delta.spec.model} --keep ..."
-    if look_up(delta, cache_dir=_cache_dir()).unchecked:
-        kopf.warn(body, reason="VersionNotDeleted", message=f"no access to {uri}; {manual}")
-        return
     try:
-        reason, message = _delete_unless_used(delta, version_id, _namespaced(namespace))
-    except (StoreAccessError, InvalidStoreUriError) as exc:
+        credentials = _store_credentials(_namespaced(namespace), delta)
+        reason, message = _delete_unless_used(
+            delta, version_id, _namespaced(namespace), credentials
+        )
+    except (StoreAccessError, InvalidStoreUriError, SecretNotFoundError) as exc:
         kopf.warn(body, reason="VersionNotDeleted", message=f"{exc}; {manual}")
         bound.warning("modeldelta.version_not_deleted", error=str(exc))
         return
@@ -105,12 +108,14 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
     bound.info("modeldelta.version_retention", reason=reason)
 
 
-def _delete_unless_used(delta: ModelDelta, version_id: str, namespace: str) -> tuple[str, str]:
+def _delete_unless_used(
+    delta: ModelDelta, version_id: str, namespace: str, credentials: Mapping[str, str] | None
+) -> tuple[str, str]:
     """(Event reason, message) after deleting ``version_id`` or deciding to keep it."""
     from deltaroll.store import Store
 
     uri, model = delta.spec.store.uri, delta.spec.model
-    store = Store(uri, cache_dir=_cache_dir())
+    store = Store(uri, credentials=credentials, cache_dir=_cache_dir())
     uses = uses_of(kube.list_modeldeployments(namespace), model, uri)
     resolved = {use.ref: _resolve_or_none(store, model, use.ref) for use in uses}
     if use := blocking_use(version_id, resolved, uses):
@@ -183,9 +188,13 @@ def _parse(body: dict[str, Any]) -> ModelDelta | None:
 def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
     meta, spec = body["metadata"], delta.spec
     namespace = meta["namespace"]
-    secret = spec.store.secret_ref
-    secret_missing = secret is not None and not kube.secret_exists(namespace, secret.name)
-    store = StoreView() if secret_missing else look_up(delta, cache_dir=_cache_dir())
+    try:
+        credentials = _store_credentials(namespace, delta)
+    except SecretNotFoundError:
+        secret_missing, store = True, StoreView()
+    else:
+        secret_missing = False
+        store = look_up(delta, cache_dir=_cache_dir(), credentials=credentials)
     parent_phase = None
     if spec.parent is not None and store.parent_id is None and store.problem is None:
         parent_phase = _parent_phase(namespace, delta)
@@ -199,6 +208,20 @@ def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
         jobs=jobs,
         published_inputs=(meta.get("annotations") or {}).get(INPUTS_ANNOTATION),
     )
+
+
+def _store_credentials(namespace: str, delta: ModelDelta) -> Mapping[str, str] | None:
+    """The secretRef Secret's data to open the store with, as the Jobs get it (envFrom); None
+    without a secretRef, for the operator's own environment."""
+    secret = delta.spec.store.secret_ref
+    if secret is None:
+        return None
+    data = kube.read_secret_data(namespace, secret.name)
+    if data is None:
+        raise SecretNotFoundError(
+            f"Secret {secret.name} (spec.store.secretRef) not found in namespace {namespace}"
+        )
+    return data
 
 
 def _parent_phase(namespace: str, delta: ModelDelta) -> str | None:

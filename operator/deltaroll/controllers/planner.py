@@ -41,7 +41,6 @@ class StoreView:
     retryable: bool = False
     parent_id: str | None = None  # spec.parent resolved in the store
     published: VersionFacts | None = None  # the version the ModelDelta's name points at
-    unchecked: bool = False  # the operator may not read this store (its Secret is the Job's)
 
 
 @dataclass(frozen=True)
@@ -114,10 +113,8 @@ def plan(delta: ModelDelta, observed: Observed, *, now: str, default_image: str)
             name = str(manifest["metadata"]["name"])
             status = builder.computing("JobCreated", f"created Job {name}", job_name=name)
     elif current.succeeded:
-        reported = _reported_facts(current) if observed.store.unchecked else None
-        facts = published or reported
-        if facts is not None:
-            status = builder.ready(version_name(delta), facts)
+        if published is not None:
+            status = builder.ready(version_name(delta), published)
         else:
             status = builder.failed(
                 "PublishNotFound",
@@ -164,8 +161,6 @@ def _validate(
             "it with the store's credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ... or "
             "HF_TOKEN)",
         ), False
-    if store.unchecked:
-        return builder.before, True  # the worker checks the parent with the Secret's credentials
     if store.problem is not None:
         reason = store.problem_reason or "StoreUnavailable"
         if store.retryable:
@@ -295,24 +290,6 @@ def _transition_events(before: ModelDeltaStatus, after: ModelDeltaStatus) -> lis
 
 def _ready_reason(status: ModelDeltaStatus) -> str | None:
     return next((c.reason for c in status.conditions or () if c.type == READY), None)
-
-
-def _reported_facts(job: JobView) -> VersionFacts | None:
-    """The facts the publishing worker read back from the store, from its termination message."""
-    for report in job.reports:
-        if report.get("ok") and isinstance(report.get("version"), str):
-            try:
-                return VersionFacts(
-                    version=report["version"],
-                    parent=report.get("parent"),
-                    changed_fraction=report.get("changed_fraction"),
-                    delta_bytes=int(report["delta_bytes"]),
-                    full_bytes=report.get("full_bytes"),
-                    anchored=bool(report.get("anchored")),
-                )
-            except (KeyError, TypeError, ValueError):
-                return None
-    return None
 
 
 def _newest(jobs: list[JobView]) -> JobView | None:

@@ -8,6 +8,7 @@ prefix), so a ModelDelta named like a hex prefix can never adopt an unrelated ve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from deltaroll.api.modeldelta import ModelDelta
@@ -24,19 +25,17 @@ from deltaroll.store import (
 from deltaroll.worker.facts import version_facts
 
 
-def look_up(delta: ModelDelta, *, cache_dir: Path) -> StoreView:
+def look_up(
+    delta: ModelDelta, *, cache_dir: Path, credentials: Mapping[str, str] | None = None
+) -> StoreView:
     """The parent's id and the published version's facts, or why the store could not say.
 
-    A remote store with a secretRef is not read: its credentials are the Job's (envFrom), and
-    the operator's own identity may see a different bucket policy, so any answer would be a
-    guess. The worker then checks the parent and the planner takes the numbers from the worker's
-    report. (Reading it here needs per-Store credentials; requested from the store layer.)
+    ``credentials`` are the data of the store's secretRef Secret: the store is read with the
+    same identity as the worker Job's (envFrom), so the answer is the one the Job would get.
     """
     spec = delta.spec
-    if spec.store.secret_ref is not None and not spec.store.uri.startswith("file://"):
-        return StoreView(unchecked=True)
     try:
-        store = Store(spec.store.uri, cache_dir=cache_dir)
+        store = Store(spec.store.uri, credentials=credentials, cache_dir=cache_dir)
         parent_id = _resolve_parent(store, spec.model, spec.parent)
         record = store.catalog.read_name(spec.model, version_name(delta))
         published = version_facts(store, spec.model, record.version) if record else None

@@ -10,6 +10,7 @@ log); the facade holds what they share: the backend, the retry policy and the ob
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,24 +25,35 @@ from deltaroll.store.manifests import VersionManifest
 from deltaroll.store.publish import PublishOutcome, publish_delta
 from deltaroll.store.pull import PullResult, load_graph, plan_pull, pull
 from deltaroll.store.push import PushResult, push
+from deltaroll.store.redact import remember_secrets
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy
 from deltaroll.store.squash import SquashResult, squash
 from deltaroll.store.uri import StoreUri, parse_store_uri
 
 
 class Store:
-    """A model store at a URI (``file://``, ``s3://``, ``hf://buckets/...``)."""
+    """A model store at a URI (``file://``, ``s3://``, ``hf://buckets/...``).
+
+    ``credentials`` maps the environment's variable names (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP,
+    HF_TOKEN, HF_ENDPOINT) to values used instead of the process environment for this store
+    only, e.g. a Kubernetes Secret's data read by the operator. Their secret values are scrubbed
+    from every error message from then on. None (the default) reads the environment.
+    """
 
     def __init__(
         self,
         uri: str | StoreUri,
         *,
+        credentials: Mapping[str, str] | None = None,
         cache_dir: Path | None = None,
         retry: RetryPolicy = DEFAULT_POLICY,
         backend: Backend | None = None,
     ) -> None:
+        if credentials is not None:
+            remember_secrets(credentials)
         self.location = parse_store_uri(uri) if isinstance(uri, str) else uri
-        self.catalog = Catalog(backend or open_backend(self.location), retry)
+        self.catalog = Catalog(backend or open_backend(self.location, credentials), retry)
         self.cache = ObjectCache(cache_dir or default_cache_dir())
 
     @property

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from deltaroll.store.backends.base import Backend, ObjectInfo, ProgressCallback
 from deltaroll.store.uri import StoreUri
 
 __all__ = ["Backend", "ObjectInfo", "ProgressCallback", "open_backend"]
 
 
-def open_backend(uri: StoreUri) -> Backend:
-    """The backend for ``uri``; its library is imported only when that scheme is used."""
+def open_backend(uri: StoreUri, credentials: Mapping[str, str] | None = None) -> Backend:
+    """The backend for ``uri``; its library is imported only when that scheme is used.
+
+    ``credentials`` (environment variable names to values) replace the process environment's
+    for this backend only; None means the environment, as for the CLI, worker and agent."""
     if uri.scheme == "file":
         from deltaroll.store.backends.file import FileBackend
 
@@ -17,7 +22,7 @@ def open_backend(uri: StoreUri) -> Backend:
     if uri.scheme == "s3":
         from deltaroll.store.backends.s3 import S3Backend
 
-        return S3Backend(uri)
+        return S3Backend(uri, credentials)
     from deltaroll.store.backends.hf import HfBackend
 
-    return HfBackend(uri)
+    return HfBackend(uri, credentials=credentials)

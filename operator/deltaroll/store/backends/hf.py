@@ -4,7 +4,8 @@ Uploads and deletes go through ``batch_bucket_files`` in bounded batches; downlo
 their paths with one ``get_bucket_paths_info`` call per batch (which also tells us by name which
 key is missing) and then hand the resolved files to ``download_bucket_files``, which fetches them
 concurrently over Xet. The token comes from huggingface_hub's usual places (HF_TOKEN, the saved
-login); we never read or pass it.
+login), unless explicit ``credentials`` (HF_TOKEN, HF_ENDPOINT: the operator's copy of a Secret)
+are given; then only those are used, never the process's own login.
 
 The bucket API has no conditional write, so ``create_only`` is check-then-write: two writers of
 the same version racing within the same second can both write, and the last one wins. Version
@@ -14,7 +15,7 @@ creation time can differ. The S3 and file backends make this race impossible.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,11 +50,17 @@ _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 class HfBackend:
     """Keys live under ``<prefix>/`` in a Hub bucket. ``api`` is injectable for unit tests."""
 
-    def __init__(self, uri: StoreUri, api: HfApi | None = None) -> None:
+    def __init__(
+        self,
+        uri: StoreUri,
+        api: HfApi | None = None,
+        *,
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
         self.uri = str(uri)
         self.bucket_id = uri.location
         self.prefix = f"{uri.prefix}/" if uri.prefix else ""
-        self.api = api if api is not None else HfApi()
+        self.api = api if api is not None else _api(credentials)
 
     def path_of(self, key: str) -> str:
         """The path in the bucket of a store key."""
@@ -188,3 +195,13 @@ class HfBackend:
 def _batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), BATCH_SIZE):
         yield items[start : start + BATCH_SIZE]
+
+
+def _api(credentials: Mapping[str, str] | None) -> HfApi:
+    """The Hub client; explicit credentials replace the environment's (False: send no token)."""
+    if credentials is None:
+        return HfApi()
+    return HfApi(
+        token=credentials.get("HF_TOKEN") or False,
+        endpoint=credentials.get("HF_ENDPOINT") or None,
+    )

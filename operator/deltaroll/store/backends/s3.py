@@ -2,18 +2,20 @@
 
 obstore reads the standard AWS environment itself (AWS_ENDPOINT_URL, AWS_REGION,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP=true for a plain-http
-endpoint), so credentials never pass through our code. Conditional creates are ``PUT`` with
-``If-None-Match: *`` (obstore ``mode="create"``); large uploads are multipart. obstore's own retry
-is kept short: the store's retry policy (:mod:`deltaroll.store.retry`) is the one that counts."""
+endpoint). Explicit ``credentials`` under the same names (the operator's copy of a Secret) are
+passed as the store's config instead and override the environment for this store. Conditional
+creates are ``PUT`` with ``If-None-Match: *`` (obstore ``mode="create"``); large uploads are
+multipart. obstore's own retry is kept short: the store's retry policy
+(:mod:`deltaroll.store.retry`) is the one that counts."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import obstore
 from obstore.exceptions import (
@@ -35,7 +37,7 @@ from deltaroll.store.redact import reason
 from deltaroll.store.uri import StoreUri
 
 if TYPE_CHECKING:
-    from obstore.store import RetryConfig
+    from obstore.store import RetryConfig, S3Config
 
 T = TypeVar("T")
 MULTIPART_CHUNK = 16 * 1024 * 1024
@@ -46,20 +48,30 @@ _RETRY: RetryConfig = {
     "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2)},
     "retry_timeout": timedelta(seconds=60),
 }
+# Environment variable -> obstore S3 config key, for explicitly given credentials.
+_CONFIG_OF_ENV = {
+    "AWS_ACCESS_KEY_ID": "access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+    "AWS_SESSION_TOKEN": "session_token",
+    "AWS_ENDPOINT_URL": "endpoint",
+    "AWS_REGION": "region",
+}
 
 
 class S3Backend:
     """Keys live under ``<prefix>/`` in the bucket of an ``s3://`` URI."""
 
-    def __init__(self, uri: StoreUri) -> None:
+    def __init__(self, uri: StoreUri, credentials: Mapping[str, str] | None = None) -> None:
         self.uri = str(uri)
+        settings = os.environ if credentials is None else credentials
         self._store = S3Store(
             uri.location,
             prefix=uri.prefix or None,
+            config=_config(credentials) if credentials is not None else None,
             retry_config=_RETRY,
             client_options={
                 "timeout": timedelta(minutes=5),
-                "allow_http": _env_flag("AWS_ALLOW_HTTP"),
+                "allow_http": _flag(settings.get("AWS_ALLOW_HTTP")),
             },
         )
 
@@ -154,6 +166,16 @@ class S3Backend:
             self._guard(batch[0], partial(obstore.delete, self._store, batch))
 
 
-def _env_flag(name: str) -> bool:
+def _config(credentials: Mapping[str, str]) -> S3Config:
+    """obstore config from explicit credentials; set values override the environment's."""
+    config: dict[str, str] = {
+        key: credentials[var] for var, key in _CONFIG_OF_ENV.items() if credentials.get(var)
+    }
+    if "region" not in config and credentials.get("AWS_DEFAULT_REGION"):
+        config["region"] = credentials["AWS_DEFAULT_REGION"]
+    return cast("S3Config", config)
+
+
+def _flag(value: str | None) -> bool:
     """An explicit client option replaces obstore's env parsing, so read this flag ourselves."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+    return (value or "").strip().lower() in ("1", "true", "yes")
