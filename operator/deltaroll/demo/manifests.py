@@ -4,7 +4,8 @@ the reference engine beside the Deltaroll agent, a ModelDeployment that rolls th
 Plain dicts (what ``kubectl apply`` takes), so the printed YAML in the README and these stay one
 idea. The pod shape follows what the Helm chart's sidecar injection gives a vLLM pod: the agent
 reads its pod's annotations from a downwardAPI volume and shares the weights volume with the
-engine; the engine starts once the agent has written the first verified version.
+engine; the agent is a native sidecar whose startup probe holds the engine back until the
+first verified version is on the volume.
 """
 
 from __future__ import annotations
@@ -22,19 +23,14 @@ APP = "demo-llm"
 DEPLOYMENT = "demo-llm"
 ANALYSIS = "eval-loss"
 
-# The sandbox runs containers side by side; on a cluster the agent is a native sidecar whose
-# startup probe holds the engine back until the weights exist.
-ENGINE_SCRIPT = (
-    'until [ -f "$WEIGHTS/config.json" ]; do sleep 0.2; done; '
-    'exec deltaroll engine serve --kind reference --model-path "$WEIGHTS" --port "$PORT"'
-)
-
 
 def agent_container(store_uri: str) -> dict[str, Any]:
-    """The Deltaroll agent sidecar: pulls what the pod's annotation asks for, reloads the engine."""
+    """The Deltaroll agent as a native sidecar, as the chart's snippet adds it: its startup probe
+    holds the engine back until the first verified version is on the weights volume."""
     return {
         "name": "deltaroll-agent",
         "image": "ghcr.io/deltaroll/agent:0.1.0",
+        "restartPolicy": "Always",
         "command": ["deltaroll"],
         "args": [
             "agent",
@@ -44,7 +40,7 @@ def agent_container(store_uri: str) -> dict[str, Any]:
             "--annotations-file=/etc/deltaroll/podinfo/annotations",
             "--weights-dir=/models/weights",
             "--engine=reference",
-            "--engine-url=http://127.0.0.1:$(DELTAROLL_SANDBOX_PORT_HTTP)",
+            "--engine-url=http://127.0.0.1:8000",
             "--health-port=8081",
             "--poll-interval=0.3",
             "--retry-max=2",
@@ -58,6 +54,11 @@ def agent_container(store_uri: str) -> dict[str, Any]:
             },
         ],
         "ports": [{"name": "agent-health", "containerPort": 8081}],
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "agent-health"},
+            "periodSeconds": 1,
+            "failureThreshold": 600,
+        },
         "volumeMounts": [
             {"name": "weights", "mountPath": "/models"},
             {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
@@ -70,12 +71,15 @@ def engine_container() -> dict[str, Any]:
     return {
         "name": "engine",
         "image": "ghcr.io/deltaroll/reference-engine:0.1.0",
-        "command": ["sh", "-c", ENGINE_SCRIPT],
-        "env": [
-            {"name": "WEIGHTS", "value": "/models/weights"},
-            {"name": "PORT", "value": "8000"},
-            {"name": "OMP_NUM_THREADS", "value": "1"},
+        "command": ["deltaroll"],
+        "args": [
+            "engine",
+            "serve",
+            "--kind=reference",
+            "--model-path=/models/weights",
+            "--port=8000",
         ],
+        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
         "ports": [{"name": "http", "containerPort": 8000}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1},
         "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
@@ -87,7 +91,8 @@ def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
     pod_spec = {
         "terminationGracePeriodSeconds": 5,
         "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-        "containers": [agent_container(store_uri), engine_container()],
+        "initContainers": [agent_container(store_uri)],
+        "containers": [engine_container()],
         "volumes": [
             {"name": "weights", "emptyDir": {}},
             {
