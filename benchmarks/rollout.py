@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
+from deltaroll.demo.manifests import agent_container, pod_volumes
 from deltaroll.demo.model import train
 from deltaroll.demo.observe import Pod, downloaded_bytes
 from deltaroll.sandbox.testing import RunningSandbox, running_sandbox
@@ -64,53 +65,15 @@ def free_port() -> int:
 
 
 def agent_only_pod_spec(store_uri: str, engine_url: str) -> dict[str, Any]:
-    """The cheap pod shape: the agent alone, reloading a shared engine."""
+    """The cheap pod shape: the demo's agent alone, reloading a shared engine."""
+    agent = agent_container(store_uri, model=MODEL, engine_url=engine_url)
+    agent["args"] = [*agent["args"], "--log-level=warning"]
+    agent["env"] = [*agent["env"], {"name": "OMP_NUM_THREADS", "value": "1"}]
     return {
         "terminationGracePeriodSeconds": 2,
         "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-        "containers": [
-            {
-                "name": "deltaroll-agent",
-                "image": "ghcr.io/deltaroll/agent:0.1.0",
-                "command": ["deltaroll"],
-                "args": [
-                    "agent",
-                    "run",
-                    f"--store={store_uri}",
-                    f"--model={MODEL}",
-                    "--annotations-file=/etc/deltaroll/podinfo/annotations",
-                    "--weights-dir=/models/weights",
-                    "--engine=reference",
-                    f"--engine-url={engine_url}",
-                    "--health-port=8081",
-                    "--poll-interval=0.3",
-                    "--retry-max=2",
-                    "--log-format=console",
-                    "--log-level=warning",
-                ],  # fmt: skip
-                "env": [
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "POD_NAMESPACE", "value": NAMESPACE},
-                    {"name": "OMP_NUM_THREADS", "value": "1"},
-                ],
-                "ports": [{"name": "agent-health", "containerPort": 8081}],
-                "volumeMounts": [
-                    {"name": "weights", "mountPath": "/models"},
-                    {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
-                ],
-            }
-        ],
-        "volumes": [
-            {"name": "weights", "emptyDir": {}},
-            {
-                "name": "podinfo",
-                "downwardAPI": {
-                    "items": [
-                        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
-                    ]
-                },
-            },
-        ],
+        "containers": [agent],
+        "volumes": pod_volumes(),
     }
 
 

@@ -24,23 +24,23 @@ DEPLOYMENT = "demo-llm"
 ANALYSIS = "eval-loss"
 
 
-def agent_container(store_uri: str) -> dict[str, Any]:
-    """The Deltaroll agent as a native sidecar, as the chart's snippet adds it: its startup probe
-    holds the engine back until the first verified version is on the weights volume."""
+def agent_container(
+    store_uri: str, *, model: str = MODEL, engine_url: str = "http://127.0.0.1:8000"
+) -> dict[str, Any]:
+    """The Deltaroll agent: pulls what the pod's annotation asks for, reloads the engine."""
     return {
         "name": "deltaroll-agent",
         "image": "ghcr.io/deltaroll/agent:0.1.0",
-        "restartPolicy": "Always",
         "command": ["deltaroll"],
         "args": [
             "agent",
             "run",
             f"--store={store_uri}",
-            f"--model={MODEL}",
+            f"--model={model}",
             "--annotations-file=/etc/deltaroll/podinfo/annotations",
             "--weights-dir=/models/weights",
             "--engine=reference",
-            "--engine-url=http://127.0.0.1:8000",
+            f"--engine-url={engine_url}",
             "--health-port=8081",
             "--poll-interval=0.3",
             "--retry-max=2",
@@ -54,16 +54,40 @@ def agent_container(store_uri: str) -> dict[str, Any]:
             },
         ],
         "ports": [{"name": "agent-health", "containerPort": 8081}],
-        "startupProbe": {
-            "httpGet": {"path": "/healthz", "port": "agent-health"},
-            "periodSeconds": 1,
-            "failureThreshold": 600,
-        },
         "volumeMounts": [
             {"name": "weights", "mountPath": "/models"},
             {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
         ],
     }
+
+
+def as_native_sidecar(container: dict[str, Any]) -> dict[str, Any]:
+    """The agent as the chart's snippet adds it: an init container that keeps running, whose
+    startup probe holds the engine back until the first verified version is on the volume."""
+    return {
+        **container,
+        "restartPolicy": "Always",
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "agent-health"},
+            "periodSeconds": 1,
+            "failureThreshold": 600,
+        },
+    }
+
+
+def pod_volumes() -> list[dict[str, Any]]:
+    """The weights volume the agent and the engine share, and the pod's annotations file."""
+    return [
+        {"name": "weights", "emptyDir": {}},
+        {
+            "name": "podinfo",
+            "downwardAPI": {
+                "items": [
+                    {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+                ]
+            },
+        },
+    ]
 
 
 def engine_container() -> dict[str, Any]:
@@ -91,19 +115,9 @@ def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
     pod_spec = {
         "terminationGracePeriodSeconds": 5,
         "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-        "initContainers": [agent_container(store_uri)],
+        "initContainers": [as_native_sidecar(agent_container(store_uri))],
         "containers": [engine_container()],
-        "volumes": [
-            {"name": "weights", "emptyDir": {}},
-            {
-                "name": "podinfo",
-                "downwardAPI": {
-                    "items": [
-                        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
-                    ]
-                },
-            },
-        ],
+        "volumes": pod_volumes(),
     }
     return {
         "apiVersion": "apps/v1",
