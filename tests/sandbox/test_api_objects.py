@@ -181,6 +181,30 @@ def test_status_subresource(custom, widgets_crd):
     assert status["metadata"]["generation"] == 2
 
 
+def test_builtin_kinds_always_carry_a_status(http):
+    """kube-apiserver serializes a typed object's empty status as ``{}``; clients read
+    ``job.status.conditions`` on a Job no controller has touched yet."""
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "fresh"},
+        "status": {"succeeded": 9},
+        "spec": {
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "i", "command": ["true"]}],
+                }
+            }
+        },
+    }
+    made = http("POST", "/apis/batch/v1/namespaces/default/jobs", json=job)
+    assert made.status_code == 201
+    assert made.json()["status"] == {}  # present, empty, and not the client's forged one
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "no-status"}}
+    assert "status" not in http("POST", "/api/v1/namespaces/default/configmaps", json=cm).json()
+
+
 def test_deletion_waits_for_finalizers(core):
     core.create_namespaced_config_map(
         "default", {"metadata": {"name": "f", "finalizers": ["example.com/x"]}}

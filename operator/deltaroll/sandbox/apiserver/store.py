@@ -201,6 +201,8 @@ class Store:
             raise already_exists(rtype.plural, name, rtype.group)
         if rtype.has_status:
             obj.pop("status", None)  # status is written through /status only
+            if not rtype.custom:
+                obj["status"] = {}  # typed builtins always serialize one, as kube-apiserver does
         for server_field in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(server_field, None)
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
@@ -376,8 +378,10 @@ class Store:
             new = copy.deepcopy(old)
             if "status" in body:
                 new["status"] = copy.deepcopy(body["status"])
-            else:
+            elif rtype.custom:
                 new.pop("status", None)
+            else:
+                new["status"] = {}
         else:
             new = copy.deepcopy(body)
             if rtype.has_status:
