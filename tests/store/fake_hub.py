@@ -28,6 +28,7 @@ class FakeHubApi:
     def __init__(self, bucket_id: str = "ns/bucket") -> None:
         self.bucket_id = bucket_id
         self.files: dict[str, bytes] = {}
+        self.written: dict[str, datetime] = {}  # the mtime the Hub reports (else: now)
         self.calls: list[tuple[str, int]] = []  # (method, number of items)
         self.pages_served = 0
         self.fail: dict[str, list[BaseException]] = {}
@@ -46,7 +47,7 @@ class FakeHubApi:
             path=path,
             size=len(data),
             xetHash=hashlib.sha256(data).hexdigest(),
-            mtime=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            mtime=self.written.get(path, datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         )
 
     def batch_bucket_files(
@@ -63,8 +64,10 @@ class FakeHubApi:
             self.files[destination] = (
                 source if isinstance(source, bytes) else Path(source).read_bytes()
             )
+            self.written[destination] = datetime.now(UTC)
         for path in delete or []:
             self.files.pop(path, None)
+            self.written.pop(path, None)
 
     def get_bucket_paths_info(
         self, bucket_id: str, paths: Iterable[str], *, token: str | bool | None = None

@@ -155,7 +155,8 @@ def gc(
         typer.Option(
             "--grace-seconds",
             min=0,
-            help="Never delete objects younger than this (protects pushes in progress).",
+            help="Never delete objects younger than this, nor staged shards of a sharded "
+            "computation written within it (protects pushes and Jobs in progress).",
         ),
     ] = 3600,
     as_json: JsonOpt = False,
@@ -168,6 +169,7 @@ def gc(
         as_json=as_json,
         human=f"kept {len(result.kept_versions)} versions; {verb} "
         f"{len(result.deleted_versions)} versions, {len(result.deleted_anchors)} anchors, "
+        f"{result.deleted_staging_parts} staged parts, "
         f"{result.deleted_objects} objects ({result.freed_bytes} bytes)",
     )
 

@@ -9,8 +9,9 @@ from whatever the puller already has.
 Modules, each with one job: ``uri`` (parse/validate URIs), ``names``/``keys`` (safe names and
 the layout), ``backends`` (bytes in and out), ``retry``, ``manifests`` (the records),
 ``catalog`` (records in a store), ``transfer``/``cache`` (verified objects), ``graph`` (the
-planner), ``aliases``, and one module per operation: ``publish``, ``push``, ``pull``, ``gc``,
-``squash``, ``log``; ``client`` is the :class:`Store` facade over all of them.
+planner), ``aliases``, ``staging`` (the shares of sharded computations), and one module per
+operation: ``publish``, ``push``, ``pull``, ``gc``, ``squash``, ``log``; ``client`` is the
+:class:`Store` facade over all of them.
 """
 
 from __future__ import annotations

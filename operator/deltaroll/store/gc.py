@@ -4,11 +4,14 @@ For each kept version, its parent chain is kept up to the nearest anchor, with t
 every kept version can still be rebuilt from nothing. Everything else goes: versions (and the
 names pointing at them), anchors, and objects no remaining manifest refers to. A kept version
 whose parent is deleted (it has its own anchor) is rewritten as a root, so no manifest is left
-pointing at deleted objects.
+pointing at deleted objects. Staged parts of sharded computations go once their group is
+published or has been idle for the grace period (:mod:`deltaroll.store.staging`).
 
 Order is chosen so readers never see a broken version: names, then version manifests, then
-anchors, then objects. Objects younger than the grace period are never deleted, because a push
-in progress uploads its objects before its manifest makes them referenced."""
+anchors, then staged parts, then objects. Objects younger than the grace period are never
+deleted, because a push in progress uploads its objects before its manifest makes them
+referenced; nor are objects that a kept staged part lists, because a sharded computation uploads
+its shares' objects long before its version manifest refers to them."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from deltaroll.store.aliases import resolve
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.graph import VersionGraph
 from deltaroll.store.manifests import VersionManifest, now
+from deltaroll.store.staging import review_staging
 
 log = structlog.get_logger(__name__)
 DEFAULT_GRACE = timedelta(hours=1)
@@ -33,6 +37,7 @@ class GcResult:
     deleted_versions: list[str]
     deleted_anchors: list[str]
     deleted_names: list[str]
+    deleted_staging_parts: int
     deleted_objects: int
     freed_bytes: int
     dry_run: bool
@@ -73,6 +78,8 @@ def gc(
     for version in keep_anchors:
         referenced.update(ref.digest for ref in graph.anchors[version].delta.objects)
     cutoff = now() - grace
+    staging = review_staging(catalog, model, set(graph.versions), cutoff)
+    referenced |= staging.referenced
     prefix = keys.objects_prefix(model)
     listed = catalog.list_keys(prefix)
     doomed_objects = [
@@ -94,16 +101,24 @@ def gc(
             )
         catalog.delete([keys.version_key(model, v) for v in doomed_versions])
         catalog.delete([keys.anchor_key(model, v) for v in doomed_anchors])
+        catalog.delete([info.key for info in staging.stale])
         catalog.delete([info.key for info in doomed_objects])
     result = GcResult(
         kept_versions=sorted(keep_versions),
         deleted_versions=doomed_versions,
         deleted_anchors=doomed_anchors,
         deleted_names=doomed_names,
+        deleted_staging_parts=len(staging.stale),
         deleted_objects=len(doomed_objects),
         freed_bytes=sum(info.size for info in doomed_objects),
         dry_run=dry_run,
         rerooted=rerooted,
     )
-    log.info("store.gc", model=model, dry_run=dry_run, freed_bytes=result.freed_bytes)
+    log.info(
+        "store.gc",
+        model=model,
+        dry_run=dry_run,
+        freed_bytes=result.freed_bytes,
+        staging_parts=result.deleted_staging_parts,
+    )
     return result

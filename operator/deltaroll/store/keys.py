@@ -4,11 +4,17 @@
 <model>/objects/<sha256>          immutable payloads, deduplicated across versions
 <model>/anchors/<version>.json    full snapshots (a delta from nothing)
 <model>/names/<name>.json         human names (``step-120``) pointing at a version id
+<model>/staging/<group>/part-<index>-of-<shares>.json
+                                  one share of a sharded computation, until it is published
 """
 
 from __future__ import annotations
 
+import re
+
 from deltaroll.store.names import validate_digest, validate_name
+
+_STAGED_PART = re.compile(r"([^/]+)/part-([0-9]{4})-of-([0-9]{4})\.json")
 
 
 def model_prefix(model: str) -> str:
@@ -45,6 +51,26 @@ def names_prefix(model: str) -> str:
 
 def objects_prefix(model: str) -> str:
     return f"{model_prefix(model)}objects/"
+
+
+def staging_prefix(model: str) -> str:
+    return f"{model_prefix(model)}staging/"
+
+
+def staging_part_key(model: str, group: str, index: int, shares: int) -> str:
+    """Where index ``index`` of a ``shares``-way computation records its share; the share count
+    is in the key so a listing tells whether a group is complete."""
+    group = validate_name(group, what="staging group")
+    return f"{staging_prefix(model)}{group}/part-{index:04d}-of-{shares:04d}.json"
+
+
+def staging_part(key: str, prefix: str) -> tuple[str, int, int] | None:
+    """``(group, index, shares)`` of a listed staging key, or None for a foreign key."""
+    match = _STAGED_PART.fullmatch(key[len(prefix) :]) if key.startswith(prefix) else None
+    if match is None:
+        return None
+    group, index, shares = match.groups()
+    return group, int(index), int(shares)
 
 
 def stem(key: str, prefix: str, suffix: str = "") -> str | None:

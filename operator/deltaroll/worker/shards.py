@@ -2,12 +2,16 @@
 
 Each index (``JOB_COMPLETION_INDEX``) diffs a share of the checkpoint's weight files, chosen the
 same way by every index (largest files first, each to the least-loaded share), uploads its
-share's objects to the store, and records its share's manifest under a staging key. The index
-that finds every share recorded assembles the full delta manifest and publishes the version; the
-last index to finish always does, and two doing it at once publish the same bytes (publishing is
-conditional). The assembled manifest is byte-identical to a single worker's: per-tensor entries
-do not depend on each other, the tensor order and both layouts are rebuilt from the full
-checkpoints, so the version id is the same whatever N.
+share's objects to the store, and records its share's manifest under a staging key
+(:mod:`deltaroll.store.staging`). The index that finds every share recorded assembles the full
+delta manifest and publishes the version; the last index to finish always does, and two doing it
+at once publish the same bytes (publishing is conditional). It then discards the staged parts,
+last, so that a crash before the name is set leaves them for the retry; a part left behind (a
+failed delete, an index retried after publication) is removed by ``deltaroll gc``.
+
+The assembled manifest is byte-identical to a single worker's: per-tensor entries do not depend
+on each other, the tensor order and both layouts are rebuilt from the full checkpoints, so the
+version id is the same whatever N.
 
 Sharding needs each tensor present on both sides to live in the same file name on both sides
 (the usual case between checkpoints of one run); otherwise index 0 diffs everything alone.
@@ -34,15 +38,21 @@ from deltaroll.checkpoint import (
     DeltaManifest,
     open_checkpoint,
     read_delta_manifest,
-    version_from_tensor_entries,
 )
 from deltaroll.checkpoint.diff import write_delta
 from deltaroll.checkpoint.layouts import record_layout
-from deltaroll.checkpoint.manifest import SCHEMA, ObjectRef, TensorEntry, write_manifest
+from deltaroll.checkpoint.manifest import SCHEMA, ObjectRef, write_manifest
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.staging import staged_directory
-from deltaroll.store import ObjectNotFoundError, keys
+from deltaroll.store import StoreError
 from deltaroll.store.manifests import ObjectRef as StoreObjectRef
+from deltaroll.store.staging import (
+    EMPTY_SHARE,
+    discard_group,
+    read_part,
+    record_part,
+    side_version,
+)
 from deltaroll.store.transfer import download_objects, upload_objects
 from deltaroll.worker.compute import diff_device, finish_version, publish_anchor
 from deltaroll.worker.errors import ShareMismatchError
@@ -147,8 +157,8 @@ def compute_share(
         )
         part = (share_dir / MANIFEST).read_bytes()
     else:
-        part = b"{}"  # an empty share: recorded so the others know this index is done
-    store.catalog.write_bytes(_part_key(model, group, index), part, create_only=False)
+        part = EMPTY_SHARE  # recorded so the others know this index is done
+    record_part(store.catalog, model, group, index, shares, part)
     log.info("worker.share_recorded", index=index, shares=shares, files=files)
     parts = _collect_parts(store, model, group, shares, work_dir / "parts")
     if parts is None:
@@ -156,11 +166,12 @@ def compute_share(
     delta_dir = work_dir / "delta"
     assemble(base, target, parts, delta_dir, store=store, model=model, level=level)
     store.publish(model, delta_dir)
-    store.catalog.delete([_part_key(model, group, i) for i in range(shares)])
     version = read_delta_manifest(delta_dir).target_version
     if anchor:
         publish_anchor(store, model, target_path, work_dir / "anchor", level)
-    return ShareOutcome(index, shares, files, finish_version(store, model, version, name))
+    facts = finish_version(store, model, version, name)
+    _discard_parts(store, model, group, shares)
+    return ShareOutcome(index, shares, files, facts)
 
 
 def assemble(
@@ -200,8 +211,8 @@ def assemble(
         target_layout = record_layout(target, objects, level=level)
         manifest = DeltaManifest(
             schema=SCHEMA,
-            base_version=_version(ordered, "base"),
-            target_version=_version(ordered, "target"),
+            base_version=side_version(ordered, "base"),
+            target_version=side_version(ordered, "target"),
             base_layout=base_layout,
             target_layout=target_layout,
             tensors=ordered,
@@ -220,11 +231,10 @@ def _collect_parts(
     """Every share's manifest (integrity-checked), or None while some index is not done."""
     parts = []
     for index in range(shares):
-        try:
-            data = store.catalog.read_bytes(_part_key(model, group, index))
-        except ObjectNotFoundError:
+        data = read_part(store.catalog, model, group, index, shares)
+        if data is None:
             return None
-        if data == b"{}":
+        if data == EMPTY_SHARE:
             continue
         part_dir = into / str(index)
         part_dir.mkdir(parents=True, exist_ok=True)
@@ -233,18 +243,18 @@ def _collect_parts(
     return parts
 
 
-def _version(entries: Sequence[TensorEntry], side: str) -> str:
-    sides = [(e.name, e.base if side == "base" else e.target) for e in entries]
-    return version_from_tensor_entries(
-        (name, s.dtype, s.shape, s.checksum) for name, s in sides if s is not None
-    )
-
-
 def _group_id(model: str, parent_id: str, target_uri: str, level: int, shares: int) -> str:
     """The same for every index (and every retry) of one sharded computation."""
     identity = json.dumps([model, parent_id, target_uri, level, shares])
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def _part_key(model: str, group: str, index: int) -> str:
-    return f"{keys.model_prefix(model)}staging/{group}/part-{index:04d}.json"
+def _discard_parts(store: Store, model: str, group: str, shares: int) -> None:
+    """Remove the group's staged parts; the version is published, so a failure only leaves
+    them for ``deltaroll gc`` (which removes a published group's parts) and is logged."""
+    try:
+        discard_group(store.catalog, model, group, shares)
+    except StoreError as exc:
+        log.warning(
+            "worker.staging_not_discarded", model=model, group=group, shares=shares, error=str(exc)
+        )
