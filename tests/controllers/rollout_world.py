@@ -13,6 +13,7 @@ from typing import Any
 
 from deltaroll.agent.states import AgentState
 from deltaroll.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from deltaroll.controllers.rollout_overlap import Overlap
 from deltaroll.controllers.rollout_planner import Observed, Plan, TargetVersion, plan
 from deltaroll.controllers.rollout_pods import PodView
 
@@ -55,6 +56,7 @@ class World:
     now: datetime = T0
     generation: int = 1
     agents_obey: bool = True
+    overlap: Overlap | None = None
     plans: list[Plan] = field(default_factory=list)
     written: list[dict[str, str]] = field(default_factory=list)
 
@@ -84,6 +86,7 @@ class World:
                 annotations=dict(self.annotations),
                 target=self.target,
                 version_ids=self.version_ids,
+                overlap=self.overlap,
             ),
             self.now,
         )

@@ -11,6 +11,9 @@ run``), real agents and reference engines as pod processes, a real store, and th
   a version inside rollbackWindow without canary steps.
 - An S3 store (moto) that goes away mid-rollout: the rollout waits, the pods keep serving, and it
   finishes when the store is back.
+- Two ModelDeployments selecting one pod: the older keeps it and rolls out; the younger writes
+  nothing, says why (Degraded, SelectorOverlap, one Warning), and takes the pod when its labels
+  stop matching the older's selector.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from tests.engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_checkpo
 
 from deltaroll.agent.states import AgentState
 from deltaroll.api.annotations import PROMOTE
+from deltaroll.api.conditions import now_rfc3339
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.sandbox.testing import RunningSandbox
 from deltaroll.store import Store
@@ -123,8 +127,8 @@ def plugin(cluster: RunningSandbox, *args: str) -> subprocess.CompletedProcess[s
     )  # fmt: skip
 
 
-def md_status(custom: Any) -> dict[str, Any]:
-    body = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME)
+def md_status(custom: Any, name: str = NAME) -> dict[str, Any]:
+    body = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
     return dict(body.get("status") or {})
 
 
@@ -427,3 +431,98 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
         operator.stop()
         client.close()
         s3.stop()
+
+
+def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_ends(
+    cluster: RunningSandbox, fast_operator: Operator, published: Published
+) -> None:
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    client = cluster.api_client()
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    pod = inference_pod("infer-0", store_uri=published.uri, version=v1, store_env={})
+    del pod["metadata"]["annotations"]  # the operator gives the pod its version
+    pod["metadata"]["labels"] = {"app": "tiny-llm", "pool": "lab"}
+    core.create_namespaced_pod(NAMESPACE, pod)
+    recorder = ReadinessRecorder(core, "infer-0")
+    recorder.start()
+    # The older deployment sorts after the younger by name: age, not the name, decides.
+    older = deployment(published, v1)
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, older)
+    wait_for(lambda: view(core, "infer-0").wanted == v1, START_TIMEOUT_S, "older's annotation")
+    born = created["metadata"]["creationTimestamp"]
+    wait_for(lambda: now_rfc3339() > born, 5, "a creationTimestamp one second later")
+    younger = deployment(published, v2)
+    younger["metadata"]["name"] = "lab"
+    younger["spec"]["selector"] = {"matchLabels": {"pool": "lab"}}
+    custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, younger)
+
+    def degraded_of(name: str) -> dict[str, Any]:
+        conditions = md_status(custom, name).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "Degraded"), {})
+
+    def overlap_or_taken() -> bool:
+        return degraded_of("lab").get("reason") == "SelectorOverlap" or (
+            view(core, "infer-0").wanted == v2
+        )
+
+    wait_for(overlap_or_taken, START_TIMEOUT_S, "the younger yielding", fast_operator.log)
+    assert view(core, "infer-0").wanted == v1
+    yielded = md_status(custom, "lab")
+    conditions = {c["type"]: c for c in yielded["conditions"]}
+    assert yielded["phase"] == "Degraded"
+    assert (conditions["Degraded"]["status"], conditions["Stalled"]["status"]) == ("True", "True")
+    assert conditions["Ready"]["status"] == "False"
+    message = conditions["Degraded"]["message"]
+    assert "infer-0" in message and f"ModelDeployment {NAME}" in message
+    shown = plugin(cluster, "status", "lab")  # what a person runs to find out why
+    assert shown.returncode == 0, shown.stderr
+    assert f"Message:      {message}" in shown.stdout
+    assert "Condition:    Degraded=True (SelectorOverlap)" in shown.stdout
+
+    def healthy(name: str, version: str) -> Any:
+        def check() -> Any:
+            status = md_status(custom, name)
+            return status.get("phase") == "Healthy" and status.get("stableVersion") == version
+
+        return wait_for(check, START_TIMEOUT_S, f"{name} Healthy on {version}", fast_operator.log)
+
+    healthy(NAME, v1)  # the older's rollout is unaffected; the younger ticked all along
+    assert md_status(custom, "lab")["phase"] == "Degraded"
+    assert [v.wanted for v in recorder.views if v.wanted not in (None, v1)] == []
+
+    def events(reason: str) -> int:
+        listed = core.list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=lab")
+        return sum(e.count or 1 for e in listed.items if e.reason == reason)
+
+    assert events("SelectorOverlap") == 1
+
+    # the pod leaves the older's selector: the younger takes it on its next reconcile
+    core.patch_namespaced_pod("infer-0", NAMESPACE, {"metadata": {"labels": {"app": None}}})
+    healthy("lab", v2)
+    assert engine_checksum(view(core, "infer-0"))["version"] == v2
+    assert degraded_of("lab")["status"] == "False"
+    assert events("SelectorOverlapResolved") == 1
+    wait_for(lambda: md_status(custom, NAME).get("totalPods") == 0, 30, "the older without the pod")
+    assert md_status(custom, NAME)["phase"] == "Healthy"
+
+    # the label comes back: the older takes its pod back and the younger yields again (a new
+    # Warning); then the older is deleted and the younger takes the pod on its next reconcile
+    core.patch_namespaced_pod("infer-0", NAMESPACE, {"metadata": {"labels": {"app": "tiny-llm"}}})
+
+    def taken_back() -> bool:
+        return view(core, "infer-0").wanted == v1 and (
+            degraded_of("lab").get("reason") == "SelectorOverlap"
+        )
+
+    wait_for(taken_back, START_TIMEOUT_S, "the older taking its pod back", fast_operator.log)
+    # the Event follows the status write of the same reconcile
+    wait_for(lambda: events("SelectorOverlap") == 2, 30, "a Warning for the new overlap")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME)
+    healthy("lab", v2)  # the pod wanted v1 when the older went: the younger moved it back
+    assert view(core, "infer-0").wanted == v2
+    assert engine_checksum(view(core, "infer-0"))["version"] == v2
+    assert (events("SelectorOverlap"), events("SelectorOverlapResolved")) == (2, 2)
+    recorder.stop()
+    assert recorder.unsafe_ready(set(published.ids.values())) == []
+    client.close()

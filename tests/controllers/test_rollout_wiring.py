@@ -9,8 +9,8 @@ import pytest
 from tests.controllers.rollout_world import make_spec
 
 from deltaroll.api.modeldeployment import LabelSelector
-from deltaroll.controllers.modeldeployment import selects
 from deltaroll.controllers.rollout_kube import label_selector
+from deltaroll.controllers.rollout_overlap import selects
 from deltaroll.controllers.rollout_planner import TargetVersion
 from deltaroll.controllers.rollout_target import from_modeldeltas, from_store
 

@@ -485,7 +485,13 @@ class ModelDeploymentSpec(ApiModel):
             "Version (name or id) the pods should serve. The one field GitOps edits to promote."
         )
     )
-    selector: LabelSelector = Field(description="Label selector of the inference pods.")
+    selector: LabelSelector = Field(
+        description=(
+            "Label selector of the inference pods. A pod that an older ModelDeployment also "
+            "selects stays with that one: this ModelDeployment then changes no pod and is "
+            "Degraded with reason SelectorOverlap until the selectors are disjoint."
+        )
+    )
     engine: EngineSpec = Field(description="The inference server in each pod.")
     strategy: Strategy | None = Field(
         default=None, description="How pods move to a new version; all at once when unset."

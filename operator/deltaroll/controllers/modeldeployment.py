@@ -10,6 +10,9 @@ ModelDeployment):
 - a selected pod changes (its agent reports): an index of ModelDeployment selectors maps the
   pod to the deployments that choose it.
 
+Two ModelDeployments selecting one pod do not fight over it: the older keeps it and the younger
+changes no pod until the overlap ends (:mod:`deltaroll.controllers.rollout_overlap`).
+
 The rollout itself is :func:`deltaroll.controllers.rollout_planner.plan`, a pure function.
 """
 
@@ -27,11 +30,12 @@ import structlog
 
 from deltaroll.api import InvalidResourceError, ModelDeployment, parse_resource
 from deltaroll.api.annotations import POD_VERSION
-from deltaroll.api.modeldeployment import LabelSelector, ModelDeploymentStatus
+from deltaroll.api.modeldeployment import ModelDeploymentStatus
 from deltaroll.controllers import kube, rollout_kube, rollout_target
 from deltaroll.controllers.analysis.job import DEFAULT_IMAGE
 from deltaroll.controllers.analysis.measure import Context, take
 from deltaroll.controllers.analysis.runs import is_due, record, rfc3339
+from deltaroll.controllers.rollout_overlap import older_claims, selects
 from deltaroll.controllers.rollout_planner import Observed, Plan, plan
 from deltaroll.controllers.rollout_pods import (
     POD_VERSION_SET_AT,
@@ -80,27 +84,6 @@ def pod_changed(labels: Mapping[str, str], namespace: str | None, **kwargs: Any)
             reconcile(str(namespace), name)
 
 
-def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Whether a metav1.LabelSelector (wire form) chooses a pod with ``labels``."""
-    try:
-        parsed = LabelSelector.model_validate(dict(selector))
-    except ValueError:
-        return False
-    if any(labels.get(k) != v for k, v in (parsed.match_labels or {}).items()):
-        return False
-    for requirement in parsed.match_expressions or []:
-        value, values = labels.get(requirement.key), requirement.values or []
-        ok = {
-            "In": value in values,
-            "NotIn": value not in values,
-            "Exists": requirement.key in labels,
-            "DoesNotExist": requirement.key not in labels,
-        }[requirement.operator]
-        if not ok:
-            return False
-    return True
-
-
 def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | None:
     """Bring one ModelDeployment's pods and status one step closer to its spec."""
     with _locks[(namespace, name)]:
@@ -114,17 +97,21 @@ def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | 
         spec = deployment.spec
         pod_bodies = [p for p in rollout_kube.list_pods(namespace, spec.selector)]
         views = [v for v in (view_pod(p) for p in pod_bodies) if v is not None]
+        # Before anything is written: an older ModelDeployment selecting our pods keeps them.
+        overlap = older_claims(body, rollout_kube.list_modeldeployments(namespace), pod_bodies)
         modeldeltas = kube.list_modeldeltas(namespace)
         target = rollout_target.look_up(modeldeltas, spec, spec.version)
         status = deployment.status or ModelDeploymentStatus()
         ids = _version_ids(modeldeltas, deployment, target.version_id)
-        status = _measure(body, deployment, status, pod_bodies, views, VersionAliases(ids), now)
+        if overlap is None:  # a yielding deployment does not judge pods it does not drive
+            status = _measure(body, deployment, status, pod_bodies, views, VersionAliases(ids), now)
         observed = Observed(
             generation=int(body["metadata"].get("generation") or 0),
             pods=tuple(views),
             annotations=dict(body["metadata"].get("annotations") or {}),
             target=target,
             version_ids=ids,
+            overlap=overlap,
         )
         outcome = plan(spec, status, observed, now)
         _apply(body, outcome, now)

@@ -73,6 +73,12 @@ def get_modeldeployment(namespace: str, name: str) -> Body | None:
         raise
 
 
+def list_modeldeployments(namespace: str) -> list[Body]:
+    """Every ModelDeployment in the namespace: whose selectors overlap whose."""
+    listed = _custom().list_namespaced_custom_object(GROUP, VERSION, namespace, MODELDEPLOYMENTS)
+    return [dict(item) for item in listed.get("items") or []]
+
+
 def list_pods(namespace: str, selector: LabelSelector) -> list[Body]:
     listed = _core().list_namespaced_pod(namespace, label_selector=label_selector(selector))
     return [_plain(pod) for pod in listed.items]

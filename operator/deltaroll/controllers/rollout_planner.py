@@ -19,6 +19,9 @@ remember in status, so an operator restarted mid-rollout continues where it was:
 - promote (``step`` | ``full``), abort and retry arrive as annotations; the plan lists the ones
   it handled so the handler removes them.
 - a ModelDelta for spec.version that is not Ready holds the rollout in Progressing.
+- an older ModelDeployment selecting some of the pods (``Observed.overlap``) keeps them: this one
+  changes no pod and handles no request, is Degraded with reason ``SelectorOverlap`` (one Warning
+  Event), and resumes where it was once the overlap is gone.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ from deltaroll.api.modeldeployment import (
     PromotedVersion,
 )
 from deltaroll.controllers.analysis.runs import rfc3339, seconds, start_run, taken
+from deltaroll.controllers.rollout_overlap import (
+    SELECTOR_OVERLAP,
+    SELECTOR_OVERLAP_RESOLVED,
+    Overlap,
+)
 from deltaroll.controllers.rollout_pods import (
     PodView,
     VersionAliases,
@@ -77,6 +85,7 @@ class Observed:
     annotations: Mapping[str, str] = field(default_factory=dict)
     target: TargetVersion = field(default_factory=TargetVersion)
     version_ids: Mapping[str, str] = field(default_factory=dict)  # version name -> content id
+    overlap: Overlap | None = None  # pods that older ModelDeployments select too
 
 
 @dataclass(frozen=True)
@@ -240,6 +249,14 @@ class _Pass:
     # ------------------------------------------------------------------ the pass
 
     def run(self) -> _Outcome:
+        if self.seen.overlap is not None:
+            return self.yielded(self.seen.overlap)
+        if self.overlapped_before():
+            self.emit(
+                "Normal",
+                SELECTOR_OVERLAP_RESOLVED,
+                "no older ModelDeployment selects these pods any more: the rollout resumes",
+            )
         target = self.spec.version
         status = self.status
         retry = self.take_request(RETRY)
@@ -315,6 +332,19 @@ class _Pass:
             self.promote(promote, steps)
         return self.advance(target, steps)
 
+    def yielded(self, overlap: Overlap) -> _Outcome:
+        """Older ModelDeployments select some of the pods: change none and take no request, so
+        the rollout resumes where it was when the overlap ends."""
+        message = overlap.message()
+        if not self.overlapped_before():
+            self.emit("Warning", SELECTOR_OVERLAP, message)
+        return _Outcome("Degraded", SELECTOR_OVERLAP, message)
+
+    def overlapped_before(self) -> bool:
+        """Whether the last pass yielded its pods to an older ModelDeployment."""
+        degraded = cond.find_condition(self.status.conditions, cond.DEGRADED)
+        return bool(degraded and degraded.status == "True" and degraded.reason == SELECTOR_OVERLAP)
+
     def known_good(self) -> list[str]:
         """Versions recently promoted before the stable one: rolling back to them is safe."""
         older = [
@@ -356,7 +386,8 @@ class _Pass:
         self.move(0, target=target)
         self.status.canary_version = target
         degraded = cond.find_condition(self.status.conditions, cond.DEGRADED)
-        if degraded is None or degraded.status != "True":  # aborted by an older operator
+        # aborted by an older operator, or the reason was overwritten while yielding its pods
+        if degraded is None or degraded.status != "True" or degraded.reason == SELECTOR_OVERLAP:
             degraded = Condition(
                 type=cond.DEGRADED,
                 status="True",
@@ -564,7 +595,8 @@ def plan(
     new.ready_pods = sum(1 for p in observed.pods if p.ready)
     new.conditions = _conditions(new.conditions, outcome, observed.generation, now)
     if _changed_phase(status, new):
-        work.events.extend(_phase_event(new))
+        told = {event.reason for event in work.events}
+        work.events.extend(e for e in _phase_event(new) if e.reason not in told)
     return Plan(
         status=new,
         pod_versions=work.pod_versions,
