@@ -15,13 +15,13 @@ from collections.abc import Iterator
 
 import kubernetes
 import pytest
-from tests.agent.helpers import Published, publish_versions
-from tests.engines.checkpoints import TinyCheckpoints, build_checkpoints
-from tests.engines.processes import RunningEngine, start_reference_engine
 
+from agent.helpers import Published, publish_versions
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.sandbox.testing import RunningSandbox, running_sandbox
 from deltaroll.store import Store
+from engines.checkpoints import TinyCheckpoints, build_checkpoints
+from engines.processes import RunningEngine, start_reference_engine
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from tests.engines.checkpoints import TinyCheckpoints
-from tests.fixtures.ports import free_port
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.reconcile import Agent
@@ -29,6 +27,8 @@ from deltaroll.engines import engine_client
 from deltaroll.sandbox.kubelet.volumes import field_text
 from deltaroll.store import Store
 from deltaroll.store.retry import RetryPolicy
+from engines.checkpoints import TinyCheckpoints
+from fixtures.ports import free_port
 
 NAMESPACE = "default"
 MODEL = "tiny"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes
-from tests.agent.helpers import NAMESPACE
 
+from agent.helpers import NAMESPACE
 from deltaroll.agent.states import AgentState, parse_agent_state
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,

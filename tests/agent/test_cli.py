@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.agent.helpers import subprocess_env
-from tests.fixtures.cli import DELTAROLL
+from agent.helpers import subprocess_env
+from fixtures.cli import DELTAROLL
 
 
 def run_agent(tmp_path: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:

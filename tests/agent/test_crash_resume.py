@@ -10,7 +10,8 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from tests.agent.helpers import (
+
+from agent.helpers import (
     NAMESPACE,
     AgentRig,
     Published,
@@ -18,15 +19,14 @@ from tests.agent.helpers import (
     pod_report,
     subprocess_env,
 )
-from tests.engines.processes import RunningEngine
-from tests.fixtures.cli import DELTAROLL
-from tests.fixtures.polling import wait_for
-
 from deltaroll.agent.states import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.checkpoint.journal import Journal
 from deltaroll.engines import engine_client
 from deltaroll.sandbox.testing import RunningSandbox
+from engines.processes import RunningEngine
+from fixtures.cli import DELTAROLL
+from fixtures.polling import wait_for
 
 
 def agent_command(rig: AgentRig, store_uri: str, engine_url: str) -> list[str]:

@@ -17,20 +17,20 @@ from pathlib import Path
 import boto3
 import kubernetes
 import pytest
-from tests.agent.helpers import MODEL, NAMESPACE, Published, S3Server, subprocess_env
-from tests.agent.sandbox_pods import (
+
+from agent.helpers import MODEL, NAMESPACE, Published, S3Server, subprocess_env
+from agent.sandbox_pods import (
     ReadinessRecorder,
     agent_metrics,
     engine_checksum,
     inference_pod,
     view,
 )
-from tests.fixtures.cli import DELTAROLL
-from tests.fixtures.polling import wait_for
-
 from deltaroll.agent.states import AgentState
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.sandbox.testing import RunningSandbox, running_sandbox
+from fixtures.cli import DELTAROLL
+from fixtures.polling import wait_for
 
 pytestmark = pytest.mark.slow
 BUCKET = "agent-e2e"

@@ -1,6 +1,6 @@
 """The reconcile loop in-process: a real file:// store, the reference engine as a subprocess,
 the sandbox's Kubernetes API for reporting. Every publish is checked against the disk and the
-engine by :class:`~tests.agent.helpers.CheckingReporter`."""
+engine by :class:`~agent.helpers.CheckingReporter`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from tests.agent.helpers import MODEL, AgentRig, Published, copy_store, make_agent, pod_report
-from tests.engines.processes import RunningEngine
 
+from agent.helpers import MODEL, AgentRig, Published, copy_store, make_agent, pod_report
 from deltaroll.agent.health import HealthServer
 from deltaroll.agent.states import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.checkpoint.journal import Journal
 from deltaroll.engines.reference.client import ReferenceEngineClient
+from engines.processes import RunningEngine
 
 
 def served(engine: RunningEngine) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def test_unknown_version_fails_with_what_to_do(
 def test_engine_unreachable_is_retried_in_reloading(
     tmp_path: Path, core: kubernetes.client.CoreV1Api, published: Published
 ) -> None:
-    from tests.fixtures.ports import free_port
+    from fixtures.ports import free_port
 
     nowhere = f"http://127.0.0.1:{free_port()}"
     rig = make_agent(tmp_path, core, published.uri, nowhere, "no-engine")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from tests.agent.helpers import Published, S3Server, make_agent, pod_report
-from tests.engines.processes import RunningEngine
 
+from agent.helpers import Published, S3Server, make_agent, pod_report
 from deltaroll.agent.states import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.engines import engine_client
+from engines.processes import RunningEngine
 
 
 @pytest.fixture

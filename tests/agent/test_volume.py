@@ -10,14 +10,14 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from tests.agent.helpers import MODEL, Published, copy_store, make_agent, subprocess_env
-from tests.engines.checkpoints import TinyCheckpoints
-from tests.engines.processes import RunningEngine
 
+from agent.helpers import MODEL, Published, copy_store, make_agent, subprocess_env
 from deltaroll.agent.states import AgentState
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.checkpoint import checkpoint_version, diff_checkpoints
 from deltaroll.checkpoint.journal import Journal
+from engines.checkpoints import TinyCheckpoints
+from engines.processes import RunningEngine
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from tests.api.crd_check import REPO, all_rules, compile_rule, load_crd, openapi_schema
-from tests.fixtures.cli import DELTAROLL
 
+from api.crd_check import REPO, all_rules, compile_rule, load_crd, openapi_schema
 from deltaroll.api.crd import KINDS, crd_files, structural
 from deltaroll.api.errors import CrdGenerationError
+from fixtures.cli import DELTAROLL
 
 KUBERNETES_VERSION = "1.36.0"
 

@@ -9,8 +9,8 @@ import celpy
 import pytest
 import yaml
 from pydantic import ValidationError
-from tests.api.crd_check import REPO, all_errors, all_validations, openapi_schema
 
+from api.crd_check import REPO, all_errors, all_validations, openapi_schema
 from deltaroll.api import ModelDelta, ModelDeployment
 
 VALID = [REPO / "examples" / "modeldelta.yaml", REPO / "examples" / "modeldeployment.yaml"]

@@ -28,7 +28,8 @@ from typing import Any
 
 import kubernetes
 import pytest
-from tests.agent.helpers import (
+
+from agent.helpers import (
     MODEL,
     NAMESPACE,
     Published,
@@ -36,16 +37,15 @@ from tests.agent.helpers import (
     publish_versions,
     subprocess_env,
 )
-from tests.agent.sandbox_pods import ReadinessRecorder, engine_checksum, inference_pod, view
-from tests.controllers.conftest import Operator, wait_for
-from tests.engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_checkpoints
-
+from agent.sandbox_pods import ReadinessRecorder, engine_checksum, inference_pod, view
+from controllers.conftest import Operator, wait_for
 from deltaroll.agent.states import AgentState
 from deltaroll.api.annotations import PROMOTE
 from deltaroll.api.conditions import now_rfc3339
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.sandbox.testing import RunningSandbox
 from deltaroll.store import Store
+from engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_checkpoints
 
 pytestmark = pytest.mark.slow
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.controllers.rollout_world import World, canary, make_spec
+
+from controllers.rollout_world import World, canary, make_spec
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH = REPO / "charts" / "deltaroll" / "health"

@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from tests.controllers.rollout_world import T0
 
+from controllers.rollout_world import T0
 from deltaroll.api.modeldeployment import EngineSpec, HttpProbe, MetricTemplate
 from deltaroll.controllers.analysis import http_probe, prometheus
 from deltaroll.controllers.analysis.endpoints import engine_url

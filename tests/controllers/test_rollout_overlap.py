@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.controllers.rollout_world import World, canary, make_spec
 
+from controllers.rollout_world import World, canary, make_spec
 from deltaroll.api.annotations import ABORT, PROMOTE
 from deltaroll.api.conditions import find_condition
 from deltaroll.controllers.rollout_overlap import Overlap, older_claims

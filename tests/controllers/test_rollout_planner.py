@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.controllers.rollout_world import HTTP_TEMPLATE, T0, World, canary, make_spec, serving
 
+from controllers.rollout_world import HTTP_TEMPLATE, T0, World, canary, make_spec, serving
 from deltaroll.agent.states import AgentState
 from deltaroll.api.annotations import ABORT, PROMOTE, RETRY
 from deltaroll.api.conditions import find_condition

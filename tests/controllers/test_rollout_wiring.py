@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.controllers.rollout_world import make_spec
 
+from controllers.rollout_world import make_spec
 from deltaroll.api.modeldeployment import LabelSelector
 from deltaroll.controllers.rollout_kube import label_selector
 from deltaroll.controllers.rollout_overlap import selects

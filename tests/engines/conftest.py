@@ -3,8 +3,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from tests.engines.checkpoints import TinyCheckpoints, build_checkpoints
-from tests.engines.processes import RunningEngine, start_reference_engine
+
+from engines.checkpoints import TinyCheckpoints, build_checkpoints
+from engines.processes import RunningEngine, start_reference_engine
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.engines.http_util import call
-from tests.fixtures.cli import DELTAROLL
-from tests.fixtures.ports import free_port
+from engines.http_util import call
+from fixtures.cli import DELTAROLL
+from fixtures.ports import free_port
 
 
 @dataclass

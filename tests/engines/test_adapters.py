@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from tests.engines.fake_engines import NO_BODY, FakeSGLang, FakeVLLM
-from tests.fixtures.ports import free_port
 
 from deltaroll.engines import (
     EngineClient,
@@ -17,6 +15,8 @@ from deltaroll.engines import (
     EngineUnreachableError,
     engine_client,
 )
+from engines.fake_engines import NO_BODY, FakeSGLang, FakeVLLM
+from fixtures.ports import free_port
 
 
 def checkpoint_dir(path: Path) -> Path:

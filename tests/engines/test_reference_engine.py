@@ -12,14 +12,14 @@ import pytest
 import torch
 import xxhash
 from safetensors.torch import load_file
-from tests.engines.checkpoints import EVAL_TEXTS, MAX_TOKENS, PROMPT
-from tests.engines.http_util import call
-from tests.engines.processes import RunningEngine
-from tests.fixtures.cli import DELTAROLL, run_deltaroll
-from tests.fixtures.ports import free_port
 
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.engines import EngineReloadError, EngineUnreachableError, engine_client
+from engines.checkpoints import EVAL_TEXTS, MAX_TOKENS, PROMPT
+from engines.http_util import call
+from engines.processes import RunningEngine
+from fixtures.cli import DELTAROLL, run_deltaroll
+from fixtures.ports import free_port
 
 
 def reload(engine: RunningEngine, path: Path, **extra: str) -> tuple[int, dict]:

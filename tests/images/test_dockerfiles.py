@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.fixtures.cli import DELTAROLL
+
+from fixtures.cli import DELTAROLL
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = REPO / "images"

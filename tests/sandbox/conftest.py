@@ -9,10 +9,10 @@ import kubernetes
 import pytest
 import requests
 import yaml
-from tests.sandbox.helpers import MANIFESTS
 
 from deltaroll.sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
 from deltaroll.sandbox.testing import RunningSandbox
+from sandbox.helpers import MANIFESTS
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import json
 
 import pytest
 from kubernetes.client import ApiException
-from tests.sandbox.helpers import WIDGETS, widget
+
+from sandbox.helpers import WIDGETS, widget
 
 
 def _create(custom, body, version="v1"):

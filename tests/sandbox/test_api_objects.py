@@ -7,7 +7,8 @@ import json
 import kubernetes
 import pytest
 from kubernetes.client import ApiException
-from tests.sandbox.helpers import WIDGETS, widget
+
+from sandbox.helpers import WIDGETS, widget
 
 
 def test_metadata_is_the_servers(core, custom, widgets_crd):

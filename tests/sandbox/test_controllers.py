@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fixtures.polling import wait_for
+from fixtures.polling import wait_for
 
 
 def _job(name, code, **spec):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import kopf.testing
 import pytest
-from tests.fixtures.polling import wait_for
-from tests.sandbox.helpers import MANIFESTS
+
+from fixtures.polling import wait_for
+from sandbox.helpers import MANIFESTS
 
 OPERATOR = Path(__file__).parent / "kopf_examples_operator.py"
 KEX = ("kopf.dev", "v1", "default", "kopfexamples", "kopf-example-1")

@@ -8,8 +8,9 @@ from pathlib import Path
 import kopf.testing
 import pytest
 from kubernetes.client import ApiException
-from tests.fixtures.polling import wait_for
-from tests.sandbox.helpers import WIDGETS, widget
+
+from fixtures.polling import wait_for
+from sandbox.helpers import WIDGETS, widget
 
 OPERATOR = Path(__file__).parent / "kopf_widget_operator.py"
 

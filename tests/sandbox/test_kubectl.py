@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.fixtures.polling import wait_for
-from tests.sandbox.helpers import MANIFESTS
 
 from deltaroll.sandbox.testing import kubectl_binary
+from fixtures.polling import wait_for
+from sandbox.helpers import MANIFESTS
 
 REPO_CRDS = Path(__file__).resolve().parents[2] / "crds"
 REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

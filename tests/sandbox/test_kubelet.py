@@ -7,8 +7,9 @@ import urllib.request
 
 import pytest
 from kubernetes.client import ApiException
-from tests.fixtures.polling import wait_for
-from tests.sandbox.helpers import pod_manifest
+
+from fixtures.polling import wait_for
+from sandbox.helpers import pod_manifest
 
 
 def _phase(core, name):

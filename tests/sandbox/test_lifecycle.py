@@ -13,11 +13,11 @@ from pathlib import Path
 import kubernetes
 import pytest
 import yaml
-from tests.fixtures.cli import DELTAROLL
-from tests.fixtures.polling import wait_for
-from tests.sandbox.helpers import pod_manifest
 
 from deltaroll.sandbox.testing import running_sandbox
+from fixtures.cli import DELTAROLL
+from fixtures.polling import wait_for
+from sandbox.helpers import pod_manifest
 
 
 def _alive(pid: int) -> bool:
