@@ -2,7 +2,8 @@
 
 Most failures the agent meets belong to the layers below (store, checkpoint, engines) and keep
 their own types; the agent adds only what is its own: a wrong configuration, an unreadable
-annotations file, and a failure to report through its pod.
+annotations file, a failure to report through its pod, and a pull that a newer annotation
+made pointless.
 """
 
 from __future__ import annotations
@@ -22,3 +23,13 @@ class AgentConfigError(AgentError):
 
 class ReportError(AgentError):
     """The agent could not write its pod's annotations or condition (API unreachable, no RBAC)."""
+
+
+class PullSupersededError(AgentError):
+    """The pod's wanted version changed while the deltas to ``target`` were being pulled, before
+    anything touched the weights. Not a failure: the next pass follows ``wanted`` at once."""
+
+    def __init__(self, target: str, wanted: str | None) -> None:
+        super().__init__(f"superseded by {wanted or 'no deltaroll.dev/version annotation'}")
+        self.target = target
+        self.wanted = wanted

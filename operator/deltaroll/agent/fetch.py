@@ -8,7 +8,7 @@ pod's volume: an agent restarted mid-download fetches only what is still missing
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
@@ -22,15 +22,27 @@ def plan_objects(steps: Iterable[Step]) -> list[ObjectRef]:
     return list(unique.values())
 
 
-def fetch_objects(store: Store, model: str, steps: Iterable[Step]) -> int:
+def fetch_objects(
+    store: Store,
+    model: str,
+    steps: Iterable[Step],
+    *,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
     """Download every object of ``steps`` into the cache (verified); bytes actually downloaded.
 
     Raises the store's errors: ``TransientStoreError`` after its own retries (the agent backs
-    off and tries again), ``CorruptObjectError`` naming the object (the agent fails).
+    off and tries again), ``CorruptObjectError`` naming the object (the agent fails), and
+    ``TransferCancelledError`` once ``should_stop`` (asked before each object) says True.
     """
     refs = plan_objects(steps)
     return download_objects(
-        store.catalog.backend, model, refs, store.cache, policy=store.catalog.policy
+        store.catalog.backend,
+        model,
+        refs,
+        store.cache,
+        policy=store.catalog.policy,
+        should_stop=should_stop,
     )
 
 

@@ -45,6 +45,11 @@ class AgentMetrics:
             ["state"],
             registry=self.registry,
         )
+        self.pulls_superseded = Counter(
+            "deltaroll_agent_pulls_superseded",
+            "Pulls abandoned because the pod's wanted version changed before they were applied.",
+            registry=self.registry,
+        )
         self.failures = Counter(
             "deltaroll_agent_failures",
             "Passes that ended Failed (corrupt delta, no path, engine refused the weights).",

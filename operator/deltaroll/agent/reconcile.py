@@ -11,11 +11,14 @@ stretch towards it::
 
 Passing failures (store or engine unreachable, the API server down) keep the state, report the
 error and back off; anything else is Failed with the error's message, retried only after
-``failed_retry_s`` or when the wanted version changes. A pass runs to its end (a pull is not
-interrupted by a newer annotation; the next pass takes it), and a name in the annotation is
-resolved once per value (the operator writes version ids). The pod condition
-``deltaroll.dev/weights-ready`` is True only while the engine holds the version on disk,
-verified; it turns False (and the API server has confirmed it) before the weights are touched.
+``failed_retry_s`` or when the wanted version changes. A pull gives way to a newer annotation
+(an aborted rollout, a moved spec.version): the annotations file is read again before each object
+and before applying, and a superseded pull stops, keeps what it downloaded in the cache, stays
+Pulling ("superseded by ...") and the next pass starts at once; once Applying, a pass runs to its
+end (the apply is journaled). A name in the annotation is resolved once per value (the operator
+writes version ids). The pod condition ``deltaroll.dev/weights-ready`` is True only while the
+engine holds the version on disk, verified; it turns False (and the API server has confirmed it)
+before the weights are touched.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import structlog
 
 from deltaroll.agent.config import AgentConfig
-from deltaroll.agent.errors import ReportError
+from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
 from deltaroll.agent.fetch import fetch_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.patching import (
@@ -50,7 +53,12 @@ from deltaroll.engines import (
     EngineUnreachableError,
 )
 from deltaroll.errors import DeltarollError
-from deltaroll.store import Store, StoreAccessError, TransientStoreError
+from deltaroll.store import (
+    Store,
+    StoreAccessError,
+    TransferCancelledError,
+    TransientStoreError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +132,8 @@ class Agent:
                 self._converge(wanted)
             self._attempt = 0
             return self.config.poll_interval_s
+        except PullSupersededError as exc:
+            return self._superseded(exc)
         except PASSING_FAILURES as exc:
             return self._back_off(exc)
         except DeltarollError as exc:
@@ -211,9 +221,21 @@ class Agent:
         self._report(AgentState.PULLING, f"fetching the deltas to {target}")
         have = [self.disk_version] if self.disk_version else []
         plan = self.store.plan(self.config.model, target, have)
-        downloaded = fetch_objects(self.store, self.config.model, plan.steps)
+
+        def superseded() -> bool:
+            return self._wanted_now() not in (self.wanted, target)
+
+        try:
+            downloaded = fetch_objects(
+                self.store, self.config.model, plan.steps, should_stop=superseded
+            )
+        except TransferCancelledError as exc:
+            self.metrics.downloaded_bytes.inc(exc.received)
+            raise PullSupersededError(target, self._wanted_now()) from exc
         self.metrics.downloaded_bytes.inc(downloaded)
         log.info("agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded)
+        if superseded():  # the last objects were in flight when the annotation moved
+            raise PullSupersededError(target, self._wanted_now())
         self.engine_version = None  # from here on the weights are not a verified version
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass
@@ -258,6 +280,28 @@ class Agent:
         if keep_if_unreachable and loaded is None:
             return self.engine_version  # an engine that cannot tell is trusted after a reload
         return version if loaded == version else None
+
+    def _wanted_now(self) -> str | None:
+        """The annotation as it is now, for a pass already under way; an unreadable file (it
+        is replaced atomically, so rarely) counts as unchanged: the next pass reports it."""
+        try:
+            return read_wanted_version(self.config.annotations_file)
+        except AgentError:
+            return self.wanted
+
+    def _superseded(self, exc: PullSupersededError) -> float:
+        """A pull given up for a newer annotation: say so, and start the next pass at once."""
+        log.info(
+            "agent.pull_superseded",
+            pulling=exc.target,
+            pulling_for=self.wanted,
+            superseded_by=exc.wanted,
+        )
+        self.metrics.pulls_superseded.inc()
+        self._attempt = 0
+        self._change_started = None
+        self._report_quietly(AgentState.PULLING, str(exc))
+        return 0.0
 
     def _engine_check_due(self) -> bool:
         return self._clock() - self._engine_checked >= self.config.engine_check_s

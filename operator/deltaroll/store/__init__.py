@@ -30,6 +30,7 @@ from deltaroll.store.errors import (
     SquashError,
     StoreAccessError,
     StoreError,
+    TransferCancelledError,
     TransientStoreError,
     VersionNotFoundError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "StoreAccessError",
     "StoreError",
     "StoreUri",
+    "TransferCancelledError",
     "TransientStoreError",
     "VersionNotFoundError",
     "parse_store_uri",

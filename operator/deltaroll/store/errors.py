@@ -58,6 +58,20 @@ class TransientStoreError(StoreError):
     """A failure that may pass (timeouts, 5xx, dropped connections); retried with backoff."""
 
 
+class TransferCancelledError(StoreError):
+    """A download stopped because its caller asked it to (e.g. the version it was for is no
+    longer wanted); the objects that arrived stay verified in the cache. Not retried."""
+
+    def __init__(self, uri: str, not_started: int, total: int, received: int) -> None:
+        super().__init__(
+            f"{uri}: download stopped on request, {not_started} of {total} object(s) not "
+            "fetched; the ones that arrived are kept in the cache, run the pull again to finish"
+        )
+        self.uri = uri
+        self.not_started = not_started
+        self.received = received  # bytes downloaded before the stop
+
+
 class VersionNotFoundError(StoreError):
     """Neither a version id nor a name of that model matches the reference."""
 

@@ -4,19 +4,23 @@ Uploads skip objects the store already has (objects are immutable and named by c
 refuse to send a local file whose bytes do not match its name. Downloads land in the cache's
 staging area, are verified against their sha256 and only then enter the cache; a retry after a
 transient failure fetches only what is still missing. A corrupt object is reported by name and
-removed; nothing unverified ever reaches the checkpoint layer."""
+removed; nothing unverified ever reaches the checkpoint layer. A download can be told to stop
+(``should_stop``, checked before each object starts): what arrived stays in the cache for the
+next run, and :class:`TransferCancelledError` says the rest was not fetched."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
 from deltaroll.store import keys
 from deltaroll.store.backends import Backend, ProgressCallback
+from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.cache import ObjectCache, file_sha256
-from deltaroll.store.errors import CorruptObjectError, StoreError
+from deltaroll.store.errors import CorruptObjectError, StoreError, TransferCancelledError
 from deltaroll.store.manifests import ObjectRef
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
@@ -70,13 +74,20 @@ def download_objects(
     *,
     policy: RetryPolicy = DEFAULT_POLICY,
     progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Bring every object of ``refs`` into ``cache``, verified; bytes downloaded."""
+    """Bring every object of ``refs`` into ``cache``, verified; bytes downloaded.
+
+    With ``should_stop``, it is asked before each object starts; once it says True no further
+    object starts (those in flight finish and are kept) and :class:`TransferCancelledError` is
+    raised. Without it, the backend gets the whole list at once to batch as it likes.
+    """
     unique = {ref.digest: ref for ref in refs}
     received = 0
+    not_started = 0
 
     def attempt() -> None:
-        nonlocal received
+        nonlocal received, not_started
         received += cache.adopt_staged(unique.values())  # left by an interrupted run
         missing = [ref for ref in unique.values() if not cache.has(ref.digest)]
         items = [
@@ -84,7 +95,10 @@ def download_objects(
         ]
         completed = False
         try:
-            backend.download_files(items, progress=progress)
+            if should_stop is None:
+                backend.download_files(items, progress=progress)
+            else:
+                not_started = _download_until_stopped(backend, items, progress, should_stop)
             completed = True
         finally:
             # Keep whatever arrived complete and correct, whatever happened to the rest.
@@ -98,5 +112,33 @@ def download_objects(
                     raise CorruptObjectError(backend.uri, key, actual)
 
     call_with_retry(attempt, what=f"download {len(unique)} objects", policy=policy)
+    if not_started:
+        log.info("store.download_stopped", uri=backend.uri, not_started=not_started, bytes=received)
+        raise TransferCancelledError(backend.uri, not_started, len(unique), received)
     log.info("store.downloaded", uri=backend.uri, objects=len(unique), bytes=received)
     return received
+
+
+def _download_until_stopped(
+    backend: Backend,
+    items: Sequence[tuple[str, Path]],
+    progress: ProgressCallback | None,
+    should_stop: Callable[[], bool],
+) -> int:
+    """Download ``items`` one object per backend call (as many at once as the backends' pool
+    allows), asking ``should_stop`` before each; returns how many were never started."""
+    lock = threading.Lock()
+    stopped = False
+    skipped = 0
+
+    def download(item: tuple[str, Path]) -> None:
+        nonlocal stopped, skipped
+        with lock:  # once stopped, stay stopped: no object starts after the answer True
+            stopped = stopped or should_stop()
+            if stopped:
+                skipped += 1
+                return
+        backend.download_files([item], progress=progress)
+
+    run_all(download, items)
+    return skipped
