@@ -24,12 +24,12 @@ import json
 import logging
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +43,14 @@ from deltaroll.store.cache import ObjectCache  # noqa: E402
 from deltaroll.store.transfer import download_objects  # noqa: E402
 from deltaroll.store.uri import parse_store_uri  # noqa: E402
 from fixtures.checkpoints import train_checkpoints  # noqa: E402
+from fixtures.s3 import moto_server  # noqa: E402
 
 HOPS = (1, 5)
 
 
-def start_moto() -> tuple[Any, str]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+def start_moto(cleanup: ExitStack) -> str:
+    """moto's S3 server (stopped by ``cleanup``), the AWS_* environment and the bucket."""
+    endpoint = cleanup.enter_context(moto_server())
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_REGION="us-east-1",
@@ -65,7 +59,7 @@ def start_moto() -> tuple[Any, str]:
         AWS_ALLOW_HTTP="true",
     )
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="deltaroll-bench")
-    return server, endpoint
+    return endpoint
 
 
 def median_time(repeat: int, action: Callable[[int], Any]) -> tuple[float, Any]:
@@ -90,7 +84,8 @@ def main() -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
-    server, _ = start_moto()
+    cleanup = ExitStack()
+    start_moto(cleanup)
     work = Path(tempfile.mkdtemp(prefix="deltaroll-bench-store-"))
     try:
         started = time.perf_counter()
@@ -224,7 +219,7 @@ def main() -> None:
         if args.json_out:
             args.json_out.write_text(text + "\n")
     finally:
-        server.stop()
+        cleanup.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

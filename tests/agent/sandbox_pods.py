@@ -20,6 +20,7 @@ from deltaroll.api.annotations import (
     POD_VERSION,
     WEIGHTS_READY_CONDITION,
 )
+from deltaroll.demo.manifests import agent_container, inference_pod_spec
 
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"
 
@@ -38,89 +39,21 @@ def inference_pod(
     store_env: dict[str, str],
     crash_at: str | None = None,
 ) -> dict[str, Any]:
-    agent_args = [
-        "agent", "run",
-        f"--store={store_uri}", "--model=tiny",
-        "--annotations-file=/etc/deltaroll/podinfo/annotations",
-        "--weights-dir=/models/weights",
-        "--engine=reference",
-        "--engine-url=http://127.0.0.1:8000",
-        "--health-port=8081",
-        "--poll-interval=0.2", "--retry-max=1", "--log-format=console",
-    ]  # fmt: skip
-    agent: dict[str, Any] = {
-        "name": "deltaroll-agent",
-        "image": "ghcr.io/deltaroll/agent:0.1.0",
-        "restartPolicy": "Always",  # a native sidecar, as in the chart's snippet
-        "command": ["deltaroll"],
-        "args": agent_args,
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-            },
-            *({"name": key, "value": value} for key, value in store_env.items()),
-        ],
-        "ports": [{"name": "agent-health", "containerPort": 8081}],
-        # The engine starts once the first version is verified (the chart's snippet waits 5 s
-        # a probe; 1 s keeps the tests short).
-        "startupProbe": {
-            "httpGet": {"path": "/healthz", "port": "agent-health"},
-            "periodSeconds": 1,
-            "failureThreshold": 600,
-        },
-        "volumeMounts": [
-            {"name": "weights", "mountPath": "/models"},
-            {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
-        ],
-    }
+    """The demo's pod (the chart's snippet) with a shorter poll and one retry, to keep the tests
+    short; ``store_env`` reaches the agent, and ``crash_at`` crashes its first run there."""
+    agent = agent_container(store_uri, model="tiny", poll_interval=0.2, retry_max=1)
+    agent["env"] += [{"name": key, "value": value} for key, value in store_env.items()]
     if crash_at is not None:
         agent["command"] = ["sh", "-c", CRASH_ONCE_SCRIPT, "deltaroll-agent"]
         agent["env"] += [
             {"name": "CRASH_MARK", "value": "/models/.crashed-once"},
             {"name": "CRASH_AT", "value": crash_at},
         ]
-    engine = {
-        "name": "engine",
-        "image": "ghcr.io/deltaroll/reference-engine:0.1.0",
-        "command": ["deltaroll"],
-        "args": [
-            "engine",
-            "serve",
-            "--kind=reference",
-            "--model-path=/models/weights",
-            "--port=8000",
-        ],
-        "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
-        "ports": [{"name": "http", "containerPort": 8000}],
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1},
-        "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
-    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "annotations": {POD_VERSION: version}},
-        "spec": {
-            "terminationGracePeriodSeconds": 5,
-            "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-            "initContainers": [agent],
-            "containers": [engine],
-            "volumes": [
-                {"name": "weights", "emptyDir": {}},
-                {
-                    "name": "podinfo",
-                    "downwardAPI": {
-                        "items": [
-                            {
-                                "path": "annotations",
-                                "fieldRef": {"fieldPath": "metadata.annotations"},
-                            }
-                        ]
-                    },
-                },
-            ],
-        },
+        "spec": inference_pod_spec(agent),
     }
 
 

@@ -22,7 +22,8 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,22 @@ def md_status(custom: Any, name: str = NAME) -> dict[str, Any]:
     return dict(body.get("status") or {})
 
 
+def wait_phase(custom: Any, log: Callable[[], str], wanted: str, **fields: Any) -> Any:
+    """The deployment's status once it is in phase ``wanted`` with the given status fields."""
+
+    def check() -> Any:
+        status = md_status(custom)
+        ok = status.get("phase") == wanted and all(status.get(k) == v for k, v in fields.items())
+        return status if ok else None
+
+    return wait_for(
+        check,
+        START_TIMEOUT_S,
+        f"phase {wanted} {fields}",
+        lambda: json.dumps(md_status(custom)) + "\n" + log(),
+    )
+
+
 def test_canary_to_v2_then_bad_v3_rolled_back(
     cluster: RunningSandbox, fast_operator: Operator, published: Published, tmp_path: Path
 ) -> None:
@@ -150,20 +167,7 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
         GROUP, VERSION, NAMESPACE, PLURAL, deployment(published, v1)
     )
 
-    def phase(wanted: str, **fields: Any) -> Any:
-        def check() -> Any:
-            status = md_status(custom)
-            ok = status.get("phase") == wanted and all(
-                status.get(k) == v for k, v in fields.items()
-            )
-            return status if ok else None
-
-        return wait_for(
-            check,
-            START_TIMEOUT_S,
-            f"phase {wanted} {fields}",
-            lambda: json.dumps(md_status(custom)) + "\n" + fast_operator.log(),
-        )
+    phase = partial(wait_phase, custom, fast_operator.log)
 
     phase("Healthy", stableVersion=v1)
 
@@ -273,20 +277,7 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
             if p.metadata.deletion_timestamp is None
         }
 
-    def phase(wanted: str, **fields: Any) -> Any:
-        def check() -> Any:
-            status = md_status(custom)
-            ok = status.get("phase") == wanted and all(
-                status.get(k) == v for k, v in fields.items()
-            )
-            return status if ok else None
-
-        return wait_for(
-            check,
-            START_TIMEOUT_S,
-            f"phase {wanted} {fields}",
-            lambda: json.dumps(md_status(custom)) + "\n" + fast_operator.log(),
-        )
+    phase = partial(wait_phase, custom, fast_operator.log)
 
     def set_version(version: str) -> None:
         custom.patch_namespaced_custom_object(
@@ -386,15 +377,7 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
         ]  # fmt: skip
         custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
 
-        def phase(wanted: str, **fields: Any) -> Any:
-            def check() -> Any:
-                status = md_status(custom)
-                ok = status.get("phase") == wanted and all(
-                    status.get(k) == v for k, v in fields.items()
-                )
-                return status if ok else None
-
-            return wait_for(check, START_TIMEOUT_S, f"phase {wanted} {fields}", operator.log)
+        phase = partial(wait_phase, custom, operator.log)
 
         phase("Healthy", stableVersion=v1)
         custom.patch_namespaced_custom_object(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,35 @@ class WorkerRun:
 
 
 Worker = Callable[..., WorkerRun]
+
+
+def compute_args(
+    store_uri: str, target: str, *, name: str, parent: str | None = None
+) -> tuple[str, ...]:
+    """The arguments of ``deltaroll worker compute`` for model ``tiny`` (no parent: an anchor);
+    callers append any further options."""
+    parent_args = ("--parent", parent) if parent is not None else ()
+    return (
+        "compute",
+        "--store",
+        store_uri,
+        "--model",
+        "tiny",
+        *parent_args,
+        "--target",
+        target,
+        "--name",
+        name,
+    )
+
+
+def same_files(left: Path, right: Path) -> bool:
+    """Whether two directories hold the same file names with byte-identical contents."""
+    names = sorted(p.name for p in left.iterdir())
+    if names != sorted(p.name for p in right.iterdir()):
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(left, right, names, shallow=False)
+    return not mismatch and not errors
 
 
 def refuse_new_objects(store_dir: Path, base: Path, target: Path, scratch: Path) -> list[str]:

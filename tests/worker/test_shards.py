@@ -3,7 +3,6 @@ what a failed cleanup or a late retry leaves behind is removed by ``deltaroll gc
 
 from __future__ import annotations
 
-import filecmp
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from deltaroll.store import Store, StoreAccessError, keys, parse_store_uri
 from deltaroll.store.backends.file import FileBackend
 from deltaroll.worker.shards import compute_share
 from fixtures.cli import deltaroll_json, run_deltaroll
-from worker.helpers import Worker
+from worker.helpers import Worker, compute_args, same_files
 
 
 class RefusingStagingDeletes(FileBackend):
@@ -33,29 +32,12 @@ def staged(store_uri: str) -> list[str]:
 
 def pulls_bit_exact(store_uri: str, expected: Path, out: Path) -> bool:
     deltaroll_json("pull", store_uri, "tiny", "step-1", "-o", out)
-    names = sorted(p.name for p in expected.iterdir())
-    _, mismatch, errors = filecmp.cmpfiles(out, expected, names, shallow=False)
-    return sorted(p.name for p in out.iterdir()) == names and not mismatch and not errors
+    return same_files(out, expected)
 
 
-def compute_args(store_uri: str, target: Path, index: int) -> tuple[str, ...]:
-    return (
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{target}",
-        "--name",
-        "step-1",
-        "--shards",
-        "3",
-        "--index",
-        str(index),
-    )
+def share_args(store_uri: str, target: Path, index: int) -> tuple[str, ...]:
+    step1 = compute_args(store_uri, f"file://{target}", name="step-1", parent="step-0")
+    return (*step1, "--shards", "3", "--index", str(index))
 
 
 def test_a_failed_cleanup_does_not_fail_the_publish_and_gc_finishes_it(
@@ -98,14 +80,13 @@ def test_a_failed_cleanup_does_not_fail_the_publish_and_gc_finishes_it(
 def test_an_index_retried_after_publication_leaves_a_part_that_gc_removes(
     worker: Worker, store_uri: str, checkpoints: list[Path], tmp_path: Path
 ) -> None:
-    anchor = ("--model", "tiny", "--target", f"file://{checkpoints[0]}", "--name", "step-0")
-    anchored = worker("compute", "--store", store_uri, *anchor)
+    anchored = worker(*compute_args(store_uri, f"file://{checkpoints[0]}", name="step-0"))
     assert anchored.code == 0, anchored.process.stderr
-    runs = [worker(*compute_args(store_uri, checkpoints[1], i)) for i in (2, 0, 1)]
+    runs = [worker(*share_args(store_uri, checkpoints[1], i)) for i in (2, 0, 1)]
     assert [r.code for r in runs] == [0, 0, 0], [r.process.stderr for r in runs]
     assert staged(store_uri) == []  # the publisher discarded every part
 
-    retried = worker(*compute_args(store_uri, checkpoints[1], 0))
+    retried = worker(*share_args(store_uri, checkpoints[1], 0))
     assert retried.code == 0, retried.process.stderr
     assert retried.report is not None and not retried.report["published_by_this_index"]
     left = staged(store_uri)

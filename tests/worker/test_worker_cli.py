@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 import json
 from pathlib import Path
 from typing import Any
@@ -11,31 +10,13 @@ from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
 from fixtures.cli import deltaroll_json
 from fixtures.trl_patches import write_trl_patch
-from worker.helpers import SECRET_SENTINEL, Worker, refuse_new_objects
+from worker.helpers import SECRET_SENTINEL, Worker, compute_args, refuse_new_objects, same_files
 
 PERMANENT = 3
 
 
-def _same_files(left: Path, right: Path) -> bool:
-    names = sorted(p.name for p in left.iterdir())
-    if names != sorted(p.name for p in right.iterdir()):
-        return False
-    match, mismatch, errors = filecmp.cmpfiles(left, right, names, shallow=False)
-    return not mismatch and not errors
-
-
 def _anchor(worker: Worker, store_uri: str, checkpoint: Path) -> str:
-    run = worker(
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--target",
-        f"file://{checkpoint}",
-        "--name",
-        "step-0",
-    )
+    run = worker(*compute_args(store_uri, f"file://{checkpoint}", name="step-0"))
     assert run.code == 0, run.process.stderr
     assert run.report is not None
     return str(run.report["version"])
@@ -48,17 +29,7 @@ def test_compute_publishes_what_log_shows_and_pull_is_bit_exact(
     assert root == checkpoint_version(checkpoints[0])
 
     run = worker(
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{checkpoints[1]}",
-        "--name",
-        "step-1",
+        *compute_args(store_uri, f"file://{checkpoints[1]}", name="step-1", parent="step-0"),
         "--json",
     )
 
@@ -74,26 +45,14 @@ def test_compute_publishes_what_log_shows_and_pull_is_bit_exact(
     assert run.report["full_bytes"] == sum(p.stat().st_size for p in checkpoints[1].iterdir())
     out = tmp_path / "pulled"
     deltaroll_json("pull", store_uri, "tiny", "step-1", "-o", str(out))
-    assert _same_files(out, checkpoints[1])
+    assert same_files(out, checkpoints[1])
 
 
 def test_a_retried_compute_finds_its_version_and_uploads_nothing(
     worker: Worker, store_uri: str, checkpoints: list[Path], tmp_path: Path
 ) -> None:
     _anchor(worker, store_uri, checkpoints[0])
-    args = (
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{checkpoints[1]}",
-        "--name",
-        "step-1",
-    )
+    args = compute_args(store_uri, f"file://{checkpoints[1]}", name="step-1", parent="step-0")
     first, again = worker(*args), worker(*args)
     assert first.code == again.code == 0, again.process.stderr
     assert first.report == again.report
@@ -105,17 +64,7 @@ def test_a_missing_parent_fails_permanently_and_says_so(
 ) -> None:
     _anchor(worker, store_uri, checkpoints[0])
     run = worker(
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-119",
-        "--target",
-        f"file://{checkpoints[1]}",
-        "--name",
-        "step-1",
+        *compute_args(store_uri, f"file://{checkpoints[1]}", name="step-1", parent="step-119")
     )
     assert run.code == PERMANENT
     assert run.report is not None
@@ -132,32 +81,9 @@ def test_a_target_that_is_not_safetensors_is_named_as_such(
     bogus = tmp_path / "bogus"
     bogus.mkdir()
     (bogus / "model.safetensors").write_bytes(b"this is not a safetensors file")
-    missing = worker(
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{tmp_path / 'nowhere'}",
-        "--name",
-        "step-1",
-    )
-    invalid = worker(
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{bogus}",
-        "--name",
-        "step-1",
-    )
+    nowhere = f"file://{tmp_path / 'nowhere'}"
+    missing = worker(*compute_args(store_uri, nowhere, name="step-1", parent="step-0"))
+    invalid = worker(*compute_args(store_uri, f"file://{bogus}", name="step-1", parent="step-0"))
     assert (missing.code, invalid.code) == (PERMANENT, PERMANENT)
     assert missing.report is not None and missing.report["reason"] == "TargetNotFound"
     assert invalid.report is not None and invalid.report["reason"] == "InvalidTarget"
@@ -170,17 +96,7 @@ def test_a_store_that_refuses_writes_publishes_nothing(
     _anchor(worker, store_uri, checkpoints[0])
     blocked = refuse_new_objects(tmp_path / "store", checkpoints[0], checkpoints[1], tmp_path)
     run = worker(
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{checkpoints[1]}",
-        "--name",
-        "step-1",
+        *compute_args(store_uri, f"file://{checkpoints[1]}", name="step-1", parent="step-0")
     )
     assert blocked
     assert run.code != 0
@@ -217,17 +133,7 @@ def test_import_materialize_and_squash(
     assert imported.report["version"] == checkpoint_version(checkpoints[1])
 
     step2 = worker(
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-1",
-        "--target",
-        f"file://{checkpoints[2]}",
-        "--name",
-        "step-2",
+        *compute_args(store_uri, f"file://{checkpoints[2]}", name="step-2", parent="step-1")
     )
     assert step2.code == 0, step2.process.stderr
     assert step2.report is not None
@@ -244,7 +150,7 @@ def test_import_materialize_and_squash(
     )
     out = tmp_path / "pulled"
     deltaroll_json("pull", store_uri, "tiny", "step-2", "-o", str(out))
-    assert _same_files(out, checkpoints[2])
+    assert same_files(out, checkpoints[2])
 
 
 def test_three_shards_publish_the_same_delta_as_one_worker(
@@ -253,40 +159,11 @@ def test_three_shards_publish_the_same_delta_as_one_worker(
     single, sharded = f"file://{tmp_path / 'single'}", f"file://{tmp_path / 'sharded'}"
     for uri in (single, sharded):
         _anchor(worker, uri, checkpoints[0])
-    alone = worker(
-        "compute",
-        "--store",
-        single,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{checkpoints[1]}",
-        "--name",
-        "step-1",
-    )
+    target = f"file://{checkpoints[1]}"
+    alone = worker(*compute_args(single, target, name="step-1", parent="step-0"))
     assert alone.code == 0, alone.process.stderr
-    runs = [
-        worker(
-            "compute",
-            "--store",
-            sharded,
-            "--model",
-            "tiny",
-            "--parent",
-            "step-0",
-            "--target",
-            f"file://{checkpoints[1]}",
-            "--name",
-            "step-1",
-            "--shards",
-            "3",
-            "--index",
-            str(i),
-        )
-        for i in (2, 0, 1)
-    ]
+    sharded_args = compute_args(sharded, target, name="step-1", parent="step-0")
+    runs = [worker(*sharded_args, "--shards", "3", "--index", str(i)) for i in (2, 0, 1)]
     assert [r.code for r in runs] == [0, 0, 0], [r.process.stderr for r in runs]
     reports = [r.report for r in runs]
     assert all(r is not None for r in reports)
@@ -304,7 +181,7 @@ def test_three_shards_publish_the_same_delta_as_one_worker(
     assert not list((tmp_path / "sharded" / "tiny" / "staging").rglob("*.json"))
     out = tmp_path / "pulled"
     deltaroll_json("pull", sharded, "tiny", "step-1", "-o", str(out))
-    assert _same_files(out, checkpoints[1])
+    assert same_files(out, checkpoints[1])
 
 
 def test_a_target_and_a_store_on_s3_never_leak_the_credentials(
@@ -316,43 +193,10 @@ def test_a_target_and_a_store_on_s3_never_leak_the_credentials(
         for path in checkpoints[step].iterdir():
             s3.upload_file(str(path), "checkpoints", f"run-7/step-{step}/{path.name}")
     store = "s3://weights/deltaroll"
-    first = worker(
-        "compute",
-        "--store",
-        store,
-        "--model",
-        "tiny",
-        "--target",
-        "s3://checkpoints/run-7/step-0",
-        "--name",
-        "step-0",
-    )
-    second = worker(
-        "compute",
-        "--store",
-        store,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        "s3://checkpoints/run-7/step-1",
-        "--name",
-        "step-1",
-    )
-    missing = worker(
-        "compute",
-        "--store",
-        store,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        "s3://checkpoints/run-7/step-9",
-        "--name",
-        "step-9",
-    )
+    run7 = "s3://checkpoints/run-7"
+    first = worker(*compute_args(store, f"{run7}/step-0", name="step-0"))
+    second = worker(*compute_args(store, f"{run7}/step-1", name="step-1", parent="step-0"))
+    missing = worker(*compute_args(store, f"{run7}/step-9", name="step-9", parent="step-0"))
     assert (first.code, second.code, missing.code) == (0, 0, 3), second.process.stderr
     assert second.report is not None
     assert second.report["version"] == checkpoint_version(checkpoints[1])
@@ -368,17 +212,7 @@ def test_the_parent_cache_is_used_only_when_it_holds_the_parent(
     root = _anchor(worker, store_uri, checkpoints[0])
     cache = tmp_path / "parents"
     args = (
-        "compute",
-        "--store",
-        store_uri,
-        "--model",
-        "tiny",
-        "--parent",
-        "step-0",
-        "--target",
-        f"file://{checkpoints[1]}",
-        "--name",
-        "step-1",
+        *compute_args(store_uri, f"file://{checkpoints[1]}", name="step-1", parent="step-0"),
         "--parent-cache",
         cache,
     )

@@ -27,5 +27,7 @@ PROMOTE: Final = f"{PREFIX}/promote"
 PROMOTE_VALUES: Final = ("step", "full")
 ABORT: Final = f"{PREFIX}/abort"
 """Any value: move every pod back to the stable version and mark the deployment Degraded."""
+ROLLBACK: Final = "rollback"
+"""The value ``kubectl deltaroll rollback`` gives the abort annotation: the same abort, named."""
 RETRY: Final = f"{PREFIX}/retry"
 """Any value: clear an abort and roll out spec.version again from the first step."""

@@ -24,9 +24,14 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 
 
+def rfc3339(moment: datetime) -> str:
+    """A UTC timestamp the way the API server writes them (whole seconds)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_rfc3339() -> str:
     """The current time the way the API server writes timestamps (UTC, whole seconds)."""
-    return datetime.now(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.now(UTC))
 
 
 def find_condition(conditions: Sequence[Condition] | None, type_: str) -> Condition | None:

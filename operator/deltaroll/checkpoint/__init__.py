@@ -11,6 +11,7 @@ Tensor bits go through :mod:`deltaroll.codec`; this layer owns files, layouts an
 from deltaroll.checkpoint.apply import ApplySummary, apply_delta
 from deltaroll.checkpoint.checksums import (
     checkpoint_version,
+    side_version,
     tensor_checksum,
     version_from_tensor_entries,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "import_trl_patch",
     "open_checkpoint",
     "read_delta_manifest",
+    "side_version",
     "tensor_checksum",
     "verify_checkpoint",
     "version_from_tensor_entries",

@@ -17,12 +17,10 @@ from typing import Literal
 import numpy as np
 
 from deltaroll.checkpoint.checksums import checkpoint_checksums, tensor_checksum, version_of
-from deltaroll.checkpoint.chunks import get_chunks
 from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.checkpoint.dtypes import byte_view
 from deltaroll.checkpoint.errors import (
     CheckpointError,
-    CorruptDeltaError,
     InterruptedApplyError,
     InvalidCheckpointError,
     WrongBaseError,
@@ -41,9 +39,9 @@ from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
-    check_from_bits,
-    needs_from_bits,
+    aux_file_bytes,
     other,
+    read_to_side_bits,
     to_side_bits,
 )
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
@@ -195,15 +193,7 @@ def _stage(
         header = layout_header(file, objects, entries, other(from_side))
 
         def tensor_bits(name: str) -> np.ndarray:
-            entry = entries[name]
-            from_bits = None
-            if needs_from_bits(entry, from_side):
-                from_bits = checkpoint.read_bits(name)
-                check_from_bits(entry, from_bits, from_side)
-            bits = to_side_bits(entry, from_bits, objects, from_side)
-            if on_bytes:
-                on_bytes(bits.nbytes)
-            return bits
+            return read_to_side_bits(entries[name], checkpoint, objects, from_side, on_bytes)
 
         write_weight_file(journal.staged / file.name, header, tensor_bits)
         crash_point("file-staged")
@@ -320,10 +310,7 @@ def _finish(
         destination = child_path(directory, aux.name)
         if destination.is_file() and tensor_checksum(destination.read_bytes()) == aux.checksum:
             continue
-        data = get_chunks(objects, aux.chunks, aux.size)
-        if tensor_checksum(data) != aux.checksum:
-            raise CorruptDeltaError(f"auxiliary file {aux.name} does not match its checksum")
-        write_file_atomically(destination, data)
+        write_file_atomically(destination, aux_file_bytes(aux, objects))
     fsync_directory(directory)
 
 

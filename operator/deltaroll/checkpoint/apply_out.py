@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deltaroll.checkpoint.checksums import tensor_checksum
-from deltaroll.checkpoint.chunks import get_chunks
 from deltaroll.checkpoint.errors import CorruptDeltaError
 from deltaroll.checkpoint.manifest import DeltaManifest
 from deltaroll.checkpoint.names import child_path
@@ -22,10 +20,9 @@ from deltaroll.checkpoint.staging import staged_directory
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
-    check_from_bits,
-    needs_from_bits,
+    aux_file_bytes,
     other,
-    to_side_bits,
+    read_to_side_bits,
 )
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
 
@@ -46,25 +43,14 @@ def apply_to_directory(
     entries = {e.name: e for e in manifest.tensors}
 
     def tensor_bits(name: str) -> np.ndarray:
-        entry = entries[name]
-        from_bits = None
-        if needs_from_bits(entry, from_side):
-            assert source is not None  # an anchor has only carried tensors
-            from_bits = source.read_bits(name)
-            check_from_bits(entry, from_bits, from_side)
-        bits = to_side_bits(entry, from_bits, objects, from_side)
-        if on_bytes:
-            on_bytes(bits.nbytes)
-        return bits
+        return read_to_side_bits(entries[name], source, objects, from_side, on_bytes)
 
     with staged_directory(out_dir) as staging:
         for file in layout.files:
             header = layout_header(file, objects, entries, to_side)
             write_weight_file(child_path(staging, file.name), header, tensor_bits)
         for aux in layout.aux_files:
-            data = get_chunks(objects, aux.chunks, aux.size)
-            if tensor_checksum(data) != aux.checksum:
-                raise CorruptDeltaError(f"auxiliary file {aux.name} does not match its checksum")
+            data = aux_file_bytes(aux, objects)
             path = child_path(staging, aux.name)
             with path.open("xb") as f:
                 f.write(data)

@@ -12,11 +12,13 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import xxhash
 
 from deltaroll.checkpoint.dtypes import byte_view
+from deltaroll.checkpoint.manifest import TensorEntry
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 
 VERSION_ID_HEX_CHARS = 32
@@ -40,6 +42,15 @@ def version_from_tensor_entries(
     )
     blob = json.dumps(canonical, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:VERSION_ID_HEX_CHARS]
+
+
+def side_version(entries: Iterable[TensorEntry], side: Literal["base", "target"]) -> str:
+    """The version id of one side of a delta's tensor entries (order does not matter): what a
+    whole checkpoint's id would be, from a manifest alone."""
+    sides = ((entry.name, entry.side(side)) for entry in entries)
+    return version_from_tensor_entries(
+        (name, s.dtype, s.shape, s.checksum) for name, s in sides if s is not None
+    )
 
 
 def checkpoint_checksums(

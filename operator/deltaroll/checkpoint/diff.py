@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from deltaroll.checkpoint.checksums import tensor_checksum, version_from_tensor_entries
+from deltaroll.checkpoint.checksums import side_version, tensor_checksum
 from deltaroll.checkpoint.chunks import put_chunks
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.layouts import record_layout
@@ -117,8 +117,8 @@ def write_delta(
         )
         manifest = DeltaManifest(
             schema=SCHEMA,
-            base_version=_version(entries, "base") if base is not None else None,
-            target_version=_version(entries, "target"),
+            base_version=side_version(entries, "base") if base is not None else None,
+            target_version=side_version(entries, "target"),
             base_layout=base_layout,
             target_layout=target_layout,
             tensors=entries,
@@ -223,13 +223,6 @@ def _side(ref: TensorRef | None, bits: np.ndarray | None) -> TensorSide | None:
     if ref is None or bits is None:
         return None
     return TensorSide(dtype=ref.dtype, shape=list(ref.shape), checksum=tensor_checksum(bits))
-
-
-def _version(entries: list[TensorEntry], which: str) -> str:
-    sides = [(e.name, e.base if which == "base" else e.target) for e in entries]
-    return version_from_tensor_entries(
-        (name, side.dtype, side.shape, side.checksum) for name, side in sides if side is not None
-    )
 
 
 def _tensor_bytes(base: TensorRef | None, target: TensorRef | None) -> int:

@@ -15,9 +15,6 @@ from deltaroll.checkpoint.errors import UnsafeNameError
 _MAX_NAME_BYTES = 255
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f/\\]")
 
-# Files Deltaroll keeps beside or inside a checkpoint; never part of a checkpoint's content.
-RESERVED_PREFIX = ".deltaroll"
-
 
 def check_file_name(name: str) -> str:
     """Return ``name`` if it is a plain, visible file name of one path component, else raise."""

@@ -7,12 +7,11 @@ once, here and in the store), and lets every reader check each blob it uses.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import uuid
 from pathlib import Path
 
 from deltaroll.checkpoint.errors import CorruptDeltaError
+from deltaroll.checkpoint.staging import write_file_atomically
 
 OBJECTS_DIR = "objects"
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -46,12 +45,7 @@ class ObjectDir:
         if target.exists():
             return digest
         self.root.mkdir(parents=True, exist_ok=True)
-        temp = self.root / f".{digest}.{uuid.uuid4().hex}.tmp"
-        with temp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, target)
+        write_file_atomically(target, data)
         return digest
 
     def get(self, digest: str) -> bytes:

@@ -11,7 +11,6 @@ stays near the largest tensor rather than the model.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +19,7 @@ import numpy as np
 
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import InvalidCheckpointError, UnsafeNameError
-from deltaroll.checkpoint.header import SafetensorsHeader, read_header
+from deltaroll.checkpoint.header import SafetensorsHeader, TensorInfo, read_header
 from deltaroll.checkpoint.names import check_file_name
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -37,24 +36,12 @@ class WeightFile:
 
 
 @dataclass(frozen=True)
-class TensorRef:
-    """Where one tensor's bytes live: ``begin``/``end`` are absolute offsets in ``path``."""
+class TensorRef(TensorInfo):
+    """A header's tensor entry plus the weight file it lives in: ``begin``/``end`` are absolute
+    offsets in ``path`` (``file`` is its name inside the checkpoint)."""
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
     file: str
     path: Path
-    begin: int
-    end: int
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.begin
 
 
 @dataclass(frozen=True)
@@ -181,6 +168,6 @@ def _tensor_refs(weights: tuple[WeightFile, ...]) -> dict[str, TensorRef]:
                     f"tensor {t.name!r} appears in both {tensors[t.name].file} and {weight.name}"
                 )
             tensors[t.name] = TensorRef(
-                t.name, t.dtype, t.shape, weight.name, weight.path, t.begin, t.end
+                t.name, t.dtype, t.shape, t.begin, t.end, file=weight.name, path=weight.path
             )
     return tensors

@@ -15,8 +15,9 @@ from deltaroll.checkpoint.checksums import tensor_checksum
 from deltaroll.checkpoint.chunks import get_chunks
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
-from deltaroll.checkpoint.manifest import TensorEntry
+from deltaroll.checkpoint.manifest import AuxFile, TensorEntry
 from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.reader import Checkpoint
 from deltaroll.codec import CodecError, EncodedTensor, TensorKind, apply_tensor_delta
 
 Side = Literal["base", "target"]
@@ -78,3 +79,31 @@ def to_side_bits(
             f"{objects_used}: the delta is corrupt; fetch or recompute it"
         )
     return bits
+
+
+def read_to_side_bits(
+    entry: TensorEntry,
+    source: Checkpoint | None,
+    objects: ObjectDir,
+    from_side: Side,
+    on_bytes: OnBytes | None,
+) -> np.ndarray:
+    """The tensor's bits on the other side, reading (and checking) ``source``'s tensor first when
+    the result is computed from it; ``source`` may be None only when every tensor is carried."""
+    from_bits = None
+    if needs_from_bits(entry, from_side):
+        assert source is not None  # an anchor has only carried tensors
+        from_bits = source.read_bits(entry.name)
+        check_from_bits(entry, from_bits, from_side)
+    bits = to_side_bits(entry, from_bits, objects, from_side)
+    if on_bytes:
+        on_bytes(bits.nbytes)
+    return bits
+
+
+def aux_file_bytes(aux: AuxFile, objects: ObjectDir) -> bytearray:
+    """The content of an auxiliary file recorded in a layout, checked against its checksum."""
+    data = get_chunks(objects, aux.chunks, aux.size)
+    if tensor_checksum(data) != aux.checksum:
+        raise CorruptDeltaError(f"auxiliary file {aux.name} does not match its checksum")
+    return data

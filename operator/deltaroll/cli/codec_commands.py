@@ -8,19 +8,17 @@ directory: ``manifest.json`` and ``objects/<sha256>``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from deltaroll.cli.output import emit, progress_bar
+from deltaroll.cli.output import JsonOpt, emit, progress_bar
 
 if TYPE_CHECKING:
     from deltaroll.checkpoint import DeltaManifest
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DeltaArg = Annotated[Path, typer.Argument(help="Delta directory (manifest.json + objects/).")]
 LevelOpt = Annotated[int, typer.Option("--level", min=1, max=22, help="zstd compression level.")]
 
@@ -53,13 +51,6 @@ def _filesystem_errors_as_user_errors(command: Callable[..., None]) -> Callable[
     return wrapper
 
 
-@contextmanager
-def _progress(description: str, total_bytes: int | None) -> Iterator[Callable[[int], None]]:
-    with progress_bar(description, total_bytes) as bar:
-        task = bar.tasks[0].id
-        yield lambda n: bar.advance(task, n)
-
-
 def _side_bytes(manifest: DeltaManifest, side: Literal["base", "target"]) -> int:
     """Tensor bytes of one side of a delta (for progress totals)."""
     return sum(s.nbytes for e in manifest.tensors if (s := e.side(side)) is not None)
@@ -88,7 +79,7 @@ def diff(
     check_output_free(out)
     base_checkpoint, target_checkpoint = open_checkpoint(base), open_checkpoint(target)
     total = base_checkpoint.tensor_bytes + target_checkpoint.tensor_bytes
-    with _progress("diff", total) as on_bytes:
+    with progress_bar("diff", total) as on_bytes:
         summary = write_delta(
             base_checkpoint, target_checkpoint, out, level=level, on_bytes=on_bytes, device=device
         )
@@ -130,7 +121,7 @@ def apply(
     manifest = read_delta_manifest(delta)
     # The base is read once to check its version, then the result is written (or patched).
     total = _side_bytes(manifest, "base") + _side_bytes(manifest, "target")
-    with _progress("apply", total) as on_bytes:
+    with progress_bar("apply", total) as on_bytes:
         summary = apply_delta(
             base, delta, out_dir=out, in_place=in_place, reverse=reverse, on_bytes=on_bytes
         )
@@ -155,7 +146,7 @@ def verify(
     if side not in ("base", "target"):
         raise CheckpointError(f"--side must be base or target, not {side!r}")
     chosen: Literal["base", "target"] = "base" if side == "base" else "target"
-    with _progress("verify", _side_bytes(read_delta_manifest(delta), chosen)) as on_bytes:
+    with progress_bar("verify", _side_bytes(read_delta_manifest(delta), chosen)) as on_bytes:
         report = verify_checkpoint(checkpoint, delta, side=chosen, on_bytes=on_bytes)
     emit(
         report.to_dict(),
@@ -202,7 +193,7 @@ def import_trl(
     """Turn a TRL sparse safetensors patch of BASE into a Deltaroll delta."""
     from deltaroll.checkpoint import import_trl_patch
 
-    with _progress("import", None) as on_bytes:
+    with progress_bar("import", None) as on_bytes:
         summary = import_trl_patch(base, patch, out, level=level, on_bytes=on_bytes)
     emit(
         summary.to_dict(),

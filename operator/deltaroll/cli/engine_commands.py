@@ -12,13 +12,12 @@ from typing import Annotated
 
 import typer
 
-from deltaroll.cli.output import emit
+from deltaroll.cli.output import JsonOpt, emit
 
 KindOpt = Annotated[str, typer.Option("--kind", help="Engine kind: reference, sglang or vllm.")]
 EndpointOpt = Annotated[
     str, typer.Option("--endpoint", help="Engine base URL, e.g. http://127.0.0.1:8000.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def register(app: typer.Typer) -> None:

@@ -18,14 +18,13 @@ context ($KUBECONFIG), and the namespace defaults to the context's.
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from typer.exceptions import TyperException
 
 from deltaroll.cli.errors import ClusterRequestError, ModelDeploymentNotFoundError
-from deltaroll.cli.output import emit
+from deltaroll.cli.output import JsonOpt, emit
 from deltaroll.errors import DeltarollError
 
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"
@@ -43,7 +42,6 @@ NamespaceOpt = Annotated[
     str | None,
     typer.Option("--namespace", "-n", help="Namespace; the current context's by default."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 
 def _api() -> tuple[Any, str]:
@@ -120,10 +118,6 @@ def _request(name: str, namespace: str | None, annotation: str, value: str, as_j
     emit(result, as_json=as_json, human=f"modeldeployment {namespace}/{name}: {annotation}={value}")
 
 
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @app.command()
 def promote(
     name: NameArg,
@@ -143,16 +137,18 @@ def promote(
 def abort(name: NameArg, namespace: NamespaceOpt = None, as_json: JsonOpt = False) -> None:
     """Move every pod back to the stable version; Degraded until spec.version changes or retry."""
     from deltaroll.api.annotations import ABORT
+    from deltaroll.api.conditions import now_rfc3339
 
-    _request(name, namespace, ABORT, _stamp(), as_json)
+    _request(name, namespace, ABORT, now_rfc3339(), as_json)
 
 
 @app.command()
 def retry(name: NameArg, namespace: NamespaceOpt = None, as_json: JsonOpt = False) -> None:
     """Clear an abort and roll spec.version out again from the first step."""
     from deltaroll.api.annotations import RETRY
+    from deltaroll.api.conditions import now_rfc3339
 
-    _request(name, namespace, RETRY, _stamp(), as_json)
+    _request(name, namespace, RETRY, now_rfc3339(), as_json)
 
 
 @app.command()
@@ -162,8 +158,7 @@ def rollback(name: NameArg, namespace: NamespaceOpt = None, as_json: JsonOpt = F
     spec.version stays as git has it: revert the commit (or set spec.version to the stable
     version) to make it permanent; the deployment stays Degraded until then.
     """
-    from deltaroll.api.annotations import ABORT
-    from deltaroll.controllers.rollout_planner import ROLLBACK
+    from deltaroll.api.annotations import ABORT, ROLLBACK
 
     _request(name, namespace, ABORT, ROLLBACK, as_json)
 

@@ -14,21 +14,6 @@ from typer.exceptions import Abort, TyperException
 
 from deltaroll.errors import DeltarollError
 
-app = typer.Typer(
-    name="deltaroll",
-    help="Ship new model weights to inference fleets as sparse, lossless deltas.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
-def _root() -> None:
-    """Ship new model weights to inference fleets as sparse, lossless deltas."""
-    # An explicit callback keeps `deltaroll <command>` a group even if one command is registered.
-
-
 # Command modules, each with a `register(app)` that adds its commands. Add new modules here.
 COMMAND_MODULES: tuple[str, ...] = (
     "crds_command",
@@ -43,7 +28,22 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_app() -> typer.Typer:
-    """Register every command module's commands on the app."""
+    """A new app with every command module's commands (new each call, so running it twice in
+    one process, as the codec demo does, never registers a command twice)."""
+    app = typer.Typer(
+        name="deltaroll",
+        help="Ship new model weights to inference fleets as sparse, lossless deltas.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.callback()
+    def _root() -> None:
+        """Ship new model weights to inference fleets as sparse, lossless deltas."""
+        # An explicit callback keeps `deltaroll <command>` a group even if one command is
+        # registered.
+
     for module_name in COMMAND_MODULES:
         importlib.import_module(f"deltaroll.cli.{module_name}").register(app)
     return app

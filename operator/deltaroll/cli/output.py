@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,6 +22,8 @@ from rich.progress import (
 
 stderr_console = Console(stderr=True)
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
 
 def emit(result: dict[str, Any], *, as_json: bool, human: str | None = None) -> None:
     """Print ``result`` as one JSON line (``--json``) or ``human`` text for people."""
@@ -31,8 +34,9 @@ def emit(result: dict[str, Any], *, as_json: bool, human: str | None = None) -> 
 
 
 @contextmanager
-def progress_bar(description: str, total_bytes: int | None) -> Iterator[Progress]:
-    """A byte progress bar on stderr, shown only when stderr is a terminal."""
+def progress_bar(description: str, total_bytes: int | None) -> Iterator[Callable[[int], None]]:
+    """A byte progress bar on stderr, shown only when stderr is a terminal; yields the callback
+    that advances it by a number of bytes."""
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -44,5 +48,5 @@ def progress_bar(description: str, total_bytes: int | None) -> Iterator[Progress
         disable=not stderr_console.is_terminal,
     )
     with progress:
-        progress.add_task(description, total=total_bytes)
-        yield progress
+        task = progress.add_task(description, total=total_bytes)
+        yield lambda n: progress.advance(task, n)

@@ -8,8 +8,6 @@ and never appear in output.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltaroll.cli.output import emit, progress_bar
+from deltaroll.cli.output import JsonOpt, emit, progress_bar
 
 if TYPE_CHECKING:
     from deltaroll.store import Store
@@ -29,7 +27,6 @@ StoreArg = Annotated[
     ),
 ]
 ModelArg = Annotated[str, typer.Argument(help="Model name in the store, e.g. llama-8b.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -54,13 +51,6 @@ def _open(uri: str) -> Store:
     return Store(uri)
 
 
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[[int], None]]:
-    with progress_bar(description, None) as bar:
-        task = bar.tasks[0].id
-        yield lambda n: bar.advance(task, n)
-
-
 def push(
     store: StoreArg,
     model: ModelArg,
@@ -79,7 +69,7 @@ def push(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish CHECKPOINT as a new version of MODEL: a delta from --base, and/or an anchor."""
-    with _progress("uploading") as advance:
+    with progress_bar("uploading", None) as advance:
         result = _open(store).push(
             model,
             checkpoint,
@@ -115,7 +105,7 @@ def pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Write VERSION of MODEL to OUT_DIR, downloading only the deltas on the cheapest path."""
-    with _progress("downloading") as advance:
+    with progress_bar("downloading", None) as advance:
         result = _open(store).pull(
             model, version, out_dir, base=base, keep_cache=keep_cache, progress=advance
         )
@@ -182,7 +172,7 @@ def squash(
     as_json: JsonOpt = False,
 ) -> None:
     """Give TO one direct delta from FROM instead of the chain between them."""
-    with _progress("squashing") as advance:
+    with progress_bar("squashing", None) as advance:
         result = _open(store).squash(model, from_version, to_version, progress=advance)
     emit(
         asdict(result),

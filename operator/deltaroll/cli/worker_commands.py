@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deltaroll.cli.output import emit
+from deltaroll.cli.output import JsonOpt, emit
 
 if TYPE_CHECKING:
     from deltaroll.store import Store
@@ -59,7 +59,6 @@ TerminationOpt = Annotated[
     Path | None,
     typer.Option("--termination-log", help="Where to write the JSON report for the controller."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def register(app: typer.Typer) -> None:

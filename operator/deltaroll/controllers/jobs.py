@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any, Final
 
 from deltaroll.api.common import API_VERSION
@@ -31,6 +32,23 @@ ANNOTATION_SPEC_DIGEST: Final = "deltaroll.dev/spec-digest"
 ANNOTATION_GENERATION: Final = "deltaroll.dev/generation"
 DEFAULT_IMAGE: Final = "ghcr.io/deltaroll/worker:latest"
 _MAX_JOB_NAME: Final = 63  # Job names end up in the pods' job-name label
+
+
+def label_value(name: str) -> str:
+    """An object's name cut to fit a label value (63 characters, no trailing ``-`` or ``.``)."""
+    return name[:63].rstrip("-.")
+
+
+def controller_reference(kind: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The controller ownerReference to a Deltaroll object of ``kind`` with ``meta``."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def spec_digest(spec: ModelDeltaSpec) -> str:
@@ -96,7 +114,7 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
     meta, spec, job = delta.metadata, delta.spec, delta.spec.job
     digest = spec_digest(spec)
     labels = {
-        LABEL_MODELDELTA: str(meta["name"])[:63].rstrip("-."),
+        LABEL_MODELDELTA: label_value(str(meta["name"])),
         LABEL_COMPONENT: "worker",
         LABEL_MANAGED_BY: MANAGED_BY,
     }
@@ -140,16 +158,7 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
                 ANNOTATION_SPEC_DIGEST: digest,
                 ANNOTATION_GENERATION: str(meta.get("generation", 0)),
             },
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [controller_reference(KIND, meta)],
         },
         "spec": job_spec,
     }

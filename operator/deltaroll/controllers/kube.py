@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from functools import cache
 from typing import Any, Final
 
+from deltaroll.api import modeldelta, modeldeployment
 from deltaroll.api.common import GROUP, VERSION
-from deltaroll.controllers.jobs import LABEL_MODELDELTA
+from deltaroll.controllers.jobs import LABEL_MODELDELTA, label_value
 
-MODELDELTAS: Final = "modeldeltas"
-MODELDEPLOYMENTS: Final = "modeldeployments"
+MODELDELTAS: Final = modeldelta.PLURAL
+MODELDEPLOYMENTS: Final = modeldeployment.PLURAL
 Body = dict[str, Any]
 
 
@@ -55,10 +57,6 @@ def _plain(obj: Any) -> Body:
     return dict(api_client().sanitize_for_serialization(obj))
 
 
-def _status_of(exc: Exception) -> int | None:
-    return getattr(exc, "status", None)
-
-
 def read_secret_data(namespace: str, name: str) -> dict[str, str] | None:
     """The Secret's decoded ``data`` (key -> text value), or None when there is no such Secret.
 
@@ -80,17 +78,35 @@ def read_secret_data(namespace: str, name: str) -> dict[str, str] | None:
     return decoded
 
 
-def get_modeldelta(namespace: str, name: str) -> Body | None:
+def get_custom_object(namespace: str, plural: str, name: str) -> Body | None:
+    """One of the project's custom objects, or None when there is no such object."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        return dict(
-            _custom().get_namespaced_custom_object(GROUP, VERSION, namespace, MODELDELTAS, name)
-        )
+        return dict(_custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
+
+
+def patch_custom_status(namespace: str, plural: str, name: str, status: Body) -> None:
+    _custom().patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, {"status": status}
+    )
+
+
+def patch_custom_annotations(
+    namespace: str, plural: str, name: str, annotations: Mapping[str, str | None]
+) -> None:
+    """Merge-patch annotations onto a custom object; a None value removes that annotation."""
+    _custom().patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name, {"metadata": {"annotations": annotations}}
+    )
+
+
+def get_modeldelta(namespace: str, name: str) -> Body | None:
+    return get_custom_object(namespace, MODELDELTAS, name)
 
 
 def list_modeldeltas(namespace: str) -> list[Body]:
@@ -115,7 +131,7 @@ def list_modeldeployments(namespace: str) -> list[Body]:
 
 def owned_jobs(namespace: str, owner_name: str, owner_uid: str) -> list[tuple[Body, list[Body]]]:
     """The Jobs a ModelDelta controls, each with its pods."""
-    selector = f"{LABEL_MODELDELTA}={owner_name[:63].rstrip('-.')}"
+    selector = f"{LABEL_MODELDELTA}={label_value(owner_name)}"
     jobs = [
         _plain(j) for j in _batch().list_namespaced_job(namespace, label_selector=selector).items
     ]
@@ -154,15 +170,11 @@ def delete_job(namespace: str, name: str) -> None:
 
 
 def patch_status(namespace: str, name: str, status: Body) -> None:
-    _custom().patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, MODELDELTAS, name, {"status": status}
-    )
+    patch_custom_status(namespace, MODELDELTAS, name, status)
 
 
 def patch_annotations(namespace: str, name: str, annotations: dict[str, str]) -> None:
-    _custom().patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, MODELDELTAS, name, {"metadata": {"annotations": annotations}}
-    )
+    patch_custom_annotations(namespace, MODELDELTAS, name, annotations)
 
 
 def controller_owner(body: Body) -> dict[str, Any] | None:

@@ -27,8 +27,9 @@ import kopf
 import structlog
 
 from deltaroll.api import InvalidResourceError, ModelDelta, parse_resource
+from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import now_rfc3339
-from deltaroll.api.modeldelta import ModelDeltaStatus
+from deltaroll.api.modeldelta import PLURAL, ModelDeltaStatus
 from deltaroll.controllers import kube, metrics
 from deltaroll.controllers.errors import SecretNotFoundError
 from deltaroll.controllers.jobs import DEFAULT_IMAGE, LABEL_MANAGED_BY, MANAGED_BY, version_name
@@ -47,7 +48,7 @@ from deltaroll.controllers.planner import (
 from deltaroll.controllers.retention import blocking_use, uses_of
 from deltaroll.controllers.storeview import look_up
 
-GROUP_VERSION_PLURAL: Final = ("deltaroll.dev", "v1alpha1", "modeldeltas")
+GROUP_VERSION_PLURAL: Final = (GROUP, VERSION, PLURAL)
 INPUTS_ANNOTATION: Final = "deltaroll.dev/published-inputs"
 RETRY_DELAY_S: Final = 30
 

@@ -30,11 +30,13 @@ import structlog
 
 from deltaroll.api import InvalidResourceError, ModelDeployment, parse_resource
 from deltaroll.api.annotations import POD_VERSION
-from deltaroll.api.modeldeployment import ModelDeploymentStatus
+from deltaroll.api.common import GROUP, VERSION
+from deltaroll.api.conditions import rfc3339
+from deltaroll.api.modeldeployment import PLURAL, ModelDeploymentStatus
 from deltaroll.controllers import kube, rollout_kube, rollout_target
 from deltaroll.controllers.analysis.job import DEFAULT_IMAGE
 from deltaroll.controllers.analysis.measure import Context, take
-from deltaroll.controllers.analysis.runs import is_due, record, rfc3339
+from deltaroll.controllers.analysis.runs import is_due, record
 from deltaroll.controllers.rollout_overlap import older_claims, selects
 from deltaroll.controllers.rollout_planner import Observed, Plan, plan
 from deltaroll.controllers.rollout_pods import (
@@ -45,7 +47,7 @@ from deltaroll.controllers.rollout_pods import (
     view_pod,
 )
 
-RESOURCE: Final = ("deltaroll.dev", "v1alpha1", "modeldeployments")
+RESOURCE: Final = (GROUP, VERSION, PLURAL)
 INTERVAL_S: Final = float(os.environ.get("DELTAROLL_ROLLOUT_INTERVAL_S", "5"))
 
 log = structlog.get_logger("deltaroll.controllers.modeldeployment")
@@ -95,7 +97,7 @@ def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | 
             return None
         now = now or datetime.now(UTC).replace(microsecond=0)
         spec = deployment.spec
-        pod_bodies = [p for p in rollout_kube.list_pods(namespace, spec.selector)]
+        pod_bodies = rollout_kube.list_pods(namespace, spec.selector)
         views = [v for v in (view_pod(p) for p in pod_bodies) if v is not None]
         # Before anything is written: an older ModelDeployment selecting our pods keeps them.
         overlap = older_claims(body, rollout_kube.list_modeldeployments(namespace), pod_bodies)

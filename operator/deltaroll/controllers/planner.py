@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from deltaroll.api.common import Condition, ConditionStatus
-from deltaroll.api.conditions import READY, RECONCILING, STALLED, remove_condition, set_condition
+from deltaroll.api.conditions import (
+    READY,
+    RECONCILING,
+    STALLED,
+    find_condition,
+    remove_condition,
+    set_condition,
+)
 from deltaroll.api.modeldelta import JobReference, ModelDelta, ModelDeltaPhase, ModelDeltaStatus
 from deltaroll.controllers.jobs import build_job, content_digest, spec_digest, version_name
 from deltaroll.controllers.observe import JobView
@@ -289,7 +296,8 @@ def _transition_events(before: ModelDeltaStatus, after: ModelDeltaStatus) -> lis
 
 
 def _ready_reason(status: ModelDeltaStatus) -> str | None:
-    return next((c.reason for c in status.conditions or () if c.type == READY), None)
+    ready = find_condition(status.conditions, READY)
+    return ready.reason if ready is not None else None
 
 
 def _newest(jobs: list[JobView]) -> JobView | None:

@@ -1,45 +1,29 @@
 """The Kubernetes reads and writes of the ModelDeployment controller, on the official client.
 
-Shares the process's ApiClient with :mod:`deltaroll.controllers.kube`. Everything is plain dicts
-in the API server's camelCase form. Pods are only ever changed through two annotations
-(:data:`~deltaroll.api.annotations.POD_VERSION` and when it was set); the ModelDeployment only
-through its status and the removal of handled request annotations, never its spec.
+Shares the process's ApiClient and client helpers with :mod:`deltaroll.controllers.kube`.
+Everything is plain dicts in the API server's camelCase form. Pods are only ever changed
+through two annotations (:data:`~deltaroll.api.annotations.POD_VERSION` and when it was set);
+the ModelDeployment only through its status and the removal of handled request annotations,
+never its spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
 
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.modeldeployment import LabelSelector
-from deltaroll.controllers.kube import api_client
-
-MODELDEPLOYMENTS: Final = "modeldeployments"
-MERGE_PATCH: Final = "application/merge-patch+json"
-Body = dict[str, Any]
-
-
-def _core() -> Any:
-    import kubernetes
-
-    return kubernetes.client.CoreV1Api(api_client())
-
-
-def _batch() -> Any:
-    import kubernetes
-
-    return kubernetes.client.BatchV1Api(api_client())
-
-
-def _custom() -> Any:
-    import kubernetes
-
-    return kubernetes.client.CustomObjectsApi(api_client())
-
-
-def _plain(obj: Any) -> Body:
-    return dict(api_client().sanitize_for_serialization(obj))
+from deltaroll.controllers.kube import (
+    MODELDEPLOYMENTS,
+    Body,
+    _batch,
+    _core,
+    _custom,
+    _plain,
+    get_custom_object,
+    patch_custom_annotations,
+    patch_custom_status,
+)
 
 
 def label_selector(selector: LabelSelector) -> str:
@@ -59,18 +43,7 @@ def label_selector(selector: LabelSelector) -> str:
 
 
 def get_modeldeployment(namespace: str, name: str) -> Body | None:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        return dict(
-            _custom().get_namespaced_custom_object(
-                GROUP, VERSION, namespace, MODELDEPLOYMENTS, name
-            )
-        )
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return get_custom_object(namespace, MODELDEPLOYMENTS, name)
 
 
 def list_modeldeployments(namespace: str) -> list[Body]:
@@ -96,17 +69,12 @@ def annotate_pod(namespace: str, name: str, annotations: Mapping[str, str | None
 
 
 def patch_status(namespace: str, name: str, status: Body) -> None:
-    _custom().patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, MODELDEPLOYMENTS, name, {"status": status}
-    )
+    patch_custom_status(namespace, MODELDEPLOYMENTS, name, status)
 
 
 def remove_annotations(namespace: str, name: str, keys: Sequence[str]) -> None:
     """Remove handled request annotations (promote, abort, retry) from the ModelDeployment."""
-    patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
-    _custom().patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, MODELDEPLOYMENTS, name, patch
-    )
+    patch_custom_annotations(namespace, MODELDEPLOYMENTS, name, dict.fromkeys(keys))
 
 
 def ensure_job(manifest: Body) -> Body:

@@ -33,8 +33,9 @@ from typing import Literal
 
 from deltaroll.agent.states import AgentState
 from deltaroll.api import conditions as cond
-from deltaroll.api.annotations import ABORT, PROMOTE, RETRY
+from deltaroll.api.annotations import ABORT, PROMOTE, RETRY, ROLLBACK
 from deltaroll.api.common import Condition
+from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldeployment import (
     AnalysisResult,
     CanaryStep,
@@ -43,7 +44,7 @@ from deltaroll.api.modeldeployment import (
     ModelDeploymentStatus,
     PromotedVersion,
 )
-from deltaroll.controllers.analysis.runs import rfc3339, seconds, start_run, taken
+from deltaroll.controllers.analysis.runs import seconds, start_run, taken
 from deltaroll.controllers.rollout_overlap import (
     SELECTOR_OVERLAP,
     SELECTOR_OVERLAP_RESOLVED,
@@ -58,8 +59,6 @@ from deltaroll.controllers.rollout_pods import (
 )
 
 MAX_HISTORY = 20
-ROLLBACK = "rollback"
-"""The value ``kubectl deltaroll rollback`` gives the abort annotation: the same abort, named."""
 MAX_RESULTS = 32
 
 

@@ -25,7 +25,12 @@ ANALYSIS = "eval-loss"
 
 
 def agent_container(
-    store_uri: str, *, model: str = MODEL, engine_url: str = "http://127.0.0.1:8000"
+    store_uri: str,
+    *,
+    model: str = MODEL,
+    engine_url: str = "http://127.0.0.1:8000",
+    poll_interval: float = 0.3,
+    retry_max: float = 2,
 ) -> dict[str, Any]:
     """The Deltaroll agent: pulls what the pod's annotation asks for, reloads the engine."""
     return {
@@ -42,8 +47,8 @@ def agent_container(
             "--engine=reference",
             f"--engine-url={engine_url}",
             "--health-port=8081",
-            "--poll-interval=0.3",
-            "--retry-max=2",
+            f"--poll-interval={poll_interval}",
+            f"--retry-max={retry_max}",
             "--log-format=console",
         ],  # fmt: skip
         "env": [
@@ -110,15 +115,21 @@ def engine_container() -> dict[str, Any]:
     }
 
 
-def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
-    """A Deployment of inference pods; their template names no version (the operator does)."""
-    pod_spec = {
+def inference_pod_spec(agent: dict[str, Any]) -> dict[str, Any]:
+    """An inference pod: ``agent`` (an :func:`agent_container`) as a native sidecar beside the
+    reference engine, the pod Ready only while the agent says its weights are."""
+    return {
         "terminationGracePeriodSeconds": 5,
         "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-        "initContainers": [as_native_sidecar(agent_container(store_uri))],
+        "initContainers": [as_native_sidecar(agent)],
         "containers": [engine_container()],
         "volumes": pod_volumes(),
     }
+
+
+def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
+    """A Deployment of inference pods; their template names no version (the operator does)."""
+    pod_spec = inference_pod_spec(agent_container(store_uri))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

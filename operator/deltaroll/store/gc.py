@@ -23,8 +23,8 @@ import structlog
 from deltaroll.store import keys
 from deltaroll.store.aliases import resolve
 from deltaroll.store.catalog import Catalog
-from deltaroll.store.graph import VersionGraph
 from deltaroll.store.manifests import VersionManifest, now
+from deltaroll.store.pull import load_graph
 from deltaroll.store.staging import review_staging
 
 log = structlog.get_logger(__name__)
@@ -54,7 +54,7 @@ def gc(
 ) -> GcResult:
     """Delete everything of ``model`` that the versions in ``keep`` (ids or names) don't need."""
     wanted = {resolve(catalog, model, ref) for ref in keep}
-    graph = VersionGraph(catalog.all_versions(model), catalog.all_anchors(model))
+    graph = load_graph(catalog, model)
     keep_versions: set[str] = set()
     keep_anchors: set[str] = set()
     for version in wanted:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deltaroll.store.catalog import Catalog
-from deltaroll.store.graph import VersionGraph
+from deltaroll.store.pull import load_graph
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class LogEntry:
 
 
 def version_log(catalog: Catalog, model: str) -> list[LogEntry]:
-    graph = VersionGraph(catalog.all_versions(model), catalog.all_anchors(model))
+    graph = load_graph(catalog, model)
     names: dict[str, list[str]] = {}
     for name, record in sorted(catalog.all_names(model).items()):
         names.setdefault(record.version, []).append(name)

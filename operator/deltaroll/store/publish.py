@@ -14,6 +14,8 @@ from pathlib import Path
 import structlog
 
 from deltaroll.checkpoint import read_delta_manifest
+from deltaroll.checkpoint.manifest import MANIFEST_NAME
+from deltaroll.checkpoint.objects import OBJECTS_DIR
 from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import BaseNotInStoreError
@@ -22,8 +24,6 @@ from deltaroll.store.names import validate_name
 from deltaroll.store.transfer import upload_objects
 
 log = structlog.get_logger(__name__)
-MANIFEST_NAME = "manifest.json"
-OBJECTS_DIR = "objects"
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,7 @@ def publish_delta(
             f"{catalog.backend.uri}: the base {parent} is not a version of {model!r}; push the "
             "base checkpoint first (or push this one with --anchor)"
         )
-    sent = upload_objects(
-        catalog.backend,
-        model,
-        delta_dir / OBJECTS_DIR,
-        record.objects,
-        policy=catalog.policy,
-        progress=progress,
-    )
+    sent = upload_delta_objects(catalog, model, delta_dir, record, progress=progress)
     manifest = VersionManifest(
         model=model, version=version, parent=parent, delta=record, created_at=now()
     )
@@ -98,14 +91,7 @@ def publish_anchor(
     """Publish a full snapshot; the version becomes a root unless it was already published."""
     record = record or delta_record(delta_dir)
     version = record.target_version
-    sent = upload_objects(
-        catalog.backend,
-        model,
-        delta_dir / OBJECTS_DIR,
-        record.objects,
-        policy=catalog.policy,
-        progress=progress,
-    )
+    sent = upload_delta_objects(catalog, model, delta_dir, record, progress=progress)
     anchor_new = catalog.write_anchor(
         AnchorManifest(model=model, version=version, delta=record, created_at=now())
     )
@@ -114,6 +100,25 @@ def publish_anchor(
     log.info("store.anchored", model=model, version=version, new=published or anchor_new)
     parent = None if published else _parent_of(catalog, model, version)
     return PublishOutcome(version, parent, sent, published or anchor_new)
+
+
+def upload_delta_objects(
+    catalog: Catalog,
+    model: str,
+    delta_dir: Path,
+    record: DeltaRecord,
+    *,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Upload the objects of a delta directory that the store lacks; bytes sent."""
+    return upload_objects(
+        catalog.backend,
+        model,
+        delta_dir / OBJECTS_DIR,
+        record.objects,
+        policy=catalog.policy,
+        progress=progress,
+    )
 
 
 def _parent_of(catalog: Catalog, model: str, version: str) -> str | None:

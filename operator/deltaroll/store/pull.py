@@ -18,6 +18,8 @@ from pathlib import Path
 import structlog
 
 from deltaroll.checkpoint import apply_delta, checkpoint_version
+from deltaroll.checkpoint.manifest import MANIFEST_NAME
+from deltaroll.checkpoint.objects import OBJECTS_DIR
 from deltaroll.store.aliases import resolve
 from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.cache import ObjectCache
@@ -104,9 +106,9 @@ def pull(
 
 def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> Path:
     """Rebuild a delta directory (manifest byte for byte, objects linked from the cache)."""
-    objects = delta_dir / "objects"
+    objects = delta_dir / OBJECTS_DIR
     objects.mkdir(parents=True)
-    (delta_dir / "manifest.json").write_bytes(step.delta.manifest_json.encode("ascii"))
+    (delta_dir / MANIFEST_NAME).write_bytes(step.delta.manifest_json.encode("ascii"))
     for ref in step.delta.objects:
         cache.link_into(ref.digest, objects / ref.digest)
     return delta_dir

@@ -19,9 +19,8 @@ from deltaroll.store.cache import ObjectCache
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import SquashError
 from deltaroll.store.manifests import VersionManifest
-from deltaroll.store.publish import OBJECTS_DIR, delta_record
+from deltaroll.store.publish import delta_record, upload_delta_objects
 from deltaroll.store.pull import load_graph, pull
-from deltaroll.store.transfer import upload_objects
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,7 @@ def squash(
         pull(catalog, model, target, work / "to", cache=cache, base=work / "from")
         diff_checkpoints(work / "from", work / "to", work / "delta")
         record = delta_record(work / "delta")
-        uploaded = upload_objects(
-            catalog.backend,
-            model,
-            work / "delta" / OBJECTS_DIR,
-            record.objects,
-            policy=catalog.policy,
-            progress=progress,
-        )
+        uploaded = upload_delta_objects(catalog, model, work / "delta", record, progress=progress)
     old = graph.versions[target]
     catalog.replace_version(
         VersionManifest(

@@ -19,16 +19,14 @@ group that is still assembling, however long ago they were made.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import structlog
 from pydantic import ValidationError
 
-from deltaroll.checkpoint import DeltaManifest, version_from_tensor_entries
-from deltaroll.checkpoint.manifest import TensorEntry
+from deltaroll.checkpoint import DeltaManifest, side_version
 from deltaroll.store import keys
 from deltaroll.store.backends import ObjectInfo
 from deltaroll.store.backends.concurrency import run_all
@@ -58,14 +56,6 @@ def read_part(catalog: Catalog, model: str, group: str, index: int, shares: int)
 def discard_group(catalog: Catalog, model: str, group: str, shares: int) -> None:
     """Delete a group's parts (once its version is published they are no longer needed)."""
     catalog.delete([keys.staging_part_key(model, group, i, shares) for i in range(shares)])
-
-
-def side_version(entries: Iterable[TensorEntry], side: Literal["base", "target"]) -> str:
-    """The version id of one side of a delta's tensor entries (order does not matter)."""
-    sides = ((entry.name, entry.side(side)) for entry in entries)
-    return version_from_tensor_entries(
-        (name, s.dtype, s.shape, s.checksum) for name, s in sides if s is not None
-    )
 
 
 @dataclass(frozen=True)

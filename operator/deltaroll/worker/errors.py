@@ -2,8 +2,8 @@
 
 A worker that fails writes ``{"reason": ..., "message": ...}`` to its termination message; the
 controller copies both into the ModelDelta's Ready condition. :func:`reason_for` maps an error
-from any layer to that CamelCase reason, and :func:`is_permanent` says whether retrying the pod
-could help (a Job's podFailurePolicy fails the Job at once on a permanent error's exit code).
+from any layer to that CamelCase reason, and says whether retrying the pod could help (a Job's
+podFailurePolicy fails the Job at once on a permanent error's exit code).
 """
 
 from __future__ import annotations

@@ -38,10 +38,11 @@ from deltaroll.checkpoint import (
     DeltaManifest,
     open_checkpoint,
     read_delta_manifest,
+    side_version,
 )
 from deltaroll.checkpoint.diff import write_delta
 from deltaroll.checkpoint.layouts import record_layout
-from deltaroll.checkpoint.manifest import SCHEMA, ObjectRef, write_manifest
+from deltaroll.checkpoint.manifest import MANIFEST_NAME, SCHEMA, ObjectRef, write_manifest
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.staging import staged_directory
 from deltaroll.store import StoreError
@@ -51,7 +52,6 @@ from deltaroll.store.staging import (
     discard_group,
     read_part,
     record_part,
-    side_version,
 )
 from deltaroll.store.transfer import download_objects, upload_objects
 from deltaroll.worker.compute import diff_device, finish_version, publish_anchor
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
     from deltaroll.store import Store
 
 log = structlog.get_logger(__name__)
-MANIFEST = "manifest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +154,7 @@ def compute_share(
             [StoreObjectRef(digest=o.digest, size=o.size) for o in share.objects],
             policy=store.catalog.policy,
         )
-        part = (share_dir / MANIFEST).read_bytes()
+        part = (share_dir / MANIFEST_NAME).read_bytes()
     else:
         part = EMPTY_SHARE  # recorded so the others know this index is done
     record_part(store.catalog, model, group, index, shares, part)
@@ -238,7 +237,7 @@ def _collect_parts(
             continue
         part_dir = into / str(index)
         part_dir.mkdir(parents=True, exist_ok=True)
-        (part_dir / MANIFEST).write_bytes(data)
+        (part_dir / MANIFEST_NAME).write_bytes(data)
         parts.append(read_delta_manifest(part_dir))
     return parts
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deltaroll.checkpoint import diff_checkpoints
+from deltaroll.worker.compute import publish_anchor
 from deltaroll.worker.facts import VersionFacts, version_facts
 
 if TYPE_CHECKING:
@@ -25,8 +25,7 @@ def materialize_version(
     version = store.resolve(model, ref)
     checkpoint = work_dir / "checkpoint"
     store.pull(model, version, checkpoint)
-    diff_checkpoints(None, checkpoint, work_dir / "anchor", level=level)
-    store.publish(model, work_dir / "anchor")
+    publish_anchor(store, model, checkpoint, work_dir / "anchor", level)
     return version_facts(store, model, version)
 
 

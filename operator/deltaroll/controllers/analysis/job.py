@@ -14,14 +14,17 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
-from deltaroll.api.common import API_VERSION
-from deltaroll.api.modeldeployment import AnalysisJob
+from deltaroll.api.modeldeployment import KIND, AnalysisJob
+from deltaroll.controllers.jobs import (
+    DEFAULT_IMAGE,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    controller_reference,
+    label_value,
+)
 
 LABEL_MODELDEPLOYMENT: Final = "deltaroll.dev/modeldeployment"
-LABEL_COMPONENT: Final = "app.kubernetes.io/component"
-LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 CONTAINER: Final = "analysis"
-DEFAULT_IMAGE: Final = "ghcr.io/deltaroll/worker:latest"  # as the ModelDelta worker Jobs
 
 JobOutcome = Literal["Successful", "Failed"]
 
@@ -47,7 +50,7 @@ def build_analysis_job(
     """The Job manifest for one measurement of ``template`` (``key`` names the measurement)."""
     meta = owner["metadata"]
     labels = {
-        LABEL_MODELDEPLOYMENT: str(meta["name"])[:63].rstrip("-."),
+        LABEL_MODELDEPLOYMENT: label_value(str(meta["name"])),
         LABEL_COMPONENT: "analysis",
         LABEL_MANAGED_BY: "deltaroll",
     }
@@ -93,16 +96,7 @@ def build_analysis_job(
             "name": analysis_job_name(str(meta["name"]), template, key),
             "namespace": meta["namespace"],
             "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "ModelDeployment",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [controller_reference(KIND, meta)],
         },
         "spec": spec,
     }

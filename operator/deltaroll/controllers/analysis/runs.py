@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
+from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldeployment import AnalysisResult, MetricTemplate
 
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
@@ -39,11 +40,6 @@ def seconds(duration: str | None) -> int:
     if match is None:
         raise ValueError(f"duration {duration!r} is not a number followed by s, m or h")
     return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-def rfc3339(moment: datetime) -> str:
-    """A timestamp as the API server writes them (UTC, whole seconds)."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def start_run(

@@ -14,11 +14,10 @@ from typing import Any
 from deltaroll.sandbox.apiserver.resources import ResourceType
 from deltaroll.sandbox.apiserver.selectors import match_labels
 from deltaroll.sandbox.apiserver.statuses import invalid
-from deltaroll.sandbox.apiserver.store import Obj, Store, WatchEvent
+from deltaroll.sandbox.apiserver.store import PODS, Obj, Store, WatchEvent
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAMESPACES = ("", "namespaces")
-PODS = ("", "pods")
 SECRETS = ("", "secrets")
 JOBS = ("batch", "jobs")
 DEPLOYMENTS = ("apps", "deployments")
@@ -218,12 +217,7 @@ class BuiltinAdmission:
             if not served.namespaced or served.version != _first_version(store, served):
                 continue
             for obj in store.list_objects(served, namespace):
-                name = obj["metadata"]["name"]
-                store.mutate(
-                    served, namespace, name, lambda o: o["metadata"].pop("finalizers", None)
-                )
-                if store.find(served, namespace, name) is not None:
-                    store.delete(served, namespace, name, "Background")
+                store.purge(served, namespace, obj["metadata"]["name"])
 
 
 def _first_version(store: Store, rtype: ResourceType) -> str:

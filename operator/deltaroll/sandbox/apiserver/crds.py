@@ -90,15 +90,13 @@ class CustomResourceAdmission:
     def admit(self, store: Store, rtype: ResourceType, obj: Obj, old: Obj | None) -> None:
         if rtype.storage_key == CRD_KEY:
             _check_crd(obj)
-            if old is not None:
-                for field in ("group",):
-                    if obj["spec"][field] != old["spec"][field]:
-                        raise invalid(
-                            "CustomResourceDefinition",
-                            obj["metadata"]["name"],
-                            [(f"spec.{field}", "Invalid value: field is immutable")],
-                            CRD_KEY[0],
-                        )
+            if old is not None and obj["spec"]["group"] != old["spec"]["group"]:
+                raise invalid(
+                    "CustomResourceDefinition",
+                    obj["metadata"]["name"],
+                    [("spec.group", "Invalid value: field is immutable")],
+                    CRD_KEY[0],
+                )
             return
         if not rtype.custom:
             return
@@ -125,13 +123,9 @@ class CustomResourceAdmission:
         if event.type == "DELETED":
             for served in store.registry.versions_of(group, plural):
                 for obj in store.list_objects(served):
-                    meta = obj["metadata"]
-                    if store.find(served, meta.get("namespace", ""), meta["name"]) is not None:
-                        store.mutate(
-                            served, meta.get("namespace", ""), meta["name"], _drop_finalizers
-                        )
-                        if store.find(served, meta.get("namespace", ""), meta["name"]) is not None:
-                            store.delete(served, meta.get("namespace", ""), meta["name"])
+                    store.purge(
+                        served, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+                    )
                 break
             store.registry.unregister(group, plural)
             return
@@ -140,10 +134,6 @@ class CustomResourceAdmission:
             store.registry.register(served)
         if not (crd.get("status") or {}).get("conditions"):
             store.mutate(rtype, "", crd["metadata"]["name"], _established, subresource="status")
-
-
-def _drop_finalizers(obj: Obj) -> None:
-    obj["metadata"].pop("finalizers", None)
 
 
 def _established(crd: Obj) -> None:

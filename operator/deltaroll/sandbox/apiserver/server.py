@@ -36,6 +36,7 @@ from deltaroll.sandbox.apiserver.statuses import (
     not_found,
 )
 from deltaroll.sandbox.apiserver.store import (
+    PODS,
     Obj,
     Store,
     dry_run,
@@ -189,7 +190,7 @@ class SandboxApiServer(kmock.KubernetesScaffold):
         field_validation.set(query.get("fieldValidation", "Ignore"))
         dry_run.set(query.get("dryRun") == "All")
         watching = api.legacy_watch or query.get("watch") in ("true", "1")
-        if api.subresource == "log" and rtype.storage_key == ("", "pods") and method == "GET":
+        if api.subresource == "log" and rtype.storage_key == PODS and method == "GET":
             return await self._serve_pod_log(request, rtype, ns or "default", api.name or "")
         if api.subresource == "scale" and rtype.storage_key in scale.SCALABLE and api.name:
             if method == "GET":

@@ -31,56 +31,54 @@ class ApiError(KubernetesError):
         }
 
 
-def not_found(kind_plural: str, name: str, group: str = "") -> ApiError:
-    qualified = f"{kind_plural}.{group}" if group else kind_plural
+def _about(
+    status: int, reason: str, message: str, kind: str, name: str, group: str, **details: Any
+) -> ApiError:
     return ApiError(
-        status=404,
-        reason="NotFound",
-        message=f'{qualified} "{name}" not found',
-        details={"name": name, "group": group, "kind": kind_plural},
+        status=status,
+        reason=reason,
+        message=message,
+        details={"name": name, "group": group, "kind": kind, **details},
     )
+
+
+def _named(kind: str, name: str, group: str) -> str:
+    """How kube-apiserver names an object in messages: ``widgets.example.com "w1"``."""
+    return f'{kind}.{group} "{name}"' if group else f'{kind} "{name}"'
+
+
+def not_found(kind_plural: str, name: str, group: str = "") -> ApiError:
+    message = f"{_named(kind_plural, name, group)} not found"
+    return _about(404, "NotFound", message, kind_plural, name, group)
 
 
 def already_exists(kind_plural: str, name: str, group: str = "") -> ApiError:
-    qualified = f"{kind_plural}.{group}" if group else kind_plural
-    return ApiError(
-        status=409,
-        reason="AlreadyExists",
-        message=f'{qualified} "{name}" already exists',
-        details={"name": name, "group": group, "kind": kind_plural},
-    )
+    message = f"{_named(kind_plural, name, group)} already exists"
+    return _about(409, "AlreadyExists", message, kind_plural, name, group)
 
 
 def conflict(kind_plural: str, name: str, group: str = "") -> ApiError:
-    qualified = f"{kind_plural}.{group}" if group else kind_plural
-    return ApiError(
-        status=409,
-        reason="Conflict",
-        message=(
-            f'Operation cannot be fulfilled on {qualified} "{name}": the object has been '
-            "modified; please apply your changes to the latest version and try again"
-        ),
-        details={"name": name, "group": group, "kind": kind_plural},
+    message = (
+        f"Operation cannot be fulfilled on {_named(kind_plural, name, group)}: the object has "
+        "been modified; please apply your changes to the latest version and try again"
     )
+    return _about(409, "Conflict", message, kind_plural, name, group)
 
 
 def invalid(kind: str, name: str, causes: list[tuple[str, str]], group: str = "") -> ApiError:
     """422 with one cause per (field path, message), as ``kubectl`` prints them."""
-    qualified = f"{kind}.{group}" if group else kind
     text = "; ".join(f"{field}: {message}" if field else message for field, message in causes)
-    return ApiError(
-        status=422,
-        reason="Invalid",
-        message=f'{qualified} "{name}" is invalid: {text}',
-        details={
-            "name": name,
-            "group": group,
-            "kind": kind,
-            "causes": [
-                {"reason": "FieldValueInvalid", "message": message, "field": field}
-                for field, message in causes
-            ],
-        },
+    return _about(
+        422,
+        "Invalid",
+        f"{_named(kind, name, group)} is invalid: {text}",
+        kind,
+        name,
+        group,
+        causes=[
+            {"reason": "FieldValueInvalid", "message": message, "field": field}
+            for field, message in causes
+        ],
     )
 
 

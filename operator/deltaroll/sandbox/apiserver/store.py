@@ -200,9 +200,7 @@ class Store:
         if (namespace, name) in self._objects[rtype.storage_key]:
             raise already_exists(rtype.plural, name, rtype.group)
         if rtype.has_status:
-            obj.pop("status", None)  # status is written through /status only
-            if not rtype.custom:
-                obj["status"] = {}  # typed builtins always serialize one, as kube-apiserver does
+            _clear_status(rtype, obj)  # status is written through /status only
         for server_field in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             meta.pop(server_field, None)
         obj["apiVersion"], obj["kind"] = rtype.api_version, rtype.kind
@@ -280,6 +278,12 @@ class Store:
             return None
         change(current)
         return self._update(rtype, namespace, name, current, subresource, None)
+
+    def purge(self, rtype: ResourceType, namespace: str, name: str) -> None:
+        """Delete whatever its finalizers say, as the namespace and CRD cleanups do."""
+        self.mutate(rtype, namespace, name, lambda o: o["metadata"].pop("finalizers", None))
+        if self.find(rtype, namespace, name) is not None:
+            self.delete(rtype, namespace, name, "Background")
 
     def delete(
         self,
@@ -378,10 +382,8 @@ class Store:
             new = copy.deepcopy(old)
             if "status" in body:
                 new["status"] = copy.deepcopy(body["status"])
-            elif rtype.custom:
-                new.pop("status", None)
             else:
-                new["status"] = {}
+                _clear_status(rtype, new)
         else:
             new = copy.deepcopy(body)
             if rtype.has_status:
@@ -581,6 +583,14 @@ def _pod_grace_s(rtype: ResourceType, obj: Obj, requested: int | None) -> int:
         requested if requested is not None else obj["spec"].get("terminationGracePeriodSeconds", 30)
     )
     return max(0, int(grace))
+
+
+def _clear_status(rtype: ResourceType, obj: Obj) -> None:
+    """No status: typed builtins still serialize an empty one, as kube-apiserver does."""
+    if rtype.custom:
+        obj.pop("status", None)
+    else:
+        obj["status"] = {}
 
 
 def _comparable(obj: Obj) -> Obj:

@@ -14,10 +14,10 @@ import copy
 import hashlib
 import json
 
-from deltaroll.sandbox.apiserver.store import Obj, Store, WatchEvent, now_rfc3339
+from deltaroll.sandbox.apiserver.store import PODS, Obj, Store, WatchEvent, now_rfc3339
 from deltaroll.sandbox.controllers import informers
 
-DEPLOYMENTS, PODS = ("apps", "deployments"), ("", "pods")
+DEPLOYMENTS = ("apps", "deployments")
 HASH_LABEL = "pod-template-hash"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from deltaroll.sandbox.apiserver.statuses import bad_request
-from deltaroll.sandbox.apiserver.store import Store, WatchEvent
+from deltaroll.sandbox.apiserver.store import PODS, Store, WatchEvent
 from deltaroll.sandbox.controllers import informers
 from deltaroll.sandbox.kubelet import node
 from deltaroll.sandbox.kubelet.environment import base_environment
@@ -22,7 +22,6 @@ from deltaroll.sandbox.kubelet.pod import MAX_GRACE_S, PodWorker, log_path, pod_
 from deltaroll.sandbox.kubelet.processes import ProcessTable
 
 log = structlog.get_logger("deltaroll.sandbox.kubelet")
-PODS = ("", "pods")
 FOLLOW_POLL_S = 0.2
 
 

@@ -44,7 +44,6 @@ log = structlog.get_logger("deltaroll.sandbox.kubelet")
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"
 MAX_GRACE_S = 5.0
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 10.0
-KUBELET_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
 
 
 def pod_dir(sandbox_dir: Path, pod: dict[str, Any]) -> Path:
