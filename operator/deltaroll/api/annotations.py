@@ -24,7 +24,6 @@ WEIGHTS_READY_CONDITION: Final = f"{PREFIX}/weights-ready"
 
 PROMOTE: Final = f"{PREFIX}/promote"
 """Value ``step`` ends the current pause or analysis step; ``full`` skips every remaining step."""
-PROMOTE_VALUES: Final = ("step", "full")
 ABORT: Final = f"{PREFIX}/abort"
 """Any value: move every pod back to the stable version and mark the deployment Degraded."""
 ROLLBACK: Final = "rollback"
