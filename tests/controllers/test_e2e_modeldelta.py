@@ -278,7 +278,17 @@ def test_an_indexed_job_of_three_gives_the_version_id_of_one_worker(
     single.push("tiny", trained_sharded[0], name="step-0")
     alone = single.push("tiny", trained_sharded[1], base=trained_sharded[0], name="step-1")
     assert body["status"]["versionId"] == alone.version
-    (job,) = jobs_of(cluster, "step-1")
+    # The last index names the version before its pod exits, so the ModelDelta can be Ready
+    # a moment before the Job counts that index as succeeded.
+    job = wait_for(
+        lambda: next(
+            (j for j in jobs_of(cluster, "step-1") if j["status"].get("succeeded") == 3), None
+        ),
+        60,
+        "Job step-1 with 3 succeeded indexes",
+        operator.log,
+    )
+    assert len(jobs_of(cluster, "step-1")) == 1
     assert (job["spec"]["completionMode"], job["status"]["succeeded"]) == ("Indexed", 3)
     delta_json = Store(uri).versions("tiny")[alone.version].delta
     assert delta_json is not None
