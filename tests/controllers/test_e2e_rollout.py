@@ -133,18 +133,21 @@ def md_status(custom: Any, name: str = NAME) -> dict[str, Any]:
     return dict(body.get("status") or {})
 
 
-def wait_phase(custom: Any, log: Callable[[], str], wanted: str, **fields: Any) -> Any:
-    """The deployment's status once it is in phase ``wanted`` with the given status fields."""
+def wait_phase(
+    custom: Any, log: Callable[[], str], wanted: str, says: str = "", **fields: Any
+) -> Any:
+    """The deployment's status once it is in phase ``wanted`` with the given status fields and a
+    message containing ``says`` (the controller writes its message a pass after pods move)."""
 
     def check() -> Any:
         status = md_status(custom)
         ok = status.get("phase") == wanted and all(status.get(k) == v for k, v in fields.items())
-        return status if ok else None
+        return status if ok and says in status.get("message", "") else None
 
     return wait_for(
         check,
         START_TIMEOUT_S,
-        f"phase {wanted} {fields}",
+        f"phase {wanted} {fields} saying {says!r}",
         lambda: json.dumps(md_status(custom)) + "\n" + log(),
     )
 
@@ -220,8 +223,7 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
         return all(view(core, n).current == v2 and view(core, n).ready == "True" for n in PODS)
 
     wait_for(all_back, START_TIMEOUT_S, "every pod back on v2", fast_operator.log)
-    settled = phase("Degraded", stableVersion=v2)
-    assert "every pod is back on" in settled["message"]
+    phase("Degraded", stableVersion=v2, says=f"every pod is back on {v2}")
     events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={NAME}")
     reasons = {e.reason for e in events.items}
     assert {"RolloutStarted", "Promoted", "PromotedStep"} <= reasons
@@ -402,8 +404,8 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
         wait_for(
             pulling_with_error, START_TIMEOUT_S, "the agent reporting the outage", operator.log
         )
-        waiting = md_status(custom)
-        assert waiting["phase"] == "Progressing" and not waiting.get("abort")
+        waiting = phase("Progressing")
+        assert not waiting.get("abort")
         held = view(core, stable_pod)
         assert held.current == v1 and held.ready == "True"  # still serving the old version
 
