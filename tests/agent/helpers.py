@@ -28,7 +28,7 @@ from deltaroll.sandbox.kubelet.volumes import field_text
 from deltaroll.store import Store
 from deltaroll.store.retry import RetryPolicy
 from engines.checkpoints import TinyCheckpoints
-from fixtures.ports import free_port
+from fixtures.s3 import MotoS3
 
 NAMESPACE = "default"
 MODEL = "tiny"
@@ -208,28 +208,8 @@ def make_agent(
     return AgentRig(agent, reporter, annotations_file, core, pod)
 
 
-class S3Server:
-    """moto's S3 server on a fixed loopback port that can go away and come back with its data
-    (moto keeps buckets in the process, not in the server thread)."""
-
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._factory = lambda: ThreadedMotoServer(
-            ip_address="127.0.0.1", port=self.port, verbose=False
-        )
-        self._server: Any = None
-
-    def start(self) -> None:
-        self._server = self._factory()
-        self._server.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+class S3Server(MotoS3):
+    """moto's S3 server that can go away and come back, with the agent's credentials."""
 
     def env(self) -> dict[str, str]:
         return {

@@ -21,6 +21,8 @@ from deltaroll.api.annotations import (
     WEIGHTS_READY_CONDITION,
 )
 from deltaroll.demo.manifests import agent_container, inference_pod_spec
+from deltaroll.demo.observe import follow_pods
+from fixtures.polling import wait_for
 
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"
 
@@ -97,6 +99,7 @@ class ReadinessRecorder:
     core: kubernetes.client.CoreV1Api
     name: str
     views: list[PodView] = field(default_factory=list)
+    _seen_version: int = 0  # the pod's resourceVersion in the last event delivered
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -104,27 +107,31 @@ class ReadinessRecorder:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def catch_up(self, timeout: float = 30.0) -> None:
+        """Wait until the watch has delivered the pod as the API shows it now: a watch lags the
+        writes it reports, and the last of them (the kubelet's Ready) is the one that counts."""
+        try:
+            pod = self.core.read_namespaced_pod(self.name, NAMESPACE)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        now = int(pod.metadata.resource_version)
+        wait_for(lambda: self._seen_version >= now, timeout, f"the watch of {self.name} at {now}")
+
     def stop(self) -> None:
+        self.catch_up()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        resource_version = None
-        while not self._stop.is_set():
-            watch = kubernetes.watch.Watch()
-            for event in watch.stream(
-                self.core.list_namespaced_pod,
-                NAMESPACE,
-                field_selector=f"metadata.name={self.name}",
-                resource_version=resource_version,
-                timeout_seconds=2,
-            ):
-                pod = event["object"]
-                resource_version = pod.metadata.resource_version
-                self.views.append(PodView.of(pod))
-                if self._stop.is_set():
-                    watch.stop()
+        by_name = f"metadata.name={self.name}"
+        follow_pods(self.core, NAMESPACE, self._stop, self._record, field_selector=by_name)
+
+    def _record(self, _: str, pod: Any) -> None:
+        self.views.append(PodView.of(pod))
+        self._seen_version = int(pod.metadata.resource_version)
 
     def unsafe_ready(self, verified: set[str]) -> list[PodView]:
         """Views where the pod was Ready while its weights were not a verified version: the

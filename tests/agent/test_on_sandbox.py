@@ -140,6 +140,7 @@ def test_annotating_a_new_version_moves_the_engine_to_it(
     )
     assert metrics['deltaroll_agent_applied_deltas_total{kind="forward"}'] == 1
     # Ready on v1, not Ready while swapping, Ready on v2: and never Ready on unverified weights.
+    serving.catch_up()
     readiness = [ready for ready, _ in serving.ready_flips()]
     assert serving.ready_flips()[-1] == ("True", v2)
     assert readiness[-3:] == ["True", "False", "True"]  # out of traffic while swapping

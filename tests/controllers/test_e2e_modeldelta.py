@@ -214,12 +214,15 @@ def test_the_operator_killed_while_a_job_runs_still_reaches_ready_once(
     manifest = modeldelta("step-1", store_uri, "s3://checkpoints/run/step-1")
     manifest["spec"]["store"]["secretRef"] = {"name": "s3-creds"}
     apply(cluster, manifest)
-    wait_for(
-        lambda: _phase(cluster, "step-1", "Computing") and cluster.live_pids(),
-        60,
-        "a running worker",
-        operator.log,
-    )
+
+    def computing_and_handled() -> Any:
+        body = _phase(cluster, "step-1", "Computing")
+        annotations = (body or {}).get("metadata", {}).get("annotations") or {}
+        # Kopf stores what it handled after the handler's status patch; killed before that, the
+        # restarted operator would see a creation, not a resume
+        return body and HANDLED in annotations and cluster.live_pids()
+
+    wait_for(computing_and_handled, 60, "a running worker, handled", operator.log)
 
     operator.kill()  # the worker keeps waiting at the gate: the Job is running throughout
     operator.start()
@@ -350,6 +353,7 @@ def test_deletion_policy_delete_removes_the_version_unless_a_deployment_uses_it(
 
 
 STORE_SECRET = "store-creds-SECRET-5c2e8a-never-print"
+HANDLED = "deltaroll.dev/last-handled-configuration"
 
 
 @pytest.fixture
@@ -435,5 +439,9 @@ def test_deletion_policy_delete_removes_the_version_from_a_credentialed_s3_store
     left = Store(uri, credentials=credentials, cache_dir=tmp_path / "check").versions("tiny")
     assert version not in left
     assert checkpoint_version(trained[0]) in left
-    assert "VersionDeleted" in [e["reason"] for e in events_for(cluster, "step-1")]
+    wait_for(
+        lambda: "VersionDeleted" in [e["reason"] for e in events_for(cluster, "step-1")],
+        30,
+        "a VersionDeleted event",  # Kopf posts Events after the handler, as the finalizer goes
+    )
     assert STORE_SECRET not in operator.log()

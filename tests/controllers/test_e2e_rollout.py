@@ -48,7 +48,8 @@ from deltaroll.sandbox.testing import RunningSandbox
 from deltaroll.store import Store
 from engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_checkpoints
 
-pytestmark = pytest.mark.slow
+# each test starts engines that import torch on two busy cores: more than the default 300 s
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"
 BIN = Path(sys.executable).parent
 PODS = ("infer-0", "infer-1")
@@ -131,6 +132,12 @@ def plugin(cluster: RunningSandbox, *args: str) -> subprocess.CompletedProcess[s
 def md_status(custom: Any, name: str = NAME) -> dict[str, Any]:
     body = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
     return dict(body.get("status") or {})
+
+
+def event_reasons(core: Any, name: str = NAME) -> set[str]:
+    """The reasons of the deployment's Events so far (Kopf posts them after the status write)."""
+    listed = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}")
+    return {e.reason for e in listed.items}
 
 
 def wait_phase(
@@ -224,10 +231,15 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
 
     wait_for(all_back, START_TIMEOUT_S, "every pod back on v2", fast_operator.log)
     phase("Degraded", stableVersion=v2, says=f"every pod is back on {v2}")
-    events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={NAME}")
-    reasons = {e.reason for e in events.items}
-    assert {"RolloutStarted", "Promoted", "PromotedStep"} <= reasons
-    assert reasons & {"AnalysisFailed", "AnalysisError"}
+    wait_for(
+        lambda: (
+            {"RolloutStarted", "Promoted", "PromotedStep"} <= event_reasons(core)
+            and event_reasons(core) & {"AnalysisFailed", "AnalysisError"}
+        ),
+        30,
+        "the rollout's Events",
+        fast_operator.log,
+    )
 
     for recorder in recorders:
         recorder.stop()
@@ -333,9 +345,12 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
     set_version(v1)
     healthy = phase("Healthy", stableVersion=v1, updatedPods=2)
     assert [h["version"] for h in healthy["history"]][:2] == [v1, v2]
-    events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={NAME}")
-    reasons = [e.reason for e in events.items]
-    assert {"RolledBack", "Retried", "RollbackStarted", "PromotedFull"} <= set(reasons)
+    wait_for(
+        lambda: {"RolledBack", "Retried", "RollbackStarted", "PromotedFull"} <= event_reasons(core),
+        30,
+        "the rollout's Events",
+        fast_operator.log,
+    )
     client.close()
 
 
@@ -480,14 +495,14 @@ def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_
         listed = core.list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=lab")
         return sum(e.count or 1 for e in listed.items if e.reason == reason)
 
-    assert events("SelectorOverlap") == 1
+    wait_for(lambda: events("SelectorOverlap") == 1, 30, "one SelectorOverlap Warning")
 
     # the pod leaves the older's selector: the younger takes it on its next reconcile
     core.patch_namespaced_pod("infer-0", NAMESPACE, {"metadata": {"labels": {"app": None}}})
     healthy("lab", v2)
     assert engine_checksum(view(core, "infer-0"))["version"] == v2
     assert degraded_of("lab")["status"] == "False"
-    assert events("SelectorOverlapResolved") == 1
+    wait_for(lambda: events("SelectorOverlapResolved") == 1, 30, "a SelectorOverlapResolved")
     wait_for(lambda: md_status(custom, NAME).get("totalPods") == 0, 30, "the older without the pod")
     assert md_status(custom, NAME)["phase"] == "Healthy"
 
@@ -507,7 +522,11 @@ def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_
     healthy("lab", v2)  # the pod wanted v1 when the older went: the younger moved it back
     assert view(core, "infer-0").wanted == v2
     assert engine_checksum(view(core, "infer-0"))["version"] == v2
-    assert (events("SelectorOverlap"), events("SelectorOverlapResolved")) == (2, 2)
+    wait_for(
+        lambda: (events("SelectorOverlap"), events("SelectorOverlapResolved")) == (2, 2),
+        30,
+        "a second SelectorOverlapResolved",
+    )
     recorder.stop()
     assert recorder.unsafe_ready(set(published.ids.values())) == []
     client.close()

@@ -542,6 +542,18 @@ def test_a_modeldelta_not_ready_holds_the_rollout_in_progressing() -> None:
     assert world.until("Healthy").status.history[0].version_id == "sha-2"  # type: ignore[index]
 
 
+def test_a_promote_while_the_modeldelta_computes_waits_for_the_version() -> None:
+    world = World.on("v1", 4, make_spec(strategy=canary({"setWeight": 25}, {"pause": {}})))
+    world.target = TargetVersion("Pending", "ModelDelta v2 is Computing (Job running)")
+    world.annotations[PROMOTE] = "full"
+    held = world.tick()
+    assert held.status.phase == "Progressing" and held.handled_requests == ()
+    world.target = TargetVersion("Ready", version_id="sha-2")
+    promoted = world.tick()
+    assert promoted.handled_requests == (PROMOTE,)
+    assert world.until("Healthy").status.stable_version == "v2"  # no pause on the way
+
+
 def test_a_failed_modeldelta_is_degraded_without_moving_pods() -> None:
     world = World.on("v1", 2, make_spec())
     world.target = TargetVersion("Failed", "Job failed: OOMKilled")

@@ -107,7 +107,8 @@ def test_official_client_watch(api, core):
     core.create_namespaced_config_map("default", {"metadata": {"name": "w"}})
     watch = kubernetes.watch.Watch()
     seen = []
-    for event in watch.stream(core.list_namespaced_config_map, "default", timeout_seconds=1):
+    # the server's deadline covers the PATCH below too (a new TLS connection on a busy machine)
+    for event in watch.stream(core.list_namespaced_config_map, "default", timeout_seconds=30):
         seen.append((event["type"], event["object"].metadata.name))
         if len(seen) == 1:
             core.patch_namespaced_config_map("w", "default", {"data": {"k": "v"}})

@@ -26,7 +26,7 @@ def test_kopf_examples(sandbox, core, custom):
         def status():
             return custom.get_namespaced_custom_object(*KEX).get("status", {})
 
-        wait_for(lambda: "create_with_retry" in status() and "create_fn" in status(), timeout=30)
+        wait_for(lambda: "create_with_retry" in status() and "create_fn" in status(), timeout=120)
         assert status()["create_with_retry"] == {"job2-status": 100}
         table = sandbox.kubectl("get", "kopfexamples").stdout.splitlines()
         assert table[0].split() == ["NAME", "DURATION", "CHILDREN", "MESSAGE"]

@@ -26,7 +26,7 @@ def test_kopf_operator_end_to_end(sandbox, core, batch, custom, widgets_crd):
         def status():
             return custom.get_namespaced_custom_object(*args, "w1").get("status", {})
 
-        done = wait_for(lambda: status().get("jobComplete") and status(), timeout=30)
+        done = wait_for(lambda: status().get("jobComplete") and status(), timeout=120)
         assert done["create_job"] == {"job": "w1-work"}  # the handler's result, patched into status
         assert done["ticks"] >= 1
         obj = custom.get_namespaced_custom_object(*args, "w1")

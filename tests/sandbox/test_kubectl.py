@@ -122,7 +122,7 @@ def test_get_watch_streams_changes(sandbox):
 def test_pods_and_jobs(sandbox):
     k = sandbox.kubectl
     assert "job.batch/hello created" in k("apply", "-f", str(MANIFESTS / "job.yaml")).stdout
-    k("wait", "--for=condition=complete", "job/hello", "--timeout=30s")
+    k("wait", "--for=condition=complete", "job/hello", "--timeout=120s")
     assert k("logs", "job/hello").stdout == "hello from a job\n"
     pods = k("get", "pods", "-l", "job-name=hello").stdout.splitlines()
     assert pods[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
@@ -152,7 +152,7 @@ def test_run_annotate_and_delete_a_pod(sandbox):
         "-c",
         "import time; time.sleep(600)",
     )
-    k("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=30s")
+    k("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=120s")
     assert "annotated" in k("annotate", "pod", "sleeper", "deltaroll.dev/version=v2").stdout
     described = k("describe", "pod", "sleeper").stdout
     assert "deltaroll.dev/version: v2" in described
@@ -167,14 +167,14 @@ def test_deployments_apply_rollout_and_scale(sandbox):
     k = sandbox.kubectl
     manifest = (MANIFESTS / "deployment.yaml").read_text()
     assert "deployment.apps/engine created" in k("apply", "-f", "-", input=manifest).stdout
-    k("rollout", "status", "deployment/engine", "--timeout=30s")
+    k("rollout", "status", "deployment/engine", "--timeout=120s")
     assert k("get", "deployment", "engine").stdout.splitlines()[1].split()[1:4] == ["2/2", "2", "2"]
     # A changed template rolls the pods over (a strategic patch keeps the container's other fields).
     assert (
         "configured"
         in k("apply", "-f", "-", input=manifest.replace("value: one", "value: two")).stdout
     )
-    k("rollout", "status", "deployment/engine", "--timeout=30s")
+    k("rollout", "status", "deployment/engine", "--timeout=120s")
     pods = json.loads(k("get", "pods", "-l", "app=engine", "-o", "json").stdout)["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     assert len(live) == 2
@@ -233,7 +233,7 @@ def test_helm_installs_and_uninstalls_the_chart(sandbox):
         "--create-namespace",
         "--wait",
         "--timeout",
-        "60s",
+        "180s",
     )
     assert installed.returncode == 0, installed.stderr
     assert "deployed" in helm("list", "-n", "deltaroll").stdout

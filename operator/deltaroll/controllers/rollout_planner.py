@@ -311,6 +311,8 @@ class _Pass:
 
         readiness = self.seen.target
         if readiness.state != "Ready":
+            if promote is not None and readiness.state == "Pending":
+                self.handled.remove(PROMOTE)  # kept: it promotes once the version is there
             return self.hold(target, readiness)
 
         failure = self.failure()

@@ -5,7 +5,10 @@ never from what the demo meant to do."""
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +96,76 @@ class Cluster:
                 return None
             raise
         return dict(body) if isinstance(body, dict) else None
+
+
+def follow_pods(
+    core: Any,
+    namespace: str,
+    stop: threading.Event,
+    on_event: Callable[[str, Any], None],
+    **selector: str,
+) -> None:
+    """Hand every pod event a watch delivers to ``on_event(type, pod)`` until ``stop`` is set,
+    resuming across the watch's timeouts (a list again, from now, after 410 Gone)."""
+    import kubernetes
+
+    resource_version = None
+    while not stop.is_set():
+        watch = kubernetes.watch.Watch()
+        try:
+            for event in watch.stream(
+                core.list_namespaced_pod,
+                namespace,
+                resource_version=resource_version,
+                timeout_seconds=2,
+                **selector,
+            ):
+                resource_version = event["object"].metadata.resource_version
+                on_event(event["type"], event["object"])
+                if stop.is_set():
+                    watch.stop()
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 410:
+                raise
+            resource_version = None
+
+
+class WantedWatch:
+    """How many pods asked for each version, after every change a pod watch delivers.
+
+    A rollout step can last less than one poll (a 50% step ends as soon as its second pod
+    serves), so the canary's steps are read from every event rather than from snapshots.
+    """
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.counts: list[Counter[str | None]] = []
+        self._wanted: dict[str, str | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wanted-watch", daemon=True)
+
+    def __enter__(self) -> WantedWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def seen(self, *versions: str) -> set[int]:
+        """Each number of pods that asked for any of ``versions`` at once."""
+        return {sum(count[v] for v in versions) for count in self.counts}
+
+    def _run(self) -> None:
+        follow_pods(self.core, NAMESPACE, self._stop, self._record, label_selector=f"app={APP}")
+
+    def _record(self, kind: str, body: Any) -> None:
+        name = body.metadata.name
+        if kind == "DELETED" or body.metadata.deletion_timestamp is not None:
+            self._wanted.pop(name, None)
+        else:
+            self._wanted[name] = (body.metadata.annotations or {}).get(POD_VERSION)
+        self.counts.append(Counter(self._wanted.values()))
 
 
 def downloaded_bytes(pod: Pod) -> int | None:

@@ -23,7 +23,7 @@ from deltaroll.demo.errors import DemoStepFailed
 from deltaroll.demo.manifests import API_VERSION, DEPLOYMENT, GROUP, MODEL, NAMESPACE
 from deltaroll.demo.model import TRAINING_STEPS, Checkpoints, eval_texts, train
 from deltaroll.demo.narration import Narrator, Snapshot
-from deltaroll.demo.observe import Cluster, Pod, downloaded_bytes
+from deltaroll.demo.observe import Cluster, Pod, WantedWatch, downloaded_bytes
 
 REPLICAS = 4
 WAIT_S = float(os.environ.get("DELTAROLL_DEMO_WAIT_S", "300"))  # per step of the rollout
@@ -177,16 +177,24 @@ class Story:
             delta = status.get("deltaBytes")
             bar.show(f"Ready, {delta} bytes ({status.get('changedFraction')} changed)")
 
-    def roll_out(self, label: str, *, expect: str) -> None:
-        """spec.version -> ``label``; wait for Healthy on it, or Degraded back on the stable."""
+    def roll_out(self, label: str, *, expect: str, events: set[str]) -> None:
+        """spec.version -> ``label``; wait for Healthy on it, or Degraded back on the stable,
+        and for the ModelDeployment's ``events`` (Kopf posts them after the status write)."""
         title = f"spec.version -> {label}: canary 25% -> eval analysis -> 50% -> 100%"
         with self.narrator.step(f"rollout_{label}", title) as bar:
-            self.cluster.custom.patch_namespaced_custom_object(
-                GROUP, API_VERSION, NAMESPACE, "modeldeployments", DEPLOYMENT,
-                {"spec": {"version": label}},
-            )  # fmt: skip
-            self.wait_settled(label, bar, phase=expect)
-        self.record.events = self.cluster.events(DEPLOYMENT)
+            with WantedWatch(self.cluster.core) as watch:
+                self.cluster.custom.patch_namespaced_custom_object(
+                    GROUP, API_VERSION, NAMESPACE, "modeldeployments", DEPLOYMENT,
+                    {"spec": {"version": label}},
+                )  # fmt: skip
+                self.wait_settled(label, bar, phase=expect)
+            self.record.wanted_counts[label] = watch.seen(label, self.record.ids[label])
+
+            def posted() -> list[str] | None:
+                reasons = self.cluster.events(DEPLOYMENT)
+                return reasons if events <= set(reasons) else None
+
+            self.record.events = self.wait(posted, f"the ModelDeployment's {sorted(events)} Events")
 
     # -- waiting and recording -------------------------------------------------------------
 
@@ -194,13 +202,10 @@ class Story:
         """Until the ModelDeployment is in ``phase`` and every pod serves what it should then:
         ``label`` when Healthy, the stable version when Degraded (rolled back)."""
         wanted_id = self.record.ids[label]
-        seen = self.record.wanted_counts.setdefault(label, set())
 
         def settled() -> bool:
             snapshot = self.refresh()
             rollout = snapshot.rollout
-            # The operator writes spec.version as given (a name) or an id; either counts.
-            seen.add(sum(1 for p in snapshot.pods if p.wanted in (label, wanted_id)))
             bar.show(f"{rollout.get('phase', '-')}, step {rollout.get('currentStepIndex', '-')}")
             serving = wanted_id if phase == "Healthy" else self._stable_id(rollout)
             return (
@@ -212,7 +217,12 @@ class Story:
             )
 
         self.wait(settled, f"{label}: phase {phase} with every pod Ready on its version")
-        snapshot = self.refresh()
+
+        def counted() -> Snapshot | None:  # a busy agent may miss one scrape of its /metrics
+            snapshot = self.refresh()
+            return snapshot if None not in snapshot.downloaded.values() else None
+
+        snapshot = self.wait(counted, f"{label}: every agent's count of downloaded bytes")
         self.record.after[label] = snapshot.rollout
         self.record.pods_after[label] = snapshot.pods
         self.record.downloaded_after[label] = {
