@@ -29,6 +29,11 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(value: str) -> datetime:
+    """A timestamp the API server wrote (``...Z``); ValueError when it is not one."""
+    return datetime.fromisoformat(value)
+
+
 def now_rfc3339() -> str:
     """The current time the way the API server writes timestamps (UTC, whole seconds)."""
     return rfc3339(datetime.now(UTC))

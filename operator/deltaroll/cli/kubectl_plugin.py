@@ -17,15 +17,12 @@ context ($KUBECONFIG), and the namespace defaults to the context's.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 import typer
-from typer.exceptions import TyperException
 
-from deltaroll.cli.errors import ClusterRequestError, ModelDeploymentNotFoundError
+from deltaroll.cli.errors import ClusterRequestError, ModelDeploymentNotFoundError, run_cli
 from deltaroll.cli.output import JsonOpt, emit
-from deltaroll.errors import DeltarollError
 
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"
 
@@ -221,17 +218,8 @@ def _human(s: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the plugin; named errors become one ``error: ...`` line and a non-zero exit."""
-    try:
-        exit_code = app(args=argv, standalone_mode=False)
-    except DeltarollError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except TyperException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    if isinstance(exit_code, int) and exit_code:
-        sys.exit(exit_code)
+    """Run the plugin."""
+    run_cli(app, argv)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,10 @@ stderr and a non-zero exit; nothing else is printed for them.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import typer
-from typer.exceptions import Abort, TyperException
 
-from deltaroll.errors import DeltarollError
+from deltaroll.cli.errors import run_cli
 
 # Command modules, each with a `register(app)` that adds its commands. Add new modules here.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -50,20 +48,8 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map named errors to one line and an exit code."""
-    try:
-        exit_code = build_app()(args=argv, standalone_mode=False)
-    except DeltarollError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except TyperException as exc:
-        print(f"error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except Abort:
-        print("error: aborted", file=sys.stderr)
-        sys.exit(130)
-    if isinstance(exit_code, int) and exit_code:
-        sys.exit(exit_code)
+    """Run the CLI."""
+    run_cli(build_app(), argv)
 
 
 if __name__ == "__main__":

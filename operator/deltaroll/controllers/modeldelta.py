@@ -19,7 +19,6 @@ import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -28,7 +27,7 @@ import structlog
 
 from deltaroll.api import InvalidResourceError, ModelDelta, parse_resource
 from deltaroll.api.common import GROUP, VERSION
-from deltaroll.api.conditions import now_rfc3339
+from deltaroll.api.conditions import now_rfc3339, parse_rfc3339
 from deltaroll.api.modeldelta import PLURAL, ModelDeltaStatus
 from deltaroll.controllers import kube, metrics
 from deltaroll.controllers.errors import SecretNotFoundError
@@ -311,8 +310,7 @@ def _resolve_or_none(store: Any, model: str, ref: str) -> str | None:
 
 
 def _seconds(start: str, end: str) -> float:
-    parse = datetime.fromisoformat
-    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+    return (parse_rfc3339(end) - parse_rfc3339(start)).total_seconds()
 
 
 def _cache_dir() -> Path:

@@ -35,7 +35,7 @@ from deltaroll.agent.states import AgentState
 from deltaroll.api import conditions as cond
 from deltaroll.api.annotations import ABORT, PROMOTE, RETRY, ROLLBACK
 from deltaroll.api.common import Condition
-from deltaroll.api.conditions import rfc3339
+from deltaroll.api.conditions import parse_rfc3339, rfc3339
 from deltaroll.api.modeldeployment import (
     AnalysisResult,
     CanaryStep,
@@ -518,7 +518,7 @@ class _Pass:
                 "Paused",
                 f"{label}: paused" + (f" for {duration}" if duration else " until promoted"),
             )
-        started = datetime.fromisoformat(status.pause_start_time.replace("Z", "+00:00"))
+        started = parse_rfc3339(status.pause_start_time)
         if duration is not None and self.now >= started + timedelta(seconds=seconds(duration)):
             status.pause_start_time = None
             return None

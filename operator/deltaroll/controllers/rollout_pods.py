@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from deltaroll.agent.states import AgentState, parse_agent_state
 from deltaroll.api.annotations import POD_AGENT_STATE, POD_CURRENT_VERSION, POD_VERSION
+from deltaroll.api.conditions import parse_rfc3339
 
 POD_VERSION_SET_AT: Final = "deltaroll.dev/version-set-at"
 """Written with :data:`POD_VERSION`: when the operator asked for it, for progressDeadlineSeconds."""
@@ -59,7 +60,7 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_rfc3339(value)
     except ValueError:
         return None
 

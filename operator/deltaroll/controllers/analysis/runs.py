@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from deltaroll.api.conditions import rfc3339
+from deltaroll.api.conditions import parse_rfc3339, rfc3339
 from deltaroll.api.modeldeployment import AnalysisResult, MetricTemplate
 
 Verdict = Literal["Successful", "Failed", "Inconclusive", "Error"]
@@ -64,7 +64,7 @@ def next_due(run: AnalysisResult, template: MetricTemplate) -> datetime | None:
     """When the run's next measurement is due; None once the run has ended."""
     if run.phase != "Running" or run.started_at is None:
         return None
-    started = datetime.fromisoformat(run.started_at.replace("Z", "+00:00"))
+    started = parse_rfc3339(run.started_at)
     offset = seconds(template.initial_delay) + taken(run) * seconds(template.interval)
     return started + timedelta(seconds=offset)
 
