@@ -48,9 +48,8 @@ from fixtures.s3 import moto_server  # noqa: E402
 HOPS = (1, 5)
 
 
-def start_moto(cleanup: ExitStack) -> str:
-    """moto's S3 server (stopped by ``cleanup``), the AWS_* environment and the bucket."""
-    endpoint = cleanup.enter_context(moto_server())
+def use_s3(endpoint: str) -> None:
+    """Point the AWS_* environment at ``endpoint`` and create the benchmark's bucket there."""
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_REGION="us-east-1",
@@ -59,7 +58,6 @@ def start_moto(cleanup: ExitStack) -> str:
         AWS_ALLOW_HTTP="true",
     )
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="deltaroll-bench")
-    return endpoint
 
 
 def median_time(repeat: int, action: Callable[[int], Any]) -> tuple[float, Any]:
@@ -84,10 +82,10 @@ def main() -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
 
-    cleanup = ExitStack()
-    start_moto(cleanup)
+    cleanup = ExitStack()  # stops moto's server
     work = Path(tempfile.mkdtemp(prefix="deltaroll-bench-store-"))
     try:
+        use_s3(cleanup.enter_context(moto_server()))
         started = time.perf_counter()
         steps = max(HOPS) + 1
         ckpts = train_checkpoints(

@@ -20,6 +20,7 @@ from controllers.modeldelta_world import (
     modeldelta,
     wait_for,
 )
+from deltaroll.api.annotations import LAST_HANDLED
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.sandbox.testing import RunningSandbox
 from deltaroll.store import Store
@@ -220,7 +221,7 @@ def test_the_operator_killed_while_a_job_runs_still_reaches_ready_once(
         annotations = (body or {}).get("metadata", {}).get("annotations") or {}
         # Kopf stores what it handled after the handler's status patch; killed before that, the
         # restarted operator would see a creation, not a resume
-        return body and HANDLED in annotations and cluster.live_pids()
+        return body and LAST_HANDLED in annotations and cluster.live_pids()
 
     wait_for(computing_and_handled, 60, "a running worker, handled", operator.log)
 
@@ -353,7 +354,6 @@ def test_deletion_policy_delete_removes_the_version_unless_a_deployment_uses_it(
 
 
 STORE_SECRET = "store-creds-SECRET-5c2e8a-never-print"
-HANDLED = "deltaroll.dev/last-handled-configuration"
 
 
 @pytest.fixture

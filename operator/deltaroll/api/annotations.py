@@ -30,3 +30,8 @@ ROLLBACK: Final = "rollback"
 """The value ``kubectl deltaroll rollback`` gives the abort annotation: the same abort, named."""
 RETRY: Final = f"{PREFIX}/retry"
 """Any value: clear an abort and roll out spec.version again from the first step."""
+
+LAST_HANDLED_KEY: Final = "last-handled-configuration"
+LAST_HANDLED: Final = f"{PREFIX}/{LAST_HANDLED_KEY}"
+"""Kopf's record of the spec it last handled (its diff-base), kept on our custom objects: with
+it a restarted operator resumes an object instead of handling its creation again."""

@@ -35,25 +35,25 @@ def api_client() -> Any:
     return kubernetes.client.ApiClient()
 
 
-def _core() -> Any:
+def core_api() -> Any:
     import kubernetes
 
     return kubernetes.client.CoreV1Api(api_client())
 
 
-def _batch() -> Any:
+def batch_api() -> Any:
     import kubernetes
 
     return kubernetes.client.BatchV1Api(api_client())
 
 
-def _custom() -> Any:
+def custom_api() -> Any:
     import kubernetes
 
     return kubernetes.client.CustomObjectsApi(api_client())
 
 
-def _plain(obj: Any) -> Body:
+def plain(obj: Any) -> Body:
     return dict(api_client().sanitize_for_serialization(obj))
 
 
@@ -64,7 +64,7 @@ def read_secret_data(namespace: str, name: str) -> dict[str, str] | None:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        secret = _core().read_namespaced_secret(name, namespace)
+        secret = core_api().read_namespaced_secret(name, namespace)
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -83,7 +83,9 @@ def get_custom_object(namespace: str, plural: str, name: str) -> Body | None:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        return dict(_custom().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+        return dict(
+            custom_api().get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        )
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -91,7 +93,7 @@ def get_custom_object(namespace: str, plural: str, name: str) -> Body | None:
 
 
 def patch_custom_status(namespace: str, plural: str, name: str, status: Body) -> None:
-    _custom().patch_namespaced_custom_object_status(
+    custom_api().patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, plural, name, {"status": status}
     )
 
@@ -100,7 +102,7 @@ def patch_custom_annotations(
     namespace: str, plural: str, name: str, annotations: Mapping[str, str | None]
 ) -> None:
     """Merge-patch annotations onto a custom object; a None value removes that annotation."""
-    _custom().patch_namespaced_custom_object(
+    custom_api().patch_namespaced_custom_object(
         GROUP, VERSION, namespace, plural, name, {"metadata": {"annotations": annotations}}
     )
 
@@ -109,23 +111,26 @@ def get_modeldelta(namespace: str, name: str) -> Body | None:
     return get_custom_object(namespace, MODELDELTAS, name)
 
 
-def list_modeldeltas(namespace: str) -> list[Body]:
-    listed = _custom().list_namespaced_custom_object(GROUP, VERSION, namespace, MODELDELTAS)
+def list_custom_objects(namespace: str, plural: str) -> list[Body]:
+    """The project's custom objects of one kind in ``namespace``."""
+    listed = custom_api().list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
     return list(listed.get("items") or [])
 
 
-def list_modeldeployments(namespace: str) -> list[Body]:
+def list_modeldeltas(namespace: str) -> list[Body]:
+    return list_custom_objects(namespace, MODELDELTAS)
+
+
+def list_visible_modeldeployments(namespace: str) -> list[Body]:
     """Every ModelDeployment the operator may see: cluster-wide, else the one namespace."""
     from kubernetes.client.exceptions import ApiException
 
     try:
-        listed = _custom().list_cluster_custom_object(GROUP, VERSION, MODELDEPLOYMENTS)
+        listed = custom_api().list_cluster_custom_object(GROUP, VERSION, MODELDEPLOYMENTS)
     except ApiException as exc:
         if exc.status != 403:
             raise
-        listed = _custom().list_namespaced_custom_object(
-            GROUP, VERSION, namespace, MODELDEPLOYMENTS
-        )
+        return list_custom_objects(namespace, MODELDEPLOYMENTS)
     return list(listed.get("items") or [])
 
 
@@ -133,10 +138,10 @@ def owned_jobs(namespace: str, owner_name: str, owner_uid: str) -> list[tuple[Bo
     """The Jobs a ModelDelta controls, each with its pods."""
     selector = f"{LABEL_MODELDELTA}={label_value(owner_name)}"
     jobs = [
-        _plain(j) for j in _batch().list_namespaced_job(namespace, label_selector=selector).items
+        plain(j) for j in batch_api().list_namespaced_job(namespace, label_selector=selector).items
     ]
     pods = [
-        _plain(p) for p in _core().list_namespaced_pod(namespace, label_selector=selector).items
+        plain(p) for p in core_api().list_namespaced_pod(namespace, label_selector=selector).items
     ]
     result = []
     for job in jobs:
@@ -152,7 +157,7 @@ def create_job(manifest: Body) -> None:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        _batch().create_namespaced_job(manifest["metadata"]["namespace"], manifest)
+        batch_api().create_namespaced_job(manifest["metadata"]["namespace"], manifest)
     except ApiException as exc:
         if exc.status != 409:
             raise
@@ -163,7 +168,7 @@ def delete_job(namespace: str, name: str) -> None:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        _batch().delete_namespaced_job(name, namespace, propagation_policy="Background")
+        batch_api().delete_namespaced_job(name, namespace, propagation_policy="Background")
     except ApiException as exc:
         if exc.status != 404:
             raise

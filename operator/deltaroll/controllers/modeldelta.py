@@ -116,7 +116,7 @@ def _delete_unless_used(
 
     uri, model = delta.spec.store.uri, delta.spec.model
     store = Store(uri, credentials=credentials, cache_dir=_cache_dir())
-    uses = uses_of(kube.list_modeldeployments(namespace), model, uri)
+    uses = uses_of(kube.list_visible_modeldeployments(namespace), model, uri)
     resolved = {use.ref: _resolve_or_none(store, model, use.ref) for use in uses}
     if use := blocking_use(version_id, resolved, uses):
         return "VersionKept", (

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.modeldeployment import LabelSelector
 from deltaroll.controllers.kube import (
     MODELDEPLOYMENTS,
     Body,
-    _batch,
-    _core,
-    _custom,
-    _plain,
+    batch_api,
+    core_api,
     get_custom_object,
+    list_custom_objects,
     patch_custom_annotations,
     patch_custom_status,
+    plain,
 )
 
 
@@ -48,13 +47,12 @@ def get_modeldeployment(namespace: str, name: str) -> Body | None:
 
 def list_modeldeployments(namespace: str) -> list[Body]:
     """Every ModelDeployment in the namespace: whose selectors overlap whose."""
-    listed = _custom().list_namespaced_custom_object(GROUP, VERSION, namespace, MODELDEPLOYMENTS)
-    return [dict(item) for item in listed.get("items") or []]
+    return list_custom_objects(namespace, MODELDEPLOYMENTS)
 
 
 def list_pods(namespace: str, selector: LabelSelector) -> list[Body]:
-    listed = _core().list_namespaced_pod(namespace, label_selector=label_selector(selector))
-    return [_plain(pod) for pod in listed.items]
+    listed = core_api().list_namespaced_pod(namespace, label_selector=label_selector(selector))
+    return [plain(pod) for pod in listed.items]
 
 
 def annotate_pod(namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
@@ -62,7 +60,7 @@ def annotate_pod(namespace: str, name: str, annotations: Mapping[str, str | None
     from kubernetes.client.exceptions import ApiException
 
     try:
-        _core().patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
+        core_api().patch_namespaced_pod(name, namespace, {"metadata": {"annotations": annotations}})
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -83,8 +81,8 @@ def ensure_job(manifest: Body) -> Body:
 
     meta = manifest["metadata"]
     try:
-        return _plain(_batch().create_namespaced_job(meta["namespace"], manifest))
+        return plain(batch_api().create_namespaced_job(meta["namespace"], manifest))
     except ApiException as exc:
         if exc.status != 409:
             raise
-    return _plain(_batch().read_namespaced_job(meta["name"], meta["namespace"]))
+    return plain(batch_api().read_namespaced_job(meta["name"], meta["namespace"]))

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 import structlog
 
+from deltaroll.api.annotations import LAST_HANDLED_KEY, PREFIX
 from deltaroll.controllers import metrics
 
 log = structlog.get_logger("deltaroll.operator")
@@ -29,9 +30,9 @@ FINALIZER = "deltaroll.dev/cleanup"
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="deltaroll.dev")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="deltaroll.dev", key="last-handled-configuration"
+        prefix=PREFIX, key=LAST_HANDLED_KEY
     )
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "deltaroll-operator"

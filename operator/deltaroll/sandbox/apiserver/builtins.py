@@ -14,13 +14,11 @@ from typing import Any
 from deltaroll.sandbox.apiserver.resources import ResourceType
 from deltaroll.sandbox.apiserver.selectors import match_labels
 from deltaroll.sandbox.apiserver.statuses import invalid
-from deltaroll.sandbox.apiserver.store import PODS, Obj, Store, WatchEvent
+from deltaroll.sandbox.apiserver.store import DEPLOYMENTS, JOBS, PODS, Obj, Store, WatchEvent
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAMESPACES = ("", "namespaces")
 SECRETS = ("", "secrets")
-JOBS = ("batch", "jobs")
-DEPLOYMENTS = ("apps", "deployments")
 
 
 def _default_containers(containers: list[dict[str, Any]]) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 from deltaroll.sandbox.apiserver import patches
 from deltaroll.sandbox.apiserver.resources import ResourceType
 from deltaroll.sandbox.apiserver.statuses import bad_request
-from deltaroll.sandbox.apiserver.store import Obj, Store
+from deltaroll.sandbox.apiserver.store import DEPLOYMENTS, Obj, Store
 
-SCALABLE = {("apps", "deployments")}
+SCALABLE = {DEPLOYMENTS}
 
 
 def _selector_text(selector: dict[str, Any]) -> str:

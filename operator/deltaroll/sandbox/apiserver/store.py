@@ -54,9 +54,11 @@ StorageKey = tuple[str, str]
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what the apiserver uses for generateName
 PODS = ("", "pods")
+JOBS = ("batch", "jobs")
+DEPLOYMENTS = ("apps", "deployments")
 FOREGROUND = "foregroundDeletion"
 # batch/v1 Jobs orphan their pods unless told otherwise: a legacy default kept by Kubernetes.
-_DEFAULT_ORPHANS = {("batch", "jobs")}
+_DEFAULT_ORPHANS = {JOBS}
 
 
 def now_rfc3339() -> str:

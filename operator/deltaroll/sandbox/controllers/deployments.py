@@ -14,10 +14,16 @@ import copy
 import hashlib
 import json
 
-from deltaroll.sandbox.apiserver.store import PODS, Obj, Store, WatchEvent, now_rfc3339
+from deltaroll.sandbox.apiserver.store import (
+    DEPLOYMENTS,
+    PODS,
+    Obj,
+    Store,
+    WatchEvent,
+    now_rfc3339,
+)
 from deltaroll.sandbox.controllers import informers
 
-DEPLOYMENTS = ("apps", "deployments")
 HASH_LABEL = "pod-template-hash"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
 

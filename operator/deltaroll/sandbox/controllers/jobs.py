@@ -16,10 +16,9 @@ import copy
 import datetime
 from typing import Any
 
-from deltaroll.sandbox.apiserver.store import PODS, Obj, Store, WatchEvent, now_rfc3339
+from deltaroll.sandbox.apiserver.store import JOBS, PODS, Obj, Store, WatchEvent, now_rfc3339
 from deltaroll.sandbox.controllers import informers
 
-JOBS = ("batch", "jobs")
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 TERMINAL = ("Succeeded", "Failed")
 
