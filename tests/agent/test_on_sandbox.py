@@ -237,7 +237,7 @@ def test_agent_killed_during_apply_is_restarted_and_ends_ready(
             NAMESPACE,
             inference_pod(
                 "crash", store_uri=store_uri, version=v1, store_env=s3.env(),
-                crash_at="tensor-half-written:3",
+                crash_at="scatter-half:3",
             ),
         )  # fmt: skip
         wait_ready_on(core, "crash", v1, timeout=START_TIMEOUT_S)

@@ -71,15 +71,16 @@ def run_apply(
     [
         "journal-created",
         "file-staged",
-        "redo-written:1",
-        "redo-written:3",
-        "tensor-half-written:1",
-        "tensor-half-written:4",
-        "tensor-half-written@lm_head.weight",
-        "redo-written@lm_head.weight",
+        "tensor-staged:1",
+        "tensor-staged@lm_head.weight",
+        "changes-staged",
+        "state-forgotten",
+        "scatter-half:1",
+        "scatter-half@lm_head.weight",
         "tensor-patched:2",
         "patched",
         "file-renamed",
+        "state-recorded:2",  # the first vouches for the base after its full hash
         "journal-committed",
     ],
 )
@@ -102,12 +103,12 @@ def test_killed_apply_resumes_to_the_target(pair: tuple[Path, Path, Path], crash
 
 def test_killed_twice_in_the_middle_of_a_tensor_write(pair: tuple[Path, Path, Path]) -> None:
     base, target, delta = pair
-    sparse_tensor = "tensor-half-written@lm_head.weight"
+    sparse_tensor = "scatter-half@lm_head.weight"
     assert run_apply(base, delta, crash_at=sparse_tensor).returncode == -signal.SIGKILL
-    record = Journal(base).read_redo()
-    assert record is not None and record.tensor == "lm_head.weight"
-    assert record.positions is not None  # only the changed elements were journaled
-    # The restart replays the redo record first; kill it in the middle of that write too.
+    records = {change.tensor: change for change in Journal(base).changes()}
+    assert records["lm_head.weight"].positions is not None  # only the changed elements
+    assert not (base / ".deltaroll-state.json").exists()  # nothing vouches for a torn state
+    # The restart writes the redo log again; kill it in the middle of that write too.
     assert run_apply(base, delta, crash_at=sparse_tensor).returncode == -signal.SIGKILL
     assert not verify_checkpoint(base, delta).matches
     assert run_apply(base, delta).returncode == 0
@@ -121,7 +122,7 @@ def test_killed_reverse_apply_resumes_to_the_base(
     original = tree_digest(base)
     assert run_apply(base, delta).returncode == 0
     assert (
-        run_apply(base, delta, "--reverse", crash_at="redo-written:2").returncode == -signal.SIGKILL
+        run_apply(base, delta, "--reverse", crash_at="tensor-patched:2").returncode == -signal.SIGKILL
     )
     assert run_apply(base, delta, "--reverse").returncode == 0
     assert tree_digest(base) == original
@@ -131,7 +132,7 @@ def test_unfinished_apply_blocks_other_applies(
     pair: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     base, target, delta = pair
-    assert run_apply(base, delta, crash_at="redo-written:2").returncode == -signal.SIGKILL
+    assert run_apply(base, delta, crash_at="tensor-patched:2").returncode == -signal.SIGKILL
     reverse = run_apply(base, delta, "--reverse")
     assert reverse.returncode != 0
     assert reverse.stderr.startswith("error: ") and "unfinished in-place apply" in reverse.stderr
@@ -146,7 +147,7 @@ def test_journal_lives_beside_a_single_file_checkpoint(
     base, target = steps["file"][0], steps["file"][1]
     diff_checkpoints(base, target, tmp_path / "delta")
     assert (
-        run_apply(base, tmp_path / "delta", crash_at="redo-written:2").returncode == -signal.SIGKILL
+        run_apply(base, tmp_path / "delta", crash_at="tensor-patched:2").returncode == -signal.SIGKILL
     )
     assert (base.parent / f".{base.name}.deltaroll-journal").is_dir()
     assert run_apply(base, tmp_path / "delta").returncode == 0

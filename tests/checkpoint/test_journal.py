@@ -1,4 +1,4 @@
-"""The redo record finishes a torn tensor write, whether it holds changed elements or all."""
+"""The redo log: complete and intact, or refused; never half-trusted."""
 
 from __future__ import annotations
 
@@ -7,45 +7,49 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deltaroll.checkpoint import tensor_checksum
-from deltaroll.checkpoint.journal import Journal, RedoRecord
+from deltaroll.checkpoint.errors import CheckpointError
+from deltaroll.checkpoint.journal import Journal, TensorChange
 
 
-@pytest.mark.parametrize("changed_fraction", [0.02, 0.9])
-def test_redo_record_repairs_old_new_and_torn_bytes(
-    tmp_path: Path, changed_fraction: float
-) -> None:
+def _journal(tmp_path: Path) -> Journal:
+    (tmp_path / "ckpt").mkdir()
+    journal = Journal(tmp_path / "ckpt")
+    journal.root.mkdir()
+    return journal
+
+
+def test_redo_log_round_trips_sparse_and_whole_records(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    old = rng.integers(0, 2**16, size=10_000, dtype=np.uint16)
-    new = old.copy()
-    changed = rng.random(old.size) < changed_fraction
-    new[changed] ^= 0x0101
-    record = RedoRecord.between("w", 128, old, new, tensor_checksum(new))
-    assert (record.positions is None) == (changed_fraction > 0.5)
-
-    (tmp_path / "ckpt").mkdir()
-    journal = Journal(tmp_path / "ckpt")
-    journal.root.mkdir()
-    journal.write_redo(record)
-    loaded = journal.read_redo()
-    assert loaded is not None and loaded.fits(new.size, new.dtype)
-
-    torn_bytes = bytearray(new.tobytes()[:7001] + old.tobytes()[7001:])  # torn mid-element
-    torn = np.frombuffer(torn_bytes, dtype=np.uint16).copy()
-    for current in (old.copy(), new.copy(), torn):
-        assert np.array_equal(loaded.redo(current), new)
+    positions = np.sort(rng.choice(10_000, size=200, replace=False)).astype(np.int64)
+    values = rng.integers(0, 2**16, size=200, dtype=np.uint16)
+    whole = rng.integers(0, 2**32, size=50, dtype=np.uint32)
+    journal = _journal(tmp_path)
+    with journal.changes_writer() as log:
+        log.add(TensorChange("a", positions, values))
+        log.add(TensorChange("b", None, whole))
+    a, b = list(journal.changes())
+    assert a.tensor == "a" and np.array_equal(a.positions, positions)
+    assert np.array_equal(a.values, values)
+    assert b.tensor == "b" and b.positions is None and np.array_equal(b.values, whole)
 
 
-def test_damaged_redo_record_is_ignored(tmp_path: Path) -> None:
-    (tmp_path / "ckpt").mkdir()
-    journal = Journal(tmp_path / "ckpt")
-    journal.root.mkdir()
-    old = np.zeros(100, dtype=np.uint32)
-    new = old.copy()
-    new[5] = 7
-    journal.write_redo(RedoRecord.between("w", 0, old, new, tensor_checksum(new)))
-    redo = journal.root / "redo.bin"
-    data = bytearray(redo.read_bytes())
-    data[-1] ^= 1
-    redo.write_bytes(bytes(data))
-    assert journal.read_redo() is None
+def test_redo_log_exists_only_once_complete(tmp_path: Path) -> None:
+    journal = _journal(tmp_path)
+    with pytest.raises(RuntimeError), journal.changes_writer() as log:
+        log.add(TensorChange("a", np.arange(3, dtype=np.int64), np.arange(3, dtype=np.uint16)))
+        raise RuntimeError("killed while staging")
+    with pytest.raises(CheckpointError, match="damaged"):
+        list(journal.changes())
+
+
+@pytest.mark.parametrize("offset", [0, 20, -1])
+def test_damaged_redo_log_is_refused(tmp_path: Path, offset: int) -> None:
+    journal = _journal(tmp_path)
+    with journal.changes_writer() as log:
+        log.add(TensorChange("a", np.arange(3, dtype=np.int64), np.arange(3, dtype=np.uint16)))
+    path = journal.root / "changes.bin"
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged"):
+        list(journal.changes())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deltaroll.checkpoint import checkpoint_version, open_checkpoint, tensor_checksum
+from deltaroll.checkpoint import checkpoint_version, open_checkpoint, tensor_digest
 from deltaroll.checkpoint.errors import InvalidCheckpointError, UnsupportedDtypeError
 from fixtures.checkpoints import read_tensors, write_checkpoint
 
@@ -34,18 +34,26 @@ def test_reads_every_tensor_bit_exactly(steps: dict[str, list[Path]], layout: st
         assert {"config.json", "tokenizer.json"} <= set(checkpoint.aux_files)
 
 
-def test_version_depends_on_tensors_not_on_sharding(steps: dict[str, list[Path]]) -> None:
+def test_version_depends_on_tensors_and_files_not_on_sharding(
+    steps: dict[str, list[Path]],
+) -> None:
     versions = {layout: checkpoint_version(paths[1]) for layout, paths in steps.items()}
-    assert len(set(versions.values())) == 1
+    # The shard index is layout: one file or shards, the same tensors and files, the same id.
+    assert versions["single"] == versions["sharded"]
+    # A bare .safetensors file carries no config or tokenizer: another version.
+    assert versions["file"] != versions["single"]
     assert checkpoint_version(steps["single"][0]) != versions["single"]
+    config = steps["single"][1] / "config.json"
+    config.write_text(config.read_text() + " ")
+    assert checkpoint_version(steps["single"][1]) != versions["single"]
 
 
-def test_checksum_is_xxh3_128_of_raw_bytes() -> None:
-    import xxhash
+def test_digest_is_blake3_of_raw_bytes() -> None:
+    import blake3
 
     bits = np.arange(10, dtype="<u2")
-    assert tensor_checksum(bits) == xxhash.xxh3_128_hexdigest(bits.tobytes())
-    assert tensor_checksum(bits.tobytes()) == tensor_checksum(bits)
+    assert tensor_digest(bits) == blake3.blake3(bits.tobytes()).hexdigest()
+    assert tensor_digest(bits.tobytes()) == tensor_digest(bits)
 
 
 def _header_file(path: Path, header: dict[str, object], data: bytes) -> Path:

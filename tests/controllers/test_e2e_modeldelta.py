@@ -5,6 +5,8 @@ from __future__ import annotations
 import filecmp
 from collections.abc import Iterator
 from pathlib import Path
+
+from fixtures.files import visible_names
 from typing import Any
 
 import pytest
@@ -67,8 +69,8 @@ def test_a_modeldelta_reaches_ready_with_the_numbers_of_the_store(
     out = tmp_path / "pulled"
     pulled = run_deltaroll("pull", store_uri, "tiny", "step-1", "-o", out)
     assert pulled.returncode == 0, pulled.stderr
-    names = [p.name for p in trained[1].iterdir()]
-    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    names = visible_names(trained[1])
+    assert visible_names(out) == names
     assert filecmp.cmpfiles(out, trained[1], names, shallow=False)[0] == names
     job = get(cluster, "job", status["jobRef"]["name"])
     assert job is not None

@@ -273,7 +273,7 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
     core = kubernetes.client.CoreV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
     kubernetes.client.AppsV1Api(client).create_namespaced_deployment(
-        NAMESPACE, fleet(published, 2, crash_at="tensor-half-written:3")
+        NAMESPACE, fleet(published, 2, crash_at="scatter-half:3")
     )
     manifest = deployment(published, v1)
     manifest["spec"]["selector"] = {"matchLabels": {"app": "tiny-fleet"}}

@@ -85,12 +85,14 @@ def test_an_index_naming_a_missing_or_foreign_shard_is_refused(tmp_path):
 
 
 def test_hidden_and_stray_files_are_not_weights(tmp_path):
-    """Only model.safetensors is the checkpoint; a staged temp file or a copy is ignored."""
+    """Only model.safetensors holds weights; a hidden temp file is not part of the checkpoint,
+    while a visible copy is a file the pod could load, so the version id covers it."""
     path = save_llama(tmp_path / "m", tied=True)
     version = checkpoint_version(path)
-    shutil.copyfile(path / "model.safetensors", path / "model-copy.safetensors")
     (path / ".model.safetensors.tmp").write_bytes(b"half-written")
     assert load_model(path).version == version
+    shutil.copyfile(path / "model.safetensors", path / "model-copy.safetensors")
+    assert load_model(path).version == checkpoint_version(path) != version
 
 
 def test_byte_tokens_need_a_vocabulary_of_256(tmp_path):

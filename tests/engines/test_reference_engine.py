@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import xxhash
+import blake3
 from safetensors.torch import load_file
 
 from deltaroll.checkpoint import checkpoint_version
@@ -96,7 +96,7 @@ def test_weights_checksum_is_the_checkpoints_version_and_file_bytes(reference_en
         assert body["tensors"][name] == {
             "dtype": "BF16",
             "shape": list(tensor.shape),
-            "checksum": xxhash.xxh3_128_hexdigest(raw.tobytes()),
+            "digest": blake3.blake3(raw.tobytes()).hexdigest(),
         }
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from fixtures.files import visible_names
+
 import pytest
 
 from deltaroll.checkpoint import diff_checkpoints, read_delta_manifest
@@ -81,9 +83,9 @@ def push_two(store: Store, checkpoints: list[Path]) -> list[str]:
 
 def pulls_bit_exact(store: Store, ref: str, expected: Path, out: Path) -> bool:
     store.pull("tiny", ref, out)
-    names = sorted(p.name for p in expected.iterdir())
+    names = visible_names(expected)
     _, mismatch, errors = filecmp.cmpfiles(out, expected, names, shallow=False)
-    return sorted(p.name for p in out.iterdir()) == names and not mismatch and not errors
+    return visible_names(out) == names and not mismatch and not errors
 
 
 def test_gc_removes_a_published_groups_parts_at_once(

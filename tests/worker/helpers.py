@@ -7,6 +7,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from fixtures.files import visible_names
 from typing import Any
 
 SECRET_SENTINEL = "worker-test-secret-key-sentinel-0123456789"
@@ -49,8 +51,8 @@ def compute_args(
 
 def same_files(left: Path, right: Path) -> bool:
     """Whether two directories hold the same file names with byte-identical contents."""
-    names = sorted(p.name for p in left.iterdir())
-    if names != sorted(p.name for p in right.iterdir()):
+    names = visible_names(left)
+    if names != visible_names(right):
         return False
     _, mismatch, errors = filecmp.cmpfiles(left, right, names, shallow=False)
     return not mismatch and not errors

@@ -6,6 +6,8 @@ the exposition holds only what the agent means to publish.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
 from deltaroll.agent.states import AgentState
@@ -60,9 +62,36 @@ class AgentMetrics:
             "1 when the engine holds the wanted version, verified; 0 otherwise.",
             registry=self.registry,
         )
+        self.apply_seconds = Histogram(
+            "deltaroll_agent_apply_seconds",
+            "Seconds spent applying the deltas of one version change to the weights volume.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.bytes_read = Counter(
+            "deltaroll_agent_bytes_read",
+            "Bytes the agent read from storage while applying deltas (/proc/self/io read_bytes).",
+            registry=self.registry,
+        )
+        self.bytes_written = Counter(
+            "deltaroll_agent_bytes_written",
+            "Bytes the agent caused to be written to storage while applying deltas, write-back "
+            "of dirtied pages included (/proc/self/io write_bytes).",
+            registry=self.registry,
+        )
         self.version_changes = Histogram(
             "deltaroll_agent_version_change_seconds",
             "Seconds from starting to pull a new version to the engine serving it.",
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800),
             registry=self.registry,
         )
+
+
+def process_io() -> tuple[int, int]:
+    """(read_bytes, write_bytes) of this process so far; zeros where /proc has no io file."""
+    try:
+        lines = Path("/proc/self/io").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    fields = dict(line.split(": ", 1) for line in lines if ": " in line)
+    return int(fields.get("read_bytes", 0)), int(fields.get("write_bytes", 0))

@@ -3,7 +3,8 @@
 Steps between versions patch ``weights`` in place through the checkpoint layer's journaled
 apply (killed at any moment, the same apply run again finishes it; nothing is ever a mix). A
 plan that starts from nothing builds a fresh copy beside ``weights`` and swaps it in once it
-verified. Every apply checks object digests and tensor checksums before and after writing.
+verified. Every apply checks object digests, and the values it changes against each tensor's
+change digest, before writing (see the checkpoint layer's trusted state).
 """
 
 from __future__ import annotations

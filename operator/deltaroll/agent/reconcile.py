@@ -34,7 +34,7 @@ import structlog
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
 from deltaroll.agent.fetch import fetch_objects, prune_cache
-from deltaroll.agent.metrics import AgentMetrics
+from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
     OrphanedApplyError,
     apply_plan,
@@ -215,6 +215,8 @@ class Agent:
         if self._change_started is not None:
             self.metrics.version_changes.observe(self._clock() - self._change_started)
             self._change_started = None
+            # Off the pause path: the pod already serves; the next apply trusts the record.
+            self.volume.make_durable()
 
     def _change_to(self, target: str) -> None:
         """Pull the deltas on the cheapest path, then apply them to the weights volume."""
@@ -240,7 +242,13 @@ class Agent:
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass
         self.disk_version = None
+        read_before, written_before = process_io()
+        started = self._clock()
         apply_plan(self.store, plan, self.volume)
+        self.metrics.apply_seconds.observe(self._clock() - started)
+        read_after, written_after = process_io()
+        self.metrics.bytes_read.inc(read_after - read_before)
+        self.metrics.bytes_written.inc(written_after - written_before)
         for step in plan.steps:
             self.metrics.applied_deltas.labels(step.kind).inc()
         self.disk_version = target

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import structlog
 
-from deltaroll.checkpoint import checkpoint_version
+from deltaroll.checkpoint import open_checkpoint
 from deltaroll.checkpoint.journal import Journal, JournalState
 from deltaroll.checkpoint.staging import fsync_directory
+from deltaroll.checkpoint.state import make_durable, proven_version
 
 log = structlog.get_logger(__name__)
 
@@ -72,10 +73,16 @@ class WeightsVolume:
         return Journal(self.weights).load()
 
     def version(self) -> str | None:
-        """The version id of ``weights`` (hashes every tensor), or None if there is none."""
+        """The version id of ``weights``, or None if there is none: read from its trusted-state
+        record when that still holds, else by hashing every tensor (which records it)."""
         if not self.weights.exists():
             return None
-        return checkpoint_version(self.weights)
+        return proven_version(self.weights)
+
+    def make_durable(self) -> None:
+        """fsync the patched weights and mark their record durable (after the pod is Ready)."""
+        if self.weights.exists() and not make_durable(open_checkpoint(self.weights)):
+            log.info("agent.weights_not_recorded", weights=str(self.weights))
 
     def discard_weights(self) -> None:
         """Retire ``weights`` when it cannot be used (its apply can no longer be finished)."""

@@ -5,15 +5,16 @@ or shards with ``model.safetensors.index.json``, plus config and tokenizer files
 time; writes the delta between two checkpoints as a directory (``manifest.json`` +
 ``objects/<sha256>``); applies it to a new directory or in place behind a crash-safe journal,
 forwards or in reverse; verifies a checkpoint against either side; imports TRL sparse patches.
-Tensor bits go through :mod:`deltaroll.codec`; this layer owns files, layouts and checksums.
+Tensor bits go through :mod:`deltaroll.codec`; this layer owns files, layouts, digests and the
+trusted-state record that lets an in-place apply read only what changes.
 """
 
 from deltaroll.checkpoint.apply import ApplySummary, apply_delta
-from deltaroll.checkpoint.checksums import (
+from deltaroll.checkpoint.digests import (
     checkpoint_version,
     side_version,
-    tensor_checksum,
-    version_from_tensor_entries,
+    tensor_digest,
+    version_id,
 )
 from deltaroll.checkpoint.describe import describe_delta
 from deltaroll.checkpoint.diff import DeltaSummary, diff_checkpoints
@@ -36,7 +37,7 @@ __all__ = [
     "open_checkpoint",
     "read_delta_manifest",
     "side_version",
-    "tensor_checksum",
+    "tensor_digest",
     "verify_checkpoint",
-    "version_from_tensor_entries",
+    "version_id",
 ]

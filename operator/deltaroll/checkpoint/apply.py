@@ -12,7 +12,7 @@ from typing import Any
 
 from deltaroll.checkpoint.apply_inplace import apply_in_place
 from deltaroll.checkpoint.apply_out import apply_to_directory
-from deltaroll.checkpoint.checksums import checkpoint_checksums, version_of
+from deltaroll.checkpoint.digests import checkpoint_digests, version_of
 from deltaroll.checkpoint.errors import CheckpointError, WrongBaseError
 from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
 from deltaroll.checkpoint.objects import ObjectDir
@@ -93,7 +93,7 @@ def check_is_side(
 ) -> None:
     """Refuse a checkpoint that is not ``side`` of the delta (compares version ids)."""
     expected = manifest.version(side)
-    actual = version_of(checkpoint, checkpoint_checksums(checkpoint, on_bytes))
+    actual = version_of(checkpoint, checkpoint_digests(checkpoint, on_bytes))
     if actual != expected:
         raise WrongBaseError(
             f"{checkpoint.path} is version {actual}, but this delta applies to {expected}"

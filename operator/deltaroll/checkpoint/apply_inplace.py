@@ -1,31 +1,49 @@
 """Applying a delta to a checkpoint in place, behind a journal (see :mod:`.journal`).
 
-Weight files whose exact header is the same on both sides are patched at their tensors' byte
-offsets; files whose layout changes are rebuilt whole in the journal's ``staged/`` folder first
-and renamed over the old ones at the end. Running the same apply again after a crash (kill -9 at
-any point) resumes and finishes; running it on a checkpoint already at the target does nothing.
+What it costs follows the delta, not the model. The checkpoint's trusted-state record (see
+:mod:`.state`) says which version it holds and every tensor's digest; when the record still
+matches the files, nothing else is read: for each changed tensor the apply decodes the payload,
+gathers the current values at the changed positions, computes the new ones and refuses unless
+positions, old and new values hash to the tensor's ``changes_digest``. Without a usable record
+(first apply, another boot, a network file system, files touched) it hashes every tensor once,
+as a full check, and continues the same way.
+
+Phases, each recorded in the journal before the next begins:
+
+1. staging: new files for weight files whose layout changes are built in ``staged/`` from the
+   untouched checkpoint, and every new value for the files that keep their layout is computed,
+   checked and written to the redo log (``changes.bin``, fsynced). Nothing in the checkpoint
+   has changed yet; a failure here leaves it as it was.
+2. patching: the trusted-state record is removed, then the redo log is written into the files
+   (idempotent: a crash here is finished by running the same apply again).
+3. finishing: removed files go, staged files are renamed in, auxiliary files rewritten; then a
+   new record vouches for the target (``durable: false`` until :func:`make_durable` fsyncs the
+   files off the pause path) and the journal is dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from deltaroll.checkpoint.checksums import checkpoint_checksums, tensor_checksum, version_of
 from deltaroll.checkpoint.crashpoints import crash_point
-from deltaroll.checkpoint.dtypes import byte_view
+from deltaroll.checkpoint.digests import aux_digests, checkpoint_digests, tensor_digest, version_of
+from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import (
+    ChangesMismatchError,
     CheckpointError,
+    CorruptDeltaError,
     InterruptedApplyError,
     InvalidCheckpointError,
     WrongBaseError,
 )
-from deltaroll.checkpoint.journal import Journal, JournalState, RedoRecord, exclusive_lock
+from deltaroll.checkpoint.journal import Journal, JournalState, TensorChange, exclusive_lock
 from deltaroll.checkpoint.manifest import (
     CheckpointLayout,
     DeltaManifest,
@@ -34,17 +52,26 @@ from deltaroll.checkpoint.manifest import (
 )
 from deltaroll.checkpoint.names import child_path
 from deltaroll.checkpoint.objects import ObjectDir
-from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint, read_tensor_bits
+from deltaroll.checkpoint.reader import Checkpoint, TensorRef, open_checkpoint, read_tensor_bits
+from deltaroll.checkpoint.scatter import TensorSpan, gather, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
+from deltaroll.checkpoint.state import forget_state, record_state, trusted_state
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
     aux_file_bytes,
+    encoded_tensor,
     other,
     read_to_side_bits,
     to_side_bits,
 )
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
+from deltaroll.codec import ChangesHasher, CodecError, decode_changes
+from deltaroll.errors import DeltarollError
+
+
+# New values kept in memory between staging and patching (beyond it: read back from the log).
+HELD_CHANGES_BYTES = 128 << 20
 
 
 @dataclass
@@ -54,6 +81,30 @@ class _Plan:
     patched: list[WeightFileLayout] = field(default_factory=list)
     rebuilt: list[WeightFileLayout] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Apply:
+    """One in-place apply: the delta, its direction, and where the checkpoint is."""
+
+    manifest: DeltaManifest
+    objects: ObjectDir
+    path: Path
+    from_side: Side
+    on_bytes: OnBytes | None
+
+    @property
+    def to_side(self) -> Side:
+        return other(self.from_side)
+
+    def layout(self, side: Side) -> CheckpointLayout:
+        layout = self.manifest.layout(side)
+        assert layout is not None  # checked on entry: not an anchor
+        return layout
+
+    @property
+    def entries(self) -> dict[str, TensorEntry]:
+        return {e.name: e for e in self.manifest.tensors}
 
 
 def apply_in_place(
@@ -68,19 +119,14 @@ def apply_in_place(
     if not path.exists():
         raise InvalidCheckpointError(f"{path} does not exist: pass the checkpoint to patch")
     with exclusive_lock(path):
-        return _apply_locked(manifest, objects, path, from_side, on_bytes)
+        return _apply_locked(_Apply(manifest, objects, path, from_side, on_bytes))
 
 
-def _apply_locked(
-    manifest: DeltaManifest,
-    objects: ObjectDir,
-    path: Path,
-    from_side: Side,
-    on_bytes: OnBytes | None,
-) -> bool:
-    to_side = other(from_side)
-    from_layout, to_layout = manifest.layout(from_side), manifest.layout(to_side)
-    from_version, to_version = manifest.version(from_side), manifest.version(to_side)
+def _apply_locked(apply: _Apply) -> bool:
+    manifest, path = apply.manifest, apply.path
+    to_side = apply.to_side
+    from_layout, to_layout = manifest.layout(apply.from_side), manifest.layout(to_side)
+    from_version, to_version = manifest.version(apply.from_side), manifest.version(to_side)
     if from_layout is None or to_layout is None or from_version is None or to_version is None:
         raise CheckpointError("this delta is an anchor (from nothing): apply it with -o OUT_DIR")
     if from_layout.kind != to_layout.kind:
@@ -88,25 +134,15 @@ def _apply_locked(
             f"the delta turns a {from_layout.kind} checkpoint into a {to_layout.kind} one, which "
             "cannot be done in place: apply it with -o OUT_DIR"
         )
-    direction: Literal["forward", "reverse"] = "forward" if from_side == "base" else "reverse"
+    direction: Literal["forward", "reverse"] = "forward" if apply.from_side == "base" else "reverse"
     journal = Journal(path)
     state = journal.load()
+    plan = _plan(from_layout, to_layout)
     if state is None:
         journal.discard_leftovers()
         checkpoint = open_checkpoint(path)
-        version = version_of(checkpoint, checkpoint_checksums(checkpoint, on_bytes))
-        if version == to_version and _has_layout(checkpoint, to_layout, with_aux=True):
+        if not _check_from_side(apply, checkpoint, from_version, to_version):
             return False
-        if version != from_version:
-            raise WrongBaseError(
-                f"{path} is version {version}, but this delta applies to {from_version}"
-                f"{' (reverse)' if direction == 'reverse' else ''}; nothing was changed"
-            )
-        if not _has_layout(checkpoint, from_layout, with_aux=False):
-            raise WrongBaseError(
-                f"{path} holds the right tensors but not in the file layout the delta expects; "
-                "apply it with -o OUT_DIR instead; nothing was changed"
-            )
         state = JournalState(
             manifest_digest=manifest.manifest_digest,
             direction=direction,
@@ -122,25 +158,69 @@ def _apply_locked(
             f"({state.from_version} -> {state.to_version}, {state.direction}); run that apply "
             f"again to finish it first (journal: {journal.root})"
         )
-    entries = {e.name: e for e in manifest.tensors}
-    plan = _plan(from_layout, to_layout)
+    held: list[TensorChange] | None = None
     if state.phase == "staging":
-        _stage(journal, open_checkpoint(path), plan, entries, objects, from_side, on_bytes)
+        try:
+            held = _stage(apply, journal, open_checkpoint(path), plan)
+        except DeltarollError:
+            journal.abandon()
+            raise
         state = state.model_copy(update={"phase": "patching"})
         journal.save(state)
+        crash_point("changes-staged")
     if state.phase == "patching":
-        _patch(journal, open_checkpoint(path), plan, entries, objects, from_side, on_bytes)
+        forget_state(path)
+        crash_point("state-forgotten")
+        _patch(journal, open_checkpoint(path), held)
         state = state.model_copy(update={"phase": "finishing"})
         journal.save(state)
         crash_point("patched")
-    _finish(journal, path, plan, from_layout, to_layout, objects)
-    final = open_checkpoint(path)
-    if version_of(final, checkpoint_checksums(final)) != to_version:
-        raise CheckpointError(
-            f"{path} does not verify as {to_version} after the in-place apply; the journal is kept "
-            f"at {journal.root}: run the same apply again, or restore the checkpoint"
-        )
+    _finish(apply, journal, plan)
+    _record_target(apply, to_version)
     journal.remove()
+    return True
+
+
+def _check_from_side(
+    apply: _Apply, checkpoint: Checkpoint, from_version: str, to_version: str
+) -> bool:
+    """Prove the checkpoint is the delta's from-side (False: it already is the to-side).
+
+    From the trusted-state record when it still holds (O(tensors), nothing read); otherwise by
+    hashing every tensor, which then earns the checkpoint a record of its own.
+    """
+    trusted = trusted_state(checkpoint)
+    if trusted is not None:
+        version, digests, files = trusted.version, trusted.tensors, trusted.files
+    else:
+        digests = checkpoint_digests(checkpoint, apply.on_bytes)
+        files = aux_digests(checkpoint)
+        version = version_of(checkpoint, digests, files)
+    to_layout = apply.layout(apply.to_side)
+    if version == to_version and _has_layout(checkpoint, to_layout):
+        if trusted is None:
+            record_state(checkpoint, version, digests, files)
+        return False
+    reverse = " (reverse)" if apply.from_side == "target" else ""
+    if version != from_version:
+        raise WrongBaseError(
+            f"{apply.path} is version {version}, but this delta applies to {from_version}"
+            f"{reverse}; nothing was changed"
+        )
+    expected = {e.name: s.digest for e in apply.manifest.tensors if (s := e.side(apply.from_side))}
+    if dict(digests) != expected:
+        wrong = sorted(n for n in expected.keys() | digests.keys() if expected.get(n) != digests.get(n))
+        raise WrongBaseError(
+            f"{apply.path} claims version {version} but its tensors {wrong[:3]} differ from the "
+            f"delta's {apply.from_side}{reverse}; nothing was changed"
+        )
+    if not _has_layout(checkpoint, apply.layout(apply.from_side), with_aux=False):
+        raise WrongBaseError(
+            f"{apply.path} holds the right tensors but not in the file layout the delta expects; "
+            "apply it with -o OUT_DIR instead; nothing was changed"
+        )
+    if trusted is None:
+        record_state(checkpoint, version, digests, files)
     return True
 
 
@@ -162,7 +242,9 @@ def _weight_path(path: Path, layout_kind: str, name: str) -> Path:
     return path if layout_kind == "file" else child_path(path, name)
 
 
-def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: bool) -> bool:
+def _has_layout(
+    checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: bool = True
+) -> bool:
     """Whether the checkpoint's files carry exactly the layout's headers (and aux files)."""
     if checkpoint.kind != layout.kind or len(checkpoint.weight_files) != len(layout.files):
         return False
@@ -172,128 +254,112 @@ def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: b
             layout.kind == "directory" and weight.name != file.name
         ):
             return False
-    if with_aux:
-        actual = {n: tensor_checksum(p.read_bytes()) for n, p in checkpoint.aux_files.items()}
-        return all(actual.get(a.name) == a.checksum for a in layout.aux_files)
+    if with_aux and checkpoint.kind == "directory":
+        return set(checkpoint.aux_files) == {a.name for a in layout.aux_files}
     return True
 
 
 def _stage(
-    journal: Journal,
-    checkpoint: Checkpoint,
-    plan: _Plan,
-    entries: dict[str, TensorEntry],
-    objects: ObjectDir,
-    from_side: Side,
-    on_bytes: OnBytes | None,
-) -> None:
-    """Build every rebuilt file in ``staged/`` from the untouched checkpoint."""
+    apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan
+) -> list[TensorChange] | None:
+    """Build every rebuilt file in ``staged/`` and the redo log, from the untouched checkpoint.
+
+    Returns the changes too while they fit :data:`HELD_CHANGES_BYTES`, so the patching that
+    follows in this process need not read the log back; None when they did not fit."""
+    entries = apply.entries
     journal.reset_staged()
     for file in plan.rebuilt:
-        header = layout_header(file, objects, entries, other(from_side))
+        header = layout_header(file, apply.objects, entries, apply.to_side)
 
         def tensor_bits(name: str) -> np.ndarray:
-            return read_to_side_bits(entries[name], checkpoint, objects, from_side, on_bytes)
+            return read_to_side_bits(
+                entries[name], checkpoint, apply.objects, apply.from_side, apply.on_bytes
+            )
 
         write_weight_file(journal.staged / file.name, header, tensor_bits)
         crash_point("file-staged")
     fsync_directory(journal.staged)
+    held: list[TensorChange] | None = []
+    held_bytes = 0
+    with journal.changes_writer() as log:
+        for file in plan.patched:
+            for name in file.tensors:
+                entry = entries[name]
+                if entry.delta_object is None:
+                    continue
+                change = _stage_tensor(apply, entry, checkpoint.tensors[name])
+                log.add(change)
+                crash_point("tensor-staged", name)
+                held_bytes += change.nbytes
+                held = held if held is not None and held_bytes <= HELD_CHANGES_BYTES else None
+                if held is not None:
+                    held.append(change)
+    return held
 
 
-def _patch(
-    journal: Journal,
-    checkpoint: Checkpoint,
-    plan: _Plan,
-    entries: dict[str, TensorEntry],
-    objects: ObjectDir,
-    from_side: Side,
-    on_bytes: OnBytes | None,
-) -> None:
-    """Patch each changed tensor of the in-place files, redo record first."""
-    to_side = other(from_side)
-    _replay_redo(journal, checkpoint, entries, to_side)
-    for file in plan.patched:
-        for name in file.tensors:
-            entry = entries[name]
-            if entry.delta_object is None:
-                continue
-            ref = checkpoint.tensors[name]
-            bits = read_tensor_bits(ref)
-            current = tensor_checksum(bits)
-            to_checksum = _checksum(entry, to_side)
-            if current == to_checksum:
-                continue
-            if current != _checksum(entry, from_side):
-                raise CheckpointError(
-                    f"tensor {name!r} in {ref.path} matches neither side of the delta: the file "
-                    "was changed outside Deltaroll during the apply; restore it from a snapshot"
-                )
-            old = bits.copy()
-            new = to_side_bits(entry, bits, objects, from_side)
-            journal.write_redo(RedoRecord.between(name, ref.begin, old, new, to_checksum))
-            crash_point("redo-written", name)
-            _write_at(ref.path, ref.begin, byte_view(new), name)
-            journal.clear_redo()
-            crash_point("tensor-patched")
-            if on_bytes:
-                on_bytes(ref.nbytes)
+def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> TensorChange:
+    """Compute one tensor's new values and check them before anything is written."""
+    span = _span(ref)
+    encoded = encoded_tensor(entry, apply.objects)
+    if entry.kind == "dense":
+        # Almost every element changes: read it whole, apply, check the other side's digest.
+        bits = to_side_bits(entry, read_tensor_bits(ref), apply.objects, apply.from_side)
+        change = TensorChange(entry.name, None, bits)
+    else:
+        try:
+            changes = decode_changes(encoded, span.dtype)
+            known = gather(span, changes.positions)
+            computed = changes.values_after(known, forward=apply.from_side == "base")
+        except CodecError as exc:
+            raise CorruptDeltaError(
+                f"object {entry.delta_object} (tensor {entry.name!r}) does not apply: {exc}"
+            ) from exc
+        base, target = (known, computed) if apply.from_side == "base" else (computed, known)
+        hasher = ChangesHasher(span.dtype.itemsize)
+        hasher.update(changes.positions, base, target)
+        if hasher.hexdigest() != entry.changes_digest:
+            raise ChangesMismatchError(
+                f"tensor {entry.name!r} in {ref.path}: the values at its {changes.positions.size} "
+                f"changed positions are not the ones the delta was made from; the checkpoint is "
+                f"not the {apply.from_side} it was recorded as (or the delta is corrupt): run "
+                f"`deltaroll verify` on it, then restore it; nothing was changed"
+            )
+        change = TensorChange(entry.name, changes.positions, computed)
+    if apply.on_bytes:
+        apply.on_bytes(ref.nbytes)
+    return change
 
 
-def _replay_redo(
-    journal: Journal, checkpoint: Checkpoint, entries: dict[str, TensorEntry], to_side: Side
-) -> None:
-    """Finish the tensor write a crash interrupted, from its fsynced redo record."""
-    record = journal.read_redo()
-    if record is None:
-        return
-    ref = checkpoint.tensors.get(record.tensor)
-    entry = entries.get(record.tensor)
-    current = read_tensor_bits(ref) if ref is not None else None
-    if (
-        ref is None
-        or entry is None
-        or current is None
-        or ref.begin != record.offset
-        or _checksum(entry, to_side) != record.checksum
-        or not record.fits(ref.numel, current.dtype)
-        or tensor_checksum(new := record.redo(current)) != record.checksum
-    ):
-        raise CheckpointError(
-            f"the redo record in {journal.root} does not belong to this apply; restore the "
-            "checkpoint from a snapshot"
-        )
-    _write_at(ref.path, ref.begin, byte_view(new), record.tensor)
-    journal.clear_redo()
+def _span(ref: TensorRef) -> TensorSpan:
+    return TensorSpan(ref.path, ref.begin, ref.numel, np.dtype(bits_view(ref.dtype)))
 
 
-def _write_at(path: Path, offset: int, data: memoryview, tensor: str) -> None:
-    """Write ``data`` at ``offset`` and fsync (in two halves, so tests can crash in between)."""
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        half = len(data) // 2
-        _pwrite_all(fd, data[:half], offset)
-        crash_point("tensor-half-written", tensor)
-        _pwrite_all(fd, data[half:], offset + half)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _patch(journal: Journal, checkpoint: Checkpoint, held: list[TensorChange] | None) -> None:
+    """Write every new value of the redo log (or the same values, still held) into the
+    checkpoint; idempotent."""
+    for change in held if held is not None else journal.changes():
+        ref = checkpoint.tensors.get(change.tensor)
+        if ref is None or change.values.dtype != np.dtype(bits_view(ref.dtype)):
+            raise CheckpointError(
+                f"the redo log in {journal.root} names tensor {change.tensor!r}, which this "
+                "checkpoint does not hold as recorded; restore the checkpoint from a snapshot"
+            )
+        span = _span(ref)
+        if change.positions is None:
+            if change.values.shape[0] != ref.numel:
+                raise CheckpointError(f"the redo log of {change.tensor!r} has the wrong size")
+            write_whole(span, change.values)
+        else:
+            if change.positions.size and not 0 <= change.positions[0] <= change.positions[-1] < ref.numel:
+                raise CheckpointError(f"the redo log of {change.tensor!r} points outside it")
+            scatter(span, change.positions, change.values, change.tensor)
+        crash_point("tensor-patched", change.tensor)
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
-
-
-def _finish(
-    journal: Journal,
-    path: Path,
-    plan: _Plan,
-    from_layout: CheckpointLayout,
-    to_layout: CheckpointLayout,
-    objects: ObjectDir,
-) -> None:
+def _finish(apply: _Apply, journal: Journal, plan: _Plan) -> None:
     """Idempotent last steps: drop removed files, rename rebuilt ones in, rewrite aux files."""
+    path, objects = apply.path, apply.objects
+    from_layout, to_layout = apply.layout(apply.from_side), apply.layout(apply.to_side)
     directory = path if to_layout.kind == "directory" else path.parent
     to_names = {f.name for f in to_layout.files} | {a.name for a in to_layout.aux_files}
     for name in plan.removed:
@@ -308,13 +374,17 @@ def _finish(
             crash_point("file-renamed")
     for aux in to_layout.aux_files:
         destination = child_path(directory, aux.name)
-        if destination.is_file() and tensor_checksum(destination.read_bytes()) == aux.checksum:
+        if destination.is_file() and tensor_digest(destination.read_bytes()) == aux.digest:
             continue
         write_file_atomically(destination, aux_file_bytes(aux, objects))
     fsync_directory(directory)
 
 
-def _checksum(entry: TensorEntry, side: Side) -> str:
-    tensor = entry.side(side)
-    assert tensor is not None  # patched tensors exist on both sides
-    return tensor.checksum
+def _record_target(apply: _Apply, to_version: str) -> None:
+    """Vouch for the result: every byte now comes from the checked base and the checked delta."""
+    to_layout = apply.layout(apply.to_side)
+    digests: Mapping[str, str] = {
+        e.name: s.digest for e in apply.manifest.tensors if (s := e.side(apply.to_side))
+    }
+    files = {aux.name: aux.digest for aux in to_layout.aux_files}
+    record_state(open_checkpoint(apply.path), to_version, digests, files)

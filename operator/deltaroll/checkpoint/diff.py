@@ -1,6 +1,7 @@
 """Computing a delta between two checkpoints and writing it as a delta directory.
 
-Tensors are streamed one at a time (memory near the largest tensor, twice). Each tensor present
+Tensors present on both sides with the same dtype and shape are read in windows (memory follows
+the change set, not the tensor); others one whole tensor at a time. Each tensor present
 on both sides with the same dtype and shape goes through the codec (unchanged / sparse / dense);
 any other tensor (added, removed, resized, retyped) is carried whole for each side that has it,
 so the delta stays reversible.
@@ -13,9 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import blake3
 import numpy as np
 
-from deltaroll.checkpoint.checksums import side_version, tensor_checksum
+from deltaroll.checkpoint.digests import side_version, tensor_digest
 from deltaroll.checkpoint.chunks import put_chunks
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.layouts import record_layout
@@ -28,10 +30,17 @@ from deltaroll.checkpoint.manifest import (
     write_manifest,
 )
 from deltaroll.checkpoint.objects import ObjectDir
-from deltaroll.checkpoint.reader import Checkpoint, TensorRef, open_checkpoint, read_tensor_bits
+from deltaroll.checkpoint.dtypes import bits_view, byte_view
+from deltaroll.checkpoint.reader import (
+    Checkpoint,
+    TensorRef,
+    open_checkpoint,
+    read_tensor_bits,
+    read_tensor_window,
+)
 from deltaroll.checkpoint.staging import check_output_free, staged_directory
 from deltaroll.checkpoint.transform import OnBytes
-from deltaroll.codec import EncodedTensor, encode_tensor_delta
+from deltaroll.codec import EncodedTensor, encode_tensor_delta, encode_windowed_delta
 
 # Rewrites a tensor's bits on the target side (used by the TRL import to patch the base).
 TargetOverride = Callable[[str, np.ndarray], np.ndarray]
@@ -117,8 +126,8 @@ def write_delta(
         )
         manifest = DeltaManifest(
             schema=SCHEMA,
-            base_version=side_version(entries, "base") if base is not None else None,
-            target_version=side_version(entries, "target"),
+            base_version=side_version(entries, "base", base_layout) if base is not None else None,
+            target_version=side_version(entries, "target", target_layout),
             base_layout=base_layout,
             target_layout=target_layout,
             tensors=entries,
@@ -142,6 +151,55 @@ def write_delta(
     )
 
 
+class _WindowedSides:
+    """Both sides of one tensor read a window at a time; each side is hashed once, on the
+    first pass in order (the encoder's counting pass), whatever passes follow."""
+
+    def __init__(self, base: TensorRef, target: TensorRef) -> None:
+        self.base, self.target = base, target
+        self._hashers = (blake3.blake3(), blake3.blake3())
+        self._hashed = 0
+
+    def read(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        base = read_tensor_window(self.base, start, count)
+        target = read_tensor_window(self.target, start, count)
+        if start == self._hashed:
+            self._hashers[0].update(byte_view(base))
+            self._hashers[1].update(byte_view(target))
+            self._hashed += count
+        return base, target
+
+    def sides(self) -> tuple[TensorSide, TensorSide]:
+        if self._hashed != self.base.numel:
+            raise CheckpointError(f"tensor {self.base.name!r} was not read whole; diff it again")
+        return tuple(  # type: ignore[return-value]
+            TensorSide(dtype=ref.dtype, shape=list(ref.shape), digest=hasher.hexdigest())
+            for ref, hasher in zip((self.base, self.target), self._hashers, strict=True)
+        )
+
+
+def _windowed_entry(
+    name: str, base: TensorRef, target: TensorRef, objects: ObjectDir, level: int
+) -> TensorEntry:
+    """A same-shape tensor diffed window by window: memory follows the change, not the tensor."""
+    sides = _WindowedSides(base, target)
+    encoded = encode_windowed_delta(
+        sides.read, np.dtype(bits_view(base.dtype)), base.numel, level=level
+    )
+    base_side, target_side = sides.sides()
+    unchanged = encoded.kind.value == "unchanged"
+    return TensorEntry(
+        name=name,
+        base=base_side,
+        target=target_side,
+        kind=encoded.kind.value,
+        delta_object=None if unchanged else objects.put(encoded.payload),
+        changes_digest=encoded.changes_digest,
+        changed_elements=encoded.changed_elements,
+        total_elements=encoded.total_elements,
+    )
+
+
 def _tensor_entry(
     name: str,
     base: TensorRef | None,
@@ -150,6 +208,14 @@ def _tensor_entry(
     encoder: _Encoder,
     target_override: TargetOverride | None,
 ) -> TensorEntry:
+    if (
+        base is not None
+        and target is not None
+        and (base.dtype, base.shape) == (target.dtype, target.shape)
+        and encoder.device is None
+        and target_override is None
+    ):
+        return _windowed_entry(name, base, target, objects, encoder.level)
     base_bits = read_tensor_bits(base) if base is not None else None
     target_bits = read_tensor_bits(target) if target is not None else None
     if target_bits is not None and target_override is not None:
@@ -171,6 +237,7 @@ def _tensor_entry(
             target=target_side,
             kind=encoded.kind.value,
             delta_object=None if unchanged else objects.put(encoded.payload),
+            changes_digest=encoded.changes_digest,
             changed_elements=encoded.changed_elements,
             total_elements=encoded.total_elements,
         )
@@ -222,7 +289,7 @@ class _Encoder:
 def _side(ref: TensorRef | None, bits: np.ndarray | None) -> TensorSide | None:
     if ref is None or bits is None:
         return None
-    return TensorSide(dtype=ref.dtype, shape=list(ref.shape), checksum=tensor_checksum(bits))
+    return TensorSide(dtype=ref.dtype, shape=list(ref.shape), digest=tensor_digest(bits))
 
 
 def _tensor_bytes(base: TensorRef | None, target: TensorRef | None) -> int:

@@ -49,3 +49,12 @@ class TrlPatchError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """``verify`` found that a checkpoint is not the side of the delta it was checked against."""
+
+
+class UnsupportedFormatError(CorruptDeltaError):
+    """A delta manifest is in a format this Deltaroll does not apply (older or newer)."""
+
+
+class ChangesMismatchError(WrongBaseError):
+    """The values at a delta's changed positions are not what the publisher saw: the checkpoint
+    is not the trusted base it claims to be (or the delta lies)."""

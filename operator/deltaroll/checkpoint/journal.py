@@ -6,12 +6,13 @@ It lives beside the checkpoint's files (``<dir>/.deltaroll-journal/`` for a dire
 - ``state.json``: which delta, which direction, and the phase (staging -> patching ->
   finishing), replaced atomically and fsynced at each phase change;
 - ``staged/``: complete new files for weight files whose layout changes (renamed in at the end);
-- ``redo.bin``: the new values of the changed elements of the one tensor being patched (or its
-  whole new bytes when most elements change), fsynced *before* its bytes in the checkpoint are
-  touched. A crash in the middle of a tensor's write leaves bytes that match neither side; the
-  redo record repairs them. Whether a tensor is already patched is
-  decided by its checksum (base or target), never by a counter, because XOR patches are their
-  own inverse and applying one twice would undo it.
+- ``changes.bin``: the redo log, every new value the apply writes into the weight files that
+  keep their layout: per tensor the changed positions and their new values (a dense change: the
+  whole new tensor), computed and checked against the delta *before* any byte of the checkpoint
+  is touched, and made durable (fsync, then an atomic rename). Writing a value at a position is
+  idempotent, so a crash at any point of the patching is repaired by writing the whole log
+  again: no per-tensor progress is kept, and no tensor has to be re-read to find out whether it
+  was patched (XOR payloads are their own inverse; replaying *them* would undo a write).
 """
 
 from __future__ import annotations
@@ -25,17 +26,89 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Literal
 
+import blake3
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from deltaroll.checkpoint.checksums import tensor_checksum
 from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 
 Phase = Literal["staging", "patching", "finishing"]
+
+
+_DIGEST_BYTES = 32
+_META = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """New values for one tensor: at ``positions`` (int64, ascending), or the whole tensor when
+    ``positions`` is None."""
+
+    tensor: str
+    positions: np.ndarray | None
+    values: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + (0 if self.positions is None else self.positions.nbytes)
+
+
+class ChangesWriter:
+    """Appends :class:`TensorChange` records to the redo log, hashing as it goes."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self._hasher = blake3.blake3()
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._f.write(data)
+        self._hasher.update(data)
+
+    def add(self, change: TensorChange) -> None:
+        meta = json.dumps(
+            {
+                "tensor": change.tensor,
+                "dtype": change.values.dtype.str,
+                "count": int(change.values.shape[0]),
+                "whole": change.positions is None,
+            }
+        ).encode()
+        self._write(_META.pack(len(meta)) + meta)
+        if change.positions is not None:
+            self._write(_raw(change.positions.astype("<i8", copy=False)))
+        self._write(_raw(change.values))
+
+    def digest(self) -> bytes:
+        return self._hasher.digest()
+
+
+def _raw(values: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+
+
+def _read_exactly(f: IO[bytes], size: int) -> bytes:
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError("truncated record")
+    return data
+
+
+def _read_change(f: IO[bytes]) -> TensorChange:
+    (meta_len,) = _META.unpack(_read_exactly(f, _META.size))
+    meta = json.loads(_read_exactly(f, meta_len))
+    dtype = np.dtype(meta["dtype"])
+    if dtype.kind != "u":
+        raise ValueError(f"record of tensor {meta['tensor']!r} has dtype {dtype}")
+    count, whole = int(meta["count"]), bool(meta["whole"])
+    if count < 0:
+        raise ValueError(f"record of tensor {meta['tensor']!r} has a negative count")
+    positions = None if whole else np.frombuffer(_read_exactly(f, 8 * count), dtype="<i8")
+    values = np.frombuffer(_read_exactly(f, dtype.itemsize * count), dtype=dtype)
+    return TensorChange(str(meta["tensor"]), positions, values)
 
 
 class JournalState(BaseModel):
@@ -48,49 +121,6 @@ class JournalState(BaseModel):
     from_version: str
     to_version: str
     phase: Phase
-
-
-@dataclass(frozen=True)
-class RedoRecord:
-    """How to finish one tensor's write whatever a crash left behind (old, new or torn bytes).
-
-    It holds the new values of only the elements that change (``positions``), because the other
-    elements are identical on both sides, so even torn bytes of theirs are already right; when
-    most elements change, it holds the whole new tensor (``positions`` is None).
-    """
-
-    tensor: str
-    offset: int
-    checksum: str  # of the whole new tensor
-    positions: np.ndarray | None
-    values: np.ndarray
-
-    @classmethod
-    def between(
-        cls, tensor: str, offset: int, old: np.ndarray, new: np.ndarray, checksum: str
-    ) -> RedoRecord:
-        positions = np.flatnonzero(old != new)
-        if positions.size * (8 + new.itemsize) >= new.nbytes:
-            return cls(tensor, offset, checksum, None, new)
-        return cls(tensor, offset, checksum, positions, new[positions])
-
-    def redo(self, current: np.ndarray) -> np.ndarray:
-        """The tensor's new bits, given its current bits (patched in place when sparse)."""
-        if self.positions is None:
-            return self.values
-        current[self.positions] = self.values
-        return current
-
-    def fits(self, numel: int, dtype: np.dtype[Any]) -> bool:
-        """Whether this record can describe a tensor of ``numel`` elements of ``dtype``."""
-        if self.values.dtype != dtype:
-            return False
-        if self.positions is None:
-            return bool(self.values.size == numel)
-        in_range = (
-            not self.positions.size or 0 <= self.positions.min() <= self.positions.max() < numel
-        )
-        return bool(in_range and self.positions.size == self.values.size)
 
 
 @contextmanager
@@ -123,7 +153,7 @@ class Journal:
         self.root = journal_dir(checkpoint_path)
         self.staged = self.root / "staged"
         self._state = self.root / "state.json"
-        self._redo = self.root / "redo.bin"
+        self._changes = self.root / "changes.bin"
 
     def load(self) -> JournalState | None:
         if not self._state.exists():
@@ -148,45 +178,43 @@ class Journal:
         shutil.rmtree(self.staged, ignore_errors=True)
         self.staged.mkdir(parents=True)
 
-    def write_redo(self, record: RedoRecord) -> None:
-        """Write the redo record durably (atomic rename, fsync) before the tensor is touched."""
-        positions = b"" if record.positions is None else record.positions.astype("<i8").tobytes()
-        payload = positions + record.values.tobytes()
-        meta = json.dumps(
-            {
-                "tensor": record.tensor,
-                "offset": record.offset,
-                "checksum": record.checksum,
-                "dtype": record.values.dtype.str,
-                "count": -1 if record.positions is None else int(record.positions.size),
-                "payload_checksum": tensor_checksum(payload),
-            }
-        ).encode()
-        write_file_atomically(self._redo, struct.pack("<Q", len(meta)) + meta + payload)
+    @contextmanager
+    def changes_writer(self) -> Iterator[ChangesWriter]:
+        """Write the redo log; it exists (complete and durable) only once the block ends."""
+        temp = self.root / ".changes.bin.tmp"
+        with temp.open("wb") as f:
+            writer = ChangesWriter(f)
+            yield writer
+            f.write(writer.digest())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, self._changes)
         fsync_directory(self.root)
 
-    def read_redo(self) -> RedoRecord | None:
-        """The pending redo record, or None if there is none (or it does not check out: it was
-        never completely written, so the tensor it names was never touched)."""
+    def changes(self) -> Iterator[TensorChange]:
+        """The redo log's records, after checking the whole log against its digest."""
         try:
-            blob = self._redo.read_bytes()
-            (meta_len,) = struct.unpack_from("<Q", blob)
-            meta = json.loads(blob[8 : 8 + meta_len])
-            payload = blob[8 + meta_len :]
-            if tensor_checksum(payload) != meta["payload_checksum"]:
-                return None
-            count = int(meta["count"])
-            split = 8 * max(count, 0)
-            positions = None if count < 0 else np.frombuffer(payload[:split], dtype="<i8")
-            values = np.frombuffer(payload[split:], dtype=np.dtype(meta["dtype"])).copy()
-            return RedoRecord(
-                meta["tensor"], int(meta["offset"]), meta["checksum"], positions, values
-            )
-        except (OSError, ValueError, KeyError, TypeError, struct.error):
-            return None
-
-    def clear_redo(self) -> None:
-        self._redo.unlink(missing_ok=True)
+            size = self._changes.stat().st_size
+            hasher = blake3.blake3()
+            with self._changes.open("rb") as f:
+                remaining = size - _DIGEST_BYTES
+                while remaining > 0:
+                    block = f.read(min(remaining, 1 << 22))
+                    if not block:
+                        break
+                    hasher.update(block)
+                    remaining -= len(block)
+                intact = remaining == 0 and f.read() == hasher.digest()
+            if not intact:
+                raise ValueError("digest mismatch")
+            with self._changes.open("rb") as f:
+                while f.tell() < size - _DIGEST_BYTES:
+                    yield _read_change(f)
+        except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+            raise CheckpointError(
+                f"the redo log {self._changes} is damaged ({exc}); the checkpoint may be "
+                "half-patched: restore it from a snapshot (the agent rebuilds from an anchor)"
+            ) from exc
 
     def pending(self) -> bool:
         """Whether an in-place apply is unfinished (its state file is the commit record)."""
@@ -197,6 +225,12 @@ class Journal:
         self._state.unlink(missing_ok=True)
         fsync_directory(self.root)
         crash_point("journal-committed")
+        self.discard_leftovers()
+
+    def abandon(self) -> None:
+        """Drop an apply refused while staging: the checkpoint was not touched, so nothing is
+        to be resumed (a restart must not run into the same refusal again)."""
+        self._state.unlink(missing_ok=True)
         self.discard_leftovers()
 
     def discard_leftovers(self) -> None:

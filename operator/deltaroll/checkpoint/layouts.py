@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deltaroll.checkpoint.checksums import tensor_checksum
+from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.chunks import put_chunks
 from deltaroll.checkpoint.manifest import AuxFile, CheckpointLayout, WeightFileLayout
 from deltaroll.checkpoint.objects import ObjectDir
@@ -28,7 +28,7 @@ def record_layout(checkpoint: Checkpoint, objects: ObjectDir, *, level: int) -> 
             AuxFile(
                 name=name,
                 size=len(data),
-                checksum=tensor_checksum(data),
+                digest=tensor_digest(data),
                 chunks=put_chunks(objects, data, level=level),
             )
         )

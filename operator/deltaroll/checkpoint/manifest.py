@@ -1,7 +1,9 @@
-"""The manifest of a delta directory (``manifest.json``, schema ``deltaroll.delta/v1``).
+"""The manifest of a delta directory (``manifest.json``, schema ``deltaroll.delta/v2``).
 
-It names every tensor's before/after dtype, shape and checksum, how its change is encoded and
-which objects hold the payload; both sides' layouts (which file holds which tensor, the exact
+It names every tensor's before/after dtype, shape and BLAKE3 digest, how its change is encoded,
+the digest of its change set (``changes_digest``: positions, base and target values of the
+changed elements, which lets an in-place apply check only what it touches) and which objects
+hold the payload; both sides' layouts (which file holds which tensor, the exact
 safetensors header of each file, the auxiliary files) so applying forward reproduces the target
 and applying in reverse reproduces the base; and every object the delta needs.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -23,12 +26,22 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deltaroll.checkpoint.dtypes import ITEMSIZE
-from deltaroll.checkpoint.errors import CorruptDeltaError
+from deltaroll.checkpoint.errors import CorruptDeltaError, UnsupportedFormatError
 from deltaroll.checkpoint.names import check_file_name
 from deltaroll.checkpoint.objects import check_digest
 
-SCHEMA: Final = "deltaroll.delta/v1"
+SCHEMA: Final = "deltaroll.delta/v2"
+#: Formats this Deltaroll reads; v1 (xxh3 checksums, no change-set digests, aux files outside the
+#: version id) cannot give an apply the guarantees v2 does and is refused with what to do.
+OLDER_SCHEMAS: Final = ("deltaroll.delta/v1",)
 MANIFEST_NAME = "manifest.json"
+_DIGEST_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _blake3_hex(value: str) -> str:
+    if not _DIGEST_HEX.match(value):
+        raise ValueError("a digest is 64 lowercase hex characters (BLAKE3-256)")
+    return value
 
 TensorKindName = Literal["unchanged", "sparse", "dense", "carried"]
 
@@ -42,7 +55,12 @@ class TensorSide(_Model):
 
     dtype: str = Field(description="safetensors dtype name, e.g. BF16")
     shape: list[int] = Field(description="tensor shape")
-    checksum: str = Field(description="xxh3-128 of the raw bytes, 32 hex characters")
+    digest: str = Field(description="BLAKE3-256 of the raw bytes, 64 hex characters")
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        return _blake3_hex(value)
 
     @field_validator("dtype")
     @classmethod
@@ -73,8 +91,18 @@ class TensorEntry(_Model):
     delta_object: str | None = Field(default=None, description="codec payload for sparse/dense")
     base_chunks: list[str] = Field(default_factory=list, description="whole base data (carried)")
     target_chunks: list[str] = Field(default_factory=list, description="whole target data")
+    changes_digest: str | None = Field(
+        default=None,
+        description="BLAKE3 of the change set (positions, base and target values) of a sparse "
+        "or dense tensor; null for unchanged and carried tensors",
+    )
     changed_elements: int = Field(ge=0)
     total_elements: int = Field(ge=0)
+
+    @field_validator("changes_digest")
+    @classmethod
+    def _changes_digest(cls, value: str | None) -> str | None:
+        return None if value is None else _blake3_hex(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TensorEntry:
@@ -97,6 +125,8 @@ class TensorEntry(_Model):
                 )
             if (self.kind == "unchanged") != (self.delta_object is None):
                 raise ValueError(f"tensor {self.name!r}: only unchanged tensors have no payload")
+        if (self.kind in ("sparse", "dense")) != (self.changes_digest is not None):
+            raise ValueError(f"tensor {self.name!r}: exactly sparse and dense have changes_digest")
         if self.base is None and self.base_chunks or self.target is None and self.target_chunks:
             raise ValueError(f"tensor {self.name!r}: chunks for a side that lacks the tensor")
         for digest in self.digests():
@@ -136,13 +166,18 @@ class AuxFile(_Model):
 
     name: str
     size: int = Field(ge=0)
-    checksum: str
+    digest: str = Field(description="BLAKE3-256 of the file's bytes (part of the version id)")
     chunks: list[str]
 
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
         return check_file_name(value)
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        return _blake3_hex(value)
 
 
 class CheckpointLayout(_Model):
@@ -189,7 +224,7 @@ class ObjectRef(_Model):
 class DeltaManifest(_Model):
     """Everything needed to turn the base into the target, or back."""
 
-    schema_: Literal["deltaroll.delta/v1"] = Field(default=SCHEMA, alias="schema")
+    schema_: Literal["deltaroll.delta/v2"] = Field(default=SCHEMA, alias="schema")
     base_version: str | None = Field(description="null for an anchor (a delta from nothing)")
     target_version: str
     base_layout: CheckpointLayout | None
@@ -278,7 +313,19 @@ def read_delta_manifest(delta_dir: Path) -> DeltaManifest:
         document = json.loads(data)
     except ValueError as exc:
         raise _altered(path, "it is not JSON") from exc
-    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+    schema = document.get("schema") if isinstance(document, dict) else None
+    if schema in OLDER_SCHEMAS:
+        raise UnsupportedFormatError(
+            f"{path} is a {schema} delta, an older format than this Deltaroll applies "
+            f"({SCHEMA}: BLAKE3 digests and change-set digests); recompute it with "
+            "`deltaroll diff BASE TARGET -o DELTA` (a store: push its versions again)"
+        )
+    if schema != SCHEMA and isinstance(schema, str) and schema.startswith("deltaroll.delta/"):
+        raise UnsupportedFormatError(
+            f"{path} is a {schema} delta, a format this Deltaroll does not know (it reads "
+            f"{SCHEMA}); upgrade Deltaroll on this machine, nothing was changed"
+        )
+    if schema != SCHEMA:
         raise _altered(path, f"its schema is not {SCHEMA}")
     if canonical_json(document) != data:
         raise _altered(path, "it is not in canonical form")

@@ -87,6 +87,22 @@ def read_tensor_bits(ref: TensorRef) -> np.ndarray:
     return bits
 
 
+def read_tensor_window(ref: TensorRef, start: int, count: int) -> np.ndarray:
+    """Elements ``[start, start + count)`` of one tensor, read at their offset."""
+    dtype = np.dtype(bits_view(ref.dtype))
+    try:
+        bits = np.fromfile(
+            ref.path, dtype=dtype, count=count, offset=ref.begin + start * dtype.itemsize
+        )
+    except OSError as exc:
+        raise InvalidCheckpointError(f"cannot read {ref.path}: {exc.strerror or exc}") from exc
+    if bits.size != count:
+        raise InvalidCheckpointError(
+            f"{ref.path} ended inside tensor {ref.name!r}: the file was truncated while reading"
+        )
+    return bits
+
+
 def open_checkpoint(path: Path) -> Checkpoint:
     """Open a single safetensors file or a Hugging Face checkpoint directory."""
     path = Path(path)

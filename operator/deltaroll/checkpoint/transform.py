@@ -1,4 +1,4 @@
-"""Turning one tensor from one side of a delta into the other, with every checksum checked.
+"""Turning one tensor from one side of a delta into the other, with every digest checked.
 
 ``from_side`` is the side the caller holds ("base" for a forward apply, "target" for a reverse
 one); the codec's XOR payloads work both ways, and carried tensors keep whole data for each side.
@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from deltaroll.checkpoint.checksums import tensor_checksum
+from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.chunks import get_chunks
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
@@ -32,7 +32,7 @@ def other(side: Side) -> Side:
 def check_from_bits(entry: TensorEntry, bits: np.ndarray, from_side: Side) -> None:
     """Refuse bits that are not this tensor as the delta expects it on ``from_side``."""
     expected = entry.side(from_side)
-    if expected is None or tensor_checksum(bits) != expected.checksum:
+    if expected is None or tensor_digest(bits) != expected.digest:
         raise WrongBaseError(
             f"tensor {entry.name!r} differs from the delta's {from_side}: this checkpoint is not "
             f"the version the delta applies to"
@@ -60,25 +60,31 @@ def to_side_bits(
             raise ValueError(f"tensor {entry.name!r} needs its {from_side} bits")
         bits = from_bits
         if entry.delta_object is not None:
-            encoded = EncodedTensor(
-                kind=TensorKind(entry.kind),
-                payload=objects.get(entry.delta_object),
-                changed_elements=entry.changed_elements,
-                total_elements=entry.total_elements,
-            )
+            encoded = encoded_tensor(entry, objects)
             try:
                 apply_tensor_delta(bits, encoded, side=from_side)
             except CodecError as exc:
                 raise CorruptDeltaError(
                     f"object {entry.delta_object} (tensor {entry.name!r}) is corrupt: {exc}"
                 ) from exc
-    if tensor_checksum(bits) != expected.checksum:
+    if tensor_digest(bits) != expected.digest:
         objects_used = entry.delta_object or ", ".join(entry.chunks(to_side)) or "none"
         raise CorruptDeltaError(
-            f"tensor {entry.name!r} does not match its {to_side} checksum after applying object(s) "
+            f"tensor {entry.name!r} does not match its {to_side} digest after applying object(s) "
             f"{objects_used}: the delta is corrupt; fetch or recompute it"
         )
     return bits
+
+
+def encoded_tensor(entry: TensorEntry, objects: ObjectDir) -> EncodedTensor:
+    """The codec's view of a sparse or dense entry: its payload object and element counts."""
+    assert entry.delta_object is not None  # only sparse and dense entries have a payload
+    return EncodedTensor(
+        kind=TensorKind(entry.kind),
+        payload=objects.get(entry.delta_object),
+        changed_elements=entry.changed_elements,
+        total_elements=entry.total_elements,
+    )
 
 
 def read_to_side_bits(
@@ -102,8 +108,8 @@ def read_to_side_bits(
 
 
 def aux_file_bytes(aux: AuxFile, objects: ObjectDir) -> bytearray:
-    """The content of an auxiliary file recorded in a layout, checked against its checksum."""
+    """The content of an auxiliary file recorded in a layout, checked against its digest."""
     data = get_chunks(objects, aux.chunks, aux.size)
-    if tensor_checksum(data) != aux.checksum:
-        raise CorruptDeltaError(f"auxiliary file {aux.name} does not match its checksum")
+    if tensor_digest(data) != aux.digest:
+        raise CorruptDeltaError(f"auxiliary file {aux.name} does not match its digest")
     return data

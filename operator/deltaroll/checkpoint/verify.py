@@ -1,6 +1,6 @@
 """Does a checkpoint on disk match one side of a delta? (``deltaroll verify``)
 
-Compares every tensor's name, dtype, shape and checksum, and the auxiliary files the delta
+Compares every tensor's name, dtype, shape and digest, and the auxiliary files the delta
 records; reports every difference rather than stopping at the first.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deltaroll.checkpoint.checksums import checkpoint_checksums, tensor_checksum, version_of
+from deltaroll.checkpoint.digests import checkpoint_digests, tensor_digest, version_of
 from deltaroll.checkpoint.journal import Journal
 from deltaroll.checkpoint.manifest import read_delta_manifest
 from deltaroll.checkpoint.reader import open_checkpoint
@@ -40,7 +40,7 @@ def verify_checkpoint(
     """Check the checkpoint at ``path`` against ``side`` of the delta in ``delta_dir``."""
     manifest = read_delta_manifest(Path(delta_dir))
     checkpoint = open_checkpoint(Path(path))
-    checksums = checkpoint_checksums(checkpoint, on_bytes)
+    digests = checkpoint_digests(checkpoint, on_bytes)
     problems = []
     expected = {e.name: s for e in manifest.tensors if (s := e.side(side)) is not None}
     for name in sorted(expected.keys() - checkpoint.tensors.keys()):
@@ -54,7 +54,7 @@ def verify_checkpoint(
                 f"tensor {name!r} is {ref.dtype}{list(ref.shape)}, expected "
                 f"{want.dtype}{want.shape}"
             )
-        elif checksums[name] != want.checksum:
+        elif digests[name] != want.digest:
             problems.append(f"tensor {name!r} has different values")
     layout = manifest.layout(side)
     if layout is not None and checkpoint.kind == "directory":
@@ -62,7 +62,7 @@ def verify_checkpoint(
             actual = checkpoint.aux_files.get(aux.name)
             if actual is None:
                 problems.append(f"missing file {aux.name}")
-            elif tensor_checksum(actual.read_bytes()) != aux.checksum:
+            elif tensor_digest(actual.read_bytes()) != aux.digest:
                 problems.append(f"file {aux.name} differs")
     journal = Journal(Path(path))
     if journal.pending():
@@ -71,7 +71,7 @@ def verify_checkpoint(
         checkpoint=str(path),
         side=side,
         expected_version=manifest.version(side),
-        actual_version=version_of(checkpoint, checksums),
+        actual_version=version_of(checkpoint, digests),
         matches=not problems,
         problems=problems[:_MAX_PROBLEMS],
     )

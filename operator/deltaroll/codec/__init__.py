@@ -8,6 +8,7 @@ this API.
 Modules, each with one job:
 
 - ``delta``       the entry points: validate inputs, pick unchanged / sparse / dense by size
+- ``changes``     the digest of a change set (positions, both sides' values) that binds a delta
 - ``diff``        find changed positions and both sides' values (numpy arrays, via ``kernels``)
 - ``kernels``     numba-compiled loops: the diff in one pass, the sparse apply without a sort
 - ``torch_diff``  the same on torch tensors, on their device (a GPU in a delta Job)
@@ -20,15 +21,28 @@ Modules, each with one job:
 - ``model``, ``errors``  the types callers see
 """
 
-from deltaroll.codec.delta import Side, apply_tensor_delta, encode_tensor_delta
+from deltaroll.codec.changes import ChangesHasher, changes_digest
+from deltaroll.codec.delta import (
+    Side,
+    apply_tensor_delta,
+    decode_changes,
+    encode_tensor_delta,
+    encode_windowed_delta,
+)
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.model import EncodedTensor, TensorKind
+from deltaroll.codec.sparse import SparseChanges
 
 __all__ = [
+    "ChangesHasher",
     "CodecError",
     "EncodedTensor",
     "Side",
+    "SparseChanges",
     "TensorKind",
     "apply_tensor_delta",
+    "changes_digest",
+    "decode_changes",
     "encode_tensor_delta",
+    "encode_windowed_delta",
 ]

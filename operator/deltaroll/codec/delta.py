@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from deltaroll.codec.changes import ChangesHasher
 from deltaroll.codec.dense import FORMAT_DENSE_XOR, apply_dense, encode_dense
 from deltaroll.codec.diff import SparseDiff, count_changed, sparse_diff
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
 from deltaroll.codec.model import EncodedTensor, TensorKind
-from deltaroll.codec.sparse import FORMAT_SPARSE, apply_sparse, encode_sparse
+from deltaroll.codec.sparse import FORMAT_SPARSE, SparseChanges, apply_sparse, decode_sparse, encode_sparse
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +32,9 @@ MIN_LEVEL, MAX_LEVEL = 1, 22
 # memory (tens of bytes per changed element) would exceed the tensor's, and dense is as small.
 DENSE_MIN_FRACTION = 0.25
 SPARSE_MAX_FRACTION = 0.5
+
+# Elements per window when a dense tensor's change set is hashed (bounds its memory).
+DIGEST_WINDOW_ELEMENTS = 1 << 22
 
 Side = Literal["base", "target"]
 
@@ -56,6 +60,11 @@ class _Pair:
     sparse_diff: Callable[[int], SparseDiff]
     # The whole XOR in consecutive chunks of the given number of elements.
     xor_chunks: Callable[[int], Iterator[np.ndarray]]
+    # The change set in windows of the given number of elements (positions are absolute).
+    diff_chunks: Callable[[int], Iterator[SparseDiff]]
+    # Most changed elements the sparse form may list (its arrays grow ~(8 + 2 x width) bytes
+    # per element): unbounded for tensors in memory, a budget for windowed sources.
+    sparse_limit: float = float("inf")
 
 
 def _numpy_pair(base: np.ndarray, target: np.ndarray) -> _Pair:
@@ -71,12 +80,18 @@ def _numpy_pair(base: np.ndarray, target: np.ndarray) -> _Pair:
         for start in range(0, base.shape[0], chunk):
             yield np.bitwise_xor(base[start : start + chunk], target[start : start + chunk])
 
+    def diff_chunks(chunk: int) -> Iterator[SparseDiff]:
+        for start in range(0, base.shape[0], chunk):
+            part = sparse_diff(base[start : start + chunk], target[start : start + chunk])
+            yield SparseDiff(part.positions + start, part.base_values, part.target_values)
+
     return _Pair(
         width=base.dtype.itemsize,
         total=base.shape[0],
         count_changed=lambda: count_changed(base, target),
         sparse_diff=lambda changed: sparse_diff(base, target, changed),
         xor_chunks=xor_chunks,
+        diff_chunks=diff_chunks,
     )
 
 
@@ -103,13 +118,87 @@ def _torch_pair(base: torch.Tensor, target: torch.Tensor) -> _Pair:
             )
             yield torch_diff.to_unsigned_numpy(xor)
 
+    def diff_chunks(chunk: int) -> Iterator[SparseDiff]:
+        flat_base, flat_target = base.reshape(-1), target.reshape(-1)
+        for start in range(0, base.numel(), chunk):
+            part = torch_diff.sparse_diff_torch(
+                flat_base[start : start + chunk], flat_target[start : start + chunk]
+            )
+            yield SparseDiff(part.positions + start, part.base_values, part.target_values)
+
     return _Pair(
         width=base.element_size(),
         total=base.numel(),
         count_changed=lambda: torch_diff.count_changed_torch(base, target),
         sparse_diff=lambda changed: torch_diff.sparse_diff_torch(base, target),
         xor_chunks=xor_chunks,
+        diff_chunks=diff_chunks,
     )
+
+
+# A windowed source: (first element, count) -> (base, target) bits of that range.
+WindowReader = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
+# Bytes the sparse form of a windowed tensor may hold (positions and both sides' values).
+WINDOWED_SPARSE_BUDGET_BYTES = 256 << 20
+
+
+def _windowed_pair(read: WindowReader, dtype: np.dtype, total: int, window: int) -> _Pair:
+    """A pair read one window at a time, so memory follows the change set, not the tensor."""
+    width = np.dtype(dtype).itemsize
+
+    def windows(chunk: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        for start in range(0, total, chunk):
+            base, target = read(start, min(chunk, total - start))
+            yield start, base, target
+
+    def count() -> int:
+        return sum(count_changed(base, target) for _, base, target in windows(window))
+
+    def sparse(changed: int) -> SparseDiff:
+        positions = np.empty(changed, np.int64)
+        base_values, target_values = np.empty(changed, dtype), np.empty(changed, dtype)
+        filled = 0
+        for start, base, target in windows(window):
+            part = sparse_diff(base, target)
+            end = filled + part.positions.shape[0]
+            if end > changed:
+                raise CodecError("the tensor changed while it was being diffed; diff it again")
+            positions[filled:end] = part.positions + start
+            base_values[filled:end], target_values[filled:end] = part.base_values, part.target_values
+            filled = end
+        if filled != changed:
+            raise CodecError("the tensor changed while it was being diffed; diff it again")
+        return SparseDiff(positions, base_values, target_values)
+
+    def xor_chunks(chunk: int) -> Iterator[np.ndarray]:
+        for _, base, target in windows(chunk):
+            yield np.bitwise_xor(base, target)
+
+    def diff_chunks(chunk: int) -> Iterator[SparseDiff]:
+        for start, base, target in windows(chunk):
+            part = sparse_diff(base, target)
+            yield SparseDiff(part.positions + start, part.base_values, part.target_values)
+
+    return _Pair(
+        width=width,
+        total=total,
+        count_changed=count,
+        sparse_diff=sparse,
+        xor_chunks=xor_chunks,
+        diff_chunks=diff_chunks,
+        sparse_limit=WINDOWED_SPARSE_BUDGET_BYTES / (8 + 2 * width),
+    )
+
+
+def encode_windowed_delta(
+    read: WindowReader, dtype: np.dtype, total: int, *, level: int = 3, window: int = 1 << 22
+) -> EncodedTensor:
+    """:func:`encode_tensor_delta` of a tensor pair read ``window`` elements at a time by
+    ``read(start, count)`` (flat unsigned arrays). Reads the windows in order, from the first,
+    at least once; the sparse form is limited to what fits a memory budget (then dense)."""
+    if not MIN_LEVEL <= level <= MAX_LEVEL:
+        raise CodecError(f"zstd level must be between {MIN_LEVEL} and {MAX_LEVEL}, not {level}")
+    return _encode(_windowed_pair(read, np.dtype(dtype), total, window), level)
 
 
 def encode_tensor_delta(
@@ -129,42 +218,55 @@ def encode_tensor_delta(
         if isinstance(base, np.ndarray)
         else _torch_pair(base, target)  # type: ignore[arg-type]
     )
+    return _encode(pair, level)
+
+
+def _encode(pair: _Pair, level: int) -> EncodedTensor:
     changed = pair.count_changed()
     if changed == 0:
         header = Header(FORMAT_UNCHANGED, pair.width, pair.total, 0)
         return EncodedTensor(TensorKind.UNCHANGED, PayloadWriter(header).finish(), 0, pair.total)
     candidates = []
-    if changed < SPARSE_MAX_FRACTION * pair.total:
+    hasher = ChangesHasher(pair.width)
+    sparse_allowed = changed < min(SPARSE_MAX_FRACTION * pair.total, pair.sparse_limit)
+    if sparse_allowed:
         diff = pair.sparse_diff(changed)
         sparse = encode_sparse(
             diff.positions, diff.base_values, diff.target_values, pair.total, level
         )
         candidates.append((TensorKind.SPARSE, sparse))
-    if changed >= DENSE_MIN_FRACTION * pair.total:
+        hasher.update(diff.positions, diff.base_values, diff.target_values)
+        del diff
+    else:
+        for part in pair.diff_chunks(DIGEST_WINDOW_ELEMENTS):
+            hasher.update(part.positions, part.base_values, part.target_values)
+    if changed >= DENSE_MIN_FRACTION * pair.total or not sparse_allowed:
         dense = encode_dense(pair.xor_chunks, pair.width, pair.total, changed, level)
         candidates.append((TensorKind.DENSE, dense))
     kind, payload = min(candidates, key=lambda candidate: len(candidate[1]))
-    return EncodedTensor(kind, payload, changed, pair.total)
+    return EncodedTensor(kind, payload, changed, pair.total, hasher.hexdigest())
 
 
-def apply_tensor_delta(current: np.ndarray, encoded: EncodedTensor, *, side: Side) -> None:
-    """Apply the delta to ``current`` in place.
+def decode_changes(encoded: EncodedTensor, dtype: np.dtype) -> SparseChanges:
+    """A sparse delta's change set, for an apply that gathers only the changed elements.
 
-    ``side="base"``: ``current`` is the base and becomes the target; ``side="target"``: the
-    reverse (rollback), with the same payload. Raises :class:`CodecError` if the payload is
-    malformed or does not fit; ``current`` is then left as it was.
+    Checks the payload like :func:`apply_tensor_delta` does; ``dtype`` is the tensor's unsigned
+    element type. Raises :class:`CodecError` for anything but a well-formed sparse payload.
     """
-    if side not in ("base", "target"):
-        raise CodecError(f"side must be 'base' or 'target', not {side!r}")
-    _check_array("current", current)
-    if not current.flags.writeable:
-        raise CodecError("current is read-only; pass a writable array (e.g. a copy)")
+    reader = _checked_reader(encoded, np.dtype(dtype).itemsize, encoded.total_elements)
+    if reader.header.format_id != FORMAT_SPARSE:
+        raise CodecError(f"a {encoded.kind.value} delta has no sparse change set")
+    return decode_sparse(reader, np.dtype(dtype))
+
+
+def _checked_reader(encoded: EncodedTensor, width: int, total: int) -> PayloadReader:
+    """A reader of ``encoded``'s payload whose header fits a tensor of ``total`` x ``width``."""
     reader = PayloadReader(encoded.payload)
     header = reader.header
-    if header.width != current.dtype.itemsize or header.total_elements != current.shape[0]:
+    if header.width != width or header.total_elements != total:
         raise CodecError(
             f"delta is for {header.total_elements} elements of {header.width} bytes, but the "
-            f"tensor has {current.shape[0]} of {current.dtype.itemsize}; wrong tensor or base"
+            f"tensor has {total} of {width}; wrong tensor or base"
         )
     if (
         header.changed_elements != encoded.changed_elements
@@ -181,6 +283,23 @@ def apply_tensor_delta(current: np.ndarray, encoded: EncodedTensor, *, side: Sid
         raise CodecError(
             f"delta payload is {expected_kind.value} but recorded as {encoded.kind.value}; corrupt"
         )
+    return reader
+
+
+def apply_tensor_delta(current: np.ndarray, encoded: EncodedTensor, *, side: Side) -> None:
+    """Apply the delta to ``current`` in place.
+
+    ``side="base"``: ``current`` is the base and becomes the target; ``side="target"``: the
+    reverse (rollback), with the same payload. Raises :class:`CodecError` if the payload is
+    malformed or does not fit; ``current`` is then left as it was.
+    """
+    if side not in ("base", "target"):
+        raise CodecError(f"side must be 'base' or 'target', not {side!r}")
+    _check_array("current", current)
+    if not current.flags.writeable:
+        raise CodecError("current is read-only; pass a writable array (e.g. a copy)")
+    reader = _checked_reader(encoded, current.dtype.itemsize, current.shape[0])
+    header = reader.header
     if header.format_id == FORMAT_UNCHANGED:
         if header.changed_elements:
             raise CodecError("an unchanged delta claims changed elements; corrupt")

@@ -27,3 +27,6 @@ class EncodedTensor:
     payload: bytes
     changed_elements: int
     total_elements: int
+    #: BLAKE3 of the change set (see :mod:`deltaroll.codec.changes`); None when unchanged, and
+    #: when the caller rebuilt this value from a manifest (the payload does not carry it).
+    changes_digest: str | None = None

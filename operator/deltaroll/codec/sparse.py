@@ -18,6 +18,8 @@ sides is listed as an exception and grouped apart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from deltaroll.codec.context import EXCEPTION_CONTEXT, context_shift, element_context
@@ -70,8 +72,30 @@ def encode_sparse(
     return writer.finish()
 
 
-def apply_sparse(current: np.ndarray, reader: PayloadReader, *, forward: bool) -> None:
-    """Apply in place: ``forward`` turns the base into the target, otherwise the reverse."""
+@dataclass(frozen=True)
+class SparseChanges:
+    """A sparse payload decoded: where the changed elements are and how each changes.
+
+    The values on the other side follow from the known side's values *at the positions only*,
+    so an in-place apply can gather those few values from a file instead of reading the tensor.
+    """
+
+    positions: np.ndarray  # int64, ascending, inside the tensor
+    exception_ranks: np.ndarray  # int64, ascending, below positions.size
+    sorted_changes: np.ndarray  # zigzag changes grouped by context, one per position
+
+    def values_after(self, known: np.ndarray, *, forward: bool) -> np.ndarray:
+        """The other side's values at ``positions``, given the known side's values there
+        (``forward``: known is the base). Raises :class:`CodecError` if they do not fit."""
+        if known.shape != self.positions.shape or known.dtype != self.sorted_changes.dtype:
+            raise CodecError("the known values do not match the change set's length or width")
+        updated = np.array(known, copy=True)
+        _apply_changes(updated, np.arange(updated.shape[0], dtype=np.int64), self, forward)
+        return updated
+
+
+def decode_sparse(reader: PayloadReader, dtype: np.dtype) -> SparseChanges:
+    """Decode (and bounds-check) the rest of a sparse payload for elements of ``dtype``."""
     header = reader.header
     changed = header.changed_elements
     positions = _read_gaps(reader, changed, header.total_elements)
@@ -79,17 +103,28 @@ def apply_sparse(current: np.ndarray, reader: PayloadReader, *, forward: bool) -
     if exception_count > changed:
         raise CodecError("delta payload lists more exceptions than changed elements; corrupt")
     exception_ranks = _read_gaps(reader, exception_count, max(changed, 1))
-    sorted_changes = reader.stream(current.dtype, changed)
+    sorted_changes = reader.stream(dtype, changed)
     reader.expect_end()
+    return SparseChanges(positions, exception_ranks, sorted_changes)
 
+
+def apply_sparse(current: np.ndarray, reader: PayloadReader, *, forward: bool) -> None:
+    """Apply in place: ``forward`` turns the base into the target, otherwise the reverse."""
+    changes = decode_sparse(reader, current.dtype)
+    _apply_changes(current, changes.positions, changes, forward)
+
+
+def _apply_changes(
+    current: np.ndarray, positions: np.ndarray, changes: SparseChanges, forward: bool
+) -> None:
     # Imported here: numba and the cached kernels take ~0.4 s to load.
     from deltaroll.codec import kernels
 
     problem = kernels.apply_sparse_changes(
         current,
         positions,
-        exception_ranks,
-        sorted_changes,
+        changes.exception_ranks,
+        changes.sorted_changes,
         forward,
         np.uint64(context_shift(current.dtype.itemsize)),
     )

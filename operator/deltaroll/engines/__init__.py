@@ -10,7 +10,7 @@ The agent uses one protocol, :class:`EngineClient`, whatever runs next to it::
 
 Modules: ``client`` (the protocol and factory), ``sglang`` and ``vllm`` (the adapters, with the
 engines' request shapes in their docstrings), ``reference`` (the server the sandbox and tests run,
-and its client), ``weights_identity`` (checksums and version id of in-memory tensors),
+and its client), ``weights_identity`` (digests and version id of in-memory tensors),
 ``transport`` (JSON over HTTP), ``errors``.
 """
 

@@ -1,4 +1,4 @@
-"""The identity of the weights an engine holds in memory: per-tensor checksums and a version id.
+"""The identity of the weights an engine holds in memory: per-tensor digests and a version id.
 
 Computed with :mod:`deltaroll.checkpoint`'s own functions over the bytes of the live tensors, so
 it equals ``checkpoint_version()`` of the same weights on disk: a test (or an operator) can prove
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from deltaroll.checkpoint import tensor_checksum, version_from_tensor_entries
+from deltaroll.checkpoint import tensor_digest, version_id as checkpoint_version_id
 
 if TYPE_CHECKING:
     import torch
@@ -43,20 +43,21 @@ class TensorIdentity:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    checksum: str
+    digest: str
 
 
 def tensor_identity(name: str, tensor: torch.Tensor) -> TensorIdentity:
-    """Checksum the bytes ``tensor`` holds right now (copied to the CPU if it lives elsewhere)."""
+    """Digest the bytes ``tensor`` holds right now (copied to the CPU if it lives elsewhere)."""
     import torch
 
     dtype = SAFETENSORS_DTYPE_NAMES.get(str(tensor.dtype))
     if dtype is None:
         raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot hold")
     raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
-    return TensorIdentity(name, dtype, tuple(tensor.shape), tensor_checksum(raw))
+    return TensorIdentity(name, dtype, tuple(tensor.shape), tensor_digest(raw))
 
 
-def version_id(entries: Iterable[TensorIdentity]) -> str:
-    """The version id of a complete set of tensors (order does not matter)."""
-    return version_from_tensor_entries((e.name, e.dtype, e.shape, e.checksum) for e in entries)
+def version_id(entries: Iterable[TensorIdentity], files: Iterable[tuple[str, str]] = ()) -> str:
+    """The version id of a complete set of tensors and the files loaded with them, as
+    (name, digest) (order does not matter)."""
+    return checkpoint_version_id(((e.name, e.dtype, e.shape, e.digest) for e in entries), files)

@@ -27,6 +27,7 @@ import structlog
 from pydantic import ValidationError
 
 from deltaroll.checkpoint import DeltaManifest, side_version
+from deltaroll.checkpoint.manifest import CheckpointLayout
 from deltaroll.store import keys
 from deltaroll.store.backends import ObjectInfo
 from deltaroll.store.backends.concurrency import run_all
@@ -129,7 +130,9 @@ def _is_published(
     entries = [entry for share in shares.values() if share for entry in share.tensors]
     if not entries or len({entry.name for entry in entries}) != len(entries):
         return False
-    return side_version(entries, "target") in published
+    files = [aux for share in shares.values() if share for aux in share.target_layout.aux_files]
+    layout = CheckpointLayout(kind="directory", files=[], aux_files=files)
+    return side_version(entries, "target", layout) in published
 
 
 def _is_idle(parts: list[_Part], cutoff: datetime) -> bool:

@@ -100,13 +100,14 @@ def shardable(base: Checkpoint, target: Checkpoint) -> bool:
     )
 
 
-def share_of(checkpoint: Checkpoint, files: Sequence[str]) -> Checkpoint:
-    """The part of ``checkpoint`` in ``files`` (no auxiliary files: layouts come from the whole)."""
+def share_of(checkpoint: Checkpoint, files: Sequence[str], *, with_aux: bool) -> Checkpoint:
+    """The part of ``checkpoint`` in ``files``; the auxiliary files go with one share (the
+    first), so the shares together name every file the version id covers."""
     wanted = set(files)
     return dataclasses.replace(
         checkpoint,
         weight_files=tuple(w for w in checkpoint.weight_files if w.name in wanted),
-        aux_files={},
+        aux_files=checkpoint.aux_files if with_aux else {},
         tensors={n: r for n, r in checkpoint.tensors.items() if r.file in wanted},
     )
 
@@ -140,8 +141,8 @@ def compute_share(
     if files:
         share_dir = work_dir / "share"
         write_delta(
-            share_of(base, files),
-            share_of(target, files),
+            share_of(base, files, with_aux=index == 0),
+            share_of(target, files, with_aux=index == 0),
             share_dir,
             level=level,
             device=diff_device(),
@@ -210,8 +211,8 @@ def assemble(
         target_layout = record_layout(target, objects, level=level)
         manifest = DeltaManifest(
             schema=SCHEMA,
-            base_version=side_version(ordered, "base"),
-            target_version=side_version(ordered, "target"),
+            base_version=side_version(ordered, "base", base_layout),
+            target_version=side_version(ordered, "target", target_layout),
             base_layout=base_layout,
             target_layout=target_layout,
             tensors=ordered,

@@ -30,7 +30,7 @@ class ReferenceEngineClient:
         return str(self.weights_checksum()["version"])
 
     def weights_checksum(self) -> dict[str, Any]:
-        """``{"version", "model_path", "tensors": {name: {dtype, shape, checksum}}}``."""
+        """``{"version", "model_path", "tensors": {name: {dtype, shape, digest}}}``."""
         reply = self._http.get("/weights_checksum", timeout=max(HEALTH_TIMEOUT_S, 60.0))
         if not (reply.ok and isinstance(reply.body, dict)):
             raise EngineReloadError(self.endpoint, "-", reply.message(), reply.status)

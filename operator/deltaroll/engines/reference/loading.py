@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deltaroll.checkpoint import open_checkpoint
+from deltaroll.checkpoint.digests import aux_digests
 from deltaroll.engines.errors import ModelLoadError
 from deltaroll.engines.reference.tokenizer import TextTokenizer, load_tokenizer
 from deltaroll.engines.weights_identity import TensorIdentity, tensor_identity, version_id
@@ -98,7 +99,8 @@ def _load(
 
     held = model.state_dict()
     tensors = tuple(tensor_identity(name, held[name]) for name in sorted(state))
-    version = version_id(tensors)
+    # The id covers the files loaded with the weights (config, tokenizer), as on disk.
+    version = version_id(tensors, aux_digests(open_checkpoint(model_dir)).items())
     if expected_version is not None and version != expected_version:
         raise ModelLoadError(
             f"{model_dir}: holds version {version}, not the expected {expected_version}; "

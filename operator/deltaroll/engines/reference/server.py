@@ -3,7 +3,7 @@
 Endpoints (JSON in, JSON out)::
 
     GET  /health             200 {"status": "ok", "version"}
-    GET  /weights_checksum   {"version", "model_path", "tensors": {name: {dtype, shape, checksum}}}
+    GET  /weights_checksum   {"version", "model_path", "tensors": {name: {dtype, shape, digest}}}
     GET  /v1/models          OpenAI model list (one model, "root" = its directory)
     POST /v1/completions     OpenAI-style {prompt, max_tokens=16, temperature=0} -> choices
     POST /eval               {"texts": [...]} -> {"loss", "finite", "tokens", "version"}
@@ -276,7 +276,7 @@ def _weights_checksum(loaded: LoadedModel) -> dict[str, Any]:
         "version": loaded.version,
         "model_path": str(loaded.path),
         "tensors": {
-            t.name: {"dtype": t.dtype, "shape": list(t.shape), "checksum": t.checksum}
+            t.name: {"dtype": t.dtype, "shape": list(t.shape), "digest": t.digest}
             for t in loaded.tensors
         },
     }

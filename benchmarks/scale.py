@@ -1,0 +1,340 @@
+"""How the per-version cost grows with the model: apply-in-place, diff, memory and bytes.
+
+Builds synthetic bf16 checkpoints of one-tensor safetensors files (1 GB each; a 0.5 GB model is
+one 0.5 GB file) at each ``--sizes`` (GB), and a chain v0 -> v1 -> v2 where every step nudges
+``--changed`` elements (default 1,000,000) by 1-2 ULP, as AdamW steps do; then the same chain
+at 1 % and 3 % of the elements (``--densities``). For each size and density, in the same run:
+
+- ``bare_write_s``: the physical floor, a process writing the same new values at the same
+  positions into the same (page-cached) file through a memory map;
+- ``apply_warm_s``: ``apply --in-place`` of v1 -> v2 after a first apply (which hashes the fresh
+  copy once and records its trusted state), with a warm page cache; ``apply_cold_s`` the same
+  after dropping the page cache (root only; null elsewhere). Timed inside the process, from the
+  call to its return: interpreter start and imports excluded;
+- ``apply_first_s``: the first apply (v0 -> v1 of a fresh copy: a full hash, then the patch);
+- peak RSS of each command (``ru_maxrss``, as ``/usr/bin/time`` reports it: file-backed mapped
+  pages included), bytes read and written (``/proc/self/io``: written counts page dirtying,
+  i.e. what write-back will send);
+- ``diff_s`` of v1 -> v2 and its ratio to reading both inputs (``cat`` to /dev/null) cold and
+  warm; delta, manifest and object counts.
+
+Prints a table on stderr and one JSON object as the last line of stdout (and to --json-out).
+Run: .venv/bin/python benchmarks/scale.py [--sizes 0.5,1,2,4] [--changed N] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GB = 1 << 30
+FILE_BYTES = GB
+TARGET_APPLY_VS_BARE = 1.5
+TARGET_PEAK_RSS_MB = 512
+TARGET_DIFF_VS_COLD_READ = 0.8
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _header(name: str, numel: int) -> bytes:
+    header = {name: {"dtype": "BF16", "shape": [numel], "data_offsets": [0, 2 * numel]}}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw
+
+
+def make_base(path: Path, total_bytes: int, seed: int) -> None:
+    """A directory checkpoint of bf16 weights ~ N(0, 0.02), one tensor per 1 GB file."""
+    rng = np.random.default_rng(seed)
+    sizes = [FILE_BYTES] * (total_bytes // FILE_BYTES)
+    if total_bytes % FILE_BYTES:
+        sizes.append(total_bytes % FILE_BYTES)
+    single = len(sizes) == 1
+    names = (
+        ["model.safetensors"]
+        if single
+        else [f"model-{i + 1:05d}-of-{len(sizes):05d}.safetensors" for i in range(len(sizes))]
+    )
+    path.mkdir(parents=True)
+    weight_map = {}
+    for index, (name, size) in enumerate(zip(names, sizes, strict=True)):
+        numel, tensor = size // 2, f"layers.{index}.weight"
+        weight_map[tensor] = name
+        with (path / name).open("wb") as f:
+            f.write(_header(tensor, numel))
+            for start in range(0, numel, 1 << 24):
+                count = min(1 << 24, numel - start)
+                values = rng.normal(0, 0.02, count).astype(np.float32)
+                f.write((values.view(np.uint32) >> 16).astype(np.uint16).tobytes())
+    (path / "config.json").write_text(json.dumps({"model_type": "synthetic"}))
+    if not single:
+        index_doc = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
+        (path / "model.safetensors.index.json").write_text(json.dumps(index_doc))
+
+
+def weight_files(path: Path) -> list[tuple[Path, int, int]]:
+    """(file, data offset, elements) of each weight file, in order."""
+    out = []
+    for file in sorted(path.glob("*.safetensors")):
+        with file.open("rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            (entry,) = json.loads(f.read(header_len)).values()
+        out.append((file, 8 + header_len, entry["shape"][0]))
+    return out
+
+
+def nudge_positions(path: Path, changed: int, seed: int) -> list[np.ndarray]:
+    """``changed`` distinct positions spread over the files in proportion to their size."""
+    rng = np.random.default_rng(seed)
+    files = weight_files(path)
+    total = sum(numel for _, _, numel in files)
+    per_file = []
+    for _, _, numel in files:
+        count = round(changed * numel / total)
+        positions = np.unique(rng.integers(0, numel, size=int(count * 1.05) + 16))
+        per_file.append(np.sort(rng.permutation(positions)[:count]))
+    return per_file
+
+
+def nudged(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Values moved by 1 or 2 ULP up or down (bf16 bit patterns; sign-magnitude stays valid)."""
+    step = rng.choice(np.array([1, 2, -1, -2], dtype=np.int32), size=values.shape[0])
+    moved = values.astype(np.int32) + step
+    return np.where((moved & 0x7F80) == 0x7F80, values, moved).astype(np.uint16)
+
+
+def make_step(base: Path, out: Path, changed: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Copy ``base`` to ``out`` and nudge ``changed`` elements; returns (positions, new values)
+    per file, which the bare-write floor reuses."""
+    shutil.copytree(base, out)
+    rng = np.random.default_rng(seed)
+    writes = []
+    for (file, offset, numel), positions in zip(
+        weight_files(out), nudge_positions(out, changed, seed), strict=True
+    ):
+        data = np.memmap(file, dtype=np.uint16, mode="r+", offset=offset, shape=(numel,))
+        values = nudged(np.asarray(data[positions]), rng)
+        changed_mask = values != data[positions]
+        positions, values = positions[changed_mask], values[changed_mask]
+        data[positions] = values
+        data.flush()
+        del data
+        writes.append((positions, values))
+    return writes
+
+
+# ---------------------------------------------------------------- measured child processes
+
+
+def _child_report(elapsed: float) -> dict[str, Any]:
+    io = dict(
+        line.split(": ") for line in Path("/proc/self/io").read_text().splitlines() if ": " in line
+    )
+    return {
+        "seconds": elapsed,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "read_bytes": int(io.get("read_bytes", 0)),
+        "write_bytes": int(io.get("write_bytes", 0)),
+        "rchar": int(io.get("rchar", 0)),
+    }
+
+
+def child_main(argv: list[str]) -> None:
+    """``scale.py _child OP ARGS``: run one operation, print its measurements as JSON."""
+    op, *args = argv
+    extra: dict[str, Any] = {}
+    if op == "apply":
+        # Loaded before the clock starts, as in the long-running agent: the compiled kernels.
+        import deltaroll.codec.kernels  # noqa: F401
+        from deltaroll.checkpoint import apply_delta, open_checkpoint
+        from deltaroll.checkpoint.state import make_durable
+
+        weights, delta, reverse = Path(args[0]), Path(args[1]), args[2] == "reverse"
+        start = time.perf_counter()
+        apply_delta(weights, delta, in_place=True, reverse=reverse)
+        elapsed = time.perf_counter() - start
+        # What the agent does after the engine reloaded, off the pause path.
+        start = time.perf_counter()
+        make_durable(open_checkpoint(weights))
+        extra["durable_s"] = time.perf_counter() - start
+    elif op == "diff":
+        from deltaroll.checkpoint import diff_checkpoints
+
+        start = time.perf_counter()
+        diff_checkpoints(Path(args[0]), Path(args[1]), Path(args[2]))
+        elapsed = time.perf_counter() - start
+    elif op == "bare":
+        weights, writes = Path(args[0]), np.load(args[1])
+        files = weight_files(weights)
+        arrays = [(writes[f"p{i}"], writes[f"v{i}"]) for i in range(len(files))]
+        start = time.perf_counter()
+        for (file, offset, numel), (positions, values) in zip(files, arrays, strict=True):
+            data = np.memmap(file, dtype=np.uint16, mode="r+", offset=offset, shape=(numel,))
+            data[positions] = values
+            del data
+        elapsed = time.perf_counter() - start
+    else:
+        raise SystemExit(f"unknown op {op}")
+    print(json.dumps({**_child_report(elapsed), **extra}))
+
+
+def measure(*args: str) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, __file__, "_child", *args], capture_output=True, text=True, check=False
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed: {run.stderr[-2000:]}")
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
+def drop_page_cache() -> bool:
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def read_seconds(*paths: Path) -> float:
+    files = [str(p) for path in paths for p in sorted(path.iterdir()) if p.is_file()]
+    start = time.perf_counter()
+    subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- one point
+
+
+def measure_point(work: Path, size_gb: float, changed: int, label: str) -> dict[str, Any]:
+    total_bytes = int(size_gb * GB) // 2 * 2
+    point = work / f"{size_gb}GB-{label}"
+    shutil.rmtree(point, ignore_errors=True)
+    point.mkdir(parents=True)
+    v0, v1, v2 = point / "v0", point / "v1", point / "v2"
+    make_base(v0, total_bytes, seed=1)
+    make_step(v0, v1, changed, seed=2)
+    writes = make_step(v1, v2, changed, seed=3)
+    np.savez(point / "writes.npz", **{f"p{i}": p for i, (p, _) in enumerate(writes)},
+             **{f"v{i}": v for i, (_, v) in enumerate(writes)})
+    changed_actual = sum(p.shape[0] for p, _ in writes)
+
+    cold = drop_page_cache()
+    cold_read = read_seconds(v1, v2) if cold else None
+    warm_read = read_seconds(v1, v2)
+    measure("diff", str(v0), str(v1), str(point / "d01"))
+    if cold:
+        drop_page_cache()
+    diff = measure("diff", str(v1), str(v2), str(point / "d12"))
+
+    weights = point / "weights"
+    shutil.copytree(v0, weights)
+    first = measure("apply", str(weights), str(point / "d01"), "forward")
+    warm = measure("apply", str(weights), str(point / "d12"), "forward")
+    measure("apply", str(weights), str(point / "d12"), "reverse")
+    cold_apply = None
+    if cold:
+        drop_page_cache()
+        cold_apply = measure("apply", str(weights), str(point / "d12"), "forward")
+        measure("apply", str(weights), str(point / "d12"), "reverse")
+    # The floor: the same positions and values written into the same cached files (v1 state).
+    read_seconds(weights)
+    bare = measure("bare", str(weights), str(point / "writes.npz"))
+
+    manifest = json.loads((point / "d12" / "manifest.json").read_text())
+    objects = list((point / "d12" / "objects").iterdir())
+    result = {
+        "size_gb": size_gb,
+        "label": label,
+        "changed_elements": changed_actual,
+        "density": changed_actual / (total_bytes // 2),
+        "bare_write_s": bare["seconds"],
+        "apply_first_s": first["seconds"],
+        "apply_warm_s": warm["seconds"],
+        "apply_cold_s": cold_apply["seconds"] if cold_apply else None,
+        "apply_warm_vs_bare": warm["seconds"] / bare["seconds"],
+        "apply_peak_rss_mb": max(r["peak_rss_mb"] for r in (first, warm, cold_apply) if r),
+        "apply_warm_read_bytes": warm["read_bytes"],
+        "apply_warm_rchar": warm["rchar"],
+        "apply_warm_write_bytes": warm["write_bytes"],
+        "durable_after_warm_s": warm["durable_s"],
+        "apply_cold_read_bytes": cold_apply["read_bytes"] if cold_apply else None,
+        "bare_peak_rss_mb": bare["peak_rss_mb"],
+        "diff_s": diff["seconds"],
+        "diff_peak_rss_mb": diff["peak_rss_mb"],
+        "read_cold_s": cold_read,
+        "read_warm_s": warm_read,
+        "diff_vs_cold_read": cold_read / diff["seconds"] if cold_read else None,
+        "diff_vs_warm_read": warm_read / diff["seconds"],
+        "delta_bytes": sum(p.stat().st_size for p in objects),
+        "manifest_bytes": len(json.dumps(manifest)),
+        "objects": len(objects),
+    }
+    shutil.rmtree(point)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="0.5,1,2,4", help="model sizes in GB")
+    parser.add_argument("--changed", type=int, default=1_000_000)
+    parser.add_argument("--densities", default="0.01,0.03", help="extra runs at these fractions")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="deltaroll-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = [float(s) for s in args.sizes.split(",") if s]
+    densities = [float(d) for d in args.densities.split(",") if d]
+    points = []
+    for size in sizes:
+        runs = [(args.changed, f"{args.changed}")]
+        runs += [(int(d * size * GB / 2), f"{d:.0%}") for d in densities]
+        for changed, label in runs:
+            point = measure_point(work, size, changed, label)
+            points.append(point)
+            print(
+                f"{size:>4} GB {label:>8}: bare {point['bare_write_s']:.3f}s  "
+                f"apply warm {point['apply_warm_s']:.3f}s ({point['apply_warm_vs_bare']:.2f}x) "
+                f"cold {point['apply_cold_s'] or float('nan'):.3f}s  first "
+                f"{point['apply_first_s']:.2f}s  rss {point['apply_peak_rss_mb']:.0f} MB  "
+                f"diff {point['diff_s']:.2f}s ({point['diff_vs_cold_read'] or float('nan'):.2f}x "
+                f"cold read, rss {point['diff_peak_rss_mb']:.0f} MB)  delta "
+                f"{point['delta_bytes'] / 1e6:.1f} MB  manifest {point['manifest_bytes']} B",
+                file=sys.stderr,
+                flush=True,
+            )
+    summary = {
+        "benchmark": "scale",
+        "targets": {
+            "apply_warm_vs_bare_max": TARGET_APPLY_VS_BARE,
+            "peak_rss_mb_max": TARGET_PEAK_RSS_MB,
+            "diff_vs_cold_read_min": TARGET_DIFF_VS_COLD_READ,
+        },
+        "points": points,
+        "apply_within_target": all(p["apply_warm_vs_bare"] <= TARGET_APPLY_VS_BARE for p in points),
+        "apply_rss_within_target": all(p["apply_peak_rss_mb"] <= TARGET_PEAK_RSS_MB for p in points),
+    }
+    line = json.dumps(summary)
+    if args.json_out:
+        args.json_out.write_text(line + "\n")
+    print(line)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        child_main(sys.argv[2:])
+    else:
+        main()

@@ -1,0 +1,241 @@
+"""An in-place apply from a trusted state reads only what changes, and trusts nothing it cannot
+prove: an edited record, a replaced file, another boot, a network file system, a write-back
+error, or base values that do not match the delta's change digest each send it back to a full
+hash or refuse it, with nothing changed."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deltaroll.checkpoint import apply_delta, diff_checkpoints, open_checkpoint, read_delta_manifest
+from deltaroll.checkpoint import apply_inplace, state
+from deltaroll.checkpoint.errors import ChangesMismatchError, WrongBaseError
+from deltaroll.checkpoint.state import TrustedState, make_durable, state_path, trusted_state
+
+from .helpers import tree_digest
+
+
+@pytest.fixture
+def chain(steps: dict[str, list[Path]], tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """(weights at v0, v2's files, delta v0->v1, delta v1->v2) of real AdamW steps."""
+    v0, v1, v2 = steps["sharded"]
+    diff_checkpoints(v0, v1, tmp_path / "d01")
+    diff_checkpoints(v1, v2, tmp_path / "d12")
+    return v0, v2, tmp_path / "d01", tmp_path / "d12"
+
+
+class Counted:
+    """Wraps a function of a module and counts its calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None:
+        self.calls = 0
+        original = getattr(module, name)
+
+        def counted(*args: object, **kwargs: object) -> object:
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+
+def _first_apply(chain: tuple[Path, Path, Path, Path]) -> Path:
+    weights, _, d01, _ = chain
+    assert apply_delta(weights, d01, in_place=True).changed
+    return weights
+
+
+def test_second_apply_reads_only_the_changed_tensors(
+    chain: tuple[Path, Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights, v2, _, d12 = chain
+    full_hash = Counted(monkeypatch, apply_inplace, "checkpoint_digests")
+    _first_apply(chain)
+    assert full_hash.calls == 1  # a fresh copy has no record: hashed once, then recorded
+    whole_reads = Counted(monkeypatch, apply_inplace, "read_tensor_bits")
+    assert apply_delta(weights, d12, in_place=True).changed
+    assert full_hash.calls == 1  # the record vouched for v1: nothing hashed in full
+    dense = [e for e in read_delta_manifest(d12).tensors if e.kind == "dense"]
+    assert whole_reads.calls == len(dense)  # sparse tensors: only their changed elements
+    assert tree_digest(weights) == tree_digest(v2)
+    record = trusted_state(open_checkpoint(weights))
+    assert record is not None and record.version == read_delta_manifest(d12).target_version
+    assert record.durable  # the trust check made the patched files durable first
+
+
+def test_reverse_apply_from_trusted_state_restores_the_base(
+    chain: tuple[Path, Path, Path, Path], steps: dict[str, list[Path]]
+) -> None:
+    weights, _, d01, _ = chain
+    original = tree_digest(steps["sharded"][0])
+    _first_apply(chain)
+    assert apply_delta(weights, d01, in_place=True, reverse=True).changed
+    assert tree_digest(weights) == original
+
+
+def _reseal(checkpoint: Path, **changes: object) -> None:
+    """Rewrite the record as someone who knows the format would: fresh fingerprints, valid seal."""
+    path = state_path(checkpoint)
+    record = TrustedState.model_validate_json(path.read_bytes())
+    opened = open_checkpoint(checkpoint)
+    record = record.model_copy(
+        update={
+            "fingerprints": {
+                n: state._fingerprint(p) for n, p in state._files(opened).items()
+            },
+            **changes,
+        }
+    )
+    state._write(checkpoint, record)
+
+
+def test_hand_edited_record_is_ignored(
+    chain: tuple[Path, Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights, v2, _, d12 = chain
+    _first_apply(chain)
+    path = state_path(weights)
+    document = json.loads(path.read_bytes())
+    name = next(iter(document["tensors"]))
+    document["tensors"][name] = "0" * 64
+    path.write_text(json.dumps(document))
+    assert trusted_state(open_checkpoint(weights)) is None
+    full_hash = Counted(monkeypatch, apply_inplace, "checkpoint_digests")
+    assert apply_delta(weights, d12, in_place=True).changed
+    assert full_hash.calls == 1
+    assert tree_digest(weights) == tree_digest(v2)
+
+
+def test_weight_file_replaced_with_same_size_is_detected(
+    chain: tuple[Path, Path, Path, Path], steps: dict[str, list[Path]]
+) -> None:
+    weights, _, _, d12 = chain
+    _first_apply(chain)
+    shard = sorted(weights.glob("model-*.safetensors"))[0]
+    replacement = (steps["sharded"][2] / shard.name).read_bytes()  # v2's shard, same size
+    assert len(replacement) == shard.stat().st_size
+    tmp = shard.with_name(".replacement")
+    tmp.write_bytes(replacement)
+    os.replace(tmp, shard)
+    assert trusted_state(open_checkpoint(weights)) is None
+    before = tree_digest(weights)
+    with pytest.raises(WrongBaseError, match="nothing was changed"):
+        apply_delta(weights, d12, in_place=True)
+    assert tree_digest(weights) == before
+
+
+def test_values_at_changed_positions_must_match_the_change_digest(
+    chain: tuple[Path, Path, Path, Path],
+) -> None:
+    """A record that vouches for bytes that are not there (a stale record, a file system that
+    lies) is caught by the change digest: the apply refuses and writes nothing."""
+    weights, _, _, d12 = chain
+    _first_apply(chain)
+    entry = next(e for e in read_delta_manifest(d12).tensors if e.kind == "sparse")
+    ref = open_checkpoint(weights).tensors[entry.name]
+    from deltaroll.checkpoint.reader import read_tensor_bits
+    from deltaroll.checkpoint.transform import encoded_tensor
+    from deltaroll.checkpoint.objects import ObjectDir
+    from deltaroll.codec import decode_changes
+
+    changes = decode_changes(encoded_tensor(entry, ObjectDir(d12)), read_tensor_bits(ref).dtype)
+    position = int(changes.positions[0])
+    with open(ref.path, "r+b") as f:
+        f.seek(ref.begin + position * (ref.nbytes // max(ref.numel, 1)))
+        value = f.read(ref.nbytes // ref.numel)
+        f.seek(ref.begin + position * (ref.nbytes // max(ref.numel, 1)))
+        f.write(bytes([value[0] ^ 0x01]) + value[1:])
+    _reseal(weights)
+    before = tree_digest(weights)
+    with pytest.raises(ChangesMismatchError, match=entry.name):
+        apply_delta(weights, d12, in_place=True)
+    assert tree_digest(weights) == before
+    assert not (weights / ".deltaroll-journal").exists()
+
+
+def test_another_boot_voids_the_record(
+    chain: tuple[Path, Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = _first_apply(chain)
+    assert trusted_state(open_checkpoint(weights)) is not None
+    other_boot = tmp_path / "boot_id"
+    other_boot.write_text("00000000-0000-0000-0000-000000000000\n")
+    monkeypatch.setattr(state, "BOOT_ID_PATH", other_boot)
+    assert trusted_state(open_checkpoint(weights)) is None
+
+
+def test_network_file_systems_are_always_hashed(
+    chain: tuple[Path, Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state, "filesystem_type", lambda path: "nfs4")
+    weights = _first_apply(chain)
+    assert not state_path(weights).exists()
+
+
+def test_filesystem_type_reads_mountinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "22 1 0:21 / / rw - ext4 /dev/vda rw\n"
+        "40 22 0:40 / /mnt/models rw,relatime - nfs4 server:/models rw\n"
+        "41 22 0:41 / /mnt/models-cache rw - fuse.s3fs s3fs rw\n"
+    )
+    monkeypatch.setattr(state, "MOUNTINFO_PATH", mountinfo)
+    assert state.filesystem_type(Path("/mnt/models/llama")) == "nfs4"
+    assert state.filesystem_type(Path("/mnt/models-cache/x")) == "fuse.s3fs"
+    assert state.filesystem_type(Path("/work/x")) == "ext4"
+    assert not state.fingerprints_trustworthy(Path("/mnt/models/llama"))
+    assert state.fingerprints_trustworthy(Path("/work/x"))
+
+
+def test_write_back_error_voids_the_record(
+    chain: tuple[Path, Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights, _, _, d12 = chain
+    _first_apply(chain)
+    assert not TrustedState.model_validate_json(state_path(weights).read_bytes()).durable
+
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and os.fstat(fd).st_size > 4096:  # weight files
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    assert trusted_state(open_checkpoint(weights)) is None
+    assert not state_path(weights).exists()  # a later fsync would not report the lost pages
+    monkeypatch.undo()
+    full_hash = Counted(monkeypatch, apply_inplace, "checkpoint_digests")
+    assert apply_delta(weights, d12, in_place=True).changed
+    assert full_hash.calls == 1  # no record: the base was proven by a full hash
+
+
+def test_make_durable_marks_the_record(chain: tuple[Path, Path, Path, Path]) -> None:
+    weights = _first_apply(chain)
+    assert make_durable(open_checkpoint(weights))
+    assert TrustedState.model_validate_json(state_path(weights).read_bytes()).durable
+    (weights / "config.json").write_text("{}")
+    assert not make_durable(open_checkpoint(weights))  # the files moved on: nothing to vouch
+
+
+def test_gather_and_scatter_cross_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deltaroll.checkpoint import scatter as windows
+
+    monkeypatch.setattr(windows, "WINDOW_BYTES", 4096)
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 2**16, size=50_000, dtype=np.uint16)
+    path = tmp_path / "t.bin"
+    path.write_bytes(b"x" * 13 + data.tobytes())  # an unaligned offset, like a tensor's
+    span = windows.TensorSpan(path, 13, data.size, np.dtype(np.uint16))
+    positions = np.sort(rng.choice(data.size, size=3000, replace=False)).astype(np.int64)
+    assert np.array_equal(windows.gather(span, positions), data[positions])
+    values = rng.integers(0, 2**16, size=positions.size, dtype=np.uint16)
+    windows.scatter(span, positions, values)
+    data[positions] = values
+    assert path.read_bytes() == b"x" * 13 + data.tobytes()
