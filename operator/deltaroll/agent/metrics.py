@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
-from deltaroll.agent.states import AgentState
+from deltaroll.api.agent_state import AgentState
 
 
 class AgentMetrics:
