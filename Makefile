@@ -1,5 +1,5 @@
 # The same commands for people and for CI. `make setup` is idempotent: the stamp file makes
-# the second run a no-op unless pyproject.toml changed.
+# the second run a no-op unless one of the three pyproject.toml files changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,19 +9,21 @@ STAMP := $(VENV)/.deltaroll-installed
 
 setup: $(STAMP) .tools/bin/helm
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml operator/sandbox/pyproject.toml operator/demo/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU wheel of torch first: a looser requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# Everything for development in one resolve: the product with every image's extra and the
+	# tools, the sandbox and the demo (distributions of their own, beside the product).
+	$(BIN)/pip install --quiet -e '.[dev]' -e operator/sandbox -e operator/demo
 	touch $(STAMP)
 
 .tools/bin/helm: scripts/fetch_k8s_tools.py $(STAMP)
 	$(BIN)/python scripts/fetch_k8s_tools.py .tools/bin
 
 demo: setup
-	$(BIN)/python -m deltaroll.demo
+	$(BIN)/python -m deltaroll_demo
 
 test: setup
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q

@@ -1,4 +1,5 @@
-"""Benchmark data: consecutive bf16 checkpoints of a small transformer trained with real AdamW.
+"""Benchmark data: consecutive bf16 checkpoints of a small transformer trained with real AdamW
+(the one trainer, :mod:`deltaroll_demo.training`).
 
 fp32 master weights, real optimizer steps at a fine-tuning learning rate on real text (the
 standard library's own Python source, which ships with every Python), and a bf16 copy saved as
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from deltaroll_demo.training import Trainer
 
 
 @dataclass(frozen=True)
@@ -97,19 +100,20 @@ def trained_checkpoints(settings: TrainingSettings, workdir: Path) -> tuple[list
     run_dir.mkdir(parents=True, exist_ok=True)
     model = build_model(settings)
     parameters = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     text = torch.from_numpy(stdlib_text(4 << 20).astype(np.int64))
     generator = torch.Generator().manual_seed(settings.seed)
-    save_file(bf16_state(model), str(paths[0]))
-    for step in range(1, settings.steps + 1):
+
+    def loss(_: int) -> torch.Tensor:
         starts = torch.randint(
             0, text.numel() - settings.sequence, (settings.batch,), generator=generator
         )
         batch = torch.stack([text[s : s + settings.sequence] for s in starts.tolist()])
-        loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        return model(input_ids=batch, labels=batch).loss
+
+    trainer = Trainer(model, loss, lr=settings.learning_rate)
+    save_file(bf16_state(model), str(paths[0]))
+    for step in range(1, settings.steps + 1):
+        trainer.step()
         save_file(bf16_state(model), str(paths[step]))
     info_path.write_text(json.dumps({"parameters": parameters, **asdict(settings)}))
     return paths, parameters

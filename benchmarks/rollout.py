@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
-from deltaroll.demo.manifests import agent_container, pod_volumes
-from deltaroll.demo.model import train
-from deltaroll.demo.observe import Pod, downloaded_bytes
-from deltaroll.sandbox.testing import RunningSandbox, running_sandbox
 from deltaroll.store import Store
+from deltaroll_demo.manifests import agent_container, pod_volumes
+from deltaroll_demo.model import train
+from deltaroll_demo.observe import Pod, downloaded_bytes
+from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

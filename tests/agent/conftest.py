@@ -18,8 +18,8 @@ import pytest
 
 from agent.helpers import Published, publish_versions
 from deltaroll.checkpoint import checkpoint_version
-from deltaroll.sandbox.testing import RunningSandbox, running_sandbox
 from deltaroll.store import Store
+from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 from engines.checkpoints import TinyCheckpoints, build_checkpoints
 from engines.processes import RunningEngine, start_reference_engine
 

@@ -24,9 +24,9 @@ from deltaroll.api.annotations import (
 )
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.engines import engine_client
-from deltaroll.sandbox.kubelet.volumes import field_text
 from deltaroll.store import Store
 from deltaroll.store.retry import RetryPolicy
+from deltaroll_sandbox.kubelet.volumes import field_text
 from engines.checkpoints import TinyCheckpoints
 from fixtures.s3 import MotoS3
 

@@ -13,15 +13,15 @@ from typing import Any
 import kubernetes
 
 from agent.helpers import NAMESPACE
-from deltaroll.agent.states import AgentState, parse_agent_state
+from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
     POD_VERSION,
     WEIGHTS_READY_CONDITION,
 )
-from deltaroll.demo.manifests import agent_container, inference_pod_spec
-from deltaroll.demo.observe import follow_pods
+from deltaroll_demo.manifests import agent_container, inference_pod_spec
+from deltaroll_demo.observe import follow_pods
 from fixtures.polling import wait_for
 
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"

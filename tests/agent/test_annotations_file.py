@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from deltaroll.agent.errors import AgentError
-from deltaroll.agent.states import (
+from deltaroll.agent.wanted import parse_downward_file, read_wanted_version, unquote_go
+from deltaroll.api.agent_state import (
     MAX_MESSAGE_CHARS,
     AgentState,
     format_agent_state,
     parse_agent_state,
 )
-from deltaroll.agent.wanted import parse_downward_file, read_wanted_version, unquote_go
 from deltaroll.api.annotations import POD_VERSION
-from deltaroll.sandbox.kubelet.volumes import field_text
+from deltaroll_sandbox.kubelet.volumes import field_text
 
 TRICKY = {
     POD_VERSION: "3f9a0c1d2e4b5a6978c0d1e2f3a4b5c6",

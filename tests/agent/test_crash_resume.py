@@ -19,11 +19,11 @@ from agent.helpers import (
     pod_report,
     subprocess_env,
 )
-from deltaroll.agent.states import AgentState, parse_agent_state
+from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.checkpoint.journal import Journal
 from deltaroll.engines import engine_client
-from deltaroll.sandbox.testing import RunningSandbox
+from deltaroll_sandbox.testing import RunningSandbox
 from engines.processes import RunningEngine
 from fixtures.cli import DELTAROLL
 from fixtures.polling import wait_for

@@ -26,9 +26,9 @@ from agent.sandbox_pods import (
     inference_pod,
     view,
 )
-from deltaroll.agent.states import AgentState
+from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint import checkpoint_version
-from deltaroll.sandbox.testing import RunningSandbox, running_sandbox
+from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 from fixtures.cli import DELTAROLL
 from fixtures.polling import wait_for
 

@@ -15,7 +15,7 @@ from typing import Any
 import kubernetes
 
 from agent.helpers import MODEL, Published, make_agent
-from deltaroll.agent.states import AgentState
+from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.checkpoint.journal import Journal
 from deltaroll.engines.reference.client import ReferenceEngineClient

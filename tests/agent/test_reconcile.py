@@ -13,7 +13,7 @@ import kubernetes
 
 from agent.helpers import MODEL, AgentRig, Published, copy_store, make_agent, pod_report
 from deltaroll.agent.health import HealthServer
-from deltaroll.agent.states import AgentState, parse_agent_state
+from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.checkpoint.journal import Journal
 from deltaroll.engines.reference.client import ReferenceEngineClient

@@ -11,7 +11,7 @@ import kubernetes
 import pytest
 
 from agent.helpers import Published, S3Server, make_agent, pod_report
-from deltaroll.agent.states import AgentState, parse_agent_state
+from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.engines import engine_client
 from engines.processes import RunningEngine

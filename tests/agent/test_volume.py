@@ -12,8 +12,8 @@ import kubernetes
 import pytest
 
 from agent.helpers import MODEL, Published, copy_store, make_agent, subprocess_env
-from deltaroll.agent.states import AgentState
 from deltaroll.agent.volume import WeightsVolume
+from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint import checkpoint_version, diff_checkpoints
 from deltaroll.checkpoint.journal import Journal
 from engines.checkpoints import TinyCheckpoints

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from controllers.modeldelta_world import Gate, Operator, create_secret, wait_for
-from deltaroll.sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
-from deltaroll.sandbox.testing import RunningSandbox
+from deltaroll_sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
+from deltaroll_sandbox.testing import RunningSandbox
 from fixtures.checkpoints import train_checkpoints
 from fixtures.s3 import moto_server
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deltaroll.sandbox.testing import RunningSandbox
+from deltaroll_sandbox.testing import RunningSandbox
 from fixtures import polling
 from fixtures.cli import DELTAROLL
 from fixtures.ports import free_port

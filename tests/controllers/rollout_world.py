@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from deltaroll.agent.states import AgentState
+from deltaroll.api.agent_state import AgentState
 from deltaroll.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from deltaroll.controllers.rollout_overlap import Overlap
-from deltaroll.controllers.rollout_planner import Observed, Plan, TargetVersion, plan
-from deltaroll.controllers.rollout_pods import PodView
+from deltaroll.controllers.modeldeployment.overlap import Overlap
+from deltaroll.controllers.modeldeployment.planner import Observed, Plan, TargetVersion, plan
+from deltaroll.controllers.modeldeployment.pods import PodView
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

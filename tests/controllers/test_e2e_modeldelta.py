@@ -24,8 +24,8 @@ from controllers.modeldelta_world import (
 )
 from deltaroll.api.annotations import LAST_HANDLED
 from deltaroll.checkpoint import checkpoint_version
-from deltaroll.sandbox.testing import RunningSandbox
 from deltaroll.store import Store
+from deltaroll_sandbox.testing import RunningSandbox
 from fixtures.cli import deltaroll_json, run_deltaroll
 from worker.helpers import refuse_new_objects
 

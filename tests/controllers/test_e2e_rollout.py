@@ -40,12 +40,12 @@ from agent.helpers import (
 )
 from agent.sandbox_pods import ReadinessRecorder, engine_checksum, inference_pod, view
 from controllers.conftest import Operator, wait_for
-from deltaroll.agent.states import AgentState
+from deltaroll.api.agent_state import AgentState
 from deltaroll.api.annotations import PROMOTE
 from deltaroll.api.conditions import now_rfc3339
 from deltaroll.checkpoint import checkpoint_version
-from deltaroll.sandbox.testing import RunningSandbox
 from deltaroll.store import Store
+from deltaroll_sandbox.testing import RunningSandbox
 from engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_checkpoints
 
 # each test starts engines that import torch on two busy cores: more than the default 300 s

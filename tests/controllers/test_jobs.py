@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from deltaroll.api import ModelDelta, parse_resource
-from deltaroll.controllers.jobs import build_job, job_name, spec_digest
+from deltaroll.controllers.modeldelta.jobs import build_job, job_name, spec_digest
 
 UID = "0b1c2d3e-0000-4000-8000-000000000001"
 

@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from deltaroll.sandbox.testing import RunningSandbox, kubectl_binary
+from deltaroll_sandbox.testing import RunningSandbox, kubectl_binary
 
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"
 PLUGIN = Path(sys.executable).parent / "kubectl-deltaroll"

@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 from deltaroll.api import ModelDelta, parse_resource
+from deltaroll.api.facts import VersionFacts
 from deltaroll.api.modeldelta import ModelDeltaStatus
-from deltaroll.controllers.jobs import build_job, content_digest, spec_digest
-from deltaroll.controllers.observe import JobView, view_job
-from deltaroll.controllers.planner import (
+from deltaroll.controllers.modeldelta.jobs import build_job, content_digest, spec_digest
+from deltaroll.controllers.modeldelta.observe import JobView, view_job
+from deltaroll.controllers.modeldelta.planner import (
     CreateJob,
     DeleteJob,
     Observed,
@@ -19,7 +20,6 @@ from deltaroll.controllers.planner import (
     StoreView,
     plan,
 )
-from deltaroll.worker.facts import VersionFacts
 
 T0, T1, T2 = "2026-11-28T10:00:00Z", "2026-11-28T10:05:00Z", "2026-11-28T10:09:00Z"
 PARENT_ID = "a" * 32
@@ -265,7 +265,7 @@ def _pod(**state: Any) -> dict[str, Any]:
 
 
 def test_an_unparseable_object_fails_with_the_reason_invalid_spec() -> None:
-    from deltaroll.controllers.planner import invalid_spec_status
+    from deltaroll.controllers.modeldelta.planner import invalid_spec_status
 
     status = invalid_spec_status({"phase": "Computing", "bogus": 1}, 4, "spec.model: bad", T1)
     assert (status.phase, status.observed_generation, status.message) == (

@@ -10,7 +10,7 @@ import pytest
 from controllers.rollout_world import World, canary, make_spec
 from deltaroll.api.annotations import ABORT, PROMOTE
 from deltaroll.api.conditions import find_condition
-from deltaroll.controllers.rollout_overlap import Overlap, older_claims
+from deltaroll.controllers.modeldeployment.overlap import Overlap, older_claims
 
 T_OLD, T_NEW = "2026-01-01T12:00:00Z", "2026-01-01T12:00:01Z"
 APP = {"matchLabels": {"app": "llm"}}

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controllers.rollout_world import HTTP_TEMPLATE, T0, World, canary, make_spec, serving
-from deltaroll.agent.states import AgentState
+from deltaroll.api.agent_state import AgentState
 from deltaroll.api.annotations import ABORT, PROMOTE, RETRY
 from deltaroll.api.conditions import find_condition
-from deltaroll.controllers.rollout_planner import TargetVersion
-from deltaroll.controllers.rollout_pods import (
+from deltaroll.controllers.modeldeployment.planner import TargetVersion
+from deltaroll.controllers.modeldeployment.pods import (
     PodView,
     VersionAliases,
     assign_versions,

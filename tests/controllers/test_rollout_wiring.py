@@ -9,10 +9,10 @@ import pytest
 
 from controllers.rollout_world import make_spec
 from deltaroll.api.modeldeployment import LabelSelector
-from deltaroll.controllers.rollout_kube import label_selector
-from deltaroll.controllers.rollout_overlap import selects
-from deltaroll.controllers.rollout_planner import TargetVersion
-from deltaroll.controllers.rollout_target import from_modeldeltas, from_store
+from deltaroll.controllers.modeldeployment.overlap import selects
+from deltaroll.controllers.modeldeployment.planner import TargetVersion
+from deltaroll.controllers.modeldeployment.target import from_modeldeltas, from_store
+from deltaroll.controllers.modeldeployment.writes import label_selector
 
 SELECTOR = {
     "matchLabels": {"app": "llm", "tier": "serve"},

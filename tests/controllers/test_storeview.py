@@ -13,7 +13,7 @@ import pytest
 from controllers.modeldelta_world import modeldelta
 from deltaroll.api import ModelDelta, parse_resource
 from deltaroll.checkpoint import checkpoint_version
-from deltaroll.controllers.storeview import look_up
+from deltaroll.controllers.modeldelta.storeview import look_up
 from deltaroll.store import Store
 from fixtures.ports import free_port
 from fixtures.s3 import moto_server

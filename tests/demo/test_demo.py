@@ -1,4 +1,4 @@
-"""``python -m deltaroll.demo`` as a user runs it: the whole rollout story on the sandbox, checked
+"""``python -m deltaroll_demo`` as a user runs it: the whole rollout story on the sandbox, checked
 from its final JSON line and exit status, and cross-checked against the store it leaves behind."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ MODEL = "demo-llm"
 
 def run_demo(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     done = subprocess.run(
-        [sys.executable, "-m", "deltaroll.demo", *args],
+        [sys.executable, "-m", "deltaroll_demo", *args],
         capture_output=True,
         text=True,
         timeout=580,

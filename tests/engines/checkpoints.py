@@ -1,6 +1,7 @@
 """Tiny real checkpoints for the engine tests: a Llama with byte-level tokens, really trained.
 
-Three versions of one model: ``v1`` after two AdamW steps, ``v2`` one more step, and
+Three versions of one model (trained by :mod:`deltaroll_demo.training`): ``v1`` after two AdamW
+steps, ``v2`` one more step, and
 ``diverged``: v2 after one step with a huge learning rate, which an /eval must score worse.
 Saved in bf16 with ``save_pretrained`` (config.json + model.safetensors, no tokenizer files).
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from deltaroll_demo.training import Trainer
 
 TRAINING_TEXT = "the quick brown fox jumps over the lazy dog. " * 3
 EVAL_TEXTS = ["the quick brown fox", "jumps over the lazy dog."]
@@ -43,26 +46,19 @@ def build_checkpoints(root: Path) -> TinyCheckpoints:
     )
     model = LlamaForCausalLM(config)
     ids = torch.tensor([list(TRAINING_TEXT.encode())])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-
-    def train_step(lr: float) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model(input_ids=ids, labels=ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    trainer = Trainer(model, lambda _: model(input_ids=ids, labels=ids).loss, lr=3e-3)
 
     def save(name: str) -> Path:
         path = root / name
         copy.deepcopy(model).to(torch.bfloat16).save_pretrained(path)
         return path
 
-    train_step(3e-3)
-    train_step(3e-3)
+    trainer.step(3e-3)
+    trainer.step(3e-3)
     v1 = save("v1")
-    train_step(3e-3)
+    trainer.step(3e-3)
     v2 = save("v2")
-    train_step(1.0)
+    trainer.step(1.0)
     diverged = save("diverged")
     completion, loss = _reference_outputs(v1)
     return TinyCheckpoints(v1, v2, diverged, completion, loss)

@@ -1,12 +1,16 @@
 """The Dockerfiles cannot be built here (no container engine), so they are checked by reading
-them: every COPY source exists in the repository, every image runs as a non-root user, and every
-`deltaroll` command they run is a real subcommand (`deltaroll <sub> --help` exits 0)."""
+them: every COPY source exists in the repository, every image runs as a non-root user, every
+`deltaroll` command they run is a real subcommand (`deltaroll <sub> --help` exits 0), and each
+installs only its own set of dependencies (its extra of pyproject.toml; torch only where that
+extra needs it)."""
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -114,3 +118,37 @@ def test_default_command_is_a_real_subcommand(dockerfile: Path) -> None:
 def test_the_check_itself_tells_real_from_unknown_subcommands() -> None:
     assert _is_real_subcommand(["crds"]).returncode == 0
     assert _is_real_subcommand(["no-such-command"]).returncode != 0
+
+
+#: The extra each image installs (None: the base distribution alone).
+IMAGE_EXTRAS = {
+    "Dockerfile.operator": None,
+    "Dockerfile.worker": "worker",
+    "Dockerfile.agent": "agent",
+}
+
+
+def _installs_of_the_source(dockerfile: Path) -> list[str]:
+    """What ``pip install`` installs from the copied repository: ``/src`` or ``/src[extra]``."""
+    commands = [c for k, a in instructions(dockerfile) if k == "RUN" for c in a.split("&&")]
+    installs = [c for c in commands if "pip install" in c]
+    return [w for c in installs for w in words(c) if re.fullmatch(r"/src(\[[\w,-]+\])?", w)]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_each_image_installs_only_its_own_extra(dockerfile: Path) -> None:
+    extra = IMAGE_EXTRAS[dockerfile.name]
+    assert _installs_of_the_source(dockerfile) == ["/src" if extra is None else f"/src[{extra}]"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert extra is None or extra in extras
+    wants_torch = extra is not None and any(r.startswith("torch") for r in extras[extra])
+    installs_torch = any(k == "RUN" and "torch==" in a for k, a in instructions(dockerfile))
+    assert installs_torch == wants_torch, f"{dockerfile.name}: torch only where its extra needs it"
+
+
+def test_the_operator_image_copies_only_the_product() -> None:
+    copies = [a for k, a in instructions(IMAGES / "Dockerfile.operator") if k == "COPY"]
+    assert not any("sandbox" in a or "demo" in a for a in copies)
+    assert any(words(a)[0] == "operator/deltaroll" for a in copies)

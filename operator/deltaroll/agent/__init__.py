@@ -5,16 +5,17 @@ the cheapest path from the version on the weights volume, applies them crash-saf
 engine to reload, and reports through its own pod (annotations and the ``weights-ready``
 readiness-gate condition). Run it with ``deltaroll agent run``.
 
-Modules: ``reconcile`` (the state machine), ``states`` (state names and the annotation format),
-``wanted`` (the annotations file), ``volume`` (the weights directory and safe swaps), ``fetch``
-(objects into the cache), ``patching`` (applying a plan, finishing an interrupted apply),
-``report`` (the pod's annotations and condition), ``health`` and ``metrics`` (``/healthz``,
-``/metrics``), ``config``, ``runner`` (wiring), ``errors``.
+Modules: ``reconcile`` (the state machine), ``wanted`` (the annotations file), ``volume`` (the
+weights directory and safe swaps), ``fetch`` (objects into the cache), ``patching`` (applying a
+plan, finishing an interrupted apply), ``report`` (the pod's annotations and condition),
+``health`` and ``metrics`` (``/healthz``, ``/metrics``), ``config``, ``runner`` (wiring),
+``errors``. The states it reports and their annotation format are a contract with the
+controller: :mod:`deltaroll.api.agent_state`.
 """
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentConfigError, AgentError, ReportError
-from deltaroll.agent.states import AgentState, format_agent_state, parse_agent_state
+from deltaroll.api.agent_state import AgentState, format_agent_state, parse_agent_state
 
 __all__ = [
     "AgentConfig",

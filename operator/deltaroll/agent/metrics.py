@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 
-from deltaroll.agent.states import AgentState
+from deltaroll.api.agent_state import AgentState
 
 
 class AgentMetrics:

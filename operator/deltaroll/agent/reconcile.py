@@ -42,9 +42,9 @@ from deltaroll.agent.patching import (
     interrupted_step,
 )
 from deltaroll.agent.report import Report, Reporter
-from deltaroll.agent.states import AgentState
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.agent.wanted import read_wanted_version
+from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.engines import (
     EngineClient,

@@ -1,7 +1,7 @@
 """Reporting through the agent's own pod: two annotations and the weights-ready condition.
 
 - ``deltaroll.dev/current-version``: the version the engine holds, verified (absent before).
-- ``deltaroll.dev/agent-state``: :func:`~deltaroll.agent.states.format_agent_state`.
+- ``deltaroll.dev/agent-state``: :func:`~deltaroll.api.agent_state.format_agent_state`.
 - condition ``deltaroll.dev/weights-ready`` (through ``pods/status``): the pod's readiness gate.
 
 Order matters for the gate: going not-ready, the condition is written before anything else, and
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import structlog
 
 from deltaroll.agent.errors import ReportError
-from deltaroll.agent.states import AgentState, format_agent_state
+from deltaroll.api.agent_state import AgentState, format_agent_state
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,

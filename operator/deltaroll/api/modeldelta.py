@@ -8,6 +8,7 @@ full snapshot). Status reports what the worker published, never a guess.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
@@ -318,3 +319,30 @@ class ModelDelta(ApiModel):
     status: ModelDeltaStatus | None = Field(default=None, description="What the operator observed.")
 
     model_config = ConfigDict(extra="ignore")
+
+    @property
+    def version_name(self) -> str:
+        """The name the version is published under (see :func:`version_name_of`)."""
+        return str(
+            version_name_of({"spec": {"version": self.spec.version}, "metadata": self.metadata})
+        )
+
+
+def version_name_of(body: Mapping[str, Any]) -> str | None:
+    """The name a ModelDelta (a raw object, as the API lists it) publishes its version under:
+    ``spec.version``, else ``metadata.name``."""
+    return (body.get("spec") or {}).get("version") or (body.get("metadata") or {}).get("name")
+
+
+def publishes(
+    body: Mapping[str, Any], model: str, store_uri: str, version: str, *, or_id: bool = False
+) -> bool:
+    """Whether the ModelDelta ``body`` publishes ``version`` of ``model`` into ``store_uri``: under
+    its :func:`version_name_of`, or (``or_id``) under the id it published (``status.versionId``)."""
+    spec = body.get("spec") or {}
+    if (spec.get("model"), (spec.get("store") or {}).get("uri")) != (model, store_uri):
+        return False
+    names = [version_name_of(body)]
+    if or_id:
+        names.append((body.get("status") or {}).get("versionId"))
+    return version in names

@@ -1,4 +1,5 @@
-"""Entry point of the ``deltaroll`` command: one Typer app, one module per group of commands.
+"""Entry point of the ``deltaroll`` command: one Typer app, one module per group of commands,
+plus the commands other installed distributions register under :data:`PLUGIN_GROUP`.
 
 User errors (:class:`~deltaroll.errors.DeltarollError`) become a single ``error: ...`` line on
 stderr and a non-zero exit; nothing else is printed for them.
@@ -6,23 +7,35 @@ stderr and a non-zero exit; nothing else is printed for them.
 
 from __future__ import annotations
 
-import importlib
+from importlib.metadata import entry_points
 
 import typer
 
+from deltaroll.cli import (
+    agent_commands,
+    codec_commands,
+    crds_command,
+    engine_commands,
+    operator_commands,
+    store_commands,
+    worker_commands,
+)
 from deltaroll.cli.errors import run_cli
 
-# Command modules, each with a `register(app)` that adds its commands. Add new modules here.
-COMMAND_MODULES: tuple[str, ...] = (
-    "crds_command",
-    "store_commands",
-    "engine_commands",
-    "codec_commands",
-    "sandbox_commands",
-    "worker_commands",
-    "operator_commands",
-    "agent_commands",
+#: Command modules of this package, each with a ``register(app)`` that adds its commands.
+COMMAND_MODULES = (
+    crds_command,
+    store_commands,
+    engine_commands,
+    codec_commands,
+    worker_commands,
+    operator_commands,
+    agent_commands,
 )
+
+#: Other distributions add commands through this entry-point group: each entry point names a
+#: ``register(app)`` (``deltaroll-sandbox`` adds ``deltaroll sandbox``).
+PLUGIN_GROUP = "deltaroll.cli"
 
 
 def build_app() -> typer.Typer:
@@ -42,8 +55,10 @@ def build_app() -> typer.Typer:
         # An explicit callback keeps `deltaroll <command>` a group even if one command is
         # registered.
 
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(f"deltaroll.cli.{module_name}").register(app)
+    for module in COMMAND_MODULES:
+        module.register(app)
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        plugin.load()(app)
     return app
 
 

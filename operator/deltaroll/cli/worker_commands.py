@@ -240,6 +240,7 @@ def _run(
     looks, and exit with the code that tells the Job whether a retry can help."""
     import structlog
 
+    from deltaroll.api.job_result import JobReport
     from deltaroll.logs import configure_logging
     from deltaroll.worker.result import termination_path, write_report
 
@@ -254,21 +255,20 @@ def _run(
     except Exception as exc:
         reason, message, code = _describe_failure(exc)
         log.error("worker.failed", reason=reason, message=message)
-        write_report(
-            report_path, {"ok": False, "command": command, "reason": reason, "message": message}
-        )
+        write_report(report_path, JobReport.failure(command, reason, message))
         print(f"error: {message}", file=sys.stderr)
         raise typer.Exit(code) from None
-    report = {"ok": True, "command": command, **result}
+    report = JobReport.success(command, result)
     write_report(report_path, report)
-    emit(report, as_json=as_json, human=_human(report))
+    emit(report.to_dict(), as_json=as_json, human=_human(report.to_dict()))
 
 
 def _describe_failure(exc: Exception) -> tuple[str, str, int]:
+    from deltaroll.api.job_result import EXIT_PERMANENT, EXIT_RETRYABLE
     from deltaroll.errors import DeltarollError
     from deltaroll.store.redact import reason as scrubbed
     from deltaroll.store.redact import scrub
-    from deltaroll.worker.errors import EXIT_PERMANENT, EXIT_RETRYABLE, reason_for
+    from deltaroll.worker.errors import reason_for
 
     reason, permanent = reason_for(exc)
     message = scrub(str(exc)) if isinstance(exc, DeltarollError) else scrubbed(exc)

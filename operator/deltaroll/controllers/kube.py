@@ -16,7 +16,6 @@ from typing import Any, Final
 
 from deltaroll.api import modeldelta, modeldeployment
 from deltaroll.api.common import GROUP, VERSION
-from deltaroll.controllers.jobs import LABEL_MODELDELTA, label_value
 
 MODELDELTAS: Final = modeldelta.PLURAL
 MODELDEPLOYMENTS: Final = modeldeployment.PLURAL
@@ -134,9 +133,9 @@ def list_visible_modeldeployments(namespace: str) -> list[Body]:
     return list(listed.get("items") or [])
 
 
-def owned_jobs(namespace: str, owner_name: str, owner_uid: str) -> list[tuple[Body, list[Body]]]:
-    """The Jobs a ModelDelta controls, each with its pods."""
-    selector = f"{LABEL_MODELDELTA}={label_value(owner_name)}"
+def owned_jobs(namespace: str, selector: str, owner_uid: str) -> list[tuple[Body, list[Body]]]:
+    """The Jobs with the labels ``selector`` that the object ``owner_uid`` controls, each with
+    its pods (found by the same labels)."""
     jobs = [
         plain(j) for j in batch_api().list_namespaced_job(namespace, label_selector=selector).items
     ]

@@ -10,7 +10,10 @@ The agent uses one protocol, :class:`EngineClient`, whatever runs next to it::
 
 Modules: ``client`` (the protocol and factory), ``sglang`` and ``vllm`` (the adapters, with the
 engines' request shapes in their docstrings), ``reference`` (the server the sandbox and tests run,
-and its client), ``weights_identity`` (digests and version id of in-memory tensors),
+and its client), ``weights_identity`` (digests and version id of in-memory tensors; it takes
+whatever torch the process already has, so code that runs in an inference engine's own process,
+like the engine extension to come, installs with ``deltaroll[engine-extension]`` and no torch
+requirement of its own),
 ``transport`` (JSON over HTTP), ``errors``.
 """
 

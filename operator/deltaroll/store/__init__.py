@@ -10,7 +10,8 @@ Modules, each with one job: ``uri`` (parse/validate URIs), ``names``/``keys`` (s
 the layout), ``backends`` (bytes in and out), ``retry``, ``manifests`` (the records),
 ``catalog`` (records in a store), ``transfer``/``cache`` (verified objects), ``graph`` (the
 planner), ``aliases``, ``staging`` (the shares of sharded computations), and one module per
-operation: ``publish``, ``push``, ``pull``, ``gc``, ``squash``, ``log``; ``client`` is the
+operation: ``publish``, ``push``, ``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published
+version's numbers, read back from its manifests); ``client`` is the
 :class:`Store` facade over all of them.
 """
 

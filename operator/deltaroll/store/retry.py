@@ -1,8 +1,9 @@
 """Retry with exponential backoff and full jitter, for :class:`TransientStoreError` only.
 
-No retry library ships in the environment (tenacity is not installed) and this is all we need:
-one policy, applied at the boundary between the store's operations and its backends. Backends
-classify errors; only the transient ones come back here."""
+One policy, applied at the boundary between the store's operations and its backends, run by
+tenacity (stop after the policy's attempts, sleep the policy's delay, retry only what the
+backends classified as transient). Backends classify errors; only the transient ones come back
+here."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import structlog
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from deltaroll.store.errors import TransientStoreError
 
@@ -47,16 +49,24 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Run ``operation``; on :class:`TransientStoreError` sleep and try again, up to the policy."""
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return operation()
-        except TransientStoreError as exc:
-            if attempt == policy.attempts:
-                raise TransientStoreError(
-                    f"{exc} (gave up after {policy.attempts} attempts; check the endpoint and "
-                    "network, then run the command again: verified objects are not re-downloaded)"
-                ) from exc
-            delay = policy.delay(attempt)
-            log.warning("store.retry", what=what, attempt=attempt, delay_s=round(delay, 3))
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+    def before_sleep(state: RetryCallState) -> None:
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("store.retry", what=what, attempt=state.attempt_number, delay_s=round(delay, 3))
+
+    def give_up(state: RetryCallState) -> NoReturn:
+        exc = state.outcome.exception() if state.outcome else None
+        raise TransientStoreError(
+            f"{exc} (gave up after {policy.attempts} attempts; check the endpoint and "
+            "network, then run the command again: verified objects are not re-downloaded)"
+        ) from exc
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.attempts),
+        wait=lambda state: policy.delay(state.attempt_number),
+        retry=retry_if_exception_type(TransientStoreError),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry_error_callback=give_up,
+    )
+    return retrying(operation)

@@ -10,7 +10,7 @@ is retried, or a second Job racing the first, ends with the same version and not
 - ``squash``       give a version a direct delta from an older one (:mod:`.snapshots`)
 
 Modules: ``sources`` (a checkpoint URI to a local path), ``parent`` (a version to a local
-checkpoint, through a cache), ``facts`` (what a published version is, read back from the store;
-the controller reads the same), ``result`` (the termination message the controller reads when a
-Job fails), ``errors``.
+checkpoint, through a cache), ``result`` (where the termination message goes), ``errors``. What a
+Job tells the controller (its report and exit codes) is defined in :mod:`deltaroll.api.job_result`;
+the version facts it reports are read from the store (:mod:`deltaroll.store.facts`).
 """

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from deltaroll.api.facts import VersionFacts
 from deltaroll.checkpoint import diff_checkpoints, import_trl_patch
-from deltaroll.worker.facts import VersionFacts, version_facts
+from deltaroll.store.facts import version_facts
 from deltaroll.worker.parent import fetch_parent
 from deltaroll.worker.sources import fetch_source
 

@@ -1,19 +1,16 @@
 """Named errors of the worker layer, and the reason each error reports to the controller.
 
-A worker that fails writes ``{"reason": ..., "message": ...}`` to its termination message; the
-controller copies both into the ModelDelta's Ready condition. :func:`reason_for` maps an error
+A worker that fails writes ``{"reason": ..., "message": ...}`` to its termination message
+(:class:`~deltaroll.api.job_result.JobReport`); the controller copies both into the ModelDelta's
+Ready condition. :func:`reason_for` maps an error
 from any layer to that CamelCase reason, and says whether retrying the pod could help (a Job's
 podFailurePolicy fails the Job at once on a permanent error's exit code).
 """
 
 from __future__ import annotations
 
-from typing import Final
-
+from deltaroll.api.job_result import EXIT_PERMANENT, EXIT_RETRYABLE
 from deltaroll.errors import DeltarollError
-
-EXIT_RETRYABLE: Final = 1
-EXIT_PERMANENT: Final = 3
 
 
 class WorkerError(DeltarollError):

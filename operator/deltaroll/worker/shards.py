@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from deltaroll.api.facts import VersionFacts
 from deltaroll.checkpoint import (
     Checkpoint,
     DeltaManifest,
@@ -56,7 +57,6 @@ from deltaroll.store.staging import (
 from deltaroll.store.transfer import download_objects, upload_objects
 from deltaroll.worker.compute import diff_device, finish_version, publish_anchor
 from deltaroll.worker.errors import ShareMismatchError
-from deltaroll.worker.facts import VersionFacts
 from deltaroll.worker.parent import fetch_parent
 from deltaroll.worker.sources import fetch_source
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deltaroll.api.facts import VersionFacts
+from deltaroll.store.facts import version_facts
 from deltaroll.worker.compute import publish_anchor
-from deltaroll.worker.facts import VersionFacts, version_facts
 
 if TYPE_CHECKING:
     from deltaroll.store import Store

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from deltaroll.api.modeldeployment import KIND, AnalysisJob
-from deltaroll.controllers.jobs import (
+from deltaroll.controllers.modeldelta.jobs import (
     DEFAULT_IMAGE,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,

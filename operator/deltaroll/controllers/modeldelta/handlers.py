@@ -1,0 +1,323 @@
+"""Kopf handlers for ModelDelta. Each one reads, calls the pure planner, applies its actions.
+
+Triggers, all converging on :func:`reconcile` (level-triggered, idempotent):
+
+- the ModelDelta is created, its spec changes, or the operator starts (``resume``: an operator
+  restarted mid-Job picks up the running Job);
+- one of its Jobs changes (the Job is labelled and owned by it);
+- its parent ModelDelta becomes Ready (children waiting for it are reconciled).
+
+Store hiccups raise :class:`kopf.TemporaryError`, so Kopf retries with backoff. Deleting a
+ModelDelta with ``deletionPolicy: Delete`` removes its version from the store (the only case
+with a finalizer); its Jobs go with it by ownerReference in every case.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, cast
+
+import kopf
+import structlog
+
+from deltaroll.api import InvalidResourceError, ModelDelta, parse_resource
+from deltaroll.api.common import GROUP, VERSION
+from deltaroll.api.conditions import now_rfc3339, parse_rfc3339
+from deltaroll.api.modeldelta import PLURAL, ModelDeltaStatus, publishes
+from deltaroll.controllers import kube, metrics
+from deltaroll.controllers.errors import SecretNotFoundError
+from deltaroll.controllers.modeldelta.jobs import (
+    DEFAULT_IMAGE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    job_selector,
+)
+from deltaroll.controllers.modeldelta.observe import view_job
+from deltaroll.controllers.modeldelta.planner import (
+    CreateJob,
+    DeleteJob,
+    Observed,
+    Plan,
+    PostEvent,
+    RecordInputs,
+    StoreView,
+    invalid_spec_status,
+    plan,
+)
+from deltaroll.controllers.modeldelta.retention import blocking_use, uses_of
+from deltaroll.controllers.modeldelta.storeview import look_up
+
+GROUP_VERSION_PLURAL: Final = (GROUP, VERSION, PLURAL)
+INPUTS_ANNOTATION: Final = "deltaroll.dev/published-inputs"
+RETRY_DELAY_S: Final = 30
+
+log = structlog.get_logger("deltaroll.controllers.modeldelta")
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+
+@kopf.on.resume(*GROUP_VERSION_PLURAL)
+@kopf.on.create(*GROUP_VERSION_PLURAL)
+@kopf.on.update(*GROUP_VERSION_PLURAL, field="spec")
+def modeldelta_changed(namespace: str | None, name: str, **_: Any) -> None:
+    """The ModelDelta is new, changed, or found at start-up: reconcile it."""
+    outcome = reconcile(_namespaced(namespace), name)
+    if outcome is not None and outcome.status.phase == "Pending":
+        # Waiting on the store or a parent: Kopf calls again after the delay.
+        raise kopf.TemporaryError(outcome.status.message or "pending", delay=RETRY_DELAY_S)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+def job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    """A worker Job changed (progress, success, failure, deletion): reconcile its owner."""
+    owner = kube.controller_owner(dict(body))
+    if owner is not None and owner.get("kind") == "ModelDelta":
+        reconcile(_namespaced(namespace), str(owner["name"]))
+
+
+def _deletes_version(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("deletionPolicy") == "Delete"
+
+
+@kopf.on.delete(*GROUP_VERSION_PLURAL, when=_deletes_version)
+def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    """Remove the version from the store unless a ModelDeployment (or a child) still needs it.
+
+    The store is opened with its secretRef Secret's credentials, as the Jobs are. A store that
+    refuses access (or whose Secret is gone) gets a Warning Event naming the version to remove by
+    hand instead of a finalizer that never goes; a store that is briefly unavailable is retried
+    by Kopf."""
+    from deltaroll.store import InvalidStoreUriError, StoreAccessError
+
+    delta = _parse(dict(body))
+    version_id = delta.status.version_id if delta is not None and delta.status else None
+    if delta is None or version_id is None:
+        return  # nothing was published by this ModelDelta
+    bound = log.bind(namespace=namespace, name=name, version=version_id)
+    uri = delta.spec.store.uri
+    manual = f"remove {version_id} by hand: deltaroll gc {uri} {delta.spec.model} --keep ..."
+    try:
+        credentials = _store_credentials(_namespaced(namespace), delta)
+        reason, message = _delete_unless_used(
+            delta, version_id, _namespaced(namespace), credentials
+        )
+    except (StoreAccessError, InvalidStoreUriError, SecretNotFoundError) as exc:
+        kopf.warn(body, reason="VersionNotDeleted", message=f"{exc}; {manual}")
+        bound.warning("modeldelta.version_not_deleted", error=str(exc))
+        return
+    kopf.info(body, reason=reason, message=message)
+    bound.info("modeldelta.version_retention", reason=reason)
+
+
+def _delete_unless_used(
+    delta: ModelDelta, version_id: str, namespace: str, credentials: Mapping[str, str] | None
+) -> tuple[str, str]:
+    """(Event reason, message) after deleting ``version_id`` or deciding to keep it."""
+    from deltaroll.store import Store
+
+    uri, model = delta.spec.store.uri, delta.spec.model
+    store = Store(uri, credentials=credentials, cache_dir=_cache_dir())
+    uses = uses_of(kube.list_visible_modeldeployments(namespace), model, uri)
+    resolved = {use.ref: _resolve_or_none(store, model, use.ref) for use in uses}
+    if use := blocking_use(version_id, resolved, uses):
+        return "VersionKept", (
+            f"kept {version_id} in {uri}: ModelDeployment {use.deployment} uses it "
+            f"({use.field}={use.ref})"
+        )
+    others = [v for v in store.catalog.version_ids(model) if v != version_id]
+    if version_id not in store.gc(model, keep=others).deleted_versions:
+        return "VersionKept", f"kept {version_id} in {uri}: a remaining version is built on it"
+    return "VersionDeleted", f"deleted {version_id} from {uri}"
+
+
+def reconcile(namespace: str, name: str) -> Plan | None:
+    """Bring one ModelDelta's status and Jobs in line with its spec; the plan applied."""
+    with _locks[(namespace, name)]:
+        body = kube.get_modeldelta(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        bound = log.bind(namespace=namespace, name=name)
+        delta = _parse(body)
+        if delta is None:
+            return None
+        try:
+            outcome = plan(
+                delta,
+                _observe(delta, body),
+                now=now_rfc3339(),
+                default_image=os.environ.get("DELTAROLL_WORKER_IMAGE") or DEFAULT_IMAGE,
+            )
+            _apply(body, outcome)
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels("ModelDelta").inc()
+            raise
+        metrics.RECONCILES.labels("ModelDelta", outcome.status.phase).inc()
+        bound.debug("modeldelta.reconciled", phase=outcome.status.phase)
+    if _became(body, outcome, "Ready"):
+        _wake_children(namespace, delta)
+    return outcome
+
+
+def _kopf_body(body: dict[str, Any]) -> kopf.Body:
+    """A body read with the official client, in the type Kopf's event posting takes."""
+    return kopf.Body(cast("kopf.RawBody", body))
+
+
+def _namespaced(namespace: str | None) -> str:
+    if namespace is None:  # ModelDeltas are namespaced; the CRD says so
+        raise kopf.PermanentError("a ModelDelta without a namespace cannot be reconciled")
+    return namespace
+
+
+def _parse(body: dict[str, Any]) -> ModelDelta | None:
+    """The typed ModelDelta; an invalid one is marked Failed with the fields to fix."""
+    try:
+        parsed = parse_resource(body)
+    except InvalidResourceError as exc:
+        meta = body["metadata"]
+        if (body.get("status") or {}).get("message") != str(exc):
+            status = invalid_spec_status(
+                body.get("status"), int(meta.get("generation") or 0), str(exc), now_rfc3339()
+            )
+            kube.patch_status(meta["namespace"], meta["name"], status.to_wire())
+            kopf.warn(_kopf_body(body), reason="InvalidSpec", message=str(exc))
+        return None
+    assert isinstance(parsed, ModelDelta)
+    return parsed
+
+
+def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
+    meta, spec = body["metadata"], delta.spec
+    namespace = meta["namespace"]
+    try:
+        credentials = _store_credentials(namespace, delta)
+    except SecretNotFoundError:
+        secret_missing, store = True, StoreView()
+    else:
+        secret_missing = False
+        store = look_up(delta, cache_dir=_cache_dir(), credentials=credentials)
+    parent_phase = None
+    if spec.parent is not None and store.parent_id is None and store.problem is None:
+        parent_phase = _parent_phase(namespace, delta)
+    jobs = tuple(
+        view_job(job, pods)
+        for job, pods in kube.owned_jobs(namespace, job_selector(meta["name"]), meta["uid"])
+    )
+    return Observed(
+        store=store,
+        secret_missing=secret_missing,
+        parent_phase=parent_phase,
+        jobs=jobs,
+        published_inputs=(meta.get("annotations") or {}).get(INPUTS_ANNOTATION),
+    )
+
+
+def _store_credentials(namespace: str, delta: ModelDelta) -> Mapping[str, str] | None:
+    """The secretRef Secret's data to open the store with, as the Jobs get it (envFrom); None
+    without a secretRef, for the operator's own environment."""
+    secret = delta.spec.store.secret_ref
+    if secret is None:
+        return None
+    data = kube.read_secret_data(namespace, secret.name)
+    if data is None:
+        raise SecretNotFoundError(
+            f"Secret {secret.name} (spec.store.secretRef) not found in namespace {namespace}"
+        )
+    return data
+
+
+def _parent_phase(namespace: str, delta: ModelDelta) -> str | None:
+    """Phase of the ModelDelta (same namespace, model and store) that publishes spec.parent."""
+    for body in kube.list_modeldeltas(namespace):
+        if delta.spec.parent is not None and publishes(
+            body, delta.spec.model, delta.spec.store.uri, delta.spec.parent
+        ):
+            return str((body.get("status") or {}).get("phase") or "Pending")
+    return None
+
+
+def _apply(body: dict[str, Any], outcome: Plan) -> None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    bound = log.bind(namespace=namespace, name=name)
+    for action in outcome.actions:
+        if isinstance(action, CreateJob):
+            kube.create_job(action.manifest)
+            metrics.JOBS_CREATED.inc()
+            bound.info("modeldelta.job_created", job=action.manifest["metadata"]["name"])  # type: ignore[index]
+        elif isinstance(action, DeleteJob):
+            kube.delete_job(namespace, action.name)
+            bound.info("modeldelta.job_replaced", job=action.name)
+        elif isinstance(action, RecordInputs):
+            kube.patch_annotations(namespace, name, {INPUTS_ANNOTATION: action.digest})
+    before = body.get("status") or {}
+    after = outcome.status.to_wire()
+    if after != before:
+        cleared = {key: None for key in before if key not in after}
+        kube.patch_status(namespace, name, {**after, **cleared})
+    for action in outcome.actions:
+        if isinstance(action, PostEvent):
+            _post(body, action)
+            metrics.TRANSITIONS.labels(outcome.status.phase, action.reason).inc()
+            bound.info(
+                "modeldelta.transition",
+                phase=outcome.status.phase,
+                reason=action.reason,
+                message=action.message,
+            )
+    if _became(body, outcome, "Ready") or _became(body, outcome, "Failed"):
+        _observe_finish(before, outcome.status)
+
+
+def _post(body: dict[str, Any], event: PostEvent) -> None:
+    if event.type == "Warning":
+        kopf.warn(_kopf_body(body), reason=event.reason, message=event.message)
+    else:
+        kopf.info(_kopf_body(body), reason=event.reason, message=event.message)
+
+
+def _observe_finish(before: dict[str, Any], status: ModelDeltaStatus) -> None:
+    result = "ready" if status.phase == "Ready" else "failed"
+    if status.start_time and status.completion_time:
+        elapsed = _seconds(status.start_time, status.completion_time)
+        metrics.JOB_DURATION.labels(result).observe(max(0.0, elapsed))
+    if status.phase == "Ready" and status.delta_bytes:
+        metrics.PUBLISHED_BYTES.inc(status.delta_bytes)
+
+
+def _became(body: dict[str, Any], outcome: Plan, phase: str) -> bool:
+    return outcome.status.phase == phase and (body.get("status") or {}).get("phase") != phase
+
+
+def _wake_children(namespace: str, parent: ModelDelta) -> None:
+    """Reconcile the ModelDeltas that were waiting for ``parent`` to publish."""
+    name = parent.version_name
+    for body in kube.list_modeldeltas(namespace):
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        if spec.get("parent") == name and status.get("phase") in (None, "Pending"):
+            reconcile(namespace, body["metadata"]["name"])
+
+
+def _resolve_or_none(store: Any, model: str, ref: str) -> str | None:
+    from deltaroll.store import StoreError
+
+    try:
+        return str(store.resolve(model, ref))
+    except StoreError:
+        return None
+
+
+def _seconds(start: str, end: str) -> float:
+    return (parse_rfc3339(end) - parse_rfc3339(start)).total_seconds()
+
+
+def _cache_dir() -> Path:
+    """Scratch for the store client (the operator reads manifests only, never objects)."""
+    return Path(tempfile.gettempdir()) / "deltaroll-operator"
+
+
+__all__ = ["StoreView", "delete_version", "job_changed", "modeldelta_changed", "reconcile"]

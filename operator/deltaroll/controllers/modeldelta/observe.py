@@ -1,0 +1,133 @@
+"""What the cluster says about a ModelDelta's Jobs, reduced to what the planner needs. Pure.
+
+A failed Job's reason comes from the most telling source available: the worker's own report in
+its termination message ("ParentNotFound: ..."), else a container's terminated reason
+("OOMKilled", "Error" with its exit code), else a waiting reason ("ImagePullBackOff"), else the
+Job's Failed condition ("BackoffLimitExceeded", "DeadlineExceeded").
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deltaroll.api.job_result import JobReport
+from deltaroll.controllers.modeldelta.jobs import ANNOTATION_SPEC_DIGEST
+
+Body = Mapping[str, Any]
+_STUCK_WAITING = (
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One Job of a ModelDelta."""
+
+    name: str
+    uid: str
+    spec_digest: str | None
+    created: str | None
+    active: int = 0
+    succeeded: bool = False
+    failed: bool = False
+    reason: str | None = None  # CamelCase, for the Ready condition when failed
+    message: str | None = None  # what happened, for people
+    waiting: str | None = None  # e.g. "ImagePullBackOff: ..." while a pod cannot start
+    reports: tuple[JobReport, ...] = field(default_factory=tuple)  # workers' reports
+
+
+def view_job(job: Body, pods: Sequence[Body]) -> JobView:
+    """Reduce a Job and its pods (those with its controller-uid) to a :class:`JobView`."""
+    meta, status = job.get("metadata") or {}, job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    finished = {t for t in ("Complete", "Failed") if conditions.get(t, {}).get("status") == "True"}
+    reports = tuple(r for r in (_report(p) for p in _by_age(pods)) if r is not None)
+    view = JobView(
+        name=str(meta.get("name")),
+        uid=str(meta.get("uid")),
+        spec_digest=(meta.get("annotations") or {}).get(ANNOTATION_SPEC_DIGEST),
+        created=meta.get("creationTimestamp"),
+        active=int(status.get("active") or 0),
+        succeeded="Complete" in finished,
+        failed="Failed" in finished,
+        waiting=_waiting(pods),
+        reports=reports,
+    )
+    if not view.failed:
+        return view
+    reason, message = _failure(conditions.get("Failed") or {}, pods, reports)
+    return JobView(**{**view.__dict__, "reason": reason, "message": message})
+
+
+def _failure(
+    condition: Mapping[str, Any], pods: Sequence[Body], reports: Sequence[JobReport]
+) -> tuple[str, str]:
+    failed_reports = [r for r in reports if r.ok is False and r.reason]
+    if failed_reports:
+        last = failed_reports[-1]
+        return str(last.reason), str(last.message or last.reason)
+    for pod in reversed(_by_age(pods)):
+        for state in _container_states(pod):
+            terminated = state.get("terminated") or {}
+            if terminated and terminated.get("exitCode", 0) != 0:
+                why = str(terminated.get("reason") or "Error")
+                code = int(terminated.get("exitCode") or 0)
+                detail = f"Job failed: {why} (exit code {code}{_signal_note(code)})"
+                if why == "OOMKilled":
+                    detail += "; raise spec.job.resources.limits.memory"
+                return why, detail
+    if stuck := _waiting(pods):
+        return stuck.split(":", 1)[0], f"Job failed: {stuck}"
+    reason = str(condition.get("reason") or "JobFailed")
+    message = str(condition.get("message") or "the Job failed")
+    hint = {
+        "DeadlineExceeded": "; raise spec.job.activeDeadlineSeconds",
+        "BackoffLimitExceeded": "; see the worker's logs (kubectl logs job/NAME)",
+    }.get(reason, "")
+    return reason, f"Job failed: {reason}: {message}{hint}"
+
+
+def _signal_note(code: int) -> str:
+    """``: killed by SIGKILL`` for 137, as shells and the kubelet encode a fatal signal."""
+    if code <= 128:
+        return ""
+    try:
+        return f": killed by {signal.Signals(code - 128).name}"
+    except ValueError:
+        return ""
+
+
+def _report(pod: Body) -> JobReport | None:
+    for state in _container_states(pod):
+        terminated = state.get("terminated") or {}
+        report = JobReport.parse(terminated.get("message"))
+        if report is not None:
+            return report
+    return None
+
+
+def _waiting(pods: Sequence[Body]) -> str | None:
+    for pod in pods:
+        for state in _container_states(pod):
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in _STUCK_WAITING:
+                message = str(waiting.get("message") or "").strip()
+                return f"{waiting['reason']}: {message}" if message else str(waiting["reason"])
+    return None
+
+
+def _container_states(pod: Body) -> list[Mapping[str, Any]]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return [s.get("state") or {} for s in statuses] + [s.get("lastState") or {} for s in statuses]
+
+
+def _by_age(pods: Sequence[Body]) -> list[Body]:
+    return sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp")))

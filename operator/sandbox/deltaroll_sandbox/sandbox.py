@@ -1,0 +1,113 @@
+"""One local control plane: the API server on HTTPS, the kubelet and the controllers.
+
+``async with Sandbox(directory) as sb:`` starts everything in the running event loop (tens of
+milliseconds, TLS keys included), writes ``sb.kubeconfig_path`` and stops everything on exit,
+killing every process the kubelet started (and their children). For synchronous code and pytest, see
+:mod:`deltaroll_sandbox.testing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from types import TracebackType
+
+import structlog
+
+from deltaroll_sandbox import certs, kubeconfig
+from deltaroll_sandbox.apiserver.server import RunningServer, SandboxApiServer, serve
+from deltaroll_sandbox.controllers.deployments import DeploymentController
+from deltaroll_sandbox.controllers.jobs import JobController
+from deltaroll_sandbox.errors import SandboxStartError
+from deltaroll_sandbox.kubelet.kubelet import Kubelet
+
+log = structlog.get_logger("deltaroll_sandbox")
+
+
+class Sandbox:
+    """A Kubernetes API plus a kubelet that runs pods as local processes, in one folder."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        run_pods: bool = True,
+        history_limit: int = 20000,
+    ) -> None:
+        self.directory = Path(directory).resolve()
+        self.host = host
+        self.requested_port = port
+        self.run_pods = run_pods
+        self.api = SandboxApiServer(history_limit=history_limit)
+        self._server: RunningServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.kubelet: Kubelet | None = None
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.directory / "kubeconfig"
+
+    @property
+    def api_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running: enter it with `async with` first")
+        return f"https://{self.host}:{self._server.port}"
+
+    async def __aenter__(self) -> Sandbox:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tls = certs.generate(self.directory / "pki")
+        except OSError as exc:
+            raise SandboxStartError(
+                f"cannot write to {self.directory}: {exc}; pick another --dir"
+            ) from exc
+        await self.api.__aenter__()
+        try:
+            self._server = await serve(
+                self.api, self.host, self.requested_port, tls.server_context()
+            )
+        except OSError as exc:
+            await self.api.__aexit__(None, None, None)
+            raise SandboxStartError(
+                f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror}; "
+                "pick another --port (0 picks a free one)"
+            ) from exc
+        kubeconfig.write(self.kubeconfig_path, self.api_url, tls.ca_cert)
+        if self.run_pods:
+            self.kubelet = Kubelet(
+                self.api.store, self.directory, self.kubeconfig_path, self.api_url
+            )
+            self.api.pod_logs = self.kubelet
+            for controller in (
+                self.kubelet,
+                JobController(self.api.store),
+                DeploymentController(self.api.store),
+            ):
+                self._tasks.append(
+                    asyncio.create_task(controller.run(), name=type(controller).__name__)
+                )
+        log.info("sandbox.started", url=self.api_url, kubeconfig=str(self.kubeconfig_path))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.kubelet is not None:
+            await self.kubelet.shutdown()
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+        await self.api.__aexit__(exc_type, exc, tb)
+        log.info("sandbox.stopped")

@@ -1,1 +1,0 @@
-"""Conformance suite of the local control plane (deltaroll.sandbox)."""
