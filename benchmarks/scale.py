@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -115,7 +114,9 @@ def nudged(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where((moved & 0x7F80) == 0x7F80, values, moved).astype(np.uint16)
 
 
-def make_step(base: Path, out: Path, changed: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_step(
+    base: Path, out: Path, changed: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Copy ``base`` to ``out`` and nudge ``changed`` elements; returns (positions, new values)
     per file, which the bare-write floor reuses."""
     shutil.copytree(base, out)
@@ -227,8 +228,11 @@ def measure_point(work: Path, size_gb: float, changed: int, label: str) -> dict[
     make_base(v0, total_bytes, seed=1)
     make_step(v0, v1, changed, seed=2)
     writes = make_step(v1, v2, changed, seed=3)
-    np.savez(point / "writes.npz", **{f"p{i}": p for i, (p, _) in enumerate(writes)},
-             **{f"v{i}": v for i, (_, v) in enumerate(writes)})
+    np.savez(
+        point / "writes.npz",
+        **{f"p{i}": p for i, (p, _) in enumerate(writes)},
+        **{f"v{i}": v for i, (_, v) in enumerate(writes)},
+    )
     changed_actual = sum(p.shape[0] for p, _ in writes)
 
     cold = drop_page_cache()
@@ -325,7 +329,9 @@ def main() -> None:
         },
         "points": points,
         "apply_within_target": all(p["apply_warm_vs_bare"] <= TARGET_APPLY_VS_BARE for p in points),
-        "apply_rss_within_target": all(p["apply_peak_rss_mb"] <= TARGET_PEAK_RSS_MB for p in points),
+        "apply_rss_within_target": all(
+            p["apply_peak_rss_mb"] <= TARGET_PEAK_RSS_MB for p in points
+        ),
     }
     line = json.dumps(summary)
     if args.json_out:

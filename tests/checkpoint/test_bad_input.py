@@ -55,7 +55,9 @@ def test_corrupt_payload_names_the_object_and_leaves_nothing(
     assert tree_digest(base) == before
 
 
-@pytest.mark.parametrize("needle", ['"digest": "', '"changes_digest": "', '"target_version": "', '"size": '])
+@pytest.mark.parametrize(
+    "needle", ['"digest": "', '"changes_digest": "', '"target_version": "', '"size": ']
+)
 def test_corrupt_manifest_is_refused(
     steps: dict[str, list[Path]], delta: Path, tmp_path: Path, needle: str
 ) -> None:

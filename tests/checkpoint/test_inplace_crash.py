@@ -122,7 +122,8 @@ def test_killed_reverse_apply_resumes_to_the_base(
     original = tree_digest(base)
     assert run_apply(base, delta).returncode == 0
     assert (
-        run_apply(base, delta, "--reverse", crash_at="tensor-patched:2").returncode == -signal.SIGKILL
+        run_apply(base, delta, "--reverse", crash_at="tensor-patched:2").returncode
+        == -signal.SIGKILL
     )
     assert run_apply(base, delta, "--reverse").returncode == 0
     assert tree_digest(base) == original
@@ -147,7 +148,8 @@ def test_journal_lives_beside_a_single_file_checkpoint(
     base, target = steps["file"][0], steps["file"][1]
     diff_checkpoints(base, target, tmp_path / "delta")
     assert (
-        run_apply(base, tmp_path / "delta", crash_at="tensor-patched:2").returncode == -signal.SIGKILL
+        run_apply(base, tmp_path / "delta", crash_at="tensor-patched:2").returncode
+        == -signal.SIGKILL
     )
     assert (base.parent / f".{base.name}.deltaroll-journal").is_dir()
     assert run_apply(base, tmp_path / "delta").returncode == 0

@@ -14,8 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deltaroll.checkpoint import apply_delta, diff_checkpoints, open_checkpoint, read_delta_manifest
-from deltaroll.checkpoint import apply_inplace, state
+from deltaroll.checkpoint import (
+    apply_delta,
+    apply_inplace,
+    diff_checkpoints,
+    open_checkpoint,
+    read_delta_manifest,
+    state,
+)
 from deltaroll.checkpoint.errors import ChangesMismatchError, WrongBaseError
 from deltaroll.checkpoint.state import TrustedState, make_durable, state_path, trusted_state
 
@@ -86,9 +92,7 @@ def _reseal(checkpoint: Path, **changes: object) -> None:
     opened = open_checkpoint(checkpoint)
     record = record.model_copy(
         update={
-            "fingerprints": {
-                n: state._fingerprint(p) for n, p in state._files(opened).items()
-            },
+            "fingerprints": {n: state._fingerprint(p) for n, p in state._files(opened).items()},
             **changes,
         }
     )
@@ -139,9 +143,9 @@ def test_values_at_changed_positions_must_match_the_change_digest(
     _first_apply(chain)
     entry = next(e for e in read_delta_manifest(d12).tensors if e.kind == "sparse")
     ref = open_checkpoint(weights).tensors[entry.name]
+    from deltaroll.checkpoint.objects import ObjectDir
     from deltaroll.checkpoint.reader import read_tensor_bits
     from deltaroll.checkpoint.transform import encoded_tensor
-    from deltaroll.checkpoint.objects import ObjectDir
     from deltaroll.codec import decode_changes
 
     changes = decode_changes(encoded_tensor(entry, ObjectDir(d12)), read_tensor_bits(ref).dtype)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import filecmp
 from collections.abc import Iterator
 from pathlib import Path
-
-from fixtures.files import visible_names
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
 from deltaroll_sandbox.testing import RunningSandbox
 from fixtures.cli import deltaroll_json, run_deltaroll
+from fixtures.files import visible_names
 from worker.helpers import refuse_new_objects
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import blake3
 import pytest
 import torch
-import blake3
 from safetensors.torch import load_file
 
 from deltaroll.checkpoint import checkpoint_version

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from fixtures.files import visible_names
-
 import pytest
 
 from deltaroll.checkpoint import diff_checkpoints, read_delta_manifest
@@ -20,6 +18,7 @@ from deltaroll.store.backends.hf import HfBackend
 from deltaroll.store.manifests import ObjectRef
 from deltaroll.store.staging import EMPTY_SHARE, record_part
 from deltaroll.store.transfer import upload_objects
+from fixtures.files import visible_names
 from store.fake_hub import FakeHubApi
 from store.support import FAST_RETRY, make_bucket
 

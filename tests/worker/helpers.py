@@ -7,9 +7,9 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fixtures.files import visible_names
-from typing import Any
 
 SECRET_SENTINEL = "worker-test-secret-key-sentinel-0123456789"
 

@@ -10,14 +10,14 @@ trusted-state record that lets an in-place apply read only what changes.
 """
 
 from deltaroll.checkpoint.apply import ApplySummary, apply_delta
+from deltaroll.checkpoint.describe import describe_delta
+from deltaroll.checkpoint.diff import DeltaSummary, diff_checkpoints
 from deltaroll.checkpoint.digests import (
     checkpoint_version,
     side_version,
     tensor_digest,
     version_id,
 )
-from deltaroll.checkpoint.describe import describe_delta
-from deltaroll.checkpoint.diff import DeltaSummary, diff_checkpoints
 from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.checkpoint.trl_import import import_trl_patch

@@ -69,7 +69,6 @@ from deltaroll.checkpoint.writer import layout_header, write_weight_file
 from deltaroll.codec import ChangesHasher, CodecError, decode_changes
 from deltaroll.errors import DeltarollError
 
-
 # New values kept in memory between staging and patching (beyond it: read back from the log).
 HELD_CHANGES_BYTES = 128 << 20
 
@@ -209,7 +208,9 @@ def _check_from_side(
         )
     expected = {e.name: s.digest for e in apply.manifest.tensors if (s := e.side(apply.from_side))}
     if dict(digests) != expected:
-        wrong = sorted(n for n in expected.keys() | digests.keys() if expected.get(n) != digests.get(n))
+        wrong = sorted(
+            n for n in expected.keys() | digests.keys() if expected.get(n) != digests.get(n)
+        )
         raise WrongBaseError(
             f"{apply.path} claims version {version} but its tensors {wrong[:3]} differ from the "
             f"delta's {apply.from_side}{reverse}; nothing was changed"
@@ -242,9 +243,7 @@ def _weight_path(path: Path, layout_kind: str, name: str) -> Path:
     return path if layout_kind == "file" else child_path(path, name)
 
 
-def _has_layout(
-    checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: bool = True
-) -> bool:
+def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: bool = True) -> bool:
     """Whether the checkpoint's files carry exactly the layout's headers (and aux files)."""
     if checkpoint.kind != layout.kind or len(checkpoint.weight_files) != len(layout.files):
         return False
@@ -350,7 +349,10 @@ def _patch(journal: Journal, checkpoint: Checkpoint, held: list[TensorChange] | 
                 raise CheckpointError(f"the redo log of {change.tensor!r} has the wrong size")
             write_whole(span, change.values)
         else:
-            if change.positions.size and not 0 <= change.positions[0] <= change.positions[-1] < ref.numel:
+            if (
+                change.positions.size
+                and not 0 <= change.positions[0] <= change.positions[-1] < ref.numel
+            ):
                 raise CheckpointError(f"the redo log of {change.tensor!r} points outside it")
             scatter(span, change.positions, change.values, change.tensor)
         crash_point("tensor-patched", change.tensor)

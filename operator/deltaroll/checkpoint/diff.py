@@ -17,8 +17,9 @@ from typing import Any
 import blake3
 import numpy as np
 
-from deltaroll.checkpoint.digests import side_version, tensor_digest
 from deltaroll.checkpoint.chunks import put_chunks
+from deltaroll.checkpoint.digests import side_version, tensor_digest
+from deltaroll.checkpoint.dtypes import bits_view, byte_view
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.layouts import record_layout
 from deltaroll.checkpoint.manifest import (
@@ -30,7 +31,6 @@ from deltaroll.checkpoint.manifest import (
     write_manifest,
 )
 from deltaroll.checkpoint.objects import ObjectDir
-from deltaroll.checkpoint.dtypes import bits_view, byte_view
 from deltaroll.checkpoint.reader import (
     Checkpoint,
     TensorRef,

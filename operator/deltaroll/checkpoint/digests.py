@@ -21,8 +21,8 @@ import blake3
 import numpy as np
 
 from deltaroll.checkpoint.dtypes import byte_view
-from deltaroll.checkpoint.manifest import CheckpointLayout, TensorEntry
 from deltaroll.checkpoint.errors import InvalidCheckpointError
+from deltaroll.checkpoint.manifest import CheckpointLayout, TensorEntry
 from deltaroll.checkpoint.reader import INDEX_NAME, Checkpoint, TensorRef, open_checkpoint
 
 VERSION_ID_HEX_CHARS = 32

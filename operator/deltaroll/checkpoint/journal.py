@@ -87,7 +87,7 @@ class ChangesWriter:
 
 
 def _raw(values: np.ndarray) -> memoryview:
-    return memoryview(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+    return np.ascontiguousarray(values).reshape(-1).view(np.uint8).data
 
 
 def _read_exactly(f: IO[bytes], size: int) -> bytes:

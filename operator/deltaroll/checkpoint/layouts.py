@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.chunks import put_chunks
+from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.manifest import AuxFile, CheckpointLayout, WeightFileLayout
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.reader import Checkpoint

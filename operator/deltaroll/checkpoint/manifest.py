@@ -43,6 +43,7 @@ def _blake3_hex(value: str) -> str:
         raise ValueError("a digest is 64 lowercase hex characters (BLAKE3-256)")
     return value
 
+
 TensorKindName = Literal["unchanged", "sparse", "dense", "carried"]
 
 

@@ -24,7 +24,7 @@ WINDOW_BYTES = 64 << 20
 
 @dataclass(frozen=True)
 class TensorSpan:
-    """Where a tensor's bytes are: ``numel`` elements of ``dtype`` from byte ``begin`` of ``path``."""
+    """``numel`` elements of ``dtype`` from byte ``begin`` of ``path``: one tensor's bytes."""
 
     path: Path
     begin: int
@@ -96,7 +96,7 @@ def scatter(span: TensorSpan, positions: np.ndarray, values: np.ndarray, tensor:
 
 def write_whole(span: TensorSpan, values: np.ndarray) -> None:
     """Write a whole tensor's new bytes at its offset (a dense change), window by window."""
-    data = memoryview(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+    data = np.ascontiguousarray(values).reshape(-1).view(np.uint8).data
     fd = os.open(span.path, os.O_WRONLY)
     try:
         offset = span.begin

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import blake3
 import structlog
@@ -37,12 +37,22 @@ from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 
 log = structlog.get_logger(__name__)
 
-SCHEMA = "deltaroll.state/v1"
+SCHEMA: Final = "deltaroll.state/v1"
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 MOUNTINFO_PATH = Path("/proc/self/mountinfo")
 # File systems whose inode numbers, sizes and times do not prove the bytes are untouched:
 # another client may write without moving them, or the server may report its own view.
-UNTRUSTED_FS_PREFIXES = ("nfs", "fuse", "cifs", "smb", "9p", "ceph", "glusterfs", "lustre", "virtiofs")
+UNTRUSTED_FS_PREFIXES = (
+    "nfs",
+    "fuse",
+    "cifs",
+    "smb",
+    "9p",
+    "ceph",
+    "glusterfs",
+    "lustre",
+    "virtiofs",
+)
 
 
 class FileFingerprint(BaseModel):
@@ -120,7 +130,10 @@ def _files(checkpoint: Checkpoint) -> dict[str, Path]:
 def _fingerprint(path: Path) -> FileFingerprint:
     st = os.stat(path)
     return FileFingerprint(
-        dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns,
+        dev=st.st_dev,
+        ino=st.st_ino,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
         ctime_ns=st.st_ctime_ns,
     )
 

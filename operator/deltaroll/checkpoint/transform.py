@@ -11,8 +11,8 @@ from typing import Literal
 
 import numpy as np
 
-from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.chunks import get_chunks
+from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
 from deltaroll.checkpoint.manifest import AuxFile, TensorEntry

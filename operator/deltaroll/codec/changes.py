@@ -49,7 +49,7 @@ class ChangesHasher:
 
 
 def _bytes(values: np.ndarray) -> memoryview:
-    return memoryview(np.ascontiguousarray(values).reshape(-1).view(np.uint8))
+    return np.ascontiguousarray(values).reshape(-1).view(np.uint8).data
 
 
 def changes_digest(positions: np.ndarray, base_values: np.ndarray, target: np.ndarray) -> str:

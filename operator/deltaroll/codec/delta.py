@@ -20,7 +20,13 @@ from deltaroll.codec.diff import SparseDiff, count_changed, sparse_diff
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
 from deltaroll.codec.model import EncodedTensor, TensorKind
-from deltaroll.codec.sparse import FORMAT_SPARSE, SparseChanges, apply_sparse, decode_sparse, encode_sparse
+from deltaroll.codec.sparse import (
+    FORMAT_SPARSE,
+    SparseChanges,
+    apply_sparse,
+    decode_sparse,
+    encode_sparse,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -164,7 +170,10 @@ def _windowed_pair(read: WindowReader, dtype: np.dtype, total: int, window: int)
             if end > changed:
                 raise CodecError("the tensor changed while it was being diffed; diff it again")
             positions[filled:end] = part.positions + start
-            base_values[filled:end], target_values[filled:end] = part.base_values, part.target_values
+            base_values[filled:end], target_values[filled:end] = (
+                part.base_values,
+                part.target_values,
+            )
             filled = end
         if filled != changed:
             raise CodecError("the tensor changed while it was being diffed; diff it again")

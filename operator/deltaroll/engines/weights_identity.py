@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from deltaroll.checkpoint import tensor_digest, version_id as checkpoint_version_id
+from deltaroll.checkpoint import tensor_digest
+from deltaroll.checkpoint import version_id as checkpoint_version_id
 
 if TYPE_CHECKING:
     import torch
