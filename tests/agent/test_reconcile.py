@@ -4,6 +4,7 @@ engine by :class:`~agent.helpers.CheckingReporter`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.request
 from pathlib import Path
@@ -185,3 +186,47 @@ def test_a_name_is_resolved_once_and_a_settled_agent_writes_nothing(
     for _ in range(5):
         rig.agent.reconcile_once()
     assert core.read_namespaced_pod("named", "default").metadata.resource_version == version
+
+
+def _republish_as_format(store: Published, version: str, schema: str) -> None:
+    """Rewrite one published version as a newer Deltaroll would have written it: the delta
+    manifest in another format, every digest over it consistent."""
+    from deltaroll.checkpoint.manifest import _content_digest, canonical_json
+    from deltaroll.store import keys
+
+    key = store.root / keys.version_key(MODEL, version)
+    record = json.loads(key.read_bytes())
+    manifest = json.loads(record["delta"]["manifest_json"])
+    manifest["schema"] = schema
+    manifest["manifest_digest"] = _content_digest(manifest)
+    text = canonical_json(manifest).decode()
+    record["delta"]["manifest_json"] = text
+    record["delta"]["manifest_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    key.write_text(json.dumps(record))
+
+
+def test_a_delta_of_a_newer_format_stalls_the_pod_on_its_verified_version(
+    tmp_path: Path,
+    core: kubernetes.client.CoreV1Api,
+    published: Published,
+    engine: RunningEngine,
+) -> None:
+    newer = copy_store(published, tmp_path / "store")
+    rig = make_agent(tmp_path, core, newer.uri, engine.url, "newer", failed_retry_s=300.0)
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    rig.want(v1)
+    reach(rig, v1)
+    before = {p.name: p.read_bytes() for p in rig.agent.volume.weights.iterdir() if p.is_file()}
+    _republish_as_format(newer, v2, "deltaroll.delta/v3")
+
+    rig.want(v2)
+    rig.agent.reconcile_once()
+    state, message = parse_agent_state(pod_report(core, "newer")["state"])
+    assert state is AgentState.FAILED
+    assert "deltaroll.delta/v3" in message and "upgrade Deltaroll" in message
+    assert pod_report(core, "newer")["current"] == v1, message
+    assert pod_report(core, "newer")["weights_ready"] == "True"  # v1 still served, verified
+    after = {p.name: p.read_bytes() for p in rig.agent.volume.weights.iterdir() if p.is_file()}
+    assert after == before  # not one byte applied
+    assert Journal(rig.agent.volume.weights).load() is None
+    assert served(engine)["version"] == v1

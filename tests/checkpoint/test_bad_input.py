@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from deltaroll.checkpoint.errors import (
     InvalidCheckpointError,
     OutputExistsError,
     UnsafeNameError,
+    UnsupportedFormatError,
     WrongBaseError,
 )
 from deltaroll.checkpoint.manifest import MANIFEST_NAME, _content_digest, canonical_json
@@ -30,12 +32,10 @@ def delta(steps: dict[str, list[Path]], tmp_path: Path) -> Path:
 
 
 def _largest_payload(delta: Path) -> Path:
+    """The object holding the largest tensor payload."""
     manifest = read_delta_manifest(delta)
-    digest = max(
-        (e.delta_object for e in manifest.tensors if e.delta_object),
-        key=lambda d: (delta / "objects" / d).stat().st_size,
-    )
-    return delta / "objects" / digest
+    blob = max((e.payload for e in manifest.tensors if e.payload), key=lambda b: b.length)
+    return delta / "objects" / manifest.objects[blob.object].digest
 
 
 @pytest.mark.parametrize("offset", [0, 100, -1])
@@ -56,7 +56,7 @@ def test_corrupt_payload_names_the_object_and_leaves_nothing(
 
 
 @pytest.mark.parametrize(
-    "needle", ['"digest": "', '"changes_digest": "', '"target_version": "', '"size": ']
+    "needle", ['"digest":"', '"changes_digest":"', '"target_version":"', '"size":']
 )
 def test_corrupt_manifest_is_refused(
     steps: dict[str, list[Path]], delta: Path, tmp_path: Path, needle: str
@@ -204,8 +204,6 @@ def test_object_digests_are_validated_before_use(
     steps: dict[str, list[Path]], delta: Path, tmp_path: Path
 ) -> None:
     def edit(document: dict[str, Any]) -> None:
-        entry = next(t for t in document["tensors"] if t["delta_object"])
-        entry["delta_object"] = "../../../etc/passwd"
         document["objects"].append({"digest": "../../../etc/passwd", "size": 1})
 
     _rewrite_manifest(delta, edit)
@@ -213,8 +211,56 @@ def test_object_digests_are_validated_before_use(
         apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
 
 
+@pytest.mark.parametrize(
+    "blob",
+    [[0, 0, 1 << 40], [99, 0, 1], [0, 1 << 40, 1], [-1, 0, 1], [0, -5, 10]],
+)
+def test_blobs_outside_the_objects_are_refused_before_anything_is_read(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, blob: list[int]
+) -> None:
+    """A manifest that claims more payload than its objects hold (a size to allocate, an
+    offset to read) is refused in O(manifest) time, before any object is opened."""
+
+    def edit(document: dict[str, Any]) -> None:
+        entry = next(t for t in document["tensors"] if t["payload"])
+        entry["payload"] = blob
+
+    _rewrite_manifest(delta, edit)
+    shutil.rmtree(delta / "objects")  # nothing is read: the refusal comes first
+    with pytest.raises(CorruptDeltaError, match="outside the delta's objects"):
+        apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
+
+
 def test_manifest_lists_exactly_the_objects_on_disk(delta: Path) -> None:
     manifest = read_delta_manifest(delta)
     on_disk = {p.name: p.stat().st_size for p in (delta / "objects").iterdir()}
     assert {o.digest: o.size for o in manifest.objects} == on_disk
-    assert manifest.object_digests() == set(on_disk)
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ("deltaroll.delta/v1", "recompute it with `deltaroll diff"),
+        ("deltaroll.delta/v3", "upgrade Deltaroll"),
+    ],
+)
+def test_a_manifest_of_another_format_is_refused_with_what_to_do(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, schema: str, says: str
+) -> None:
+    """An older or newer format, consistently sealed (as that Deltaroll would write it), is
+    refused by name before anything is read or written."""
+    base = steps["sharded"][0]
+    manifest = delta / MANIFEST_NAME
+    document = json.loads(manifest.read_bytes())
+    document["schema"] = schema
+    document["manifest_digest"] = _content_digest(document)
+    manifest.write_bytes(canonical_json(document))
+    before = tree_digest(base)
+    for attempt in (
+        lambda: apply_delta(base, delta, in_place=True),
+        lambda: apply_delta(base, delta, out_dir=tmp_path / "out"),
+    ):
+        with pytest.raises(UnsupportedFormatError, match=re.escape(says)):
+            attempt()
+    assert tree_digest(base) == before
+    assert not (tmp_path / "out").exists()

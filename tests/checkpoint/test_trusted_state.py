@@ -144,11 +144,13 @@ def test_values_at_changed_positions_must_match_the_change_digest(
     entry = next(e for e in read_delta_manifest(d12).tensors if e.kind == "sparse")
     ref = open_checkpoint(weights).tensors[entry.name]
     from deltaroll.checkpoint.objects import ObjectDir
+    from deltaroll.checkpoint.packs import PackReader
     from deltaroll.checkpoint.reader import read_tensor_bits
     from deltaroll.checkpoint.transform import encoded_tensor
     from deltaroll.codec import decode_changes
 
-    changes = decode_changes(encoded_tensor(entry, ObjectDir(d12)), read_tensor_bits(ref).dtype)
+    payload = PackReader(ObjectDir(d12), read_delta_manifest(d12).objects)
+    changes = decode_changes(encoded_tensor(entry, payload), read_tensor_bits(ref).dtype)
     position = int(changes.positions[0])
     with open(ref.path, "r+b") as f:
         f.seek(ref.begin + position * (ref.nbytes // max(ref.numel, 1)))

@@ -96,7 +96,8 @@ def test_import_trl(deltaroll: Run, steps: list[Path], tmp_path: Path) -> None:
 
 def _corrupt_payload(delta: Path) -> str:
     manifest = json.loads((delta / "manifest.json").read_text())
-    digest = next(t["delta_object"] for t in manifest["tensors"] if t["delta_object"])
+    index = next(t["payload"][0] for t in manifest["tensors"] if t["payload"])
+    digest = manifest["objects"][index]["digest"]
     path = delta / "objects" / digest
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1

@@ -17,6 +17,7 @@ from deltaroll.agent.errors import AgentError
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.checkpoint import apply_delta
 from deltaroll.checkpoint.journal import JournalState
+from deltaroll.checkpoint.manifest import parse_delta_manifest
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
 from deltaroll.store.pull import materialize_delta
@@ -26,6 +27,15 @@ log = structlog.get_logger(__name__)
 
 class OrphanedApplyError(AgentError):
     """The weights hold an unfinished apply whose delta the store no longer has."""
+
+
+def check_plan(plan: Plan) -> None:
+    """Refuse a plan with a delta this agent cannot apply (a format it does not read, a
+    manifest that does not check out) before anything touches the weights volume."""
+    for step in plan.steps:
+        parse_delta_manifest(
+            step.delta.manifest_json.encode(), f"the delta {step.source} -> {step.target}"
+        )
 
 
 def apply_plan(store: Store, plan: Plan, volume: WeightsVolume) -> None:

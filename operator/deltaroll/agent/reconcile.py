@@ -38,6 +38,7 @@ from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
     OrphanedApplyError,
     apply_plan,
+    check_plan,
     finish_apply,
     interrupted_step,
 )
@@ -238,6 +239,7 @@ class Agent:
         log.info("agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded)
         if superseded():  # the last objects were in flight when the annotation moved
             raise PullSupersededError(target, self._wanted_now())
+        check_plan(plan)  # a delta it cannot apply leaves the served version as it is
         self.engine_version = None  # from here on the weights are not a verified version
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass

@@ -16,6 +16,7 @@ from deltaroll.checkpoint.digests import checkpoint_digests, version_of
 from deltaroll.checkpoint.errors import CheckpointError, WrongBaseError
 from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
 from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.checkpoint.staging import check_output_free
 from deltaroll.checkpoint.transform import OnBytes, Side
@@ -55,6 +56,7 @@ def apply_delta(
     manifest = read_delta_manifest(Path(delta_dir))
     objects = ObjectDir(Path(delta_dir))
     verify_objects(manifest, objects)
+    payload = PackReader(objects, manifest.objects)
     from_side: Side = "target" if reverse else "base"
     from_version = manifest.version(from_side)
     to_version = manifest.version("base" if reverse else "target")
@@ -68,7 +70,7 @@ def apply_delta(
         )
     if in_place:
         assert base is not None
-        changed = apply_in_place(manifest, objects, Path(base), from_side, on_bytes)
+        changed = apply_in_place(manifest, payload, Path(base), from_side, on_bytes)
         output = Path(base)
     else:
         assert out_dir is not None
@@ -77,7 +79,7 @@ def apply_delta(
         source = open_checkpoint(Path(base)) if base is not None else None
         if source is not None:
             check_is_side(source, manifest, from_side, on_bytes)
-        apply_to_directory(manifest, objects, source, output, from_side, on_bytes)
+        apply_to_directory(manifest, payload, source, output, from_side, on_bytes)
         changed = True
     return ApplySummary(from_version, to_version, str(output), in_place, reverse, changed)
 

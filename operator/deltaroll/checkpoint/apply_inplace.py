@@ -23,7 +23,6 @@ Phases, each recorded in the journal before the next begins:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from deltaroll.checkpoint.manifest import (
     WeightFileLayout,
 )
 from deltaroll.checkpoint.names import child_path
-from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, TensorRef, open_checkpoint, read_tensor_bits
 from deltaroll.checkpoint.scatter import TensorSpan, gather, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
@@ -87,7 +86,7 @@ class _Apply:
     """One in-place apply: the delta, its direction, and where the checkpoint is."""
 
     manifest: DeltaManifest
-    objects: ObjectDir
+    objects: PackReader
     path: Path
     from_side: Side
     on_bytes: OnBytes | None
@@ -108,7 +107,7 @@ class _Apply:
 
 def apply_in_place(
     manifest: DeltaManifest,
-    objects: ObjectDir,
+    objects: PackReader,
     path: Path,
     from_side: Side,
     on_bytes: OnBytes | None = None,
@@ -231,7 +230,7 @@ def _plan(from_layout: CheckpointLayout, to_layout: CheckpointLayout) -> _Plan:
     plan = _Plan()
     for file in to_layout.files:
         before = from_files.get("" if single else file.name)
-        same = before is not None and before.header_object == file.header_object
+        same = before is not None and before.header_digest == file.header_digest
         (plan.patched if same else plan.rebuilt).append(file)
     to_names = {f.name for f in to_layout.files} | {a.name for a in to_layout.aux_files}
     if not single:
@@ -248,8 +247,7 @@ def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: b
     if checkpoint.kind != layout.kind or len(checkpoint.weight_files) != len(layout.files):
         return False
     for weight, file in zip(checkpoint.weight_files, layout.files, strict=True):
-        digest = hashlib.sha256(weight.header.raw).hexdigest()
-        if digest != file.header_object or (
+        if tensor_digest(weight.header.raw) != file.header_digest or (
             layout.kind == "directory" and weight.name != file.name
         ):
             return False
@@ -284,7 +282,7 @@ def _stage(
         for file in plan.patched:
             for name in file.tensors:
                 entry = entries[name]
-                if entry.delta_object is None:
+                if entry.payload is None:
                     continue
                 change = _stage_tensor(apply, entry, checkpoint.tensors[name])
                 log.add(change)
@@ -311,7 +309,8 @@ def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> TensorCh
             computed = changes.values_after(known, forward=apply.from_side == "base")
         except CodecError as exc:
             raise CorruptDeltaError(
-                f"object {entry.delta_object} (tensor {entry.name!r}) does not apply: {exc}"
+                f"the payload of tensor {entry.name!r} does not apply: {exc}; fetch or "
+                "recompute the delta"
             ) from exc
         base, target = (known, computed) if apply.from_side == "base" else (computed, known)
         hasher = ChangesHasher(span.dtype.itemsize)

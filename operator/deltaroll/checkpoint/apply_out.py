@@ -14,7 +14,7 @@ import numpy as np
 from deltaroll.checkpoint.errors import CorruptDeltaError
 from deltaroll.checkpoint.manifest import DeltaManifest
 from deltaroll.checkpoint.names import child_path
-from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint
 from deltaroll.checkpoint.staging import staged_directory
 from deltaroll.checkpoint.transform import (
@@ -29,7 +29,7 @@ from deltaroll.checkpoint.writer import layout_header, write_weight_file
 
 def apply_to_directory(
     manifest: DeltaManifest,
-    objects: ObjectDir,
+    objects: PackReader,
     source: Checkpoint | None,
     out_dir: Path,
     from_side: Side,

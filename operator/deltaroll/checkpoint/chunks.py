@@ -2,7 +2,8 @@
 
 Used for tensors that appear, disappear or change shape or dtype, and for auxiliary files. Fixed
 chunk boundaries of the *raw* bytes (not of the compressed stream) make identical chunks produce
-identical objects, so they deduplicate across anchors and deltas.
+identical blobs, stored once in a delta (see :mod:`.packs`); chunks keep every decompression
+bounded by a known size.
 """
 
 from __future__ import annotations
@@ -12,37 +13,45 @@ import zstandard
 
 from deltaroll.checkpoint.dtypes import byte_view
 from deltaroll.checkpoint.errors import CorruptDeltaError
-from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.manifest import BlobRef
+from deltaroll.checkpoint.packs import PackReader, PackWriter
 
 CHUNK_BYTES = 64 << 20
 
 
 def put_chunks(
-    objects: ObjectDir, data: np.ndarray | bytes | memoryview, *, level: int
-) -> list[str]:
-    """Store ``data`` as compressed chunks; returns their digests in order."""
+    packs: PackWriter, data: np.ndarray | bytes | memoryview, *, level: int
+) -> list[BlobRef]:
+    """Store ``data`` as compressed chunks; returns where they lie, in order."""
     view = byte_view(data)
     compressor = zstandard.ZstdCompressor(level=level)
     return [
-        objects.put(compressor.compress(view[start : start + CHUNK_BYTES]))
+        packs.add(compressor.compress(view[start : start + CHUNK_BYTES]))
         for start in range(0, len(view), CHUNK_BYTES)
     ]
 
 
-def get_chunks(objects: ObjectDir, digests: list[str], nbytes: int) -> bytearray:
-    """Reassemble ``nbytes`` of data from its chunks, checking every chunk and the total size."""
+def get_chunks(packs: PackReader, blobs: list[BlobRef], nbytes: int) -> bytearray:
+    """Reassemble ``nbytes`` of data from its chunks, checking every chunk and the total size.
+
+    ``nbytes`` comes from a manifest: it is checked against what the chunks can hold (each at
+    most :data:`CHUNK_BYTES`) before anything that size is allocated."""
+    if nbytes > len(blobs) * CHUNK_BYTES or len(blobs) > nbytes // CHUNK_BYTES + 1:
+        raise CorruptDeltaError(
+            f"{len(blobs)} chunk(s) cannot hold {nbytes} bytes; the manifest is corrupt"
+        )
     out = bytearray(nbytes)
     position = 0
     decompressor = zstandard.ZstdDecompressor()
-    for digest in digests:
+    for blob in blobs:
         try:
-            chunk = decompressor.decompress(objects.get(digest), max_output_size=CHUNK_BYTES)
+            chunk = decompressor.decompress(packs.read(blob), max_output_size=CHUNK_BYTES)
         except zstandard.ZstdError as exc:
-            raise CorruptDeltaError(f"object {digest} is not a valid zstd chunk: {exc}") from exc
+            raise CorruptDeltaError(f"blob {list(blob)} is not a valid zstd chunk: {exc}") from exc
         if position + len(chunk) > nbytes:
-            raise CorruptDeltaError(f"object {digest} holds more bytes than its manifest entry")
+            raise CorruptDeltaError(f"blob {list(blob)} holds more bytes than its manifest entry")
         out[position : position + len(chunk)] = chunk
         position += len(chunk)
     if position != nbytes:
-        raise CorruptDeltaError(f"chunks {digests[:1]}... hold {position} bytes, expected {nbytes}")
+        raise CorruptDeltaError(f"chunks {list(blobs[:1])}... hold {position}, expected {nbytes}")
     return out

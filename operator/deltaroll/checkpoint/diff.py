@@ -25,12 +25,12 @@ from deltaroll.checkpoint.layouts import record_layout
 from deltaroll.checkpoint.manifest import (
     SCHEMA,
     DeltaManifest,
-    ObjectRef,
     TensorEntry,
     TensorSide,
     write_manifest,
 )
 from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackWriter
 from deltaroll.checkpoint.reader import (
     Checkpoint,
     TensorRef,
@@ -102,7 +102,7 @@ def write_delta(
     """Write the delta directory from opened checkpoints (the engine behind diff and imports)."""
     encoder = _Encoder(level, device)
     with staged_directory(out_dir) as staging:
-        objects = ObjectDir(staging)
+        objects = PackWriter(ObjectDir(staging))
         base_tensors = base.tensors if base is not None else {}
         names = list(target.tensors) + [n for n in base_tensors if n not in target.tensors]
         entries = []
@@ -131,10 +131,7 @@ def write_delta(
             base_layout=base_layout,
             target_layout=target_layout,
             tensors=entries,
-            objects=[
-                ObjectRef(digest=p.name, size=p.stat().st_size)
-                for p in sorted(objects.root.glob("[0-9a-f]*"))
-            ],
+            objects=objects.finish(),
             level=level,
         )
         manifest_bytes = write_manifest(staging, manifest)
@@ -179,7 +176,7 @@ class _WindowedSides:
 
 
 def _windowed_entry(
-    name: str, base: TensorRef, target: TensorRef, objects: ObjectDir, level: int
+    name: str, base: TensorRef, target: TensorRef, objects: PackWriter, level: int
 ) -> TensorEntry:
     """A same-shape tensor diffed window by window: memory follows the change, not the tensor."""
     sides = _WindowedSides(base, target)
@@ -193,7 +190,7 @@ def _windowed_entry(
         base=base_side,
         target=target_side,
         kind=encoded.kind.value,
-        delta_object=None if unchanged else objects.put(encoded.payload),
+        payload=None if unchanged else objects.add(encoded.payload),
         changes_digest=encoded.changes_digest,
         changed_elements=encoded.changed_elements,
         total_elements=encoded.total_elements,
@@ -204,7 +201,7 @@ def _tensor_entry(
     name: str,
     base: TensorRef | None,
     target: TensorRef | None,
-    objects: ObjectDir,
+    objects: PackWriter,
     encoder: _Encoder,
     target_override: TargetOverride | None,
 ) -> TensorEntry:
@@ -236,7 +233,7 @@ def _tensor_entry(
             base=base_side,
             target=target_side,
             kind=encoded.kind.value,
-            delta_object=None if unchanged else objects.put(encoded.payload),
+            payload=None if unchanged else objects.add(encoded.payload),
             changes_digest=encoded.changes_digest,
             changed_elements=encoded.changed_elements,
             total_elements=encoded.total_elements,

@@ -5,17 +5,17 @@ from __future__ import annotations
 from deltaroll.checkpoint.chunks import put_chunks
 from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.manifest import AuxFile, CheckpointLayout, WeightFileLayout
-from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackWriter
 from deltaroll.checkpoint.reader import Checkpoint
 
 
-def record_layout(checkpoint: Checkpoint, objects: ObjectDir, *, level: int) -> CheckpointLayout:
-    """Store every header and auxiliary file as objects and describe the layout."""
+def record_layout(checkpoint: Checkpoint, packs: PackWriter, *, level: int) -> CheckpointLayout:
+    """Store every header and auxiliary file as blobs and describe the layout."""
     files = [
         WeightFileLayout(
             name=weight.name,
-            header_object=objects.put(weight.header.raw),
-            header_size=len(weight.header.raw),
+            header=packs.add(weight.header.raw),
+            header_digest=tensor_digest(weight.header.raw),
             tensors=[t.name for t in weight.header.tensors],
             metadata=weight.header.metadata,
         )
@@ -29,7 +29,7 @@ def record_layout(checkpoint: Checkpoint, objects: ObjectDir, *, level: int) -> 
                 name=name,
                 size=len(data),
                 digest=tensor_digest(data),
-                chunks=put_chunks(objects, data, level=level),
+                chunks=put_chunks(packs, data, level=level),
             )
         )
     return CheckpointLayout(kind=checkpoint.kind, files=files, aux_files=aux_files)

@@ -20,8 +20,9 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from itertools import accumulate
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -35,6 +36,10 @@ SCHEMA: Final = "deltaroll.delta/v2"
 #: version id) cannot give an apply the guarantees v2 does and is refused with what to do.
 OLDER_SCHEMAS: Final = ("deltaroll.delta/v1",)
 MANIFEST_NAME = "manifest.json"
+#: Objects of a version are packs of payload blobs of at most this many bytes.
+PACK_BYTES: Final = 64 << 20
+#: A bound on a manifest's object list (a 64 TiB delta), checked before anything is fetched.
+MAX_OBJECTS: Final = 1 << 20
 _DIGEST_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -49,6 +54,19 @@ TensorKindName = Literal["unchanged", "sparse", "dense", "carried"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BlobRef(NamedTuple):
+    """Bytes of the delta's payload: ``length`` bytes from byte ``offset`` of object number
+    ``object`` (in :attr:`DeltaManifest.objects`), running on into the next objects if longer.
+
+    Payloads are packed into objects of at most :data:`PACK_BYTES`, so a version is a few large
+    objects (few requests per pod) rather than one per tensor; in JSON a blob is three numbers.
+    """
+
+    object: int
+    offset: int
+    length: int
 
 
 class TensorSide(_Model):
@@ -89,9 +107,11 @@ class TensorEntry(_Model):
     base: TensorSide | None = Field(description="the tensor in the base; null if it appears")
     target: TensorSide | None = Field(description="the tensor in the target; null if removed")
     kind: TensorKindName
-    delta_object: str | None = Field(default=None, description="codec payload for sparse/dense")
-    base_chunks: list[str] = Field(default_factory=list, description="whole base data (carried)")
-    target_chunks: list[str] = Field(default_factory=list, description="whole target data")
+    payload: BlobRef | None = Field(default=None, description="codec payload (sparse/dense)")
+    base_chunks: list[BlobRef] = Field(
+        default_factory=list, description="whole base data, zstd chunks (carried)"
+    )
+    target_chunks: list[BlobRef] = Field(default_factory=list, description="whole target data")
     changes_digest: str | None = Field(
         default=None,
         description="BLAKE3 of the change set (positions, base and target values) of a sparse "
@@ -115,7 +135,7 @@ class TensorEntry(_Model):
             and (self.base.dtype, self.base.shape) == (self.target.dtype, self.target.shape)
         )
         if self.kind == "carried":
-            if same_shape or self.delta_object is not None:
+            if same_shape or self.payload is not None:
                 raise ValueError(
                     f"tensor {self.name!r}: carried only when shape/dtype/presence differ"
                 )
@@ -124,35 +144,55 @@ class TensorEntry(_Model):
                 raise ValueError(
                     f"tensor {self.name!r}: {self.kind} needs the same dtype and shape"
                 )
-            if (self.kind == "unchanged") != (self.delta_object is None):
+            if (self.kind == "unchanged") != (self.payload is None):
                 raise ValueError(f"tensor {self.name!r}: only unchanged tensors have no payload")
         if (self.kind in ("sparse", "dense")) != (self.changes_digest is not None):
             raise ValueError(f"tensor {self.name!r}: exactly sparse and dense have changes_digest")
         if self.base is None and self.base_chunks or self.target is None and self.target_chunks:
             raise ValueError(f"tensor {self.name!r}: chunks for a side that lacks the tensor")
-        for digest in self.digests():
-            check_digest(digest)
+        if (
+            self.kind == "unchanged"
+            and self.base is not None
+            and self.target is not None
+            and self.base.digest != self.target.digest
+        ):
+            raise ValueError(f"tensor {self.name!r}: unchanged with two different digests")
         return self
 
-    def digests(self) -> Iterator[str]:
-        if self.delta_object is not None:
-            yield self.delta_object
+    def blobs(self) -> Iterator[BlobRef]:
+        if self.payload is not None:
+            yield self.payload
         yield from self.base_chunks
         yield from self.target_chunks
 
     def side(self, which: Literal["base", "target"]) -> TensorSide | None:
         return self.base if which == "base" else self.target
 
-    def chunks(self, which: Literal["base", "target"]) -> list[str]:
+    def shifted(self, by: int) -> TensorEntry:
+        """This entry with every blob's object index moved by ``by`` (when its delta's objects
+        are listed after others', as the shares of a sharded diff are)."""
+
+        def move(blob: BlobRef) -> BlobRef:
+            return blob._replace(object=blob.object + by)
+
+        return self.model_copy(
+            update={
+                "payload": move(self.payload) if self.payload is not None else None,
+                "base_chunks": [move(b) for b in self.base_chunks],
+                "target_chunks": [move(b) for b in self.target_chunks],
+            }
+        )
+
+    def chunks(self, which: Literal["base", "target"]) -> list[BlobRef]:
         return self.base_chunks if which == "base" else self.target_chunks
 
 
 class WeightFileLayout(_Model):
-    """One safetensors file: its exact header (an object) and its tensors in data order."""
+    """One safetensors file: its exact header (a blob) and its tensors in data order."""
 
     name: str
-    header_object: str
-    header_size: int = Field(ge=0)
+    header: BlobRef
+    header_digest: str = Field(description="BLAKE3-256 of the header bytes")
     tensors: list[str]
     metadata: dict[str, str] | None = None
 
@@ -161,6 +201,15 @@ class WeightFileLayout(_Model):
     def _safe_name(cls, value: str) -> str:
         return check_file_name(value)
 
+    @field_validator("header_digest")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        return _blake3_hex(value)
+
+    @property
+    def header_size(self) -> int:
+        return self.header.length
+
 
 class AuxFile(_Model):
     """A non-tensor file of a checkpoint directory (config, tokenizer, index)."""
@@ -168,7 +217,7 @@ class AuxFile(_Model):
     name: str
     size: int = Field(ge=0)
     digest: str = Field(description="BLAKE3-256 of the file's bytes (part of the version id)")
-    chunks: list[str]
+    chunks: list[BlobRef] = Field(description="the file's bytes, zstd chunks")
 
     @field_validator("name")
     @classmethod
@@ -198,13 +247,11 @@ class CheckpointLayout(_Model):
         tensors = [t for f in self.files for t in f.tensors]
         if len(tensors) != len(set(tensors)):
             raise ValueError("a tensor appears twice in a layout")
-        for digest in self.digests():
-            check_digest(digest)
         return self
 
-    def digests(self) -> Iterator[str]:
+    def blobs(self) -> Iterator[BlobRef]:
         for f in self.files:
-            yield f.header_object
+            yield f.header
         for a in self.aux_files:
             yield from a.chunks
 
@@ -252,22 +299,32 @@ class DeltaManifest(_Model):
             t.name for t in self.tensors if t.target is not None
         }:
             raise ValueError("the target layout does not list exactly the target tensors")
-        listed = {o.digest for o in self.objects}
-        if len(listed) != len(self.objects):
+        if len({o.digest for o in self.objects}) != len(self.objects):
             raise ValueError("an object is listed twice")
-        missing = self.object_digests() - listed
-        if missing:
-            raise ValueError(f"objects used but not listed: {sorted(missing)[:3]}")
+        if len(self.objects) > MAX_OBJECTS:
+            raise ValueError(f"more than {MAX_OBJECTS} objects")
+        # Every blob must lie inside the objects, so no size read from here is ever trusted for
+        # more bytes than the payload holds.
+        sizes = [o.size for o in self.objects]
+        starts = [0, *accumulate(sizes)]  # where each object starts in the payload; then its end
+        for blob in self.blobs():
+            index, offset, length = blob
+            if (
+                min(blob) < 0
+                or index >= len(sizes)
+                or offset > sizes[index]
+                or starts[index] + offset + length > starts[-1]
+            ):
+                raise ValueError(f"blob {list(blob)} lies outside the delta's objects")
         return self
 
-    def object_digests(self) -> set[str]:
-        """Every object this delta needs."""
-        digests = set(self.target_layout.digests())
+    def blobs(self) -> Iterator[BlobRef]:
+        """Every blob this delta refers to."""
+        yield from self.target_layout.blobs()
         if self.base_layout is not None:
-            digests.update(self.base_layout.digests())
+            yield from self.base_layout.blobs()
         for entry in self.tensors:
-            digests.update(entry.digests())
-        return digests
+            yield from entry.blobs()
 
     def layout(self, which: Literal["base", "target"]) -> CheckpointLayout | None:
         return self.base_layout if which == "base" else self.target_layout
@@ -280,7 +337,9 @@ class DeltaManifest(_Model):
 
 
 def canonical_json(document: Any) -> bytes:
-    return (json.dumps(document, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+    """One line, sorted keys, no spaces: the bytes a digest is taken over (and the smallest)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return (text + "\n").encode()
 
 
 def _content_digest(document: dict[str, Any]) -> str:
@@ -310,33 +369,39 @@ def read_delta_manifest(delta_dir: Path) -> DeltaManifest:
         raise CorruptDeltaError(
             f"cannot read {path} ({exc.strerror}): is {delta_dir} a delta directory?"
         ) from exc
+    return parse_delta_manifest(data, str(path))
+
+
+def parse_delta_manifest(data: bytes, where: str) -> DeltaManifest:
+    """Integrity-check and validate a delta manifest's bytes (``where`` names it in errors):
+    a caller can refuse a delta of an unknown format before it downloads or applies anything."""
     try:
         document = json.loads(data)
     except ValueError as exc:
-        raise _altered(path, "it is not JSON") from exc
+        raise _altered(where, "it is not JSON") from exc
     schema = document.get("schema") if isinstance(document, dict) else None
     if schema in OLDER_SCHEMAS:
         raise UnsupportedFormatError(
-            f"{path} is a {schema} delta, an older format than this Deltaroll applies "
+            f"{where} is a {schema} delta, an older format than this Deltaroll applies "
             f"({SCHEMA}: BLAKE3 digests and change-set digests); recompute it with "
             "`deltaroll diff BASE TARGET -o DELTA` (a store: push its versions again)"
         )
     if schema != SCHEMA and isinstance(schema, str) and schema.startswith("deltaroll.delta/"):
         raise UnsupportedFormatError(
-            f"{path} is a {schema} delta, a format this Deltaroll does not know (it reads "
+            f"{where} is a {schema} delta, a format this Deltaroll does not know (it reads "
             f"{SCHEMA}); upgrade Deltaroll on this machine, nothing was changed"
         )
     if schema != SCHEMA:
-        raise _altered(path, f"its schema is not {SCHEMA}")
+        raise _altered(where, f"its schema is not {SCHEMA}")
     if canonical_json(document) != data:
-        raise _altered(path, "it is not in canonical form")
+        raise _altered(where, "it is not in canonical form")
     if document.get("manifest_digest") != _content_digest(document):
-        raise _altered(path, "its content does not match manifest_digest")
+        raise _altered(where, "its content does not match manifest_digest")
     try:
         return DeltaManifest.model_validate(document)
     except ValidationError as exc:
-        raise _altered(path, f"it is invalid: {exc.errors()[0]['msg']}") from exc
+        raise _altered(where, f"it is invalid: {exc.errors()[0]['msg']}") from exc
 
 
-def _altered(path: Path, why: str) -> CorruptDeltaError:
-    return CorruptDeltaError(f"{path} is corrupt ({why}); fetch or recompute the delta")
+def _altered(where: str, why: str) -> CorruptDeltaError:
+    return CorruptDeltaError(f"{where} is corrupt ({why}); fetch or recompute the delta")

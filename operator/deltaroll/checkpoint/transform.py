@@ -16,7 +16,7 @@ from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
 from deltaroll.checkpoint.manifest import AuxFile, TensorEntry
-from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint
 from deltaroll.codec import CodecError, EncodedTensor, TensorKind, apply_tensor_delta
 
@@ -45,7 +45,7 @@ def needs_from_bits(entry: TensorEntry, from_side: Side) -> bool:
 
 
 def to_side_bits(
-    entry: TensorEntry, from_bits: np.ndarray | None, objects: ObjectDir, from_side: Side
+    entry: TensorEntry, from_bits: np.ndarray | None, objects: PackReader, from_side: Side
 ) -> np.ndarray:
     """The tensor's bits on the other side; ``from_bits`` is patched in place when given."""
     to_side = other(from_side)
@@ -59,29 +59,29 @@ def to_side_bits(
         if from_bits is None:
             raise ValueError(f"tensor {entry.name!r} needs its {from_side} bits")
         bits = from_bits
-        if entry.delta_object is not None:
+        if entry.payload is not None:
             encoded = encoded_tensor(entry, objects)
             try:
                 apply_tensor_delta(bits, encoded, side=from_side)
             except CodecError as exc:
+                where = _where(entry, objects)
                 raise CorruptDeltaError(
-                    f"object {entry.delta_object} (tensor {entry.name!r}) is corrupt: {exc}"
+                    f"the payload of tensor {entry.name!r} ({where}) is corrupt: {exc}"
                 ) from exc
     if tensor_digest(bits) != expected.digest:
-        objects_used = entry.delta_object or ", ".join(entry.chunks(to_side)) or "none"
         raise CorruptDeltaError(
-            f"tensor {entry.name!r} does not match its {to_side} digest after applying object(s) "
-            f"{objects_used}: the delta is corrupt; fetch or recompute it"
+            f"tensor {entry.name!r} does not match its {to_side} digest after applying "
+            f"{_where(entry, objects)}: the delta is corrupt; fetch or recompute it"
         )
     return bits
 
 
-def encoded_tensor(entry: TensorEntry, objects: ObjectDir) -> EncodedTensor:
+def encoded_tensor(entry: TensorEntry, objects: PackReader) -> EncodedTensor:
     """The codec's view of a sparse or dense entry: its payload object and element counts."""
-    assert entry.delta_object is not None  # only sparse and dense entries have a payload
+    assert entry.payload is not None  # only sparse and dense entries have a payload
     return EncodedTensor(
         kind=TensorKind(entry.kind),
-        payload=objects.get(entry.delta_object),
+        payload=objects.read(entry.payload),
         changed_elements=entry.changed_elements,
         total_elements=entry.total_elements,
     )
@@ -90,7 +90,7 @@ def encoded_tensor(entry: TensorEntry, objects: ObjectDir) -> EncodedTensor:
 def read_to_side_bits(
     entry: TensorEntry,
     source: Checkpoint | None,
-    objects: ObjectDir,
+    objects: PackReader,
     from_side: Side,
     on_bytes: OnBytes | None,
 ) -> np.ndarray:
@@ -107,9 +107,15 @@ def read_to_side_bits(
     return bits
 
 
-def aux_file_bytes(aux: AuxFile, objects: ObjectDir) -> bytearray:
+def aux_file_bytes(aux: AuxFile, objects: PackReader) -> bytearray:
     """The content of an auxiliary file recorded in a layout, checked against its digest."""
     data = get_chunks(objects, aux.chunks, aux.size)
     if tensor_digest(data) != aux.digest:
         raise CorruptDeltaError(f"auxiliary file {aux.name} does not match its digest")
     return data
+
+
+def _where(entry: TensorEntry, objects: PackReader) -> str:
+    """The objects a tensor's data comes from, for error messages (a person re-fetches those)."""
+    digests = sorted({objects.digest(blob.object) for blob in entry.blobs()})
+    return "object(s) " + ", ".join(digests) if digests else "no stored data"

@@ -13,17 +13,15 @@ from deltaroll.checkpoint.dtypes import byte_view
 from deltaroll.checkpoint.errors import CorruptDeltaError
 from deltaroll.checkpoint.header import SafetensorsHeader, parse_header
 from deltaroll.checkpoint.manifest import TensorEntry, WeightFileLayout
-from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.transform import Side
 
 
 def layout_header(
-    layout: WeightFileLayout, objects: ObjectDir, entries: dict[str, TensorEntry], side: Side
+    layout: WeightFileLayout, objects: PackReader, entries: dict[str, TensorEntry], side: Side
 ) -> SafetensorsHeader:
     """The stored header of ``layout``, checked against the manifest's tensors on ``side``."""
-    header = parse_header(
-        objects.get(layout.header_object), source=f"object {layout.header_object}"
-    )
+    header = parse_header(objects.read(layout.header), source=f"the header of {layout.name}")
     described = []
     for tensor in header.tensors:
         entry = entries.get(tensor.name)
@@ -34,7 +32,7 @@ def layout_header(
         )
     if [t.name for t in header.tensors] != layout.tensors or not all(described):
         raise CorruptDeltaError(
-            f"header object {layout.header_object} of {layout.name} disagrees with the manifest"
+            f"the stored header of {layout.name} disagrees with the manifest; it is corrupt"
         )
     return header
 

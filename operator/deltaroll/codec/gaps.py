@@ -32,20 +32,21 @@ def positions_to_gaps(positions: np.ndarray) -> GapStreams:
 
 def gaps_to_positions(streams: GapStreams, limit: int) -> np.ndarray:
     """Inverse of :func:`positions_to_gaps`; every position must lie in ``[0, limit)``."""
-    short = streams.short
-    if short.size == 0:
-        return np.empty(0, np.int64)
-    escaped = short == ESCAPE
-    if int(np.count_nonzero(escaped)) != streams.long.size:
-        raise CodecError("delta payload's long-gap stream does not match its escapes; corrupt")
+    # Imported here: numba and the cached kernels take ~0.4 s to load.
+    from deltaroll.codec import kernels
+
+    positions = np.empty(streams.short.shape[0], np.int64)
     if streams.long.size and (int(streams.long.min()) < ESCAPE or int(streams.long.max()) >= limit):
         raise CodecError("delta payload has a gap outside the tensor; corrupt")
-    gaps = short.astype(np.int64)
-    gaps[escaped] = streams.long.astype(np.int64)
-    # With every gap below ``limit`` the running sum stays below size * limit; only when that
-    # could exceed 2**63 is a wrap-around possible, and then monotonicity is checked directly.
-    positions = np.cumsum(gaps + 1, dtype=np.int64) - 1
-    wrap_possible = short.size * limit >= 1 << 63
-    if int(positions[-1]) >= limit or (wrap_possible and not np.all(np.diff(positions) > 0)):
+    problem = kernels.gaps_to_positions(
+        np.ascontiguousarray(streams.short, np.uint8),
+        np.ascontiguousarray(streams.long, np.uint64),
+        np.uint8(ESCAPE),
+        limit,
+        positions,
+    )
+    if problem == kernels.LONG_GAPS_MISMATCH:
+        raise CodecError("delta payload's long-gap stream does not match its escapes; corrupt")
+    if problem == kernels.POSITION_OUT_OF_RANGE:
         raise CodecError("delta payload positions run past the end of the tensor; corrupt")
     return positions

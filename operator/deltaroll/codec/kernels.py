@@ -182,3 +182,39 @@ def apply_sparse_changes(
     for k in range(changed):
         current[positions[k]] = updated[k]
     return 0
+
+
+# What gaps_to_positions found wrong (0: nothing, and ``out`` holds the positions).
+LONG_GAPS_MISMATCH = 1
+POSITION_OUT_OF_RANGE = 2
+
+
+@_compiled(
+    [
+        numba.int64(
+            _input(numba.uint8), _input(numba.uint64), numba.uint8, numba.int64, numba.int64[::1]
+        )
+    ]
+)
+def gaps_to_positions(
+    short: np.ndarray, long: np.ndarray, escape: np.uint8, limit: int, out: np.ndarray
+) -> int:  # pragma: no cover - compiled
+    """Ascending positions from byte gaps (``escape``: the gap is the next ``long`` one) into
+    ``out``; 0, or LONG_GAPS_MISMATCH when the escapes and the long gaps do not pair up, or
+    POSITION_OUT_OF_RANGE when a position reaches ``limit`` (the caller checks that every long
+    gap is below ``limit``, so the running position never wraps). One pass, where numpy needs a
+    cast, a masked assignment, a cumulative sum and two checks."""
+    position = np.int64(-1)
+    next_long = 0
+    for index in range(short.shape[0]):
+        gap = np.int64(short[index])
+        if short[index] == escape:
+            if next_long == long.shape[0]:
+                return LONG_GAPS_MISMATCH
+            gap = np.int64(long[next_long])
+            next_long += 1
+        position += gap + 1
+        if position >= limit:
+            return POSITION_OUT_OF_RANGE
+        out[index] = position
+    return 0 if next_long == long.shape[0] else LONG_GAPS_MISMATCH

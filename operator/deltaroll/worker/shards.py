@@ -45,6 +45,7 @@ from deltaroll.checkpoint.diff import write_delta
 from deltaroll.checkpoint.layouts import record_layout
 from deltaroll.checkpoint.manifest import MANIFEST_NAME, SCHEMA, ObjectRef, write_manifest
 from deltaroll.checkpoint.objects import ObjectDir
+from deltaroll.checkpoint.packs import PackWriter
 from deltaroll.checkpoint.staging import staged_directory
 from deltaroll.store import StoreError
 from deltaroll.store.manifests import ObjectRef as StoreObjectRef
@@ -185,7 +186,13 @@ def assemble(
     level: int,
 ) -> None:
     """Write the whole delta directory from the shares' manifests (objects from the store)."""
-    entries = {entry.name: entry for part in parts for entry in part.tensors}
+    # Each share's blobs point into its own objects: listed one share after the other, a blob
+    # keeps its place once shifted by the objects listed before its share.
+    part_objects: list[ObjectRef] = []
+    entries = {}
+    for part in parts:
+        entries.update({entry.name: entry.shifted(len(part_objects)) for entry in part.tensors})
+        part_objects += part.objects
     names = list(target.tensors) + [n for n in base.tensors if n not in target.tensors]
     if sorted(names) != sorted(entries):
         missing = sorted(set(names) ^ set(entries))[:3]
@@ -193,11 +200,10 @@ def assemble(
             f"the recorded shares do not cover the checkpoint exactly (e.g. {missing}): the "
             "target changed between indexes; recreate the ModelDelta's Job"
         )
-    refs = {o.digest: o for part in parts for o in part.objects}
     download_objects(
         store.catalog.backend,
         model,
-        [StoreObjectRef(digest=o.digest, size=o.size) for o in refs.values()],
+        [StoreObjectRef(digest=o.digest, size=o.size) for o in part_objects],
         store.cache,
         policy=store.catalog.policy,
     )
@@ -205,10 +211,11 @@ def assemble(
     with staged_directory(out_dir) as staging:
         objects = ObjectDir(staging)
         objects.root.mkdir(parents=True, exist_ok=True)
-        for digest in refs:
-            store.cache.link_into(digest, objects.path(digest))
-        base_layout = record_layout(base, objects, level=level)
-        target_layout = record_layout(target, objects, level=level)
+        for ref in part_objects:
+            store.cache.link_into(ref.digest, objects.path(ref.digest))
+        packs = PackWriter(objects, first_index=len(part_objects))
+        base_layout = record_layout(base, packs, level=level)
+        target_layout = record_layout(target, packs, level=level)
         manifest = DeltaManifest(
             schema=SCHEMA,
             base_version=side_version(ordered, "base", base_layout),
@@ -216,10 +223,7 @@ def assemble(
             base_layout=base_layout,
             target_layout=target_layout,
             tensors=ordered,
-            objects=[
-                ObjectRef(digest=p.name, size=p.stat().st_size)
-                for p in sorted(objects.root.glob("[0-9a-f]*"))
-            ],
+            objects=part_objects + packs.finish(),
             level=level,
         )
         write_manifest(staging, manifest)

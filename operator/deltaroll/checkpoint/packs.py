@@ -1,0 +1,109 @@
+"""Payload blobs packed into a few large objects, and read back by (object, offset, length).
+
+A version used to be one object per changed tensor: at 100,000 tensors (MoE models), 100,000
+requests per pod per version. Blobs (codec payloads, zstd chunks of carried tensors and
+auxiliary files, headers) are now appended to one stream cut into objects of at most
+:data:`~deltaroll.checkpoint.manifest.PACK_BYTES`; a blob may run on from one object into the
+next, so a version is ``ceil(payload / PACK_BYTES)`` objects. Identical blobs within a delta are
+stored once. Objects stay content-addressed (their name is the SHA-256 of their bytes), and an
+apply checks every object whole before it reads a blob (:func:`deltaroll.checkpoint.apply`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import blake3
+
+from deltaroll.checkpoint.errors import CorruptDeltaError
+from deltaroll.checkpoint.manifest import PACK_BYTES, BlobRef, ObjectRef
+from deltaroll.checkpoint.objects import ObjectDir
+
+
+class PackWriter:
+    """Appends blobs to the delta's objects; :meth:`finish` returns them in stream order."""
+
+    def __init__(
+        self, objects: ObjectDir, *, first_index: int = 0, pack_bytes: int = PACK_BYTES
+    ) -> None:
+        """``first_index``: how many objects the manifest lists before this writer's."""
+        self._objects = objects
+        self._first_index = first_index
+        self._pack_bytes = pack_bytes
+        self._buffer = bytearray()
+        self._written: list[ObjectRef] = []
+        self._seen: dict[bytes, BlobRef] = {}
+
+    def add(self, data: bytes | bytearray | memoryview) -> BlobRef:
+        """Store ``data`` (once per delta) and return where it lies."""
+        key = blake3.blake3(data).digest()
+        known = self._seen.get(key)
+        if known is not None:
+            return known
+        if len(self._buffer) == self._pack_bytes:
+            self._flush()
+        blob = BlobRef(self._first_index + len(self._written), len(self._buffer), len(data))
+        view = memoryview(data).cast("B")
+        while view:
+            room = self._pack_bytes - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if view:
+                self._flush()
+        self._seen[key] = blob
+        return blob
+
+    def _flush(self) -> None:
+        digest = self._objects.put(memoryview(self._buffer))
+        self._written.append(ObjectRef(digest=digest, size=len(self._buffer)))
+        self._buffer = bytearray()
+
+    def finish(self) -> list[ObjectRef]:
+        if self._buffer:
+            self._flush()
+        return list(self._written)
+
+
+class PackReader:
+    """Reads blobs of a delta directory whose objects were checked (sizes are re-checked)."""
+
+    def __init__(self, objects: ObjectDir, refs: Sequence[ObjectRef]) -> None:
+        self.objects = objects
+        self._refs = list(refs)
+
+    def digest(self, index: int) -> str:
+        return self._refs[index].digest if 0 <= index < len(self._refs) else f"#{index}"
+
+    def read(self, blob: BlobRef) -> bytes:
+        index, offset, length = blob
+        out = bytearray()
+        while len(out) < length:
+            if index >= len(self._refs):
+                raise CorruptDeltaError(f"blob {list(blob)} runs past the delta's last object")
+            ref = self._refs[index]
+            want = min(length - len(out), ref.size - offset)
+            out += _read_at(self.objects, ref, offset, want)
+            index, offset = index + 1, 0
+        return bytes(out)
+
+
+def _read_at(objects: ObjectDir, ref: ObjectRef, offset: int, length: int) -> bytes:
+    path = objects.path(ref.digest)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise CorruptDeltaError(
+            f"object {ref.digest} is missing from {objects.root} ({exc.strerror}); fetch the delta"
+        ) from exc
+    try:
+        if os.fstat(fd).st_size != ref.size:
+            raise CorruptDeltaError(
+                f"object {ref.digest} in {objects.root} has the wrong size; fetch the delta again"
+            )
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise CorruptDeltaError(f"object {ref.digest} ended early; fetch the delta again")
+    return data
