@@ -6,6 +6,8 @@ is dropped)."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import kubernetes
@@ -27,6 +29,7 @@ from deltaroll.checkpoint import digests, open_checkpoint
 from deltaroll.checkpoint.state import forget_state, load_state, proven_version
 from engines.processes import RunningEngine
 from fixtures.checkpoints import write_checkpoint
+from fixtures.polling import wait_for
 
 
 class FakeTime:
@@ -59,10 +62,10 @@ def weights(tmp_path: Path) -> Path:
     return path
 
 
-def scrubber(weights: Path, gate: ScrubGate, time: FakeTime, rate: int = 10_000) -> Scrubber:
+def scrubber(weights: Path, gate: ScrubGate, fake: FakeTime, rate: int = 10_000) -> Scrubber:
     return Scrubber(
-        weights, gate, rate=rate, interval_s=0, metrics=AgentMetrics(), clock=time.clock,
-        rest=time.rest,
+        weights, gate, rate=rate, interval_s=0, metrics=AgentMetrics(), clock=fake.clock,
+        rest=fake.rest,
     )  # fmt: skip
 
 
@@ -102,13 +105,13 @@ def test_a_pass_keeps_to_its_rate_window_by_window(
     version = proven_version(weights)
     size = total_bytes(weights)
     for rate in (1_000, 4_000):
-        gate, time = ScrubGate(), FakeTime()
-        scrub = scrubber(weights, gate, time, rate=rate)
+        gate, fake = ScrubGate(), FakeTime()
+        scrub = scrubber(weights, gate, fake, rate=rate)
         assert scrub.scrub_once(version, served(gate, version))
-        assert time.now == pytest.approx(size / rate)  # read time is zero on this clock
-        assert len(time.sleeps) > size // 1024  # paced after every window, not per pass
+        assert fake.now == pytest.approx(size / rate)  # read time is zero on this clock
+        assert len(fake.sleeps) > size // 1024  # paced after every window, not per pass
         # Never more than one read ahead: a window, or a whole (small) auxiliary file.
-        assert max(time.sleeps) <= max(1024, largest_aux_file(weights)) / rate + 1e-9
+        assert max(fake.sleeps) <= max(1024, largest_aux_file(weights)) / rate + 1e-9
         assert scrub.metrics.scrub_bytes._value.get() == size
         assert scrub.metrics.scrub_passes._value.get() == 1
         assert gate.take() is None
@@ -116,8 +119,8 @@ def test_a_pass_keeps_to_its_rate_window_by_window(
 
 def test_a_flipped_byte_is_found_and_named_by_tensor_and_file(weights: Path) -> None:
     version = proven_version(weights)
-    gate, time = ScrubGate(), FakeTime()
-    scrub = scrubber(weights, gate, time)
+    gate, fake = ScrubGate(), FakeTime()
+    scrub = scrubber(weights, gate, fake)
     generation = served(gate, version)
     assert scrub.scrub_once(version, generation) and gate.take() is None  # clean first
 
@@ -133,10 +136,10 @@ def test_a_flipped_byte_is_found_and_named_by_tensor_and_file(weights: Path) -> 
 
 def test_an_edited_auxiliary_file_is_found(weights: Path) -> None:
     version = proven_version(weights)
-    gate, time = ScrubGate(), FakeTime()
+    gate, fake = ScrubGate(), FakeTime()
     config = weights / "config.json"
     config.write_text(config.read_text().replace("tinylm", "tinyln"))
-    assert scrubber(weights, gate, time).scrub_once(version, served(gate, version))
+    assert scrubber(weights, gate, fake).scrub_once(version, served(gate, version))
     finding = gate.take()
     assert finding is not None and "file 'config.json'" in finding.message
 
@@ -144,8 +147,8 @@ def test_an_edited_auxiliary_file_is_found(weights: Path) -> None:
 def test_without_a_record_the_version_id_still_catches_a_flip(weights: Path) -> None:
     version = proven_version(weights)
     forget_state(weights)  # as on NFS, where no record is ever written
-    gate, time = ScrubGate(), FakeTime()
-    scrub = scrubber(weights, gate, time)
+    gate, fake = ScrubGate(), FakeTime()
+    scrub = scrubber(weights, gate, fake)
     generation = served(gate, version)
     assert scrub.scrub_once(version, generation) and gate.take() is None
 
@@ -163,8 +166,8 @@ def test_a_record_of_another_version_is_not_believed(weights: Path) -> None:
     forget_state(weights)
     assert proven_version(weights) != version  # a record vouching for the flipped bytes
     assert load_state(weights) is not None
-    gate, time = ScrubGate(), FakeTime()
-    assert scrubber(weights, gate, time).scrub_once(version, served(gate, version))
+    gate, fake = ScrubGate(), FakeTime()
+    assert scrubber(weights, gate, fake).scrub_once(version, served(gate, version))
     finding = gate.take()
     assert finding is not None and f"not {version}" in finding.message
 
@@ -172,14 +175,14 @@ def test_a_record_of_another_version_is_not_believed(weights: Path) -> None:
 def test_a_hold_stops_the_pass_and_nothing_is_reported(weights: Path) -> None:
     version = proven_version(weights)
     flip_byte(weights, "embed.weight")  # a pass that ran to its end would report this
-    gate, time = ScrubGate(), FakeTime()
+    gate, fake = ScrubGate(), FakeTime()
 
     def apply_starts(generation: int, seconds: float) -> bool:
         gate.hold()  # the loop is about to patch the weights
         return gate.rest(generation, seconds)
 
     scrub = Scrubber(
-        weights, gate, rate=10_000, interval_s=0, metrics=AgentMetrics(), clock=time.clock,
+        weights, gate, rate=10_000, interval_s=0, metrics=AgentMetrics(), clock=fake.clock,
         rest=apply_starts,
     )  # fmt: skip
     assert not scrub.scrub_once(version, served(gate, version))
@@ -206,6 +209,32 @@ def test_the_gate_starts_a_new_generation_on_each_change() -> None:
     assert gate.take() is None
     gate.close()
     assert gate.next_pass(timeout=0) is None and not gate.rest(third, 0)
+
+
+def test_the_thread_passes_again_and_again_waits_while_held_and_stops_when_closed(
+    weights: Path,
+) -> None:
+    version = proven_version(weights)
+    gate, metrics = ScrubGate(), AgentMetrics()
+    scrub = Scrubber(weights, gate, rate=1 << 30, interval_s=0.01, metrics=metrics)
+    thread = threading.Thread(target=scrub.run, daemon=True)
+    thread.start()
+    try:
+        gate.serve(version)
+        wait_for(lambda: metrics.scrub_passes._value.get() >= 3, timeout=30)  # continuous
+        assert metrics.scrub_last_pass._value.get() > 0
+        gate.hold()  # a pass under way stops at its next window, and no other starts
+
+        def settled() -> bool:
+            before = metrics.scrub_bytes._value.get()
+            time.sleep(0.2)
+            return bool(metrics.scrub_bytes._value.get() == before)
+
+        wait_for(settled, timeout=10)  # never, if passes went on while held
+    finally:
+        gate.close()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
 
 
 def test_a_zero_rate_starts_no_scrub(weights: Path) -> None:
