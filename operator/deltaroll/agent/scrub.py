@@ -111,6 +111,7 @@ class ScrubGate:
             return self._serving, self._generation
 
     def current(self, generation: int) -> bool:
+        """Whether nothing was held or served anew since ``generation`` began."""
         with self._changed:
             return self._generation == generation and not self._closed
 
