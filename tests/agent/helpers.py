@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import numpy as np
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.reconcile import Agent
@@ -22,7 +23,7 @@ from deltaroll.api.annotations import (
     POD_VERSION,
     WEIGHTS_READY_CONDITION,
 )
-from deltaroll.checkpoint import checkpoint_version
+from deltaroll.checkpoint import checkpoint_version, open_checkpoint
 from deltaroll.engines import engine_client
 from deltaroll.store import Store
 from deltaroll.store.retry import RetryPolicy
@@ -206,6 +207,32 @@ def make_agent(
         clock=clock,
     )
     return AgentRig(agent, reporter, annotations_file, core, pod)
+
+
+def flip_untouched_byte(weights: Path, base: Path) -> tuple[str, Path]:
+    """Flip one byte of ``weights`` that the last delta left as it was in ``base`` (an untouched
+    region), with a plain write; returns the tensor's name and its file."""
+    checkpoint, before = open_checkpoint(weights), open_checkpoint(base)
+    for name, ref in checkpoint.tensors.items():
+        now = np.fromfile(ref.path, dtype=np.uint8, count=ref.nbytes, offset=ref.begin)
+        old = before.tensors[name]
+        then = np.fromfile(old.path, dtype=np.uint8, count=old.nbytes, offset=old.begin)
+        same = np.flatnonzero(now == then)
+        if len(same):
+            offset = ref.begin + int(same[len(same) // 2])
+            with ref.path.open("r+b") as f:
+                f.seek(offset)
+                f.write(bytes([now[offset - ref.begin] ^ 0x01]))
+            return name, ref.path
+    raise AssertionError("the last delta changed every byte")
+
+
+def assert_same_files(weights: Path, published: Path) -> None:
+    """Every file of the published checkpoint is in ``weights``, byte for byte."""
+    originals = sorted(p for p in published.iterdir() if p.is_file())
+    assert originals
+    for original in originals:
+        assert (weights / original.name).read_bytes() == original.read_bytes(), original.name
 
 
 class S3Server(MotoS3):

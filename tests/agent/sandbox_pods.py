@@ -40,10 +40,13 @@ def inference_pod(
     version: str,
     store_env: dict[str, str],
     crash_at: str | None = None,
+    agent_args: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The demo's pod (the chart's snippet) with a shorter poll and one retry, to keep the tests
-    short; ``store_env`` reaches the agent, and ``crash_at`` crashes its first run there."""
+    short; ``store_env`` reaches the agent, ``crash_at`` crashes its first run there, and
+    ``agent_args`` are added to its command line."""
     agent = agent_container(store_uri, model="tiny", poll_interval=0.2, retry_max=1)
+    agent["args"] += list(agent_args)
     agent["env"] += [{"name": key, "value": value} for key, value in store_env.items()]
     if crash_at is not None:
         agent["command"] = ["sh", "-c", CRASH_ONCE_SCRIPT, "deltaroll-agent"]

@@ -69,3 +69,12 @@ def test_the_charts_sidecar_snippet_is_what_the_command_accepts() -> None:
     probe = agent["startupProbe"]["httpGet"]
     assert (probe["path"], probe["port"]) == ("/healthz", agent["ports"][0]["name"])
     assert {e["name"] for e in agent["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
+
+
+def test_a_negative_scrub_rate_names_the_flag_from_the_flag_or_the_env(tmp_path: Path) -> None:
+    pod = {"POD_NAME": "p", "POD_NAMESPACE": "ns"}
+    by_flag = run_agent(tmp_path, "--engine=reference", "--scrub-rate=-1", **pod)
+    by_env = run_agent(tmp_path, "--engine=reference", DELTAROLL_SCRUB_RATE="-1", **pod)
+    for done in (by_flag, by_env):
+        assert done.returncode == 2
+        assert done.stderr.strip().startswith("error: --scrub-rate:")

@@ -3,7 +3,8 @@ API, real S3 protocol): the issue's end-to-end cases.
 
 The first four tests drive one pod through a life in order: v1 -> v2 (forward), back to v1
 (rollback), to v2 while the store is down, to v3 whose delta is corrupt. The last test runs its
-own pod, whose agent is SIGKILLed in the middle of an apply and restarted by the kubelet.
+own pod, whose agent is SIGKILLed in the middle of an apply and restarted by the kubelet; the
+scrub test runs its own pod too, whose weights get a flipped byte.
 """
 
 from __future__ import annotations
@@ -12,13 +13,23 @@ import json
 import logging
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
 import kubernetes
 import pytest
 
-from agent.helpers import MODEL, NAMESPACE, Published, S3Server, subprocess_env
+from agent.helpers import (
+    MODEL,
+    NAMESPACE,
+    Published,
+    S3Server,
+    assert_same_files,
+    flip_untouched_byte,
+    subprocess_env,
+)
 from agent.sandbox_pods import (
     ReadinessRecorder,
     agent_metrics,
@@ -28,6 +39,7 @@ from agent.sandbox_pods import (
 )
 from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint import checkpoint_version
+from deltaroll_sandbox.kubelet.pod import pod_dir
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 from fixtures.cli import DELTAROLL
 from fixtures.polling import wait_for
@@ -98,6 +110,32 @@ def wait_ready_on(
     except AssertionError:
         logs = core.read_namespaced_pod_log(name, NAMESPACE, container="deltaroll-agent")
         raise AssertionError(f"{name} not Ready on {version}: {view(core, name)}\n{logs}") from None
+
+
+@contextmanager
+def recorded_pod(
+    core: kubernetes.client.CoreV1Api,
+    name: str,
+    store_uri: str,
+    s3: S3Server,
+    version: str,
+    **options: Any,
+) -> Iterator[ReadinessRecorder]:
+    """A pod of its own, Ready on ``version``, its readiness recorded from creation on; the
+    record is complete once the block ends. ``options`` go to :func:`inference_pod`."""
+    recorder = ReadinessRecorder(core, name)
+    recorder.start()
+    try:
+        core.create_namespaced_pod(
+            NAMESPACE,
+            inference_pod(
+                name, store_uri=store_uri, version=version, store_env=s3.env(), **options
+            ),
+        )
+        wait_ready_on(core, name, version, timeout=START_TIMEOUT_S)
+        yield recorder
+    finally:
+        recorder.stop()
 
 
 def annotate(core: kubernetes.client.CoreV1Api, name: str, version: str) -> None:
@@ -230,21 +268,10 @@ def test_agent_killed_during_apply_is_restarted_and_ends_ready(
     published: Published,
 ) -> None:
     v1, v2 = published.ids["v1"], published.ids["v2"]
-    recorder = ReadinessRecorder(core, "crash")
-    recorder.start()
-    try:
-        core.create_namespaced_pod(
-            NAMESPACE,
-            inference_pod(
-                "crash", store_uri=store_uri, version=v1, store_env=s3.env(),
-                crash_at="scatter-half:3",
-            ),
-        )  # fmt: skip
-        wait_ready_on(core, "crash", v1, timeout=START_TIMEOUT_S)
+    crash_once = {"crash_at": "scatter-half:3"}
+    with recorded_pod(core, "crash", store_uri, s3, v1, **crash_once) as recorder:
         annotate(core, "crash", v2)
         wait_ready_on(core, "crash", v2)
-    finally:
-        recorder.stop()
     pod = core.read_namespaced_pod("crash", NAMESPACE)
     agent_status = next(  # a native sidecar: reported among the init containers
         s for s in pod.status.init_container_statuses if s.name == "deltaroll-agent"
@@ -254,3 +281,41 @@ def test_agent_killed_during_apply_is_restarted_and_ends_ready(
     assert engine_checksum(view(core, "crash"))["version"] == v2
     assert recorder.unsafe_ready(set(published.ids.values())) == []
     assert [ready for ready, _ in recorder.ready_flips()][-3:] == ["True", "False", "True"]
+
+
+def test_the_scrub_finds_a_flipped_byte_and_the_pod_comes_back_bit_exact(
+    core: kubernetes.client.CoreV1Api,
+    kube: RunningSandbox,
+    store_uri: str,
+    s3: S3Server,
+    published: Published,
+) -> None:
+    """No apply runs after the flip: only the scrub (comparing bytes with digests, at a high
+    rate in this test) can notice it; the pod leaves its Service and comes back rebuilt."""
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    scrub_fast = (f"--scrub-rate={1 << 30}", "--scrub-interval=0.2")
+    with recorded_pod(core, "scrub", store_uri, s3, v1, agent_args=scrub_fast) as recorder:
+        annotate(core, "scrub", v2)  # a delta in place: the flip goes where it left the bytes
+        wait_ready_on(core, "scrub", v2)
+        wait_for(lambda: scrub_metric(core, "passes") >= 1, timeout=60)  # clean before the flip
+        pod = kubernetes.client.ApiClient().sanitize_for_serialization(
+            core.read_namespaced_pod("scrub", NAMESPACE)
+        )
+        weights = pod_dir(kube.directory, pod) / "volumes" / "weights" / "weights"
+        tensor, path = flip_untouched_byte(weights, published.paths["v1"])
+        wait_for(lambda: scrub_metric(core, "mismatches") == 1, timeout=60)
+        wait_for(
+            lambda: agent_metrics(view(core, "scrub"))[
+                'deltaroll_agent_applied_deltas_total{kind="anchor"}'] == 2, timeout=60,
+        )  # fmt: skip
+        wait_ready_on(core, "scrub", v2)
+    named = [v for v in recorder.views if v.state is AgentState.FAILED and tensor in v.message]
+    assert named and named[0].weights_ready == "False" and path.name in named[0].message
+    assert [ready for ready, _ in recorder.ready_flips()][-3:] == ["True", "False", "True"]
+    assert recorder.unsafe_ready(set(published.ids.values())) == []
+    assert engine_checksum(view(core, "scrub"))["version"] == v2
+    assert_same_files(weights, published.paths["v2"])
+
+
+def scrub_metric(core: kubernetes.client.CoreV1Api, name: str) -> float:
+    return agent_metrics(view(core, "scrub")).get(f"deltaroll_agent_scrub_{name}_total", 0.0)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_SCRUB_RATE = 64 << 20  # 64 MiB/s: a 140 GB model every ~37 minutes, a few % of a core
+
 
 class AgentConfig(BaseModel):
     """Everything one agent needs to know; validated once at start."""
@@ -33,3 +35,9 @@ class AgentConfig(BaseModel):
         15.0, gt=0, description="how often a Ready agent checks the engine still holds it"
     )
     engine_timeout_s: float = Field(900.0, gt=0, description="longest wait for one reload")
+    scrub_rate: int = Field(
+        DEFAULT_SCRUB_RATE, ge=0, description="bytes/s the background scrub re-hashes; 0: none"
+    )
+    scrub_interval_s: float = Field(
+        60.0, ge=0, description="rest between the end of one scrub pass and the next"
+    )

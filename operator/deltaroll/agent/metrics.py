@@ -79,6 +79,26 @@ class AgentMetrics:
             "of dirtied pages included (/proc/self/io write_bytes).",
             registry=self.registry,
         )
+        self.scrub_bytes = Counter(
+            "deltaroll_agent_scrub_bytes",
+            "Bytes of the served weights the background scrub has re-hashed.",
+            registry=self.registry,
+        )
+        self.scrub_passes = Counter(
+            "deltaroll_agent_scrub_passes",
+            "Full scrub passes that found every tensor and file as its version says.",
+            registry=self.registry,
+        )
+        self.scrub_mismatches = Counter(
+            "deltaroll_agent_scrub_mismatches",
+            "Scrub passes that found the served weights differing from their version's digests.",
+            registry=self.registry,
+        )
+        self.scrub_last_pass = Gauge(
+            "deltaroll_agent_scrub_last_pass_timestamp_seconds",
+            "Unix time the last clean full scrub pass ended (0 before the first).",
+            registry=self.registry,
+        )
         self.version_changes = Histogram(
             "deltaroll_agent_version_change_seconds",
             "Seconds from starting to pull a new version to the engine serving it.",

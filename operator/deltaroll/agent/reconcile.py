@@ -8,6 +8,8 @@ stretch towards it::
             store down:     └──┘ back off, old version still served         engine holds it
                                                                                         ▼
     Failed ◀── corrupt delta, no path, engine refuses ──────────────────────────────── Ready
+   ▲                                                                                    │
+   └─────── the scrub finds the served bytes corrupt: discarded, rebuilt from an anchor ┘
 
 Passing failures (store or engine unreachable, the API server down) keep the state, report the
 error and back off; anything else is Failed with the error's message, retried only after
@@ -19,6 +21,12 @@ end (the apply is journaled). A name in the annotation is resolved once per valu
 writes version ids). The pod condition ``deltaroll.dev/weights-ready`` is True only while the
 engine holds the version on disk, verified; it turns False (and the API server has confirmed it)
 before the weights are touched.
+
+The background scrub (:mod:`deltaroll.agent.scrub`, its own thread) learns through
+:attr:`Agent.scrub` which version is served and when the weights are about to change; a
+mismatch it posts is taken at the start of a pass: the pod reports Failed naming the tensor
+(not Ready: out of its Service), the state record and the weights are discarded, and the same
+pass pulls the version again from the nearest anchor.
 """
 
 from __future__ import annotations
@@ -43,10 +51,12 @@ from deltaroll.agent.patching import (
     interrupted_step,
 )
 from deltaroll.agent.report import Report, Reporter
+from deltaroll.agent.scrub import ScrubGate, ScrubMismatch
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.agent.wanted import read_wanted_version
 from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint.errors import CheckpointError
+from deltaroll.checkpoint.state import forget_state
 from deltaroll.engines import (
     EngineClient,
     EngineError,
@@ -95,6 +105,7 @@ class Agent:
         self.reporter = reporter
         self.metrics = metrics or AgentMetrics()
         self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
+        self.scrub = ScrubGate()  # shared with the scrub thread, if one runs
         self._clock = clock
         self.state = AgentState.IDLE
         self.message = ""
@@ -124,6 +135,9 @@ class Agent:
         try:
             wanted = read_wanted_version(self.config.annotations_file)
             self.wanted = wanted
+            finding = self.scrub.take()  # even while a failed version waits: corrupt is urgent
+            if finding is not None and finding.version == self.disk_version:
+                self._discard_corrupt(finding)
             if self._waiting_after_failure(wanted):
                 return self.config.poll_interval_s
             self._settle_disk()
@@ -193,6 +207,19 @@ class Agent:
             self.engine_version = self._engine_holds(self.disk_version)
         self.disk_settled = True
         log.info("agent.disk_settled", version=self.disk_version, engine=self.engine_version)
+
+    def _discard_corrupt(self, finding: ScrubMismatch) -> None:
+        """The served bytes are not their version's: forget the record (so no restart trusts
+        it), leave the Service, drop the copy; the pass then pulls from the nearest anchor."""
+        log.error("agent.weights_corrupt", version=finding.version, error=finding.message)
+        self.engine_version = self.disk_version = None
+        self._change_started = None
+        self._failed = None  # the rebuild is no retry of a failed version: it starts now
+        forget_state(self.volume.weights)
+        self._report(
+            AgentState.FAILED, f"scrub: {finding.message}; rebuilding from the nearest anchor"
+        )
+        self.volume.discard_weights()
 
     def _converge(self, wanted: str) -> None:
         if wanted == self.disk_version:
@@ -335,6 +362,10 @@ class Agent:
         self.metrics.state.state(state.value)
         ready = self.engine_version is not None and self.engine_version == self.disk_version
         self.metrics.weights_ready.set(1 if ready else 0)
+        if ready and self.engine_version is not None:
+            self.scrub.serve(self.engine_version)
+        else:
+            self.scrub.hold()  # before the caller touches the weights
         self.reporter.publish(
             Report(
                 state=state,

@@ -10,6 +10,7 @@ from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.health import HealthServer
 from deltaroll.agent.reconcile import Agent
 from deltaroll.agent.report import PodReporter, core_v1_api
+from deltaroll.agent.scrub import Scrubber
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.engines import engine_client
 from deltaroll.store import Store
@@ -36,7 +37,21 @@ def run_agent(config: AgentConfig, stop: threading.Event) -> None:
     )
     server.start()
     log.info("agent.health_listening", host=config.health_host, port=server.port)
+    scrub = None
+    if config.scrub_rate > 0:
+        scrubber = Scrubber(
+            agent.volume.weights,
+            agent.scrub,
+            rate=config.scrub_rate,
+            interval_s=config.scrub_interval_s,
+            metrics=agent.metrics,
+        )
+        scrub = threading.Thread(target=scrubber.run, name="deltaroll-scrub", daemon=True)
+        scrub.start()
     try:
         agent.run(stop)
     finally:
+        agent.scrub.close()
+        if scrub is not None:
+            scrub.join(timeout=10)
         server.stop()

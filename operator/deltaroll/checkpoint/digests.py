@@ -62,9 +62,12 @@ def side_version(
     )
 
 
-def stored_tensor_digest(ref: TensorRef) -> str:
+def stored_tensor_digest(ref: TensorRef, on_window: Callable[[int], None] | None = None) -> str:
     """The digest of a tensor's bytes in its file, read in windows (memory stays one window
-    whatever the tensor's size); fails like :func:`read_tensor_bits` on a truncated file."""
+    whatever the tensor's size); fails like :func:`read_tensor_bits` on a truncated file.
+
+    ``on_window`` is told the size of each window once it is hashed: the agent's scrub paces
+    itself there (and may raise to stop), so this layer never sleeps."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
     buffer = bytearray(min(ref.nbytes, READ_WINDOW_BYTES))
     try:
@@ -80,6 +83,8 @@ def stored_tensor_digest(ref: TensorRef) -> str:
                     )
                 hasher.update(view[:got])
                 remaining -= got
+                if on_window:
+                    on_window(got)
     except OSError as exc:
         raise InvalidCheckpointError(f"cannot read {ref.path}: {exc.strerror or exc}") from exc
     return hasher.hexdigest()

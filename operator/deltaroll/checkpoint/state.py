@@ -179,7 +179,11 @@ def forget_state(checkpoint_path: Path) -> None:
         fsync_directory(path.parent)
 
 
-def _load(checkpoint_path: Path) -> TrustedState | None:
+def load_state(checkpoint_path: Path) -> TrustedState | None:
+    """The record as written, its seal checked and nothing else (None if absent or altered).
+
+    :func:`trusted_state` adds the checks that let an apply skip reading the files; the agent's
+    scrub wants only the digests, because it compares them with the bytes themselves."""
     path = state_path(checkpoint_path)
     try:
         state = TrustedState.model_validate_json(path.read_bytes())
@@ -196,7 +200,7 @@ def _load(checkpoint_path: Path) -> TrustedState | None:
 
 def trusted_state(checkpoint: Checkpoint) -> TrustedState | None:
     """The record of ``checkpoint`` if every check holds (see the module docstring), else None."""
-    state = _load(checkpoint.path)
+    state = load_state(checkpoint.path)
     if state is None:
         return None
     why = _distrust(checkpoint, state)
@@ -248,7 +252,7 @@ def _fsync_all(files: Mapping[str, Path]) -> bool:
 def make_durable(checkpoint: Checkpoint) -> bool:
     """fsync the checkpoint's files and mark its record durable; False if there is no record
     that still matches, or write-back failed (then the record is removed)."""
-    state = _load(checkpoint.path)
+    state = load_state(checkpoint.path)
     if state is None or _distrust(checkpoint, state):
         return False
     if state.durable:

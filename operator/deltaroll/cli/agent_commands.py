@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from deltaroll.agent.config import DEFAULT_SCRUB_RATE
+
 #: Config fields whose flag is not simply the field's name with dashes.
 _FLAGS = {
     "poll_interval_s": "--poll-interval",
@@ -18,6 +20,7 @@ _FLAGS = {
     "retry_initial_s": "--retry-max",
     "failed_retry_s": "--failed-retry",
     "engine_timeout_s": "--engine-timeout",
+    "scrub_interval_s": "--scrub-interval",
 }
 
 
@@ -70,6 +73,19 @@ def run(
     engine_timeout: Annotated[
         float, typer.Option("--engine-timeout", help="Longest wait in seconds for one reload.")
     ] = 900.0,
+    scrub_rate: Annotated[
+        int,
+        typer.Option(
+            "--scrub-rate",
+            envvar="DELTAROLL_SCRUB_RATE",
+            help="Bytes/s at which the served weights are re-hashed in the background "
+            "(64 MiB/s by default; 0: no scrub).",
+        ),
+    ] = DEFAULT_SCRUB_RATE,
+    scrub_interval: Annotated[
+        float,
+        typer.Option("--scrub-interval", help="Seconds of rest between two full scrub passes."),
+    ] = 60.0,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -116,6 +132,8 @@ def run(
             failed_retry_s=failed_retry,
             engine_check_s=15.0,
             engine_timeout_s=engine_timeout,
+            scrub_rate=scrub_rate,
+            scrub_interval_s=scrub_interval,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
