@@ -42,6 +42,9 @@ FILE_BYTES = GB
 TARGET_APPLY_VS_BARE = 1.5
 TARGET_PEAK_RSS_MB = 512
 TARGET_DIFF_VS_COLD_READ = 0.8
+TARGET_MANIFEST_VS_PAYLOAD = 0.05
+# Delta bytes per changed element of 1-2 ULP nudges (measured by this benchmark: ~1.6).
+BYTES_PER_CHANGED_ELEMENT = 1.6
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -290,11 +293,98 @@ def measure_point(work: Path, size_gb: float, changed: int, label: str) -> dict[
     return result
 
 
+def manifest_at_scale(tensors: int, parameters: float, density: float) -> dict[str, Any]:
+    """The manifest of a ``parameters``-parameter model split into ``tensors`` bf16 tensors (an
+    MoE layout) at ``density``: its bytes against the payload's, and the time to parse and check
+    it as an agent does. Built from the manifest models directly (no 60 GB checkpoint): digests
+    are random, payload sizes follow the bytes per changed element measured above."""
+    import secrets
+
+    from deltaroll.checkpoint.manifest import (
+        SCHEMA,
+        BlobRef,
+        CheckpointLayout,
+        DeltaManifest,
+        ObjectRef,
+        TensorEntry,
+        TensorSide,
+        WeightFileLayout,
+        _content_digest,
+        canonical_json,
+        parse_delta_manifest,
+    )
+
+    per_tensor = int(parameters / tensors)
+    rows = 2048
+    shape = [rows, per_tensor // rows]
+    numel = shape[0] * shape[1]
+    changed = int(numel * density)
+    payload_each = int(changed * BYTES_PER_CHANGED_ELEMENT)
+    pack = 64 << 20
+    entries, offset = [], 0
+    for index in range(tensors):
+        blob = BlobRef(offset // pack, offset % pack, payload_each)
+        offset += payload_each
+        entries.append(
+            TensorEntry(
+                name=f"model.layers.{index // 128}.mlp.experts.{index % 128}.down_proj.weight",
+                base=TensorSide(dtype="BF16", shape=shape, digest=secrets.token_hex(32)),
+                target=TensorSide(dtype="BF16", shape=shape, digest=secrets.token_hex(32)),
+                kind="sparse",
+                payload=blob,
+                changes_digest=secrets.token_hex(32),
+                changed_elements=changed,
+                total_elements=numel,
+            )
+        )
+    objects = [
+        ObjectRef(digest=secrets.token_hex(32), size=min(pack, offset - i * pack))
+        for i in range(-(-offset // pack))
+    ]
+    files = [
+        WeightFileLayout(
+            name=f"model-{i + 1:05d}-of-00064.safetensors",
+            header=BlobRef(0, 0, 1),
+            header_digest=secrets.token_hex(32),
+            tensors=[e.name for e in entries[i::64]],
+        )
+        for i in range(64)
+    ]
+    layout = CheckpointLayout(kind="directory", files=files)
+    manifest = DeltaManifest(
+        schema=SCHEMA,
+        base_version="0" * 32,
+        target_version="1" * 32,
+        base_layout=layout,
+        target_layout=layout,
+        tensors=entries,
+        objects=objects,
+        level=3,
+    )
+    document = manifest.model_dump(mode="json", by_alias=True)
+    document["manifest_digest"] = _content_digest(document)
+    data = canonical_json(document)
+    start = time.perf_counter()
+    parse_delta_manifest(data, "manifest")
+    parse_s = time.perf_counter() - start
+    return {
+        "tensors": tensors,
+        "parameters": parameters,
+        "density": density,
+        "payload_bytes": offset,
+        "manifest_bytes": len(data),
+        "manifest_vs_payload": len(data) / offset,
+        "objects": len(objects),
+        "parse_s": parse_s,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="0.5,1,2,4", help="model sizes in GB")
-    parser.add_argument("--changed", type=int, default=1_000_000)
+    parser.add_argument("--changed", type=int, default=1_000_000, help="0: densities only")
     parser.add_argument("--densities", default="0.01,0.03", help="extra runs at these fractions")
+    parser.add_argument("--manifest-tensors", type=int, default=100_000)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
@@ -304,7 +394,7 @@ def main() -> None:
     densities = [float(d) for d in args.densities.split(",") if d]
     points = []
     for size in sizes:
-        runs = [(args.changed, f"{args.changed}")]
+        runs = [(args.changed, f"{args.changed}")] if args.changed else []
         runs += [(int(d * size * GB / 2), f"{d:.0%}") for d in densities]
         for changed, label in runs:
             point = measure_point(work, size, changed, label)
@@ -320,12 +410,22 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
+    manifest = manifest_at_scale(args.manifest_tensors, 30e9, 0.01)
+    print(
+        f"manifest of {manifest['tensors']} tensors, 30B parameters at 1 %: "
+        f"{manifest['manifest_bytes'] / 1e6:.1f} MB = {manifest['manifest_vs_payload']:.1%} of "
+        f"{manifest['payload_bytes'] / 1e6:.0f} MB payload, {manifest['objects']} objects, "
+        f"parsed and checked in {manifest['parse_s']:.2f} s",
+        file=sys.stderr,
+    )
     summary = {
         "benchmark": "scale",
+        "manifest_at_scale": manifest,
         "targets": {
             "apply_warm_vs_bare_max": TARGET_APPLY_VS_BARE,
             "peak_rss_mb_max": TARGET_PEAK_RSS_MB,
             "diff_vs_cold_read_min": TARGET_DIFF_VS_COLD_READ,
+            "manifest_vs_payload_max": TARGET_MANIFEST_VS_PAYLOAD,
         },
         "points": points,
         "apply_within_target": all(p["apply_warm_vs_bare"] <= TARGET_APPLY_VS_BARE for p in points),
