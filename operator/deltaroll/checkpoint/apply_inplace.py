@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -35,9 +35,7 @@ from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.checkpoint.digests import aux_digests, checkpoint_digests, tensor_digest, version_of
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import (
-    ChangesMismatchError,
     CheckpointError,
-    CorruptDeltaError,
     InterruptedApplyError,
     InvalidCheckpointError,
     WrongBaseError,
@@ -49,23 +47,21 @@ from deltaroll.checkpoint.manifest import (
     TensorEntry,
     WeightFileLayout,
 )
+from deltaroll.checkpoint.materialize import changed_values, write_to_side
 from deltaroll.checkpoint.names import child_path
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, TensorRef, open_checkpoint, read_tensor_bits
-from deltaroll.checkpoint.scatter import TensorSpan, gather, scatter, write_whole
+from deltaroll.checkpoint.scatter import TensorSpan, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 from deltaroll.checkpoint.state import forget_state, record_state, trusted_state
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
     aux_file_bytes,
-    encoded_tensor,
     other,
-    read_to_side_bits,
     to_side_bits,
 )
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
-from deltaroll.codec import ChangesHasher, CodecError, decode_changes
 from deltaroll.errors import DeltarollError
 
 # New values kept in memory between staging and patching (beyond it: read back from the log).
@@ -268,12 +264,12 @@ def _stage(
     for file in plan.rebuilt:
         header = layout_header(file, apply.objects, entries, apply.to_side)
 
-        def tensor_bits(name: str) -> np.ndarray:
-            return read_to_side_bits(
-                entries[name], checkpoint, apply.objects, apply.from_side, apply.on_bytes
+        def write_tensor(name: str, out: BinaryIO) -> None:
+            write_to_side(
+                entries[name], checkpoint, apply.objects, apply.from_side, out, apply.on_bytes
             )
 
-        write_weight_file(journal.staged / file.name, header, tensor_bits)
+        write_weight_file(journal.staged / file.name, header, write_tensor)
         crash_point("file-staged")
     fsync_directory(journal.staged)
     held: list[TensorChange] | None = []
@@ -296,33 +292,13 @@ def _stage(
 
 def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> TensorChange:
     """Compute one tensor's new values and check them before anything is written."""
-    span = _span(ref)
-    encoded = encoded_tensor(entry, apply.objects)
     if entry.kind == "dense":
         # Almost every element changes: read it whole, apply, check the other side's digest.
         bits = to_side_bits(entry, read_tensor_bits(ref), apply.objects, apply.from_side)
         change = TensorChange(entry.name, None, bits)
     else:
-        try:
-            changes = decode_changes(encoded, span.dtype)
-            known = gather(span, changes.positions)
-            computed = changes.values_after(known, forward=apply.from_side == "base")
-        except CodecError as exc:
-            raise CorruptDeltaError(
-                f"the payload of tensor {entry.name!r} does not apply: {exc}; fetch or "
-                "recompute the delta"
-            ) from exc
-        base, target = (known, computed) if apply.from_side == "base" else (computed, known)
-        hasher = ChangesHasher(span.dtype.itemsize)
-        hasher.update(changes.positions, base, target)
-        if hasher.hexdigest() != entry.changes_digest:
-            raise ChangesMismatchError(
-                f"tensor {entry.name!r} in {ref.path}: the values at its {changes.positions.size} "
-                f"changed positions are not the ones the delta was made from; the checkpoint is "
-                f"not the {apply.from_side} it was recorded as (or the delta is corrupt): run "
-                f"`deltaroll verify` on it, then restore it; nothing was changed"
-            )
-        change = TensorChange(entry.name, changes.positions, computed)
+        positions, computed = changed_values(entry, ref, apply.objects, apply.from_side)
+        change = TensorChange(entry.name, positions, computed)
     if apply.on_bytes:
         apply.on_bytes(ref.nbytes)
     return change

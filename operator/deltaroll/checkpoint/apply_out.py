@@ -8,11 +8,11 @@ is written as that one file inside the output directory.
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
+from typing import BinaryIO
 
 from deltaroll.checkpoint.errors import CorruptDeltaError
 from deltaroll.checkpoint.manifest import DeltaManifest
+from deltaroll.checkpoint.materialize import write_to_side
 from deltaroll.checkpoint.names import child_path
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint
@@ -22,7 +22,6 @@ from deltaroll.checkpoint.transform import (
     Side,
     aux_file_bytes,
     other,
-    read_to_side_bits,
 )
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
 
@@ -42,13 +41,13 @@ def apply_to_directory(
         raise CorruptDeltaError("the delta has no layout for the side it should produce")
     entries = {e.name: e for e in manifest.tensors}
 
-    def tensor_bits(name: str) -> np.ndarray:
-        return read_to_side_bits(entries[name], source, objects, from_side, on_bytes)
+    def write_tensor(name: str, out: BinaryIO) -> None:
+        write_to_side(entries[name], source, objects, from_side, out, on_bytes)
 
     with staged_directory(out_dir) as staging:
         for file in layout.files:
             header = layout_header(file, objects, entries, to_side)
-            write_weight_file(child_path(staging, file.name), header, tensor_bits)
+            write_weight_file(child_path(staging, file.name), header, write_tensor)
         for aux in layout.aux_files:
             data = aux_file_bytes(aux, objects)
             path = child_path(staging, aux.name)

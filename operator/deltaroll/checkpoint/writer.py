@@ -6,10 +6,8 @@ import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-import numpy as np
-
-from deltaroll.checkpoint.dtypes import byte_view
 from deltaroll.checkpoint.errors import CorruptDeltaError
 from deltaroll.checkpoint.header import SafetensorsHeader, parse_header
 from deltaroll.checkpoint.manifest import TensorEntry, WeightFileLayout
@@ -38,13 +36,14 @@ def layout_header(
 
 
 def write_weight_file(
-    path: Path, header: SafetensorsHeader, tensor_bits: Callable[[str], np.ndarray]
+    path: Path, header: SafetensorsHeader, write_tensor: Callable[[str, BinaryIO], None]
 ) -> None:
-    """Write a complete safetensors file, fsynced; ``tensor_bits`` yields each tensor's bits."""
+    """Write a complete safetensors file, fsynced; ``write_tensor(name, f)`` writes each
+    tensor's bytes, in the header's data order."""
     with path.open("xb") as f:
         f.write(struct.pack("<Q", len(header.raw)))
         f.write(header.raw)
         for tensor in header.tensors:
-            f.write(byte_view(tensor_bits(tensor.name)))
+            write_tensor(tensor.name, f)
         f.flush()
         os.fsync(f.fileno())
