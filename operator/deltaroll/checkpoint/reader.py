@@ -11,6 +11,7 @@ stays near the largest tensor rather than the model.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -87,20 +88,57 @@ def read_tensor_bits(ref: TensorRef) -> np.ndarray:
     return bits
 
 
-def read_tensor_window(ref: TensorRef, start: int, count: int) -> np.ndarray:
-    """Elements ``[start, start + count)`` of one tensor, read at their offset."""
-    dtype = np.dtype(bits_view(ref.dtype))
-    try:
-        bits = np.fromfile(
-            ref.path, dtype=dtype, count=count, offset=ref.begin + start * dtype.itemsize
-        )
-    except OSError as exc:
-        raise InvalidCheckpointError(f"cannot read {ref.path}: {exc.strerror or exc}") from exc
-    if bits.size != count:
-        raise InvalidCheckpointError(
-            f"{ref.path} ended inside tensor {ref.name!r}: the file was truncated while reading"
-        )
-    return bits
+class TensorFile:
+    """One tensor's file, held open to read windows of the tensor into the caller's buffers.
+
+    Why not ``np.fromfile`` per window: each fresh array is new anonymous memory, so the kernel
+    zero-fills and maps every page of it before copying the file's bytes in (page faults were a
+    third of diff's system time), and the file was opened and closed per window. Reads use
+    ``preadv`` at the window's offset (no shared file position, so threads may read) and the
+    file is advised sequential (a larger readahead for the cold read). Use as a context manager.
+    """
+
+    def __init__(self, ref: TensorRef) -> None:
+        self.ref = ref
+        self.dtype = np.dtype(bits_view(ref.dtype))
+        try:
+            self._fd = os.open(ref.path, os.O_RDONLY)
+        except OSError as exc:
+            raise InvalidCheckpointError(f"cannot read {ref.path}: {exc.strerror or exc}") from exc
+        os.posix_fadvise(self._fd, ref.begin, ref.nbytes, os.POSIX_FADV_SEQUENTIAL)
+
+    def __enter__(self) -> TensorFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self._fd)
+
+    def will_need(self, start: int, count: int) -> None:
+        """Ask the kernel to start reading elements ``[start, start + count)`` now, in the
+        background (clamped to the tensor), so the disk keeps streaming while we compute."""
+        count = min(count, self.ref.numel - start)
+        if count > 0:
+            offset = self.ref.begin + start * self.dtype.itemsize
+            os.posix_fadvise(self._fd, offset, count * self.dtype.itemsize, os.POSIX_FADV_WILLNEED)
+
+    def read_into(self, start: int, out: np.ndarray) -> None:
+        """Fill ``out`` (contiguous, of :attr:`dtype`) with elements from ``start`` on."""
+        view = out.reshape(-1).view(np.uint8).data
+        offset = self.ref.begin + start * self.dtype.itemsize
+        done = 0
+        while done < view.nbytes:
+            try:
+                got = os.preadv(self._fd, [view[done:]], offset + done)
+            except OSError as exc:
+                raise InvalidCheckpointError(
+                    f"cannot read {self.ref.path}: {exc.strerror or exc}"
+                ) from exc
+            if got == 0:
+                raise InvalidCheckpointError(
+                    f"{self.ref.path} ended inside tensor {self.ref.name!r}: the file was "
+                    "truncated while reading"
+                )
+            done += got
 
 
 def open_checkpoint(path: Path) -> Checkpoint:

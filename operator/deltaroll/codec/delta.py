@@ -16,7 +16,7 @@ import numpy as np
 
 from deltaroll.codec.changes import ChangesHasher
 from deltaroll.codec.dense import FORMAT_DENSE_XOR, apply_dense, encode_dense
-from deltaroll.codec.diff import SparseDiff, count_changed, sparse_diff
+from deltaroll.codec.diff import ChangeCollector, SparseDiff, count_changed, sparse_diff
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
 from deltaroll.codec.model import EncodedTensor, TensorKind
@@ -61,9 +61,9 @@ class _Pair:
 
     width: int
     total: int
-    count_changed: Callable[[], int]
-    # Given count_changed()'s result, which spares the numpy diff a counting pass of its own.
-    sparse_diff: Callable[[int], SparseDiff]
+    # scan(limit): the number of changed elements and, when it is below the limit (the sparse
+    # form is allowed), the change set itself; a windowed source finds both in one read.
+    scan: Callable[[float], tuple[int, SparseDiff | None]]
     # The whole XOR in consecutive chunks of the given number of elements.
     xor_chunks: Callable[[int], Iterator[np.ndarray]]
     # The change set in windows of the given number of elements (positions are absolute).
@@ -91,11 +91,14 @@ def _numpy_pair(base: np.ndarray, target: np.ndarray) -> _Pair:
             part = sparse_diff(base[start : start + chunk], target[start : start + chunk])
             yield SparseDiff(part.positions + start, part.base_values, part.target_values)
 
+    def scan(limit: float) -> tuple[int, SparseDiff | None]:
+        changed = count_changed(base, target)
+        return changed, sparse_diff(base, target, changed) if 0 < changed < limit else None
+
     return _Pair(
         width=base.dtype.itemsize,
         total=base.shape[0],
-        count_changed=lambda: count_changed(base, target),
-        sparse_diff=lambda changed: sparse_diff(base, target, changed),
+        scan=scan,
         xor_chunks=xor_chunks,
         diff_chunks=diff_chunks,
     )
@@ -132,17 +135,22 @@ def _torch_pair(base: torch.Tensor, target: torch.Tensor) -> _Pair:
             )
             yield SparseDiff(part.positions + start, part.base_values, part.target_values)
 
+    def scan(limit: float) -> tuple[int, SparseDiff | None]:
+        changed = torch_diff.count_changed_torch(base, target)
+        listed = 0 < changed < limit
+        return changed, torch_diff.sparse_diff_torch(base, target) if listed else None
+
     return _Pair(
         width=base.element_size(),
         total=base.numel(),
-        count_changed=lambda: torch_diff.count_changed_torch(base, target),
-        sparse_diff=lambda changed: torch_diff.sparse_diff_torch(base, target),
+        scan=scan,
         xor_chunks=xor_chunks,
         diff_chunks=diff_chunks,
     )
 
 
-# A windowed source: (first element, count) -> (base, target) bits of that range.
+# A windowed source: (first element, count) -> (base, target) bits of that range; the arrays
+# may be reused by the source's next call, so they are read before it and never kept.
 WindowReader = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
 # Bytes the sparse form of a windowed tensor may hold (positions and both sides' values).
 WINDOWED_SPARSE_BUDGET_BYTES = 256 << 20
@@ -157,27 +165,11 @@ def _windowed_pair(read: WindowReader, dtype: np.dtype, total: int, window: int)
             base, target = read(start, min(chunk, total - start))
             yield start, base, target
 
-    def count() -> int:
-        return sum(count_changed(base, target) for _, base, target in windows(window))
-
-    def sparse(changed: int) -> SparseDiff:
-        positions = np.empty(changed, np.int64)
-        base_values, target_values = np.empty(changed, dtype), np.empty(changed, dtype)
-        filled = 0
+    def scan(limit: float) -> tuple[int, SparseDiff | None]:
+        collector = ChangeCollector(dtype, limit)
         for start, base, target in windows(window):
-            part = sparse_diff(base, target)
-            end = filled + part.positions.shape[0]
-            if end > changed:
-                raise CodecError("the tensor changed while it was being diffed; diff it again")
-            positions[filled:end] = part.positions + start
-            base_values[filled:end], target_values[filled:end] = (
-                part.base_values,
-                part.target_values,
-            )
-            filled = end
-        if filled != changed:
-            raise CodecError("the tensor changed while it was being diffed; diff it again")
-        return SparseDiff(positions, base_values, target_values)
+            collector.add(start, base, target)
+        return collector.changed, collector.result()
 
     def xor_chunks(chunk: int) -> Iterator[np.ndarray]:
         for _, base, target in windows(chunk):
@@ -191,8 +183,7 @@ def _windowed_pair(read: WindowReader, dtype: np.dtype, total: int, window: int)
     return _Pair(
         width=width,
         total=total,
-        count_changed=count,
-        sparse_diff=sparse,
+        scan=scan,
         xor_chunks=xor_chunks,
         diff_chunks=diff_chunks,
         sparse_limit=WINDOWED_SPARSE_BUDGET_BYTES / (8 + 2 * width),
@@ -203,8 +194,9 @@ def encode_windowed_delta(
     read: WindowReader, dtype: np.dtype, total: int, *, level: int = 3, window: int = 1 << 22
 ) -> EncodedTensor:
     """:func:`encode_tensor_delta` of a tensor pair read ``window`` elements at a time by
-    ``read(start, count)`` (flat unsigned arrays). Reads the windows in order, from the first,
-    at least once; the sparse form is limited to what fits a memory budget (then dense)."""
+    ``read(start, count)`` (flat unsigned arrays). Reads the windows in order, from the first:
+    once when the sparse form is chosen (it is limited to what fits a memory budget), again
+    for the dense form."""
     if not MIN_LEVEL <= level <= MAX_LEVEL:
         raise CodecError(f"zstd level must be between {MIN_LEVEL} and {MAX_LEVEL}, not {level}")
     return _encode(_windowed_pair(read, np.dtype(dtype), total, window), level)
@@ -231,15 +223,14 @@ def encode_tensor_delta(
 
 
 def _encode(pair: _Pair, level: int) -> EncodedTensor:
-    changed = pair.count_changed()
+    changed, diff = pair.scan(min(SPARSE_MAX_FRACTION * pair.total, pair.sparse_limit))
     if changed == 0:
         header = Header(FORMAT_UNCHANGED, pair.width, pair.total, 0)
         return EncodedTensor(TensorKind.UNCHANGED, PayloadWriter(header).finish(), 0, pair.total)
     candidates = []
     hasher = ChangesHasher(pair.width)
-    sparse_allowed = changed < min(SPARSE_MAX_FRACTION * pair.total, pair.sparse_limit)
-    if sparse_allowed:
-        diff = pair.sparse_diff(changed)
+    sparse_allowed = diff is not None
+    if diff is not None:
         sparse = encode_sparse(
             diff.positions, diff.base_values, diff.target_values, pair.total, level
         )

@@ -56,3 +56,76 @@ def sparse_diff(base: np.ndarray, target: np.ndarray, changed: int | None = None
             "the arrays were modified during the diff, or the count was of other arrays"
         )
     return SparseDiff(positions, base_values, target_values)
+
+
+# A window's changes are listed in a scratch sized for this share of its elements (its memory
+# is 8 + 2 x width bytes per element); a window with more is counted, then listed exactly.
+SCRATCH_SHARE = 8
+
+
+class ChangeCollector:
+    """Counts and lists the changes of a tensor fed window by window, in one pass.
+
+    Why: a tensor streamed from disk would otherwise be read twice, once to count its changes
+    (to choose the form) and once to list them. Windows are fed in order; each window's changes
+    go through one reused scratch and are kept at their exact size. Once
+    ``limit`` changes are seen the list is dropped (the caller's sparse form is then not
+    allowed) and the remaining windows are only counted.
+    """
+
+    def __init__(self, dtype: np.dtype, limit: float) -> None:
+        self.changed = 0
+        self._dtype = np.dtype(dtype)
+        self._limit = limit
+        self._parts: list[SparseDiff] | None = []
+        self._scratch: SparseDiff | None = None
+
+    def add(self, start: int, base: np.ndarray, target: np.ndarray) -> None:
+        """Add the window of elements ``[start, start + base.size)``."""
+        if self._parts is None:
+            self.changed += count_changed(base, target)
+            return
+        window = self._window_changes(*_contiguous(base, target))
+        self.changed += window.positions.shape[0]
+        if self.changed >= self._limit:
+            self._parts = self._scratch = None
+            return
+        self._parts.append(
+            SparseDiff(
+                window.positions + start, window.base_values.copy(), window.target_values.copy()
+            )
+        )
+
+    def _window_changes(self, base: np.ndarray, target: np.ndarray) -> SparseDiff:
+        """One window's changes: views of the scratch arrays (valid until the next call) when
+        they fit, else arrays of their own after a counting pass."""
+        from deltaroll.codec import kernels
+
+        capacity = max(1, base.shape[0] // SCRATCH_SHARE)
+        if self._scratch is None or self._scratch.positions.shape[0] < capacity:
+            self._scratch = SparseDiff(
+                np.empty(capacity, np.int64),
+                np.empty(capacity, self._dtype),
+                np.empty(capacity, self._dtype),
+            )
+        scratch = self._scratch
+        found = kernels.emit_changed(
+            base, target, scratch.positions, scratch.base_values, scratch.target_values
+        )
+        if found < 0:
+            return sparse_diff(base, target)
+        return SparseDiff(
+            scratch.positions[:found], scratch.base_values[:found], scratch.target_values[:found]
+        )
+
+    def result(self) -> SparseDiff | None:
+        """Every change fed, in order; ``None`` once there were ``limit`` or more."""
+        if self._parts is None:
+            return None
+        parts, self._parts = self._parts, None
+        self._scratch = None
+        return SparseDiff(
+            np.concatenate([p.positions for p in parts] or [np.empty(0, np.int64)]),
+            np.concatenate([p.base_values for p in parts] or [np.empty(0, self._dtype)]),
+            np.concatenate([p.target_values for p in parts] or [np.empty(0, self._dtype)]),
+        )
