@@ -20,7 +20,7 @@ from deltaroll.checkpoint.dtypes import bits_view, byte_view
 from deltaroll.checkpoint.errors import ChangesMismatchError, CorruptDeltaError, WrongBaseError
 from deltaroll.checkpoint.manifest import TensorEntry
 from deltaroll.checkpoint.packs import PackReader
-from deltaroll.checkpoint.reader import Checkpoint, TensorRef, read_tensor_window
+from deltaroll.checkpoint.reader import Checkpoint, TensorFile, TensorRef
 from deltaroll.checkpoint.scatter import TensorSpan, gather
 from deltaroll.checkpoint.transform import (
     OnBytes,
@@ -60,14 +60,17 @@ def _stream(
     positions, values = changed_values(entry, ref, objects, from_side)
     hashers = {side: blake3.blake3() for side in ("base", "target")}
     to_side = other(from_side)
-    for start in range(0, ref.numel, WINDOW_ELEMENTS):
-        window = read_tensor_window(ref, start, min(WINDOW_ELEMENTS, ref.numel - start))
-        hashers[from_side].update(byte_view(window))
-        if positions.size:
-            first, stop = np.searchsorted(positions, [start, start + window.shape[0]])
-            window[positions[first:stop] - start] = values[first:stop]
-        hashers[to_side].update(byte_view(window))
-        out.write(byte_view(window))
+    buffer = np.empty(min(WINDOW_ELEMENTS, ref.numel), dtype)
+    with TensorFile(ref) as source:
+        for start in range(0, ref.numel, WINDOW_ELEMENTS):
+            window = buffer[: min(WINDOW_ELEMENTS, ref.numel - start)]
+            source.read_into(start, window)
+            hashers[from_side].update(byte_view(window))
+            if positions.size:
+                first, stop = np.searchsorted(positions, [start, start + window.shape[0]])
+                window[positions[first:stop] - start] = values[first:stop]
+            hashers[to_side].update(byte_view(window))
+            out.write(byte_view(window))
     expected_from, expected_to = entry.side(from_side), entry.side(to_side)
     assert expected_from is not None and expected_to is not None  # same-shape entries
     if hashers[from_side].hexdigest() != expected_from.digest or dtype.itemsize * ref.numel != (
