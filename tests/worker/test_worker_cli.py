@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from deltaroll.checkpoint import checkpoint_version
-from deltaroll.checkpoint.manifest import DeltaManifest
-from deltaroll.checkpoint.objects import ObjectDir
-from deltaroll.checkpoint.packs import PackReader
 from deltaroll.store import Store
-from deltaroll.store.manifests import DeltaRecord
 from fixtures.cli import deltaroll_json
+from fixtures.deltas import delta_content
 from fixtures.trl_patches import write_trl_patch
 from worker.helpers import SECRET_SENTINEL, Worker, compute_args, refuse_new_objects, same_files
 
@@ -182,7 +179,7 @@ def test_three_shards_publish_the_same_delta_as_one_worker(
     three = Store(sharded).versions("tiny")[version].delta
     assert one is not None and three is not None
     # The same delta, packed differently (each share packs its own payloads).
-    assert _delta_content(tmp_path / "single", one) == _delta_content(tmp_path / "sharded", three)
+    assert delta_content(tmp_path / "single", one) == delta_content(tmp_path / "sharded", three)
     assert not list((tmp_path / "sharded" / "tiny" / "staging").rglob("*.json"))
     out = tmp_path / "pulled"
     deltaroll_json("pull", sharded, "tiny", "step-1", "-o", str(out))
@@ -232,34 +229,3 @@ def test_the_parent_cache_is_used_only_when_it_holds_the_parent(
     assert repaired.code == 0, repaired.process.stderr
     assert "worker.parent_cached" not in repaired.process.stderr
     assert repaired.report == filled.report
-
-
-def _delta_content(store_root: Path, record: DeltaRecord) -> dict[str, object]:
-    """What a delta says, blob placement aside: its versions, each tensor's entry with the bytes
-    of its payload and chunks, and the layouts' file names and digests."""
-    manifest = DeltaManifest.model_validate_json(record.manifest_json)
-    blobs = PackReader(ObjectDir(store_root / "tiny"), manifest.objects)
-    placed = {"payload", "base_chunks", "target_chunks"}
-    tensors = {
-        entry.name: (
-            entry.model_dump(exclude=placed),
-            [blobs.read(blob) for blob in entry.blobs()],
-        )
-        for entry in manifest.tensors
-    }
-    layouts = [
-        (f.name, f.header_digest, f.tensors)
-        for layout in (manifest.base_layout, manifest.target_layout)
-        if layout
-        for f in layout.files
-    ] + [
-        (a.name, a.digest)
-        for layout in (manifest.base_layout, manifest.target_layout)
-        if layout
-        for a in layout.aux_files
-    ]
-    return {
-        "versions": (manifest.base_version, manifest.target_version),
-        "tensors": tensors,
-        "layouts": layouts,
-    }
