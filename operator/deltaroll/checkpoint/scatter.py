@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,46 +52,52 @@ def _mapped(fd: int, span: TensorSpan, start: int, count: int, writable: bool) -
     return mmap.mmap(fd, length, offset=aligned, access=access)
 
 
-def _window_view(mapping: mmap.mmap, span: TensorSpan, start: int, count: int) -> np.ndarray:
-    skip = (span.begin + start * span.dtype.itemsize) % mmap.ALLOCATIONGRANULARITY
-    return np.frombuffer(mapping, dtype=span.dtype, count=count, offset=skip)
+# Called with (window, positions inside it, first index, index past the last).
+WindowVisit = Callable[[np.ndarray, np.ndarray, int, int], None]
+
+
+def _visit_windows(
+    span: TensorSpan, positions: np.ndarray, visit: WindowVisit, *, writable: bool
+) -> None:
+    """Map each window that holds any of the ascending ``positions``, let ``visit`` index it,
+    unmap it (a callback, not a generator: no view may outlive its mapping)."""
+    per_window = max(1, WINDOW_BYTES // span.dtype.itemsize)
+    fd = os.open(span.path, os.O_RDWR if writable else os.O_RDONLY)
+    try:
+        for start, first, stop in _windows(span, positions):
+            count = min(per_window, span.numel - start)
+            with _mapped(fd, span, start, count, writable) as mapping:
+                skip = (span.begin + start * span.dtype.itemsize) % mmap.ALLOCATIONGRANULARITY
+                window = np.frombuffer(mapping, dtype=span.dtype, count=count, offset=skip)
+                visit(window, positions[first:stop] - start, first, stop)
+                del window
+    finally:
+        os.close(fd)
 
 
 def gather(span: TensorSpan, positions: np.ndarray) -> np.ndarray:
     """The current values at ascending ``positions`` (int64, inside the tensor)."""
     out = np.empty(positions.shape[0], span.dtype)
-    per_window = max(1, WINDOW_BYTES // span.dtype.itemsize)
-    fd = os.open(span.path, os.O_RDONLY)
-    try:
-        for start, first, stop in _windows(span, positions):
-            count = min(per_window, span.numel - start)
-            with _mapped(fd, span, start, count, writable=False) as mapping:
-                window = _window_view(mapping, span, start, count)
-                out[first:stop] = window[positions[first:stop] - start]
-                del window
-    finally:
-        os.close(fd)
+
+    def read(window: np.ndarray, inside: np.ndarray, first: int, stop: int) -> None:
+        out[first:stop] = window[inside]
+
+    _visit_windows(span, positions, read, writable=False)
     return out
 
 
 def scatter(span: TensorSpan, positions: np.ndarray, values: np.ndarray, tensor: str = "") -> None:
     """Write ``values`` at ascending ``positions`` (idempotent: the same call again is a no-op
     in effect, which is what lets a crashed apply simply run again)."""
-    per_window = max(1, WINDOW_BYTES // span.dtype.itemsize)
-    fd = os.open(span.path, os.O_RDWR)
-    try:
-        for start, first, stop in _windows(span, positions):
-            count = min(per_window, span.numel - start)
-            with _mapped(fd, span, start, count, writable=True) as mapping:
-                window = _window_view(mapping, span, start, count)
-                # In two halves, so the crash tests can stop a write in the middle of a tensor.
-                middle = (first + stop) // 2
-                window[positions[first:middle] - start] = values[first:middle]
-                crash_point("scatter-half", tensor)
-                window[positions[middle:stop] - start] = values[middle:stop]
-                del window
-    finally:
-        os.close(fd)
+
+    def write(window: np.ndarray, inside: np.ndarray, first: int, stop: int) -> None:
+        # In two halves, so the crash tests can stop a write in the middle of a tensor.
+        half = inside.shape[0] // 2
+        window[inside[:half]] = values[first : first + half]
+        crash_point("scatter-half", tensor)
+        window[inside[half:]] = values[first + half : stop]
+
+    _visit_windows(span, positions, write, writable=True)
 
 
 def write_whole(span: TensorSpan, values: np.ndarray) -> None:
