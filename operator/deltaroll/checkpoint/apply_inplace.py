@@ -8,17 +8,19 @@ positions, old and new values hash to the tensor's ``changes_digest``. Without a
 (first apply, another boot, a network file system, files touched) it hashes every tensor once,
 as a full check, and continues the same way.
 
-Phases, each recorded in the journal before the next begins:
+Steps:
 
-1. staging: new files for weight files whose layout changes are built in ``staged/`` from the
-   untouched checkpoint, and every new value for the files that keep their layout is computed,
-   checked and written to the redo log (``changes.bin``, fsynced). Nothing in the checkpoint
-   has changed yet; a failure here leaves it as it was.
-2. patching: the trusted-state record is removed, then the redo log is written into the files
-   (idempotent: a crash here is finished by running the same apply again).
-3. finishing: removed files go, staged files are renamed in, auxiliary files rewritten; then a
-   new record vouches for the target (``durable: false`` until :func:`make_durable` fsyncs the
-   files off the pause path) and the journal is dropped.
+1. staging: new files for weight files whose layout changes are built in the journal's
+   ``staged/`` from the untouched checkpoint, and every new value for the files that keep their
+   layout is computed, checked and written to the redo log (``changes.bin``, fsynced). Nothing
+   in the checkpoint has changed; a refusal or a crash here leaves it as it was.
+2. commit: the journal's ``state.json`` is written. From here on the apply always finishes, and
+   the trusted-state record is not trusted while the journal is there.
+3. patching and finishing: the redo log is written into the files (idempotent), removed files
+   go, staged files are renamed in, auxiliary files rewritten; then a new record vouches for the
+   target (``durable: false`` until :func:`~deltaroll.checkpoint.state.make_durable` fsyncs the
+   files, off the pause path) and the journal is dropped. Only the commit and the redo log are
+   fsynced on the way.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, TensorRef, open_checkpoint, read_tensor_bits
 from deltaroll.checkpoint.scatter import TensorSpan, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
-from deltaroll.checkpoint.state import forget_state, record_state, trusted_state
+from deltaroll.checkpoint.state import record_state, trusted_state
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
@@ -132,19 +134,24 @@ def _apply_locked(apply: _Apply) -> bool:
     journal = Journal(path)
     state = journal.load()
     plan = _plan(from_layout, to_layout)
+    held: list[TensorChange] | None = None
     if state is None:
-        journal.discard_leftovers()
+        journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
         checkpoint = open_checkpoint(path)
         if not _check_from_side(apply, checkpoint, from_version, to_version):
             return False
+        try:
+            held = _stage(apply, journal, checkpoint, plan)
+        except DeltarollError:
+            journal.discard_leftovers()  # refused: the checkpoint was not touched
+            raise
         state = JournalState(
             manifest_digest=manifest.manifest_digest,
             direction=direction,
             from_version=from_version,
             to_version=to_version,
-            phase="staging",
         )
-        journal.save(state)
+        journal.save(state)  # the commit point: from here on the apply always finishes
         crash_point("journal-created")
     elif (state.manifest_digest, state.direction) != (manifest.manifest_digest, direction):
         raise InterruptedApplyError(
@@ -152,23 +159,9 @@ def _apply_locked(apply: _Apply) -> bool:
             f"({state.from_version} -> {state.to_version}, {state.direction}); run that apply "
             f"again to finish it first (journal: {journal.root})"
         )
-    held: list[TensorChange] | None = None
-    if state.phase == "staging":
-        try:
-            held = _stage(apply, journal, open_checkpoint(path), plan)
-        except DeltarollError:
-            journal.abandon()
-            raise
-        state = state.model_copy(update={"phase": "patching"})
-        journal.save(state)
-        crash_point("changes-staged")
-    if state.phase == "patching":
-        forget_state(path)
-        crash_point("state-forgotten")
-        _patch(journal, open_checkpoint(path), held)
-        state = state.model_copy(update={"phase": "finishing"})
-        journal.save(state)
-        crash_point("patched")
+    # Everything below is idempotent: a crash anywhere is finished by running the apply again.
+    _patch(journal, open_checkpoint(path), held)
+    crash_point("patched")
     _finish(apply, journal, plan)
     _record_target(apply, to_version)
     journal.remove()

@@ -3,8 +3,10 @@
 It lives beside the checkpoint's files (``<dir>/.deltaroll-journal/`` for a directory,
 ``.<file>.deltaroll-journal/`` next to a single file) and holds:
 
-- ``state.json``: which delta, which direction, and the phase (staging -> patching ->
-  finishing), replaced atomically and fsynced at each phase change;
+- ``state.json``: which delta and which direction; written (atomically, fsynced) once the
+  staged files and the redo log below are complete and durable. It is the commit point: without
+  it whatever else is here is leftover of a staging that never touched the checkpoint, and is
+  discarded; with it, the apply is finished by running it again;
 - ``staged/``: complete new files for weight files whose layout changes (renamed in at the end);
 - ``changes.bin``: the redo log, every new value the apply writes into the weight files that
   keep their layout: per tensor the changed positions and their new values (a dense change: the
@@ -35,9 +37,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
-
-Phase = Literal["staging", "patching", "finishing"]
-
 
 _DIGEST_BYTES = 32
 _META = struct.Struct("<I")
@@ -112,7 +111,7 @@ def _read_change(f: IO[bytes]) -> TensorChange:
 
 
 class JournalState(BaseModel):
-    """What an unfinished in-place apply was doing."""
+    """An in-place apply that is committed (its redo log complete) and not yet finished."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -120,7 +119,6 @@ class JournalState(BaseModel):
     direction: Literal["forward", "reverse"]
     from_version: str
     to_version: str
-    phase: Phase
 
 
 @contextmanager
@@ -167,12 +165,11 @@ class Journal:
             ) from exc
 
     def save(self, state: JournalState) -> None:
-        created = not self.root.exists()
+        """Commit the apply: durable, with the folder that holds it and its redo log."""
         self.root.mkdir(exist_ok=True)
         write_file_atomically(self._state, state.model_dump_json().encode())
         fsync_directory(self.root)
-        if created:
-            fsync_directory(self.root.parent)
+        fsync_directory(self.root.parent)
 
     def reset_staged(self) -> None:
         shutil.rmtree(self.staged, ignore_errors=True)

@@ -48,14 +48,18 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
         raise
 
 
-def write_file_atomically(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix."""
+def write_file_atomically(
+    path: Path, data: bytes | bytearray | memoryview, *, durable: bool = True
+) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or the new file, never a mix
+    (``durable=False``: readers never see a torn file, but a power loss may keep the old one)."""
     temp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
         with temp.open("wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deltaroll.checkpoint.crashpoints import crash_point
+from deltaroll.checkpoint.journal import Journal
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 
@@ -144,9 +145,12 @@ def _digest(state: TrustedState) -> str:
 
 
 def _write(checkpoint_path: Path, state: TrustedState) -> None:
+    """Replace the record atomically, without fsync: a record lost in a crash costs one full
+    hash, and one from before a restart is void anyway (another boot id)."""
     sealed = state.model_copy(update={"record_digest": _digest(state)})
-    write_file_atomically(state_path(checkpoint_path), sealed.model_dump_json().encode())
-    fsync_directory(state_path(checkpoint_path).parent)
+    write_file_atomically(
+        state_path(checkpoint_path), sealed.model_dump_json().encode(), durable=False
+    )
 
 
 def record_state(
@@ -218,6 +222,8 @@ def trusted_state(checkpoint: Checkpoint) -> TrustedState | None:
 
 
 def _distrust(checkpoint: Checkpoint, state: TrustedState) -> str:
+    if Journal(checkpoint.path).pending():
+        return "an in-place apply is unfinished"
     if not fingerprints_trustworthy(checkpoint.path):
         return f"file system {filesystem_type(checkpoint.path)!r} cannot prove files unchanged"
     if state.boot_id != boot_id() or not state.boot_id:
