@@ -32,6 +32,7 @@ bench: setup
 	$(BIN)/python benchmarks/codec.py
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/rollout.py
+	$(BIN)/python benchmarks/scale.py
 
 lint: setup
 	$(BIN)/ruff check operator tests benchmarks
