@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -52,4 +54,19 @@ def test_damaged_redo_log_is_refused(tmp_path: Path, offset: int) -> None:
     data[offset] ^= 1
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="damaged"):
+        list(journal.changes())
+
+
+def test_a_sealed_log_claiming_more_than_it_holds_is_refused_before_allocating(
+    tmp_path: Path,
+) -> None:
+    """A log whose record claims 10**15 elements (resealed, so its digest checks out) is
+    refused without trying to read that much."""
+    import blake3
+
+    journal = _journal(tmp_path)
+    meta = json.dumps({"tensor": "a", "dtype": "<u2", "count": 10**15, "whole": False}).encode()
+    body = struct.pack("<I", len(meta)) + meta + bytes(30)
+    (journal.root / "changes.bin").write_bytes(body + blake3.blake3(body).digest())
+    with pytest.raises(CheckpointError, match="runs past the end"):
         list(journal.changes())

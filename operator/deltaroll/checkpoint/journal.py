@@ -89,24 +89,27 @@ def _raw(values: np.ndarray) -> memoryview:
     return np.ascontiguousarray(values).reshape(-1).view(np.uint8).data
 
 
-def _read_exactly(f: IO[bytes], size: int) -> bytes:
+def _read_exactly(f: IO[bytes], size: int, end: int) -> bytes:
+    """``size`` bytes, refusing before it allocates when they would run past ``end``."""
+    if size < 0 or f.tell() + size > end:
+        raise ValueError("a record runs past the end of the log")
     data = f.read(size)
     if len(data) != size:
         raise ValueError("truncated record")
     return data
 
 
-def _read_change(f: IO[bytes]) -> TensorChange:
-    (meta_len,) = _META.unpack(_read_exactly(f, _META.size))
-    meta = json.loads(_read_exactly(f, meta_len))
+def _read_change(f: IO[bytes], end: int) -> TensorChange:
+    (meta_len,) = _META.unpack(_read_exactly(f, _META.size, end))
+    meta = json.loads(_read_exactly(f, meta_len, end))
     dtype = np.dtype(meta["dtype"])
     if dtype.kind != "u":
         raise ValueError(f"record of tensor {meta['tensor']!r} has dtype {dtype}")
     count, whole = int(meta["count"]), bool(meta["whole"])
     if count < 0:
         raise ValueError(f"record of tensor {meta['tensor']!r} has a negative count")
-    positions = None if whole else np.frombuffer(_read_exactly(f, 8 * count), dtype="<i8")
-    values = np.frombuffer(_read_exactly(f, dtype.itemsize * count), dtype=dtype)
+    positions = None if whole else np.frombuffer(_read_exactly(f, 8 * count, end), dtype="<i8")
+    values = np.frombuffer(_read_exactly(f, dtype.itemsize * count, end), dtype=dtype)
     return TensorChange(str(meta["tensor"]), positions, values)
 
 
@@ -206,7 +209,7 @@ class Journal:
                 raise ValueError("digest mismatch")
             with self._changes.open("rb") as f:
                 while f.tell() < size - _DIGEST_BYTES:
-                    yield _read_change(f)
+                    yield _read_change(f, size - _DIGEST_BYTES)
         except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
             raise CheckpointError(
                 f"the redo log {self._changes} is damaged ({exc}); the checkpoint may be "
