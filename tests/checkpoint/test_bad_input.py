@@ -264,3 +264,74 @@ def test_a_manifest_of_another_format_is_refused_with_what_to_do(
             attempt()
     assert tree_digest(base) == before
     assert not (tmp_path / "out").exists()
+
+
+def _reseal_versions(document: dict[str, Any]) -> None:
+    """Recompute both version ids from the (edited) entries, as a forger would."""
+    from deltaroll.checkpoint.digests import side_version
+    from deltaroll.checkpoint.manifest import CheckpointLayout, TensorEntry
+
+    entries = [TensorEntry.model_validate(t) for t in document["tensors"]]
+    for side in ("base", "target"):
+        layout = CheckpointLayout.model_validate(document[f"{side}_layout"])
+        document[f"{side}_version"] = side_version(entries, side, layout)
+
+
+def test_a_delta_naming_a_version_it_does_not_make_is_refused(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path
+) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        document["target_version"] = "f" * 32
+
+    _rewrite_manifest(delta, edit)
+    base = steps["sharded"][0]
+    before = tree_digest(base)
+    with pytest.raises(CorruptDeltaError, match="names target version"):
+        apply_delta(base, delta, in_place=True)
+    assert tree_digest(base) == before
+
+
+@pytest.mark.parametrize("lie", ["total", "shape"])
+def test_an_entry_that_lies_about_its_size_is_refused_before_allocating(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, lie: str
+) -> None:
+    """A sparse entry claiming 2**40 elements (its payload's header agreeing) would size
+    buffers from the manifest: refused by the manifest's own rules, or against the tensor."""
+
+    def edit(document: dict[str, Any]) -> None:
+        entry = next(t for t in document["tensors"] if t["kind"] == "sparse")
+        entry["total_elements"] = 2**40
+        if lie == "shape":  # shape and count agree; the version ids are recomputed to match
+            for side in ("base", "target"):
+                entry[side]["shape"] = [2**20, 2**20]
+            _reseal_versions(document)
+
+    _rewrite_manifest(delta, edit)
+    base = steps["sharded"][0]
+    before = tree_digest(base)
+    with pytest.raises((CorruptDeltaError, WrongBaseError)):
+        apply_delta(base, delta, in_place=True)
+    with pytest.raises((CorruptDeltaError, WrongBaseError)):
+        apply_delta(base, delta, out_dir=tmp_path / "out")
+    assert tree_digest(base) == before
+    assert not (base / ".deltaroll-journal").exists()
+
+
+def test_an_auxiliary_file_that_does_not_match_is_refused_before_the_commit(
+    steps: dict[str, list[Path]], delta: Path
+) -> None:
+    """Everything that can be refused is checked while staging: after the commit an apply only
+    finishes, so a bad config file must not be found half-way through."""
+
+    def edit(document: dict[str, Any]) -> None:
+        aux = next(a for a in document["target_layout"]["aux_files"] if a["name"] == "config.json")
+        aux["digest"] = "0" * 64
+        _reseal_versions(document)
+
+    _rewrite_manifest(delta, edit)
+    base = steps["sharded"][0]
+    before = tree_digest(base)
+    with pytest.raises(CorruptDeltaError, match="config.json"):
+        apply_delta(base, delta, in_place=True)
+    assert tree_digest(base) == before
+    assert not (base / ".deltaroll-journal").exists()

@@ -173,3 +173,23 @@ def test_concurrent_in_place_apply_is_refused(pair: tuple[Path, Path, Path]) -> 
     assert tree_digest(base) == before
     assert run_apply(base, delta).returncode == 0
     assert tree_digest(base) == tree_digest(target)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse"])
+def test_killed_while_the_shards_change_resumes(
+    steps: dict[str, list[Path]], tmp_path: Path, direction: str
+) -> None:
+    """Two shards become one file (and back): killed between renames, the directory is between
+    layouts (a shard gone, the index stale or missing); running the apply again finishes it."""
+    sharded, single = steps["sharded"][0], steps["single"][1]
+    diff_checkpoints(sharded, single, tmp_path / "delta")
+    if direction == "reverse":
+        shutil.rmtree(sharded)
+        shutil.copytree(single, sharded)
+    extra = ("--reverse",) if direction == "reverse" else ()
+    killed = run_apply(sharded, tmp_path / "delta", *extra, crash_at="file-renamed:1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = run_apply(sharded, tmp_path / "delta", *extra)
+    assert resumed.returncode == 0, resumed.stderr
+    side = "base" if direction == "reverse" else "target"
+    assert verify_checkpoint(sharded, tmp_path / "delta", side=side).matches

@@ -12,7 +12,7 @@ from typing import Any
 
 from deltaroll.checkpoint.apply_inplace import apply_in_place
 from deltaroll.checkpoint.apply_out import apply_to_directory
-from deltaroll.checkpoint.digests import checkpoint_digests, version_of
+from deltaroll.checkpoint.digests import check_version_ids, checkpoint_digests, version_of
 from deltaroll.checkpoint.errors import CheckpointError, WrongBaseError
 from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
 from deltaroll.checkpoint.objects import ObjectDir
@@ -54,6 +54,7 @@ def apply_delta(
     if (out_dir is None) == (not in_place):
         raise CheckpointError("choose exactly one of an output directory (-o) or --in-place")
     manifest = read_delta_manifest(Path(delta_dir))
+    check_version_ids(manifest)
     objects = ObjectDir(Path(delta_dir))
     verify_objects(manifest, objects)
     payload = PackReader(objects, manifest.objects)

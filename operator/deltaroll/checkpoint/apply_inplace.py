@@ -25,6 +25,7 @@ Steps:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,10 +39,12 @@ from deltaroll.checkpoint.digests import aux_digests, checkpoint_digests, tensor
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import (
     CheckpointError,
+    CorruptDeltaError,
     InterruptedApplyError,
     InvalidCheckpointError,
     WrongBaseError,
 )
+from deltaroll.checkpoint.header import read_header
 from deltaroll.checkpoint.journal import Journal, JournalState, TensorChange, exclusive_lock
 from deltaroll.checkpoint.manifest import (
     CheckpointLayout,
@@ -49,10 +52,16 @@ from deltaroll.checkpoint.manifest import (
     TensorEntry,
     WeightFileLayout,
 )
-from deltaroll.checkpoint.materialize import changed_values, write_to_side
+from deltaroll.checkpoint.materialize import changed_values, check_fits, write_to_side
 from deltaroll.checkpoint.names import child_path
 from deltaroll.checkpoint.packs import PackReader
-from deltaroll.checkpoint.reader import Checkpoint, TensorRef, open_checkpoint, read_tensor_bits
+from deltaroll.checkpoint.reader import (
+    INDEX_NAME,
+    Checkpoint,
+    TensorRef,
+    open_checkpoint,
+    read_tensor_bits,
+)
 from deltaroll.checkpoint.scatter import TensorSpan, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 from deltaroll.checkpoint.state import record_state, trusted_state
@@ -66,6 +75,8 @@ from deltaroll.checkpoint.transform import (
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
 from deltaroll.errors import DeltarollError
 
+# Where auxiliary files are staged, beside the rebuilt weight files (a name no file can have).
+STAGED_AUX = ".aux"
 # New values kept in memory between staging and patching (beyond it: read back from the log).
 HELD_CHANGES_BYTES = 128 << 20
 
@@ -145,6 +156,9 @@ def _apply_locked(apply: _Apply) -> bool:
         except DeltarollError:
             journal.discard_leftovers()  # refused: the checkpoint was not touched
             raise
+        # The base's bytes on disk, not only in the page cache, before the commit: after a power
+        # loss the redo log must land on them (cheap when they are clean, as they usually are).
+        _fsync_files(apply, plan)
         state = JournalState(
             manifest_digest=manifest.manifest_digest,
             direction=direction,
@@ -160,7 +174,7 @@ def _apply_locked(apply: _Apply) -> bool:
             f"again to finish it first (journal: {journal.root})"
         )
     # Everything below is idempotent: a crash anywhere is finished by running the apply again.
-    _patch(journal, open_checkpoint(path), held)
+    _patch(journal, _patched_tensors(apply, plan), held)
     crash_point("patched")
     _finish(apply, journal, plan)
     _record_target(apply, to_version)
@@ -211,6 +225,16 @@ def _check_from_side(
     if trusted is None:
         record_state(checkpoint, version, digests, files)
     return True
+
+
+def _fsync_files(apply: _Apply, plan: _Plan) -> None:
+    kind = apply.layout(apply.to_side).kind
+    for file in plan.patched:
+        fd = os.open(_weight_path(apply.path, kind, file.name), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _plan(from_layout: CheckpointLayout, to_layout: CheckpointLayout) -> _Plan:
@@ -264,6 +288,7 @@ def _stage(
 
         write_weight_file(journal.staged / file.name, header, write_tensor)
         crash_point("file-staged")
+    _stage_aux_files(apply, journal)
     fsync_directory(journal.staged)
     held: list[TensorChange] | None = []
     held_bytes = 0
@@ -286,6 +311,7 @@ def _stage(
 def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> TensorChange:
     """Compute one tensor's new values and check them before anything is written."""
     if entry.kind == "dense":
+        check_fits(entry, ref, apply.from_side)
         # Almost every element changes: read it whole, apply, check the other side's digest.
         bits = to_side_bits(entry, read_tensor_bits(ref), apply.objects, apply.from_side)
         change = TensorChange(entry.name, None, bits)
@@ -301,11 +327,13 @@ def _span(ref: TensorRef) -> TensorSpan:
     return TensorSpan(ref.path, ref.begin, ref.numel, np.dtype(bits_view(ref.dtype)))
 
 
-def _patch(journal: Journal, checkpoint: Checkpoint, held: list[TensorChange] | None) -> None:
+def _patch(
+    journal: Journal, tensors: dict[str, TensorRef], held: list[TensorChange] | None
+) -> None:
     """Write every new value of the redo log (or the same values, still held) into the
     checkpoint; idempotent."""
     for change in held if held is not None else journal.changes():
-        ref = checkpoint.tensors.get(change.tensor)
+        ref = tensors.get(change.tensor)
         if ref is None or change.values.dtype != np.dtype(bits_view(ref.dtype)):
             raise CheckpointError(
                 f"the redo log in {journal.root} names tensor {change.tensor!r}, which this "
@@ -317,18 +345,72 @@ def _patch(journal: Journal, checkpoint: Checkpoint, held: list[TensorChange] | 
                 raise CheckpointError(f"the redo log of {change.tensor!r} has the wrong size")
             write_whole(span, change.values)
         else:
-            if (
-                change.positions.size
-                and not 0 <= change.positions[0] <= change.positions[-1] < ref.numel
+            positions = change.positions
+            if positions.size and (
+                not 0 <= positions[0] <= positions[-1] < ref.numel
+                or not bool(np.all(positions[1:] > positions[:-1]))
             ):
                 raise CheckpointError(f"the redo log of {change.tensor!r} points outside it")
             scatter(span, change.positions, change.values, change.tensor)
         crash_point("tensor-patched", change.tensor)
 
 
+def _patched_tensors(apply: _Apply, plan: _Plan) -> dict[str, TensorRef]:
+    """The tensors of the files patched in place, from those files' own headers: a resumed
+    apply may find the directory between layouts (shards renamed or removed, the index not yet
+    rewritten), which opening the whole checkpoint would refuse."""
+    kind = apply.layout(apply.to_side).kind
+    tensors: dict[str, TensorRef] = {}
+    for file in plan.patched:
+        path = _weight_path(apply.path, kind, file.name)
+        header = read_header(path)
+        if tensor_digest(header.raw) != file.header_digest:
+            raise CheckpointError(
+                f"{path} no longer has the header the unfinished apply expects; restore the "
+                "checkpoint from a snapshot (the agent rebuilds from an anchor)"
+            )
+        for t in header.tensors:
+            tensors[t.name] = TensorRef(
+                t.name, t.dtype, t.shape, t.begin, t.end, file=file.name, path=path
+            )
+    return tensors
+
+
+def _stage_aux_files(apply: _Apply, journal: Journal) -> None:
+    """Build every auxiliary file the target has and the base has not (or has otherwise) in
+    ``staged/.aux``, checked against its digest, and check a shard index against the target's
+    layout: nothing left to refuse once the apply has committed."""
+    from_layout, to_layout = apply.layout(apply.from_side), apply.layout(apply.to_side)
+    current = {aux.name: aux.digest for aux in from_layout.aux_files}
+    staged = journal.staged / STAGED_AUX
+    staged.mkdir()
+    for aux in to_layout.aux_files:
+        if current.get(aux.name) == aux.digest:
+            continue
+        data = aux_file_bytes(aux, apply.objects)
+        if aux.name == INDEX_NAME:
+            _check_index(data, to_layout)
+        write_file_atomically(child_path(staged, aux.name), data)
+    fsync_directory(staged)
+
+
+def _check_index(data: bytes | bytearray, layout: CheckpointLayout) -> None:
+    expected = {t: f.name for f in layout.files for t in f.tensors}
+    try:
+        document = json.loads(data)
+        weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    except ValueError:
+        weight_map = None
+    if weight_map != expected:
+        raise CorruptDeltaError(
+            f"the delta's {INDEX_NAME} does not match the layout it describes; it is corrupt: "
+            "fetch or recompute it"
+        )
+
+
 def _finish(apply: _Apply, journal: Journal, plan: _Plan) -> None:
-    """Idempotent last steps: drop removed files, rename rebuilt ones in, rewrite aux files."""
-    path, objects = apply.path, apply.objects
+    """Idempotent last steps: drop removed files, rename rebuilt and staged auxiliary files in."""
+    path = apply.path
     from_layout, to_layout = apply.layout(apply.from_side), apply.layout(apply.to_side)
     directory = path if to_layout.kind == "directory" else path.parent
     to_names = {f.name for f in to_layout.files} | {a.name for a in to_layout.aux_files}
@@ -343,10 +425,9 @@ def _finish(apply: _Apply, journal: Journal, plan: _Plan) -> None:
             os.replace(staged, _weight_path(path, to_layout.kind, file.name))
             crash_point("file-renamed")
     for aux in to_layout.aux_files:
-        destination = child_path(directory, aux.name)
-        if destination.is_file() and tensor_digest(destination.read_bytes()) == aux.digest:
-            continue
-        write_file_atomically(destination, aux_file_bytes(aux, objects))
+        staged = child_path(journal.staged / STAGED_AUX, aux.name)
+        if staged.exists():
+            os.replace(staged, child_path(directory, aux.name))
     fsync_directory(directory)
 
 

@@ -21,8 +21,8 @@ import blake3
 import numpy as np
 
 from deltaroll.checkpoint.dtypes import byte_view
-from deltaroll.checkpoint.errors import InvalidCheckpointError
-from deltaroll.checkpoint.manifest import CheckpointLayout, TensorEntry
+from deltaroll.checkpoint.errors import CorruptDeltaError, InvalidCheckpointError
+from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, TensorEntry
 from deltaroll.checkpoint.reader import INDEX_NAME, Checkpoint, TensorRef, open_checkpoint
 
 VERSION_ID_HEX_CHARS = 32
@@ -88,6 +88,19 @@ def stored_tensor_digest(ref: TensorRef, on_window: Callable[[int], None] | None
     except OSError as exc:
         raise InvalidCheckpointError(f"cannot read {ref.path}: {exc.strerror or exc}") from exc
     return hasher.hexdigest()
+
+
+def check_version_ids(manifest: DeltaManifest) -> None:
+    """Refuse a delta whose version ids are not the ones its own entries make (a delta that
+    names a version it does not produce); O(tensors), nothing read."""
+    for side in ("base", "target"):
+        claimed = manifest.version(side)
+        layout = manifest.layout(side)
+        if claimed is not None and claimed != side_version(manifest.tensors, side, layout):
+            raise CorruptDeltaError(
+                f"the delta names {side} version {claimed}, but its tensors and files make "
+                f"another; it is corrupt or forged: fetch or recompute it"
+            )
 
 
 def checkpoint_digests(

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Final, Literal, NamedTuple
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -73,7 +73,7 @@ class TensorSide(_Model):
     """A tensor as it is on one side of the delta."""
 
     dtype: str = Field(description="safetensors dtype name, e.g. BF16")
-    shape: list[int] = Field(description="tensor shape")
+    shape: list[Annotated[int, Field(ge=0)]] = Field(description="tensor shape")
     digest: str = Field(description="BLAKE3-256 of the raw bytes, 64 hex characters")
 
     @field_validator("digest")
@@ -146,6 +146,14 @@ class TensorEntry(_Model):
                 )
             if (self.kind == "unchanged") != (self.payload is None):
                 raise ValueError(f"tensor {self.name!r}: only unchanged tensors have no payload")
+        if self.changed_elements > self.total_elements:
+            raise ValueError(f"tensor {self.name!r}: more changed elements than elements")
+        if (
+            self.kind != "carried"
+            and self.base is not None
+            and self.total_elements != (self.base.numel)
+        ):
+            raise ValueError(f"tensor {self.name!r}: total_elements is not its shape's")
         if (self.kind in ("sparse", "dense")) != (self.changes_digest is not None):
             raise ValueError(f"tensor {self.name!r}: exactly sparse and dense have changes_digest")
         if self.base is None and self.base_chunks or self.target is None and self.target_chunks:

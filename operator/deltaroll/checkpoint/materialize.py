@@ -87,12 +87,28 @@ def _stream(
         )
 
 
+def check_fits(entry: TensorEntry, ref: TensorRef, from_side: Side) -> None:
+    """Refuse an entry that does not describe the tensor on disk (dtype, shape, element count)
+    before any count from the manifest sizes a buffer."""
+    side = entry.side(from_side)
+    if (
+        side is None
+        or (side.dtype, tuple(side.shape)) != (ref.dtype, tuple(ref.shape))
+        or entry.total_elements != ref.numel
+    ):
+        raise WrongBaseError(
+            f"tensor {entry.name!r} is {ref.dtype}{list(ref.shape)} in {ref.path}, not what the "
+            f"delta's {from_side} says; nothing was changed"
+        )
+
+
 def changed_values(
     entry: TensorEntry, ref: TensorRef, objects: PackReader, from_side: Side
 ) -> tuple[np.ndarray, np.ndarray]:
     """(positions, new values) of a sparse change, computed from the values at the changed
     positions only and checked against the tensor's change digest (nothing is written)."""
     dtype = np.dtype(bits_view(ref.dtype))
+    check_fits(entry, ref, from_side)
     if entry.kind != "sparse":
         return np.empty(0, np.int64), np.empty(0, dtype)
     try:
