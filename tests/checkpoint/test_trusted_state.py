@@ -245,3 +245,20 @@ def test_gather_and_scatter_cross_windows(tmp_path: Path, monkeypatch: pytest.Mo
     windows.scatter(span, positions, values)
     data[positions] = values
     assert path.read_bytes() == b"x" * 13 + data.tobytes()
+
+
+def test_a_copy_written_by_apply_o_needs_no_full_hash(
+    chain: tuple[Path, Path, Path, Path],
+    steps: dict[str, list[Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """apply -o writes every byte from checked data, so the copy (an agent's build from an
+    anchor, a pull) starts with a record: its first in-place apply reads only what changes."""
+    v0, v2, d01, d12 = chain
+    copy = tmp_path / "copy"
+    apply_delta(v0, d01, out_dir=copy)
+    full_hash = Counted(monkeypatch, apply_inplace, "checkpoint_digests")
+    assert apply_delta(copy, d12, in_place=True).changed
+    assert full_hash.calls == 0
+    assert tree_digest(copy) == tree_digest(v2)

@@ -19,6 +19,7 @@ from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.checkpoint.staging import check_output_free
+from deltaroll.checkpoint.state import record_side
 from deltaroll.checkpoint.transform import OnBytes, Side
 
 
@@ -81,6 +82,9 @@ def apply_delta(
         if source is not None:
             check_is_side(source, manifest, from_side, on_bytes)
         apply_to_directory(manifest, payload, source, output, from_side, on_bytes)
+        # Every byte was written from a checked source and checked against the delta: the new
+        # copy's first in-place apply need not hash it again.
+        record_side(output, manifest, "base" if reverse else "target")
         changed = True
     return ApplySummary(from_version, to_version, str(output), in_place, reverse, changed)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -64,7 +63,7 @@ from deltaroll.checkpoint.reader import (
 )
 from deltaroll.checkpoint.scatter import TensorSpan, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
-from deltaroll.checkpoint.state import record_state, trusted_state
+from deltaroll.checkpoint.state import record_side, record_state, trusted_state
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
@@ -177,7 +176,7 @@ def _apply_locked(apply: _Apply) -> bool:
     _patch(journal, _patched_tensors(apply, plan), held)
     crash_point("patched")
     _finish(apply, journal, plan)
-    _record_target(apply, to_version)
+    record_side(apply.path, apply.manifest, apply.to_side)
     journal.remove()
     return True
 
@@ -429,13 +428,3 @@ def _finish(apply: _Apply, journal: Journal, plan: _Plan) -> None:
         if staged.exists():
             os.replace(staged, child_path(directory, aux.name))
     fsync_directory(directory)
-
-
-def _record_target(apply: _Apply, to_version: str) -> None:
-    """Vouch for the result: every byte now comes from the checked base and the checked delta."""
-    to_layout = apply.layout(apply.to_side)
-    digests: Mapping[str, str] = {
-        e.name: s.digest for e in apply.manifest.tensors if (s := e.side(apply.to_side))
-    }
-    files = {aux.name: aux.digest for aux in to_layout.aux_files}
-    record_state(open_checkpoint(apply.path), to_version, digests, files)

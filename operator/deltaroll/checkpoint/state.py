@@ -33,10 +33,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.checkpoint.journal import Journal
+from deltaroll.checkpoint.manifest import DeltaManifest
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 
 log = structlog.get_logger(__name__)
+
+Side = Literal["base", "target"]
 
 SCHEMA: Final = "deltaroll.state/v1"
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
@@ -173,6 +176,16 @@ def record_state(
     )
     _write(checkpoint.path, state)
     crash_point("state-recorded")
+
+
+def record_side(checkpoint_path: Path, manifest: DeltaManifest, side: Side) -> None:
+    """Vouch that the checkpoint just written or patched is ``side`` of ``manifest``: call only
+    when every byte came from a checked base and a checked delta."""
+    version, layout = manifest.version(side), manifest.layout(side)
+    assert version is not None and layout is not None  # the side an apply produced
+    tensors = {e.name: s.digest for e in manifest.tensors if (s := e.side(side))}
+    files = {aux.name: aux.digest for aux in layout.aux_files}
+    record_state(open_checkpoint(checkpoint_path), version, tensors, files)
 
 
 def forget_state(checkpoint_path: Path) -> None:
