@@ -63,7 +63,7 @@ from deltaroll.checkpoint.reader import (
 )
 from deltaroll.checkpoint.scatter import TensorSpan, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
-from deltaroll.checkpoint.state import record_side, record_state, trusted_state
+from deltaroll.checkpoint.state import fsync_files, record_side, record_state, trusted_state
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
@@ -228,12 +228,11 @@ def _check_from_side(
 
 def _fsync_files(apply: _Apply, plan: _Plan) -> None:
     kind = apply.layout(apply.to_side).kind
-    for file in plan.patched:
-        fd = os.open(_weight_path(apply.path, kind, file.name), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    if not fsync_files({f.name: _weight_path(apply.path, kind, f.name) for f in plan.patched}):
+        raise CheckpointError(
+            f"{apply.path} could not be written back to disk (an I/O error); nothing was "
+            "changed: check the volume, then apply again"
+        )
 
 
 def _plan(from_layout: CheckpointLayout, to_layout: CheckpointLayout) -> _Plan:

@@ -21,9 +21,15 @@ import blake3
 import numpy as np
 
 from deltaroll.checkpoint.dtypes import byte_view
-from deltaroll.checkpoint.errors import CorruptDeltaError, InvalidCheckpointError
+from deltaroll.checkpoint.errors import CorruptDeltaError
 from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, TensorEntry
-from deltaroll.checkpoint.reader import INDEX_NAME, Checkpoint, TensorRef, open_checkpoint
+from deltaroll.checkpoint.reader import (
+    INDEX_NAME,
+    Checkpoint,
+    TensorFile,
+    TensorRef,
+    open_checkpoint,
+)
 
 VERSION_ID_HEX_CHARS = 32
 READ_WINDOW_BYTES = 16 << 20
@@ -69,24 +75,15 @@ def stored_tensor_digest(ref: TensorRef, on_window: Callable[[int], None] | None
     ``on_window`` is told the size of each window once it is hashed: the agent's scrub paces
     itself there (and may raise to stop), so this layer never sleeps."""
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    buffer = bytearray(min(ref.nbytes, READ_WINDOW_BYTES))
-    try:
-        with ref.path.open("rb", buffering=0) as f:
-            f.seek(ref.begin)
-            remaining = ref.nbytes
-            while remaining:
-                view = memoryview(buffer)[: min(remaining, len(buffer))]
-                got = f.readinto(view)
-                if not got:
-                    raise InvalidCheckpointError(
-                        f"{ref.path} ended inside tensor {ref.name!r}: the file was truncated"
-                    )
-                hasher.update(view[:got])
-                remaining -= got
-                if on_window:
-                    on_window(got)
-    except OSError as exc:
-        raise InvalidCheckpointError(f"cannot read {ref.path}: {exc.strerror or exc}") from exc
+    with TensorFile(ref) as source:
+        per_window = max(1, READ_WINDOW_BYTES // source.dtype.itemsize)
+        buffer = np.empty(min(ref.numel, per_window), source.dtype)
+        for start in range(0, ref.numel, per_window):
+            window = buffer[: min(per_window, ref.numel - start)]
+            source.read_into(start, window)
+            hasher.update(byte_view(window))
+            if on_window:
+                on_window(window.nbytes)
     return hasher.hexdigest()
 
 

@@ -225,7 +225,7 @@ def trusted_state(checkpoint: Checkpoint) -> TrustedState | None:
         log.info("checkpoint.state_ignored", path=str(checkpoint.path), why=why)
         return None
     if not state.durable:
-        if not _fsync_all(_files(checkpoint)):
+        if not fsync_files(_files(checkpoint)):
             # The error is reported once: a later fsync would succeed over the lost pages.
             forget_state(checkpoint.path)
             return None
@@ -254,7 +254,8 @@ def _distrust(checkpoint: Checkpoint, state: TrustedState) -> str:
     return ""
 
 
-def _fsync_all(files: Mapping[str, Path]) -> bool:
+def fsync_files(files: Mapping[str, Path]) -> bool:
+    """fsync each file; False (logged) at the first write-back error."""
     for name, path in files.items():
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -276,7 +277,7 @@ def make_durable(checkpoint: Checkpoint) -> bool:
         return False
     if state.durable:
         return True
-    if not _fsync_all(_files(checkpoint)):
+    if not fsync_files(_files(checkpoint)):
         forget_state(checkpoint.path)
         return False
     _write(checkpoint.path, state.model_copy(update={"durable": True}))
