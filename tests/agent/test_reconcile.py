@@ -190,18 +190,19 @@ def test_a_name_is_resolved_once_and_a_settled_agent_writes_nothing(
 
 def _republish_as_format(store: Published, version: str, schema: str) -> None:
     """Rewrite one published version as a newer Deltaroll would have written it: the delta
-    manifest in another format, every digest over it consistent."""
-    from deltaroll.checkpoint.manifest import _content_digest, canonical_json
+    manifest in another format (a new object), the record naming it."""
+    from deltaroll.checkpoint.manifest import decode_document, encode_document
     from deltaroll.store import keys
 
     key = store.root / keys.version_key(MODEL, version)
     record = json.loads(key.read_bytes())
-    manifest = json.loads(record["delta"]["manifest_json"])
+    old = store.root / keys.object_key(MODEL, record["delta"]["manifest"]["digest"])
+    manifest = decode_document(old.read_bytes(), str(old))
     manifest["schema"] = schema
-    manifest["manifest_digest"] = _content_digest(manifest)
-    text = canonical_json(manifest).decode()
-    record["delta"]["manifest_json"] = text
-    record["delta"]["manifest_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    data = encode_document(manifest)
+    digest = hashlib.sha256(data).hexdigest()
+    (store.root / keys.object_key(MODEL, digest)).write_bytes(data)
+    record["delta"]["manifest"] = {"digest": digest, "size": len(data)}
     key.write_text(json.dumps(record))
 
 

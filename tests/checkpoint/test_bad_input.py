@@ -20,7 +20,13 @@ from deltaroll.checkpoint.errors import (
     UnsupportedFormatError,
     WrongBaseError,
 )
-from deltaroll.checkpoint.manifest import MANIFEST_NAME, _content_digest, canonical_json
+from deltaroll.checkpoint.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    OLDER_MANIFEST_NAME,
+    decode_document,
+    encode_document,
+)
 
 from .helpers import flip_byte, tree_digest
 
@@ -55,32 +61,37 @@ def test_corrupt_payload_names_the_object_and_leaves_nothing(
     assert tree_digest(base) == before
 
 
-@pytest.mark.parametrize(
-    "needle", ['"digest":"', '"changes_digest":"', '"target_version":"', '"size":']
-)
+@pytest.mark.parametrize("offset", [20, 0.5, -3])
 def test_corrupt_manifest_is_refused(
-    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, needle: str
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, offset: float
 ) -> None:
+    """A damaged manifest file (any byte: the frame carries a checksum) is refused by name."""
     base = steps["sharded"][0]
     manifest = delta / MANIFEST_NAME
-    data = manifest.read_bytes()
-    position = data.index(needle.encode()) + len(needle)
-    flipped = bytearray(data)
-    flipped[position] = ord("1") if flipped[position] != ord("1") else ord("2")
-    manifest.write_bytes(bytes(flipped))
+    flip_byte(manifest, int(offset * manifest.stat().st_size) if offset == 0.5 else int(offset))
     before = tree_digest(base)
-    with pytest.raises(CorruptDeltaError, match="manifest.json"):
+    with pytest.raises(CorruptDeltaError, match=re.escape(MANIFEST_NAME)):
         apply_delta(base, delta, out_dir=tmp_path / "out")
-    with pytest.raises(CorruptDeltaError, match="manifest.json"):
+    with pytest.raises(CorruptDeltaError, match=re.escape(MANIFEST_NAME)):
         apply_delta(base, delta, in_place=True)
     assert not (tmp_path / "out").exists()
     assert tree_digest(base) == before
 
 
-def test_whitespace_edit_of_manifest_is_refused(delta: Path) -> None:
+def test_a_manifest_frame_without_checksum_or_bounded_size_is_refused(delta: Path) -> None:
+    """The frame must carry a checksum and declare its size, within the bound, before a byte is
+    decompressed: a small file cannot make a reader allocate gigabytes."""
+    import zstandard
+
     manifest = delta / MANIFEST_NAME
-    manifest.write_bytes(manifest.read_bytes().replace(b"\n", b"\r\n", 1))
-    with pytest.raises(CorruptDeltaError, match="canonical"):
+    text = zstandard.ZstdDecompressor().decompress(manifest.read_bytes())
+    manifest.write_bytes(zstandard.ZstdCompressor(write_checksum=False).compress(text))
+    with pytest.raises(CorruptDeltaError, match="checksum"):
+        read_delta_manifest(delta)
+    bomb = zstandard.ZstdCompressor(write_checksum=True).compress(b" " * (MAX_MANIFEST_BYTES + 1))
+    assert len(bomb) < 1 << 20
+    manifest.write_bytes(bomb)
+    with pytest.raises(CorruptDeltaError, match="size up to"):
         read_delta_manifest(delta)
 
 
@@ -141,11 +152,21 @@ def test_existing_output_is_refused(
 
 
 def _rewrite_manifest(delta: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    """Edit the manifest the way an attacker would: consistently, with a fresh digest."""
-    document = json.loads((delta / MANIFEST_NAME).read_bytes())
+    """Edit the manifest the way an attacker would: consistently, in a well-formed frame."""
+    path = delta / MANIFEST_NAME
+    document = decode_document(path.read_bytes(), str(path))
     edit(document)
-    document["manifest_digest"] = _content_digest(document)
-    (delta / MANIFEST_NAME).write_bytes(canonical_json(document))
+    path.write_bytes(encode_document(document))
+
+
+def _first(document: dict[str, Any], kind: str | None = None) -> int:
+    """The index of the first tensor with a payload (of ``kind``, if given)."""
+    tensors = document["tensors"]
+    return next(
+        i
+        for i, payload in enumerate(tensors["payload"])
+        if payload and (kind is None or tensors["kind"][i] == kind)
+    )
 
 
 @pytest.mark.parametrize(
@@ -222,12 +243,11 @@ def test_blobs_outside_the_objects_are_refused_before_anything_is_read(
     offset to read) is refused in O(manifest) time, before any object is opened."""
 
     def edit(document: dict[str, Any]) -> None:
-        entry = next(t for t in document["tensors"] if t["payload"])
-        entry["payload"] = blob
+        document["tensors"]["payload"][_first(document)] = blob
 
     _rewrite_manifest(delta, edit)
     shutil.rmtree(delta / "objects")  # nothing is read: the refusal comes first
-    with pytest.raises(CorruptDeltaError, match="outside the delta's objects"):
+    with pytest.raises(CorruptDeltaError, match="outside the delta's objects|greater than or eq"):
         apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
 
 
@@ -250,11 +270,7 @@ def test_a_manifest_of_another_format_is_refused_with_what_to_do(
     """An older or newer format, consistently sealed (as that Deltaroll would write it), is
     refused by name before anything is read or written."""
     base = steps["sharded"][0]
-    manifest = delta / MANIFEST_NAME
-    document = json.loads(manifest.read_bytes())
-    document["schema"] = schema
-    document["manifest_digest"] = _content_digest(document)
-    manifest.write_bytes(canonical_json(document))
+    _rewrite_manifest(delta, lambda document: document.update(schema=schema))
     before = tree_digest(base)
     for attempt in (
         lambda: apply_delta(base, delta, in_place=True),
@@ -266,15 +282,34 @@ def test_a_manifest_of_another_format_is_refused_with_what_to_do(
     assert not (tmp_path / "out").exists()
 
 
-def _reseal_versions(document: dict[str, Any]) -> None:
-    """Recompute both version ids from the (edited) entries, as a forger would."""
-    from deltaroll.checkpoint.digests import side_version
-    from deltaroll.checkpoint.manifest import CheckpointLayout, TensorEntry
+def test_a_delta_directory_of_the_older_format_is_refused_with_what_to_do(
+    steps: dict[str, list[Path]], delta: Path
+) -> None:
+    """A v1 delta directory kept its manifest as plain ``manifest.json``."""
+    (delta / MANIFEST_NAME).rename(delta / OLDER_MANIFEST_NAME)
+    with pytest.raises(UnsupportedFormatError, match="deltaroll diff"):
+        apply_delta(steps["sharded"][0], delta, in_place=True)
 
-    entries = [TensorEntry.model_validate(t) for t in document["tensors"]]
+
+def _reseal_versions(document: dict[str, Any]) -> None:
+    """Recompute both version ids from the (edited) columns, as a forger would."""
+    from deltaroll.checkpoint.digests import version_id
+    from deltaroll.checkpoint.manifest_tensors import unpack_digests
+
+    tensors = document["tensors"]
     for side in ("base", "target"):
-        layout = CheckpointLayout.model_validate(document[f"{side}_layout"])
-        document[f"{side}_version"] = side_version(entries, side, layout)
+        columns = tensors[side]
+        present = [dtype is not None for dtype in columns["dtype"]]
+        digests = unpack_digests(columns["digests"], present, "digests")
+        identities = [
+            (name, dtype, shape, digest)
+            for name, dtype, shape, digest in zip(
+                tensors["name"], columns["dtype"], columns["shape"], digests, strict=True
+            )
+            if digest is not None
+        ]
+        aux = [(a["name"], a["digest"]) for a in document[f"{side}_layout"]["aux_files"]]
+        document[f"{side}_version"] = version_id(identities, aux)
 
 
 def test_a_delta_naming_a_version_it_does_not_make_is_refused(
@@ -299,11 +334,11 @@ def test_an_entry_that_lies_about_its_size_is_refused_before_allocating(
     buffers from the manifest: refused by the manifest's own rules, or against the tensor."""
 
     def edit(document: dict[str, Any]) -> None:
-        entry = next(t for t in document["tensors"] if t["kind"] == "sparse")
-        entry["total_elements"] = 2**40
+        index = _first(document, "sparse")
+        document["tensors"]["total_elements"][index] = 2**40
         if lie == "shape":  # shape and count agree; the version ids are recomputed to match
             for side in ("base", "target"):
-                entry[side]["shape"] = [2**20, 2**20]
+                document["tensors"][side]["shape"][index] = [2**20, 2**20]
             _reseal_versions(document)
 
     _rewrite_manifest(delta, edit)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file, save_file
 
+from deltaroll.checkpoint import read_delta_manifest
 from fixtures.trl_patches import write_trl_patch
 
 from .conftest import Run
@@ -95,9 +96,9 @@ def test_import_trl(deltaroll: Run, steps: list[Path], tmp_path: Path) -> None:
 
 
 def _corrupt_payload(delta: Path) -> str:
-    manifest = json.loads((delta / "manifest.json").read_text())
-    index = next(t["payload"][0] for t in manifest["tensors"] if t["payload"])
-    digest = manifest["objects"][index]["digest"]
+    manifest = read_delta_manifest(delta)
+    index = next(entry.payload.object for entry in manifest.tensors if entry.payload)
+    digest = manifest.objects[index].digest
     path = delta / "objects" / digest
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1

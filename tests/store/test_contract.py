@@ -371,8 +371,8 @@ def test_pull_across_a_branch_goes_back_then_forward(
 def test_a_tampered_version_manifest_is_refused(
     store: Store, checkpoints: list[Path], tmp_path: Path
 ) -> None:
-    """A version manifest listing other objects than its embedded delta manifest needs is
-    refused by name before anything is downloaded."""
+    """A version record listing other objects than its delta's manifest needs is refused,
+    naming the delta, before anything is applied."""
     import json
 
     from deltaroll.store import InvalidManifestError
@@ -380,8 +380,54 @@ def test_a_tampered_version_manifest_is_refused(
     versions = push_chain(store, checkpoints, 2)
     key = keys.version_key("tiny", versions[1])
     document = json.loads(store.catalog.backend.read(key))
-    document["delta"]["objects"] = document["delta"]["objects"][1:]
+    document["delta"]["payload"] = document["delta"]["payload"][1:]
     store.catalog.backend.write(key, json.dumps(document).encode(), create_only=False)
-    with pytest.raises(InvalidManifestError, match=key):
+    with pytest.raises(InvalidManifestError, match="lists other objects"):
         store.pull("tiny", versions[1], tmp_path / "out", base=checkpoints[0])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_version_is_its_payload_packs_a_manifest_object_and_a_small_record(
+    store: Store, checkpoints: list[Path]
+) -> None:
+    """Listing a model reads records of a few hundred bytes, not each delta's manifest; a pod
+    fetches ceil(payload / 64 MiB) packs, the manifest object, and the record."""
+    import math
+
+    from deltaroll.checkpoint.manifest import PACK_BYTES, parse_delta_manifest
+
+    versions = push_chain(store, checkpoints, 2)
+    key = keys.version_key("tiny", versions[1])
+    assert len(store.catalog.backend.read(key)) < 2048
+    delta = store.catalog.read_version("tiny", versions[1]).delta
+    assert delta is not None
+    payload = sum(ref.size for ref in delta.payload)
+    assert delta.objects == [delta.manifest, *delta.payload]
+    assert len(delta.payload) == math.ceil(payload / PACK_BYTES)
+    data = store.catalog.backend.read(keys.object_key("tiny", delta.manifest.digest))
+    manifest = parse_delta_manifest(data, "the stored manifest")
+    assert [(o.digest, o.size) for o in manifest.objects] == [
+        (o.digest, o.size) for o in delta.payload
+    ]
+    assert (delta.changed_elements, delta.total_elements) == (
+        sum(e.changed_elements for e in manifest.tensors if e.target),
+        sum(e.total_elements for e in manifest.tensors if e.target),
+    )
+
+
+def test_a_store_written_by_an_older_deltaroll_is_refused_with_what_to_do(
+    store: Store, checkpoints: list[Path]
+) -> None:
+    """A version record of the older format (its delta manifest embedded, format v1) is refused
+    by name, saying how to get a usable store."""
+    import json
+
+    from deltaroll.store import InvalidManifestError
+
+    versions = push_chain(store, checkpoints, 2)
+    key = keys.version_key("tiny", versions[1])
+    document = json.loads(store.catalog.backend.read(key))
+    document["schema"] = "deltaroll.store.version/v1"
+    store.catalog.backend.write(key, json.dumps(document).encode(), create_only=False)
+    with pytest.raises(InvalidManifestError, match="push the model's checkpoints again"):
+        store.catalog.read_version("tiny", versions[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 
 from deltaroll.store.graph import VersionGraph
@@ -13,16 +12,21 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def delta(base: str | None, target: str, size: int) -> DeltaRecord:
-    """A delta record whose embedded manifest lists one object of ``size`` bytes."""
-    digest = hashlib.sha256(f"{base}->{target}".encode()).hexdigest()
-    objects = [{"digest": digest, "size": size}]
-    text = json.dumps({"base_version": base, "target_version": target, "objects": objects})
+    """A delta record of one payload object of ``size`` bytes (its manifest counted as free)."""
+
+    def ref(what: str, size: int) -> ObjectRef:
+        return ObjectRef(
+            digest=hashlib.sha256(f"{what} {base}->{target}".encode()).hexdigest(), size=size
+        )
+
     return DeltaRecord(
         base_version=base,
         target_version=target,
-        manifest_json=text,
-        manifest_sha256=hashlib.sha256(text.encode()).hexdigest(),
-        objects=[ObjectRef(digest=digest, size=size)],
+        manifest=ref("manifest", 0),
+        payload=[ref("payload", size)],
+        changed_elements=1,
+        total_elements=10,
+        full_bytes=size * 10,
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from deltaroll.checkpoint import diff_checkpoints, read_delta_manifest
+from deltaroll.checkpoint.manifest import MANIFEST_NAME
 from deltaroll.store import InvalidNameError, Store, keys, parse_store_uri
 from deltaroll.store.backends.hf import HfBackend
 from deltaroll.store.manifests import ObjectRef
@@ -52,7 +53,7 @@ class Share:
 def share(base: Path, target: Path, out: Path) -> Share:
     diff_checkpoints(base, target, out)
     refs = [ObjectRef(digest=o.digest, size=o.size) for o in read_delta_manifest(out).objects]
-    return Share((out / "manifest.json").read_bytes(), refs, out)
+    return Share((out / MANIFEST_NAME).read_bytes(), refs, out)
 
 
 def upload(store: Store, delta: Share) -> None:

@@ -17,10 +17,9 @@ from deltaroll.agent.errors import AgentError
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.checkpoint import apply_delta
 from deltaroll.checkpoint.journal import JournalState
-from deltaroll.checkpoint.manifest import parse_delta_manifest
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
-from deltaroll.store.pull import materialize_delta
+from deltaroll.store.pull import materialize_delta, read_delta
 
 log = structlog.get_logger(__name__)
 
@@ -29,13 +28,12 @@ class OrphanedApplyError(AgentError):
     """The weights hold an unfinished apply whose delta the store no longer has."""
 
 
-def check_plan(plan: Plan) -> None:
+def check_plan(store: Store, plan: Plan) -> None:
     """Refuse a plan with a delta this agent cannot apply (a format it does not read, a
-    manifest that does not check out) before anything touches the weights volume."""
+    manifest that does not check out or disagrees with the store's record) before anything
+    touches the weights volume; the plan's objects are in the cache."""
     for step in plan.steps:
-        parse_delta_manifest(
-            step.delta.manifest_json.encode(), f"the delta {step.source} -> {step.target}"
-        )
+        read_delta(step, store.cache)
 
 
 def apply_plan(store: Store, plan: Plan, volume: WeightsVolume) -> None:

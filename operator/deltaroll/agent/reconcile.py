@@ -266,7 +266,7 @@ class Agent:
         log.info("agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded)
         if superseded():  # the last objects were in flight when the annotation moved
             raise PullSupersededError(target, self._wanted_now())
-        check_plan(plan)  # a delta it cannot apply leaves the served version as it is
+        check_plan(self.store, plan)  # a delta it cannot apply leaves the served version as it is
         self.engine_version = None  # from here on the weights are not a verified version
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass

@@ -2,7 +2,7 @@
 
 Reads a checkpoint (one ``.safetensors`` file, or a Hugging Face directory: ``model.safetensors``
 or shards with ``model.safetensors.index.json``, plus config and tokenizer files) one tensor at a
-time; writes the delta between two checkpoints as a directory (``manifest.json`` +
+time; writes the delta between two checkpoints as a directory (``manifest.json.zst`` +
 ``objects/<sha256>``); applies it to a new directory or in place behind a crash-safe journal,
 forwards or in reverse; verifies a checkpoint against either side; imports TRL sparse patches.
 Tensor bits go through :mod:`deltaroll.codec`; this layer owns files, layouts, digests and the

@@ -45,12 +45,8 @@ from deltaroll.checkpoint.errors import (
 )
 from deltaroll.checkpoint.header import read_header
 from deltaroll.checkpoint.journal import Journal, JournalState, TensorChange, exclusive_lock
-from deltaroll.checkpoint.manifest import (
-    CheckpointLayout,
-    DeltaManifest,
-    TensorEntry,
-    WeightFileLayout,
-)
+from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, WeightFileLayout
+from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.materialize import changed_values, check_fits, write_to_side
 from deltaroll.checkpoint.names import child_path
 from deltaroll.checkpoint.packs import PackReader
@@ -207,7 +203,7 @@ def _check_from_side(
             f"{apply.path} is version {version}, but this delta applies to {from_version}"
             f"{reverse}; nothing was changed"
         )
-    expected = {e.name: s.digest for e in apply.manifest.tensors if (s := e.side(apply.from_side))}
+    expected = apply.manifest.tensors.digests(apply.from_side)
     if dict(digests) != expected:
         wrong = sorted(
             n for n in expected.keys() | digests.keys() if expected.get(n) != digests.get(n)

@@ -13,7 +13,7 @@ import zstandard
 
 from deltaroll.checkpoint.dtypes import byte_view
 from deltaroll.checkpoint.errors import CorruptDeltaError
-from deltaroll.checkpoint.manifest import BlobRef
+from deltaroll.checkpoint.manifest_tensors import BlobRef
 from deltaroll.checkpoint.packs import PackReader, PackWriter
 
 CHUNK_BYTES = 64 << 20

@@ -23,13 +23,8 @@ from deltaroll.checkpoint.digests import side_version, tensor_digest
 from deltaroll.checkpoint.dtypes import bits_view, byte_view
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.layouts import record_layout
-from deltaroll.checkpoint.manifest import (
-    SCHEMA,
-    DeltaManifest,
-    TensorEntry,
-    TensorSide,
-    write_manifest,
-)
+from deltaroll.checkpoint.manifest import SCHEMA, DeltaManifest, write_manifest
+from deltaroll.checkpoint.manifest_tensors import TensorEntry, TensorSide, TensorTable
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.packs import PackWriter
 from deltaroll.checkpoint.reader import (
@@ -133,13 +128,14 @@ def write_delta(
             if target is base and base_layout is not None
             else record_layout(target, objects, level=level)
         )
+        table = TensorTable.from_entries(entries)
         manifest = DeltaManifest(
             schema=SCHEMA,
-            base_version=side_version(entries, "base", base_layout) if base is not None else None,
-            target_version=side_version(entries, "target", target_layout),
+            base_version=side_version(table, "base", base_layout) if base is not None else None,
+            target_version=side_version(table, "target", target_layout),
             base_layout=base_layout,
             target_layout=target_layout,
-            tensors=entries,
+            tensors=table.columns,
             objects=objects.finish(),
             level=level,
         )

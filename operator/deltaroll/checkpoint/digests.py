@@ -22,7 +22,8 @@ import numpy as np
 
 from deltaroll.checkpoint.dtypes import byte_view
 from deltaroll.checkpoint.errors import CorruptDeltaError
-from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, TensorEntry
+from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest
+from deltaroll.checkpoint.manifest_tensors import TensorEntry, TensorTable
 from deltaroll.checkpoint.reader import (
     INDEX_NAME,
     Checkpoint,
@@ -56,14 +57,19 @@ def version_id(
 
 
 def side_version(
-    entries: Iterable[TensorEntry],
+    tensors: TensorTable | Iterable[TensorEntry],
     side: Literal["base", "target"],
     layout: CheckpointLayout | None,
 ) -> str:
-    """The version id of one side of a delta, from its manifest alone."""
-    sides = ((entry.name, entry.side(side)) for entry in entries)
+    """The version id of one side of a delta, from its manifest's tensors (or the entries a
+    diff built) and layout alone."""
+    if isinstance(tensors, TensorTable):
+        identities = tensors.side_identities(side)
+    else:
+        sides = ((entry.name, entry.side(side)) for entry in tensors)
+        identities = ((n, s.dtype, s.shape, s.digest) for n, s in sides if s is not None)
     return version_id(
-        ((name, s.dtype, s.shape, s.digest) for name, s in sides if s is not None),
+        identities,
         ((aux.name, aux.digest) for aux in layout.aux_files) if layout is not None else (),
     )
 

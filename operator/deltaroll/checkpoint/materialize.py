@@ -18,7 +18,7 @@ import numpy as np
 
 from deltaroll.checkpoint.dtypes import bits_view, byte_view
 from deltaroll.checkpoint.errors import ChangesMismatchError, CorruptDeltaError, WrongBaseError
-from deltaroll.checkpoint.manifest import TensorEntry
+from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, TensorFile, TensorRef
 from deltaroll.checkpoint.scatter import TensorSpan, gather

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import blake3
 
 from deltaroll.checkpoint.errors import CorruptDeltaError
-from deltaroll.checkpoint.manifest import PACK_BYTES, BlobRef, ObjectRef
+from deltaroll.checkpoint.manifest import PACK_BYTES, ObjectRef
+from deltaroll.checkpoint.manifest_tensors import BlobRef
 from deltaroll.checkpoint.objects import ObjectDir
 
 

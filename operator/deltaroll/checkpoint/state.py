@@ -183,7 +183,7 @@ def record_side(checkpoint_path: Path, manifest: DeltaManifest, side: Side) -> N
     when every byte came from a checked base and a checked delta."""
     version, layout = manifest.version(side), manifest.layout(side)
     assert version is not None and layout is not None  # the side an apply produced
-    tensors = {e.name: s.digest for e in manifest.tensors if (s := e.side(side))}
+    tensors = manifest.tensors.digests(side)
     files = {aux.name: aux.digest for aux in layout.aux_files}
     record_state(open_checkpoint(checkpoint_path), version, tensors, files)
 

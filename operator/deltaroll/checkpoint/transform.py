@@ -15,7 +15,8 @@ from deltaroll.checkpoint.chunks import get_chunks
 from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
-from deltaroll.checkpoint.manifest import AuxFile, TensorEntry
+from deltaroll.checkpoint.manifest import AuxFile
+from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint
 from deltaroll.codec import CodecError, EncodedTensor, TensorKind, apply_tensor_delta

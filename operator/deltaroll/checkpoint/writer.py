@@ -10,7 +10,8 @@ from typing import BinaryIO
 
 from deltaroll.checkpoint.errors import CorruptDeltaError
 from deltaroll.checkpoint.header import SafetensorsHeader, parse_header
-from deltaroll.checkpoint.manifest import TensorEntry, WeightFileLayout
+from deltaroll.checkpoint.manifest import WeightFileLayout
+from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.transform import Side
 

@@ -2,7 +2,7 @@
 
 A checkpoint is a ``.safetensors`` file or a Hugging Face directory (``model.safetensors`` or
 shards with ``model.safetensors.index.json``, plus config and tokenizer files). A delta is a
-directory: ``manifest.json`` and ``objects/<sha256>``.
+directory: ``manifest.json.zst`` and ``objects/<sha256>``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from deltaroll.cli.output import JsonOpt, emit, progress_bar
 if TYPE_CHECKING:
     from deltaroll.checkpoint import DeltaManifest
 
-DeltaArg = Annotated[Path, typer.Argument(help="Delta directory (manifest.json + objects/).")]
+DeltaArg = Annotated[Path, typer.Argument(help="Delta directory (manifest.json.zst + objects/).")]
 LevelOpt = Annotated[int, typer.Option("--level", min=1, max=22, help="zstd compression level.")]
 
 

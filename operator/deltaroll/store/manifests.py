@@ -6,15 +6,15 @@
   nothing, so a puller with no local weights (or far away in the graph) can start there.
 - :class:`NameRecord` (``names/<name>.json``): a human name (``step-120``) of a version id.
 
-Both manifests embed a :class:`DeltaRecord`: the checkpoint layer's delta manifest as its exact
-bytes (that file is canonical and digest-checked, so a puller must rebuild it byte for byte),
-its sha256, and the list of objects with sizes that planning and transfers need.
+Both manifests embed a :class:`DeltaRecord`: which object holds the checkpoint layer's delta
+manifest (an object like the payload packs, so listing a model's versions reads a few hundred
+bytes per version, not each delta's manifest), the payload objects with the sizes planning and
+transfers need, and the few numbers the operator reports about a version. A puller checks the
+manifest object against the record before applying it (:func:`deltaroll.store.pull.read_delta`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
@@ -41,40 +41,25 @@ class ObjectRef(_Record):
 
 
 class DeltaRecord(_Record):
-    """A checkpoint delta as the store keeps it: the delta manifest's exact text and its objects."""
+    """A checkpoint delta as the store keeps it: its manifest object and its payload objects."""
 
     base_version: str | None = Field(description="version the delta applies to; null: anchor")
     target_version: str
-    manifest_json: str = Field(description="DELTA_DIR/manifest.json, byte for byte (UTF-8)")
-    manifest_sha256: str
-    objects: list[ObjectRef]
+    manifest: ObjectRef = Field(description="the delta's manifest file, an object of the store")
+    payload: list[ObjectRef] = Field(description="the objects the manifest lists, in its order")
+    changed_elements: int = Field(ge=0, description="elements the target changes or adds")
+    total_elements: int = Field(ge=0, description="elements of the target")
+    full_bytes: int = Field(ge=0, description="bytes of the target checkpoint's files")
 
     @field_validator("base_version", "target_version")
     @classmethod
     def _versions(cls, value: str | None) -> str | None:
         return None if value is None else validate_name(value, what="version")
 
-    @model_validator(mode="after")
-    def _intact(self) -> DeltaRecord:
-        if not self.manifest_json.isascii():
-            raise ValueError("the embedded delta manifest is not ASCII (it is canonical JSON)")
-        actual = hashlib.sha256(self.manifest_json.encode()).hexdigest()
-        if actual != self.manifest_sha256:
-            raise ValueError("the embedded delta manifest does not match its sha256")
-        if not self._agrees_with_embedded():
-            raise ValueError("the versions or objects listed differ from the embedded manifest's")
-        return self
-
-    def _agrees_with_embedded(self) -> bool:
-        """Whether the versions and objects listed here are the embedded manifest's own, so the
-        store never fetches one set of objects for a delta that needs another."""
-        try:
-            document = json.loads(self.manifest_json)
-            listed = [ObjectRef.model_validate(o) for o in document["objects"]]
-            versions = (document["base_version"], document["target_version"])
-        except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
-            return False
-        return listed == self.objects and versions == (self.base_version, self.target_version)
+    @property
+    def objects(self) -> list[ObjectRef]:
+        """Everything a puller downloads for this delta: the manifest, then the payload."""
+        return [self.manifest, *self.payload]
 
     @property
     def total_bytes(self) -> int:
@@ -82,8 +67,8 @@ class DeltaRecord(_Record):
 
 
 class VersionManifest(_Record):
-    schema_: Literal["deltaroll.store.version/v1"] = Field(
-        default="deltaroll.store.version/v1", alias="schema"
+    schema_: Literal["deltaroll.store.version/v2"] = Field(
+        default="deltaroll.store.version/v2", alias="schema"
     )
     model: str
     version: str
@@ -110,8 +95,8 @@ class VersionManifest(_Record):
 
 
 class AnchorManifest(_Record):
-    schema_: Literal["deltaroll.store.anchor/v1"] = Field(
-        default="deltaroll.store.anchor/v1", alias="schema"
+    schema_: Literal["deltaroll.store.anchor/v2"] = Field(
+        default="deltaroll.store.anchor/v2", alias="schema"
     )
     model: str
     version: str
@@ -157,6 +142,10 @@ def dump(record: _Record) -> bytes:
     return record.model_dump_json(by_alias=True, indent=None).encode()
 
 
+#: Record formats of earlier Deltarolls: their deltas are in a format this one does not apply.
+OLDER_RECORD_SCHEMAS = ("deltaroll.store.version/v1", "deltaroll.store.anchor/v1")
+
+
 def load(cls: type[R], data: bytes, *, uri: str, key: str) -> R:
     """Parse and validate a record; any defect becomes :class:`InvalidManifestError`."""
     try:
@@ -164,6 +153,12 @@ def load(cls: type[R], data: bytes, *, uri: str, key: str) -> R:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(root)"
+        if first["loc"] == ("schema",) and first.get("input") in OLDER_RECORD_SCHEMAS:
+            raise InvalidManifestError(
+                f"{uri}: {key!r} is a {first['input']} record, written by an older Deltaroll "
+                "whose deltas this one does not apply; push the model's checkpoints again "
+                "(`deltaroll push`) into a new store or prefix"
+            ) from exc
         raise InvalidManifestError(
             f"{uri}: {key!r} is not a valid {cls.__name__} ({where}: {first['msg']}); "
             "it was not written by this version of deltaroll or was edited: remove it or "

@@ -37,13 +37,16 @@ class PublishOutcome:
 def delta_record(delta_dir: Path) -> DeltaRecord:
     """Describe a delta directory for a manifest; the checkpoint layer validates it first."""
     manifest = read_delta_manifest(delta_dir)
-    text = (delta_dir / MANIFEST_NAME).read_bytes().decode("ascii")
+    data = (delta_dir / MANIFEST_NAME).read_bytes()
+    target = [entry for entry in manifest.tensors if entry.target is not None]
     return DeltaRecord(
         base_version=manifest.base_version,
         target_version=manifest.target_version,
-        manifest_json=text,
-        manifest_sha256=hashlib.sha256(text.encode()).hexdigest(),
-        objects=[ObjectRef(digest=o.digest, size=o.size) for o in manifest.objects],
+        manifest=ObjectRef(digest=hashlib.sha256(data).hexdigest(), size=len(data)),
+        payload=[ObjectRef(digest=o.digest, size=o.size) for o in manifest.objects],
+        changed_elements=sum(entry.changed_elements for entry in target),
+        total_elements=sum(entry.total_elements for entry in target),
+        full_bytes=manifest.checkpoint_bytes("target"),
     )
 
 
@@ -110,7 +113,8 @@ def upload_delta_objects(
     *,
     progress: ProgressCallback | None = None,
 ) -> int:
-    """Upload the objects of a delta directory that the store lacks; bytes sent."""
+    """Upload the objects of a delta directory (its manifest included) that the store lacks;
+    bytes sent."""
     return upload_objects(
         catalog.backend,
         model,
@@ -118,6 +122,7 @@ def upload_delta_objects(
         record.objects,
         policy=catalog.policy,
         progress=progress,
+        located={record.manifest.digest: delta_dir / MANIFEST_NAME},
     )
 
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import structlog
 
 from deltaroll.checkpoint import apply_delta, checkpoint_version
-from deltaroll.checkpoint.manifest import MANIFEST_NAME
+from deltaroll.checkpoint.manifest import MANIFEST_NAME, DeltaManifest, parse_delta_manifest
 from deltaroll.checkpoint.objects import OBJECTS_DIR
 from deltaroll.store.aliases import resolve
 from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.cache import ObjectCache
 from deltaroll.store.catalog import Catalog
-from deltaroll.store.errors import NoPathError, StoreError
+from deltaroll.store.errors import InvalidManifestError, NoPathError, StoreError
 from deltaroll.store.graph import Plan, Step, VersionGraph
 from deltaroll.store.manifests import DeltaRecord, ObjectRef
 from deltaroll.store.transfer import download_objects
@@ -104,12 +104,33 @@ def pull(
     )
 
 
+def read_delta(step: Step, cache: ObjectCache) -> tuple[DeltaManifest, bytes]:
+    """The manifest of a step's delta (fetched into the cache with its objects), checked against
+    the store's record: the versions it leads between and the objects it needs must be the
+    record's, so a store never gets one delta fetched and another applied."""
+    data = cache.path(step.delta.manifest.digest).read_bytes()
+    where = f"the delta {step.delta.base_version} -> {step.delta.target_version}"
+    manifest = parse_delta_manifest(data, where)
+    listed = [ObjectRef(digest=o.digest, size=o.size) for o in manifest.objects]
+    if (manifest.base_version, manifest.target_version, listed) != (
+        step.delta.base_version,
+        step.delta.target_version,
+        step.delta.payload,
+    ):
+        raise InvalidManifestError(
+            f"{where}: its manifest object leads between other versions or lists other objects "
+            "than the store's record; the store was altered: push the version again"
+        )
+    return manifest, data
+
+
 def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> Path:
-    """Rebuild a delta directory (manifest byte for byte, objects linked from the cache)."""
+    """Rebuild a delta directory (the checked manifest, objects linked from the cache)."""
+    _, data = read_delta(step, cache)
     objects = delta_dir / OBJECTS_DIR
     objects.mkdir(parents=True)
-    (delta_dir / MANIFEST_NAME).write_bytes(step.delta.manifest_json.encode("ascii"))
-    for ref in step.delta.objects:
+    (delta_dir / MANIFEST_NAME).write_bytes(data)
+    for ref in step.delta.payload:
         cache.link_into(ref.digest, objects / ref.digest)
     return delta_dir
 

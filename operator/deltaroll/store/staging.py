@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from pydantic import ValidationError
 
 from deltaroll.checkpoint import DeltaManifest, side_version
-from deltaroll.checkpoint.manifest import CheckpointLayout
+from deltaroll.checkpoint.errors import CorruptDeltaError
+from deltaroll.checkpoint.manifest import CheckpointLayout, parse_delta_manifest
 from deltaroll.store import keys
 from deltaroll.store.backends import ObjectInfo
 from deltaroll.store.backends.concurrency import run_all
@@ -112,8 +112,8 @@ def _read_shares(catalog: Catalog, parts: list[_Part]) -> dict[int, DeltaManifes
             shares[part.index] = None
             return
         try:
-            shares[part.index] = DeltaManifest.model_validate_json(data)
-        except ValidationError:
+            shares[part.index] = parse_delta_manifest(data, part.info.key)
+        except CorruptDeltaError:
             log.warning("store.staging_unreadable", key=part.info.key)
 
     run_all(read_one, parts)

@@ -11,7 +11,7 @@ next run, and :class:`TransferCancelledError` says the rest was not fetched."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -35,11 +35,14 @@ def upload_objects(
     *,
     policy: RetryPolicy = DEFAULT_POLICY,
     progress: ProgressCallback | None = None,
+    located: Mapping[str, Path] | None = None,
 ) -> int:
-    """Upload the objects of ``refs`` from ``objects_dir`` that the store lacks; bytes sent."""
+    """Upload the objects of ``refs`` that the store lacks, each from ``objects_dir`` or from
+    where ``located`` says (a delta's manifest file); bytes sent."""
     unique = {ref.digest: ref for ref in refs}
+    paths = {digest: objects_dir / digest for digest in unique} | dict(located or {})
     for ref in unique.values():
-        local = objects_dir / ref.digest
+        local = paths[ref.digest]
         if (
             not local.is_file()
             or local.stat().st_size != ref.size
@@ -55,9 +58,7 @@ def upload_objects(
     def attempt() -> None:
         nonlocal sent
         present = backend.existing(by_key)
-        todo = [
-            (objects_dir / ref.digest, key) for key, ref in by_key.items() if key not in present
-        ]
+        todo = [(paths[ref.digest], key) for key, ref in by_key.items() if key not in present]
         backend.upload_files(todo, progress=progress)
         sent += sum(by_key[key].size for _, key in todo)
 

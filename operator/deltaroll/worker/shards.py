@@ -44,6 +44,7 @@ from deltaroll.checkpoint import (
 from deltaroll.checkpoint.diff import write_delta
 from deltaroll.checkpoint.layouts import record_layout
 from deltaroll.checkpoint.manifest import MANIFEST_NAME, SCHEMA, ObjectRef, write_manifest
+from deltaroll.checkpoint.manifest_tensors import TensorTable
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.packs import PackWriter
 from deltaroll.checkpoint.staging import staged_directory
@@ -207,7 +208,7 @@ def assemble(
         store.cache,
         policy=store.catalog.policy,
     )
-    ordered = [entries[name] for name in names]
+    ordered = TensorTable.from_entries(entries[name] for name in names)
     with staged_directory(out_dir) as staging:
         objects = ObjectDir(staging)
         objects.root.mkdir(parents=True, exist_ok=True)
@@ -222,7 +223,7 @@ def assemble(
             target_version=side_version(ordered, "target", target_layout),
             base_layout=base_layout,
             target_layout=target_layout,
-            tensors=ordered,
+            tensors=ordered.columns,
             objects=part_objects + packs.finish(),
             level=level,
         )
