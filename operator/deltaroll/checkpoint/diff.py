@@ -42,6 +42,7 @@ from deltaroll.checkpoint.reader import (
 from deltaroll.checkpoint.staging import check_output_free, staged_directory
 from deltaroll.checkpoint.transform import OnBytes
 from deltaroll.codec import EncodedTensor, encode_tensor_delta, encode_windowed_delta
+from deltaroll.codec.kernel_loading import start_loading_kernels
 
 # Bytes of each side read per window: large enough that the per-window Python work is noise,
 # small enough to stay in the CPU's caches between reading, hashing and diffing a window.
@@ -109,6 +110,8 @@ def write_delta(
     device: str | None = None,
 ) -> DeltaSummary:
     """Write the delta directory from opened checkpoints (the engine behind diff and imports)."""
+    if device is None:
+        start_loading_kernels()
     encoder = _Encoder(level, device)
     with staged_directory(out_dir) as staging:
         objects = PackWriter(ObjectDir(staging))
