@@ -118,7 +118,8 @@ def write_delta(
         base_tensors = base.tensors if base is not None else {}
         names = list(target.tensors) + [n for n in base_tensors if n not in target.tensors]
         entries = []
-        for name in names:
+        for index, name in enumerate(names):
+            following = names[index + 1 : index + 2]
             entry = _tensor_entry(
                 name,
                 base_tensors.get(name),
@@ -126,6 +127,7 @@ def write_delta(
                 objects,
                 encoder,
                 target_override,
+                [r for n in following for r in (base_tensors.get(n), target.tensors.get(n)) if r],
             )
             entries.append(entry)
             if on_bytes:
@@ -217,10 +219,17 @@ class _SideReader:
 
 
 def _windowed_entry(
-    name: str, base: TensorRef, target: TensorRef, objects: PackWriter, level: int
+    name: str,
+    base: TensorRef,
+    target: TensorRef,
+    objects: PackWriter,
+    level: int,
+    following: list[TensorRef],
 ) -> TensorEntry:
     """A same-shape tensor diffed window by window: memory follows the change, not the tensor;
-    each side is read on a thread of its own, a window ahead of the encoder."""
+    each side is read on a thread of its own, a window ahead of the encoder. Once its last
+    window is read, the disk is asked for the head of the ``following`` tensors, so it keeps
+    streaming while this one's payload is compressed."""
     dtype = np.dtype(bits_view(base.dtype))
     with (
         TensorFile(base) as base_file,
@@ -228,8 +237,16 @@ def _windowed_entry(
         ThreadPoolExecutor(2, thread_name_prefix="diff-read") as pool,
     ):
         sides = _SideReader(base_file, pool), _SideReader(target_file, pool)
+
+        def read(start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+            window = sides[0].read(start, count), sides[1].read(start, count)
+            if start + count == base.numel:
+                for ref in following:
+                    _read_ahead_head(ref)
+            return window
+
         encoded = encode_windowed_delta(
-            lambda start, count: (sides[0].read(start, count), sides[1].read(start, count)),
+            read,
             dtype,
             base.numel,
             level=level,
@@ -248,6 +265,12 @@ def _windowed_entry(
     )
 
 
+def _read_ahead_head(ref: TensorRef) -> None:
+    """Ask the kernel to start reading the first windows of ``ref`` in the background."""
+    with TensorFile(ref) as file:
+        file.will_need(0, READ_AHEAD_WINDOWS * (WINDOW_BYTES // file.dtype.itemsize))
+
+
 def _tensor_entry(
     name: str,
     base: TensorRef | None,
@@ -255,6 +278,7 @@ def _tensor_entry(
     objects: PackWriter,
     encoder: _Encoder,
     target_override: TargetOverride | None,
+    following: list[TensorRef],
 ) -> TensorEntry:
     if (
         base is not None
@@ -263,7 +287,7 @@ def _tensor_entry(
         and encoder.device is None
         and target_override is None
     ):
-        return _windowed_entry(name, base, target, objects, encoder.level)
+        return _windowed_entry(name, base, target, objects, encoder.level, following)
     base_bits = read_tensor_bits(base) if base is not None else None
     target_bits = read_tensor_bits(target) if target is not None else None
     if target_bits is not None and target_override is not None:
