@@ -1,8 +1,10 @@
 """Finding what changed: the positions of differing elements and their values on both sides.
 
 The numpy arrays are diffed by the compiled kernels of :mod:`deltaroll.codec.kernels`, which
-read each input once; :mod:`deltaroll.codec.torch_diff` computes the same :class:`SparseDiff` on
-a GPU. Only the outputs, proportional to the number of changed elements, are allocated.
+read each input once (by their numpy stand-ins while those load, see
+:mod:`deltaroll.codec.kernel_loading`); :mod:`deltaroll.codec.torch_diff` computes the same
+:class:`SparseDiff` on a GPU. Only the outputs, proportional to the number of changed elements,
+are allocated.
 """
 
 from __future__ import annotations

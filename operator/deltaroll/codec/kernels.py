@@ -1,11 +1,13 @@
-"""Compiled (numba) loops for the diff and the sparse apply, where numpy needs many passes.
+"""Compiled (numba) loops for the diff, the sparse encode and apply, where numpy needs many
+passes.
 
 Why: with numpy, finding the changed elements takes a compare, an ``np.flatnonzero`` (about
 1 ns per element, the bottleneck) and two gathers, each a pass of its own; a plain compiled loop
 with a branch per element mispredicts on every change of a ~5 %-changed tensor. The diff kernels
 read each input once: the compares of a block of 64 elements vectorize into one 64-bit mask, and
 only the mask's set bits are visited, so the diff runs at about the speed of copying the bytes.
-The apply kernel replaces an argsort and several numpy passes (see its docstring).
+The apply kernel replaces an argsort and several numpy passes (see its docstring); the encode
+kernels reduce each window of changes in one pass and group them by context without a sort.
 
 Each kernel is compiled at import for exactly the array types given in its signatures (the four
 unsigned element types the codec takes; anything else is a TypeError, never a silent new
