@@ -6,12 +6,19 @@ any difference would make the payload bytes depend on timing.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import numpy as np
 import pytest
 
-from deltaroll.codec import encode_tensor_delta, kernel_loading, kernels, numpy_kernels
+from deltaroll.codec import (
+    encode_tensor_delta,
+    kernel_loading,
+    kernels,
+    numpy_kernels,
+    sparse_encoder,
+)
 from deltaroll.codec.context import context_shift
 from deltaroll.codec.diff import SparseDiff, sparse_diff
 from deltaroll.codec.sparse_encoder import SparseEncoder
@@ -104,8 +111,6 @@ def test_numpy_count_and_emit_match(loading: threading.Event) -> None:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_payloads_are_the_pinned_bytes_while_loading(case: str, loading: threading.Event) -> None:
-    import hashlib
-
     make, level = CASES[case]
     encoded = encode_tensor_delta(*make(), level=level)
     assert f"{encoded.kind.value}:{hashlib.sha256(encoded.payload).hexdigest()}" == PINNED[case]
@@ -133,3 +138,29 @@ def test_a_started_load_ends_with_the_compiled_kernels() -> None:
     kernel_loading.start_loading_kernels()
     assert kernel_loading._finished.wait(60)
     assert kernel_loading.diff_kernels() is kernels
+
+
+class _FinishedOnceAwaited(threading.Event):
+    """A load that finishes as soon as someone waits for it."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.set()
+        return super().wait(timeout)
+
+
+def test_a_large_change_set_waits_for_the_compiled_grouping(
+    loading: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numpy's grouping holds an int64 order per change: above the limit, wait for the kernel."""
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("grouped a large change set with numpy")
+
+    finished = _FinishedOnceAwaited()
+    monkeypatch.setattr(kernel_loading, "_finished", finished)
+    monkeypatch.setattr(numpy_kernels, "group_planes", refuse)
+    monkeypatch.setattr(sparse_encoder, "NUMPY_GROUPING_MAX_CHANGES", 10)
+    make, level = CASES["bf16_6pct"]
+    encoded = encode_tensor_delta(*make(), level=level)
+    assert finished.is_set()
+    assert f"sparse:{hashlib.sha256(encoded.payload).hexdigest()}" == PINNED["bf16_6pct"]

@@ -48,6 +48,14 @@ def diff_kernels() -> ModuleType:
     """The compiled kernels, or their numpy stand-ins while a started load is under way."""
     if _started.is_set() and not _finished.is_set():
         return numpy_kernels
+    return compiled_kernels()
+
+
+def compiled_kernels() -> ModuleType:
+    """The compiled kernels, waiting for a started load to finish (for steps whose numpy
+    stand-in would need much more memory)."""
+    if _started.is_set():
+        _finished.wait()
     from deltaroll.codec import kernels
 
     return kernels

@@ -16,8 +16,12 @@ from deltaroll.codec.context import EXCEPTION_CONTEXT, context_shift
 from deltaroll.codec.diff import SparseDiff
 from deltaroll.codec.framing import Header, PayloadWriter
 from deltaroll.codec.gaps import positions_to_gaps
-from deltaroll.codec.kernel_loading import diff_kernels
+from deltaroll.codec.kernel_loading import compiled_kernels, diff_kernels
 from deltaroll.codec.sparse import FORMAT_SPARSE
+
+# Most changes grouped with numpy while the compiled kernels load: its stable argsort holds an
+# int64 order and a gathered copy (10+ bytes per change), so a larger set waits for the kernel.
+NUMPY_GROUPING_MAX_CHANGES = 1 << 20
 
 
 def bytes_per_change(width: int) -> int:
@@ -97,7 +101,8 @@ class SparseEncoder:
         contexts = _drain(self._contexts, np.uint16)
         changes = _drain(self._changes, self._dtype)
         planes = np.empty(changes.size * self._dtype.itemsize, np.uint8)
-        diff_kernels().group_planes(contexts, changes, planes)
+        few = changes.size <= NUMPY_GROUPING_MAX_CHANGES
+        (diff_kernels() if few else compiled_kernels()).group_planes(contexts, changes, planes)
         return planes
 
 
