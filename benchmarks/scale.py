@@ -15,8 +15,9 @@ at 1 % and 3 % of the elements (``--densities``). For each size and density, in 
 - peak RSS of each command (``ru_maxrss``, as ``/usr/bin/time`` reports it: file-backed mapped
   pages included), bytes read and written (``/proc/self/io``: written counts page dirtying,
   i.e. what write-back will send);
-- ``diff_s`` of v1 -> v2 and its ratio to reading both inputs (``cat`` to /dev/null) cold and
-  warm; delta, manifest and object counts.
+- ``diff_s`` of v1 -> v2 after dropping the page cache and its ratio to reading both inputs
+  cold (``cat`` to /dev/null), its user and system CPU seconds; ``diff_warm_s`` the same diff
+  again, inputs cached, against a warm read; delta, manifest and object counts.
 
 Prints a table on stderr and one JSON object as the last line of stdout (and to --json-out).
 Run: .venv/bin/python benchmarks/scale.py [--sizes 0.5,1,2,4] [--changed N] [--workdir DIR]
@@ -186,9 +187,15 @@ def child_main(argv: list[str]) -> None:
     elif op == "diff":
         from deltaroll.checkpoint import diff_checkpoints
 
+        before = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         diff_checkpoints(Path(args[0]), Path(args[1]), Path(args[2]))
         elapsed = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        # Where the time goes: user code (hashing, diffing, compressing) against the kernel
+        # (copying pages out of the page cache, faulting in fresh memory).
+        extra["user_s"] = after.ru_utime - before.ru_utime
+        extra["system_s"] = after.ru_stime - before.ru_stime
     elif op == "bare":
         weights, writes = Path(args[0]), np.load(args[1])
         files = weight_files(weights)
@@ -255,6 +262,8 @@ def measure_point(work: Path, size_gb: float, changed: int, label: str) -> dict[
     if cold:
         drop_page_cache()
     diff = measure("diff", str(v1), str(v2), str(point / "d12"))
+    shutil.rmtree(point / "d12")
+    diff_warm = measure("diff", str(v1), str(v2), str(point / "d12"))
 
     weights = point / "weights"
     shutil.copytree(v0, weights)
@@ -289,11 +298,16 @@ def measure_point(work: Path, size_gb: float, changed: int, label: str) -> dict[
         "apply_cold_read_bytes": cold_apply["read_bytes"] if cold_apply else None,
         "bare_peak_rss_mb": bare["peak_rss_mb"],
         "diff_s": diff["seconds"],
-        "diff_peak_rss_mb": diff["peak_rss_mb"],
+        "diff_user_s": diff["user_s"],
+        "diff_system_s": diff["system_s"],
+        "diff_warm_s": diff_warm["seconds"],
+        "diff_warm_user_s": diff_warm["user_s"],
+        "diff_warm_system_s": diff_warm["system_s"],
+        "diff_peak_rss_mb": max(diff["peak_rss_mb"], diff_warm["peak_rss_mb"]),
         "read_cold_s": cold_read,
         "read_warm_s": warm_read,
         "diff_vs_cold_read": cold_read / diff["seconds"] if cold_read else None,
-        "diff_vs_warm_read": warm_read / diff["seconds"],
+        "diff_vs_warm_read": warm_read / diff_warm["seconds"],
         "delta_bytes": sum(p.stat().st_size for p in objects),
         "manifest_bytes": (point / "d12" / "manifest.json.zst").stat().st_size,
         "objects": len(objects),
@@ -415,7 +429,10 @@ def main() -> None:
                 f"cold {point['apply_cold_s'] or float('nan'):.3f}s  first "
                 f"{point['apply_first_s']:.2f}s  rss {point['apply_peak_rss_mb']:.0f} MB  "
                 f"diff {point['diff_s']:.2f}s ({point['diff_vs_cold_read'] or float('nan'):.2f}x "
-                f"cold read, rss {point['diff_peak_rss_mb']:.0f} MB)  delta "
+                f"cold read; user {point['diff_user_s']:.2f}s system "
+                f"{point['diff_system_s']:.2f}s; warm {point['diff_warm_s']:.2f}s = "
+                f"{point['diff_vs_warm_read']:.2f}x warm read; rss "
+                f"{point['diff_peak_rss_mb']:.0f} MB)  delta "
                 f"{point['delta_bytes'] / 1e6:.1f} MB  manifest {point['manifest_bytes']} B",
                 file=sys.stderr,
                 flush=True,

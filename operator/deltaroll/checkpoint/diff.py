@@ -37,6 +37,7 @@ from deltaroll.checkpoint.reader import (
 from deltaroll.checkpoint.staging import check_output_free, staged_directory
 from deltaroll.checkpoint.transform import OnBytes
 from deltaroll.codec import EncodedTensor, encode_tensor_delta, encode_windowed_delta
+from deltaroll.codec.kernel_loading import start_loading_kernels
 
 # Bytes of each side read per window: large enough that the per-window Python work is noise,
 # small enough to stay in the CPU's caches between reading, hashing and diffing a window.
@@ -104,13 +105,16 @@ def write_delta(
     device: str | None = None,
 ) -> DeltaSummary:
     """Write the delta directory from opened checkpoints (the engine behind diff and imports)."""
+    if device is None:
+        start_loading_kernels()
     encoder = _Encoder(level, device)
     with staged_directory(out_dir) as staging:
         objects = PackWriter(ObjectDir(staging))
         base_tensors = base.tensors if base is not None else {}
         names = list(target.tensors) + [n for n in base_tensors if n not in target.tensors]
         entries = []
-        for name in names:
+        for index, name in enumerate(names):
+            following = names[index + 1 : index + 2]
             entry = _tensor_entry(
                 name,
                 base_tensors.get(name),
@@ -118,6 +122,7 @@ def write_delta(
                 objects,
                 encoder,
                 target_override,
+                [r for n in following for r in (base_tensors.get(n), target.tensors.get(n)) if r],
             )
             entries.append(entry)
             if on_bytes:
@@ -210,10 +215,17 @@ class _SideReader:
 
 
 def _windowed_entry(
-    name: str, base: TensorRef, target: TensorRef, objects: PackWriter, level: int
+    name: str,
+    base: TensorRef,
+    target: TensorRef,
+    objects: PackWriter,
+    level: int,
+    following: list[TensorRef],
 ) -> TensorEntry:
     """A same-shape tensor diffed window by window: memory follows the change, not the tensor;
-    each side is read on a thread of its own, a window ahead of the encoder."""
+    each side is read on a thread of its own, a window ahead of the encoder. Once its last
+    window is read, the disk is asked for the head of the ``following`` tensors, so it keeps
+    streaming while this one's payload is compressed."""
     dtype = np.dtype(bits_view(base.dtype))
     with (
         TensorFile(base) as base_file,
@@ -221,8 +233,16 @@ def _windowed_entry(
         ThreadPoolExecutor(2, thread_name_prefix="diff-read") as pool,
     ):
         sides = _SideReader(base_file, pool), _SideReader(target_file, pool)
+
+        def read(start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+            window = sides[0].read(start, count), sides[1].read(start, count)
+            if start + count == base.numel:
+                for ref in following:
+                    _read_ahead_head(ref)
+            return window
+
         encoded = encode_windowed_delta(
-            lambda start, count: (sides[0].read(start, count), sides[1].read(start, count)),
+            read,
             dtype,
             base.numel,
             level=level,
@@ -241,6 +261,12 @@ def _windowed_entry(
     )
 
 
+def _read_ahead_head(ref: TensorRef) -> None:
+    """Ask the kernel to start reading the first windows of ``ref`` in the background."""
+    with TensorFile(ref) as file:
+        file.will_need(0, READ_AHEAD_WINDOWS * (WINDOW_BYTES // file.dtype.itemsize))
+
+
 def _tensor_entry(
     name: str,
     base: TensorRef | None,
@@ -248,6 +274,7 @@ def _tensor_entry(
     objects: PackWriter,
     encoder: _Encoder,
     target_override: TargetOverride | None,
+    following: list[TensorRef],
 ) -> TensorEntry:
     if (
         base is not None
@@ -256,7 +283,7 @@ def _tensor_entry(
         and encoder.device is None
         and target_override is None
     ):
-        return _windowed_entry(name, base, target, objects, encoder.level)
+        return _windowed_entry(name, base, target, objects, encoder.level, following)
     base_bits = read_tensor_bits(base) if base is not None else None
     target_bits = read_tensor_bits(target) if target is not None else None
     if target_bits is not None and target_override is not None:

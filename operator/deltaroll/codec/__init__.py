@@ -10,9 +10,13 @@ Modules, each with one job:
 - ``delta``       the entry points: validate inputs, pick unchanged / sparse / dense by size
 - ``changes``     the digest of a change set (positions, both sides' values) that binds a delta
 - ``diff``        find changed positions and both sides' values (numpy arrays, via ``kernels``)
-- ``kernels``     numba-compiled loops: the diff in one pass, the sparse apply without a sort
+- ``kernels``     numba-compiled loops: the diff in one pass, the sparse encode and apply
+                  without a sort
+- ``numpy_kernels``  the diff and encode kernels in numpy, used while numba loads
+- ``kernel_loading``  loads numba on a thread and says which kernels to use meanwhile
 - ``torch_diff``  the same on torch tensors, on their device (a GPU in a delta Job)
 - ``sparse``      the sparse payload: byte gaps, exceptions, per-context value changes
+- ``sparse_encoder``  builds a sparse payload window by window, in compact form
 - ``dense``       the dense payload: the whole XOR, streamed in chunks
 - ``context``     which bits of a known value predict how it changes (the exponent)
 - ``gaps``        ascending positions as byte gaps with an escape for long ones

@@ -10,8 +10,6 @@ unsigned views, so the same bits are used for integers, where they simply group 
 
 from __future__ import annotations
 
-import numpy as np
-
 # Contexts are 0..255; an element whose context differs between base and target (its exponent
 # moved) gets this one, so a decoder that knows either side derives the same context for all.
 EXCEPTION_CONTEXT = 256
@@ -21,9 +19,3 @@ _SHIFT_BY_WIDTH = {1: 3, 2: 7, 4: 23, 8: 55}
 def context_shift(width: int) -> int:
     """The context of a ``width``-byte value is ``(value >> context_shift(width)) & 0xFF``."""
     return _SHIFT_BY_WIDTH[width]
-
-
-def element_context(values: np.ndarray) -> np.ndarray:
-    """uint16 context (0..255) of each value: the 8 bits below the sign (top 5 bits of a byte)."""
-    shift = values.dtype.type(context_shift(values.dtype.itemsize))
-    return ((values >> shift) & values.dtype.type(0xFF)).astype(np.uint16)

@@ -9,24 +9,19 @@ torch tensors of any dtype and shape, on any device, and then diffs them where t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from deltaroll.codec.changes import ChangesHasher
 from deltaroll.codec.dense import FORMAT_DENSE_XOR, apply_dense, encode_dense
-from deltaroll.codec.diff import ChangeCollector, SparseDiff, count_changed, sparse_diff
+from deltaroll.codec.diff import ChangeCollector, SparseDiff, sparse_diff
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
 from deltaroll.codec.model import EncodedTensor, TensorKind
-from deltaroll.codec.sparse import (
-    FORMAT_SPARSE,
-    SparseChanges,
-    apply_sparse,
-    decode_sparse,
-    encode_sparse,
-)
+from deltaroll.codec.sparse import FORMAT_SPARSE, SparseChanges, apply_sparse, decode_sparse
+from deltaroll.codec.sparse_encoder import SparseEncoder, bytes_per_change
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +50,18 @@ def _check_array(name: str, array: np.ndarray) -> None:
         )
 
 
+class _SparseBuild:
+    """The sparse payload and the change-set digest, fed the same windows of changes."""
+
+    def __init__(self, dtype: np.dtype, total: int) -> None:
+        self.encoder = SparseEncoder(dtype, total)
+        self.hasher = ChangesHasher(np.dtype(dtype).itemsize)
+
+    def add(self, window: SparseDiff) -> None:
+        self.hasher.update(window.positions, window.base_values, window.target_values)
+        self.encoder.add(window)
+
+
 @dataclass(frozen=True)
 class _Pair:
     """What the encoder needs from a (base, target) pair, whether numpy arrays or torch tensors."""
@@ -62,14 +69,15 @@ class _Pair:
     width: int
     total: int
     # scan(limit): the number of changed elements and, when it is below the limit (the sparse
-    # form is allowed), the change set itself; a windowed source finds both in one read.
-    scan: Callable[[float], tuple[int, SparseDiff | None]]
+    # form is allowed), the sparse payload and digest built from them; a windowed source finds
+    # both in one read.
+    scan: Callable[[float], tuple[int, _SparseBuild | None]]
     # The whole XOR in consecutive chunks of the given number of elements.
     xor_chunks: Callable[[int], Iterator[np.ndarray]]
     # The change set in windows of the given number of elements (positions are absolute).
     diff_chunks: Callable[[int], Iterator[SparseDiff]]
-    # Most changed elements the sparse form may list (its arrays grow ~(8 + 2 x width) bytes
-    # per element): unbounded for tensors in memory, a budget for windowed sources.
+    # Most changed elements the sparse form may list: unbounded for tensors in memory, a
+    # budget for windowed sources.
     sparse_limit: float = float("inf")
 
 
@@ -82,26 +90,11 @@ def _numpy_pair(base: np.ndarray, target: np.ndarray) -> _Pair:
             "differ in dtype or length; store the target whole instead"
         )
 
-    def xor_chunks(chunk: int) -> Iterator[np.ndarray]:
-        for start in range(0, base.shape[0], chunk):
-            yield np.bitwise_xor(base[start : start + chunk], target[start : start + chunk])
+    def read(start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        return base[start : start + count], target[start : start + count]
 
-    def diff_chunks(chunk: int) -> Iterator[SparseDiff]:
-        for start in range(0, base.shape[0], chunk):
-            part = sparse_diff(base[start : start + chunk], target[start : start + chunk])
-            yield SparseDiff(part.positions + start, part.base_values, part.target_values)
-
-    def scan(limit: float) -> tuple[int, SparseDiff | None]:
-        changed = count_changed(base, target)
-        return changed, sparse_diff(base, target, changed) if 0 < changed < limit else None
-
-    return _Pair(
-        width=base.dtype.itemsize,
-        total=base.shape[0],
-        scan=scan,
-        xor_chunks=xor_chunks,
-        diff_chunks=diff_chunks,
-    )
+    pair = _windowed_pair(read, base.dtype, base.shape[0], IN_MEMORY_WINDOW_ELEMENTS)
+    return replace(pair, sparse_limit=float("inf"))
 
 
 def _torch_pair(base: torch.Tensor, target: torch.Tensor) -> _Pair:
@@ -135,10 +128,13 @@ def _torch_pair(base: torch.Tensor, target: torch.Tensor) -> _Pair:
             )
             yield SparseDiff(part.positions + start, part.base_values, part.target_values)
 
-    def scan(limit: float) -> tuple[int, SparseDiff | None]:
+    def scan(limit: float) -> tuple[int, _SparseBuild | None]:
         changed = torch_diff.count_changed_torch(base, target)
-        listed = 0 < changed < limit
-        return changed, torch_diff.sparse_diff_torch(base, target) if listed else None
+        if not 0 < changed < limit:
+            return changed, None
+        build = _SparseBuild(ELEMENT_DTYPES[base.element_size()], base.numel())
+        build.add(torch_diff.sparse_diff_torch(base, target))
+        return changed, build
 
     return _Pair(
         width=base.element_size(),
@@ -152,8 +148,11 @@ def _torch_pair(base: torch.Tensor, target: torch.Tensor) -> _Pair:
 # A windowed source: (first element, count) -> (base, target) bits of that range; the arrays
 # may be reused by the source's next call, so they are read before it and never kept.
 WindowReader = Callable[[int, int], tuple[np.ndarray, np.ndarray]]
-# Bytes the sparse form of a windowed tensor may hold (positions and both sides' values).
+# Bytes the sparse form of a windowed tensor may hold while it is built.
 WINDOWED_SPARSE_BUDGET_BYTES = 256 << 20
+# Elements per window when a tensor already in memory is diffed: the scratch of its changes
+# and the temporaries of the dense form stay small whatever the tensor.
+IN_MEMORY_WINDOW_ELEMENTS = 1 << 22
 
 
 def _windowed_pair(read: WindowReader, dtype: np.dtype, total: int, window: int) -> _Pair:
@@ -165,11 +164,11 @@ def _windowed_pair(read: WindowReader, dtype: np.dtype, total: int, window: int)
             base, target = read(start, min(chunk, total - start))
             yield start, base, target
 
-    def scan(limit: float) -> tuple[int, SparseDiff | None]:
-        collector = ChangeCollector(dtype, limit)
+    def scan(limit: float) -> tuple[int, _SparseBuild | None]:
+        collector = ChangeCollector(dtype, limit, _SparseBuild(dtype, total))
         for start, base, target in windows(window):
             collector.add(start, base, target)
-        return collector.changed, collector.result()
+        return collector.changed, collector.sink
 
     def xor_chunks(chunk: int) -> Iterator[np.ndarray]:
         for _, base, target in windows(chunk):
@@ -186,7 +185,7 @@ def _windowed_pair(read: WindowReader, dtype: np.dtype, total: int, window: int)
         scan=scan,
         xor_chunks=xor_chunks,
         diff_chunks=diff_chunks,
-        sparse_limit=WINDOWED_SPARSE_BUDGET_BYTES / (8 + 2 * width),
+        sparse_limit=WINDOWED_SPARSE_BUDGET_BYTES / bytes_per_change(width),
     )
 
 
@@ -223,28 +222,26 @@ def encode_tensor_delta(
 
 
 def _encode(pair: _Pair, level: int) -> EncodedTensor:
-    changed, diff = pair.scan(min(SPARSE_MAX_FRACTION * pair.total, pair.sparse_limit))
+    changed, build = pair.scan(min(SPARSE_MAX_FRACTION * pair.total, pair.sparse_limit))
     if changed == 0:
         header = Header(FORMAT_UNCHANGED, pair.width, pair.total, 0)
         return EncodedTensor(TensorKind.UNCHANGED, PayloadWriter(header).finish(), 0, pair.total)
     candidates = []
-    hasher = ChangesHasher(pair.width)
-    sparse_allowed = diff is not None
-    if diff is not None:
-        sparse = encode_sparse(
-            diff.positions, diff.base_values, diff.target_values, pair.total, level
-        )
-        candidates.append((TensorKind.SPARSE, sparse))
-        hasher.update(diff.positions, diff.base_values, diff.target_values)
-        del diff
+    sparse_allowed = build is not None
+    if build is not None:
+        candidates.append((TensorKind.SPARSE, build.encoder.payload(level)))
+        digest = build.hasher.hexdigest()
+        del build
     else:
+        hasher = ChangesHasher(pair.width)
         for part in pair.diff_chunks(DIGEST_WINDOW_ELEMENTS):
             hasher.update(part.positions, part.base_values, part.target_values)
+        digest = hasher.hexdigest()
     if changed >= DENSE_MIN_FRACTION * pair.total or not sparse_allowed:
         dense = encode_dense(pair.xor_chunks, pair.width, pair.total, changed, level)
         candidates.append((TensorKind.DENSE, dense))
     kind, payload = min(candidates, key=lambda candidate: len(candidate[1]))
-    return EncodedTensor(kind, payload, changed, pair.total, hasher.hexdigest())
+    return EncodedTensor(kind, payload, changed, pair.total, digest)
 
 
 def decode_changes(encoded: EncodedTensor, dtype: np.dtype) -> SparseChanges:

@@ -70,7 +70,11 @@ class PayloadWriter:
 
     def stream(self, values: np.ndarray, level: int) -> None:
         """An array of unsigned ints as byte planes, zstd-compressed (nothing when empty)."""
-        self.section(compress(to_planes(values), level) if values.size else b"")
+        self.planes(to_planes(values), level)
+
+    def planes(self, planes: np.ndarray, level: int) -> None:
+        """A stream whose byte planes the caller built (uint8): what :meth:`stream` writes."""
+        self.section(compress(planes, level) if planes.size else b"")
 
     def finish(self) -> bytes:
         body = b"".join(self._parts)

@@ -1,11 +1,13 @@
-"""Compiled (numba) loops for the diff and the sparse apply, where numpy needs many passes.
+"""Compiled (numba) loops for the diff, the sparse encode and apply, where numpy needs many
+passes.
 
 Why: with numpy, finding the changed elements takes a compare, an ``np.flatnonzero`` (about
 1 ns per element, the bottleneck) and two gathers, each a pass of its own; a plain compiled loop
 with a branch per element mispredicts on every change of a ~5 %-changed tensor. The diff kernels
 read each input once: the compares of a block of 64 elements vectorize into one 64-bit mask, and
 only the mask's set bits are visited, so the diff runs at about the speed of copying the bytes.
-The apply kernel replaces an argsort and several numpy passes (see its docstring).
+The apply kernel replaces an argsort and several numpy passes (see its docstring); the encode
+kernels reduce each window of changes in one pass and group them by context without a sort.
 
 Each kernel is compiled at import for exactly the array types given in its signatures (the four
 unsigned element types the codec takes; anything else is a TypeError, never a silent new
@@ -25,6 +27,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from deltaroll.codec.context import EXCEPTION_CONTEXT
+from deltaroll.codec.numpy_kernels import NOT_ASCENDING
 
 # Counts the trailing zero bits of an integer (LLVM's cttz: one instruction); typed here for
 # mypy, which sees numba's intrinsic object rather than the function it compiles to.
@@ -108,6 +111,90 @@ def emit_changed(
             target_values[written] = target[i]
             written += 1
     return written
+
+
+@_compiled(
+    [
+        numba.int64(
+            _input(numba.int64),
+            _input(t),
+            _input(t),
+            numba.int64,
+            numba.uint64,
+            numba.uint64,
+            numba.uint8[::1],
+            numba.uint16[::1],
+            t[::1],
+            numba.uint64[::1],
+        )
+        for t in _ELEMENT_TYPES
+    ]
+)
+def compact_changes(
+    positions: np.ndarray,
+    base_values: np.ndarray,
+    target_values: np.ndarray,
+    previous: int,
+    context_shift: np.uint64,
+    bits: np.uint64,
+    short_gaps: np.ndarray,
+    contexts: np.ndarray,
+    changes: np.ndarray,
+    long_gaps: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Reduce a window of changes to what a sparse payload stores, in one pass: per change its
+    gap byte (ESCAPE 255, the gap then appended to ``long_gaps``), its context (256 where it
+    differs between the sides) and its zigzag-coded ``target - base``; returns how many long
+    gaps were written, or NOT_ASCENDING unless the positions ascend from ``previous``.
+
+    The outputs are as long as ``positions`` (``long_gaps`` too: every gap may be long). All
+    arithmetic is on uint64, wrapping like the ``bits``-wide element type once stored.
+    """
+    one, byte, escape = np.uint64(1), np.uint64(0xFF), np.uint64(255)
+    exception = np.uint64(EXCEPTION_CONTEXT)
+    sign_shift = bits - one
+    written_long = 0
+    for k in range(positions.shape[0]):
+        if positions[k] <= previous:
+            return NOT_ASCENDING
+        gap = np.uint64(positions[k] - previous - 1)
+        previous = positions[k]
+        if gap >= escape:
+            short_gaps[k] = escape
+            long_gaps[written_long] = gap
+            written_long += 1
+        else:
+            short_gaps[k] = gap
+        base, target = np.uint64(base_values[k]), np.uint64(target_values[k])
+        base_context = (base >> context_shift) & byte
+        target_context = (target >> context_shift) & byte
+        contexts[k] = exception if base_context != target_context else base_context
+        difference = target - base
+        negative = (difference >> sign_shift) & one
+        changes[k] = (difference << one) ^ (np.uint64(0) - negative)
+    return written_long
+
+
+@_compiled([numba.void(_input(numba.uint16), _input(t), numba.uint8[::1]) for t in _ELEMENT_TYPES])
+def group_planes(
+    contexts: np.ndarray, changes: np.ndarray, planes: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Write ``changes`` grouped by context (a stable counting sort over the 257 contexts) as
+    byte planes into ``planes`` (``changes.size`` x width bytes): what ``to_planes`` of the
+    stably argsorted changes gives, without an int64 order array or a gathered copy."""
+    count = changes.shape[0]
+    width = planes.shape[0] // max(count, 1)
+    # per_context[c + 1]: how many changes have context c; summed up, where context c starts.
+    per_context = np.zeros(EXCEPTION_CONTEXT + 2, np.int64)
+    for context in contexts:
+        per_context[context + 1] += 1
+    next_slot = np.cumsum(per_context)
+    for k in range(count):
+        slot = next_slot[contexts[k]]
+        next_slot[contexts[k]] += 1
+        value = np.uint64(changes[k])
+        for b in range(width):
+            planes[b * count + slot] = (value >> np.uint64(8 * b)) & np.uint64(0xFF)
 
 
 # What apply_sparse_changes found wrong (0: nothing, and the changes were applied).

@@ -14,6 +14,8 @@ puts the many-ULP changes of small weights apart from the ±1 steps of large one
 the stream has one distribution for zstd's entropy stage. A decoder that holds the target (a
 rollback) derives the same contexts, because every element whose context differs between the two
 sides is listed as an exception and grouped apart.
+
+This module decodes; :mod:`deltaroll.codec.sparse_encoder` builds the payload.
 """
 
 from __future__ import annotations
@@ -22,24 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deltaroll.codec.context import EXCEPTION_CONTEXT, context_shift, element_context
+from deltaroll.codec.context import context_shift
 from deltaroll.codec.errors import CodecError
-from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
-from deltaroll.codec.gaps import ESCAPE, GapStreams, gaps_to_positions, positions_to_gaps
+from deltaroll.codec.framing import ELEMENT_DTYPES, PayloadReader
+from deltaroll.codec.gaps import ESCAPE, GapStreams, gaps_to_positions
 
 FORMAT_SPARSE = 4
-
-
-def _zigzag(difference: np.ndarray) -> np.ndarray:
-    """A wrapping difference, read as signed, as a small unsigned number: 0,-1,1,-2 -> 0,1,2,3."""
-    signed = difference.view(difference.dtype.str.replace("u", "i"))
-    bits = signed.dtype.itemsize * 8
-    return ((signed << 1) ^ (signed >> (bits - 1))).view(difference.dtype)
-
-
-def _write_gaps(writer: PayloadWriter, streams: GapStreams, level: int) -> None:
-    writer.stream(streams.short, level)
-    writer.stream(streams.long, level)
 
 
 def _read_gaps(reader: PayloadReader, count: int, limit: int) -> np.ndarray:
@@ -47,29 +37,6 @@ def _read_gaps(reader: PayloadReader, count: int, limit: int) -> np.ndarray:
     escapes = int(np.count_nonzero(short == ESCAPE))
     long = reader.stream(ELEMENT_DTYPES[8], escapes)
     return gaps_to_positions(GapStreams(short, long), limit)
-
-
-def encode_sparse(
-    positions: np.ndarray,
-    base_values: np.ndarray,
-    target_values: np.ndarray,
-    total: int,
-    level: int,
-) -> bytes:
-    """Payload for the changed elements at ``positions`` (ascending) of a ``total``-long tensor."""
-    base_context = element_context(base_values)
-    exceptions = base_context != element_context(target_values)
-    context = np.where(exceptions, np.uint16(EXCEPTION_CONTEXT), base_context)
-    exception_ranks = np.flatnonzero(exceptions)
-    order = np.argsort(context, kind="stable")
-    changes = _zigzag(target_values - base_values)
-
-    writer = PayloadWriter(Header(FORMAT_SPARSE, base_values.dtype.itemsize, total, positions.size))
-    _write_gaps(writer, positions_to_gaps(positions), level)
-    writer.small_int(exception_ranks.size)
-    _write_gaps(writer, positions_to_gaps(exception_ranks), level)
-    writer.stream(changes[order], level)
-    return writer.finish()
 
 
 @dataclass(frozen=True)
