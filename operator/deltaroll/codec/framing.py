@@ -126,13 +126,17 @@ class PayloadReader:
 
     def stream(self, dtype: np.dtype, count: int) -> np.ndarray:
         """Inverse of :meth:`PayloadWriter.stream`: exactly ``count`` values of ``dtype``."""
+        return from_planes(self.planes(dtype, count), dtype)
+
+    def planes(self, dtype: np.dtype, count: int) -> np.ndarray:
+        """A stream's ``count`` values of ``dtype`` left as byte planes (uint8, read-only):
+        for a compiled reader that assembles each value where it uses it, saving a pass."""
         frame = self.section()
         if count == 0:
             if len(frame):
                 raise CodecError("delta payload has data in a section that must be empty; corrupt")
-            return np.empty(0, dtype)
-        raw = decompress(frame, count * dtype.itemsize)
-        return from_planes(np.frombuffer(raw, np.uint8), dtype)
+            return np.empty(0, np.uint8)
+        return np.frombuffer(decompress(frame, count * dtype.itemsize), np.uint8)
 
     def expect_end(self) -> None:
         if self._offset != len(self._view):
