@@ -275,3 +275,22 @@ def test_a_copy_written_by_apply_o_needs_no_full_hash(
     assert apply_delta(copy, d12, in_place=True).changed
     assert full_hash.calls == 0
     assert tree_digest(copy) == tree_digest(v2)
+
+
+def test_gather_without_populating_the_page_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel refuses MADV_POPULATE_READ (before Linux 5.14), a dense window simply
+    faults its pages in."""
+    from deltaroll.checkpoint import scatter as windows
+    from deltaroll.codec.gaps import PositionCursor, positions_to_gaps
+
+    monkeypatch.setattr(windows, "MADV_POPULATE_READ", -1)  # EINVAL, like an old kernel
+    data = np.arange(20_000, dtype=np.uint16)
+    path = tmp_path / "t.bin"
+    path.write_bytes(data.tobytes())
+    positions = np.arange(0, data.size, 3, dtype=np.int64)  # dense: many changes per page
+    known = np.empty(positions.size, np.uint16)
+    cursor = PositionCursor(positions_to_gaps(positions), data.size)
+    windows.gather(windows.TensorSpan(path, 0, data.size, data.dtype), cursor, known, len)
+    assert np.array_equal(known, data[positions])

@@ -75,7 +75,7 @@ class ChangesWriter:
 
     def __init__(self, f: IO[bytes]) -> None:
         self._f = f
-        self._hasher = blake3.blake3()
+        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
     def _write(self, data: bytes | memoryview) -> None:
         self._f.write(data)

@@ -28,9 +28,10 @@ class ChangesHasher:
     def __init__(self, width: int) -> None:
         self._width = width
         self._count = 0
-        self._positions = blake3.blake3()
-        self._base = blake3.blake3()
-        self._target = blake3.blake3()
+        # Large updates (a window of positions: megabytes) are hashed on every core.
+        self._positions = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._base = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._target = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
     def update(self, positions: np.ndarray, base_values: np.ndarray, target: np.ndarray) -> None:
         """Add one window: int64 positions and the unsigned-int bits of both sides there."""

@@ -129,8 +129,8 @@ class PayloadReader:
         return from_planes(self.planes(dtype, count), dtype)
 
     def planes(self, dtype: np.dtype, count: int) -> np.ndarray:
-        """A stream's ``count`` values of ``dtype`` left as byte planes (uint8, read-only):
-        for a compiled reader that assembles each value where it uses it, saving a pass."""
+        """A stream's ``count`` values of ``dtype`` left as byte planes (uint8, read-only): for
+        one-byte values, the values themselves without a copy."""
         frame = self.section()
         if count == 0:
             if len(frame):

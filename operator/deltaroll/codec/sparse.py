@@ -84,14 +84,14 @@ class SparseChanges:
     The values on the other side follow from the known side's values *at the positions only*,
     so an in-place apply can gather those few values from a file instead of reading the tensor.
     Positions stay gap streams (1 byte per change, decoded a window at a time by
-    :meth:`positions`) and the changes byte planes, so a change set costs a few bytes per
-    changed element, not the 8 of int64 positions.
+    :meth:`positions`), so a change set costs a few bytes per changed element, not the 8 of
+    int64 positions.
     """
 
     total: int  # elements of the tensor
     gaps: GapStreams  # the changed positions
     exception_ranks: np.ndarray  # int64, ascending, below the number of changes
-    change_planes: np.ndarray  # zigzag changes grouped by context, as byte planes
+    sorted_changes: np.ndarray  # zigzag changes grouped by context, one per position
 
     @property
     def count(self) -> int:
@@ -105,10 +105,7 @@ class SparseChanges:
         """Turn ``values``, the known side's values at the positions (``forward``: the base's),
         into the other side's, in place. Raises :class:`CodecError` if they do not fit (then
         ``values`` is partly changed: pass a copy of anything that must survive)."""
-        if (
-            values.shape != (self.count,)
-            or values.dtype.itemsize * self.count != (self.change_planes.shape[0])
-        ):
+        if values.shape != self.sorted_changes.shape or values.dtype != self.sorted_changes.dtype:
             raise CodecError("the known values do not match the change set's length or width")
         # Imported here: numba and the cached kernels take ~0.4 s to load.
         from deltaroll.codec import kernels
@@ -116,7 +113,7 @@ class SparseChanges:
         problem = kernels.resolve_changes(
             values,
             self.exception_ranks,
-            self.change_planes,
+            self.sorted_changes,
             forward,
             np.uint64(context_shift(values.dtype.itemsize)),
         )
@@ -138,9 +135,9 @@ def decode_sparse(reader: PayloadReader, dtype: np.dtype) -> SparseChanges:
     if exception_count > changed:
         raise CodecError("delta payload lists more exceptions than changed elements; corrupt")
     exception_ranks = gaps_to_positions(_read_gaps(reader, exception_count), max(changed, 1))
-    change_planes = reader.planes(dtype, changed)
+    sorted_changes = reader.stream(dtype, changed)
     reader.expect_end()
-    return SparseChanges(header.total_elements, gaps, exception_ranks, change_planes)
+    return SparseChanges(header.total_elements, gaps, exception_ranks, sorted_changes)
 
 
 def apply_sparse(current: np.ndarray, reader: PayloadReader, *, forward: bool) -> None:
