@@ -267,3 +267,20 @@ def scatter(
     """``window[positions[i] - first] = values[i]`` (inside the window: caller checks)."""
     for i in range(positions.shape[0]):
         window[positions[i] - first] = values[i]
+
+
+@_compiled([numba.void(_input(numba.uint8), t[::1]) for t in _ELEMENT_TYPES])
+def interleave_planes(planes: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out[i]`` from its bytes ``planes[b * out.size + i]`` (b = 0 the lowest), a plane at a
+    time (loops LLVM vectorizes), where numpy needs a cast, a shift, an or and a temporary per
+    plane."""
+    count = out.shape[0]
+    for plane in range(out.itemsize):
+        row = planes[plane * count : (plane + 1) * count]
+        if plane == 0:
+            for i in range(count):
+                out[i] = row[i]
+        else:
+            shift = np.uint64(8 * plane)
+            for i in range(count):
+                out[i] |= np.uint64(row[i]) << shift
