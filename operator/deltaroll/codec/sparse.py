@@ -18,6 +18,7 @@ sides is listed as an exception and grouped apart.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,7 +92,14 @@ class SparseChanges:
     total: int  # elements of the tensor
     gaps: GapStreams  # the changed positions
     exception_ranks: np.ndarray  # int64, ascending, below the number of changes
-    sorted_changes: np.ndarray  # zigzag changes grouped by context, one per position
+    # Zigzag changes grouped by context, one per position: decompressed in the background
+    # while the caller gathers the known values (see sorted_changes).
+    pending_changes: Future[np.ndarray]
+
+    @property
+    def sorted_changes(self) -> np.ndarray:
+        """The changes, once decompressed (raises :class:`CodecError` if they do not)."""
+        return self.pending_changes.result()
 
     @property
     def count(self) -> int:
@@ -105,7 +113,8 @@ class SparseChanges:
         """Turn ``values``, the known side's values at the positions (``forward``: the base's),
         into the other side's, in place. Raises :class:`CodecError` if they do not fit (then
         ``values`` is partly changed: pass a copy of anything that must survive)."""
-        if values.shape != self.sorted_changes.shape or values.dtype != self.sorted_changes.dtype:
+        sorted_changes = self.sorted_changes
+        if values.shape != sorted_changes.shape or values.dtype != sorted_changes.dtype:
             raise CodecError("the known values do not match the change set's length or width")
         # Imported here: numba and the cached kernels take ~0.4 s to load.
         from deltaroll.codec import kernels
@@ -113,7 +122,7 @@ class SparseChanges:
         problem = kernels.resolve_changes(
             values,
             self.exception_ranks,
-            self.sorted_changes,
+            sorted_changes,
             forward,
             np.uint64(context_shift(values.dtype.itemsize)),
         )
@@ -134,9 +143,14 @@ def decode_sparse(reader: PayloadReader, dtype: np.dtype) -> SparseChanges:
     exception_count = reader.small_int()
     if exception_count > changed:
         raise CodecError("delta payload lists more exceptions than changed elements; corrupt")
-    exception_ranks = gaps_to_positions(_read_gaps(reader, exception_count), max(changed, 1))
-    sorted_changes = reader.stream(dtype, changed)
-    reader.expect_end()
+    exception_streams = _read_gaps(reader, exception_count)
+    sorted_changes = reader.stream_later(dtype, changed)
+    try:
+        reader.expect_end()
+        exception_ranks = gaps_to_positions(exception_streams, max(changed, 1))
+    except CodecError:
+        sorted_changes.cancel()
+        raise
     return SparseChanges(header.total_elements, gaps, exception_ranks, sorted_changes)
 
 
