@@ -130,6 +130,7 @@ def _sparse_payload(
     exception_count: int,
     exception_short: list[int],
     changes: list[int],
+    trailing: tuple[int, ...] = (),
 ) -> EncodedTensor:
     from deltaroll.codec.framing import Header, PayloadWriter
     from deltaroll.codec.sparse import FORMAT_SPARSE
@@ -141,6 +142,8 @@ def _sparse_payload(
     writer.stream(np.array(exception_short, np.uint8), 3)
     writer.stream(np.empty(0, np.uint64), 3)
     writer.stream(np.array(changes, np.uint16), 3)
+    for value in trailing:
+        writer.small_int(value)
     return EncodedTensor(TensorKind.SPARSE, writer.finish(), changed, total)
 
 
@@ -184,19 +187,7 @@ def test_impossible_content_is_refused(case, message: str) -> None:
 def test_trailing_data_after_the_changes_is_refused() -> None:
     """Found after the changes were sent to be decompressed in the background: still a
     CodecError, and the tensor untouched."""
-    from deltaroll.codec.framing import Header, PayloadWriter
-    from deltaroll.codec.sparse import FORMAT_SPARSE
-
-    short, long, exception_count, exception_short, changes = SANE
-    writer = PayloadWriter(Header(FORMAT_SPARSE, 2, 300, 2))
-    writer.stream(np.array(short, np.uint8), 3)
-    writer.stream(np.array(long, np.uint64), 3)
-    writer.small_int(exception_count)
-    writer.stream(np.array(exception_short, np.uint8), 3)
-    writer.stream(np.empty(0, np.uint64), 3)
-    writer.stream(np.array(changes, np.uint16), 3)
-    writer.small_int(7)  # one byte too many
-    encoded = EncodedTensor(TensorKind.SPARSE, writer.finish(), 2, 300)
+    encoded = _sparse_payload(300, 2, *SANE, trailing=(7,))  # one byte too many
     apply_must_fail(np.full(300, 0x3F80, dtype=np.uint16), encoded, match="trailing")
 
 
