@@ -106,7 +106,7 @@ def test_killed_twice_in_the_middle_of_a_tensor_write(pair: tuple[Path, Path, Pa
     sparse_tensor = "scatter-half@lm_head.weight"
     assert run_apply(base, delta, crash_at=sparse_tensor).returncode == -signal.SIGKILL
     records = {change.tensor: change for change in Journal(base).changes()}
-    assert records["lm_head.weight"].positions is not None  # only the changed elements
+    assert not records["lm_head.weight"].whole  # only the changed elements
     assert trusted_state(open_checkpoint(base)) is None  # nothing vouches for a torn state
     # The restart writes the redo log again; kill it in the middle of that write too.
     assert run_apply(base, delta, crash_at=sparse_tensor).returncode == -signal.SIGKILL
@@ -193,3 +193,30 @@ def test_killed_while_the_shards_change_resumes(
     assert resumed.returncode == 0, resumed.stderr
     side = "base" if direction == "reverse" else "target"
     assert verify_checkpoint(sharded, tmp_path / "delta", side=side).matches
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b'"lm_head.weight"', b'"lm_head.weighx"'),  # a tensor the delta does not change
+        (b'"whole": false', b'"whole": true '),  # a sparse change logged as a whole tensor
+    ],
+)
+def test_a_resealed_redo_log_that_does_not_fit_the_delta_is_refused(
+    pair: tuple[Path, Path, Path], old: bytes, new: bytes
+) -> None:
+    """The log's digest only proves it is the one that was written; each record must still
+    name a tensor the delta changes, in the form its entry has, before a value is written."""
+    import blake3
+
+    base, _, delta = pair
+    assert run_apply(base, delta, crash_at="journal-created").returncode == -signal.SIGKILL
+    log = Journal(base).root / "changes.bin"
+    body = log.read_bytes()[:-32]
+    assert body.count(old) == 1
+    body = body.replace(old, new)
+    log.write_bytes(body + blake3.blake3(body).digest())
+    before = tree_digest(base)
+    resumed = run_apply(base, delta)
+    assert resumed.returncode != 0 and "does not hold as recorded" in resumed.stderr
+    assert tree_digest(base) == before

@@ -148,10 +148,11 @@ def test_values_at_changed_positions_must_match_the_change_digest(
     from deltaroll.checkpoint.reader import read_tensor_bits
     from deltaroll.checkpoint.transform import encoded_tensor
     from deltaroll.codec import decode_changes
+    from deltaroll.codec.gaps import gaps_to_positions
 
     payload = PackReader(ObjectDir(d12), read_delta_manifest(d12).objects)
     changes = decode_changes(encoded_tensor(entry, payload), read_tensor_bits(ref).dtype)
-    position = int(changes.positions[0])
+    position = int(gaps_to_positions(changes.gaps, changes.total)[0])
     with open(ref.path, "r+b") as f:
         f.seek(ref.begin + position * (ref.nbytes // max(ref.numel, 1)))
         value = f.read(ref.nbytes // ref.numel)
@@ -230,19 +231,31 @@ def test_make_durable_marks_the_record(chain: tuple[Path, Path, Path, Path]) -> 
     assert not make_durable(open_checkpoint(weights))  # the files moved on: nothing to vouch
 
 
-def test_gather_and_scatter_cross_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gather_and_scatter_cross_windows_and_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from deltaroll.checkpoint import scatter as windows
+    from deltaroll.codec.gaps import PositionCursor, positions_to_gaps
 
     monkeypatch.setattr(windows, "WINDOW_BYTES", 4096)
+    monkeypatch.setattr(windows, "CHUNK_POSITIONS", 100)  # several chunks in a window
     rng = np.random.default_rng(1)
     data = rng.integers(0, 2**16, size=50_000, dtype=np.uint16)
     path = tmp_path / "t.bin"
     path.write_bytes(b"x" * 13 + data.tobytes())  # an unaligned offset, like a tensor's
     span = windows.TensorSpan(path, 13, data.size, np.dtype(np.uint16))
     positions = np.sort(rng.choice(data.size, size=3000, replace=False)).astype(np.int64)
-    assert np.array_equal(windows.gather(span, positions), data[positions])
+    positions[-1] = data.size - 1  # the last element, in the last (short) window
+    gaps = positions_to_gaps(positions)
+    seen: list[np.ndarray] = []
+    known = np.empty(positions.size, np.uint16)
+    windows.gather(span, PositionCursor(gaps, data.size), known, lambda p: seen.append(p.copy()))
+    assert np.array_equal(known, data[positions])
+    assert np.array_equal(np.concatenate(seen), positions)  # every chunk shown once, in order
     values = rng.integers(0, 2**16, size=positions.size, dtype=np.uint16)
-    windows.scatter(span, positions, values)
+    windows.scatter(
+        span, PositionCursor(gaps, data.size), lambda first, n: values[first : first + n]
+    )
     data[positions] = values
     assert path.read_bytes() == b"x" * 13 + data.tobytes()
 
@@ -262,3 +275,22 @@ def test_a_copy_written_by_apply_o_needs_no_full_hash(
     assert apply_delta(copy, d12, in_place=True).changed
     assert full_hash.calls == 0
     assert tree_digest(copy) == tree_digest(v2)
+
+
+def test_gather_without_populating_the_page_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel refuses MADV_POPULATE_READ (before Linux 5.14), a dense window simply
+    faults its pages in."""
+    from deltaroll.checkpoint import scatter as windows
+    from deltaroll.codec.gaps import PositionCursor, positions_to_gaps
+
+    monkeypatch.setattr(windows, "MADV_POPULATE_READ", -1)  # EINVAL, like an old kernel
+    data = np.arange(20_000, dtype=np.uint16)
+    path = tmp_path / "t.bin"
+    path.write_bytes(data.tobytes())
+    positions = np.arange(0, data.size, 3, dtype=np.int64)  # dense: many changes per page
+    known = np.empty(positions.size, np.uint16)
+    cursor = PositionCursor(positions_to_gaps(positions), data.size)
+    windows.gather(windows.TensorSpan(path, 0, data.size, data.dtype), cursor, known, len)
+    assert np.array_equal(known, data[positions])

@@ -130,6 +130,7 @@ def _sparse_payload(
     exception_count: int,
     exception_short: list[int],
     changes: list[int],
+    trailing: tuple[int, ...] = (),
 ) -> EncodedTensor:
     from deltaroll.codec.framing import Header, PayloadWriter
     from deltaroll.codec.sparse import FORMAT_SPARSE
@@ -141,6 +142,8 @@ def _sparse_payload(
     writer.stream(np.array(exception_short, np.uint8), 3)
     writer.stream(np.empty(0, np.uint64), 3)
     writer.stream(np.array(changes, np.uint16), 3)
+    for value in trailing:
+        writer.small_int(value)
     return EncodedTensor(TensorKind.SPARSE, writer.finish(), changed, total)
 
 
@@ -171,12 +174,21 @@ SANE = ([3, 255], [280], 1, [1], [2, 1])
         (([3, 255], [280], 0, [], [0, 1]), "does not change"),
         (([3, 255], [280], 2, [0, 0], [2, 1]), "disagree"),  # an exception that does not move
         (([3, 255], [280], 0, [], [2, 1]), "disagree"),  # a context that moves, not listed
+        # the changes (decompressed in the background) hold three values for two positions
+        (([3, 255], [280], 1, [1], [2, 1, 1]), "expected 4; corrupt"),
     ],
 )
 def test_impossible_content_is_refused(case, message: str) -> None:
     base = np.full(300, 0x3F80, dtype=np.uint16)
     apply_must_fail(base, _sparse_payload(300, 2, *case), match=message)
     apply_must_fail(base, _sparse_payload(300, 2, *case), side="target", match=message)
+
+
+def test_trailing_data_after_the_changes_is_refused() -> None:
+    """Found after the changes were sent to be decompressed in the background: still a
+    CodecError, and the tensor untouched."""
+    encoded = _sparse_payload(300, 2, *SANE, trailing=(7,))  # one byte too many
+    apply_must_fail(np.full(300, 0x3F80, dtype=np.uint16), encoded, match="trailing")
 
 
 def test_unknown_format_is_refused() -> None:

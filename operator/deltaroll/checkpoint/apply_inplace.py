@@ -27,12 +27,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
 
+from deltaroll.checkpoint.changeset import (
+    CheckedChanges,
+    check_fits,
+    checked_changes,
+    span_of,
+    sparse_changes,
+)
 from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.checkpoint.digests import aux_digests, checkpoint_digests, tensor_digest, version_of
 from deltaroll.checkpoint.dtypes import bits_view
@@ -44,10 +52,10 @@ from deltaroll.checkpoint.errors import (
     WrongBaseError,
 )
 from deltaroll.checkpoint.header import read_header
-from deltaroll.checkpoint.journal import Journal, JournalState, TensorChange, exclusive_lock
+from deltaroll.checkpoint.journal import Journal, JournalState, exclusive_lock
 from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, WeightFileLayout
 from deltaroll.checkpoint.manifest_tensors import TensorEntry
-from deltaroll.checkpoint.materialize import changed_values, check_fits, write_to_side
+from deltaroll.checkpoint.materialize import write_to_side
 from deltaroll.checkpoint.names import child_path
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import (
@@ -57,7 +65,7 @@ from deltaroll.checkpoint.reader import (
     open_checkpoint,
     read_tensor_bits,
 )
-from deltaroll.checkpoint.scatter import TensorSpan, scatter, write_whole
+from deltaroll.checkpoint.scatter import ValueSource, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 from deltaroll.checkpoint.state import fsync_files, record_side, record_state, trusted_state
 from deltaroll.checkpoint.transform import (
@@ -68,6 +76,7 @@ from deltaroll.checkpoint.transform import (
     to_side_bits,
 )
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
+from deltaroll.codec.gaps import PositionCursor
 from deltaroll.errors import DeltarollError
 
 # Where auxiliary files are staged, beside the rebuilt weight files (a name no file can have).
@@ -140,7 +149,7 @@ def _apply_locked(apply: _Apply) -> bool:
     journal = Journal(path)
     state = journal.load()
     plan = _plan(from_layout, to_layout)
-    held: list[TensorChange] | None = None
+    held: dict[str, _Held] | None = None
     if state is None:
         journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
         checkpoint = open_checkpoint(path)
@@ -169,7 +178,7 @@ def _apply_locked(apply: _Apply) -> bool:
             f"again to finish it first (journal: {journal.root})"
         )
     # Everything below is idempotent: a crash anywhere is finished by running the apply again.
-    _patch(journal, _patched_tensors(apply, plan), held)
+    _patch(apply, journal, _patched_tensors(apply, plan), held)
     crash_point("patched")
     _finish(apply, journal, plan)
     record_side(apply.path, apply.manifest, apply.to_side)
@@ -263,12 +272,17 @@ def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: b
     return True
 
 
+# A tensor's new values, checked, kept from staging for the patching: sparse (where, what) or
+# the whole tensor.
+_Held = CheckedChanges | np.ndarray
+
+
 def _stage(
     apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan
-) -> list[TensorChange] | None:
+) -> dict[str, _Held] | None:
     """Build every rebuilt file in ``staged/`` and the redo log, from the untouched checkpoint.
 
-    Returns the changes too while they fit :data:`HELD_CHANGES_BYTES`, so the patching that
+    Returns the new values too while they fit :data:`HELD_CHANGES_BYTES`, so the patching that
     follows in this process need not read the log back; None when they did not fit."""
     entries = apply.entries
     journal.reset_staged()
@@ -284,7 +298,7 @@ def _stage(
         crash_point("file-staged")
     _stage_aux_files(apply, journal)
     fsync_directory(journal.staged)
-    held: list[TensorChange] | None = []
+    held: dict[str, _Held] | None = {}
     held_bytes = 0
     with journal.changes_writer() as log:
         for file in plan.patched:
@@ -293,60 +307,93 @@ def _stage(
                 if entry.payload is None:
                     continue
                 change = _stage_tensor(apply, entry, checkpoint.tensors[name])
-                log.add(change)
+                if isinstance(change, CheckedChanges):
+                    log.add(name, change.values, whole=False)
+                else:
+                    log.add(name, change, whole=True)
                 crash_point("tensor-staged", name)
                 held_bytes += change.nbytes
                 held = held if held is not None and held_bytes <= HELD_CHANGES_BYTES else None
                 if held is not None:
-                    held.append(change)
+                    held[name] = change
     return held
 
 
-def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> TensorChange:
+def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> _Held:
     """Compute one tensor's new values and check them before anything is written."""
     if entry.kind == "dense":
         check_fits(entry, ref, apply.from_side)
         # Almost every element changes: read it whole, apply, check the other side's digest.
-        bits = to_side_bits(entry, read_tensor_bits(ref), apply.objects, apply.from_side)
-        change = TensorChange(entry.name, None, bits)
+        change: _Held = to_side_bits(entry, read_tensor_bits(ref), apply.objects, apply.from_side)
     else:
-        positions, computed = changed_values(entry, ref, apply.objects, apply.from_side)
-        change = TensorChange(entry.name, positions, computed)
+        change = checked_changes(entry, ref, apply.objects, apply.from_side)
     if apply.on_bytes:
         apply.on_bytes(ref.nbytes)
     return change
 
 
-def _span(ref: TensorRef) -> TensorSpan:
-    return TensorSpan(ref.path, ref.begin, ref.numel, np.dtype(bits_view(ref.dtype)))
+# What the patching writes into one tensor: the whole tensor, or values at positions.
+_Writes = np.ndarray | tuple[PositionCursor, ValueSource]
 
 
 def _patch(
-    journal: Journal, tensors: dict[str, TensorRef], held: list[TensorChange] | None
+    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], held: dict[str, _Held] | None
 ) -> None:
     """Write every new value of the redo log (or the same values, still held) into the
     checkpoint; idempotent."""
-    for change in held if held is not None else journal.changes():
-        ref = tensors.get(change.tensor)
-        if ref is None or change.values.dtype != np.dtype(bits_view(ref.dtype)):
-            raise CheckpointError(
-                f"the redo log in {journal.root} names tensor {change.tensor!r}, which this "
-                "checkpoint does not hold as recorded; restore the checkpoint from a snapshot"
-            )
-        span = _span(ref)
-        if change.positions is None:
-            if change.values.shape[0] != ref.numel:
-                raise CheckpointError(f"the redo log of {change.tensor!r} has the wrong size")
-            write_whole(span, change.values)
+    writes = (
+        ((name, _held_writes(change)) for name, change in held.items())
+        if held is not None
+        else _logged_writes(apply, journal, tensors)
+    )
+    for name, write in writes:
+        span = span_of(tensors[name])
+        if isinstance(write, np.ndarray):
+            write_whole(span, write)
         else:
-            positions = change.positions
-            if positions.size and (
-                not 0 <= positions[0] <= positions[-1] < ref.numel
-                or not bool(np.all(positions[1:] > positions[:-1]))
-            ):
-                raise CheckpointError(f"the redo log of {change.tensor!r} points outside it")
-            scatter(span, change.positions, change.values, change.tensor)
-        crash_point("tensor-patched", change.tensor)
+            scatter(span, *write, name)
+        crash_point("tensor-patched", name)
+
+
+def _held_writes(change: _Held) -> _Writes:
+    if not isinstance(change, CheckedChanges):
+        return change
+    values = change.values
+
+    def held_values(first: int, count: int) -> np.ndarray:
+        return values[first : first + count]
+
+    return change.positions(), held_values
+
+
+def _logged_writes(
+    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef]
+) -> Iterator[tuple[str, _Writes]]:
+    """The redo log's records, every one checked against the tensor and the entry it names
+    before the first is written; the positions of a sparse record are its entry's payload's."""
+    records, entries = journal.changes(), apply.entries
+    for record in records:
+        ref = tensors.get(record.tensor)
+        entry = entries.get(record.tensor)
+        if (
+            ref is None
+            or entry is None
+            or record.dtype != np.dtype(bits_view(ref.dtype))
+            or record.whole != (entry.kind == "dense")
+            or record.count != (ref.numel if record.whole else entry.changed_elements)
+            or entry.total_elements != ref.numel
+        ):
+            raise CheckpointError(
+                f"the redo log in {journal.root} names tensor {record.tensor!r}, which this "
+                "checkpoint or delta does not hold as recorded; restore the checkpoint from a "
+                "snapshot"
+            )
+    for record in records:
+        if record.whole:
+            yield record.tensor, record.read(0, record.count)
+        else:
+            changes = sparse_changes(entries[record.tensor], record.dtype, apply.objects)
+            yield record.tensor, (changes.positions(), record.read)
 
 
 def _patched_tensors(apply: _Apply, plan: _Plan) -> dict[str, TensorRef]:

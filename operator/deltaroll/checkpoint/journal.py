@@ -9,12 +9,15 @@ It lives beside the checkpoint's files (``<dir>/.deltaroll-journal/`` for a dire
   discarded; with it, the apply is finished by running it again;
 - ``staged/``: complete new files for weight files whose layout changes (renamed in at the end);
 - ``changes.bin``: the redo log, every new value the apply writes into the weight files that
-  keep their layout: per tensor the changed positions and their new values (a dense change: the
+  keep their layout: per tensor the new values at its changed positions (a dense change: the
   whole new tensor), computed and checked against the delta *before* any byte of the checkpoint
-  is touched, and made durable (fsync, then an atomic rename). Writing a value at a position is
-  idempotent, so a crash at any point of the patching is repaired by writing the whole log
-  again: no per-tensor progress is kept, and no tensor has to be re-read to find out whether it
-  was patched (XOR payloads are their own inverse; replaying *them* would undo a write).
+  is touched, and made durable (fsync, then an atomic rename). The positions are not logged:
+  they are decoded again from the delta's payload, which the state's manifest digest pins and
+  which a resumed apply checks again like any other (2 bytes per bf16 change, not 10). Writing
+  a value at a position is idempotent, so a crash at any point of the patching is repaired by
+  writing the whole log again: no per-tensor progress is kept, and no tensor has to be re-read
+  to find out whether it was patched (XOR payloads are their own inverse; replaying *them*
+  would undo a write).
 """
 
 from __future__ import annotations
@@ -43,43 +46,53 @@ _META = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
-class TensorChange:
-    """New values for one tensor: at ``positions`` (int64, ascending), or the whole tensor when
-    ``positions`` is None."""
+class LoggedValues:
+    """One tensor's record in the redo log: its new values, either the whole tensor or one per
+    position its sparse payload lists (the positions are not logged: they are the payload's,
+    which the journal's manifest digest pins). Read on demand, a range at a time."""
 
     tensor: str
-    positions: np.ndarray | None
-    values: np.ndarray
+    dtype: np.dtype
+    count: int
+    whole: bool
+    path: Path
+    offset: int  # of the first value in the log
 
-    @property
-    def nbytes(self) -> int:
-        return self.values.nbytes + (0 if self.positions is None else self.positions.nbytes)
+    def read(self, first: int, count: int) -> np.ndarray:
+        """Values ``[first, first + count)`` of the record."""
+        if not 0 <= first <= first + count <= self.count:
+            raise CheckpointError(f"the redo log of {self.tensor!r} has no values {first}+{count}")
+        size = count * self.dtype.itemsize
+        with self.path.open("rb") as f:
+            data = os.pread(f.fileno(), size, self.offset + first * self.dtype.itemsize)
+        if len(data) != size:
+            raise CheckpointError(f"the redo log {self.path} was truncated while reading")
+        return np.frombuffer(data, self.dtype)
 
 
 class ChangesWriter:
-    """Appends :class:`TensorChange` records to the redo log, hashing as it goes."""
+    """Appends one record per tensor to the redo log, hashing as it goes."""
 
     def __init__(self, f: IO[bytes]) -> None:
         self._f = f
-        self._hasher = blake3.blake3()
+        self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
     def _write(self, data: bytes | memoryview) -> None:
         self._f.write(data)
         self._hasher.update(data)
 
-    def add(self, change: TensorChange) -> None:
+    def add(self, tensor: str, values: np.ndarray, *, whole: bool) -> None:
+        """Log a tensor's new values: the whole tensor, or one per position of its payload."""
         meta = json.dumps(
             {
-                "tensor": change.tensor,
-                "dtype": change.values.dtype.str,
-                "count": int(change.values.shape[0]),
-                "whole": change.positions is None,
+                "tensor": tensor,
+                "dtype": values.dtype.str,
+                "count": int(values.shape[0]),
+                "whole": whole,
             }
         ).encode()
         self._write(_META.pack(len(meta)) + meta)
-        if change.positions is not None:
-            self._write(_raw(change.positions.astype("<i8", copy=False)))
-        self._write(_raw(change.values))
+        self._write(_raw(values))
 
     def digest(self) -> bytes:
         return self._hasher.digest()
@@ -99,7 +112,8 @@ def _read_exactly(f: IO[bytes], size: int, end: int) -> bytes:
     return data
 
 
-def _read_change(f: IO[bytes], end: int) -> TensorChange:
+def _read_record(f: IO[bytes], path: Path, end: int) -> LoggedValues:
+    """The next record's header; its values are skipped (read on demand)."""
     (meta_len,) = _META.unpack(_read_exactly(f, _META.size, end))
     meta = json.loads(_read_exactly(f, meta_len, end))
     dtype = np.dtype(meta["dtype"])
@@ -108,9 +122,11 @@ def _read_change(f: IO[bytes], end: int) -> TensorChange:
     count, whole = int(meta["count"]), bool(meta["whole"])
     if count < 0:
         raise ValueError(f"record of tensor {meta['tensor']!r} has a negative count")
-    positions = None if whole else np.frombuffer(_read_exactly(f, 8 * count, end), dtype="<i8")
-    values = np.frombuffer(_read_exactly(f, dtype.itemsize * count, end), dtype=dtype)
-    return TensorChange(str(meta["tensor"]), positions, values)
+    offset, size = f.tell(), dtype.itemsize * count
+    if offset + size > end:
+        raise ValueError("a record runs past the end of the log")
+    f.seek(offset + size)
+    return LoggedValues(str(meta["tensor"]), dtype, count, whole, path, offset)
 
 
 class JournalState(BaseModel):
@@ -191,7 +207,7 @@ class Journal:
         os.replace(temp, self._changes)
         fsync_directory(self.root)
 
-    def changes(self) -> Iterator[TensorChange]:
+    def changes(self) -> list[LoggedValues]:
         """The redo log's records, after checking the whole log against its digest."""
         try:
             size = self._changes.stat().st_size
@@ -205,11 +221,13 @@ class Journal:
                     hasher.update(block)
                     remaining -= len(block)
                 intact = remaining == 0 and f.read() == hasher.digest()
-            if not intact:
-                raise ValueError("digest mismatch")
-            with self._changes.open("rb") as f:
+                if not intact:
+                    raise ValueError("digest mismatch")
+                f.seek(0)
+                records = []
                 while f.tell() < size - _DIGEST_BYTES:
-                    yield _read_change(f, size - _DIGEST_BYTES)
+                    records.append(_read_record(f, self._changes, size - _DIGEST_BYTES))
+                return records
         except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
             raise CheckpointError(
                 f"the redo log {self._changes} is damaged ({exc}); the checkpoint may be "

@@ -16,21 +16,20 @@ from typing import BinaryIO
 import blake3
 import numpy as np
 
+from deltaroll.checkpoint.changeset import check_fits, checked_changes
 from deltaroll.checkpoint.dtypes import bits_view, byte_view
-from deltaroll.checkpoint.errors import ChangesMismatchError, CorruptDeltaError, WrongBaseError
+from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
 from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, TensorFile, TensorRef
-from deltaroll.checkpoint.scatter import TensorSpan, gather
+from deltaroll.checkpoint.scatter import CHUNK_POSITIONS
 from deltaroll.checkpoint.transform import (
     OnBytes,
     Side,
-    encoded_tensor,
     needs_from_bits,
     other,
     read_to_side_bits,
 )
-from deltaroll.codec import ChangesHasher, CodecError, decode_changes
 
 WINDOW_ELEMENTS = 1 << 22
 
@@ -56,19 +55,29 @@ def write_to_side(
 def _stream(
     entry: TensorEntry, ref: TensorRef, objects: PackReader, from_side: Side, out: BinaryIO
 ) -> None:
+    # Imported here: numba and the cached kernels take ~0.4 s to load.
+    from deltaroll.codec import kernels
+
     dtype = np.dtype(bits_view(ref.dtype))
-    positions, values = changed_values(entry, ref, objects, from_side)
+    if entry.kind == "sparse":
+        changes = checked_changes(entry, ref, objects, from_side)
+        cursor, values = changes.positions(), changes.values
+    else:
+        check_fits(entry, ref, from_side)
+        cursor, values = None, np.empty(0, dtype)
     hashers = {side: blake3.blake3() for side in ("base", "target")}
     to_side = other(from_side)
     buffer = np.empty(min(WINDOW_ELEMENTS, ref.numel), dtype)
+    chunk = np.empty(min(CHUNK_POSITIONS, values.shape[0]), np.int64)
+    done = 0
     with TensorFile(ref) as source:
         for start in range(0, ref.numel, WINDOW_ELEMENTS):
             window = buffer[: min(WINDOW_ELEMENTS, ref.numel - start)]
             source.read_into(start, window)
             hashers[from_side].update(byte_view(window))
-            if positions.size:
-                first, stop = np.searchsorted(positions, [start, start + window.shape[0]])
-                window[positions[first:stop] - start] = values[first:stop]
+            while cursor is not None and (taken := cursor.take(start + window.shape[0], chunk)):
+                kernels.scatter(window, chunk[:taken], start, values[done : done + taken])
+                done += taken
             hashers[to_side].update(byte_view(window))
             out.write(byte_view(window))
     expected_from, expected_to = entry.side(from_side), entry.side(to_side)
@@ -85,49 +94,3 @@ def _stream(
             f"tensor {entry.name!r} does not match its {to_side} digest after applying its "
             "payload: the delta is corrupt; fetch or recompute it"
         )
-
-
-def check_fits(entry: TensorEntry, ref: TensorRef, from_side: Side) -> None:
-    """Refuse an entry that does not describe the tensor on disk (dtype, shape, element count)
-    before any count from the manifest sizes a buffer."""
-    side = entry.side(from_side)
-    if (
-        side is None
-        or (side.dtype, tuple(side.shape)) != (ref.dtype, tuple(ref.shape))
-        or entry.total_elements != ref.numel
-    ):
-        raise WrongBaseError(
-            f"tensor {entry.name!r} is {ref.dtype}{list(ref.shape)} in {ref.path}, not what the "
-            f"delta's {from_side} says; nothing was changed"
-        )
-
-
-def changed_values(
-    entry: TensorEntry, ref: TensorRef, objects: PackReader, from_side: Side
-) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, new values) of a sparse change, computed from the values at the changed
-    positions only and checked against the tensor's change digest (nothing is written)."""
-    dtype = np.dtype(bits_view(ref.dtype))
-    check_fits(entry, ref, from_side)
-    if entry.kind != "sparse":
-        return np.empty(0, np.int64), np.empty(0, dtype)
-    try:
-        changes = decode_changes(encoded_tensor(entry, objects), dtype)
-        known = gather(TensorSpan(ref.path, ref.begin, ref.numel, dtype), changes.positions)
-        computed = changes.values_after(known, forward=from_side == "base")
-    except CodecError as exc:
-        raise CorruptDeltaError(
-            f"the payload of tensor {entry.name!r} does not apply: {exc}; fetch or recompute "
-            "the delta"
-        ) from exc
-    base, target = (known, computed) if from_side == "base" else (computed, known)
-    hasher = ChangesHasher(dtype.itemsize)
-    hasher.update(changes.positions, base, target)
-    if hasher.hexdigest() != entry.changes_digest:
-        raise ChangesMismatchError(
-            f"tensor {entry.name!r} in {ref.path}: the values at its {changes.positions.size} "
-            f"changed positions are not the ones the delta was made from; the checkpoint is not "
-            f"the {from_side} it was recorded as (or the delta is corrupt): run `deltaroll "
-            f"verify` on it, then restore it; nothing was changed"
-        )
-    return changes.positions, computed

@@ -78,6 +78,8 @@ class PackReader:
 
     def read(self, blob: BlobRef) -> bytes:
         index, offset, length = blob
+        if 0 <= index < len(self._refs) and offset + length <= self._refs[index].size:
+            return _read_at(self.objects, self._refs[index], offset, length)  # no copy
         out = bytearray()
         while len(out) < length:
             if index >= len(self._refs):

@@ -14,6 +14,7 @@ the change set was cut.
 from __future__ import annotations
 
 import struct
+from typing import Literal
 
 import blake3
 import numpy as np
@@ -27,18 +28,28 @@ class ChangesHasher:
     def __init__(self, width: int) -> None:
         self._width = width
         self._count = 0
-        self._positions = blake3.blake3()
-        self._base = blake3.blake3()
-        self._target = blake3.blake3()
+        # Large updates (a window of positions: megabytes) are hashed on every core.
+        self._positions = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._base = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._target = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
     def update(self, positions: np.ndarray, base_values: np.ndarray, target: np.ndarray) -> None:
         """Add one window: int64 positions and the unsigned-int bits of both sides there."""
         if not positions.shape[0] == base_values.shape[0] == target.shape[0]:
             raise ValueError("positions and values of a change set differ in length")
+        self.update_positions(positions)
+        self.update_values("base", base_values)
+        self.update_values("target", target)
+
+    def update_positions(self, positions: np.ndarray) -> None:
+        """Add positions only (an apply gathers values a window of positions at a time and
+        resolves the other side's afterwards); the streams must end equally long."""
         self._count += positions.shape[0]
         self._positions.update(_bytes(np.asarray(positions, dtype="<i8")))
-        self._base.update(_bytes(base_values))
-        self._target.update(_bytes(target))
+
+    def update_values(self, side: Literal["base", "target"], values: np.ndarray) -> None:
+        """Add one side's values only (see :meth:`update_positions`)."""
+        (self._base if side == "base" else self._target).update(_bytes(values))
 
     def hexdigest(self) -> str:
         combined = blake3.blake3(_DOMAIN)

@@ -13,6 +13,7 @@ raises :class:`CodecError` rather than a numpy or zstd exception.
 from __future__ import annotations
 
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,13 +131,18 @@ class PayloadReader:
 
     def stream(self, dtype: np.dtype, count: int) -> np.ndarray:
         """Inverse of :meth:`PayloadWriter.stream`: exactly ``count`` values of ``dtype``."""
+        return from_planes(self.planes(dtype, count), dtype)
+
+    def stream_later(self, dtype: np.dtype, count: int) -> Future[np.ndarray]:
+        """:meth:`stream`, decompressed on a background thread (zstd and the compiled planes
+        release the GIL): the section is taken now, its values when the future is asked."""
         frame = self.section()
-        if count == 0:
-            if len(frame):
-                raise CodecError("delta payload has data in a section that must be empty; corrupt")
-            return np.empty(0, dtype)
-        raw = decompress(frame, count * dtype.itemsize)
-        return from_planes(np.frombuffer(raw, np.uint8), dtype)
+        return _BACKGROUND.submit(_values, frame, dtype, count)
+
+    def planes(self, dtype: np.dtype, count: int) -> np.ndarray:
+        """A stream's ``count`` values of ``dtype`` left as byte planes (uint8, read-only): for
+        one-byte values, the values themselves without a copy."""
+        return _planes(self.section(), dtype, count)
 
     def expect_end(self) -> None:
         if self._offset != len(self._view):
@@ -144,6 +150,22 @@ class PayloadReader:
                 f"delta payload has {len(self._view) - self._offset} unexpected trailing bytes; "
                 "corrupt"
             )
+
+
+# One thread decompresses a stream while the caller works on the others (see stream_later).
+_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltaroll-decode")
+
+
+def _planes(frame: memoryview, dtype: np.dtype, count: int) -> np.ndarray:
+    if count == 0:
+        if len(frame):
+            raise CodecError("delta payload has data in a section that must be empty; corrupt")
+        return np.empty(0, np.uint8)
+    return np.frombuffer(decompress(frame, count * dtype.itemsize), np.uint8)
+
+
+def _values(frame: memoryview, dtype: np.dtype, count: int) -> np.ndarray:
+    return from_planes(_planes(frame, dtype, count), dtype)
 
 
 def compress(data: bytes | np.ndarray, level: int) -> bytes:

@@ -197,81 +197,84 @@ def group_planes(
             planes[b * count + slot] = (value >> np.uint64(8 * b)) & np.uint64(0xFF)
 
 
-# What apply_sparse_changes found wrong (0: nothing, and the changes were applied).
+# What resolve_changes found wrong (0: nothing, and the values were resolved).
 ZERO_CHANGE = 1
 EXCEPTIONS_DISAGREE = 2
 
 
 @_compiled(
     [
-        # current may be a strided view (it is patched in place), hence t[:], not t[::1].
-        numba.int64(
-            t[:], _input(numba.int64), _input(numba.int64), _input(t), numba.boolean, numba.uint64
-        )
+        numba.int64(t[::1], _input(numba.int64), _input(t), numba.boolean, numba.uint64)
         for t in _ELEMENT_TYPES
     ]
 )
-def apply_sparse_changes(
-    current: np.ndarray,
-    positions: np.ndarray,
+def resolve_changes(
+    values: np.ndarray,
     exception_ranks: np.ndarray,
     sorted_changes: np.ndarray,
     forward: bool,
     context_shift: np.uint64,
 ) -> int:  # pragma: no cover - compiled
-    """Apply a sparse payload's decoded changes to ``current`` (see :mod:`deltaroll.codec.sparse`)
-    and return 0; or, leaving ``current`` untouched, ZERO_CHANGE if a listed element would not
+    """Turn ``values`` (the known side's values at a sparse payload's positions, in order) into
+    the other side's, in place, and return 0; or ZERO_CHANGE if a listed element would not
     change, else EXCEPTIONS_DISAGREE if the elements whose context moves are not exactly the
-    listed exceptions (a wrong base).
+    listed exceptions (a wrong base); ``values`` is then partly resolved, and the caller drops it.
 
-    ``positions`` must be ascending and inside ``current``, ``exception_ranks`` ascending and
-    below ``positions.size``, ``sorted_changes`` as long as ``positions``: the caller checks.
+    ``exception_ranks`` must be ascending and below ``values.size``, ``sorted_changes`` the
+    payload's zigzag changes (grouped by context), as long as ``values``: the caller checks.
     Why compiled: the changes are stored grouped by context with a stable sort; undoing it by a
-    counting sort over the 257 contexts (0..255 and the exceptions'), with the gather, the
-    zigzag decoding, the checks and the scatter in the same loops, replaces an argsort and
-    several numpy passes. All arithmetic is on uint64 (numba would mix smaller unsigned types
-    with signed ones), wrapping like the element type once stored.
+    counting sort over the 257 contexts (0..255 and the exceptions'), with the zigzag decoding
+    and the checks in the same loops, replaces an argsort and several numpy passes. All
+    arithmetic is on uint64 (numba would mix smaller unsigned types with signed ones), wrapping
+    like the element type once stored.
     """
-    changed = positions.shape[0]
+    changed = values.shape[0]
     one, byte = np.uint64(1), np.uint64(0xFF)
-    context = np.empty(changed, np.int16)
-    for k in range(changed):
-        context[k] = (np.uint64(current[positions[k]]) >> context_shift) & byte
-    for rank in exception_ranks:
-        context[rank] = EXCEPTION_CONTEXT
-    # next_change[c]: where the next change of an element in context c lies in sorted_changes.
+    # next_change[c]: where the next change of an element in context c lies.
     next_change = np.zeros(EXCEPTION_CONTEXT + 1, np.int64)
     for k in range(changed):
-        next_change[context[k]] += 1
+        next_change[(np.uint64(values[k]) >> context_shift) & byte] += 1
+    for rank in exception_ranks:
+        next_change[(np.uint64(values[rank]) >> context_shift) & byte] -= 1
+        next_change[EXCEPTION_CONTEXT] += 1
     start = 0
     for c in range(EXCEPTION_CONTEXT + 1):
         start, next_change[c] = start + next_change[c], start
 
-    updated = np.empty_like(sorted_changes)
-    zero_change = disagree = False
+    # Branch-free where the data is random (the sign of a change): a mispredicted branch per
+    # element made this loop three times slower.
+    subtract_odd = np.uint64(0) if forward else one
+    zero_change = disagree = np.uint64(0)
+    exception = 0
+    next_exception = exception_ranks[0] if exception_ranks.shape[0] else changed
     for k in range(changed):
-        known = np.uint64(current[positions[k]])
-        zigzag = np.uint64(sorted_changes[next_change[context[k]]])
-        next_change[context[k]] += 1
-        # zigzag 2m means +m, 2m+1 means -(m+1); the reverse direction subtracts it.
+        known = np.uint64(values[k])
+        context = (known >> context_shift) & byte
+        listed = k == next_exception
+        if listed:  # rare: the exceptions
+            exception += 1
+            has_next = exception < exception_ranks.shape[0]
+            next_exception = exception_ranks[exception] if has_next else changed
+            slot = np.int64(EXCEPTION_CONTEXT)
+        else:
+            slot = np.int64(context)
+        index = next_change[slot]
+        next_change[slot] = index + 1
+        zigzag = np.uint64(sorted_changes[index])
+        # zigzag 2m means +m, 2m+1 means -(m+1); the reverse direction subtracts it: the
+        # magnitude is negated (two's complement, by an all-ones mask) where the parity says.
         magnitude = (zigzag >> one) + (zigzag & one)
-        added = known + magnitude
-        subtracted = known - magnitude
-        updated[k] = added if ((zigzag & one) == 0) == forward else subtracted
-        new_context = (np.uint64(updated[k]) >> context_shift) & byte
-        moved = new_context != (known >> context_shift) & byte
-        zero_change |= zigzag == 0
-        disagree |= moved != (context[k] == EXCEPTION_CONTEXT)
+        negate = np.uint64(0) - ((zigzag ^ subtract_odd) & one)
+        values[k] = known + ((magnitude ^ negate) - negate)
+        moved = (np.uint64(values[k]) >> context_shift) & byte != context
+        zero_change |= np.uint64(zigzag == 0)
+        disagree |= np.uint64(moved != listed)
     if zero_change:
         return ZERO_CHANGE
-    if disagree:
-        return EXCEPTIONS_DISAGREE
-    for k in range(changed):
-        current[positions[k]] = updated[k]
-    return 0
+    return EXCEPTIONS_DISAGREE if disagree else 0
 
 
-# What gaps_to_positions found wrong (0: nothing, and ``out`` holds the positions).
+# What next_positions found wrong (returned negated; otherwise it returns a count).
 LONG_GAPS_MISMATCH = 1
 POSITION_OUT_OF_RANGE = 2
 
@@ -279,29 +282,92 @@ POSITION_OUT_OF_RANGE = 2
 @_compiled(
     [
         numba.int64(
-            _input(numba.uint8), _input(numba.uint64), numba.uint8, numba.int64, numba.int64[::1]
+            _input(numba.uint8),
+            _input(numba.uint64),
+            numba.uint8,
+            numba.int64,
+            numba.int64[::1],
+            numba.int64,
+            numba.int64[::1],
         )
     ]
 )
-def gaps_to_positions(
-    short: np.ndarray, long: np.ndarray, escape: np.uint8, limit: int, out: np.ndarray
+def next_positions(
+    short: np.ndarray,
+    long: np.ndarray,
+    escape: np.uint8,
+    limit: int,
+    cursor: np.ndarray,
+    end: int,
+    out: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
-    """Ascending positions from byte gaps (``escape``: the gap is the next ``long`` one) into
-    ``out``; 0, or LONG_GAPS_MISMATCH when the escapes and the long gaps do not pair up, or
-    POSITION_OUT_OF_RANGE when a position reaches ``limit`` (the caller checks that every long
-    gap is below ``limit``, so the running position never wraps). One pass, where numpy needs a
-    cast, a masked assignment, a cumulative sum and two checks."""
-    position = np.int64(-1)
-    next_long = 0
-    for index in range(short.shape[0]):
-        gap = np.int64(short[index])
-        if short[index] == escape:
+    """Decode the next ascending positions below ``end`` from byte gaps (``escape``: the gap is
+    the next ``long`` one) into ``out``, at most ``out.size``, resuming at ``cursor`` (next short
+    gap, next long gap, last position; updated); return how many, or minus LONG_GAPS_MISMATCH
+    when the escapes and the long gaps do not pair up, minus POSITION_OUT_OF_RANGE when a
+    position reaches ``limit`` (the caller checks that every long gap is below ``limit``, so the
+    running position never wraps). One pass, where numpy needs a cast, a masked assignment, a
+    cumulative sum and two checks; resumable, so a caller holds one window of positions."""
+    index, next_long, position = cursor[0], cursor[1], cursor[2]
+    stop, bound = min(short.shape[0], index + out.shape[0]), min(end, limit)
+    count = 0
+    for i in range(index, stop):
+        gap = np.int64(short[i])
+        escaped = short[i] == escape
+        if escaped:
             if next_long == long.shape[0]:
-                return LONG_GAPS_MISMATCH
+                return -LONG_GAPS_MISMATCH
             gap = np.int64(long[next_long])
-            next_long += 1
-        position += gap + 1
-        if position >= limit:
-            return POSITION_OUT_OF_RANGE
-        out[index] = position
-    return 0 if next_long == long.shape[0] else LONG_GAPS_MISMATCH
+        candidate = position + gap + 1
+        if candidate >= bound:  # one compare on the way: past the window, or corrupt
+            if candidate >= limit:
+                return -POSITION_OUT_OF_RANGE
+            break
+        position = candidate
+        next_long += escaped
+        out[count] = position
+        count += 1
+    index += count
+    if index == short.shape[0] and next_long != long.shape[0]:
+        return -LONG_GAPS_MISMATCH
+    cursor[0], cursor[1], cursor[2] = index, next_long, position
+    return count
+
+
+@_compiled(
+    [numba.void(_input(t), _input(numba.int64), numba.int64, t[::1]) for t in _ELEMENT_TYPES]
+)
+def gather(
+    window: np.ndarray, positions: np.ndarray, first: int, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``out[i] = window[positions[i] - first]`` (positions inside the window: caller checks)."""
+    for i in range(positions.shape[0]):
+        out[i] = window[positions[i] - first]
+
+
+@_compiled(
+    [numba.void(t[::1], _input(numba.int64), numba.int64, _input(t)) for t in _ELEMENT_TYPES]
+)
+def scatter(
+    window: np.ndarray, positions: np.ndarray, first: int, values: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``window[positions[i] - first] = values[i]`` (inside the window: caller checks)."""
+    for i in range(positions.shape[0]):
+        window[positions[i] - first] = values[i]
+
+
+@_compiled([numba.void(_input(numba.uint8), t[::1]) for t in _ELEMENT_TYPES])
+def interleave_planes(planes: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out[i]`` from its bytes ``planes[b * out.size + i]`` (b = 0 the lowest), a plane at a
+    time (loops LLVM vectorizes), where numpy needs a cast, a shift, an or and a temporary per
+    plane."""
+    count = out.shape[0]
+    for plane in range(out.itemsize):
+        row = planes[plane * count : (plane + 1) * count]
+        if plane == 0:
+            for i in range(count):
+                out[i] = row[i]
+        else:
+            shift = np.uint64(8 * plane)
+            for i in range(count):
+                out[i] |= np.uint64(row[i]) << shift

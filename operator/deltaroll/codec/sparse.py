@@ -20,6 +20,7 @@ This module decodes; :mod:`deltaroll.codec.sparse_encoder` builds the payload.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,16 +28,20 @@ import numpy as np
 from deltaroll.codec.context import context_shift
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, PayloadReader
-from deltaroll.codec.gaps import ESCAPE, GapStreams, gaps_to_positions
+from deltaroll.codec.gaps import (
+    ESCAPE,
+    GapStreams,
+    PositionCursor,
+    gaps_to_positions,
+)
 
 FORMAT_SPARSE = 4
 
 
-def _read_gaps(reader: PayloadReader, count: int, limit: int) -> np.ndarray:
-    short = reader.stream(ELEMENT_DTYPES[1], count)
+def _read_gaps(reader: PayloadReader, count: int) -> GapStreams:
+    short = reader.planes(ELEMENT_DTYPES[1], count)  # one byte per gap: its planes are the gaps
     escapes = int(np.count_nonzero(short == ESCAPE))
-    long = reader.stream(ELEMENT_DTYPES[8], escapes)
-    return gaps_to_positions(GapStreams(short, long), limit)
+    return GapStreams(short, reader.stream(ELEMENT_DTYPES[8], escapes))
 
 
 @dataclass(frozen=True)
@@ -45,60 +50,80 @@ class SparseChanges:
 
     The values on the other side follow from the known side's values *at the positions only*,
     so an in-place apply can gather those few values from a file instead of reading the tensor.
+    Positions stay gap streams (1 byte per change, decoded a window at a time by
+    :meth:`positions`), so a change set costs a few bytes per changed element, not the 8 of
+    int64 positions.
     """
 
-    positions: np.ndarray  # int64, ascending, inside the tensor
-    exception_ranks: np.ndarray  # int64, ascending, below positions.size
-    sorted_changes: np.ndarray  # zigzag changes grouped by context, one per position
+    total: int  # elements of the tensor
+    gaps: GapStreams  # the changed positions
+    exception_ranks: np.ndarray  # int64, ascending, below the number of changes
+    # Zigzag changes grouped by context, one per position: decompressed in the background
+    # while the caller gathers the known values (see sorted_changes).
+    pending_changes: Future[np.ndarray]
 
-    def values_after(self, known: np.ndarray, *, forward: bool) -> np.ndarray:
-        """The other side's values at ``positions``, given the known side's values there
-        (``forward``: known is the base). Raises :class:`CodecError` if they do not fit."""
-        if known.shape != self.positions.shape or known.dtype != self.sorted_changes.dtype:
+    @property
+    def sorted_changes(self) -> np.ndarray:
+        """The changes, once decompressed (raises :class:`CodecError` if they do not)."""
+        return self.pending_changes.result()
+
+    @property
+    def count(self) -> int:
+        return int(self.gaps.short.shape[0])
+
+    def positions(self) -> PositionCursor:
+        """A fresh cursor over the changed positions, ascending."""
+        return PositionCursor(self.gaps, self.total)
+
+    def resolve(self, values: np.ndarray, *, forward: bool) -> None:
+        """Turn ``values``, the known side's values at the positions (``forward``: the base's),
+        into the other side's, in place. Raises :class:`CodecError` if they do not fit (then
+        ``values`` is partly changed: pass a copy of anything that must survive)."""
+        sorted_changes = self.sorted_changes
+        if values.shape != sorted_changes.shape or values.dtype != sorted_changes.dtype:
             raise CodecError("the known values do not match the change set's length or width")
-        updated = np.array(known, copy=True)
-        _apply_changes(updated, np.arange(updated.shape[0], dtype=np.int64), self, forward)
-        return updated
+        # Imported here: numba and the cached kernels take ~0.4 s to load.
+        from deltaroll.codec import kernels
+
+        problem = kernels.resolve_changes(
+            values,
+            self.exception_ranks,
+            sorted_changes,
+            forward,
+            np.uint64(context_shift(values.dtype.itemsize)),
+        )
+        if problem == kernels.ZERO_CHANGE:
+            raise CodecError("delta payload lists an element that does not change; corrupt")
+        if problem == kernels.EXCEPTIONS_DISAGREE:
+            raise CodecError(
+                "delta does not fit this tensor (its exceptions disagree with the values); "
+                "wrong base or corrupt delta"
+            )
 
 
 def decode_sparse(reader: PayloadReader, dtype: np.dtype) -> SparseChanges:
     """Decode (and bounds-check) the rest of a sparse payload for elements of ``dtype``."""
     header = reader.header
     changed = header.changed_elements
-    positions = _read_gaps(reader, changed, header.total_elements)
+    gaps = _read_gaps(reader, changed)
     exception_count = reader.small_int()
     if exception_count > changed:
         raise CodecError("delta payload lists more exceptions than changed elements; corrupt")
-    exception_ranks = _read_gaps(reader, exception_count, max(changed, 1))
-    sorted_changes = reader.stream(dtype, changed)
-    reader.expect_end()
-    return SparseChanges(positions, exception_ranks, sorted_changes)
+    exception_streams = _read_gaps(reader, exception_count)
+    sorted_changes = reader.stream_later(dtype, changed)
+    try:
+        reader.expect_end()
+        exception_ranks = gaps_to_positions(exception_streams, max(changed, 1))
+    except CodecError:
+        sorted_changes.cancel()
+        raise
+    return SparseChanges(header.total_elements, gaps, exception_ranks, sorted_changes)
 
 
 def apply_sparse(current: np.ndarray, reader: PayloadReader, *, forward: bool) -> None:
     """Apply in place: ``forward`` turns the base into the target, otherwise the reverse."""
     changes = decode_sparse(reader, current.dtype)
-    _apply_changes(current, changes.positions, changes, forward)
-
-
-def _apply_changes(
-    current: np.ndarray, positions: np.ndarray, changes: SparseChanges, forward: bool
-) -> None:
-    # Imported here: numba and the cached kernels take ~0.4 s to load.
-    from deltaroll.codec import kernels
-
-    problem = kernels.apply_sparse_changes(
-        current,
-        positions,
-        changes.exception_ranks,
-        changes.sorted_changes,
-        forward,
-        np.uint64(context_shift(current.dtype.itemsize)),
-    )
-    if problem == kernels.ZERO_CHANGE:
-        raise CodecError("delta payload lists an element that does not change; corrupt")
-    if problem == kernels.EXCEPTIONS_DISAGREE:
-        raise CodecError(
-            "delta does not fit this tensor (its exceptions disagree with the values); "
-            "wrong base or corrupt delta"
-        )
+    positions = gaps_to_positions(changes.gaps, changes.total)
+    values = current[positions]
+    changes.resolve(values, forward=forward)
+    current[positions] = values
