@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import base64
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Annotated, Any, Final, Literal, NamedTuple, overload
+from typing import Annotated, Any, Final, Literal, NamedTuple, get_args, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 
@@ -27,9 +26,14 @@ Side = Literal["base", "target"]
 
 #: A BLAKE3-256 digest, 64 lowercase hex characters.
 Blake3Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-DtypeName = Annotated[
-    str, StringConstraints(pattern="^(" + "|".join(re.escape(d) for d in ITEMSIZE) + ")$")
-]
+#: A safetensors dtype name (the keys of ``ITEMSIZE``; a Literal is a table lookup in pydantic's
+#: core, where a pattern ran a regex per tensor and side).
+DtypeName = Literal[
+    "BOOL", "U8", "I8", "F8_E4M3", "F8_E5M2", "F8_E8M0", "I16", "U16", "F16", "BF16", "I32",
+    "U32", "F32", "I64", "U64", "F64",
+]  # fmt: skip
+if set(get_args(DtypeName)) != set(ITEMSIZE):
+    raise ImportError("DtypeName and ITEMSIZE must list the same dtypes")
 Count = Annotated[int, Field(ge=0)]
 BlobTriple = tuple[Count, Count, Count]
 _CHANGED_KINDS: Final = frozenset(("sparse", "dense"))
