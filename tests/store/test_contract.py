@@ -431,3 +431,27 @@ def test_a_store_written_by_an_older_deltaroll_is_refused_with_what_to_do(
     store.catalog.backend.write(key, json.dumps(document).encode(), create_only=False)
     with pytest.raises(InvalidManifestError, match="push the model's checkpoints again"):
         store.catalog.read_version("tiny", versions[1])
+
+
+def test_a_cached_manifest_that_is_not_the_records_is_refused_and_dropped(
+    store: Store, checkpoints: list[Path], tmp_path: Path
+) -> None:
+    """A well-formed manifest planted in the cache under the record's digest (it agrees with
+    the record's versions and objects) is not trusted for being there."""
+    from deltaroll.checkpoint.manifest import decode_document, encode_document
+    from deltaroll.store import InvalidManifestError
+
+    versions = push_chain(store, checkpoints, 2)
+    delta = store.catalog.read_version("tiny", versions[1]).delta
+    assert delta is not None
+    real = store.catalog.backend.read(keys.object_key("tiny", delta.manifest.digest))
+    document = decode_document(real, "the stored manifest")
+    document["level"] += 1
+    planted = store.cache.path(delta.manifest.digest)
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(encode_document(document))
+    with pytest.raises(InvalidManifestError, match="cached manifest does not match"):
+        store.pull("tiny", versions[1], tmp_path / "out", base=checkpoints[0], keep_cache=True)
+    assert not planted.exists() and not (tmp_path / "out").exists()
+    store.pull("tiny", versions[1], tmp_path / "out", base=checkpoints[0])
+    assert_same_weights(tmp_path / "out", checkpoints[1])

@@ -172,7 +172,10 @@ class TensorColumns(_Columns):
         """Each tensor's fields, in :class:`TensorEntry` order, sides flattened: (name, kind,
         base dtype, shape, digest, target dtype, shape, digest, payload, base chunks, target
         chunks, changes_digest, changed elements, total elements)."""
-        return zip(
+        return zip(*self._columns(), strict=True)
+
+    def _columns(self) -> tuple[list[Any], ...]:
+        return (
             self.name,
             self.kind,
             self.base.dtype,
@@ -187,25 +190,13 @@ class TensorColumns(_Columns):
             self.changes_digest,
             self.changed_elements,
             self.total_elements,
-            strict=True,
         )
 
     @model_validator(mode="after")
     def _consistent(self) -> TensorColumns:
         changed = [kind in _CHANGED_KINDS for kind in self.kind]
         self._changes_digest = unpack_digests(self.changes_digests, changed, "changes_digests")
-        columns = (
-            self.kind,
-            self.base.dtype,
-            self.target.dtype,
-            self.payload,
-            self.base_chunks,
-            self.target_chunks,
-            self.changes_digest,
-            self.changed_elements,
-            self.total_elements,
-        )
-        if any(len(column) != len(self.name) for column in columns):
+        if any(len(column) != len(self.name) for column in self._columns()):
             raise ValueError("the tensor columns differ in length")
         duplicates = [n for n, count in Counter(self.name).items() if count > 1]
         if duplicates:

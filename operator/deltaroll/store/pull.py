@@ -9,6 +9,7 @@ objects in the cache, so running it again downloads only what is still missing."
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -107,9 +108,17 @@ def pull(
 def read_delta(step: Step, cache: ObjectCache) -> tuple[DeltaManifest, bytes]:
     """The manifest of a step's delta (fetched into the cache with its objects), checked against
     the store's record: the versions it leads between and the objects it needs must be the
-    record's, so a store never gets one delta fetched and another applied."""
-    data = cache.path(step.delta.manifest.digest).read_bytes()
+    record's, so a store never gets one delta fetched and another applied. The cached bytes
+    are checked against the record's digest here: a file is not trusted for being in a cache."""
+    path = cache.path(step.delta.manifest.digest)
+    data = path.read_bytes()
     where = f"the delta {step.delta.base_version} -> {step.delta.target_version}"
+    if hashlib.sha256(data).hexdigest() != step.delta.manifest.digest:
+        path.unlink(missing_ok=True)
+        raise InvalidManifestError(
+            f"{where}: its cached manifest does not match the record's digest; it was removed "
+            "from the cache and nothing was applied: run again to fetch it"
+        )
     manifest = parse_delta_manifest(data, where)
     listed = [ObjectRef(digest=o.digest, size=o.size) for o in manifest.objects]
     if (manifest.base_version, manifest.target_version, listed) != (
