@@ -294,13 +294,14 @@ def test_a_delta_directory_of_the_older_format_is_refused_with_what_to_do(
 def _reseal_versions(document: dict[str, Any]) -> None:
     """Recompute both version ids from the (edited) columns, as a forger would."""
     from deltaroll.checkpoint.digests import version_id
-    from deltaroll.checkpoint.manifest_tensors import unpack_digests
+    from deltaroll.checkpoint.manifest_tensors import checked_digests, spread_digests
 
     tensors = document["tensors"]
     for side in ("base", "target"):
         columns = tensors[side]
         present = [dtype is not None for dtype in columns["dtype"]]
-        digests = unpack_digests(columns["digests"], present, "digests")
+        raw = checked_digests(columns["digests"], sum(present), "digests")
+        digests = spread_digests(raw, present)
         identities = [
             (name, dtype, shape, digest)
             for name, dtype, shape, digest in zip(

@@ -3,6 +3,7 @@ every contradiction between a tensor's fields refused before anything trusts the
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,36 @@ def _short_column(document: dict[str, Any]) -> None:
     document["tensors"]["changed_elements"].pop()
 
 
+def _retarget_unchanged(document: dict[str, Any]) -> None:
+    """Give the first unchanged tensor another target digest (in the packed column)."""
+    target = document["tensors"]["target"]
+    rank = sum(d is not None for d in target["dtype"][: _first(document, "unchanged")])
+    packed = bytearray(base64.b64decode(target["digests"]))
+    packed[32 * rank] ^= 1
+    target["digests"] = base64.b64encode(packed).decode()
+
+
+def _edit_rows(edit: Callable[[list[int]], None]) -> Callable[[dict[str, Any]], None]:
+    """Change the rows the target layout's first file lists (each names a tensor by its row)."""
+
+    def change(document: dict[str, Any]) -> None:
+        edit(document["target_layout"]["files"][0]["rows"])
+
+    return change
+
+
+def _row_twice(rows: list[int]) -> None:
+    rows[1] = rows[0]
+
+
+def _row_beyond(rows: list[int]) -> None:
+    rows[0] = 10**6
+
+
+def _row_negative(rows: list[int]) -> None:
+    rows[0] = -1
+
+
 def _reshape_one_side(document: dict[str, Any]) -> None:
     index = _first(document, "sparse")
     document["tensors"]["target"]["shape"][index] = [1, 2, 3]
@@ -85,6 +116,10 @@ def _reshape_one_side(document: dict[str, Any]) -> None:
         (_duplicate_name, "appears twice"),
         (_short_column, "differ in length"),
         (_reshape_one_side, "only a carried tensor may change shape"),
+        (_retarget_unchanged, "unchanged with two different digests"),
+        (_edit_rows(_row_twice), "the target layout does not list exactly the target tensors"),
+        (_edit_rows(_row_beyond), "the target layout does not list exactly the target tensors"),
+        (_edit_rows(_row_negative), "target_layout.files.0.rows.0"),
     ],
 )
 def test_a_manifest_whose_columns_contradict_themselves_is_refused(

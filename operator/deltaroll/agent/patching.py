@@ -57,8 +57,9 @@ def finish_apply(store: Store, step: Step, volume: WeightsVolume) -> None:
 
 
 def _apply_in_place(store: Store, step: Step, volume: WeightsVolume, index: int) -> None:
-    delta_dir = materialize_delta(step, store.cache, volume.fresh_delta_dir(index))
-    apply_delta(volume.weights, delta_dir, in_place=True, reverse=step.reverse)
+    delta_dir = volume.fresh_delta_dir(index)
+    manifest = materialize_delta(step, store.cache, delta_dir)
+    apply_delta(volume.weights, delta_dir, manifest, in_place=True, reverse=step.reverse)
     log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
 
 
@@ -66,11 +67,12 @@ def _build_and_swap(store: Store, plan: Plan, volume: WeightsVolume) -> None:
     shutil.rmtree(volume.building, ignore_errors=True)
     shutil.rmtree(volume.built, ignore_errors=True)
     for index, step in enumerate(plan.steps):
-        delta_dir = materialize_delta(step, store.cache, volume.fresh_delta_dir(index))
+        delta_dir = volume.fresh_delta_dir(index)
+        manifest = materialize_delta(step, store.cache, delta_dir)
         if index == 0:
-            apply_delta(None, delta_dir, out_dir=volume.building)
+            apply_delta(None, delta_dir, manifest, out_dir=volume.building)
         else:
-            apply_delta(volume.building, delta_dir, in_place=True, reverse=step.reverse)
+            apply_delta(volume.building, delta_dir, manifest, in_place=True, reverse=step.reverse)
         log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
     volume.building.rename(volume.built)
     volume.install_built()

@@ -41,6 +41,7 @@ class ApplySummary:
 def apply_delta(
     base: Path | None,
     delta_dir: Path,
+    manifest: DeltaManifest | None = None,
     *,
     out_dir: Path | None = None,
     in_place: bool = False,
@@ -51,10 +52,13 @@ def apply_delta(
 
     Exactly one of ``out_dir`` (write the result there, in its layout) and ``in_place`` (patch
     ``base`` behind a journal). ``base`` is None only for an anchor applied forward.
+    ``manifest`` is the delta's manifest where the caller has already parsed and checked the
+    bytes it put in ``delta_dir`` (read from there otherwise).
     """
     if (out_dir is None) == (not in_place):
         raise CheckpointError("choose exactly one of an output directory (-o) or --in-place")
-    manifest = read_delta_manifest(Path(delta_dir))
+    if manifest is None:
+        manifest = read_delta_manifest(Path(delta_dir))
     check_version_ids(manifest)
     objects = ObjectDir(Path(delta_dir))
     verify_objects(manifest, objects)

@@ -287,7 +287,8 @@ def _stage(
     entries = apply.entries
     journal.reset_staged()
     for file in plan.rebuilt:
-        header = layout_header(file, apply.objects, entries, apply.to_side)
+        names = apply.manifest.names_in(file)
+        header = layout_header(file, names, apply.objects, entries, apply.to_side)
 
         def write_tensor(name: str, out: BinaryIO) -> None:
             write_to_side(
@@ -302,7 +303,7 @@ def _stage(
     held_bytes = 0
     with journal.changes_writer() as log:
         for file in plan.patched:
-            for name in file.tensors:
+            for name in apply.manifest.names_in(file):
                 entry = entries[name]
                 if entry.payload is None:
                     continue
@@ -430,13 +431,15 @@ def _stage_aux_files(apply: _Apply, journal: Journal) -> None:
             continue
         data = aux_file_bytes(aux, apply.objects)
         if aux.name == INDEX_NAME:
-            _check_index(data, to_layout)
+            _check_index(data, apply.manifest, to_layout)
         write_file_atomically(child_path(staged, aux.name), data)
     fsync_directory(staged)
 
 
-def _check_index(data: bytes | bytearray, layout: CheckpointLayout) -> None:
-    expected = {t: f.name for f in layout.files for t in f.tensors}
+def _check_index(
+    data: bytes | bytearray, manifest: DeltaManifest, layout: CheckpointLayout
+) -> None:
+    expected = {t: f.name for f in layout.files for t in manifest.names_in(f)}
     try:
         document = json.loads(data)
         weight_map = document.get("weight_map") if isinstance(document, dict) else None

@@ -46,7 +46,7 @@ def apply_to_directory(
 
     with staged_directory(out_dir) as staging:
         for file in layout.files:
-            header = layout_header(file, objects, entries, to_side)
+            header = layout_header(file, manifest.names_in(file), objects, entries, to_side)
             write_weight_file(child_path(staging, file.name), header, write_tensor)
         for aux in layout.aux_files:
             data = aux_file_bytes(aux, objects)

@@ -8,6 +8,8 @@ bounded by a known size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import zstandard
 
@@ -31,7 +33,7 @@ def put_chunks(
     ]
 
 
-def get_chunks(packs: PackReader, blobs: list[BlobRef], nbytes: int) -> bytearray:
+def get_chunks(packs: PackReader, blobs: Sequence[BlobRef], nbytes: int) -> bytearray:
     """Reassemble ``nbytes`` of data from its chunks, checking every chunk and the total size.
 
     ``nbytes`` comes from a manifest: it is checked against what the chunks can hold (each at

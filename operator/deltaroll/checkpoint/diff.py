@@ -127,11 +127,12 @@ def write_delta(
             entries.append(entry)
             if on_bytes:
                 on_bytes(_tensor_bytes(base_tensors.get(name), target.tensors.get(name)))
-        base_layout = record_layout(base, objects, level=level) if base is not None else None
+        rows = {name: row for row, name in enumerate(names)}
+        base_layout = record_layout(base, objects, rows, level=level) if base is not None else None
         target_layout = (
             base_layout
             if target is base and base_layout is not None
-            else record_layout(target, objects, level=level)
+            else record_layout(target, objects, rows, level=level)
         )
         table = TensorTable.from_entries(entries)
         manifest = DeltaManifest(
@@ -211,7 +212,7 @@ class _SideReader:
         ref = self._file.ref
         if self._hashed != ref.numel:
             raise CheckpointError(f"tensor {ref.name!r} was not read whole; diff it again")
-        return TensorSide(dtype=ref.dtype, shape=list(ref.shape), digest=self._hasher.hexdigest())
+        return TensorSide(dtype=ref.dtype, shape=tuple(ref.shape), digest=self._hasher.hexdigest())
 
 
 def _windowed_entry(
@@ -315,12 +316,12 @@ def _tensor_entry(
         base=base_side,
         target=target_side,
         kind="carried",
-        base_chunks=put_chunks(objects, base_bits, level=encoder.level)
+        base_chunks=tuple(put_chunks(objects, base_bits, level=encoder.level))
         if base_bits is not None
-        else [],
-        target_chunks=put_chunks(objects, target_bits, level=encoder.level)
+        else (),
+        target_chunks=tuple(put_chunks(objects, target_bits, level=encoder.level))
         if target_bits is not None
-        else [],
+        else (),
         changed_elements=numel,
         total_elements=numel,
     )
@@ -357,7 +358,7 @@ class _Encoder:
 def _side(ref: TensorRef | None, bits: np.ndarray | None) -> TensorSide | None:
     if ref is None or bits is None:
         return None
-    return TensorSide(dtype=ref.dtype, shape=list(ref.shape), digest=tensor_digest(bits))
+    return TensorSide(dtype=ref.dtype, shape=tuple(ref.shape), digest=tensor_digest(bits))
 
 
 def _tensor_bytes(base: TensorRef | None, target: TensorRef | None) -> int:

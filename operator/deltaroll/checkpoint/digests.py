@@ -31,6 +31,7 @@ from deltaroll.checkpoint.reader import (
     TensorRef,
     open_checkpoint,
 )
+from deltaroll.collector import collector_paused
 
 VERSION_ID_HEX_CHARS = 32
 READ_WINDOW_BYTES = 16 << 20
@@ -47,12 +48,18 @@ def version_id(
     files: Iterable[tuple[str, str]] = (),
 ) -> str:
     """The version id of tensors given as (name, safetensors dtype, shape, digest) and of the
-    auxiliary files given as (name, digest); order-independent. The shard index is left out."""
-    document = {
-        "tensors": sorted([n, dtype, list(shape), digest] for n, dtype, shape, digest in tensors),
-        "files": sorted([name, digest] for name, digest in files if name != INDEX_NAME),
-    }
-    blob = _VERSION_DOMAIN + json.dumps(document, separators=(",", ":")).encode()
+    auxiliary files given as (name, digest); order-independent. The shard index is left out.
+
+    Tuples serialize as the JSON arrays they always did; the collector is paused while 100,000
+    of them are built (it cost as much as the rest)."""
+    with collector_paused():
+        document = {
+            "tensors": sorted(
+                (n, dtype, tuple(shape), digest) for n, dtype, shape, digest in tensors
+            ),
+            "files": sorted((name, digest) for name, digest in files if name != INDEX_NAME),
+        }
+        blob = _VERSION_DOMAIN + json.dumps(document, separators=(",", ":")).encode()
     return blake3.blake3(blob).hexdigest()[:VERSION_ID_HEX_CHARS]
 
 
@@ -64,7 +71,7 @@ def side_version(
     """The version id of one side of a delta, from its manifest's tensors (or the entries a
     diff built) and layout alone."""
     if isinstance(tensors, TensorTable):
-        identities = tensors.side_identities(side)
+        identities: Iterable[tuple[str, str, Sequence[int], str]] = tensors.side_identities(side)
     else:
         sides = ((entry.name, entry.side(side)) for entry in tensors)
         identities = ((n, s.dtype, s.shape, s.digest) for n, s in sides if s is not None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from deltaroll.checkpoint.chunks import put_chunks
 from deltaroll.checkpoint.digests import tensor_digest
 from deltaroll.checkpoint.manifest import AuxFile, CheckpointLayout, WeightFileLayout
@@ -9,14 +11,17 @@ from deltaroll.checkpoint.packs import PackWriter
 from deltaroll.checkpoint.reader import Checkpoint
 
 
-def record_layout(checkpoint: Checkpoint, packs: PackWriter, *, level: int) -> CheckpointLayout:
-    """Store every header and auxiliary file as blobs and describe the layout."""
+def record_layout(
+    checkpoint: Checkpoint, packs: PackWriter, rows: Mapping[str, int], *, level: int
+) -> CheckpointLayout:
+    """Store every header and auxiliary file as blobs and describe the layout; ``rows`` maps
+    each tensor's name to its row in the manifest's tensor columns."""
     files = [
         WeightFileLayout(
             name=weight.name,
             header=packs.add(weight.header.raw),
             header_digest=tensor_digest(weight.header.raw),
-            tensors=[t.name for t in weight.header.tensors],
+            rows=[rows[t.name] for t in weight.header.tensors],
             metadata=weight.header.metadata,
         )
         for weight in checkpoint.weight_files

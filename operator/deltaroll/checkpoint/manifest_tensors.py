@@ -13,13 +13,14 @@ import base64
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Annotated, Any, Final, Literal, NamedTuple, get_args, overload
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
 
 from deltaroll.checkpoint.dtypes import ITEMSIZE
+from deltaroll.collector import collector_paused
 
 TensorKindName = Literal["unchanged", "sparse", "dense", "carried"]
 Side = Literal["base", "target"]
@@ -37,6 +38,8 @@ if set(get_args(DtypeName)) != set(ITEMSIZE):
 Count = Annotated[int, Field(ge=0)]
 BlobTriple = tuple[Count, Count, Count]
 _CHANGED_KINDS: Final = frozenset(("sparse", "dense"))
+#: Kinds as small integers for whole-column checks; the changed kinds last.
+_KIND_CODES: Final = {"unchanged": 0, "carried": 1, "sparse": 2, "dense": 3}
 
 
 class BlobRef(NamedTuple):
@@ -52,12 +55,12 @@ class BlobRef(NamedTuple):
     length: Count
 
 
-@dataclass(frozen=True, slots=True)
-class TensorSide:
-    """A tensor as it is on one side of the delta."""
+class TensorSide(NamedTuple):
+    """A tensor as it is on one side of the delta (a tuple: a 100,000-tensor manifest builds
+    200,000 of them, three times faster than a frozen dataclass)."""
 
     dtype: str
-    shape: list[int]
+    shape: tuple[int, ...]
     digest: str  # BLAKE3-256 of the raw bytes, 64 hex characters
 
     @property
@@ -69,20 +72,20 @@ class TensorSide:
         return self.numel * ITEMSIZE[self.dtype]
 
 
-@dataclass(frozen=True, slots=True)
-class TensorEntry:
+class TensorEntry(NamedTuple):
     """How one tensor changes. ``carried`` tensors keep whole data for each side that has it.
 
     Built by the diff and by :class:`TensorTable` on first use; checked as a whole when a
-    manifest is made of it (:meth:`TensorTable.from_entries`), never one by one."""
+    manifest is made of it (:meth:`TensorTable.from_entries`), never one by one. A tuple, like
+    :class:`TensorSide`: immutable, and built for 100,000 tensors in a third of the time."""
 
     name: str
     base: TensorSide | None  # None: the tensor appears
     target: TensorSide | None  # None: the tensor is removed
     kind: TensorKindName
     payload: BlobRef | None = None  # the codec payload of a sparse or dense tensor
-    base_chunks: list[BlobRef] = field(default_factory=list)  # carried: whole base data
-    target_chunks: list[BlobRef] = field(default_factory=list)  # carried: whole target data
+    base_chunks: tuple[BlobRef, ...] = ()  # carried: whole base data
+    target_chunks: tuple[BlobRef, ...] = ()  # carried: whole target data
     #: BLAKE3 of the change set (positions, base and target values) of a sparse or dense tensor.
     changes_digest: str | None = None
     changed_elements: int = 0
@@ -97,7 +100,7 @@ class TensorEntry:
     def side(self, which: Side) -> TensorSide | None:
         return self.base if which == "base" else self.target
 
-    def chunks(self, which: Side) -> list[BlobRef]:
+    def chunks(self, which: Side) -> tuple[BlobRef, ...]:
         return self.base_chunks if which == "base" else self.target_chunks
 
     def shifted(self, by: int) -> TensorEntry:
@@ -107,11 +110,10 @@ class TensorEntry:
         def move(blob: BlobRef) -> BlobRef:
             return blob._replace(object=blob.object + by)
 
-        return replace(
-            self,
+        return self._replace(
             payload=move(self.payload) if self.payload is not None else None,
-            base_chunks=[move(b) for b in self.base_chunks],
-            target_chunks=[move(b) for b in self.target_chunks],
+            base_chunks=tuple(map(move, self.base_chunks)),
+            target_chunks=tuple(map(move, self.target_chunks)),
         )
 
 
@@ -123,26 +125,33 @@ class SideColumns(_Columns):
     """One side of every tensor; null where the tensor is absent on that side."""
 
     dtype: list[DtypeName | None]
-    shape: list[list[Count] | None]
+    # Tuples: pydantic's core builds them three times faster than nested lists.
+    shape: list[tuple[Count, ...] | None]
     digests: str = Field(description="the present tensors' BLAKE3-256 digests, packed")
-    _digest: list[str | None] = PrivateAttr(default_factory=list)
+    _packed: bytes = PrivateAttr(default=b"")
 
     @model_validator(mode="after")
     def _aligned(self) -> SideColumns:
         if len(self.dtype) != len(self.shape):
             raise ValueError("the columns of a side differ in length")
-        present = [d is not None for d in self.dtype]
-        if present != [s is not None for s in self.shape]:
+        if self.present != [s is not None for s in self.shape]:
             raise ValueError("a tensor side is partly null")
-        self._digest = unpack_digests(self.digests, present, "digests")
+        self._packed = checked_digests(self.digests, sum(self.present), "digests")
         return self
 
-    @property
+    @cached_property
     def digest(self) -> list[str | None]:
-        """Each tensor's digest as 64 hex characters, None where it is absent."""
-        return self._digest
+        """Each tensor's digest as 64 hex characters, None where it is absent (spelled out on
+        first use: an apply that only looks at a few tensors does not pay for 100,000)."""
+        return spread_digests(self._packed, self.present)
 
+    def raw_digests(self) -> bytes:
+        """The present tensors' digests, 32 bytes each, in row order."""
+        return self._packed
+
+    @cached_property
     def present(self) -> list[bool]:
+        """Per tensor: whether it exists on this side."""
         return [d is not None for d in self.dtype]
 
 
@@ -161,12 +170,16 @@ class TensorColumns(_Columns):
     changes_digests: str = Field(description="the changed tensors' change-set digests, packed")
     changed_elements: list[Count]
     total_elements: list[Count]
-    _changes_digest: list[str | None] = PrivateAttr(default_factory=list)
+    _changes_packed: bytes = PrivateAttr(default=b"")
 
-    @property
+    @cached_property
     def changes_digest(self) -> list[str | None]:
         """Each sparse or dense tensor's ``changes_digest`` (hex), None for the others."""
-        return self._changes_digest
+        changed = [kind in _CHANGED_KINDS for kind in self.kind]
+        return spread_digests(self._changes_packed, changed)
+
+    def side(self, which: Side) -> SideColumns:
+        return self.base if which == "base" else self.target
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
         """Each tensor's fields, in :class:`TensorEntry` order, sides flattened: (name, kind,
@@ -194,9 +207,12 @@ class TensorColumns(_Columns):
 
     @model_validator(mode="after")
     def _consistent(self) -> TensorColumns:
-        changed = [kind in _CHANGED_KINDS for kind in self.kind]
-        self._changes_digest = unpack_digests(self.changes_digests, changed, "changes_digests")
-        if any(len(column) != len(self.name) for column in self._columns()):
+        changed = sum(kind in _CHANGED_KINDS for kind in self.kind)
+        self._changes_packed = checked_digests(self.changes_digests, changed, "changes_digests")
+        lengths = {len(self.name), len(self.kind), len(self.base.dtype), len(self.target.dtype)}
+        lengths |= {len(self.payload), len(self.base_chunks), len(self.target_chunks)}
+        lengths |= {len(self.changed_elements), len(self.total_elements)}
+        if len(lengths) != 1:
             raise ValueError("the tensor columns differ in length")
         duplicates = [n for n, count in Counter(self.name).items() if count > 1]
         if duplicates:
@@ -209,45 +225,66 @@ class TensorColumns(_Columns):
 
 
 def _first_inconsistency(c: TensorColumns) -> tuple[int, str] | None:
-    """The first tensor whose fields contradict each other, with why: one pass over the rows
-    of the columns, no per-tensor objects."""
-    rows = enumerate(c.rows())
-    for index, (_, kind, bd, bs, bg, td, ts, tg, payload, bc, tc, _, changed, total) in rows:
-        why = _row_inconsistency(
-            kind, bg is not None, tg is not None, (bd, bs) == (td, ts), bg == tg
-        ) or (
-            (kind in _CHANGED_KINDS) != (payload is not None)
-            and "exactly sparse and dense tensors have a payload"
-            or (
-                bc and (kind != "carried" or bg is None) or tc and (kind != "carried" or tg is None)
-            )
-            and "only carried tensors have whole-data chunks, and only for a side they have"
-            or changed > total
-            and "more changed elements than elements"
-            or kind != "carried"
-            and bs is not None
-            and math.prod(bs) != total
-            and "total_elements is not its shape's"
-        )
-        if why:
-            return index, why
-    return None
+    """The first tensor whose fields contradict each other, with why.
+
+    Each rule is one mask over every tensor (whole columns, no per-tensor objects); for the
+    first tensor that breaks any, the first rule it breaks, in the order listed."""
+    kind = np.array([_KIND_CODES[k] for k in c.kind], dtype=np.int8)
+    carried, unchanged = kind == _KIND_CODES["carried"], kind == _KIND_CODES["unchanged"]
+    has_base = np.array(c.base.present, dtype=bool)
+    has_target = np.array(c.target.present, dtype=bool)
+    same_type = np.array(
+        [b == t for b, t in zip(c.base.shape, c.target.shape, strict=True)], dtype=bool
+    ) & (np.array(c.base.dtype, dtype=object) == np.array(c.target.dtype, dtype=object))
+    same = has_base & has_target & same_type
+    has_payload = np.array([p is not None for p in c.payload], dtype=bool)
+    base_chunks = np.array([bool(chunks) for chunks in c.base_chunks], dtype=bool)
+    target_chunks = np.array([bool(chunks) for chunks in c.target_chunks], dtype=bool)
+    too_many = [
+        changed > total for changed, total in zip(c.changed_elements, c.total_elements, strict=True)
+    ]
+    counts_off = [
+        shape is not None and math.prod(shape) != total
+        for shape, total in zip(c.base.shape, c.total_elements, strict=True)
+    ]
+    rules = (
+        (~has_base & ~has_target, "it has neither a base nor a target"),
+        (carried & same, "carried only when shape, dtype or presence differ"),
+        (~carried & ~same, "only a carried tensor may change shape, dtype or presence"),
+        (unchanged & ~_same_digests(c.base, c.target), "unchanged with two different digests"),
+        (
+            (kind >= _KIND_CODES["sparse"]) != has_payload,
+            "exactly sparse and dense tensors have a payload",
+        ),
+        (
+            base_chunks & (~carried | ~has_base) | target_chunks & (~carried | ~has_target),
+            "only carried tensors have whole-data chunks, and only for a side they have",
+        ),
+        (
+            too_many,
+            "more changed elements than elements",
+        ),
+        (~carried & np.array(counts_off, dtype=bool), "total_elements is not its shape's"),
+    )
+    broken = np.array([mask for mask, _ in rules], dtype=bool).reshape(len(rules), len(kind))
+    tensors = np.flatnonzero(broken.any(axis=0))
+    if not tensors.size:
+        return None
+    index = int(tensors[0])
+    return index, rules[int(np.argmax(broken[:, index]))][1]
 
 
-def _row_inconsistency(
-    kind: str, has_base: bool, has_target: bool, same_type: bool, same_digest: bool
-) -> str | None:
-    """What is wrong with one tensor's presence, dtype and shape for its kind, if anything."""
-    if not has_base and not has_target:
-        return "it has neither a base nor a target"
-    same = has_base and has_target and same_type
-    if kind == "carried":
-        return "carried only when shape, dtype or presence differ" if same else None
-    if not same:
-        return "only a carried tensor may change shape, dtype or presence"
-    if kind == "unchanged" and not same_digest:
-        return "unchanged with two different digests"
-    return None
+def _same_digests(base: SideColumns, target: SideColumns) -> np.ndarray:
+    """Per tensor: present on both sides with the same digest (compared as packed bytes, whole
+    columns at once, without spelling 200,000 digests out in hex)."""
+    has_base, has_target = np.array(base.present), np.array(target.present)
+    base_rank, target_rank = np.cumsum(has_base) - 1, np.cumsum(has_target) - 1
+    both = np.flatnonzero(has_base & has_target)
+    base_digests = np.frombuffer(base.raw_digests(), np.uint8).reshape(-1, _DIGEST_BYTES)
+    target_digests = np.frombuffer(target.raw_digests(), np.uint8).reshape(-1, _DIGEST_BYTES)
+    same = np.zeros(len(has_base), dtype=bool)
+    same[both] = (base_digests[base_rank[both]] == target_digests[target_rank[both]]).all(axis=1)
+    return same
 
 
 class TensorTable(Sequence[TensorEntry]):
@@ -265,19 +302,20 @@ class TensorTable(Sequence[TensorEntry]):
     @cached_property
     def _entries(self) -> list[TensorEntry]:
         c = self.columns
-        return [
-            TensorEntry(
-                name,
-                _side(bd, bs, bg),
-                _side(td, ts, tg),
-                kind,
-                None if payload is None else BlobRef._make(payload),
-                [BlobRef._make(b) for b in bc],
-                [BlobRef._make(b) for b in tc],
-                *counts,
-            )
-            for name, kind, bd, bs, bg, td, ts, tg, payload, bc, tc, *counts in c.rows()
-        ]
+        with collector_paused():
+            return [
+                TensorEntry(
+                    name,
+                    _side(bd, bs, bg),
+                    _side(td, ts, tg),
+                    kind,
+                    None if payload is None else BlobRef._make(payload),
+                    tuple(map(BlobRef._make, bc)),
+                    tuple(map(BlobRef._make, tc)),
+                    *counts,
+                )
+                for name, kind, bd, bs, bg, td, ts, tg, payload, bc, tc, *counts in c.rows()
+            ]
 
     def __len__(self) -> int:
         return len(self.columns.name)
@@ -296,20 +334,20 @@ class TensorTable(Sequence[TensorEntry]):
         """Every tensor's name, or those present on ``side``."""
         if side is None:
             return list(self.columns.name)
-        present = self._side(side).present()
+        present = self.columns.side(side).present
         return [n for n, p in zip(self.columns.name, present, strict=True) if p]
 
     def digests(self, side: Side) -> dict[str, str]:
         """Tensor name -> digest on ``side`` (no entry objects built)."""
         return {
             n: d
-            for n, d in zip(self.columns.name, self._side(side).digest, strict=True)
+            for n, d in zip(self.columns.name, self.columns.side(side).digest, strict=True)
             if d is not None
         }
 
-    def side_identities(self, side: Side) -> Iterator[tuple[str, str, list[int], str]]:
+    def side_identities(self, side: Side) -> Iterator[tuple[str, str, tuple[int, ...], str]]:
         """(name, dtype, shape, digest) of every tensor on ``side``: what a version id covers."""
-        s = self._side(side)
+        s = self.columns.side(side)
         for name, dtype, shape, digest in zip(
             self.columns.name, s.dtype, s.shape, s.digest, strict=True
         ):
@@ -324,11 +362,10 @@ class TensorTable(Sequence[TensorEntry]):
             for blobs in chunks:
                 yield from blobs
 
-    def _side(self, side: Side) -> SideColumns:
-        return self.columns.base if side == "base" else self.columns.target
 
-
-def _side(dtype: str | None, shape: list[int] | None, digest: str | None) -> TensorSide | None:
+def _side(
+    dtype: str | None, shape: tuple[int, ...] | None, digest: str | None
+) -> TensorSide | None:
     if dtype is None or shape is None or digest is None:
         return None
     return TensorSide(dtype, shape, digest)
@@ -342,7 +379,7 @@ def columns_of(entries: Iterable[TensorEntry]) -> TensorColumns:
         sides = [e.side(which) for e in rows]
         return {
             "dtype": [s and s.dtype for s in sides],
-            "shape": [s and list(s.shape) for s in sides],
+            "shape": [s and tuple(s.shape) for s in sides],
             "digests": pack_digests(s.digest for s in sides if s is not None),
         }
 
@@ -379,14 +416,18 @@ def pack_digests(digests: Iterable[str]) -> str:
     return base64.b64encode(b"".join(raw)).decode("ascii")
 
 
-def unpack_digests(packed: str, present: Sequence[bool], what: str) -> list[str | None]:
-    """The digests of :func:`pack_digests` spread over the rows where ``present`` is true."""
+def checked_digests(packed: str, count: int, what: str) -> bytes:
+    """The bytes of :func:`pack_digests`' string, refused unless they are ``count`` digests."""
     try:
         raw = base64.b64decode(packed, validate=True)
     except ValueError:
         raise ValueError(f"{what} is not base64") from None
-    count = sum(present)
     if len(raw) != _DIGEST_BYTES * count:
         raise ValueError(f"{what} holds {len(raw) / _DIGEST_BYTES:g} digests for {count} tensors")
+    return raw
+
+
+def spread_digests(raw: bytes, present: Sequence[bool]) -> list[str | None]:
+    """Checked digest bytes as hex, spread over the rows where ``present`` is true."""
     hexes = iter([raw[i : i + _DIGEST_BYTES].hex() for i in range(0, len(raw), _DIGEST_BYTES)])
     return [next(hexes) if p else None for p in present]

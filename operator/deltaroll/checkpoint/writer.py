@@ -17,9 +17,14 @@ from deltaroll.checkpoint.transform import Side
 
 
 def layout_header(
-    layout: WeightFileLayout, objects: PackReader, entries: dict[str, TensorEntry], side: Side
+    layout: WeightFileLayout,
+    names: list[str],
+    objects: PackReader,
+    entries: dict[str, TensorEntry],
+    side: Side,
 ) -> SafetensorsHeader:
-    """The stored header of ``layout``, checked against the manifest's tensors on ``side``."""
+    """The stored header of ``layout`` (whose tensors are ``names``), checked against the
+    manifest's tensors on ``side``."""
     header = parse_header(objects.read(layout.header), source=f"the header of {layout.name}")
     described = []
     for tensor in header.tensors:
@@ -29,7 +34,7 @@ def layout_header(
             expected is not None
             and (expected.dtype, tuple(expected.shape)) == (tensor.dtype, tensor.shape)
         )
-    if [t.name for t in header.tensors] != layout.tensors or not all(described):
+    if [t.name for t in header.tensors] != names or not all(described):
         raise CorruptDeltaError(
             f"the stored header of {layout.name} disagrees with the manifest; it is corrupt"
         )

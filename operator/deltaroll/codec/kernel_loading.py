@@ -10,11 +10,11 @@ the compiled kernels on first use, as before.
 
 from __future__ import annotations
 
-import gc
 import threading
 from types import ModuleType
 
 from deltaroll.codec import numpy_kernels
+from deltaroll.collector import collector_paused
 
 _started = threading.Event()
 _finished = threading.Event()
@@ -30,17 +30,13 @@ def start_loading_kernels() -> None:
 
 def _load() -> None:
     # The import creates some 10^5 objects and frees few: the cyclic collector would walk them
-    # again and again (~0.1 s of CPU). gc has no per-thread switch, so it pauses process-wide,
-    # for the import only.
-    collecting = gc.isenabled()
-    gc.disable()
+    # again and again (~0.1 s of CPU).
     try:
-        import deltaroll.codec.kernels  # noqa: F401
+        with collector_paused():
+            import deltaroll.codec.kernels  # noqa: F401
     except Exception:  # noqa: S110 - diff_kernels imports again in the caller, and raises there
         pass
     finally:
-        if collecting:
-            gc.enable()
         _finished.set()
 
 

@@ -133,15 +133,16 @@ def read_delta(step: Step, cache: ObjectCache) -> tuple[DeltaManifest, bytes]:
     return manifest, data
 
 
-def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> Path:
-    """Rebuild a delta directory (the checked manifest, objects linked from the cache)."""
-    _, data = read_delta(step, cache)
+def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> DeltaManifest:
+    """Rebuild a delta directory (the checked manifest, objects linked from the cache); returns
+    its manifest, parsed, for the apply (parsing 100,000 tensors once is enough)."""
+    manifest, data = read_delta(step, cache)
     objects = delta_dir / OBJECTS_DIR
     objects.mkdir(parents=True)
     (delta_dir / MANIFEST_NAME).write_bytes(data)
     for ref in step.delta.payload:
         cache.link_into(ref.digest, objects / ref.digest)
-    return delta_dir
+    return manifest
 
 
 def _apply_plan(plan: Plan, base: Path | None, work: Path, cache: ObjectCache) -> Path:
@@ -155,12 +156,13 @@ def _apply_plan(plan: Plan, base: Path | None, work: Path, cache: ObjectCache) -
             shutil.copy2(base, current / Path(base).name)
         return current
     for index, step in enumerate(plan.steps):
-        delta_dir = materialize_delta(step, cache, work / f"delta-{index}")
+        delta_dir = work / f"delta-{index}"
+        manifest = materialize_delta(step, cache, delta_dir)
         if index == 0:
             source = Path(base) if step.source is not None and base is not None else None
-            apply_delta(source, delta_dir, out_dir=current, reverse=step.reverse)
+            apply_delta(source, delta_dir, manifest, out_dir=current, reverse=step.reverse)
         else:
-            apply_delta(current, delta_dir, in_place=True, reverse=step.reverse)
+            apply_delta(current, delta_dir, manifest, in_place=True, reverse=step.reverse)
         shutil.rmtree(delta_dir)
     return current
 

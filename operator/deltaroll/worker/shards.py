@@ -215,8 +215,9 @@ def assemble(
         for ref in part_objects:
             store.cache.link_into(ref.digest, objects.path(ref.digest))
         packs = PackWriter(objects, first_index=len(part_objects))
-        base_layout = record_layout(base, packs, level=level)
-        target_layout = record_layout(target, packs, level=level)
+        rows = {name: row for row, name in enumerate(names)}
+        base_layout = record_layout(base, packs, rows, level=level)
+        target_layout = record_layout(target, packs, rows, level=level)
         manifest = DeltaManifest(
             schema=SCHEMA,
             base_version=side_version(ordered, "base", base_layout),
