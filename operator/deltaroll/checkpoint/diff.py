@@ -160,17 +160,16 @@ def write_delta(
 
 class _SideReader:
     """One side of a tensor read a window ahead: while the encoder diffs window k, a worker
-    thread reads window k + 1 into the other of two buffers and, on the first pass in order,
-    hashes it (``preadv`` and BLAKE3 release the GIL, so reading, hashing and diffing overlap).
+    thread maps window k + 1 (faulting it in from the page cache, no copy: see
+    :meth:`TensorFile.map_window`) and, on the first pass in order, hashes it (the fault-in and
+    BLAKE3 release the GIL, so reading, hashing and diffing overlap).
 
-    :meth:`read` follows the codec's window contract: the array it returns stays valid until
-    the next call, whose prefetch reuses its buffer.
+    :meth:`read` follows the codec's window contract: the array it returns is read before the
+    next call and not kept (each window's mapping goes with its last array).
     """
 
     def __init__(self, file: TensorFile, pool: ThreadPoolExecutor) -> None:
         self._file, self._pool = file, pool
-        self._buffers = [np.empty(0, file.dtype), np.empty(0, file.dtype)]
-        self._slot = 0
         self._pending: tuple[int, int, Future[np.ndarray]] | None = None
         self._hasher = blake3.blake3()
         self._hashed = 0
@@ -181,7 +180,7 @@ class _SideReader:
             bits = pending[2].result()
         else:
             if pending is not None:
-                wait([pending[2]])  # its buffer is reused below; its result is not needed
+                wait([pending[2]])  # it may be hashing; its result is not needed
             bits = self._submit(start, count).result()
         following = start + count
         if following < self._file.ref.numel:
@@ -190,17 +189,13 @@ class _SideReader:
         return bits
 
     def _submit(self, start: int, count: int) -> Future[np.ndarray]:
-        self._slot ^= 1
-        return self._pool.submit(self._load, self._slot, start, count)
+        return self._pool.submit(self._load, start, count)
 
-    def _load(self, slot: int, start: int, count: int) -> np.ndarray:
-        if self._buffers[slot].shape[0] < count:
-            self._buffers[slot] = np.empty(count, self._file.dtype)
-        bits = self._buffers[slot][:count]
+    def _load(self, start: int, count: int) -> np.ndarray:
         if start == 0:
             self._file.will_need(0, count * READ_AHEAD_WINDOWS)
         self._file.will_need(start + count * READ_AHEAD_WINDOWS, count)
-        self._file.read_into(start, bits)
+        bits = self._file.map_window(start, count)
         if start == self._hashed:
             self._hasher.update(byte_view(bits))
             self._hashed += count
