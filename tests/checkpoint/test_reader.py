@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from deltaroll.checkpoint import checkpoint_version, open_checkpoint, tensor_digest
 from deltaroll.checkpoint.errors import InvalidCheckpointError, UnsupportedDtypeError
+from deltaroll.checkpoint.reader import TensorFile
 from fixtures.checkpoints import read_tensors, write_checkpoint
 
 
@@ -126,3 +128,18 @@ def test_refuses_index_that_escapes_or_disagrees(steps: dict[str, list[Path]]) -
 def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InvalidCheckpointError, match="does not exist"):
         open_checkpoint(tmp_path / "nope")
+
+
+def test_a_window_of_a_file_truncated_while_open_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """A mapped window past the file's end would raise SIGBUS on access; it is an error."""
+    path = write_checkpoint(
+        tmp_path / "w.safetensors",
+        {"w": torch.arange(1 << 16, dtype=torch.int16).view(torch.bfloat16)},
+        layout="file",
+    )
+    ref = open_checkpoint(path).tensors["w"]
+    with TensorFile(ref) as file:
+        np.testing.assert_array_equal(file.map_window(16, 4), np.arange(16, 20))
+        os.truncate(path, ref.begin + 1000)
+        with pytest.raises(InvalidCheckpointError, match="truncated"):
+            file.map_window(0, 1 << 16)

@@ -7,6 +7,7 @@ any difference would make the payload bytes depend on timing.
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 
 import numpy as np
@@ -164,3 +165,14 @@ def test_a_large_change_set_waits_for_the_compiled_grouping(
     encoded = encode_tensor_delta(*make(), level=level)
     assert finished.is_set()
     assert f"sparse:{hashlib.sha256(encoded.payload).hexdigest()}" == PINNED["bf16_6pct"]
+
+
+def test_small_work_runs_on_the_stand_ins_unless_the_kernels_are_loaded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kernel_loading, "_started", threading.Event())
+    monkeypatch.setattr(kernel_loading, "_finished", threading.Event())
+    with kernel_loading.stand_ins_unless_loaded():
+        assert kernel_loading.diff_kernels() is kernels  # already imported: no load to spare
+        monkeypatch.delitem(sys.modules, "deltaroll.codec.kernels")
+        assert kernel_loading.diff_kernels() is numpy_kernels

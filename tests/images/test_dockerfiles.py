@@ -152,3 +152,15 @@ def test_the_operator_image_copies_only_the_product() -> None:
     copies = [a for k, a in instructions(IMAGES / "Dockerfile.operator") if k == "COPY"]
     assert not any("sandbox" in a or "demo" in a for a in copies)
     assert any(words(a)[0] == "operator/deltaroll" for a in copies)
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.agent", "Dockerfile.worker"])
+def test_images_with_kernels_ship_them_compiled_into_the_seed_they_name(name: str) -> None:
+    steps = instructions(IMAGES / name)
+    env = " ".join(a for k, a in steps if k == "ENV")
+    seed = re.search(r"DELTAROLL_NUMBA_CACHE_SEED=(\S+)", env)
+    assert seed and "NUMBA_CACHE_DIR=/tmp/" in env
+    assert any(
+        k == "RUN" and f"NUMBA_CACHE_DIR={seed[1]} " in a and "import deltaroll.codec.kernels" in a
+        for k, a in steps
+    )

@@ -37,7 +37,7 @@ from deltaroll.checkpoint.reader import (
 from deltaroll.checkpoint.staging import check_output_free, staged_directory
 from deltaroll.checkpoint.transform import OnBytes
 from deltaroll.codec import EncodedTensor, encode_tensor_delta, encode_windowed_delta
-from deltaroll.codec.kernel_loading import start_loading_kernels
+from deltaroll.codec.kernel_loading import stand_ins_unless_loaded, start_loading_kernels
 
 # Bytes of each side read per window: large enough that the per-window Python work is noise,
 # small enough to stay in the CPU's caches between reading, hashing and diffing a window.
@@ -46,6 +46,12 @@ WINDOW_BYTES = 8 << 20
 # cold disk then streams without pause, also while the first window waits for the kernels to
 # load; bounded, so a large tensor does not flood the page cache.
 READ_AHEAD_WINDOWS = 16
+
+# Elements diffed (same-shape tensors, base side) from which numba's compiled kernels are loaded:
+# below, the numpy stand-ins finish sooner than the load (~0.5 s of CPU) would repay itself
+# (measured with benchmarks/scale.py: 0.5 GB of bf16 is faster on the stand-ins at 1 % and 3 %,
+# 1 GB is not).
+KERNELS_MIN_ELEMENTS = 3 << 27
 
 # Rewrites a tensor's bits on the target side (used by the TRL import to patch the base).
 TargetOverride = Callable[[str, np.ndarray], np.ndarray]
@@ -105,10 +111,10 @@ def write_delta(
     device: str | None = None,
 ) -> DeltaSummary:
     """Write the delta directory from opened checkpoints (the engine behind diff and imports)."""
-    if device is None:
+    if device is None and _diffed_elements(base, target) >= KERNELS_MIN_ELEMENTS:
         start_loading_kernels()
     encoder = _Encoder(level, device)
-    with staged_directory(out_dir) as staging:
+    with staged_directory(out_dir) as staging, stand_ins_unless_loaded():
         objects = PackWriter(ObjectDir(staging))
         base_tensors = base.tensors if base is not None else {}
         names = list(target.tensors) + [n for n in base_tensors if n not in target.tensors]
@@ -159,19 +165,26 @@ def write_delta(
     )
 
 
+def _diffed_elements(base: Checkpoint | None, target: Checkpoint) -> int:
+    """Elements of the tensors both sides hold with the same dtype and shape."""
+    pairs = (
+        (ref, target.tensors.get(name)) for name, ref in (base.tensors if base else {}).items()
+    )
+    return sum(b.numel for b, t in pairs if t and (b.dtype, b.shape) == (t.dtype, t.shape))
+
+
 class _SideReader:
     """One side of a tensor read a window ahead: while the encoder diffs window k, a worker
-    thread reads window k + 1 into the other of two buffers and, on the first pass in order,
-    hashes it (``preadv`` and BLAKE3 release the GIL, so reading, hashing and diffing overlap).
+    thread maps window k + 1 (faulting it in from the page cache, no copy: see
+    :meth:`TensorFile.map_window`) and, on the first pass in order, hashes it (the fault-in and
+    BLAKE3 release the GIL, so reading, hashing and diffing overlap).
 
-    :meth:`read` follows the codec's window contract: the array it returns stays valid until
-    the next call, whose prefetch reuses its buffer.
+    :meth:`read` follows the codec's window contract: the array it returns is read before the
+    next call and not kept (each window's mapping goes with its last array).
     """
 
     def __init__(self, file: TensorFile, pool: ThreadPoolExecutor) -> None:
         self._file, self._pool = file, pool
-        self._buffers = [np.empty(0, file.dtype), np.empty(0, file.dtype)]
-        self._slot = 0
         self._pending: tuple[int, int, Future[np.ndarray]] | None = None
         self._hasher = blake3.blake3()
         self._hashed = 0
@@ -182,7 +195,7 @@ class _SideReader:
             bits = pending[2].result()
         else:
             if pending is not None:
-                wait([pending[2]])  # its buffer is reused below; its result is not needed
+                wait([pending[2]])  # it may be hashing; its result is not needed
             bits = self._submit(start, count).result()
         following = start + count
         if following < self._file.ref.numel:
@@ -191,17 +204,13 @@ class _SideReader:
         return bits
 
     def _submit(self, start: int, count: int) -> Future[np.ndarray]:
-        self._slot ^= 1
-        return self._pool.submit(self._load, self._slot, start, count)
+        return self._pool.submit(self._load, start, count)
 
-    def _load(self, slot: int, start: int, count: int) -> np.ndarray:
-        if self._buffers[slot].shape[0] < count:
-            self._buffers[slot] = np.empty(count, self._file.dtype)
-        bits = self._buffers[slot][:count]
+    def _load(self, start: int, count: int) -> np.ndarray:
         if start == 0:
             self._file.will_need(0, count * READ_AHEAD_WINDOWS)
         self._file.will_need(start + count * READ_AHEAD_WINDOWS, count)
-        self._file.read_into(start, bits)
+        bits = self._file.map_window(start, count)
         if start == self._hashed:
             self._hasher.update(byte_view(bits))
             self._hashed += count

@@ -10,7 +10,9 @@ stays near the largest tensor rather than the model.
 
 from __future__ import annotations
 
+import errno
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,9 @@ from deltaroll.checkpoint.errors import InvalidCheckpointError, UnsafeNameError
 from deltaroll.checkpoint.header import SafetensorsHeader, TensorInfo, read_header
 from deltaroll.checkpoint.names import check_file_name
 
+# madvise(2) advice that faults a range in now, failing (EFAULT) where a read would raise SIGBUS
+# (Linux 5.14; Python's mmap module names it from 3.13 on).
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
@@ -121,6 +126,38 @@ class TensorFile:
             offset = self.ref.begin + start * self.dtype.itemsize
             os.posix_fadvise(self._fd, offset, count * self.dtype.itemsize, os.POSIX_FADV_WILLNEED)
 
+    def map_window(self, start: int, count: int) -> np.ndarray:
+        """Elements ``[start, start + count)`` as a read-only array over the page cache.
+
+        Why: :meth:`read_into` copies every byte out of the page cache (a fifth of a diff's
+        CPU); a mapping costs page-table entries only. The window is faulted in here, so a file
+        truncated under us raises :class:`InvalidCheckpointError` rather than SIGBUS on access
+        (on kernels without MADV_POPULATE_READ the pages fault in on first access instead). The
+        mapping is released with the last array over it.
+        """
+        offset = self.ref.begin + start * self.dtype.itemsize
+        aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
+        length = offset - aligned + count * self.dtype.itemsize
+        try:
+            window = mmap.mmap(self._fd, length, prot=mmap.PROT_READ, offset=aligned)
+            window.madvise(MADV_POPULATE_READ)
+        except ValueError:  # mmap: the range lies past the file's end
+            raise self._truncated() from None
+        except OSError as exc:
+            if exc.errno == errno.EFAULT:
+                raise self._truncated() from None
+            if exc.errno != errno.EINVAL:  # EINVAL: an older kernel; faulted in on access
+                raise InvalidCheckpointError(
+                    f"cannot read {self.ref.path}: {exc.strerror or exc}"
+                ) from exc
+        return np.frombuffer(window, self.dtype, count, offset - aligned)
+
+    def _truncated(self) -> InvalidCheckpointError:
+        return InvalidCheckpointError(
+            f"{self.ref.path} ended inside tensor {self.ref.name!r}: the file was truncated "
+            "while reading"
+        )
+
     def read_into(self, start: int, out: np.ndarray) -> None:
         """Fill ``out`` (contiguous, of :attr:`dtype`) with elements from ``start`` on."""
         view = out.reshape(-1).view(np.uint8).data
@@ -134,10 +171,7 @@ class TensorFile:
                     f"cannot read {self.ref.path}: {exc.strerror or exc}"
                 ) from exc
             if got == 0:
-                raise InvalidCheckpointError(
-                    f"{self.ref.path} ended inside tensor {self.ref.name!r}: the file was "
-                    "truncated while reading"
-                )
+                raise self._truncated()
             done += got
 
 

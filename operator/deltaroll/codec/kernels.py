@@ -14,7 +14,8 @@ unsigned element types the codec takes; anything else is a TypeError, never a si
 compilation). The machine code is cached on disk (``cache=True``), so a process pays the
 compilation (a few seconds) only when no cached copy exists; loading it takes ~0.4 s with numba's
 import. Where no cache location is writable (a read-only root filesystem without a writable
-``NUMBA_CACHE_DIR``), the kernels are compiled in memory instead, once per process.
+``NUMBA_CACHE_DIR``), the kernels are compiled in memory instead, once per process. The images
+ship them compiled (see :mod:`deltaroll.codec.kernel_cache`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from deltaroll.codec.context import EXCEPTION_CONTEXT
+from deltaroll.codec.kernel_cache import seed_numba_cache
 from deltaroll.codec.numpy_kernels import NOT_ASCENDING
+
+seed_numba_cache()  # before the first kernel below looks for its cached machine code
 
 # Counts the trailing zero bits of an integer (LLVM's cttz: one instruction); typed here for
 # mypy, which sees numba's intrinsic object rather than the function it compiles to.

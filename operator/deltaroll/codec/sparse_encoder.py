@@ -19,9 +19,10 @@ from deltaroll.codec.gaps import positions_to_gaps
 from deltaroll.codec.kernel_loading import compiled_kernels, diff_kernels
 from deltaroll.codec.sparse import FORMAT_SPARSE
 
-# Most changes grouped with numpy while the compiled kernels load: its stable argsort holds an
-# int64 order and a gathered copy (10+ bytes per change), so a larger set waits for the kernel.
-NUMPY_GROUPING_MAX_CHANGES = 1 << 20
+# Most changes grouped with numpy while the compiled kernels are not loaded: its stable argsort
+# holds an int64 order and a gathered copy (10+ bytes per change, ~100 MB here), so a larger set
+# waits for the kernel.
+NUMPY_GROUPING_MAX_CHANGES = 1 << 23
 
 
 def bytes_per_change(width: int) -> int:
