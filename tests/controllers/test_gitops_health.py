@@ -13,7 +13,13 @@ from controllers.flux_cel import flux_status
 from controllers.rollout_world import World, canary, make_spec
 
 REPO = Path(__file__).resolve().parents[2]
-HEALTH = REPO / "charts" / "deltaroll" / "health"
+ARGOCD_CM = REPO / "charts" / "deltaroll" / "health" / "argocd-cm.yaml"
+
+
+def argocd_script(kind: str) -> str:
+    """The health script for ``kind`` from the argocd-cm file users apply."""
+    config_map = yaml.safe_load(ARGOCD_CM.read_text())
+    return str(config_map["data"][f"resource.customizations.health.deltaroll.dev_{kind}"])
 
 
 def lua_health(script: str, obj: dict[str, Any]) -> dict[str, str]:
@@ -68,7 +74,7 @@ def samples() -> dict[str, Any]:
     ],
 )
 def test_modeldeployment_health(samples: dict[str, Any], sample: str, argo: str, flux: str) -> None:
-    script = (HEALTH / "argocd-modeldeployment.lua").read_text()
+    script = argocd_script("ModelDeployment")
     obj = deployment(samples[sample])
     judged = lua_health(script, obj)
     assert judged["status"] == argo
@@ -77,7 +83,7 @@ def test_modeldeployment_health(samples: dict[str, Any], sample: str, argo: str,
 
 
 def test_a_status_from_an_older_generation_is_progressing(samples: dict[str, Any]) -> None:
-    script = (HEALTH / "argocd-modeldeployment.lua").read_text()
+    script = argocd_script("ModelDeployment")
     obj = deployment(samples["healthy"], generation=2)  # git changed spec.version just now
     judged = lua_health(script, obj)
     assert judged["status"] == "Progressing"
@@ -88,9 +94,7 @@ def test_a_status_from_an_older_generation_is_progressing(samples: dict[str, Any
 
 
 def test_degraded_message_says_why_and_what_to_do(samples: dict[str, Any]) -> None:
-    judged = lua_health(
-        (HEALTH / "argocd-modeldeployment.lua").read_text(), deployment(samples["degraded"])
-    )
+    judged = lua_health(argocd_script("ModelDeployment"), deployment(samples["degraded"]))
     assert "aborted by request" in judged["message"]
     assert "kubectl deltaroll retry" in judged["message"]
 
@@ -109,11 +113,38 @@ def test_modeldelta_health(phase: str, argo: str, flux: str) -> None:
     if phase == "Failed":
         status["message"] = "parent step-119 not found in s3://models/qwen3"
     obj = {"metadata": {"name": "step-120", "generation": 1}, "spec": {}, "status": status}
-    judged = lua_health((HEALTH / "argocd-modeldelta.lua").read_text(), obj)
+    judged = lua_health(argocd_script("ModelDelta"), obj)
     assert judged["status"] == argo
     if phase == "Failed":
         assert judged["message"] == status["message"]
     assert flux_health("ModelDelta", obj) == flux
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        None,  # before the operator's first write
+        {"phase": "Ready", "versionId": "ab12"},  # no observedGeneration: not judged yet
+        {"phase": "Failed", "observedGeneration": 1},  # judged an older spec
+    ],
+)
+def test_a_modeldelta_not_judged_at_this_generation_is_progressing(
+    status: dict[str, Any] | None,
+) -> None:
+    obj: dict[str, Any] = {"metadata": {"name": "step-120", "generation": 2}, "spec": {}}
+    if status is not None:
+        obj["status"] = status
+    assert lua_health(argocd_script("ModelDelta"), obj)["status"] == "Progressing"
+
+
+def test_the_argocd_cm_file_applies_only_the_health_keys() -> None:
+    config_map = yaml.safe_load(ARGOCD_CM.read_text())
+    assert (config_map["apiVersion"], config_map["kind"]) == ("v1", "ConfigMap")
+    assert config_map["metadata"] == {"name": "argocd-cm", "namespace": "argocd"}
+    assert sorted(config_map["data"]) == [
+        "resource.customizations.health.deltaroll.dev_ModelDelta",
+        "resource.customizations.health.deltaroll.dev_ModelDeployment",
+    ]
 
 
 @pytest.mark.parametrize(
