@@ -9,10 +9,17 @@ from typing import Any
 import pytest
 import yaml
 
+from controllers.flux_cel import flux_status
 from controllers.rollout_world import World, canary, make_spec
 
 REPO = Path(__file__).resolve().parents[2]
-HEALTH = REPO / "charts" / "deltaroll" / "health"
+ARGOCD_CM = REPO / "charts" / "deltaroll" / "health" / "argocd-cm.yaml"
+
+
+def argocd_script(kind: str) -> str:
+    """The health script for ``kind`` from the argocd-cm file users apply."""
+    config_map = yaml.safe_load(ARGOCD_CM.read_text())
+    return str(config_map["data"][f"resource.customizations.health.deltaroll.dev_{kind}"])
 
 
 def lua_health(script: str, obj: dict[str, Any]) -> dict[str, str]:
@@ -25,26 +32,16 @@ def lua_health(script: str, obj: dict[str, Any]) -> dict[str, str]:
 
 
 def flux_health(kind: str, obj: dict[str, Any]) -> str:
-    import celpy
-    from celpy import json_to_cel
-
     manifest = yaml.safe_load((REPO / "examples" / "flux-kustomization.yaml").read_text())
     (check,) = [c for c in manifest["spec"]["healthCheckExprs"] if c["kind"] == kind]
-    env = celpy.Environment()
-    activation = {key: json_to_cel(obj.get(key, {})) for key in ("metadata", "spec", "status")}
-    verdicts = [
-        name
-        for name in ("failed", "current", "inProgress")
-        if bool(env.program(env.compile(check[name])).evaluate(activation))
-    ]
-    return verdicts[0]
+    return flux_status(check, obj)
 
 
 def deployment(status: Any, generation: int = 1) -> dict[str, Any]:
     return {
         "metadata": {"name": "qwen3", "generation": generation},
         "spec": {},
-        "status": status.to_wire() if status is not None else None,
+        "status": status.to_wire(),
     }
 
 
@@ -70,14 +67,14 @@ def samples() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("sample", "argo", "flux"),
     [
-        ("progressing", "Progressing", "inProgress"),
-        ("paused", "Suspended", "inProgress"),
-        ("degraded", "Degraded", "failed"),
-        ("healthy", "Healthy", "current"),
+        ("progressing", "Progressing", "InProgress"),
+        ("paused", "Suspended", "InProgress"),
+        ("degraded", "Degraded", "Failed"),
+        ("healthy", "Healthy", "Current"),
     ],
 )
 def test_modeldeployment_health(samples: dict[str, Any], sample: str, argo: str, flux: str) -> None:
-    script = (HEALTH / "argocd-modeldeployment.lua").read_text()
+    script = argocd_script("ModelDeployment")
     obj = deployment(samples[sample])
     judged = lua_health(script, obj)
     assert judged["status"] == argo
@@ -86,20 +83,18 @@ def test_modeldeployment_health(samples: dict[str, Any], sample: str, argo: str,
 
 
 def test_a_status_from_an_older_generation_is_progressing(samples: dict[str, Any]) -> None:
-    script = (HEALTH / "argocd-modeldeployment.lua").read_text()
+    script = argocd_script("ModelDeployment")
     obj = deployment(samples["healthy"], generation=2)  # git changed spec.version just now
     judged = lua_health(script, obj)
     assert judged["status"] == "Progressing"
     assert "generation 2" in judged["message"]
-    assert flux_health("ModelDeployment", obj) == "inProgress"
+    assert flux_health("ModelDeployment", obj) == "InProgress"
     no_status = lua_health(script, {"metadata": {"generation": 1}})
     assert no_status["status"] == "Progressing"
 
 
 def test_degraded_message_says_why_and_what_to_do(samples: dict[str, Any]) -> None:
-    judged = lua_health(
-        (HEALTH / "argocd-modeldeployment.lua").read_text(), deployment(samples["degraded"])
-    )
+    judged = lua_health(argocd_script("ModelDeployment"), deployment(samples["degraded"]))
     assert "aborted by request" in judged["message"]
     assert "kubectl deltaroll retry" in judged["message"]
 
@@ -107,10 +102,10 @@ def test_degraded_message_says_why_and_what_to_do(samples: dict[str, Any]) -> No
 @pytest.mark.parametrize(
     ("phase", "argo", "flux"),
     [
-        ("Pending", "Progressing", "inProgress"),
-        ("Computing", "Progressing", "inProgress"),
-        ("Ready", "Healthy", "current"),
-        ("Failed", "Degraded", "failed"),
+        ("Pending", "Progressing", "InProgress"),
+        ("Computing", "Progressing", "InProgress"),
+        ("Ready", "Healthy", "Current"),
+        ("Failed", "Degraded", "Failed"),
     ],
 )
 def test_modeldelta_health(phase: str, argo: str, flux: str) -> None:
@@ -118,8 +113,61 @@ def test_modeldelta_health(phase: str, argo: str, flux: str) -> None:
     if phase == "Failed":
         status["message"] = "parent step-119 not found in s3://models/qwen3"
     obj = {"metadata": {"name": "step-120", "generation": 1}, "spec": {}, "status": status}
-    judged = lua_health((HEALTH / "argocd-modeldelta.lua").read_text(), obj)
+    judged = lua_health(argocd_script("ModelDelta"), obj)
     assert judged["status"] == argo
     if phase == "Failed":
         assert judged["message"] == status["message"]
     assert flux_health("ModelDelta", obj) == flux
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        None,  # before the operator's first write
+        {"phase": "Ready", "versionId": "ab12"},  # no observedGeneration: not judged yet
+        {"phase": "Failed", "observedGeneration": 1},  # judged an older spec
+    ],
+)
+def test_a_modeldelta_not_judged_at_this_generation_is_progressing(
+    status: dict[str, Any] | None,
+) -> None:
+    obj: dict[str, Any] = {"metadata": {"name": "step-120", "generation": 2}, "spec": {}}
+    if status is not None:
+        obj["status"] = status
+    assert lua_health(argocd_script("ModelDelta"), obj)["status"] == "Progressing"
+
+
+def test_the_argocd_cm_file_applies_only_the_health_keys() -> None:
+    config_map = yaml.safe_load(ARGOCD_CM.read_text())
+    assert (config_map["apiVersion"], config_map["kind"]) == ("v1", "ConfigMap")
+    assert config_map["metadata"] == {"name": "argocd-cm", "namespace": "argocd"}
+    assert sorted(config_map["data"]) == [
+        "resource.customizations.health.deltaroll.dev_ModelDelta",
+        "resource.customizations.health.deltaroll.dev_ModelDeployment",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("ModelDeployment", {}),  # a status object with none of the operator's fields yet
+        ("ModelDeployment", {"phase": "Healthy"}),  # no observedGeneration: not yet judged
+        ("ModelDeployment", {"observedGeneration": 1}),
+        ("ModelDelta", {}),
+        ("ModelDelta", {"phase": "Ready"}),
+        ("ModelDelta", {"observedGeneration": 1}),
+    ],
+)
+def test_flux_reads_a_status_without_its_fields_yet_as_in_progress(
+    kind: str, status: dict[str, Any]
+) -> None:
+    obj = {"metadata": {"name": "qwen3", "generation": 1}, "spec": {}, "status": status}
+    assert flux_health(kind, obj) == "InProgress"
+
+
+@pytest.mark.parametrize("kind", ["ModelDeployment", "ModelDelta"])
+def test_before_the_first_status_flux_polls_again(kind: str) -> None:
+    """No expression can see a status that is not there (cel-go errors even in has()): Unknown
+    until the operator's first write, which then decides."""
+    obj = {"metadata": {"name": "qwen3", "generation": 1}, "spec": {}}
+    assert flux_health(kind, obj) == "Unknown"

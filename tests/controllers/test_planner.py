@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
+import pytest
+
 from deltaroll.api import ModelDelta, parse_resource
+from deltaroll.api.crd import MODEL_DELTA
 from deltaroll.api.facts import VersionFacts
 from deltaroll.api.modeldelta import ModelDeltaStatus
 from deltaroll.controllers.modeldelta.jobs import build_job, content_digest, spec_digest
@@ -74,6 +78,21 @@ def kinds(p: Plan) -> list[type]:
 
 def ready_condition(p: Plan) -> Any:
     return next(c for c in p.status.conditions or [] if c.type == "Ready")
+
+
+@pytest.mark.parametrize(
+    ("fraction", "shown"),
+    [(0.1504449843380918, "15.04%"), (0.0123, "1.23%"), (1.0, "100.00%"), (1e-6, "<0.01%")],
+)
+def test_kubectl_get_shows_the_changed_fraction_in_percent(fraction: float, shown: str) -> None:
+    facts = dataclasses.replace(FACTS, changed_fraction=fraction)
+    status = run(delta(), Observed(store=StoreView(parent_id=PARENT_ID, published=facts))).status
+    (column,) = [c for c in MODEL_DELTA.printer_columns if c["name"] == "Changed"]
+    cell: Any = {"status": status.to_wire()}
+    for key in column["jsonPath"].strip(".").split("."):
+        cell = cell[key]
+    assert (column["type"], cell) == ("string", shown)
+    assert status.changed_fraction == fraction  # the number stays, for machines
 
 
 def test_a_valid_new_modeldelta_gets_its_job_and_goes_computing() -> None:

@@ -99,7 +99,7 @@ MODEL_DELTA = ResourceKind(
         _column("Version", "string", ".status.version", "Version name published."),
         _column("Parent", "string", ".spec.parent", "Parent version; empty for an anchor."),
         _column("Phase", "string", ".status.phase", "Pending, Computing, Ready or Failed."),
-        _column("Changed", "number", ".status.changedFraction", "Fraction of elements changed."),
+        _column("Changed", "string", ".status.changedPercent", "Elements changed, in percent."),
         _column("Delta-Bytes", "integer", ".status.deltaBytes", "Bytes of the delta."),
         _column("Version-ID", "string", ".status.versionId", "Content-derived id.", priority=1),
         _column("Full-Bytes", "integer", ".status.fullBytes", "Full checkpoint bytes.", 1),

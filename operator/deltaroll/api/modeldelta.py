@@ -278,6 +278,13 @@ class ModelDeltaStatus(ApiModel):
     changed_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
         default=None, description="Fraction of elements that differ from the parent, 0 to 1."
     )
+    changed_percent: Annotated[str, StringConstraints(max_length=16)] | None = Field(
+        default=None,
+        description=(
+            "changedFraction as a percentage (15.04%), for kubectl get: printer columns do not "
+            "format numbers."
+        ),
+    )
     delta_bytes: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="Bytes of the delta in the store (payloads and manifest)."
     )
@@ -326,6 +333,13 @@ class ModelDelta(ApiModel):
         return str(
             version_name_of({"spec": {"version": self.spec.version}, "metadata": self.metadata})
         )
+
+
+def as_percent(fraction: float) -> str:
+    """A fraction as people read it: 15.04%, and <0.01% rather than 0.00% for a few elements."""
+    if 0 < fraction < 0.00005:
+        return "<0.01%"
+    return f"{fraction:.2%}"
 
 
 def version_name_of(body: Mapping[str, Any]) -> str | None:

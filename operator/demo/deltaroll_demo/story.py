@@ -175,7 +175,7 @@ class Story:
             status = self.wait(ready, f"ModelDelta {name} Ready")
             self.record.deltas[label] = status
             delta = status.get("deltaBytes")
-            bar.show(f"Ready, {delta} bytes ({status.get('changedFraction')} changed)")
+            bar.show(f"Ready, {delta} bytes ({status.get('changedPercent')} changed)")
 
     def roll_out(self, label: str, *, expect: str, events: set[str]) -> None:
         """spec.version -> ``label``; wait for Healthy on it, or Degraded back on the stable,

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from deltaroll.api.modeldelta import as_percent
 from deltaroll_demo.manifests import DEPLOYMENT, MODEL
 from deltaroll_demo.story import Record
 
@@ -118,15 +119,17 @@ def result(
 
 def print_summary(console: Console, outcome: dict[str, Any], kubeconfig: str, keep: bool) -> None:
     full = outcome["full_checkpoint_bytes"]
+    # Bytes over their share of the checkpoint, on two lines: a pod name and three versions fit
+    # 80 columns whole.
     table = Table(title=f"bytes shipped per pod (full checkpoint: {full:,} bytes)")
-    table.add_column("pod", no_wrap=True)
+    table.add_column("pod", overflow="fold")
     for label in LABELS:
         table.add_column(label, justify="right", no_wrap=True)
     for pod, per_version in outcome["bytes_per_pod_per_version"].items():
         cells = []
         for label in LABELS:
             shipped = per_version.get(label)
-            cells.append("-" if shipped is None else f"{shipped:,} ({shipped / full:.3f}x)")
+            cells.append("-" if shipped is None else f"{shipped:,}\n{as_percent(shipped / full)}")
         table.add_row(pod, *cells)
     console.print(table)
     steps = Table(title="time per step")

@@ -25,12 +25,13 @@ from typing import Any, Final, cast
 import kopf
 import structlog
 
-from deltaroll.api import InvalidResourceError, ModelDelta, parse_resource
+from deltaroll.api import ModelDelta
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import now_rfc3339, parse_rfc3339
 from deltaroll.api.modeldelta import PLURAL, ModelDeltaStatus, publishes
 from deltaroll.controllers import kube, metrics
 from deltaroll.controllers.errors import SecretNotFoundError
+from deltaroll.controllers.invalid import parse_or_mark
 from deltaroll.controllers.modeldelta.jobs import (
     DEFAULT_IMAGE,
     LABEL_MANAGED_BY,
@@ -175,18 +176,8 @@ def _namespaced(namespace: str | None) -> str:
 
 def _parse(body: dict[str, Any]) -> ModelDelta | None:
     """The typed ModelDelta; an invalid one is marked Failed with the fields to fix."""
-    try:
-        parsed = parse_resource(body)
-    except InvalidResourceError as exc:
-        meta = body["metadata"]
-        if (body.get("status") or {}).get("message") != str(exc):
-            status = invalid_spec_status(
-                body.get("status"), int(meta.get("generation") or 0), str(exc), now_rfc3339()
-            )
-            kube.patch_status(meta["namespace"], meta["name"], status.to_wire())
-            kopf.warn(_kopf_body(body), reason="InvalidSpec", message=str(exc))
-        return None
-    assert isinstance(parsed, ModelDelta)
+    parsed = parse_or_mark(body, invalid_spec_status, kube.patch_status)
+    assert parsed is None or isinstance(parsed, ModelDelta)
     return parsed
 
 

@@ -32,7 +32,13 @@ from deltaroll.api.conditions import (
     set_condition,
 )
 from deltaroll.api.facts import VersionFacts
-from deltaroll.api.modeldelta import JobReference, ModelDelta, ModelDeltaPhase, ModelDeltaStatus
+from deltaroll.api.modeldelta import (
+    JobReference,
+    ModelDelta,
+    ModelDeltaPhase,
+    ModelDeltaStatus,
+    as_percent,
+)
 from deltaroll.controllers.modeldelta.jobs import build_job, content_digest, spec_digest
 from deltaroll.controllers.modeldelta.observe import JobView
 
@@ -203,6 +209,9 @@ class _StatusBuilder:
                 "version_id": facts.version,
                 "parent_version_id": facts.parent,
                 "changed_fraction": facts.changed_fraction,
+                "changed_percent": None
+                if facts.changed_fraction is None
+                else as_percent(facts.changed_fraction),
                 "delta_bytes": facts.delta_bytes,
                 "full_bytes": facts.full_bytes,
             }
@@ -242,6 +251,7 @@ class _StatusBuilder:
             version_id=before.version_id,
             parent_version_id=before.parent_version_id,
             changed_fraction=before.changed_fraction,
+            changed_percent=before.changed_percent,
             delta_bytes=before.delta_bytes,
             full_bytes=before.full_bytes,
             job_ref=job_ref,

@@ -28,7 +28,7 @@ from typing import Any, Final, cast
 import kopf
 import structlog
 
-from deltaroll.api import InvalidResourceError, ModelDeployment, parse_resource
+from deltaroll.api import ModelDeployment
 from deltaroll.api.annotations import POD_VERSION
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
@@ -37,9 +37,10 @@ from deltaroll.controllers import kube
 from deltaroll.controllers.analysis.job import DEFAULT_IMAGE
 from deltaroll.controllers.analysis.measure import Context, take
 from deltaroll.controllers.analysis.runs import is_due, record
+from deltaroll.controllers.invalid import parse_or_mark
 from deltaroll.controllers.modeldeployment import writes
 from deltaroll.controllers.modeldeployment.overlap import older_claims, selects
-from deltaroll.controllers.modeldeployment.planner import Observed, Plan, plan
+from deltaroll.controllers.modeldeployment.planner import Observed, Plan, invalid_spec_status, plan
 from deltaroll.controllers.modeldeployment.pods import (
     POD_VERSION_SET_AT,
     PodView,
@@ -124,23 +125,8 @@ def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | 
 
 def _parse(body: dict[str, Any]) -> ModelDeployment | None:
     """The typed ModelDeployment; an invalid one is marked Degraded with the fields to fix."""
-    try:
-        parsed = parse_resource(body)
-    except InvalidResourceError as exc:
-        meta = body["metadata"]
-        if (body.get("status") or {}).get("message") != str(exc):
-            writes.patch_status(
-                meta["namespace"],
-                meta["name"],
-                {
-                    "phase": "Degraded",
-                    "message": str(exc),
-                    "observedGeneration": meta.get("generation"),
-                },
-            )
-            kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=str(exc))
-        return None
-    assert isinstance(parsed, ModelDeployment)
+    parsed = parse_or_mark(body, invalid_spec_status, writes.patch_status)
+    assert parsed is None or isinstance(parsed, ModelDeployment)
     return parsed
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from deltaroll.api import conditions as cond
 from deltaroll.api.agent_state import AgentState
@@ -60,6 +60,7 @@ from deltaroll.controllers.modeldeployment.pods import (
 
 MAX_HISTORY = 20
 MAX_RESULTS = 32
+INVALID_SPEC = "InvalidSpec"
 
 
 @dataclass(frozen=True)
@@ -387,8 +388,10 @@ class _Pass:
         self.move(0, target=target)
         self.status.canary_version = target
         degraded = cond.find_condition(self.status.conditions, cond.DEGRADED)
-        # aborted by an older operator, or the reason was overwritten while yielding its pods
-        if degraded is None or degraded.status != "True" or degraded.reason == SELECTOR_OVERLAP:
+        # aborted by an older operator, or the reason was overwritten while yielding its pods or
+        # while the spec did not parse
+        overwritten = degraded is not None and degraded.reason in (SELECTOR_OVERLAP, INVALID_SPEC)
+        if degraded is None or degraded.status != "True" or overwritten:
             degraded = Condition(
                 type=cond.DEGRADED,
                 status="True",
@@ -603,6 +606,28 @@ def plan(
         pod_versions=work.pod_versions,
         events=tuple(work.events),
         handled_requests=tuple(work.handled),
+    )
+
+
+def invalid_spec_status(
+    before: Mapping[str, Any] | None, generation: int, message: str, now: str
+) -> ModelDeploymentStatus:
+    """Degraded with reason InvalidSpec, and kstatus' Ready=False and Stalled=True: the object
+    does not parse (stored under an older CRD, or by an API server without the CRD's CEL rules).
+    What the rollout remembered (stable version, history) is kept for when the spec is fixed."""
+    try:
+        previous = ModelDeploymentStatus.model_validate(before or {})
+    except ValueError:
+        previous = ModelDeploymentStatus()
+    outcome = _Outcome("Degraded", INVALID_SPEC, message)
+    conditions = _conditions(previous.conditions, outcome, generation, parse_rfc3339(now))
+    return previous.model_copy(
+        update={
+            "phase": "Degraded",
+            "message": message,
+            "observed_generation": generation,
+            "conditions": conditions,
+        }
     )
 
 
