@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sandbox_helpers import MANIFESTS
+from sandbox_helpers import MANIFESTS, pod_manifest
 
 from deltaroll_sandbox.polling import wait_for
 from deltaroll_sandbox.testing import kubectl_binary
@@ -161,6 +161,44 @@ def test_run_annotate_and_delete_a_pod(sandbox):
     assert "Started" in k("get", "events").stdout
     assert "deleted" in k("delete", "pod", "sleeper").stdout  # waits for the pod to go
     wait_for(lambda: not sandbox.live_pids())
+
+
+def test_get_pods_counts_native_sidecars(sandbox):
+    """READY counts a native sidecar as kube-apiserver does: in the total, and once started and
+    ready in the ready count (kubectl says 2/2, where counting containers alone says 1/1)."""
+    sleep = "import time; time.sleep(600)"
+
+    def pod(name: str, sidecar_ready: bool | None) -> dict:
+        spec: dict = {"restartPolicy": "Always"}
+        if sidecar_ready is not None:
+            sidecar = {
+                "name": "agent",
+                "image": "ignored",
+                "restartPolicy": "Always",
+                "command": ["python", "-c", sleep],
+            }
+            if not sidecar_ready:
+                sidecar["readinessProbe"] = {"exec": {"command": ["false"]}, "periodSeconds": 1}
+            spec["initContainers"] = [sidecar]
+        return pod_manifest(name, sleep, **spec)
+
+    for manifest in (pod("plain", None), pod("ready-sidecar", True), pod("unready-sidecar", False)):
+        sandbox.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    expected = {
+        "plain": ["1/1", "Running", "0"],
+        "ready-sidecar": ["2/2", "Running", "0"],
+        "unready-sidecar": ["1/2", "Running", "0"],
+    }
+
+    def shown() -> dict[str, list[str]]:
+        rows = sandbox.kubectl("get", "pods").stdout.splitlines()[1:]
+        return {row.split()[0]: row.split()[1:4] for row in rows}
+
+    wait_for(
+        lambda: shown() == expected,
+        what=f"kubectl get pods to show {expected}",
+        log=lambda: sandbox.kubectl("get", "pods").stdout,
+    )
 
 
 def test_deployments_apply_rollout_and_scale(sandbox):

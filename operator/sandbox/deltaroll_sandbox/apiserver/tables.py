@@ -1,18 +1,20 @@
 """Server-side printing: ``meta.k8s.io/v1`` Tables, what ``kubectl get`` asks for.
 
-Pods show READY/STATUS/RESTARTS, Jobs STATUS/COMPLETIONS, Deployments READY/UP-TO-DATE/
-AVAILABLE, custom kinds their CRD's ``additionalPrinterColumns``; everything else NAME and AGE.
+Pods show READY/STATUS/RESTARTS as kube-apiserver prints them (:mod:`.pod_row`), Jobs
+STATUS/COMPLETIONS, Deployments READY/UP-TO-DATE/AVAILABLE, custom kinds their CRD's
+``additionalPrinterColumns``; everything else NAME and AGE.
 """
 
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 from typing import Any
 
 import jsonpath_ng.ext
 
+from deltaroll_sandbox.apiserver.ages import age
+from deltaroll_sandbox.apiserver.pod_row import pod_cells
 from deltaroll_sandbox.apiserver.resources import ResourceType
 
 Column = tuple[str, str, int]  # name, type, priority
@@ -22,48 +24,10 @@ def wants_table(accept: str) -> bool:
     return "as=Table" in accept
 
 
-def age(timestamp: str | None) -> str:
-    """kubectl's short durations: 42s, 5m3s, 17m, 4h, 3d."""
-    if not timestamp:
-        return "<unknown>"
-    then = datetime.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-    seconds = max(0, int((datetime.datetime.now(datetime.UTC) - then).total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 600:
-        return f"{seconds // 60}m{seconds % 60}s"
-    if seconds < 3 * 3600:
-        return f"{seconds // 60}m"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def _pod_status(pod: dict[str, Any]) -> str:
-    if pod["metadata"].get("deletionTimestamp"):
-        return "Terminating"
-    status = pod.get("status") or {}
-    reason = status.get("phase", "Pending")
-    for container in status.get("containerStatuses") or []:
-        state = container.get("state") or {}
-        if "waiting" in state and state["waiting"].get("reason"):
-            reason = state["waiting"]["reason"]
-        elif (
-            "terminated" in state
-            and reason not in ("Running",)
-            and state["terminated"].get("reason")
-        ):
-            reason = state["terminated"]["reason"]
-    return reason
-
-
 def _pod_row(pod: dict[str, Any]) -> list[Any]:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    ready = sum(1 for s in statuses if s.get("ready"))
-    restarts = sum(int(s.get("restartCount", 0)) for s in statuses)
     node = pod["spec"].get("nodeName") or "<none>"
     ip = (pod.get("status") or {}).get("podIP") or "<none>"
-    return [f"{ready}/{len(pod['spec']['containers'])}", _pod_status(pod), restarts, ip, node]
+    return [*pod_cells(pod), ip, node]
 
 
 def _job_row(job: dict[str, Any]) -> list[Any]:
@@ -93,7 +57,7 @@ _BUILTIN: dict[tuple[str, str], tuple[list[Column], Any]] = {
         [
             ("Ready", "string", 0),
             ("Status", "string", 0),
-            ("Restarts", "integer", 0),
+            ("Restarts", "string", 0),
             ("IP", "string", 1),
             ("Node", "string", 1),
         ],
