@@ -1,18 +1,22 @@
 """``kubectl-deltaroll`` as a subprocess against the sandbox's API: each verb sets the request
-annotation the controller acts on, ``status`` reports, and mistakes are one ``error:`` line."""
+annotation the controller acts on, ``status`` reports the rollout and each pod (live with
+``--watch``), and mistakes are one ``error:`` line."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
 
+from deltaroll_sandbox.polling import wait_for
 from deltaroll_sandbox.testing import RunningSandbox, kubectl_binary
 
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"
@@ -128,3 +132,65 @@ def test_kubectl_finds_the_plugin(cluster: RunningSandbox, custom: Any) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["value"] == "full"
     assert annotations(custom) == {"deltaroll.dev/promote": "full"}
+
+
+def inference_pod(name: str, agent_state: str) -> dict[str, Any]:
+    """A pod the qwen3 selector picks, carrying what an agent reports."""
+    return {
+        "metadata": {
+            "name": name, "labels": {"app": "llm"},
+            "annotations": {
+                "deltaroll.dev/version": "v2", "deltaroll.dev/agent-state": agent_state,
+            },
+        },
+        "spec": {"containers": [{
+            "name": "engine", "image": "ignored",
+            "command": ["python", "-c", "import time; time.sleep(600)"],
+        }]},
+    }  # fmt: skip
+
+
+def test_status_lists_each_pod(cluster: RunningSandbox, custom: Any) -> None:
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+    core.create_namespaced_pod("default", inference_pod("qwen3-0", "Pulling: fetching"))
+    core.create_namespaced_pod("default", {**inference_pod("other", "Ready"), "metadata": {
+        "name": "other", "labels": {"app": "web"}}})  # fmt: skip
+    shown = run(cluster, "status", "qwen3", "--json")
+    assert shown.returncode == 0, shown.stderr
+    (row,) = json.loads(shown.stdout)["pods"]
+    assert (row["name"], row["wants"], row["agentState"]) == ("qwen3-0", "v2", "Pulling")
+    table = run(cluster, "status", "qwen3").stdout.split("\n\n", 1)[1].splitlines()
+    assert table[0].split() == ["POD", "WANTS", "SERVES", "AGENT", "READY", "PAUSED"]
+    assert table[1].split()[:4] == ["qwen3-0", "v2", "-", "Pulling"]
+
+
+def test_status_watch_shows_each_change_until_ctrl_c(cluster: RunningSandbox, custom: Any) -> None:
+    """--watch prints the state again on every change the watch API reports; Ctrl-C (SIGINT)
+    ends it quietly with exit status 0."""
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+    watcher = subprocess.Popen(
+        [str(PLUGIN), "status", "qwen3", "--watch", "--json"], env=cluster.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=lambda: seen.extend(json.loads(line) for line in watcher.stdout or ()), daemon=True
+    )
+    reader.start()
+    try:
+        wait_for(lambda: seen and seen[-1]["pods"] == [], what="the first rendering")
+        core.create_namespaced_pod("default", inference_pod("qwen3-0", "Pulling"))
+        wait_for(lambda: [p["name"] for p in seen[-1]["pods"]] == ["qwen3-0"], what="the pod")
+        core.patch_namespaced_pod(
+            "qwen3-0", "default", {"metadata": {"annotations": {
+                "deltaroll.dev/agent-state": "Applying: 1 delta"}}},
+        )  # fmt: skip
+        wait_for(lambda: seen[-1]["pods"][0]["agentState"] == "Applying", what="the new state")
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, "default", PLURAL, "qwen3", {"status": {"phase": "Paused"}}
+        )
+        wait_for(lambda: seen[-1]["phase"] == "Paused", what="the new phase")
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        _, stderr = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0 and stderr == ""

@@ -1,6 +1,6 @@
 """``kubectl deltaroll``: watch and steer ModelDeployment rollouts, like ``kubectl argo rollouts``.
 
-    kubectl deltaroll status  NAME [-n NS] [--json]
+    kubectl deltaroll status  NAME [-n NS] [--json] [-w]   the rollout and every pod, live with -w
     kubectl deltaroll promote NAME [--full]   end the current pause/analysis step (or all steps)
     kubectl deltaroll abort   NAME            every pod back to the stable version, Degraded
     kubectl deltaroll retry   NAME            clear an abort; run spec.version from step one
@@ -17,6 +17,9 @@ context ($KUBECONFIG), and the namespace defaults to the context's.
 
 from __future__ import annotations
 
+import json
+import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +28,7 @@ from deltaroll.cli.errors import ClusterRequestError, ModelDeploymentNotFoundErr
 from deltaroll.cli.output import JsonOpt, emit
 
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 app = typer.Typer(
     name="kubectl-deltaroll",
@@ -56,12 +60,12 @@ def _api() -> tuple[Any, str]:
     return kubernetes.client.CustomObjectsApi(), namespace
 
 
-def _call(what: str, name: str, namespace: str, fn: Any, *args: Any) -> Any:
+def _call(what: str, name: str, namespace: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except ApiException as exc:
         if exc.status == 404:
             raise ModelDeploymentNotFoundError(
@@ -160,61 +164,82 @@ def rollback(name: NameArg, namespace: NamespaceOpt = None, as_json: JsonOpt = F
     _request(name, namespace, ABORT, ROLLBACK, as_json)
 
 
+WatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--watch", "-w", help="Show it again on every change (the watch API); Ctrl-C ends it."
+    ),
+]
+
+
 @app.command()
-def status(name: NameArg, namespace: NamespaceOpt = None, as_json: JsonOpt = False) -> None:
-    """Where the rollout stands: phase, versions, step, pods, analysis and conditions."""
+def status(
+    name: NameArg, namespace: NamespaceOpt = None, watch: WatchOpt = False, as_json: JsonOpt = False
+) -> None:
+    """Where the rollout stands: phase, versions, step, analysis, conditions and every pod."""
+    import kubernetes
+
+    from deltaroll.cli.rollout_view import render, summarize
+
     api, default_namespace = _api()
     namespace = namespace or default_namespace
     body = _get(api, name, namespace)
-    spec, state = body.get("spec") or {}, body.get("status") or {}
-    steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps") or []
-    summary = {
-        "name": name,
-        "namespace": namespace,
-        "specVersion": spec.get("version"),
-        "phase": state.get("phase"),
-        "message": state.get("message"),
-        "stableVersion": state.get("stableVersion"),
-        "canaryVersion": state.get("canaryVersion"),
-        "currentStepIndex": state.get("currentStepIndex"),
-        "steps": len(steps),
-        "totalPods": state.get("totalPods", 0),
-        "updatedPods": state.get("updatedPods", 0),
-        "readyPods": state.get("readyPods", 0),
-        "abort": state.get("abort", False),
-        "analysisResults": state.get("analysisResults") or [],
-        "conditions": state.get("conditions") or [],
-        "upToDate": state.get("observedGeneration") == body["metadata"].get("generation"),
-    }
-    emit(summary, as_json=as_json, human=_human(summary))
+    core = kubernetes.client.CoreV1Api()
+    selector = _pod_selector(body)
+    if not watch:
+        pods = [] if selector is None else _list_pods(core, name, namespace, selector)
+        summary = summarize(body, pods, datetime.now(UTC))
+        emit(summary, as_json=as_json, human=render(summary))
+        return
+    from deltaroll.cli.follow import follow
+
+    shown = None
+    try:
+        for body, pods in follow(api, core, namespace, name, selector):
+            summary = summarize(body, pods, datetime.now(UTC))
+            text = json.dumps(summary, sort_keys=True, default=str) if as_json else render(summary)
+            if text != shown:
+                _show(text, as_json=as_json)
+                shown = text
+    except KeyboardInterrupt:
+        return  # the way out of --watch, not an error
 
 
-def _human(s: dict[str, Any]) -> str:
-    step = "-" if s["currentStepIndex"] is None else f"{s['currentStepIndex']}/{s['steps']}"
-    lines = [
-        f"Name:         {s['namespace']}/{s['name']}",
-        f"Status:       {s['phase'] or 'Unknown'}"
-        + ("" if s["upToDate"] else " (not observed yet)"),
-        f"Message:      {s['message'] or ''}",
-        f"Spec version: {s['specVersion']}",
-        f"Stable:       {s['stableVersion'] or '-'}",
-        f"Canary:       {s['canaryVersion'] or '-'}",
-        f"Step:         {step}",
-        f"Pods:         {s['totalPods']} total, {s['updatedPods']} updated, {s['readyPods']} ready",
-    ]
-    for run in s["analysisResults"]:
-        where = "background" if run.get("stepIndex") is None else f"step {run['stepIndex']}"
-        lines.append(
-            f"Analysis:     {run.get('templateName')} ({where}) {run.get('phase')}: "
-            f"{run.get('successful', 0)} ok, {run.get('failed', 0)} failed, "
-            f"{run.get('errors', 0)} errors, last {run.get('lastValue', '-')}"
-        )
-    for condition in s["conditions"]:
-        lines.append(
-            f"Condition:    {condition.get('type')}={condition.get('status')} "
-            f"({condition.get('reason')})"
-        )
-    return "\n".join(lines)
+def _pod_selector(body: dict[str, Any]) -> str | None:
+    """spec.selector as a labelSelector query; None when it does not parse (no pods shown)."""
+    from pydantic import ValidationError
+
+    from deltaroll.api.modeldeployment import LabelSelector
+    from deltaroll.controllers.modeldeployment.writes import label_selector
+
+    try:
+        return label_selector(LabelSelector.model_validate((body.get("spec") or {})["selector"]))
+    except (KeyError, ValidationError):
+        return None
+
+
+def _list_pods(core: Any, name: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    listed = _call(
+        "listing the pods of",
+        name,
+        namespace,
+        core.list_namespaced_pod,
+        namespace,
+        label_selector=selector,
+        _preload_content=False,
+    )
+    return list(json.loads(listed.data).get("items") or [])
+
+
+def _show(text: str, *, as_json: bool) -> None:
+    """One rendering: on a terminal in place of the last, else after it (a JSON line each)."""
+    if as_json:
+        sys.stdout.write(text + "\n")
+    elif sys.stdout.isatty():
+        sys.stdout.write(CLEAR_SCREEN + text + "\n")
+    else:
+        sys.stdout.write(text + "\n\n")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
