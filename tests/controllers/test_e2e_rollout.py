@@ -530,3 +530,43 @@ def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_
     recorder.stop()
     assert recorder.unsafe_ready(set(published.ids.values())) == []
     client.close()
+
+
+def test_a_promote_is_handled_when_it_arrives_not_when_a_timer_looks(
+    cluster: RunningSandbox, published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no timer tick due for an hour, a rollout still moves: the new spec.version, the
+    agents' reports (pod events) and a promote annotation each reach a handler when they arrive
+    (Kopf once left every ``deltaroll.dev/*`` annotation out of its diff, so a promote waited
+    for the timer)."""
+    monkeypatch.setenv("DELTAROLL_ROLLOUT_INTERVAL_S", "3600")
+    operator = Operator(cluster, tmp_path / "operator.log")
+    operator.start()
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    client = cluster.api_client()
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    try:
+        for name in PODS:
+            pod = inference_pod(name, store_uri=published.uri, version=v1, store_env={})
+            pod["metadata"]["labels"] = {"app": "tiny-llm"}
+            core.create_namespaced_pod(NAMESPACE, pod)
+        manifest = deployment(published, v1)
+        manifest["spec"]["strategy"]["canary"]["steps"] = [
+            {"setWeight": 50}, {"pause": {}}, {"setWeight": 100},
+        ]  # fmt: skip
+        del manifest["spec"]["analysisTemplates"]
+        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
+        phase = partial(wait_phase, custom, operator.log)
+        phase("Healthy", stableVersion=v1)
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, NAME, {"spec": {"version": v2}}
+        )
+        phase("Paused", canaryVersion=v2)
+        assert plugin(cluster, "promote", NAME).returncode == 0
+        phase("Healthy", stableVersion=v2, updatedPods=2)
+    finally:
+        operator.stop()
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME)
+        for name in PODS:
+            core.delete_namespaced_pod(name, NAMESPACE)

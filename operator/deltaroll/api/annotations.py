@@ -31,7 +31,12 @@ ROLLBACK: Final = "rollback"
 RETRY: Final = f"{PREFIX}/retry"
 """Any value: clear an abort and roll out spec.version again from the first step."""
 
+KOPF_PREFIX: Final = f"operator.{PREFIX}"
+"""Kopf's own bookkeeping on our custom objects (handler progress, the last handled state).
+A prefix of its own: Kopf leaves every annotation under a storage's prefix out of the state it
+diffs, so under ``deltaroll.dev`` a promote, abort or retry fired no update handler and waited
+for the next timer tick. Not ``kopf.*``: Kopf marks (and so leaves out) only other prefixes."""
 LAST_HANDLED_KEY: Final = "last-handled-configuration"
-LAST_HANDLED: Final = f"{PREFIX}/{LAST_HANDLED_KEY}"
+LAST_HANDLED: Final = f"{KOPF_PREFIX}/{LAST_HANDLED_KEY}"
 """Kopf's record of the spec it last handled (its diff-base), kept on our custom objects: with
 it a restarted operator resumes an object instead of handling its creation again."""

@@ -1,7 +1,9 @@
 """Kopf's operational settings for production, in one startup handler.
 
-- Progress and diff-base are kept in annotations under ``deltaroll.dev`` (the CRD's status
-  schema is structural and would prune Kopf's own status fields).
+- Progress and diff-base are kept in annotations under ``operator.deltaroll.dev`` (the CRD's status
+  schema is structural and would prune Kopf's own status fields), a prefix of their own so the
+  request annotations under ``deltaroll.dev`` stay in the state Kopf diffs: a promote fires the
+  update handler at once.
 - Events are posted for our transitions (info and up), not Kopf's debug chatter.
 - Errors back off (1 s, 5 s, 15 s, then every 60 s) instead of hammering the API or the store.
 - Finalizers: only ModelDeltas with ``deletionPolicy: Delete`` get one (the only cleanup the
@@ -20,7 +22,7 @@ from typing import Any
 import kopf
 import structlog
 
-from deltaroll.api.annotations import LAST_HANDLED_KEY, PREFIX
+from deltaroll.api.annotations import KOPF_PREFIX, LAST_HANDLED_KEY
 from deltaroll.controllers import metrics
 
 log = structlog.get_logger("deltaroll.operator")
@@ -30,14 +32,14 @@ FINALIZER = "deltaroll.dev/cleanup"
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key=LAST_HANDLED_KEY
+        prefix=KOPF_PREFIX, key=LAST_HANDLED_KEY
     )
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "deltaroll-operator"
     settings.posting.reporting_instance = os.environ.get("POD_NAME", "deltaroll-operator")
-    settings.batching.error_delays = (1, 5, 15, 60)
+    settings.queueing.error_delays = (1, 5, 15, 60)
     settings.execution.max_workers = 8
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
