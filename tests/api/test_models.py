@@ -59,6 +59,13 @@ def test_bad_delta_specs_are_refused(changes: dict) -> None:
         ModelDeltaSpec.model_validate(_delta(**changes))
 
 
+@pytest.mark.parametrize(
+    "uri", ["hf://buckets/acme/_scratch", "hf://buckets/-team/.cache/p", "hf://buckets/a/v1..v2"]
+)
+def test_every_hub_bucket_name_is_a_store(uri: str) -> None:
+    assert ModelDeltaSpec.model_validate(_delta(store={"uri": uri})).store.uri == uri
+
+
 BASE_DEPLOYMENT = {
     "model": "qwen3",
     "version": "step-2",

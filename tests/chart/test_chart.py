@@ -3,6 +3,7 @@ kubernetes-validate's strict schemas for every rendered object."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -279,3 +280,11 @@ def test_readme_agent_snippet_wires_the_agent() -> None:
     assert engine_mounts["weights"] == mounts["weights"]
     engine_port = engine["ports"][0]["containerPort"]
     assert f"--engine-url=http://127.0.0.1:{engine_port}" in agent["args"]
+
+
+def test_readme_vllm_runs_the_disk_backend_in_dev_mode() -> None:
+    (engine,) = _readme_snippet()["spec"]["template"]["spec"]["containers"]
+    flag = engine["args"].index("--weight-transfer-config")
+    assert json.loads(engine["args"][flag + 1]) == {"backend": "disk"}
+    assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in engine["env"]
+    assert "vLLM 0.27.0 or later" in (CHART / "README.md").read_text()

@@ -167,17 +167,23 @@ class FakeVLLM(FakeEngine):
     """``vllm serve`` with VLLM_SERVER_DEV_MODE=1 and a weight-transfer backend.
 
     ``backend``: "disk" (``--weight-transfer-config '{"backend": "disk"}'``), "nccl" (configured
-    for a trainer, so init with empty info fails), or None (a vLLM without the weight-transfer
-    routes). ``dev_mode=False`` hides every development route.
+    for a trainer, so init with empty info fails), "ipc" (whose init info has only defaulted
+    fields, so an empty init succeeds, and the disk path is refused by its update-info
+    parser after its start wrapped the model for a layerwise reload, which then stays: the
+    failed update ended the session, so no finish can finalize it), or None (a vLLM without
+    the weight-transfer routes). ``server_info=False`` hides ``/server_info``; ``dev_mode=False``
+    hides every development route.
     """
 
     served_dir: str
     backend: str | None = "disk"
     dev_mode: bool = True
+    server_info: bool = True
     model_path: str = ""
     weight_version: str | None = None
     paused: bool = False
-    session_active: bool = False
+    session_active: bool = False  # the Worker's _weight_update_active
+    layerwise_pending: bool = False  # layers wrapped for a layerwise reload not yet finalized
     staged_path: str | None = None
     rpc_reloads: int = 0
     prefix_cache_resets: int = 0
@@ -196,12 +202,15 @@ class FakeVLLM(FakeEngine):
                 ("POST", "/reset_prefix_cache"): self._reset_prefix_cache,
                 ("POST", "/collective_rpc"): self._collective_rpc,
             }
+        if self.dev_mode and self.server_info:
+            self._routes[("GET", "/server_info")] = self._server_info
         if self.dev_mode and self.backend is not None:
             self._routes |= {
                 ("POST", "/init_weight_transfer_engine"): self._init,
                 ("POST", "/start_weight_update"): self._start,
                 ("POST", "/update_weights"): self._update,
                 ("POST", "/finish_weight_update"): self._finish,
+                ("POST", "/update_weight_version"): self._update_weight_version,
                 ("GET", "/weight_info"): lambda s: (200, {"weight_version": self.weight_version}),
             }
 
@@ -212,6 +221,13 @@ class FakeVLLM(FakeEngine):
     def _models(self, seen: Seen) -> Answer:
         model = {"id": "served", "object": "model", "root": self.served_dir, "owned_by": "vllm"}
         return 200, {"object": "list", "data": [model]}
+
+    def _server_info(self, seen: Seen) -> Answer:
+        if seen.query.get("config_format", ["text"]) != ["json"]:
+            return 200, {"vllm_config": "VllmConfig(...)", "vllm_env": {}, "system_env": {}}
+        transfer = None if self.backend is None else {"backend": self.backend}
+        config = {"model_config": {"model": self.served_dir}, "weight_transfer_config": transfer}
+        return 200, {"vllm_config": config, "vllm_env": {"VLLM_SERVER_DEV_MODE": True}}
 
     def _pause(self, seen: Seen) -> Answer:
         if seen.query.get("mode", ["abort"]) not in (["abort"], ["wait"], ["keep"]):
@@ -240,12 +256,21 @@ class FakeVLLM(FakeEngine):
             )
         return 200, {"message": "Weight transfer initialized"}
 
+    # Start, update and finish follow vLLM's Worker (vllm/v1/worker/gpu_worker.py, 0.27+): the
+    # worker tracks one session; a failed update ends it, a failed finish does not. Both the
+    # ipc and the disk engine wrap the model for a layerwise reload at start and finalize it at
+    # finish; only the disk engine also finalizes when its update fails.
+
     def _start(self, seen: Seen) -> Answer:
         if seen.body is not NO_BODY and not isinstance(seen.body, dict):
             return vllm_error(400, "Invalid JSON format")
         if self.session_active:
-            return vllm_error(500, "A shared-disk weight update is already active")
-        self.session_active, self.staged_path = True, None
+            return vllm_error(
+                500,
+                "start_weight_update called while a weight update is already active. "
+                "Call finish_weight_update first.",
+            )
+        self.session_active, self.staged_path, self.layerwise_pending = True, None, True
         return 200, {"message": "Weight update started"}
 
     def _update(self, seen: Seen) -> Answer:
@@ -253,37 +278,58 @@ class FakeVLLM(FakeEngine):
             return vllm_error(400, "Missing 'update_info' in request body")
         info = seen.body["update_info"]
         if not self.session_active:
-            return vllm_error(500, "start_weight_update must be called before loading a checkpoint")
-        if not isinstance(info, dict) or set(info) != {"path"}:
-            self.session_active = False
-            return vllm_error(400, f"DiskWeightTransferUpdateInfo got fields {info}")
-        path = info["path"]
-        problem = None
-        if not isinstance(path, str) or not path or not os.path.isabs(path):
-            problem = "`path` must be an absolute local directory"
-        elif not os.path.isdir(path):
-            problem = f"Shared-disk checkpoint path must be a local directory: {path}"
-        elif loadable(path) is not None:
-            problem = f"Shared-disk checkpoint directory contains no safetensors files: {path}"
+            return vllm_error(500, "start_weight_update must be called before update_weights.")
+        problem = self._update_problem(info)
         if problem is not None:
-            self.session_active = False  # the disk engine aborts its session on failure
+            self.session_active = False  # the worker ends the session on any failure
+            if self.backend == "disk":
+                self.layerwise_pending = False  # the disk engine aborts its own session
             return vllm_error(400, problem)
-        self.staged_path = path
+        self.staged_path = info["path"]
         return 200, {"message": "Weights updated"}
+
+    def _update_problem(self, info: Any) -> str | None:
+        """Why the configured engine refuses ``update_info`` (a ValueError: HTTP 400)."""
+        if self.backend == "ipc":  # WeightTransferEngine.parse_update_info, nothing loaded
+            return (
+                "Invalid update_info for IPCWeightTransferEngine: IPCWeightTransferUpdateInfo."
+                f"__init__() got an unexpected keyword argument {next(iter(info), '')!r}"
+            )
+        if not isinstance(info, dict) or set(info) != {"path"}:
+            return f"Invalid update_info for DiskWeightTransferEngine: got fields {info}"
+        path = info["path"]
+        if not isinstance(path, str) or not path or not os.path.isabs(path):
+            return "`path` must be an absolute local directory"
+        if not os.path.isdir(path):
+            return f"Shared-disk checkpoint path must be a local directory: {path}"
+        if loadable(path) is not None:
+            return f"Shared-disk checkpoint directory contains no safetensors files: {path}"
+        return None
 
     def _finish(self, seen: Seen) -> Answer:
         body = {} if seen.body is NO_BODY else seen.body
         if not isinstance(body, dict) or set(body) - {"weight_version"}:
             return 422, {"detail": f"unexpected body {body}"}
         if not self.session_active:
-            return vllm_error(500, "No shared-disk weight update is active")
-        self.session_active = False
-        if self.staged_path is None:
+            return vllm_error(
+                500, "finish_weight_update called without a matching start_weight_update."
+            )
+        self.layerwise_pending = False
+        if self.backend == "disk" and self.staged_path is None:
             return vllm_error(500, "No checkpoint was loaded during the shared-disk update session")
-        self.model_path = self.staged_path
+        self.session_active = False
+        if self.staged_path is not None:
+            self.model_path = self.staged_path
         if body.get("weight_version") is not None:
             self.weight_version = body["weight_version"]
         return 200, {"message": "Weight update finished"}
+
+    def _update_weight_version(self, seen: Seen) -> Answer:
+        body = seen.body
+        if not isinstance(body, dict) or not isinstance(body.get("new_version"), str):
+            return 422, {"detail": "new_version: Field required"}
+        self.weight_version = body["new_version"]
+        return 200, {"success": True, "new_version": body["new_version"]}
 
     def _collective_rpc(self, seen: Seen) -> Answer:
         if not isinstance(seen.body, dict) or seen.body.get("method") is None:

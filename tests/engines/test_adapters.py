@@ -91,6 +91,7 @@ def test_sglang_before_0_5_reports_its_version_on_get_model_info(served, new_wei
 
 WEIGHT_TRANSFER_CALLS = [
     ("POST", "/pause"),
+    ("GET", "/server_info"),
     ("POST", "/init_weight_transfer_engine"),
     ("POST", "/start_weight_update"),
     ("POST", "/update_weights"),
@@ -105,8 +106,9 @@ def test_vllm_reload_drives_the_disk_weight_transfer_protocol(served, new_weight
         client = engine_client("vllm", vllm.url)
         client.reload(new_weights, version="v2-id")
         assert vllm.calls() == WEIGHT_TRANSFER_CALLS
-        pause, init, start, update, finish, reset, resume = vllm.seen
+        pause, info, init, start, update, finish, reset, resume = vllm.seen
         assert pause.query == {"mode": ["wait"]}
+        assert info.query == {"config_format": ["json"]}
         assert init.body == {"init_info": {}}
         assert start.body is NO_BODY
         assert update.body == {"update_info": {"path": str(new_weights)}}
@@ -120,8 +122,8 @@ def test_vllm_reload_drives_the_disk_weight_transfer_protocol(served, new_weight
 def test_vllm_finish_without_a_version_has_no_body(served, new_weights):
     with FakeVLLM(served_dir=str(served)) as vllm:
         engine_client("vllm", vllm.url).reload(new_weights)
-        assert vllm.seen[4].path == "/finish_weight_update"
-        assert vllm.seen[4].body is NO_BODY
+        assert vllm.seen[5].path == "/finish_weight_update"
+        assert vllm.seen[5].body is NO_BODY
         assert vllm.model_path == str(new_weights)
 
 
@@ -133,7 +135,8 @@ def test_vllm_refusal_raises_with_vllms_message_and_resumes(served, not_a_checkp
         assert refused.value.status == 400
         assert "contains no safetensors files" in refused.value.engine_message
         assert refused.value.old_weights_kept is False  # vLLM's reload is not transactional
-        assert ("POST", "/finish_weight_update") not in vllm.calls()
+        finish = vllm.seen[5]  # the started update is finished, without a version
+        assert (finish.path, finish.body) == ("/finish_weight_update", NO_BODY)
         assert vllm.calls()[-1] == ("POST", "/resume")
         assert (vllm.paused, vllm.session_active) == (False, False)
         assert client.loaded_version() == "v1-id"
@@ -141,20 +144,56 @@ def test_vllm_refusal_raises_with_vllms_message_and_resumes(served, not_a_checkp
         client.reload(served, version="v1-id")
 
 
-@pytest.mark.parametrize("backend", ["nccl", None], ids=["not-disk-backend", "no-weight-transfer"])
-def test_vllm_falls_back_to_collective_rpc_for_the_served_directory(served, backend):
-    with FakeVLLM(served_dir=str(served), backend=backend) as vllm:
-        engine_client("vllm", vllm.url).reload(served, version="v2-id")
+RPC_RELOAD_CALLS = [
+    ("GET", "/v1/models"),
+    ("POST", "/collective_rpc"),
+    ("POST", "/update_weight_version"),
+    ("POST", "/reset_prefix_cache"),
+    ("POST", "/resume"),
+]
+
+
+@pytest.mark.parametrize("backend", ["nccl", "ipc"])
+def test_vllm_with_another_backend_reloads_through_collective_rpc_and_keeps_the_version(
+    served, backend
+):
+    # The server's configuration decides: an ipc server would also accept an empty init.
+    with FakeVLLM(served_dir=str(served), backend=backend, weight_version="v1-id") as vllm:
+        client = engine_client("vllm", vllm.url)
+        client.reload(served, version="v2-id")
         assert vllm.calls() == [
             ("POST", "/pause"),
-            ("POST", "/init_weight_transfer_engine"),
-            ("GET", "/v1/models"),
-            ("POST", "/collective_rpc"),
-            ("POST", "/reset_prefix_cache"),
-            ("POST", "/resume"),
+            ("GET", "/server_info"),
+            *RPC_RELOAD_CALLS,
         ]
         assert vllm.seen[3].body == {"method": "reload_weights"}
+        assert vllm.seen[4].body == {"new_version": "v2-id"}
         assert (vllm.rpc_reloads, vllm.prefix_cache_resets, vllm.paused) == (1, 1, False)
+        assert client.loaded_version() == "v2-id"
+        assert (vllm.session_active, vllm.layerwise_pending) == (False, False)  # never started
+
+
+def test_vllm_without_server_info_learns_the_backend_from_the_update_and_finishes_it(served):
+    with FakeVLLM(served_dir=str(served), backend="ipc", server_info=False) as vllm:
+        client = engine_client("vllm", vllm.url)
+        client.reload(served, version="v2-id")
+        # The disk protocol up to the update the ipc backend refuses, its finish, then the rpc.
+        assert vllm.calls() == [*WEIGHT_TRANSFER_CALLS[:6], *RPC_RELOAD_CALLS]
+        assert vllm.seen[5].body is NO_BODY  # the started update is ended, with no version
+        assert vllm.session_active is False
+        assert client.loaded_version() == "v2-id"
+        client.reload(served, version="v3-id")  # no session was left open to block this one
+        assert client.loaded_version() == "v3-id"
+
+
+def test_vllm_without_weight_transfer_reloads_through_collective_rpc(served):
+    with FakeVLLM(served_dir=str(served), backend=None) as vllm:
+        client = engine_client("vllm", vllm.url)
+        client.reload(served, version="v2-id")
+        assert ("POST", "/collective_rpc") in vllm.calls()
+        assert ("POST", "/init_weight_transfer_engine") not in vllm.calls()
+        assert (vllm.rpc_reloads, vllm.paused) == (1, False)
+        assert client.loaded_version() is None  # this vLLM keeps no version: nothing to compare
 
 
 def test_vllm_fallback_refuses_a_directory_it_was_not_launched_on(served, new_weights):

@@ -2,7 +2,11 @@
 
 It keeps the real method signatures and returns the library's own ``BucketFile`` and
 ``BucketFolder`` objects, paginates listings like the server does, and records every call so
-tests can assert on batching. Errors can be injected per method."""
+tests can assert on batching. Errors can be injected per method, and per path in a batch
+(``refuse``): like the Hub, a batch then applies its other operations and answers 200 with the
+failed paths, or 422 when every operation failed, which huggingface_hub raises as
+``BucketBatchError``. Listing matches the prefix lexically, as the Hub does, so a prefix nothing
+is under lists nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any
 
 import httpx2
 from huggingface_hub import BucketFile, BucketFolder
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.errors import BucketBatchError, EntryNotFoundError, HfHubHTTPError
 
 
 def http_error(status: int, message: str = "boom") -> HfHubHTTPError:
@@ -32,6 +36,7 @@ class FakeHubApi:
         self.calls: list[tuple[str, int]] = []  # (method, number of items)
         self.pages_served = 0
         self.fail: dict[str, list[BaseException]] = {}
+        self.refuse: dict[str, int] = {}  # bucket path -> how many more batches fail it
 
     def _enter(self, method: str, bucket_id: str, items: int) -> None:
         assert bucket_id == self.bucket_id, bucket_id
@@ -59,8 +64,13 @@ class FakeHubApi:
         delete: list[str] | None = None,
         token: str | bool | None = None,
     ) -> None:
-        self._enter("batch_bucket_files", bucket_id, len(add or []) + len(delete or []))
+        sent = len(add or []) + len(delete or [])
+        self._enter("batch_bucket_files", bucket_id, sent)
+        failed = []
         for source, destination in add or []:
+            if self._refused(destination):
+                failed.append({"path": destination, "error": "rejected by the Hub"})
+                continue
             self.files[destination] = (
                 source if isinstance(source, bytes) else Path(source).read_bytes()
             )
@@ -68,6 +78,20 @@ class FakeHubApi:
         for path in delete or []:
             self.files.pop(path, None)
             self.written.pop(path, None)
+        if failed:
+            status = 422 if len(failed) == sent else 200
+            error = BucketBatchError(
+                f"Failed to apply {len(failed)} out of {sent} operation(s)",
+                response=http_error(status).response,
+            )
+            error.failures = failed
+            raise error
+
+    def _refused(self, path: str) -> bool:
+        left = self.refuse.get(path, 0)
+        if left:
+            self.refuse[path] = left - 1
+        return left > 0
 
     def get_bucket_paths_info(
         self, bucket_id: str, paths: Iterable[str], *, token: str | bool | None = None
@@ -101,7 +125,7 @@ class FakeHubApi:
     ) -> Iterator[Any]:
         self._enter("list_bucket_tree", bucket_id, 0)
         assert recursive is True
-        matching = sorted(p for p in self.files if prefix is None or p.startswith(prefix + "/"))
+        matching = sorted(p for p in self.files if prefix is None or p.startswith(prefix))
         folders = sorted({p.rsplit("/", 1)[0] for p in matching if "/" in p})
         entries: list[Any] = [BucketFolder(type="directory", path=f) for f in folders]
         entries += [self._info(p) for p in matching]

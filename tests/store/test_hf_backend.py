@@ -3,6 +3,7 @@ error mapping, conditional-create emulation, and a whole push/pull through the S
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,13 @@ from deltaroll.store import (
     StoreAccessError,
     StoreError,
     TransientStoreError,
+    keys,
     parse_store_uri,
 )
 from deltaroll.store.backends import hf
 from deltaroll.store.backends.hf import HfBackend
+from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.transfer import upload_objects
 from store.fake_hub import FakeHubApi, http_error
 from store.support import FAST_RETRY
 
@@ -90,15 +94,54 @@ def test_listing_follows_every_page_and_skips_folders(backend: HfBackend, api: F
     assert all(i.modified is not None for i in listed)
 
 
-def test_listing_a_folder_that_does_not_exist_yet_is_empty(
+def test_listing_a_prefix_nothing_is_under_is_empty(backend: HfBackend, api: FakeHubApi) -> None:
+    api.files["team/models/m/versions-old/v.json"] = b"a sibling the Hub's lexical match returns"
+    assert list(backend.list("m/versions/")) == []
+
+
+def test_a_404_on_listing_is_reported_not_taken_for_empty(
     backend: HfBackend, api: FakeHubApi
 ) -> None:
-    from huggingface_hub.errors import RemoteEntryNotFoundError
+    # The Hub answers a prefix nothing is under with an empty listing: a 404 means another fault.
+    api.fail["list_bucket_tree"] = [http_error(404, "404 Client Error")]
+    with pytest.raises(StoreError, match="hf://buckets/ns/bucket/team/models"):
+        list(backend.list("m/versions/"))
 
-    api.fail["list_bucket_tree"] = [
-        RemoteEntryNotFoundError("404: no such folder", response=http_error(404).response)
-    ]
-    assert list(backend.list("m/versions/")) == []
+
+def _objects(tmp_path: Path, count: int) -> tuple[Path, list[ObjectRef]]:
+    objects_dir = tmp_path / "objects"
+    objects_dir.mkdir()
+    refs = []
+    for index in range(count):
+        data = f"object {index}".encode()
+        digest = hashlib.sha256(data).hexdigest()
+        (objects_dir / digest).write_bytes(data)
+        refs.append(ObjectRef(digest=digest, size=len(data)))
+    return objects_dir, refs
+
+
+def test_a_file_the_hub_refuses_for_good_is_not_retried_forever(
+    backend: HfBackend, api: FakeHubApi, tmp_path: Path
+) -> None:
+    objects_dir, refs = _objects(tmp_path, 3)
+    refused = "team/models/" + keys.object_key("m", refs[1].digest)
+    api.refuse[refused] = 1_000
+    with pytest.raises(StoreError) as caught:
+        upload_objects(backend, "m", objects_dir, refs, policy=FAST_RETRY)
+    assert not isinstance(caught.value, TransientStoreError)  # nothing would retry it again
+    assert refused in str(caught.value)
+    sent = [n for method, n in api.calls if method == "batch_bucket_files"]
+    assert sent == [3, 1]  # the partial failure is sent again alone, then refused whole
+    assert len(api.files) == 2
+
+
+def test_a_file_the_hub_fails_once_is_sent_again(
+    backend: HfBackend, api: FakeHubApi, tmp_path: Path
+) -> None:
+    objects_dir, refs = _objects(tmp_path, 3)
+    api.refuse["team/models/" + keys.object_key("m", refs[0].digest)] = 1
+    upload_objects(backend, "m", objects_dir, refs, policy=FAST_RETRY)
+    assert len(api.files) == 3
 
 
 def test_existing_reports_only_present_keys(backend: HfBackend, api: FakeHubApi) -> None:

@@ -16,6 +16,11 @@ from deltaroll.store.names import validate_name
         ("s3://my-bucket/team/llm/", "s3", "my-bucket", "team/llm"),
         ("hf://buckets/acme/weights", "hf", "acme/weights", ""),
         ("hf://buckets/acme/weights/rl/run-7", "hf", "acme/weights", "rl/run-7"),
+        # Any of the Hub's characters, anywhere in the name.
+        ("hf://buckets/acme/_scratch", "hf", "acme/_scratch", ""),
+        ("hf://buckets/acme/.cache", "hf", "acme/.cache", ""),
+        ("hf://buckets/-team/weights-", "hf", "-team/weights-", ""),
+        ("hf://buckets/Acme.AI/v1..v2_runs/p", "hf", "Acme.AI/v1..v2_runs", "p"),
     ],
 )
 def test_valid_uris(text: str, scheme: str, location: str, prefix: str) -> None:
@@ -34,6 +39,8 @@ def test_valid_uris(text: str, scheme: str, location: str, prefix: str) -> None:
         ("s3://bucket/../escape", "prefix segment"),
         ("hf://buckets/only-namespace", "hf://buckets/<namespace>/<bucket>"),
         ("hf://models/acme/x", "hf://buckets/<namespace>/<bucket>"),
+        ("hf://buckets/acme/wei~ghts", "not a valid Hub name"),
+        (f"hf://buckets/acme/{'b' * 97}", "not a valid Hub name"),
         ("s3://bucket/p?x=1", "query"),
     ],
 )

@@ -70,7 +70,7 @@ Timestamp = Annotated[
 STORE_URI_PATTERN = (
     r"^(file:///[^\s]*"
     r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
-    r"|hf://buckets/[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(/[^\s]*)?)$"
+    r"|hf://buckets/[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(/[^\s]*)?)$"
 )
 SOURCE_URI_PATTERN = (
     r"^(file:///[^\s]*"

@@ -2,14 +2,18 @@
 
 Shapes come from vLLM's own sources and docs: ``docs/training/weight_transfer/README.md`` (the
 endpoint table), ``docs/training/weight_transfer/disk.md`` (the disk backend),
-``vllm/entrypoints/serve/dev/rlhf/api_router.py`` (request bodies),
+``vllm/entrypoints/serve/dev/rlhf/api_router.py`` (request bodies; in 0.34:
+``vllm/entrypoints/rl/online/api_router.py``),
 ``vllm/distributed/weight_transfer/disk_engine.py`` (``update_info = {"path": <absolute dir>}``),
+``vllm/entrypoints/serve/dev/server_info/api_router.py`` (``/server_info``),
 ``vllm/entrypoints/serve/dev/rpc/api_router.py`` (``/collective_rpc``) and
 ``vllm/entrypoints/serve/dev/cache/api_router.py`` (``/reset_prefix_cache``). All of them exist
-only with ``VLLM_SERVER_DEV_MODE=1``; the disk backend needs
-``--weight-transfer-config '{"backend": "disk"}'``. One reload is::
+only with ``VLLM_SERVER_DEV_MODE=1``, and version tags from vLLM 0.27.0 (vllm-project/vllm#49040;
+checked against the 0.26.0 and 0.27.0 wheels). The disk backend (vllm-project/vllm#52152, in no
+release up to 0.34.0) needs ``--weight-transfer-config '{"backend": "disk"}'``. One reload is::
 
     POST /pause?mode=wait                          let running requests finish, hold new ones
+    GET  /server_info?config_format=json           vllm_config.weight_transfer_config.backend
     POST /init_weight_transfer_engine {"init_info": {}}         a no-op for the disk backend
     POST /start_weight_update                                   (no body)
     POST /update_weights {"update_info": {"path": "/abs/checkpoint/dir"}}
@@ -17,11 +21,24 @@ only with ``VLLM_SERVER_DEV_MODE=1``; the disk backend needs
     POST /reset_prefix_cache?reset_running_requests=true        no KV from the old weights
     POST /resume                                                always, also after a failure
 
+The backend is read from the server's configuration before any update starts: an empty
+``init_info`` is also a valid init for the ``ipc`` backend (``IPCWeightTransferInitInfo`` has
+only defaulted fields), whose start wraps the model for a layerwise reload that a failed update
+leaves in place (vLLM's Worker ends a session whose update failed, so no finish comes). Only
+without ``/server_info`` does the update's own error tell: another backend refuses the path as
+"Invalid update_info for <Its>WeightTransferEngine", and the adapter falls back as below. A
+started update is always ended, as in a ``try``/``finally``: when the update does not succeed
+(an error, or no answer), the adapter posts ``/finish_weight_update`` without a version, which
+ends a session still open and keeps the version (vLLM has no abort); a session vLLM already
+ended makes it refuse that finish, which is logged, and the update's error is the one raised.
+
 Errors come back as ``{"error": {"message", "type", "code"}}`` (4xx/5xx). When the weight-transfer
-routes are missing (404: an older vLLM) or the server was not started with the disk backend (init
-fails), the adapter falls back to ``POST /collective_rpc {"method": "reload_weights"}``, which
-re-reads the directory vLLM was launched on; it therefore refuses a ``model_path`` other than
-that directory (``GET /v1/models`` → ``root``), which is what the agent's in-place apply gives.
+routes are missing (404: an older vLLM), the server runs another backend, or init fails, the
+adapter falls back to ``POST /collective_rpc {"method": "reload_weights"}``, which re-reads the
+directory vLLM was launched on; it therefore refuses a ``model_path`` other than that directory
+(``GET /v1/models`` → ``root``), which is what the agent's in-place apply gives. It then sets
+the version with ``POST /update_weight_version {"new_version": ...}``, which the disk path sets at
+finish, so ``GET /weight_info`` reports the ``weight_version`` we committed on both paths.
 
 Sparse in place: vLLM applies sparse, flat-index patches in place only through its
 ``sparse_nccl`` backend, which needs the sender to join an NCCL process group with the vLLM
@@ -29,7 +46,7 @@ workers on the GPU; it cannot be driven over HTTP from a sidecar, so this adapte
 it. Both paths here re-read the (already patched) checkpoint from the pod's local volume: disk
 bandwidth, no network. vLLM's reload is not transactional ("weights loaded before an error may
 already have been applied"), so a failure after loading began is reported with
-``old_weights_kept=False``. ``GET /weight_info`` reports the ``weight_version`` we committed.
+``old_weights_kept=False``.
 """
 
 from __future__ import annotations
@@ -43,6 +60,9 @@ from deltaroll.engines.errors import EngineReloadError, EngineUnreachableError
 from deltaroll.engines.transport import HEALTH_TIMEOUT_S, EngineHttp, HttpReply
 
 log = structlog.get_logger(__name__)
+
+DISK = "disk"
+UNKNOWN = "unknown"  # the server does not say which backend it runs
 
 
 class VLLMEngineClient:
@@ -68,35 +88,73 @@ class VLLMEngineClient:
         path = str(Path(model_path).resolve())
         paused = self._http.post("/pause?mode=wait").ok
         try:
-            init = self._http.post("/init_weight_transfer_engine", {"init_info": {}})
-            if init.ok:
-                self._reload_through_weight_transfer(path, version)
-            else:
-                log.info(
-                    "vllm weight transfer unavailable, falling back to collective_rpc",
-                    endpoint=self.endpoint,
-                    status=init.status,
-                    reason=init.message(),
-                )
-                self._reload_through_collective_rpc(path)
+            if not (self._disk_backend_ready() and self._reload_from_disk(path, version)):
+                self._reload_through_collective_rpc(path, version)
             self._http.post("/reset_prefix_cache?reset_running_requests=true")
         finally:
             if paused:
-                self._resume()
+                self._post_without_raising("/resume", "vllm did not resume")
 
-    def _resume(self) -> None:
-        """Resume generation; never raises, so it cannot hide why a reload failed."""
+    def _post_without_raising(self, path: str, failure: str) -> None:
+        """POST ``path``, logging a failure instead of raising it, so it cannot hide why a
+        reload failed."""
         try:
-            reply = self._http.post("/resume")
+            reply = self._http.post(path)
         except EngineUnreachableError as exc:
-            log.error("vllm did not resume", endpoint=self.endpoint, reason=exc.reason)
+            log.error(failure, endpoint=self.endpoint, reason=exc.reason)
             return
         if not reply.ok:
-            log.error("vllm did not resume", endpoint=self.endpoint, reason=reply.message())
+            log.error(failure, endpoint=self.endpoint, reason=reply.message())
 
-    def _reload_through_weight_transfer(self, path: str, version: str | None) -> None:
+    def _disk_backend_ready(self) -> bool:
+        """Whether the server runs the disk backend (as far as its configuration says) and
+        initialised it."""
+        backend = self._configured_backend()
+        if backend not in (DISK, UNKNOWN):
+            log.info(
+                "vllm runs another weight-transfer backend, using collective_rpc",
+                endpoint=self.endpoint,
+                backend=backend,
+            )
+            return False
+        init = self._http.post("/init_weight_transfer_engine", {"init_info": {}})
+        if not init.ok:
+            log.info(
+                "vllm weight transfer unavailable, falling back to collective_rpc",
+                endpoint=self.endpoint,
+                status=init.status,
+                reason=init.message(),
+            )
+        return init.ok
+
+    def _configured_backend(self) -> str | None:
+        """``weight_transfer_config.backend`` from the dev-mode server info: None when none is
+        configured, :data:`UNKNOWN` when the server does not say."""
+        reply = self._http.get("/server_info?config_format=json", timeout=HEALTH_TIMEOUT_S)
+        config = reply.body.get("vllm_config") if isinstance(reply.body, dict) else None
+        if not (reply.ok and isinstance(config, dict)):
+            return UNKNOWN
+        transfer = config.get("weight_transfer_config")
+        return str(transfer.get("backend")) if isinstance(transfer, dict) else None
+
+    def _reload_from_disk(self, path: str, version: str | None) -> bool:
+        """One start/update/finish session; False if the server's backend is not disk after
+        all (the update refused a path as another backend's update info)."""
         self._expect(self._http.post("/start_weight_update"), path, old_weights_kept=True)
-        update = self._http.post("/update_weights", {"update_info": {"path": path}})
+        update: HttpReply | None = None
+        try:
+            update = self._http.post("/update_weights", {"update_info": {"path": path}})
+        finally:
+            if update is None or not update.ok:
+                # vLLM has no abort: finish without a version ends the session, keeps the version
+                self._post_without_raising("/finish_weight_update", "vllm update not finished")
+        if not update.ok and _another_backend(update):
+            log.info(
+                "vllm runs another weight-transfer backend, using collective_rpc",
+                endpoint=self.endpoint,
+                reason=update.message(),
+            )
+            return False
         self._expect(update, path, old_weights_kept=False)
         finish_body: dict[str, Any] | None = (
             {"weight_version": version} if version is not None else None
@@ -104,8 +162,9 @@ class VLLMEngineClient:
         self._expect(
             self._http.post("/finish_weight_update", finish_body), path, old_weights_kept=False
         )
+        return True
 
-    def _reload_through_collective_rpc(self, path: str) -> None:
+    def _reload_through_collective_rpc(self, path: str, version: str | None) -> None:
         served = self._served_directory()
         if served is not None and served != path:
             raise EngineReloadError(
@@ -126,6 +185,17 @@ class VLLMEngineClient:
                 404,
             )
         self._expect(rpc, path, old_weights_kept=False)
+        if version is not None:
+            self._set_version(path, version)
+
+    def _set_version(self, path: str, version: str) -> None:
+        """Tag the reloaded weights, as finish does on the disk path; a vLLM without version
+        tags (404) reports none, which the agent accepts."""
+        reply = self._http.post("/update_weight_version", {"new_version": version})
+        if reply.status == 404:
+            log.info("vllm keeps no weight version", endpoint=self.endpoint)
+            return
+        self._expect(reply, path, old_weights_kept=False)
 
     def _served_directory(self) -> str | None:
         reply = self._http.get("/v1/models", timeout=HEALTH_TIMEOUT_S)
@@ -146,3 +216,10 @@ class VLLMEngineClient:
                 reply.status,
                 old_weights_kept=old_weights_kept,
             )
+
+
+def _another_backend(reply: HttpReply) -> bool:
+    """A backend's update-info parser refusing the disk backend's ``{"path": ...}``
+    (``WeightTransferEngine.parse_update_info``)."""
+    message = reply.message()
+    return "Invalid update_info for" in message and "DiskWeightTransferEngine" not in message

@@ -54,6 +54,11 @@ class StoreAccessError(StoreError):
     """The store refused us (credentials, permissions, missing bucket); retrying will not help."""
 
 
+class StoreRefusedError(StoreError):
+    """The store answered that it will not apply an operation (a path or a file it rejects);
+    sending it again gets the same answer, so it is not retried."""
+
+
 class TransientStoreError(StoreError):
     """A failure that may pass (timeouts, 5xx, dropped connections); retried with backoff."""
 

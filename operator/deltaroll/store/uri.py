@@ -21,7 +21,9 @@ from deltaroll.store.errors import InvalidStoreUriError
 Scheme = Literal["file", "s3", "hf"]
 
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_HF_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+# The Hub's characters for a namespace or bucket name; huggingface_hub leaves bucket ids to the
+# Hub (it validates only repo ids), so any other rule of the Hub's is the Hub's to answer.
+_HF_PART = re.compile(r"[A-Za-z0-9._-]{1,96}")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")
 
 
@@ -89,7 +91,7 @@ def _parse_hf(text: str, netloc: str, path: str) -> StoreUri:
         )
     namespace, bucket = segments[0], segments[1]
     for part in (namespace, bucket):
-        if not _HF_PART.fullmatch(part) or ".." in part:
+        if not _HF_PART.fullmatch(part) or part in (".", ".."):
             raise InvalidStoreUriError(f"store URI {text!r}: {part!r} is not a valid Hub name")
     return StoreUri("hf", f"{namespace}/{bucket}", _parse_prefix(text, "/".join(segments[2:])))
 

@@ -7,6 +7,10 @@ concurrently over Xet. The token comes from huggingface_hub's usual places (HF_T
 login), unless explicit ``credentials`` (HF_TOKEN, HF_ENDPOINT: the operator's copy of a Secret)
 are given; then only those are used, never the process's own login.
 
+A batch the Hub applied only in part answers 200 with the failed paths; the store's retry sends
+again only what is still missing (uploads skip present objects), so a path that keeps failing
+ends up alone in a batch the Hub refuses whole (422): that is permanent, never retried.
+
 The bucket API has no conditional write, so ``create_only`` is check-then-write: two writers of
 the same version racing within the same second can both write, and the last one wins. Version
 ids are content-derived, so both wrote a manifest of the same weights; only metadata such as the
@@ -34,9 +38,10 @@ from deltaroll.store.errors import (
     ObjectNotFoundError,
     StoreAccessError,
     StoreError,
+    StoreRefusedError,
     TransientStoreError,
 )
-from deltaroll.store.redact import reason
+from deltaroll.store.redact import reason, scrub
 from deltaroll.store.uri import StoreUri
 
 if TYPE_CHECKING:
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 BATCH_SIZE = 256
 _TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_NOTHING_APPLIED = 422  # the batch status when every operation of it failed
 
 
 class HfBackend:
@@ -81,9 +87,7 @@ class HfBackend:
         except EntryNotFoundError as exc:
             raise ObjectNotFoundError(self.uri, key) from exc
         except BucketBatchError as exc:
-            raise TransientStoreError(
-                f"{self.uri}: batch at {key!r} failed: {reason(exc)}"
-            ) from exc
+            raise _batch_error(self.uri, exc) from exc
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status in _TRANSIENT_STATUS:
@@ -179,10 +183,10 @@ class HfBackend:
                     listed.append(ObjectInfo(key, entry.size, entry.uploaded_at or entry.mtime))
             return listed
 
-        try:
-            yield from self._guard(prefix, entries)
-        except ObjectNotFoundError:
-            return  # the Hub answers 404 for a folder that does not exist yet: nothing listed
+        # The Hub matches the prefix lexically and answers a prefix nothing is under with an
+        # empty listing (huggingface_hub's HfFileSystem turns that into "not found" itself), so a
+        # 404 here is not an empty folder: it is reported.
+        yield from self._guard(prefix, entries)
 
     def delete(self, keys: Sequence[str]) -> None:
         for batch in _batches(keys):
@@ -190,6 +194,18 @@ class HfBackend:
             self._guard(
                 batch[0], partial(self.api.batch_bucket_files, self.bucket_id, delete=paths)
             )
+
+
+def _batch_error(uri: str, exc: BucketBatchError) -> StoreError:
+    """A partly applied batch may pass when sent again; one the Hub refused whole will not."""
+    listed = "; ".join(f"{f.get('path')}: {f.get('error')}" for f in exc.failures[:3])
+    failed = f"{len(exc.failures)} file(s) ({scrub(listed)[:240]})"
+    if exc.response is not None and exc.response.status_code == _NOTHING_APPLIED:
+        return StoreRefusedError(
+            f"{uri}: the Hub refused {failed}; sending them again gets the same answer: "
+            "check the paths and the bucket's limits"
+        )
+    return TransientStoreError(f"{uri}: the Hub applied the batch except {failed}")
 
 
 def _batches(items: Sequence[T]) -> Iterator[Sequence[T]]:
