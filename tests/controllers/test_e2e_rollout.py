@@ -140,6 +140,14 @@ def event_reasons(core: Any, name: str = NAME) -> set[str]:
     return {e.reason for e in listed.items}
 
 
+def start_pods(core: Any, store_uri: str, version: str, store_env: dict[str, str]) -> None:
+    """The two inference pods of ``deployment``'s selector, started on ``version``."""
+    for name in PODS:
+        pod = inference_pod(name, store_uri=store_uri, version=version, store_env=store_env)
+        pod["metadata"]["labels"] = {"app": "tiny-llm"}
+        core.create_namespaced_pod(NAMESPACE, pod)
+
+
 def wait_phase(
     custom: Any, log: Callable[[], str], wanted: str, says: str = "", **fields: Any
 ) -> Any:
@@ -374,10 +382,7 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
     core = kubernetes.client.CoreV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
     try:
-        for name in PODS:
-            pod = inference_pod(name, store_uri=uri, version=v1, store_env=s3.env())
-            pod["metadata"]["labels"] = {"app": "tiny-llm"}
-            core.create_namespaced_pod(NAMESPACE, pod)
+        start_pods(core, uri, v1, s3.env())
         manifest = deployment(published, v1)
         manifest["spec"]["store"]["uri"] = uri
         manifest["spec"]["strategy"]["canary"]["steps"] = [
@@ -547,10 +552,7 @@ def test_a_promote_is_handled_when_it_arrives_not_when_a_timer_looks(
     core = kubernetes.client.CoreV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
     try:
-        for name in PODS:
-            pod = inference_pod(name, store_uri=published.uri, version=v1, store_env={})
-            pod["metadata"]["labels"] = {"app": "tiny-llm"}
-            core.create_namespaced_pod(NAMESPACE, pod)
+        start_pods(core, published.uri, v1, {})
         manifest = deployment(published, v1)
         manifest["spec"]["strategy"]["canary"]["steps"] = [
             {"setWeight": 50}, {"pause": {}}, {"setWeight": 100},
