@@ -18,8 +18,9 @@ from deltaroll.codec.framing import Header, PayloadReader, PayloadWriter
 from deltaroll.codec.gaps import gaps_to_positions
 from deltaroll.codec.model import EncodedTensor
 from deltaroll.codec.sparse import ChunkResolver, ContextTally
+from fixtures.payloads import format_4_of
 
-from .test_payload_pins import CASES, format_4_of
+from .test_payload_pins import CASES
 
 
 def _resolve_in_chunks(

@@ -19,9 +19,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from deltaroll.codec import EncodedTensor, apply_tensor_delta, encode_tensor_delta
-from deltaroll.codec.framing import Header, PayloadReader, PayloadWriter
-from deltaroll.codec.sparse import FORMAT_SPARSE, FORMAT_SPARSE_COUNTED
+from deltaroll.codec import apply_tensor_delta, encode_tensor_delta
+from fixtures.payloads import format_4_of
 
 _MASK64 = (1 << 64) - 1
 
@@ -103,38 +102,6 @@ def test_payload_bytes_are_pinned(case: str) -> None:
     restored = base.copy()
     apply_tensor_delta(restored, encoded, side="base")
     assert restored.tobytes() == target.tobytes()
-
-
-def as_format_4(payload: bytes) -> bytes:
-    """A format-6 payload rewritten as format 4: its per-context counts taken out."""
-    reader = PayloadReader(payload)
-    header = reader.header
-    assert header.format_id == FORMAT_SPARSE_COUNTED
-    writer = PayloadWriter(
-        Header(FORMAT_SPARSE, header.width, header.total_elements, header.changed_elements)
-    )
-    writer.section(bytes(reader.section()))  # short gaps
-    writer.section(bytes(reader.section()))  # long gaps
-    writer.small_int(reader.small_int())  # exceptions
-    writer.section(bytes(reader.section()))
-    writer.section(bytes(reader.section()))
-    held = reader.small_int()
-    for _ in range(2 * held):
-        reader.small_int()
-    writer.section(bytes(reader.section()))  # the grouped changes
-    reader.expect_end()
-    return writer.finish()
-
-
-def format_4_of(encoded: EncodedTensor) -> EncodedTensor:
-    """The same delta as a format-4 payload (what deltas published before format 6 hold)."""
-    return EncodedTensor(
-        encoded.kind,
-        as_format_4(encoded.payload),
-        encoded.changed_elements,
-        encoded.total_elements,
-        encoded.changes_digest,
-    )
 
 
 @pytest.mark.parametrize(
