@@ -17,6 +17,7 @@ import contextlib
 import mmap
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -55,6 +56,33 @@ def context_counts(span: TensorSpan, changes: SparseChanges) -> np.ndarray | Non
     return counter.counts()
 
 
+class _Batch:
+    """Buffers for one batch of changes: positions, the values read, the values to write."""
+
+    def __init__(self, size: int, dtype: np.dtype) -> None:
+        self.positions = np.empty(size, np.int64)
+        self.known = np.empty(size, dtype)
+        self.resolved = np.empty(size, dtype)
+
+
+class _Window:
+    """One mapped window of a tensor, writable."""
+
+    def __init__(self, fd: int, span: TensorSpan, start: int, count: int, taken: int) -> None:
+        self.start = start
+        self.mapping, skip = _mapped(fd, span, start, count)
+        if taken >= count * span.dtype.itemsize // mmap.PAGESIZE:
+            with contextlib.suppress(OSError):  # a kernel before 5.14 simply faults
+                self.mapping.madvise(MADV_POPULATE_WRITE)
+        self.values: np.ndarray | None = np.frombuffer(
+            self.mapping, dtype=span.dtype, count=count, offset=skip
+        )
+
+    def close(self) -> None:
+        self.values = None  # the only view of the mapping: it can be closed
+        self.mapping.close()
+
+
 def patch_sparse(
     span: TensorSpan,
     changes: SparseChanges,
@@ -66,43 +94,82 @@ def patch_sparse(
 ) -> None:
     """Turn the known side's values at the change set's positions into the other side's,
     logging each batch of old values (durably) before writing it. Raises :class:`CodecError`
-    when the values do not fit the payload; what was written by then is in the log."""
+    when the values do not fit the payload; what was written by then is in the log.
+
+    Two cores: while a worker thread hashes a batch, logs it, syncs the log and writes the
+    batch, this thread reads and resolves the next one (the compiled loops, zstd, BLAKE3 and
+    fsync release the GIL). Batches are logged and written in order, one at a time."""
     resolver = ChunkResolver(changes, forward=forward, counts=context_counts(span, changes))
     cursor = changes.positions()
-    batch = min(BATCH_POSITIONS, max(cursor.remaining, 1))
-    positions = np.empty(batch, np.int64)
-    known = np.empty(batch, span.dtype)
-    resolved = np.empty(batch, span.dtype)
+    size = min(BATCH_POSITIONS, max(cursor.remaining, 1))
+    batches = (_Batch(size, span.dtype), _Batch(size, span.dtype))
     per_window = max(1, WINDOW_BYTES // span.dtype.itemsize)
+    windows: list[_Window] = []  # the window being resolved last; before it, one being written
+    pending: Future[None] | None = None
+    failure: BaseException | None = None
+    current = 0
     fd = os.open(span.path, os.O_RDWR)
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltaroll-patch")
+
+    def flush(window: _Window, batch: _Batch, taken: int, first: int) -> None:
+        where, known, resolved = (
+            batch.positions[:taken],
+            batch.known[:taken],
+            batch.resolved[:taken],
+        )
+        on_chunk(where, known, resolved)
+        undo.append(tensor, known, whole=False, first=first)
+        undo.sync()
+        crash_point("window-logged", tensor)
+        assert window.values is not None
+        _write(window.values, where, window.start, resolved, tensor)
+        crash_point("window-patched", tensor)
+
     try:
         for start in range(0, span.numel, per_window):
             if not cursor.remaining:
                 break
             count = min(per_window, span.numel - start)
-            taken = cursor.take(start + count, positions)
+            batch = batches[current]
+            taken = cursor.take(start + count, batch.positions)
             if not taken:
                 continue
-            mapping, skip = _mapped(fd, span, start, count)
-            with mapping:
-                if taken >= count * span.dtype.itemsize // mmap.PAGESIZE:
-                    with contextlib.suppress(OSError):  # a kernel before 5.14 simply faults
-                        mapping.madvise(MADV_POPULATE_WRITE)
-                window = np.frombuffer(mapping, dtype=span.dtype, count=count, offset=skip)
-                while taken:
-                    first = resolver.resolved
-                    where = positions[:taken]
-                    resolver.resolve(window, where, start, known[:taken], resolved[:taken])
-                    on_chunk(where, known[:taken], resolved[:taken])
-                    undo.append(tensor, known[:taken], whole=False, first=first)
-                    undo.sync()
-                    crash_point("window-logged", tensor)
-                    _write(window, where, start, resolved[:taken], tensor)
-                    crash_point("window-patched", tensor)
-                    taken = cursor.take(start + count, positions) if taken == batch else 0
-                del window
+            window = _Window(fd, span, start, count, taken)
+            windows.append(window)
+            while taken:
+                batch = batches[current]
+                first = resolver.resolved
+                assert window.values is not None
+                resolver.resolve(
+                    window.values,
+                    batch.positions[:taken],
+                    start,
+                    batch.known[:taken],
+                    batch.resolved[:taken],
+                )
+                if pending is not None:
+                    pending.result()  # the previous batch logged and written
+                while len(windows) > 1:  # a window whose batches were all written
+                    windows.pop(0).close()
+                pending = worker.submit(flush, window, batch, taken, first)
+                more = taken == size
+                current ^= 1
+                taken = cursor.take(start + count, batches[current].positions) if more else 0
+        if pending is not None:
+            pending.result()
+    except BaseException as exc:  # noqa: BLE001 - raised again below, once the windows close
+        # Without its traceback, whose frames hold views of the mappings.
+        failure = exc.with_traceback(None)
     finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                pending.result()  # never leave a write running behind the caller's back
+        worker.shutdown(wait=True)
+        for window in windows:
+            window.close()
         os.close(fd)
+    if failure is not None:
+        raise failure
     if resolver.resolved != changes.count:
         raise CodecError("the change set's positions and changes do not pair up; corrupt")
 
