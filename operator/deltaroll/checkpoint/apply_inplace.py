@@ -384,7 +384,8 @@ def _patch_sparse(
     span = span_of(ref)
     if changes is None:
         changes = sparse_changes(entry, span.dtype, apply.objects)
-    hasher = ChangesHasher(span.dtype.itemsize)
+    # One thread: the patching's worker hashes while this one resolves (two cores busy).
+    hasher = ChangesHasher(span.dtype.itemsize, threads=1)
     from_side, to_side = apply.from_side, apply.to_side
 
     def on_chunk(positions: np.ndarray, known: np.ndarray, resolved: np.ndarray) -> None:
