@@ -180,7 +180,8 @@ def _read_undo_record(f: IO[bytes], path: Path, size: int) -> UndoRecord | None:
 
 
 class JournalState(BaseModel):
-    """An in-place apply that is committed (its redo log complete) and not yet finished."""
+    """An in-place apply that is committed (it may have patched the checkpoint: its undo log
+    holds what to put back) and not yet finished."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
