@@ -294,3 +294,81 @@ def test_gather_without_populating_the_page_tables(
     cursor = PositionCursor(positions_to_gaps(positions), data.size)
     windows.gather(windows.TensorSpan(path, 0, data.size, data.dtype), cursor, known, len)
     assert np.array_equal(known, data[positions])
+
+
+@pytest.mark.parametrize("which", [0, -1])
+def test_a_wrong_value_found_late_is_rolled_back_bit_exact(
+    chain: tuple[Path, Path, Path, Path], monkeypatch: pytest.MonkeyPatch, which: int
+) -> None:
+    """Windows are written before a tensor's change digest can be checked (at its end): a
+    wrong value at a changed position, found there, rolls every written window (and tensor)
+    back from the undo log, so the files are bit-exact as they were; the record that vouched
+    for them no longer holds (their ctime moved), so the next apply hashes them in full."""
+    from deltaroll.checkpoint import undo_patch
+    from deltaroll.checkpoint.journal import Journal
+
+    monkeypatch.setattr(undo_patch, "WINDOW_BYTES", 4096)  # many windows, each logged
+    monkeypatch.setattr(undo_patch, "BATCH_POSITIONS", 50)  # several records per window
+    weights, _, _, d12 = chain
+    _first_apply(chain)
+    entries = [e for e in read_delta_manifest(d12).tensors if e.kind == "sparse"]
+    entry = entries[which]
+    ref = open_checkpoint(weights).tensors[entry.name]
+    position = int(_positions(d12, entry, ref)[which])
+    width = ref.nbytes // ref.numel
+    with open(ref.path, "r+b") as f:
+        f.seek(ref.begin + position * width)
+        value = f.read(width)
+        f.seek(ref.begin + position * width)
+        f.write(bytes([value[0] ^ 0x01]) + value[1:])
+    _reseal(weights)
+    before = tree_digest(weights)
+    written = Counted(monkeypatch, undo_patch, "_write")
+    with pytest.raises(ChangesMismatchError, match=entry.name):
+        apply_delta(weights, d12, in_place=True)
+    assert written.calls > 1  # windows were written, then rolled back
+    assert tree_digest(weights) == before
+    assert not Journal(weights).root.exists()
+    assert trusted_state(open_checkpoint(weights)) is None
+
+
+def _positions(delta: Path, entry: object, ref: object) -> np.ndarray:
+    from deltaroll.checkpoint.objects import ObjectDir
+    from deltaroll.checkpoint.packs import PackReader
+    from deltaroll.checkpoint.reader import read_tensor_bits
+    from deltaroll.checkpoint.transform import encoded_tensor
+    from deltaroll.codec import decode_changes
+    from deltaroll.codec.gaps import gaps_to_positions
+
+    payload = PackReader(ObjectDir(delta), read_delta_manifest(delta).objects)
+    changes = decode_changes(encoded_tensor(entry, payload), read_tensor_bits(ref).dtype)  # type: ignore[arg-type]
+    return gaps_to_positions(changes.gaps, changes.total)
+
+
+def test_a_format_4_delta_applies_in_place_both_ways(
+    steps: dict[str, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deltas published before format 6 lack the per-context counts: the apply counts them
+    in a reading pass first, and patches the same bytes, forward and in reverse."""
+    import shutil
+
+    from deltaroll.codec import sparse_encoder
+    from fixtures.payloads import as_format_4
+
+    v0, v1, _ = steps["sharded"]
+    original = sparse_encoder.SparseEncoder.payload
+    monkeypatch.setattr(
+        sparse_encoder.SparseEncoder,
+        "payload",
+        lambda self, level: as_format_4(original(self, level)),
+    )
+    diff_checkpoints(v0, v1, tmp_path / "d01")
+    monkeypatch.undo()
+    manifest = read_delta_manifest(tmp_path / "d01")
+    assert any(e.kind == "sparse" for e in manifest.tensors)
+    weights = tmp_path / "weights"
+    shutil.copytree(v0, weights)
+    assert apply_delta(weights, tmp_path / "d01", in_place=True).changed
+    assert tree_digest(weights) == tree_digest(v1)
+    assert apply_delta(weights, tmp_path / "d01", in_place=True, reverse=True).changed
+    assert tree_digest(weights) == tree_digest(v0)

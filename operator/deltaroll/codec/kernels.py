@@ -375,3 +375,133 @@ def interleave_planes(planes: np.ndarray, out: np.ndarray) -> None:  # pragma: n
             shift = np.uint64(8 * plane)
             for i in range(count):
                 out[i] |= np.uint64(row[i]) << shift
+
+
+# What resolve_window found wrong beyond resolve_changes' problems: a context holds more
+# changes than the payload's per-context counts say (a corrupt format-6 payload or wrong base).
+COUNTS_DISAGREE = 3
+# Layout of the state resolve_window and tally_window carry from one chunk to the next.
+_SLOTS = EXCEPTION_CONTEXT + 1
+STATE_RANK = 2 * _SLOTS  # rank of the chunk's first change among all of them
+STATE_EXCEPTION = STATE_RANK + 1  # index of the next exception rank
+STATE_SIZE = STATE_EXCEPTION + 1
+
+
+@_compiled(
+    [
+        numba.int64(
+            _input(t),
+            _input(numba.int64),
+            numba.int64,
+            t[::1],
+            t[::1],
+            _input(numba.int64),
+            _input(t),
+            numba.boolean,
+            numba.uint64,
+            numba.int64[::1],
+        )
+        for t in _ELEMENT_TYPES
+    ]
+)
+def resolve_window(
+    window: np.ndarray,
+    positions: np.ndarray,
+    first: int,
+    known: np.ndarray,
+    other: np.ndarray,
+    exception_ranks: np.ndarray,
+    sorted_changes: np.ndarray,
+    forward: bool,
+    context_shift: np.uint64,
+    state: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """:func:`resolve_changes` for one chunk of positions, read straight from a window of the
+    tensor: ``known[i] = window[positions[i] - first]`` and ``other[i]`` its other side, in one
+    loop. Needs the payload's per-context counts up front (format 6), as ``state``: where each
+    context's next change lies (``state[c]``) and where its group ends (``state[257 + c]``),
+    then the running rank and exception index; updated, so the next chunk resumes. Returns 0,
+    ZERO_CHANGE, EXCEPTIONS_DISAGREE or COUNTS_DISAGREE (the chunk is then partly resolved)."""
+    one, byte = np.uint64(1), np.uint64(0xFF)
+    subtract_odd = np.uint64(0) if forward else one
+    zero_change = disagree = overflow = np.uint64(0)
+    rank = state[STATE_RANK]
+    exception = state[STATE_EXCEPTION]
+    exceptions = exception_ranks.shape[0]
+    next_exception = exception_ranks[exception] if exception < exceptions else -1
+    for i in range(positions.shape[0]):
+        value = window[positions[i] - first]
+        known[i] = value
+        known_bits = np.uint64(value)
+        context = (known_bits >> context_shift) & byte
+        listed = rank == next_exception
+        if listed:  # rare: the exceptions
+            exception += 1
+            next_exception = exception_ranks[exception] if exception < exceptions else -1
+            slot = np.int64(EXCEPTION_CONTEXT)
+        else:
+            slot = np.int64(context)
+        index = state[slot]
+        full = index >= state[_SLOTS + slot]
+        overflow |= np.uint64(full)
+        if full:
+            index = state[_SLOTS + slot] - 1 if state[_SLOTS + slot] > 0 else 0
+        else:
+            state[slot] = index + 1
+        zigzag = np.uint64(sorted_changes[index]) if sorted_changes.shape[0] else np.uint64(0)
+        magnitude = (zigzag >> one) + (zigzag & one)
+        negate = np.uint64(0) - ((zigzag ^ subtract_odd) & one)
+        resolved = known_bits + ((magnitude ^ negate) - negate)
+        other[i] = resolved
+        moved = (np.uint64(other[i]) >> context_shift) & byte != context
+        zero_change |= np.uint64(zigzag == 0)
+        disagree |= np.uint64(moved != listed)
+        rank += 1
+    state[STATE_RANK] = rank
+    state[STATE_EXCEPTION] = exception
+    if overflow:
+        return COUNTS_DISAGREE
+    if zero_change:
+        return ZERO_CHANGE
+    return EXCEPTIONS_DISAGREE if disagree else 0
+
+
+@_compiled(
+    [
+        numba.void(
+            _input(t),
+            _input(numba.int64),
+            numba.int64,
+            _input(numba.int64),
+            numba.uint64,
+            numba.int64[::1],
+        )
+        for t in _ELEMENT_TYPES
+    ]
+)
+def tally_window(
+    window: np.ndarray,
+    positions: np.ndarray,
+    first: int,
+    exception_ranks: np.ndarray,
+    context_shift: np.uint64,
+    state: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Count the contexts of the known values at one chunk of positions (exceptions apart), in
+    ``state[:257]``, resuming with the same rank and exception index as :func:`resolve_window`:
+    what a format-4 payload needs first, one reading pass, before any chunk can be resolved."""
+    byte = np.uint64(0xFF)
+    rank = state[STATE_RANK]
+    exception = state[STATE_EXCEPTION]
+    exceptions = exception_ranks.shape[0]
+    next_exception = exception_ranks[exception] if exception < exceptions else -1
+    for i in range(positions.shape[0]):
+        if rank == next_exception:
+            exception += 1
+            next_exception = exception_ranks[exception] if exception < exceptions else -1
+            state[EXCEPTION_CONTEXT] += 1
+        else:
+            state[(np.uint64(window[positions[i] - first]) >> context_shift) & byte] += 1
+        rank += 1
+    state[STATE_RANK] = rank
+    state[STATE_EXCEPTION] = exception
