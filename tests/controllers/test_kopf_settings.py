@@ -14,7 +14,21 @@ import pytest
 from kopf._cogs.structs.diffs import diff
 
 from deltaroll.api.annotations import ABORT, PROMOTE, RETRY
-from deltaroll.controllers.settings import configure
+
+
+def _configured() -> kopf.OperatorSettings:
+    """Settings as the operator's startup handler leaves them. Its module is imported into a
+    registry of its own: Kopf runs elsewhere in this test process (the sandbox's Kopf e2e
+    tests) use the default one, and would take Deltaroll's finalizer and storages from it."""
+    default = kopf.get_default_registry()
+    kopf.set_default_registry(kopf.OperatorRegistry())
+    try:
+        from deltaroll.controllers.settings import configure
+    finally:
+        kopf.set_default_registry(default)
+    settings = kopf.OperatorSettings()
+    configure(settings=settings)
+    return settings
 
 
 def _handled(storage: kopf.DiffBaseStorage, raw: dict[str, Any]) -> dict[str, Any]:
@@ -31,9 +45,7 @@ def _handled(storage: kopf.DiffBaseStorage, raw: dict[str, Any]) -> dict[str, An
 def test_a_request_annotation_is_a_change_kopf_hands_to_the_update_handler(
     request_key: str,
 ) -> None:
-    settings = kopf.OperatorSettings()
-    configure(settings=settings)
-    storage = settings.persistence.diffbase_storage
+    storage = _configured().persistence.diffbase_storage
     raw = {
         "apiVersion": "deltaroll.dev/v1alpha1",
         "kind": "ModelDeployment",

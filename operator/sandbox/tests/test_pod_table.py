@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from deltaroll_sandbox.apiserver import ages
 from deltaroll_sandbox.apiserver.resources import ResourceType
 from deltaroll_sandbox.apiserver.tables import table
 
@@ -17,9 +19,25 @@ RUNNING = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
 WAITING = {"waiting": {"reason": "PodInitializing"}}
 
 
+#: The bodies below are built when the module is collected; their ages are read as of then.
+COLLECTED_AT = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+class _Collected(datetime.datetime):
+    @classmethod
+    def now(cls, tz: datetime.tzinfo | None = None) -> _Collected:
+        return cls.fromtimestamp(COLLECTED_AT.timestamp(), tz)
+
+
+@pytest.fixture(autouse=True)
+def _ages_as_of_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full run reaches these tests many minutes after collecting them."""
+    monkeypatch.setattr(ages, "datetime", SimpleNamespace(datetime=_Collected, UTC=datetime.UTC))
+
+
 def ago(seconds: int) -> str:
-    """A timestamp ``seconds`` back (a few seconds into a minute: the shown age stays put)."""
-    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
+    """A timestamp ``seconds`` before the module was collected."""
+    moment = COLLECTED_AT - datetime.timedelta(seconds=seconds)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
