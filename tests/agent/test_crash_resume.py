@@ -46,7 +46,7 @@ def agent_command(rig: AgentRig, store_uri: str, engine_url: str) -> list[str]:
     "crash_at",
     [
         "journal-created",  # nothing patched yet
-        "scatter-half:2",  # a window half-written (rolled back from the undo log, patched again)
+        "scatter-half:2",  # one tensor patched, the second half-written (redo log)
         "patched",  # every tensor patched, the journal not yet finished
     ],
 )

@@ -5,11 +5,6 @@ must produce the bytes one worker would; so a faster diff (or any other refactor
 a single payload byte. The inputs are built from integer hashing only (no RNG, no float maths),
 so they are the same on every machine and numpy version; the digests were recorded from the
 codec as first released, before its diff was rewritten.
-
-Sparse payloads are format 6 since the apply was made to resolve a window at a time: format 4
-plus one section, the per-context counts. ``PINNED_FORMAT_4`` keeps the first release's digests,
-checked on the payload with that section taken out (every other byte must not have moved), and
-format-4 payloads (still in published deltas) must keep applying.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ import numpy as np
 import pytest
 
 from deltaroll.codec import apply_tensor_delta, encode_tensor_delta
-from fixtures.payloads import format_4_of
 
 _MASK64 = (1 << 64) - 1
 
@@ -71,16 +65,6 @@ CASES = {
 }
 
 PINNED = {
-    "bf16_6pct": "sparse:48891e09faf52257d2a43e60391dc6f167c5f9aabf5785c071a6583839cac1d2",
-    "bf16_6pct_level1": "sparse:23617e1b43cc12b7dbdc5a10d507fadd2ba51ce452305ca674144ea69d5920e2",
-    "u8_3pct": "sparse:81c1c0c57be08b121990892cf0906deba7153cf287fe8feb266ddea917a26c69",
-    "u32_90pct_dense": "dense:9e70e2edfe9c4a45f4bee6e1cfc140ffc980bd72117517fa3e81590bcbe9f0a0",
-    "u64_35pct": "sparse:f74776f5fc0237903e70f0a17a236c5d1e42652bba2c1605b3ebfe1aac566ef0",
-    "u16_unchanged": "unchanged:fc1cd7986c3eba2a0b17f4670b1be2ccd534aa7500f606409d718fd726591882",
-    "u16_edges": "sparse:b91c05403aa9d374e83084e2ba61f125c15cf53607959ffe4c4715c8efa4832a",
-}
-
-PINNED_FORMAT_4 = {
     "bf16_6pct": "sparse:8df626c33a855ab1d2d7a26ae85f0766d2a23fc6f5fc6730eb3e387225f0717c",
     "bf16_6pct_level1": "sparse:02821530aa9297aa9f928ec986ff6a42c26bc1cf5ea4cf98bf3c17d20e1aecb7",
     "u8_3pct": "sparse:78b052baf5e44abc0f617455c757a614ebf7c751f8cd59142748a8ec4751ee11",
@@ -102,18 +86,3 @@ def test_payload_bytes_are_pinned(case: str) -> None:
     restored = base.copy()
     apply_tensor_delta(restored, encoded, side="base")
     assert restored.tobytes() == target.tobytes()
-
-
-@pytest.mark.parametrize(
-    "case", sorted(c for c in CASES if PINNED_FORMAT_4[c].startswith("sparse:"))
-)
-def test_format_4_bytes_are_unchanged_and_still_apply(case: str) -> None:
-    make, level = CASES[case]
-    base, target = make()
-    old = format_4_of(encode_tensor_delta(base, target, level=level))
-    assert f"sparse:{hashlib.sha256(old.payload).hexdigest()}" == PINNED_FORMAT_4[case]
-    restored = base.copy()
-    apply_tensor_delta(restored, old, side="base")
-    assert restored.tobytes() == target.tobytes()
-    apply_tensor_delta(restored, old, side="target")
-    assert restored.tobytes() == base.tobytes()

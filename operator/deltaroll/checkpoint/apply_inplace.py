@@ -11,28 +11,23 @@ as a full check, and continues the same way.
 Steps:
 
 1. staging: new files for weight files whose layout changes are built in the journal's
-   ``staged/`` from the untouched checkpoint, and the sparse payloads of the files that keep
-   their layout are decoded (and checked to fit). Nothing in the checkpoint has changed; a
-   refusal or a crash here leaves it as it was.
-2. commit: the journal's ``state.json`` is written (with an empty undo log), before the first
-   byte of the checkpoint changes. While it is there the trusted-state record is not trusted.
-3. patching, behind the undo log (see :mod:`.journal` and :mod:`.undo_patch`): each window of
-   a tensor's changed positions is read, resolved and hashed in one pass, its old values logged
-   and fsynced, then its new values written; at the end of a tensor its change digest is
-   checked. A mismatch (the file is not the base it was recorded as) rolls every logged window
-   back, leaves the file bit-exact as it was and refuses. A crash anywhere from the commit on is
-   put right by running the apply again: it rolls back what the log holds, then patches again.
-4. finishing: removed files go, staged files are renamed in, auxiliary files rewritten; then a
-   new record vouches for the target (``durable: false`` until
-   :func:`~deltaroll.checkpoint.state.make_durable` fsyncs the files, off the pause path) and
-   the journal is dropped. On the way only the commit and the undo log's records are fsynced
-   (and the base's files once, before the commit: usually clean, so cheap).
+   ``staged/`` from the untouched checkpoint, and every new value for the files that keep their
+   layout is computed, checked and written to the redo log (``changes.bin``, fsynced). Nothing
+   in the checkpoint has changed; a refusal or a crash here leaves it as it was.
+2. commit: the journal's ``state.json`` is written. From here on the apply always finishes, and
+   the trusted-state record is not trusted while the journal is there.
+3. patching and finishing: the redo log is written into the files (idempotent), removed files
+   go, staged files are renamed in, auxiliary files rewritten; then a new record vouches for the
+   target (``durable: false`` until :func:`~deltaroll.checkpoint.state.make_durable` fsyncs the
+   files, off the pause path) and the journal is dropped. Only the commit and the redo log are
+   fsynced on the way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -40,8 +35,9 @@ from typing import BinaryIO, Literal
 import numpy as np
 
 from deltaroll.checkpoint.changeset import (
-    changes_mismatch,
+    CheckedChanges,
     check_fits,
+    checked_changes,
     span_of,
     sparse_changes,
 )
@@ -56,14 +52,7 @@ from deltaroll.checkpoint.errors import (
     WrongBaseError,
 )
 from deltaroll.checkpoint.header import read_header
-from deltaroll.checkpoint.journal import (
-    UNDO_PROTOCOL,
-    Journal,
-    JournalState,
-    UndoLog,
-    UndoRecord,
-    exclusive_lock,
-)
+from deltaroll.checkpoint.journal import Journal, JournalState, exclusive_lock
 from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, WeightFileLayout
 from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.materialize import write_to_side
@@ -76,7 +65,7 @@ from deltaroll.checkpoint.reader import (
     open_checkpoint,
     read_tensor_bits,
 )
-from deltaroll.checkpoint.scatter import TensorSpan, write_whole
+from deltaroll.checkpoint.scatter import ValueSource, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 from deltaroll.checkpoint.state import fsync_files, record_side, record_state, trusted_state
 from deltaroll.checkpoint.transform import (
@@ -86,14 +75,13 @@ from deltaroll.checkpoint.transform import (
     other,
     to_side_bits,
 )
-from deltaroll.checkpoint.undo_patch import patch_sparse, roll_back_sparse
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
-from deltaroll.codec import ChangesHasher, CodecError, SparseChanges
+from deltaroll.codec.gaps import PositionCursor
 from deltaroll.errors import DeltarollError
 
 # Where auxiliary files are staged, beside the rebuilt weight files (a name no file can have).
 STAGED_AUX = ".aux"
-# Decoded change sets kept in memory between staging and patching (beyond: decoded again).
+# New values kept in memory between staging and patching (beyond it: read back from the log).
 HELD_CHANGES_BYTES = 128 << 20
 
 
@@ -161,7 +149,7 @@ def _apply_locked(apply: _Apply) -> bool:
     journal = Journal(path)
     state = journal.load()
     plan = _plan(from_layout, to_layout)
-    held: dict[str, SparseChanges] = {}
+    held: dict[str, _Held] | None = None
     if state is None:
         journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
         checkpoint = open_checkpoint(path)
@@ -173,34 +161,24 @@ def _apply_locked(apply: _Apply) -> bool:
             journal.discard_leftovers()  # refused: the checkpoint was not touched
             raise
         # The base's bytes on disk, not only in the page cache, before the commit: after a power
-        # loss a rollback must land on them (cheap when they are clean, as they usually are).
+        # loss the redo log must land on them (cheap when they are clean, as they usually are).
         _fsync_files(apply, plan)
         state = JournalState(
             manifest_digest=manifest.manifest_digest,
             direction=direction,
             from_version=from_version,
             to_version=to_version,
-            protocol=UNDO_PROTOCOL,
         )
-        journal.save(state)  # the commit point: from here on the checkpoint may change
+        journal.save(state)  # the commit point: from here on the apply always finishes
         crash_point("journal-created")
-        tensors = _patched_tensors(apply, plan)
     elif (state.manifest_digest, state.direction) != (manifest.manifest_digest, direction):
         raise InterruptedApplyError(
             f"{path} holds an unfinished in-place apply of another delta or direction "
             f"({state.from_version} -> {state.to_version}, {state.direction}); run that apply "
             f"again to finish it first (journal: {journal.root})"
         )
-    else:
-        # Resumed: put back what the log holds, then patch again from the base, checking anew.
-        tensors = _patched_tensors(apply, plan)
-        _roll_back(apply, journal, plan, tensors)
-    try:
-        _patch(apply, journal, tensors, held)
-    except DeltarollError:
-        _roll_back(apply, journal, plan, tensors)  # refused: the files as they were
-        journal.abandon()
-        raise
+    # Everything below is idempotent: a crash anywhere is finished by running the apply again.
+    _patch(apply, journal, _patched_tensors(apply, plan), held)
     crash_point("patched")
     _finish(apply, journal, plan)
     record_side(apply.path, apply.manifest, apply.to_side)
@@ -294,14 +272,18 @@ def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: b
     return True
 
 
+# A tensor's new values, checked, kept from staging for the patching: sparse (where, what) or
+# the whole tensor.
+_Held = CheckedChanges | np.ndarray
+
+
 def _stage(
     apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan
-) -> dict[str, SparseChanges]:
-    """Build every rebuilt file in ``staged/`` from the untouched checkpoint, and check that
-    every change of the patched files fits its tensor and decodes.
+) -> dict[str, _Held] | None:
+    """Build every rebuilt file in ``staged/`` and the redo log, from the untouched checkpoint.
 
-    Returns the decoded sparse change sets while they fit :data:`HELD_CHANGES_BYTES`, so the
-    patching need not decode them again."""
+    Returns the new values too while they fit :data:`HELD_CHANGES_BYTES`, so the patching that
+    follows in this process need not read the log back; None when they did not fit."""
     entries = apply.entries
     journal.reset_staged()
     for file in plan.rebuilt:
@@ -317,151 +299,102 @@ def _stage(
         crash_point("file-staged")
     _stage_aux_files(apply, journal)
     fsync_directory(journal.staged)
-    held: dict[str, SparseChanges] = {}
+    held: dict[str, _Held] | None = {}
     held_bytes = 0
-    for file in plan.patched:
-        for name in apply.manifest.names_in(file):
-            entry = entries[name]
-            if entry.payload is None:
-                continue
-            ref = checkpoint.tensors[name]
-            check_fits(entry, ref, apply.from_side)
-            if entry.kind == "dense":
-                continue
-            changes = sparse_changes(entry, span_of(ref).dtype, apply.objects)
-            held_bytes += changes.count * (1 + span_of(ref).dtype.itemsize)
-            if held_bytes <= HELD_CHANGES_BYTES:
-                held[name] = changes
+    with journal.changes_writer() as log:
+        for file in plan.patched:
+            for name in apply.manifest.names_in(file):
+                entry = entries[name]
+                if entry.payload is None:
+                    continue
+                change = _stage_tensor(apply, entry, checkpoint.tensors[name])
+                if isinstance(change, CheckedChanges):
+                    log.add(name, change.values, whole=False)
+                else:
+                    log.add(name, change, whole=True)
+                crash_point("tensor-staged", name)
+                held_bytes += change.nbytes
+                held = held if held is not None and held_bytes <= HELD_CHANGES_BYTES else None
+                if held is not None:
+                    held[name] = change
     return held
 
 
+def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> _Held:
+    """Compute one tensor's new values and check them before anything is written."""
+    if entry.kind == "dense":
+        check_fits(entry, ref, apply.from_side)
+        # Almost every element changes: read it whole, apply, check the other side's digest.
+        change: _Held = to_side_bits(entry, read_tensor_bits(ref), apply.objects, apply.from_side)
+    else:
+        change = checked_changes(entry, ref, apply.objects, apply.from_side)
+    if apply.on_bytes:
+        apply.on_bytes(ref.nbytes)
+    return change
+
+
+# What the patching writes into one tensor: the whole tensor, or values at positions.
+_Writes = np.ndarray | tuple[PositionCursor, ValueSource]
+
+
 def _patch(
-    apply: _Apply,
-    journal: Journal,
-    tensors: dict[str, TensorRef],
-    held: dict[str, SparseChanges],
+    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], held: dict[str, _Held] | None
 ) -> None:
-    """Patch every changed tensor of the files that keep their layout, behind the undo log;
-    raises (after logging what it wrote) when a tensor's values are not the delta's."""
-    entries = apply.entries
-    undo = journal.undo_log()
-    try:
-        for name, ref in tensors.items():
-            entry = entries.get(name)
-            if entry is None or entry.payload is None:
-                continue
-            if entry.kind == "dense":
-                _patch_dense(apply, undo, entry, ref)
-            else:
-                _patch_sparse(apply, undo, entry, ref, held.pop(name, None))
-            if apply.on_bytes:
-                apply.on_bytes(ref.nbytes)
-            crash_point("tensor-patched", name)
-    finally:
-        undo.close()
+    """Write every new value of the redo log (or the same values, still held) into the
+    checkpoint; idempotent."""
+    writes = (
+        ((name, _held_writes(change)) for name, change in held.items())
+        if held is not None
+        else _logged_writes(apply, journal, tensors)
+    )
+    for name, write in writes:
+        span = span_of(tensors[name])
+        if isinstance(write, np.ndarray):
+            write_whole(span, write)
+        else:
+            scatter(span, *write, name)
+        crash_point("tensor-patched", name)
 
 
-def _patch_dense(apply: _Apply, undo: UndoLog, entry: TensorEntry, ref: TensorRef) -> None:
-    """Almost every element changes: read the tensor whole, log it, apply, check the other
-    side's digest, then write it."""
-    check_fits(entry, ref, apply.from_side)
-    bits = read_tensor_bits(ref)
-    undo.append(entry.name, bits, whole=True, first=0)  # written out before bits change
-    new = to_side_bits(entry, bits, apply.objects, apply.from_side)
-    undo.sync()
-    write_whole(span_of(ref), new)
+def _held_writes(change: _Held) -> _Writes:
+    if not isinstance(change, CheckedChanges):
+        return change
+    values = change.values
+
+    def held_values(first: int, count: int) -> np.ndarray:
+        return values[first : first + count]
+
+    return change.positions(), held_values
 
 
-def _patch_sparse(
-    apply: _Apply,
-    undo: UndoLog,
-    entry: TensorEntry,
-    ref: TensorRef,
-    changes: SparseChanges | None,
-) -> None:
-    """Patch a sparse tensor window by window, hashing what it reads and writes, and refuse
-    (its windows logged) unless the change digest matches."""
-    check_fits(entry, ref, apply.from_side)
-    span = span_of(ref)
-    if changes is None:
-        changes = sparse_changes(entry, span.dtype, apply.objects)
-    # One thread: the patching's worker hashes while this one resolves (two cores busy).
-    hasher = ChangesHasher(span.dtype.itemsize, threads=1)
-    from_side, to_side = apply.from_side, apply.to_side
-
-    def on_chunk(positions: np.ndarray, known: np.ndarray, resolved: np.ndarray) -> None:
-        hasher.update_positions(positions)
-        hasher.update_values(from_side, known)
-        hasher.update_values(to_side, resolved)
-
-    try:
-        patch_sparse(
-            span,
-            changes,
-            forward=from_side == "base",
-            undo=undo,
-            tensor=entry.name,
-            on_chunk=on_chunk,
-        )
-    except CodecError as exc:
-        raise CorruptDeltaError(
-            f"the payload of tensor {entry.name!r} does not apply: {exc}; fetch or recompute "
-            "the delta, or restore the checkpoint (it was left as it was)"
-        ) from exc
-    if hasher.hexdigest() != entry.changes_digest:
-        raise changes_mismatch(entry, ref, changes.count, from_side)
-
-
-def _roll_back(apply: _Apply, journal: Journal, plan: _Plan, tensors: dict[str, TensorRef]) -> None:
-    """Write back every value the undo log holds (idempotent), make it durable, empty the
-    log. Each record must name a tensor the delta changes, in the form its entry has."""
-    records = journal.undo_records()
-    if not records:
-        return
-    entries = apply.entries
-    by_tensor: dict[str, list[UndoRecord]] = {}
+def _logged_writes(
+    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef]
+) -> Iterator[tuple[str, _Writes]]:
+    """The redo log's records, every one checked against the tensor and the entry it names
+    before the first is written; the positions of a sparse record are its entry's payload's."""
+    records, entries = journal.changes(), apply.entries
     for record in records:
         ref = tensors.get(record.tensor)
         entry = entries.get(record.tensor)
         if (
             ref is None
             or entry is None
-            or entry.payload is None
             or record.dtype != np.dtype(bits_view(ref.dtype))
             or record.whole != (entry.kind == "dense")
-            or record.first + record.count > (ref.numel if record.whole else entry.changed_elements)
+            or record.count != (ref.numel if record.whole else entry.changed_elements)
             or entry.total_elements != ref.numel
         ):
             raise CheckpointError(
-                f"the undo log in {journal.root} names tensor {record.tensor!r}, which this "
+                f"the redo log in {journal.root} names tensor {record.tensor!r}, which this "
                 "checkpoint or delta does not hold as recorded; restore the checkpoint from a "
                 "snapshot"
             )
-        by_tensor.setdefault(record.tensor, []).append(record)
-    for name, logged in by_tensor.items():
-        span = span_of(tensors[name])
-        if entries[name].kind == "dense":
-            for record in logged:
-                write_whole(_from(span, record.first), record.read())
-            continue
-        changes = sparse_changes(entries[name], span.dtype, apply.objects)
-        try:
-            roll_back_sparse(span, changes, logged)
-        except CodecError as exc:
-            raise CheckpointError(
-                f"the undo log in {journal.root} does not fit tensor {name!r} ({exc}); "
-                "restore the checkpoint from a snapshot"
-            ) from exc
-    _fsync_files(apply, plan)
-    journal.clear_undo()
-    crash_point("rolled-back")
-
-
-def _from(span: TensorSpan, first: int) -> TensorSpan:
-    """The span's elements from ``first`` on."""
-    return TensorSpan(
-        span.path, span.begin + first * span.dtype.itemsize, span.numel - first, span.dtype
-    )
+    for record in records:
+        if record.whole:
+            yield record.tensor, record.read(0, record.count)
+        else:
+            changes = sparse_changes(entries[record.tensor], record.dtype, apply.objects)
+            yield record.tensor, (changes.positions(), record.read)
 
 
 def _patched_tensors(apply: _Apply, plan: _Plan) -> dict[str, TensorRef]:

@@ -85,20 +85,13 @@ def checked_changes(
         raise _corrupt(entry, exc) from exc
     hasher.update_values(other(from_side), values)
     if hasher.hexdigest() != entry.changes_digest:
-        raise changes_mismatch(entry, ref, changes.count, from_side)
+        raise ChangesMismatchError(
+            f"tensor {entry.name!r} in {ref.path}: the values at its {changes.count} changed "
+            f"positions are not the ones the delta was made from; the checkpoint is not the "
+            f"{from_side} it was recorded as (or the delta is corrupt): run `deltaroll verify` "
+            f"on it, then restore it; nothing was changed"
+        )
     return CheckedChanges(changes.gaps, changes.total, values)
-
-
-def changes_mismatch(
-    entry: TensorEntry, ref: TensorRef, count: int, from_side: Side
-) -> ChangesMismatchError:
-    """The refusal of values at the changed positions that do not hash to the change digest."""
-    return ChangesMismatchError(
-        f"tensor {entry.name!r} in {ref.path}: the values at its {count} changed positions "
-        f"are not the ones the delta was made from; the checkpoint is not the {from_side} it "
-        f"was recorded as (or the delta is corrupt): run `deltaroll verify` on it, then "
-        f"restore it; nothing was changed"
-    )
 
 
 def _corrupt(entry: TensorEntry, exc: CodecError) -> CorruptDeltaError:

@@ -22,7 +22,6 @@ import numpy as np
 
 from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.codec.gaps import PositionCursor
-from deltaroll.codec.sparse import ContextTally
 
 WINDOW_BYTES = 64 << 20
 # Linux 5.14+: populate the page tables of a mapping, reading (not dirtying) its pages.
@@ -143,13 +142,3 @@ def write_whole(span: TensorSpan, values: np.ndarray) -> None:
             data, offset = data[written:], offset + written
     finally:
         os.close(fd)
-
-
-def tally(span: TensorSpan, cursor: PositionCursor, tally: ContextTally) -> None:
-    """Count the contexts of the current values at the cursor's positions: the reading pass a
-    format-4 payload needs before it can be resolved a window at a time."""
-
-    def count(window: np.ndarray, start: int, positions: np.ndarray, first: int) -> None:
-        tally.add(window, positions, start)
-
-    _visit_chunks(span, cursor, count, writable=False)

@@ -25,14 +25,13 @@ _DOMAIN = b"deltaroll.changes/v1\0"
 class ChangesHasher:
     """Accumulates (positions, base values, target values) windows; ascending positions."""
 
-    def __init__(self, width: int, *, threads: int = blake3.blake3.AUTO) -> None:
+    def __init__(self, width: int) -> None:
         self._width = width
         self._count = 0
-        # Large updates (a window of positions: megabytes) are hashed on every core, unless the
-        # caller keeps the other cores busy itself (``threads=1``).
-        self._positions = blake3.blake3(max_threads=threads)
-        self._base = blake3.blake3(max_threads=threads)
-        self._target = blake3.blake3(max_threads=threads)
+        # Large updates (a window of positions: megabytes) are hashed on every core.
+        self._positions = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._base = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._target = blake3.blake3(max_threads=blake3.blake3.AUTO)
 
     def update(self, positions: np.ndarray, base_values: np.ndarray, target: np.ndarray) -> None:
         """Add one window: int64 positions and the unsigned-int bits of both sides there."""

@@ -20,14 +20,7 @@ from deltaroll.codec.diff import ChangeCollector, SparseDiff, sparse_diff
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
 from deltaroll.codec.model import EncodedTensor, TensorKind
-from deltaroll.codec.sparse import (
-    FORMAT_SPARSE,
-    FORMAT_SPARSE_COUNTED,
-    SPARSE_FORMATS,
-    SparseChanges,
-    apply_sparse,
-    decode_sparse,
-)
+from deltaroll.codec.sparse import FORMAT_SPARSE, SparseChanges, apply_sparse, decode_sparse
 from deltaroll.codec.sparse_encoder import SparseEncoder, bytes_per_change
 
 if TYPE_CHECKING:
@@ -258,7 +251,7 @@ def decode_changes(encoded: EncodedTensor, dtype: np.dtype) -> SparseChanges:
     element type. Raises :class:`CodecError` for anything but a well-formed sparse payload.
     """
     reader = _checked_reader(encoded, np.dtype(dtype).itemsize, encoded.total_elements)
-    if reader.header.format_id not in SPARSE_FORMATS:
+    if reader.header.format_id != FORMAT_SPARSE:
         raise CodecError(f"a {encoded.kind.value} delta has no sparse change set")
     return decode_sparse(reader, np.dtype(dtype))
 
@@ -318,5 +311,4 @@ _KIND_OF_FORMAT = {
     FORMAT_UNCHANGED: TensorKind.UNCHANGED,
     FORMAT_DENSE_XOR: TensorKind.DENSE,
     FORMAT_SPARSE: TensorKind.SPARSE,
-    FORMAT_SPARSE_COUNTED: TensorKind.SPARSE,
 }

@@ -17,7 +17,7 @@ from deltaroll.codec.diff import SparseDiff
 from deltaroll.codec.framing import Header, PayloadWriter
 from deltaroll.codec.gaps import positions_to_gaps
 from deltaroll.codec.kernel_loading import compiled_kernels, diff_kernels
-from deltaroll.codec.sparse import FORMAT_SPARSE_COUNTED, write_context_counts
+from deltaroll.codec.sparse import FORMAT_SPARSE
 
 # Most changes grouped with numpy while the compiled kernels are not loaded: its stable argsort
 # holds an int64 order and a gathered copy (10+ bytes per change, ~100 MB here), so a larger set
@@ -47,7 +47,6 @@ class SparseEncoder:
         self._changes: list[np.ndarray] = []
         self._exception_ranks: list[np.ndarray] = []
         self._long_scratch = np.empty(0, np.uint64)
-        self._per_context = np.zeros(EXCEPTION_CONTEXT + 1, np.int64)
 
     def add(self, window: SparseDiff) -> None:
         """Add the changes of one window; its positions must follow the previous window's.
@@ -82,13 +81,12 @@ class SparseEncoder:
         self._contexts.append(contexts)
         self._changes.append(changes)
         self._exception_ranks.append(np.flatnonzero(contexts == EXCEPTION_CONTEXT) + self._count)
-        self._per_context += np.bincount(contexts, minlength=EXCEPTION_CONTEXT + 1)
         self._count += count
 
     def payload(self, level: int) -> bytes:
         """The payload of every change added (emptying this encoder)."""
         writer = PayloadWriter(
-            Header(FORMAT_SPARSE_COUNTED, self._dtype.itemsize, self._total, self._count)
+            Header(FORMAT_SPARSE, self._dtype.itemsize, self._total, self._count)
         )
         writer.stream(_drain(self._short_gaps, np.uint8), level)
         writer.stream(_drain(self._long_gaps, np.uint64), level)
@@ -97,7 +95,6 @@ class SparseEncoder:
         exception_gaps = positions_to_gaps(exception_ranks)
         writer.stream(exception_gaps.short, level)
         writer.stream(exception_gaps.long, level)
-        write_context_counts(writer, self._per_context[:EXCEPTION_CONTEXT])
         writer.planes(self._grouped_change_planes(), level)
         return writer.finish()
 
