@@ -140,6 +140,12 @@ def event_reasons(core: Any, name: str = NAME) -> set[str]:
     return {e.reason for e in listed.items}
 
 
+def apis(cluster: RunningSandbox) -> tuple[Any, Any, Any]:
+    """An API client of the sandbox, with the core and custom-object APIs on it."""
+    client = cluster.api_client()
+    return client, kubernetes.client.CoreV1Api(client), kubernetes.client.CustomObjectsApi(client)
+
+
 def start_pods(core: Any, store_uri: str, version: str, store_env: dict[str, str]) -> None:
     """The two inference pods of ``deployment``'s selector, started on ``version``."""
     for name in PODS:
@@ -378,9 +384,7 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
     operator = Operator(cluster, tmp_path / "operator.log")
     operator.start()
     v1, v2 = published.ids["v1"], published.ids["v2"]
-    client = cluster.api_client()
-    core = kubernetes.client.CoreV1Api(client)
-    custom = kubernetes.client.CustomObjectsApi(client)
+    client, core, custom = apis(cluster)
     try:
         start_pods(core, uri, v1, s3.env())
         manifest = deployment(published, v1)
@@ -548,9 +552,7 @@ def test_a_promote_is_handled_when_it_arrives_not_when_a_timer_looks(
     operator = Operator(cluster, tmp_path / "operator.log")
     operator.start()
     v1, v2 = published.ids["v1"], published.ids["v2"]
-    client = cluster.api_client()
-    core = kubernetes.client.CoreV1Api(client)
-    custom = kubernetes.client.CustomObjectsApi(client)
+    client, core, custom = apis(cluster)
     try:
         start_pods(core, published.uri, v1, {})
         manifest = deployment(published, v1)
@@ -572,3 +574,4 @@ def test_a_promote_is_handled_when_it_arrives_not_when_a_timer_looks(
         custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME)
         for name in PODS:
             core.delete_namespaced_pod(name, NAMESPACE)
+        client.close()

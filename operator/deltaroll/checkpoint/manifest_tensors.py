@@ -251,7 +251,10 @@ def _first_inconsistency(c: TensorColumns) -> tuple[int, str] | None:
         (~has_base & ~has_target, "it has neither a base nor a target"),
         (carried & same, "carried only when shape, dtype or presence differ"),
         (~carried & ~same, "only a carried tensor may change shape, dtype or presence"),
-        (unchanged & ~_same_digests(c.base, c.target), "unchanged with two different digests"),
+        (
+            unchanged & ~_same_digests(c.base, c.target, has_base, has_target),
+            "unchanged with two different digests",
+        ),
         (
             (kind >= _KIND_CODES["sparse"]) != has_payload,
             "exactly sparse and dense tensors have a payload",
@@ -274,10 +277,11 @@ def _first_inconsistency(c: TensorColumns) -> tuple[int, str] | None:
     return index, rules[int(np.argmax(broken[:, index]))][1]
 
 
-def _same_digests(base: SideColumns, target: SideColumns) -> np.ndarray:
+def _same_digests(
+    base: SideColumns, target: SideColumns, has_base: np.ndarray, has_target: np.ndarray
+) -> np.ndarray:
     """Per tensor: present on both sides with the same digest (compared as packed bytes, whole
     columns at once, without spelling 200,000 digests out in hex)."""
-    has_base, has_target = np.array(base.present), np.array(target.present)
     base_rank, target_rank = np.cumsum(has_base) - 1, np.cumsum(has_target) - 1
     both = np.flatnonzero(has_base & has_target)
     base_digests = np.frombuffer(base.raw_digests(), np.uint8).reshape(-1, _DIGEST_BYTES)
