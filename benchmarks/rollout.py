@@ -46,6 +46,7 @@ from deltaroll.store import Store
 from deltaroll_demo.manifests import agent_container, pod_volumes
 from deltaroll_demo.model import train
 from deltaroll_demo.observe import Pod, downloaded_bytes
+from deltaroll_sandbox.policy import write_local_policy
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,9 +244,17 @@ def start_engine(model_path: Path, port: int, log: Path) -> subprocess.Popen[byt
 
 def start_operator(sandbox: RunningSandbox, log: Path) -> subprocess.Popen[bytes]:
     env = {**sandbox.env(), "DELTAROLL_ROLLOUT_INTERVAL_S": "1", "DELTAROLL_LOG_LEVEL": "warning"}
+    policy = write_local_policy(log.with_suffix(".policy.json"), log.parent)
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(BIN / "deltaroll"), "operator", "run", "--all-namespaces", "--standalone"],
+            [
+                str(BIN / "deltaroll"),
+                "operator",
+                "run",
+                "--all-namespaces",
+                "--standalone",
+                f"--policy={policy}",
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -19,15 +19,21 @@ from fixtures.cli import DELTAROLL
 from fixtures.ports import free_port
 
 GROUP, VERSION = "deltaroll.dev", "v1alpha1"
+#: The tests' stores and checkpoints live in pytest's temporary directories: file:// is allowed.
+LOCAL_POLICY: dict[str, Any] = {"default": {"storePrefixes": ["file:///", "s3://", "hf://"]}}
 
 
 class Operator:
     """``deltaroll operator run`` against the sandbox, as a real process."""
 
-    def __init__(self, cluster: RunningSandbox, log_path: Path) -> None:
+    def __init__(
+        self, cluster: RunningSandbox, log_path: Path, policy: dict[str, Any] | None = None
+    ) -> None:
         self.cluster, self.log_path = cluster, log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
+        self.policy_path = log_path.with_name(f"{log_path.stem}-policy.json")
+        self.policy_path.write_text(json.dumps(LOCAL_POLICY if policy is None else policy))
 
     def metrics(self) -> str:
         import urllib.request
@@ -44,7 +50,14 @@ class Operator:
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(DELTAROLL), "operator", "run", "--all-namespaces", "--standalone"],
+                [
+                    str(DELTAROLL),
+                    "operator",
+                    "run",
+                    "--all-namespaces",
+                    "--standalone",
+                    f"--policy={self.policy_path}",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -11,7 +11,11 @@ from controllers.rollout_world import make_spec
 from deltaroll.api.modeldeployment import LabelSelector
 from deltaroll.controllers.modeldeployment.overlap import selects
 from deltaroll.controllers.modeldeployment.planner import TargetVersion
-from deltaroll.controllers.modeldeployment.target import from_modeldeltas, from_store
+from deltaroll.controllers.modeldeployment.target import (
+    StoreIdentity,
+    from_modeldeltas,
+    from_store,
+)
 from deltaroll.controllers.modeldeployment.writes import label_selector
 
 SELECTOR = {
@@ -73,6 +77,6 @@ def test_the_modeldelta_of_spec_version_decides() -> None:
 
 def test_without_a_modeldelta_the_store_is_asked(tmp_path: Any) -> None:
     spec = make_spec(store={"uri": f"file://{tmp_path}/store"})
-    missing = from_store(spec, "v2")
+    missing = from_store(spec, "v2", StoreIdentity("ml", lambda: None))
     assert missing.state == "Pending"
     assert "not in file://" in missing.message and "no ModelDelta publishes it" in missing.message

@@ -64,6 +64,7 @@ from deltaroll.engines import (
     EngineUnreachableError,
 )
 from deltaroll.errors import DeltarollError
+from deltaroll.redact import scrub
 from deltaroll.store import (
     Store,
     StoreAccessError,
@@ -163,7 +164,7 @@ class Agent:
         return self.had_weights, {
             "healthy": self.had_weights,
             "state": self.state.value,
-            "message": self.message,
+            "message": scrub(self.message),
             "wanted": self.wanted,
             "disk_version": self.disk_version,
             "current_version": self.engine_version,

@@ -2,14 +2,17 @@
 
     deltaroll operator run --liveness=http://0.0.0.0:8080/healthz --all-namespaces --standalone
     deltaroll operator run --namespace=ml --namespace=ml-staging --peering=deltaroll
+    deltaroll operator run -A --standalone --policy=policy.yaml
 
 Environment (set by the chart): DELTAROLL_WORKER_IMAGE (default image of worker Jobs),
 DELTAROLL_AGENT_IMAGE, DELTAROLL_LOG_FORMAT (json|console), DELTAROLL_LOG_LEVEL,
-DELTAROLL_METRICS_PORT (Prometheus metrics; unset: none), POD_NAME/POD_NAMESPACE (identity).
+DELTAROLL_METRICS_PORT (Prometheus metrics; unset: none), POD_NAME/POD_NAMESPACE (identity),
+DELTAROLL_POLICY (the admin's policy file, as --policy; see :mod:`deltaroll.api.policy`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,6 +49,15 @@ def run(
             "--liveness", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz."
         ),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            envvar="DELTAROLL_POLICY",
+            help="The admin's policy (YAML): which stores, images and ServiceAccounts each "
+            "namespace may use. Unset: the built-in defaults (s3:// and hf:// stores only).",
+        ),
+    ] = None,
 ) -> None:
     """Reconcile ModelDeltas (their worker Jobs) and ModelDeployments (canary rollouts).
 
@@ -57,6 +69,15 @@ def run(
         raise OperatorConfigError("pass either --all-namespaces or one or more --namespace=NS")
     if standalone and peering:
         raise OperatorConfigError("pass either --standalone or --peering=NAME, not both")
+
+    if policy is not None:
+        import os
+
+        from deltaroll.api.policy import POLICY_ENV
+        from deltaroll.controllers.policy import read_policy
+
+        read_policy(policy)  # a bad policy stops here, in one line, before Kopf starts
+        os.environ[POLICY_ENV] = str(policy.resolve())
 
     import kopf
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from deltaroll.redact import remember_secrets
 from deltaroll.store.aliases import resolve, set_name
 from deltaroll.store.backends import Backend, ProgressCallback, open_backend
 from deltaroll.store.cache import ObjectCache, default_cache_dir
@@ -25,7 +26,6 @@ from deltaroll.store.manifests import VersionManifest
 from deltaroll.store.publish import PublishOutcome, publish_delta
 from deltaroll.store.pull import PullResult, load_graph, plan_pull, pull
 from deltaroll.store.push import PushResult, push
-from deltaroll.store.redact import remember_secrets
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy
 from deltaroll.store.squash import SquashResult, squash
 from deltaroll.store.uri import StoreUri, parse_store_uri

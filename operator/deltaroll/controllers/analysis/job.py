@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from deltaroll.api.modeldeployment import KIND, AnalysisJob
+from deltaroll.controllers.job_defaults import RELEASE_DEFAULTS, JobDefaults
 from deltaroll.controllers.modeldelta.jobs import (
-    DEFAULT_IMAGE,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     controller_reference,
@@ -45,7 +45,7 @@ def build_analysis_job(
     canary: str,
     stable: str,
     canary_pods: Sequence[str],
-    default_image: str = DEFAULT_IMAGE,
+    defaults: JobDefaults = RELEASE_DEFAULTS,
 ) -> dict[str, Any]:
     """The Job manifest for one measurement of ``template`` (``key`` names the measurement)."""
     meta = owner["metadata"]
@@ -61,7 +61,7 @@ def build_analysis_job(
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": job.image or default_image,
+        "image": defaults.image_of(job),
         "env": env,
     }
     if job.command:
@@ -70,11 +70,11 @@ def build_analysis_job(
         container["args"] = list(job.args)
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
-    if job.resources is not None:
-        container["resources"] = job.resources.to_wire()
+    if (resources := defaults.resources_of(job)) is not None:
+        container["resources"] = resources
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     optional = {
-        "serviceAccountName": job.service_account_name,
+        "serviceAccountName": defaults.service_account_of(job),
         "priorityClassName": job.priority_class_name,
         "nodeSelector": job.node_selector,
         "tolerations": [t.to_wire() for t in job.tolerations] if job.tolerations else None,

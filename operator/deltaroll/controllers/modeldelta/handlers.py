@@ -7,20 +7,24 @@ Triggers, all converging on :func:`reconcile` (level-triggered, idempotent):
 - one of its Jobs changes (the Job is labelled and owned by it);
 - its parent ModelDelta becomes Ready (children waiting for it are reconciled).
 
+The admin's policy is checked first: a ModelDelta asking for a store, image or ServiceAccount
+its namespace may not use is refused (PolicyDenied) before any store is opened or Job created.
+Stores are opened with the tenant's secretRef credentials (:mod:`..store_access`).
+
 Store hiccups raise :class:`kopf.TemporaryError`, so Kopf retries with backoff. Deleting a
-ModelDelta with ``deletionPolicy: Delete`` removes its version from the store (the only case
-with a finalizer); its Jobs go with it by ownerReference in every case.
+ModelDelta with ``deletionPolicy: Delete`` removes the version its own Job created from the
+store (the only case with a finalizer), never one that was there before; its Jobs go with it by
+ownerReference in every case.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import kopf
 import structlog
@@ -29,15 +33,15 @@ from deltaroll.api import ModelDelta
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import now_rfc3339, parse_rfc3339
 from deltaroll.api.modeldelta import PLURAL, ModelDeltaStatus, publishes
+from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers import kube, metrics
+from deltaroll.controllers.admission import REASON as POLICY_DENIED
+from deltaroll.controllers.admission import modeldelta_refusals
+from deltaroll.controllers.disclosure import post_event, scrubbed_status
 from deltaroll.controllers.errors import SecretNotFoundError
-from deltaroll.controllers.invalid import parse_or_mark
-from deltaroll.controllers.modeldelta.jobs import (
-    DEFAULT_IMAGE,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
-    job_selector,
-)
+from deltaroll.controllers.invalid import mark_refused, parse_or_mark
+from deltaroll.controllers.job_defaults import JobDefaults
+from deltaroll.controllers.modeldelta.jobs import LABEL_MANAGED_BY, MANAGED_BY, job_selector
 from deltaroll.controllers.modeldelta.observe import view_job
 from deltaroll.controllers.modeldelta.planner import (
     CreateJob,
@@ -52,6 +56,8 @@ from deltaroll.controllers.modeldelta.planner import (
 )
 from deltaroll.controllers.modeldelta.retention import blocking_use, uses_of
 from deltaroll.controllers.modeldelta.storeview import look_up
+from deltaroll.controllers.policy import namespace_policy, operator_image, worker_env
+from deltaroll.controllers.store_access import store_credentials
 
 GROUP_VERSION_PLURAL: Final = (GROUP, VERSION, PLURAL)
 INPUTS_ANNOTATION: Final = "deltaroll.dev/published-inputs"
@@ -86,31 +92,47 @@ def _deletes_version(spec: kopf.Spec, **_: Any) -> bool:
 
 @kopf.on.delete(*GROUP_VERSION_PLURAL, when=_deletes_version)
 def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-    """Remove the version from the store unless a ModelDeployment (or a child) still needs it.
+    """Remove the version this ModelDelta's own Job created, unless a ModelDeployment (or a
+    child) still needs it. A version that was in the store before (``status.createdVersionId``
+    is not it) is never deleted: a tenant naming another team's version must not remove it.
 
-    The store is opened with its secretRef Secret's credentials, as the Jobs are. A store that
-    refuses access (or whose Secret is gone) gets a Warning Event naming the version to remove by
-    hand instead of a finalizer that never goes; a store that is briefly unavailable is retried
-    by Kopf."""
+    The store is opened with its secretRef Secret's credentials, as the Jobs are, and only if
+    the policy still allows it. A store that refuses access (or whose Secret is gone) gets a
+    Warning Event naming the version to remove by hand instead of a finalizer that never goes;
+    a store that is briefly unavailable is retried by Kopf."""
     from deltaroll.store import InvalidStoreUriError, StoreAccessError
 
     delta = _parse(dict(body))
-    version_id = delta.status.version_id if delta is not None and delta.status else None
-    if delta is None or version_id is None:
+    status = delta.status if delta is not None else None
+    if delta is None or status is None or status.version_id is None:
         return  # nothing was published by this ModelDelta
+    version_id = status.version_id
+    if status.created_version_id != version_id:
+        post_event(
+            body,
+            "Normal",
+            "VersionKept",
+            f"kept {version_id}: not created by this "
+            "ModelDelta's Job (it was in the store already)",
+        )
+        return
     bound = log.bind(namespace=namespace, name=name, version=version_id)
     uri = delta.spec.store.uri
     manual = f"remove {version_id} by hand: deltaroll gc {uri} {delta.spec.model} --keep ..."
+    policy = namespace_policy(_namespaced(namespace))
+    if refusals := modeldelta_refusals(delta, policy, default_image=operator_image()):
+        post_event(body, "Warning", "VersionNotDeleted", f"{'; '.join(refusals)}; {manual}")
+        return
     try:
-        credentials = _store_credentials(_namespaced(namespace), delta)
+        credentials = store_credentials(_namespaced(namespace), delta.spec.store, policy)
         reason, message = _delete_unless_used(
             delta, version_id, _namespaced(namespace), credentials
         )
     except (StoreAccessError, InvalidStoreUriError, SecretNotFoundError) as exc:
-        kopf.warn(body, reason="VersionNotDeleted", message=f"{exc}; {manual}")
+        post_event(body, "Warning", "VersionNotDeleted", f"{exc}; {manual}")
         bound.warning("modeldelta.version_not_deleted", error=str(exc))
         return
-    kopf.info(body, reason=reason, message=message)
+    post_event(body, "Normal", reason, message)
     bound.info("modeldelta.version_retention", reason=reason)
 
 
@@ -145,12 +167,18 @@ def reconcile(namespace: str, name: str) -> Plan | None:
         delta = _parse(body)
         if delta is None:
             return None
+        policy = namespace_policy(namespace)
+        if refusals := modeldelta_refusals(delta, policy, default_image=operator_image()):
+            message = "; ".join(refusals)
+            mark_refused(body, invalid_spec_status, kube.patch_status, POLICY_DENIED, message)
+            bound.warning("modeldelta.policy_denied", refusals=refusals)
+            return None
         try:
             outcome = plan(
                 delta,
-                _observe(delta, body),
+                _observe(delta, body, policy),
                 now=now_rfc3339(),
-                default_image=os.environ.get("DELTAROLL_WORKER_IMAGE") or DEFAULT_IMAGE,
+                defaults=JobDefaults.of(policy.worker, operator_image(), worker_env()),
             )
             _apply(body, outcome)
         except Exception:
@@ -161,11 +189,6 @@ def reconcile(namespace: str, name: str) -> Plan | None:
     if _became(body, outcome, "Ready"):
         _wake_children(namespace, delta)
     return outcome
-
-
-def _kopf_body(body: dict[str, Any]) -> kopf.Body:
-    """A body read with the official client, in the type Kopf's event posting takes."""
-    return kopf.Body(cast("kopf.RawBody", body))
 
 
 def _namespaced(namespace: str | None) -> str:
@@ -181,11 +204,11 @@ def _parse(body: dict[str, Any]) -> ModelDelta | None:
     return parsed
 
 
-def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
+def _observe(delta: ModelDelta, body: dict[str, Any], policy: NamespacePolicy) -> Observed:
     meta, spec = body["metadata"], delta.spec
     namespace = meta["namespace"]
     try:
-        credentials = _store_credentials(namespace, delta)
+        credentials = store_credentials(namespace, spec.store, policy)
     except SecretNotFoundError:
         secret_missing, store = True, StoreView()
     else:
@@ -205,20 +228,6 @@ def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
         jobs=jobs,
         published_inputs=(meta.get("annotations") or {}).get(INPUTS_ANNOTATION),
     )
-
-
-def _store_credentials(namespace: str, delta: ModelDelta) -> Mapping[str, str] | None:
-    """The secretRef Secret's data to open the store with, as the Jobs get it (envFrom); None
-    without a secretRef, for the operator's own environment."""
-    secret = delta.spec.store.secret_ref
-    if secret is None:
-        return None
-    data = kube.read_secret_data(namespace, secret.name)
-    if data is None:
-        raise SecretNotFoundError(
-            f"Secret {secret.name} (spec.store.secretRef) not found in namespace {namespace}"
-        )
-    return data
 
 
 def _parent_phase(namespace: str, delta: ModelDelta) -> str | None:
@@ -246,13 +255,13 @@ def _apply(body: dict[str, Any], outcome: Plan) -> None:
         elif isinstance(action, RecordInputs):
             kube.patch_annotations(namespace, name, {INPUTS_ANNOTATION: action.digest})
     before = body.get("status") or {}
-    after = outcome.status.to_wire()
+    after = scrubbed_status(outcome.status.to_wire())
     if after != before:
         cleared = {key: None for key in before if key not in after}
         kube.patch_status(namespace, name, {**after, **cleared})
     for action in outcome.actions:
         if isinstance(action, PostEvent):
-            _post(body, action)
+            post_event(body, action.type, action.reason, action.message)
             metrics.TRANSITIONS.labels(outcome.status.phase, action.reason).inc()
             bound.info(
                 "modeldelta.transition",
@@ -262,13 +271,6 @@ def _apply(body: dict[str, Any], outcome: Plan) -> None:
             )
     if _became(body, outcome, "Ready") or _became(body, outcome, "Failed"):
         _observe_finish(before, outcome.status)
-
-
-def _post(body: dict[str, Any], event: PostEvent) -> None:
-    if event.type == "Warning":
-        kopf.warn(_kopf_body(body), reason=event.reason, message=event.message)
-    else:
-        kopf.info(_kopf_body(body), reason=event.reason, message=event.message)
 
 
 def _observe_finish(before: dict[str, Any], status: ModelDeltaStatus) -> None:

@@ -20,6 +20,7 @@ from deltaroll.api.job_result import DEFAULT_PATH as TERMINATION_PATH
 from deltaroll.api.job_result import EXIT_PERMANENT
 from deltaroll.api.job_result import PATH_ENV as TERMINATION_ENV
 from deltaroll.api.modeldelta import KIND, ModelDelta, ModelDeltaSpec
+from deltaroll.controllers.job_defaults import RELEASE_DEFAULTS, JobDefaults
 
 CONTAINER: Final = "worker"
 WORK_DIR: Final = "/work"
@@ -30,7 +31,6 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "deltaroll-operator"
 ANNOTATION_SPEC_DIGEST: Final = "deltaroll.dev/spec-digest"
 ANNOTATION_GENERATION: Final = "deltaroll.dev/generation"
-DEFAULT_IMAGE: Final = "ghcr.io/deltaroll/worker:latest"
 _MAX_JOB_NAME: Final = 63  # Job names end up in the pods' job-name label
 
 
@@ -109,8 +109,9 @@ def worker_args(delta: ModelDelta) -> list[str]:
     return ["worker", "compute", *common, "--target", spec.source.checkpoint.uri, *parent]
 
 
-def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[str, Any]:
-    """The Job manifest for ``delta`` (which must carry metadata name, namespace and uid)."""
+def build_job(delta: ModelDelta, *, defaults: JobDefaults = RELEASE_DEFAULTS) -> dict[str, Any]:
+    """The Job manifest for ``delta`` (which must carry metadata name, namespace and uid), with
+    the admin's ``defaults`` for what its spec.job leaves unset."""
     meta, spec, job = delta.metadata, delta.spec, delta.spec.job
     digest = spec_digest(spec)
     labels = {
@@ -134,7 +135,7 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
         },
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _pod_spec(delta, default_image),
+            "spec": _pod_spec(delta, defaults),
         },
     }
     if sharded(delta):
@@ -164,14 +165,14 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
     }
 
 
-def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
+def _pod_spec(delta: ModelDelta, defaults: JobDefaults) -> dict[str, Any]:
     spec, job = delta.spec, delta.spec.job
     args = worker_args(delta)
     if sharded(delta):
         args += ["--shards", str(job.parallelism)]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": job.image or default_image,
+        "image": defaults.image_of(job),
         "command": ["deltaroll"],
         "args": args,
         "env": [
@@ -180,6 +181,7 @@ def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
             {"name": "HF_HOME", "value": f"{WORK_DIR}/hf-home"},
             # Said explicitly so a kubelet that relocates the path (the sandbox's) can map it.
             {"name": TERMINATION_ENV, "value": TERMINATION_PATH},
+            *defaults.env_list(),
         ],
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -196,8 +198,8 @@ def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
     }
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
-    if job.resources is not None:
-        container["resources"] = job.resources.to_wire()
+    if (resources := defaults.resources_of(job)) is not None:
+        container["resources"] = resources
     if spec.store.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": spec.store.secret_ref.name}}]
     volumes: list[dict[str, Any]] = [
@@ -221,7 +223,7 @@ def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
         "volumes": volumes,
     }
     optional = {
-        "serviceAccountName": job.service_account_name,
+        "serviceAccountName": defaults.service_account_of(job),
         "priorityClassName": job.priority_class_name,
         "nodeSelector": job.node_selector,
         "tolerations": [t.to_wire() for t in job.tolerations] if job.tolerations else None,

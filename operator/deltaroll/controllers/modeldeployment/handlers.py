@@ -13,6 +13,10 @@ ModelDeployment):
 Two ModelDeployments selecting one pod do not fight over it: the older keeps it and the younger
 changes no pod until the overlap ends (:mod:`deltaroll.controllers.modeldeployment.overlap`).
 
+The admin's policy is checked first: a ModelDeployment asking for a store, an analysis image,
+ServiceAccount or Prometheus address its namespace may not use is refused (PolicyDenied) and
+changes no pod. Its store is opened with its secretRef credentials (:mod:`..store_access`).
+
 The rollout itself is :func:`deltaroll.controllers.modeldeployment.planner.plan`, a pure function.
 """
 
@@ -23,7 +27,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import kopf
 import structlog
@@ -33,11 +37,15 @@ from deltaroll.api.annotations import POD_VERSION
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldeployment import PLURAL, ModelDeploymentStatus
+from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers import kube
-from deltaroll.controllers.analysis.job import DEFAULT_IMAGE
+from deltaroll.controllers.admission import REASON as POLICY_DENIED
+from deltaroll.controllers.admission import modeldeployment_refusals
 from deltaroll.controllers.analysis.measure import Context, take
 from deltaroll.controllers.analysis.runs import is_due, record
-from deltaroll.controllers.invalid import parse_or_mark
+from deltaroll.controllers.disclosure import post_event, scrubbed_status
+from deltaroll.controllers.invalid import mark_refused, parse_or_mark
+from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldeployment import writes
 from deltaroll.controllers.modeldeployment.overlap import older_claims, selects
 from deltaroll.controllers.modeldeployment.planner import Observed, Plan, invalid_spec_status, plan
@@ -48,7 +56,10 @@ from deltaroll.controllers.modeldeployment.pods import (
     serves,
     view_pod,
 )
+from deltaroll.controllers.modeldeployment.target import StoreIdentity
 from deltaroll.controllers.modeldeployment.target import look_up as look_up_target
+from deltaroll.controllers.policy import namespace_policy, operator_image
+from deltaroll.controllers.store_access import store_credentials
 
 RESOURCE: Final = (GROUP, VERSION, PLURAL)
 INTERVAL_S: Final = float(os.environ.get("DELTAROLL_ROLLOUT_INTERVAL_S", "5"))
@@ -98,18 +109,27 @@ def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | 
         deployment = _parse(body)
         if deployment is None:
             return None
+        policy = namespace_policy(namespace)
+        if refusals := modeldeployment_refusals(deployment, policy, default_image=operator_image()):
+            message = "; ".join(refusals)
+            mark_refused(body, invalid_spec_status, writes.patch_status, POLICY_DENIED, message)
+            log.warning("modeldeployment.policy_denied", namespace=namespace, name=name)
+            return None
         now = now or datetime.now(UTC).replace(microsecond=0)
         spec = deployment.spec
+        who = StoreIdentity(namespace, lambda: store_credentials(namespace, spec.store, policy))
         pod_bodies = writes.list_pods(namespace, spec.selector)
         views = [v for v in (view_pod(p) for p in pod_bodies) if v is not None]
         # Before anything is written: an older ModelDeployment selecting our pods keeps them.
         overlap = older_claims(body, writes.list_modeldeployments(namespace), pod_bodies)
         modeldeltas = kube.list_modeldeltas(namespace)
-        target = look_up_target(modeldeltas, spec, spec.version)
+        target = look_up_target(modeldeltas, spec, spec.version, who)
         status = deployment.status or ModelDeploymentStatus()
-        ids = _version_ids(modeldeltas, deployment, target.version_id)
+        ids = _version_ids(modeldeltas, deployment, target.version_id, who)
         if overlap is None:  # a yielding deployment does not judge pods it does not drive
-            status = _measure(body, deployment, status, pod_bodies, views, VersionAliases(ids), now)
+            status = _measure(
+                body, deployment, status, (pod_bodies, views), VersionAliases(ids), now, policy
+            )
         observed = Observed(
             generation=int(body["metadata"].get("generation") or 0),
             pods=tuple(views),
@@ -131,7 +151,10 @@ def _parse(body: dict[str, Any]) -> ModelDeployment | None:
 
 
 def _version_ids(
-    modeldeltas: Sequence[Mapping[str, Any]], deployment: ModelDeployment, target_id: str | None
+    modeldeltas: Sequence[Mapping[str, Any]],
+    deployment: ModelDeployment,
+    target_id: str | None,
+    who: StoreIdentity,
 ) -> dict[str, str]:
     """Name -> content id of spec.version, the stable version and a superseded canary (agents
     report ids; the operator writes what spec.version says)."""
@@ -140,7 +163,7 @@ def _version_ids(
     others = (status.stable_version, status.canary_version) if status else ()
     for ref in others:
         if ref and ref not in ids:
-            known = look_up_target(modeldeltas, spec, ref)
+            known = look_up_target(modeldeltas, spec, ref, who)
             if known.version_id:
                 ids[ref] = known.version_id
     return ids
@@ -150,12 +173,14 @@ def _measure(
     body: dict[str, Any],
     deployment: ModelDeployment,
     status: ModelDeploymentStatus,
-    pod_bodies: Sequence[dict[str, Any]],
-    views: Sequence[PodView],
+    pods: tuple[Sequence[dict[str, Any]], Sequence[PodView]],
     aliases: VersionAliases,
     now: datetime,
+    policy: NamespacePolicy,
 ) -> ModelDeploymentStatus:
-    """Take the measurements that are due, before planning, and record them in the runs."""
+    """Take the measurements that are due, before planning, and record them in the runs (pods:
+    the selected pods' bodies and views)."""
+    pod_bodies, views = pods
     templates = {t.name: t for t in deployment.spec.analysis_templates or []}
     runs = list(status.analysis_results or [])
     due = [
@@ -182,7 +207,8 @@ def _measure(
         ],
         owner=body,
         ensure_job=writes.ensure_job,
-        default_image=os.environ.get("DELTAROLL_WORKER_IMAGE") or DEFAULT_IMAGE,
+        job_defaults=JobDefaults.of(policy.analysis, operator_image()),
+        policy=policy,
     )
     for index in due:
         run = runs[index]
@@ -212,15 +238,14 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
         )
         bound.info("modeldeployment.pod_version", pod=pod, version=version)
     before = body.get("status") or {}
-    after = outcome.status.to_wire()
+    after = scrubbed_status(outcome.status.to_wire())
     if after != before:
         cleared = {key: None for key in before if key not in after}
         writes.patch_status(namespace, name, {**after, **cleared})
     if outcome.handled_requests:
         writes.remove_annotations(namespace, name, outcome.handled_requests)
     for event in outcome.events:
-        post = kopf.warn if event.type == "Warning" else kopf.info
-        post(cast(kopf.Body, body), reason=event.reason, message=event.message)
+        post_event(body, event.type, event.reason, event.message)
         bound.info("modeldeployment.event", reason=event.reason, message=event.message)
     if outcome.status.phase != before.get("phase"):
         bound.info("modeldeployment.phase", phase=outcome.status.phase, was=before.get("phase"))

@@ -17,10 +17,10 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from deltaroll.redact import reason
 from deltaroll.store.backends.base import ObjectInfo, ProgressCallback
 from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.errors import ObjectNotFoundError, StoreAccessError
-from deltaroll.store.redact import reason
 from deltaroll.store.uri import StoreUri
 
 _TMP_PREFIX = ".tmp-"
