@@ -288,3 +288,25 @@ def test_readme_vllm_runs_the_disk_backend_in_dev_mode() -> None:
     assert json.loads(engine["args"][flag + 1]) == {"backend": "disk"}
     assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in engine["env"]
     assert "vLLM 0.27.0 or later" in (CHART / "README.md").read_text()
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_policy_reaches_the_operator_and_parses(values: str) -> None:
+    from deltaroll.api.policy import DEFAULT_POLICY, POLICY_ENV, Policy
+
+    configmap = next(
+        c for c in objects(values, "ConfigMap") if c["metadata"]["name"].endswith("-policy")
+    )
+    policy = Policy.model_validate(yaml.safe_load(configmap["data"]["policy.yaml"]))
+    pod = the(values, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = next(e["value"] for e in container["env"] if e["name"] == POLICY_ENV)
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    if values == "default":
+        assert policy == DEFAULT_POLICY  # the chart's defaults are the operator's own
+    else:
+        team = policy.for_namespace("ml-team-a")
+        assert team.worker.image == "ghcr.io/acme/deltaroll-worker:1.4.0"
+        assert team.worker.resources == policy.default.worker.resources  # inherited

@@ -7,16 +7,17 @@ operator runs with :data:`DEFAULT_POLICY`'s defaults. A resource asking for anyt
 of its namespace does not allow is refused (Ready=False, Stalled=True, reason ``PolicyDenied``,
 one Warning Event) before any store is opened or any Job created.
 
-``namespaces`` override ``default`` field by field: a field a namespace entry does not set is
-the default's. Prefix lists match by :func:`allowed`: an entry ending in ``/``, ``:`` or ``@``
-is a prefix (``s3://team-a/`` allows ``s3://team-a`` and everything below it;
-``ghcr.io/acme/worker:`` every tag of one image), any other entry must match exactly.
+``namespaces`` override ``default`` field by field (into ``worker`` and ``analysis`` too): a
+field a namespace entry does not set is the default's. Lists match by :func:`allowed`: an entry
+ending in ``/``, ``:``, ``@`` or ``.`` is a prefix (``s3://team-a/`` allows ``s3://team-a`` and
+everything below it; ``ghcr.io/acme/worker:`` every tag of one image; ``http://10.`` the pod
+network 10.0.0.0/8), any other entry must match exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
@@ -28,7 +29,7 @@ POLICY_ENV: Final = "DELTAROLL_POLICY"
 #: (set by the operator on itself and on its worker Jobs when the policy allows it).
 INSTANCE_METADATA_ENV: Final = "DELTAROLL_ALLOW_INSTANCE_METADATA"
 DEFAULT_WORKER_IMAGE: Final = "ghcr.io/deltaroll/worker:latest"
-_PREFIX_ENDS: Final = ("/", ":", "@")
+_PREFIX_ENDS: Final = ("/", ":", "@", ".")
 
 Pattern = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
@@ -99,7 +100,7 @@ class Policy(_PolicyModel):
     """The admin's policy: a default for every namespace, and per-namespace overrides."""
 
     default: NamespacePolicy = Field(default_factory=NamespacePolicy)
-    namespaces: dict[ObjectName, dict[str, object]] = Field(
+    namespaces: dict[ObjectName, dict[str, Any]] = Field(
         default_factory=dict,
         description="Namespace -> the fields of NamespacePolicy that differ from `default`.",
     )
@@ -121,11 +122,21 @@ class Policy(_PolicyModel):
         override = self.namespaces.get(namespace)
         if not override:
             return self.default
-        merged = self.default.model_dump(by_alias=True, exclude_none=True) | override
-        return NamespacePolicy.model_validate(merged)
+        default = self.default.model_dump(by_alias=True, exclude_none=True)
+        return NamespacePolicy.model_validate(_merged(default, override))
 
 
 DEFAULT_POLICY: Final = Policy()
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on ``base``, nested objects merged key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        below = merged.get(key)
+        both = isinstance(below, dict) and isinstance(value, dict)
+        merged[key] = _merged(below, value) if both else value  # type: ignore[arg-type]
+    return merged
 
 
 def allowed(value: str, patterns: Iterable[str]) -> bool:

@@ -78,7 +78,8 @@ class S3Backend:
 
     def __init__(self, uri: StoreUri, credentials: Mapping[str, str] | None = None) -> None:
         self.uri = str(uri)
-        settings = os.environ if credentials is None else credentials
+        # Anonymous (an empty mapping): the environment's endpoint and flags, none of its keys.
+        settings = credentials or os.environ
         config = _config(credentials) if credentials is not None else {}
         if not _signs(credentials):
             config["skip_signature"] = True

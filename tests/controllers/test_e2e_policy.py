@@ -1,0 +1,195 @@
+"""Issue 15 as a tenant tries it on the sandbox, with the real operator: what the admin's policy
+does not allow is refused before anything is created or opened, a store is read with the
+tenant's credentials and never the operator's, and a ModelDelta deletes only what it created."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from controllers import modeldelta_world as world
+from controllers.modeldelta_world import Gate, Operator, apply, events_for, get, wait_for
+from deltaroll.checkpoint import checkpoint_version
+from deltaroll.store import Store
+from deltaroll_sandbox.testing import RunningSandbox
+from fixtures.s3 import moto_server
+
+pytestmark = pytest.mark.slow
+OPERATOR_KEY = "AKIAOPERATOR0IDENTITY"
+
+
+def _phase(cluster: RunningSandbox, name: str) -> str | None:
+    return ((get(cluster, "modeldelta", name) or {}).get("status") or {}).get("phase")
+
+
+def _failed(cluster: RunningSandbox, name: str) -> dict[str, Any] | None:
+    body = get(cluster, "modeldelta", name)
+    return body if ((body or {}).get("status") or {}).get("phase") == "Failed" else None
+
+
+def _conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in body["status"]["conditions"]}
+
+
+@pytest.fixture
+def team_b_bucket(trained: list[Path], tmp_path: Path) -> Iterator[tuple[str, Gate]]:
+    """Another team's bucket on moto holding step-0, behind a recording proxy; (uri, proxy)."""
+    with moto_server() as endpoint:
+        bucket = f"team-b-{uuid.uuid4().hex[:12]}"
+        keys = {"aws_access_key_id": "team-b", "aws_secret_access_key": "team-b-secret"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(
+            Bucket=bucket
+        )
+        uri = f"s3://{bucket}/models"
+        credentials = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "team-b",
+            "AWS_SECRET_ACCESS_KEY": "team-b-secret",
+        }
+        Store(uri, credentials=credentials, cache_dir=tmp_path / "b").push(
+            "tiny", trained[0], name="step-0"
+        )
+        gate = Gate(endpoint, opened=True)
+        yield uri, gate
+        gate.close()
+
+
+@contextmanager
+def operator_with_identity(
+    cluster: RunningSandbox, tmp_path: Path, gate: Gate, store_prefixes: list[str]
+) -> Iterator[Operator]:
+    """The operator, its environment holding a cloud identity that reaches the bucket behind
+    ``gate``, under a policy allowing ``store_prefixes``."""
+    running = Operator(
+        cluster,
+        tmp_path / "operator.log",
+        policy={"default": {"storePrefixes": store_prefixes}},
+        env={
+            "AWS_ENDPOINT_URL": gate.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": OPERATOR_KEY,
+            "AWS_SECRET_ACCESS_KEY": "operator-secret",
+        },
+    )
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_job_image_or_service_account_the_admin_did_not_allow_is_refused(
+    cluster: RunningSandbox, operator: Operator, tmp_path: Path, trained: list[Path]
+) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    job = {"image": "docker.io/attacker/miner:1", "serviceAccountName": "cluster-admin"}
+    apply(cluster, world.modeldelta("step-1", store, trained[1], job=job))
+
+    body = wait_for(lambda: _failed(cluster, "step-1"), 60, "Failed", operator.log)
+
+    ready, stalled = _conditions(body)["Ready"], _conditions(body)["Stalled"]
+    assert (ready["status"], ready["reason"]) == ("False", "PolicyDenied")
+    assert (stalled["status"], stalled["reason"]) == ("True", "PolicyDenied")
+    assert "spec.job.image docker.io/attacker/miner:1 is not allowed" in ready["message"]
+    assert "spec.job.serviceAccountName cluster-admin is not allowed" in ready["message"]
+    assert world.jobs_of(cluster, "step-1") == []
+    world.wait_for_warning(cluster, "step-1", "PolicyDenied")
+
+
+def test_another_teams_bucket_is_refused_and_never_opened(
+    cluster: RunningSandbox, tmp_path: Path, trained: list[Path], team_b_bucket: tuple[str, Gate]
+) -> None:
+    uri, gate = team_b_bucket
+    with operator_with_identity(cluster, tmp_path, gate, ["s3://team-a/"]) as operator:
+        apply(cluster, world.modeldelta("step-0", uri, trained[0], parent=None))
+        body = wait_for(lambda: _failed(cluster, "step-0"), 60, "Failed", operator.log)
+
+    ready = _conditions(body)["Ready"]
+    assert ready["reason"] == "PolicyDenied"
+    assert f"spec.store.uri {uri} is not allowed" in ready["message"]
+    assert "s3://team-a/" in ready["message"]  # what the tenant may use instead
+    assert gate.sent == b""  # the bucket was never asked anything
+
+
+def test_a_store_without_secret_ref_is_not_read_with_the_operators_identity(
+    cluster: RunningSandbox, tmp_path: Path, trained: list[Path], team_b_bucket: tuple[str, Gate]
+) -> None:
+    uri, gate = team_b_bucket
+    anchor = world.modeldelta("step-0", uri, trained[0], parent=None)
+    with operator_with_identity(cluster, tmp_path, gate, ["s3://"]) as running:
+        apply(cluster, anchor)
+        for until, what in (
+            (lambda: gate.sent, "a read"),
+            (lambda: _phase(cluster, "step-0"), "a phase"),
+        ):
+            wait_for(until, 60, what, running.log)
+
+    assert b"GET " in gate.sent
+    assert OPERATOR_KEY.encode() not in gate.sent  # anonymous, never signed as the operator
+
+
+def test_a_modeldeployment_reads_its_store_with_its_secret(
+    cluster: RunningSandbox,
+    operator: Operator,
+    credentialed_s3_store: tuple[str, dict[str, str]],
+) -> None:
+    uri, _ = credentialed_s3_store
+    deployment = {
+        "apiVersion": "deltaroll.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "serving", "namespace": "default"},
+        "spec": {
+            "model": "tiny",
+            "version": "step-1",
+            "store": {"uri": uri, "secretRef": {"name": "store-creds"}},
+            "selector": {"matchLabels": {"app": "no-pods-yet"}},
+            "engine": {"kind": "reference", "port": 8000},
+        },
+    }
+    apply(cluster, deployment)
+
+    def healthy() -> dict[str, Any] | None:
+        status = (get(cluster, "modeldeployment", "serving") or {}).get("status") or {}
+        return status if status.get("stableVersion") == "step-1" else None
+
+    status = wait_for(healthy, 60, "step-1 found in the store", operator.log)
+    assert status["phase"] == "Healthy", status
+
+
+def test_deleting_a_modeldelta_keeps_a_version_it_did_not_create(
+    cluster: RunningSandbox, operator: Operator, tmp_path: Path, trained: list[Path]
+) -> None:
+    store = f"file://{tmp_path / 'shared-store'}"
+    theirs = Store(store, cache_dir=tmp_path / "cache").push("tiny", trained[0], name="step-0")
+    apply(
+        cluster, world.modeldelta("step-0", store, trained[0], parent=None, deletionPolicy="Delete")
+    )
+    wait_for(
+        lambda: (
+            ((get(cluster, "modeldelta", "step-0") or {}).get("status") or {}).get("phase")
+            == "Ready"
+        ),
+        60,
+        "Ready (the version was there already)",
+        operator.log,
+    )
+
+    cluster.kubectl("delete", "modeldelta", "step-0", "--wait=false")
+    wait_for(lambda: get(cluster, "modeldelta", "step-0") is None, 60, "deleted", operator.log)
+
+    assert theirs.version == checkpoint_version(trained[0])
+    assert theirs.version in Store(store, cache_dir=tmp_path / "check").versions("tiny")
+    wait_for(
+        lambda: any(e["reason"] == "VersionKept" for e in events_for(cluster, "step-0")),
+        30,
+        "a VersionKept Event",
+    )
