@@ -386,7 +386,14 @@ def test_deletion_policy_delete_removes_the_version_from_a_credentialed_s3_store
     manifest = modeldelta("step-2", uri, trained[2], parent="step-1", deletionPolicy="Delete")
     apply(cluster, _credentialed(manifest))
     body = wait_for(
-        lambda: _phase(cluster, "step-2", "Ready", "Failed"), 120, "Ready", operator.log
+        lambda: (
+            (got := _phase(cluster, "step-2", "Ready", "Failed"))
+            and ("createdVersionId" in got["status"] or got["status"]["phase"] == "Failed")
+            and got
+        ),
+        120,
+        "Ready, created by its Job",
+        operator.log,
     )
     assert body["status"]["phase"] == "Ready", body["status"]
     version = body["status"]["versionId"]

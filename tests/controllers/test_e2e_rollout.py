@@ -40,6 +40,7 @@ from agent.helpers import (
 )
 from agent.sandbox_pods import ReadinessRecorder, engine_checksum, inference_pod, view
 from controllers.conftest import Operator, wait_for
+from controllers.modeldelta_world import create_secret
 from deltaroll.api.agent_state import AgentState
 from deltaroll.api.annotations import PROMOTE
 from deltaroll.api.conditions import now_rfc3339
@@ -377,10 +378,9 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     s3 = S3Server()
     s3.start()
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)  # the operator reads version ids from the store too
     monkeypatch.setenv("DELTAROLL_ROLLOUT_INTERVAL_S", "1")
     uri = s3.upload_store(published, "rollout-outage")
+    create_secret(cluster, "store-creds", s3.env())  # the operator reads version ids with it
     operator = Operator(cluster, tmp_path / "operator.log")
     operator.start()
     v1, v2 = published.ids["v1"], published.ids["v2"]
@@ -388,7 +388,7 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
     try:
         start_pods(core, uri, v1, s3.env())
         manifest = deployment(published, v1)
-        manifest["spec"]["store"]["uri"] = uri
+        manifest["spec"]["store"] = {"uri": uri, "secretRef": {"name": "store-creds"}}
         manifest["spec"]["strategy"]["canary"]["steps"] = [
             {"setWeight": 50},
             {"analysis": {"templates": [{"templateName": "smoke"}]}},

@@ -42,7 +42,7 @@ from deltaroll.controllers.errors import SecretNotFoundError
 from deltaroll.controllers.invalid import mark_refused, parse_or_mark
 from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import LABEL_MANAGED_BY, MANAGED_BY, job_selector
-from deltaroll.controllers.modeldelta.observe import view_job
+from deltaroll.controllers.modeldelta.observe import JobView, view_job
 from deltaroll.controllers.modeldelta.planner import (
     CreateJob,
     DeleteJob,
@@ -107,13 +107,20 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
     if delta is None or status is None or status.version_id is None:
         return  # nothing was published by this ModelDelta
     version_id = status.version_id
-    if status.created_version_id != version_id:
+    jobs = _own_jobs(dict(body)["metadata"])
+    created = status.created_version_id == version_id or any(
+        job.succeeded and job.created_version == version_id for job in jobs
+    )
+    if not created and any(not (job.succeeded or job.failed) for job in jobs):
+        # Published before its Job reported: wait for the worker's word (the finalizer holds).
+        raise kopf.TemporaryError("waiting for the Job to report what it created", delay=5)
+    if not created:
         post_event(
             body,
             "Normal",
             "VersionKept",
-            f"kept {version_id}: not created by this "
-            "ModelDelta's Job (it was in the store already)",
+            f"kept {version_id}: not created by this ModelDelta's Job (it was in the store "
+            "already)",
         )
         return
     bound = log.bind(namespace=namespace, name=name, version=version_id)
@@ -217,10 +224,7 @@ def _observe(delta: ModelDelta, body: dict[str, Any], policy: NamespacePolicy) -
     parent_phase = None
     if spec.parent is not None and store.parent_id is None and store.problem is None:
         parent_phase = _parent_phase(namespace, delta)
-    jobs = tuple(
-        view_job(job, pods)
-        for job, pods in kube.owned_jobs(namespace, job_selector(meta["name"]), meta["uid"])
-    )
+    jobs = _own_jobs(meta)
     return Observed(
         store=store,
         secret_missing=secret_missing,
@@ -228,6 +232,12 @@ def _observe(delta: ModelDelta, body: dict[str, Any], policy: NamespacePolicy) -
         jobs=jobs,
         published_inputs=(meta.get("annotations") or {}).get(INPUTS_ANNOTATION),
     )
+
+
+def _own_jobs(meta: Mapping[str, Any]) -> tuple[JobView, ...]:
+    """This ModelDelta's Jobs (by label and controller ownerReference), with their pods."""
+    found = kube.owned_jobs(meta["namespace"], job_selector(meta["name"]), meta["uid"])
+    return tuple(view_job(job, pods) for job, pods in found)
 
 
 def _parent_phase(namespace: str, delta: ModelDelta) -> str | None:
