@@ -109,7 +109,7 @@ def test_another_teams_bucket_is_refused_and_never_opened(
     cluster: RunningSandbox, tmp_path: Path, trained: list[Path], team_b_bucket: tuple[str, Gate]
 ) -> None:
     uri, gate = team_b_bucket
-    with operator_with_identity(cluster, tmp_path, gate, ["s3://team-a/"]) as operator:
+    with operator_with_identity(cluster, tmp_path, gate, ["s3://team-a/", "file:///"]) as operator:
         apply(cluster, world.modeldelta("step-0", uri, trained[0], parent=None))
         body = wait_for(lambda: _failed(cluster, "step-0"), 60, "Failed", operator.log)
 
@@ -125,7 +125,7 @@ def test_a_store_without_secret_ref_is_not_read_with_the_operators_identity(
 ) -> None:
     uri, gate = team_b_bucket
     anchor = world.modeldelta("step-0", uri, trained[0], parent=None)
-    with operator_with_identity(cluster, tmp_path, gate, ["s3://"]) as running:
+    with operator_with_identity(cluster, tmp_path, gate, ["s3://", "file:///"]) as running:
         apply(cluster, anchor)
         for until, what in (
             (lambda: gate.sent, "a read"),
