@@ -23,6 +23,11 @@ MODEL = "demo-llm"
 APP = "demo-llm"
 DEPLOYMENT = "demo-llm"
 ANALYSIS = "eval-loss"
+#: The demo holds its namespace to Pod Security "restricted", as a careful admin would.
+RESTRICTED = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+)
 
 
 def agent_container(
