@@ -22,7 +22,11 @@ CHART = REPO / "charts" / "deltaroll"
 ALL_OPTIONS = REPO / "examples" / "values-all-options.yaml"
 KUBERNETES_VERSIONS = ["1.36.0", "1.37.0"]
 NAMESPACE = "deltaroll-system"
-VALUES = {"default": [], "all-options": ["-f", str(ALL_OPTIONS)]}
+VALUES = {
+    "default": [],
+    "all-options": ["-f", str(ALL_OPTIONS)],
+    "cluster": ["--set", "rbac.scope=cluster"],
+}
 # Kinds no Kubernetes schema covers; each is checked by a test of its own below.
 NOT_CORE = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
 
@@ -145,44 +149,51 @@ def _operator_roles(values: str, kind: str) -> list[dict[str, Any]]:
 
 
 def test_cluster_scope_rbac_is_exact() -> None:
-    (cluster_role,) = _operator_roles("default", "ClusterRole")
+    (cluster_role,) = _operator_roles("cluster", "ClusterRole")
     assert _rules(cluster_role) == {
         **OPERATOR_RULES,
         **CRD_RULES,
         ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
         ("", "namespaces"): {"list", "watch"},
     }
-    assert _operator_roles("default", "Role") == []
-    binding = the("default", "ClusterRoleBinding")
+    assert _operator_roles("cluster", "Role") == []
+    binding = the("cluster", "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert (
         binding["subjects"][0]["name"]
-        == the("default", "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        == the("cluster", "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     )
-    args = the("default", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = the("cluster", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and "--standalone" in args
 
 
-def test_namespace_scope_rbac_is_exact() -> None:
-    watched = yaml.safe_load(ALL_OPTIONS.read_text())["watchNamespaces"]
-    (cluster_role,) = _operator_roles("all-options", "ClusterRole")
+@pytest.mark.parametrize("values", ["default", "all-options"])
+def test_namespace_scope_is_the_default_and_its_rbac_is_exact(values: str) -> None:
+    """The release's namespace plus those listed: a Role each, nothing cluster-wide but CRDs."""
+    listed = (
+        yaml.safe_load(ALL_OPTIONS.read_text())["watchNamespaces"] if values != "default" else []
+    )
+    watched = [NAMESPACE, *listed]
+    (cluster_role,) = _operator_roles(values, "ClusterRole")
     assert _rules(cluster_role) == CRD_RULES
-    roles = _operator_roles("all-options", "Role")
+    roles = _operator_roles(values, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
     for role in roles:
         assert _rules(role) == {
             **OPERATOR_RULES,
             ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
         }
-    bindings = _operator_roles("all-options", "RoleBinding")
+    bindings = _operator_roles(values, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
-    args = the("all-options", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = the(values, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace=")] == [
         f"--namespace={n}" for n in watched
     ]
-    assert "--all-namespaces" not in args and "--peering=deltaroll" in args
-    peerings = objects("all-options", "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
+    assert "--all-namespaces" not in args
+    if values == "all-options":
+        assert "--peering=deltaroll" in args
+        peerings = objects(values, "KopfPeering")
+        assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
 
 
 @pytest.mark.parametrize("values", VALUES)
@@ -203,6 +214,26 @@ def test_agent_identity(values: str) -> None:
         if binding["metadata"]["labels"]["app.kubernetes.io/component"] == "agent":
             (subject,) = binding["subjects"]
             assert (subject["namespace"], subject["name"]) in accounts
+
+
+def test_the_agent_identity_follows_the_watched_namespaces() -> None:
+    """One value for the usual install: the operator's Role and the agent's identity go to the
+    inference namespace; the agent gets none in the operator's own namespace."""
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE, "--set", "watchNamespaces={inference}"
+    )
+    rendered = [d for d in yaml.safe_load_all(done.stdout) if d]
+    placed: dict[tuple[str, str], set[str]] = {}
+    for d in rendered:
+        if d["kind"] in ("Role", "ServiceAccount"):
+            key = (d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"])
+            placed.setdefault(key, set()).add(d["metadata"]["namespace"])
+    assert placed == {
+        ("Role", "operator"): {NAMESPACE, "inference"},
+        ("Role", "agent"): {"inference"},
+        ("ServiceAccount", "operator"): {NAMESPACE},
+        ("ServiceAccount", "agent"): {"inference"},
+    }
 
 
 def test_service_monitor_scrapes_the_metrics_service() -> None:

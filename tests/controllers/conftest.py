@@ -17,6 +17,10 @@ from fixtures.checkpoints import train_checkpoints
 from fixtures.s3 import moto_server
 
 REPO = Path(__file__).resolve().parents[2]
+RESTRICTED_LABELS = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+)
 
 # test_e2e_rollout.py imports these from here; they live in modeldelta_world.py.
 __all__ = ["Operator", "wait_for"]
@@ -38,8 +42,11 @@ def trained_sharded(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture
 def cluster(sandbox: RunningSandbox) -> RunningSandbox:  # noqa: F811
-    """A sandbox with the Deltaroll CRDs installed, as a user installs them."""
+    """A sandbox with the Deltaroll CRDs installed, as a user installs them, and the tests'
+    namespace held to Pod Security "restricted", as an admin would hold it: every pod the
+    operator creates there (worker and analysis Jobs) must pass it, or the tests fail."""
     sandbox.kubectl("apply", "-f", str(REPO / "crds"))
+    sandbox.kubectl("label", "namespace", "default", *RESTRICTED_LABELS)
     return sandbox
 
 

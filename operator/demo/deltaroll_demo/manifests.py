@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
+from deltaroll.controllers.pod_defaults import container_security_context, pod_security_context
 
 GROUP, API_VERSION = "deltaroll.dev", "v1alpha1"
 NAMESPACE = "default"
@@ -22,6 +23,11 @@ MODEL = "demo-llm"
 APP = "demo-llm"
 DEPLOYMENT = "demo-llm"
 ANALYSIS = "eval-loss"
+#: The demo holds its namespace to Pod Security "restricted", as a careful admin would.
+RESTRICTED = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+)
 
 
 def agent_container(
@@ -117,12 +123,17 @@ def engine_container() -> dict[str, Any]:
 
 def inference_pod_spec(agent: dict[str, Any]) -> dict[str, Any]:
     """An inference pod: ``agent`` (an :func:`agent_container`) as a native sidecar beside the
-    reference engine, the pod Ready only while the agent says its weights are."""
+    reference engine, the pod Ready only while the agent says its weights are; it passes Pod
+    Security "restricted", like every pod the operator creates."""
+    sidecar, engine = as_native_sidecar(agent), engine_container()
+    for container in (sidecar, engine):
+        container["securityContext"] = container_security_context()
     return {
         "terminationGracePeriodSeconds": 5,
+        "securityContext": pod_security_context(),
         "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-        "initContainers": [as_native_sidecar(agent)],
-        "containers": [engine_container()],
+        "initContainers": [sidecar],
+        "containers": [engine],
         "volumes": pod_volumes(),
     }
 

@@ -20,7 +20,14 @@ from typing import Any
 
 from deltaroll_demo import manifests
 from deltaroll_demo.errors import DemoStepFailed
-from deltaroll_demo.manifests import API_VERSION, DEPLOYMENT, GROUP, MODEL, NAMESPACE
+from deltaroll_demo.manifests import (
+    API_VERSION,
+    DEPLOYMENT,
+    GROUP,
+    MODEL,
+    NAMESPACE,
+    RESTRICTED,
+)
 from deltaroll_demo.model import TRAINING_STEPS, Checkpoints, eval_texts, train
 from deltaroll_demo.narration import Narrator, Snapshot
 from deltaroll_demo.observe import Cluster, Pod, WantedWatch, downloaded_bytes
@@ -75,6 +82,8 @@ class Story:
             if done.returncode != 0:
                 raise DemoStepFailed(f"applying the CRDs failed: {done.stderr.strip()}")
             bar.show(f"{len(done.stdout.splitlines())} CRDs")
+        with self.narrator.step("namespace", f"enforce Pod Security restricted in {NAMESPACE}"):
+            self.sandbox.kubectl("label", "namespace", NAMESPACE, *RESTRICTED)
         with self.narrator.step("operator", "start the operator (deltaroll operator run)"):
             self.start_operator()
 
@@ -86,7 +95,8 @@ class Story:
         }
         with (self.workdir / "operator.log").open("ab") as log:
             self.operator = subprocess.Popen(
-                [str(DELTAROLL), "operator", "run", "--all-namespaces", "--standalone"],
+                # Namespace scope, as the Helm chart installs it by default.
+                [str(DELTAROLL), "operator", "run", f"--namespace={NAMESPACE}", "--standalone"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -5,7 +5,8 @@ measurement's number, so a reconcile that runs twice (or an operator restarted w
 runs) finds the same Job instead of starting another. It is owned by the ModelDeployment, so it
 goes when the deployment does. The container learns what to judge from its environment:
 DELTAROLL_CANARY_VERSION, DELTAROLL_STABLE_VERSION and DELTAROLL_CANARY_PODS (podIP:port,
-comma-separated).
+comma-separated). The pod passes Pod Security "restricted", mounts no ServiceAccount token and
+has resources (:mod:`deltaroll.controllers.pod_defaults`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from deltaroll.api.modeldeployment import KIND, AnalysisJob
+from deltaroll.controllers import pod_defaults
 from deltaroll.controllers.modeldelta.jobs import (
     DEFAULT_IMAGE,
     LABEL_COMPONENT,
@@ -63,6 +65,8 @@ def build_analysis_job(
         "name": CONTAINER,
         "image": job.image or default_image,
         "env": env,
+        "securityContext": pod_defaults.container_security_context(),
+        "resources": pod_defaults.resources("analysis", job.resources),
     }
     if job.command:
         container["command"] = list(job.command)
@@ -70,8 +74,6 @@ def build_analysis_job(
         container["args"] = list(job.args)
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
-    if job.resources is not None:
-        container["resources"] = job.resources.to_wire()
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     optional = {
         "serviceAccountName": job.service_account_name,
@@ -85,7 +87,7 @@ def build_analysis_job(
     pod.update({k: v for k, v in optional.items() if v is not None})
     spec: dict[str, Any] = {
         "backoffLimit": job.backoff_limit,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_defaults.locked_down(pod)},
     }
     if job.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = job.active_deadline_seconds

@@ -5,7 +5,9 @@ collects the Job and its pods. Its name carries a digest of the spec, so a chang
 new Job (the planner deletes the old one) and an unchanged spec always finds its own. The store
 credentials reach the worker only through ``envFrom`` of the referenced Secret: never in the
 manifest, never in logs. A worker exiting with the permanent-failure code fails the Job at once
-(podFailurePolicy) instead of burning retries on bad input.
+(podFailurePolicy) instead of burning retries on bad input. The pod passes Pod Security
+"restricted", mounts no ServiceAccount token and has resources
+(:mod:`deltaroll.controllers.pod_defaults`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from deltaroll.api.job_result import DEFAULT_PATH as TERMINATION_PATH
 from deltaroll.api.job_result import EXIT_PERMANENT
 from deltaroll.api.job_result import PATH_ENV as TERMINATION_ENV
 from deltaroll.api.modeldelta import KIND, ModelDelta, ModelDeltaSpec
+from deltaroll.controllers import pod_defaults
 
 CONTAINER: Final = "worker"
 WORK_DIR: Final = "/work"
@@ -188,16 +191,13 @@ def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
         ],
         "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
+            **pod_defaults.container_security_context(),
+            "readOnlyRootFilesystem": True,  # it writes only to its emptyDirs
         },
+        "resources": pod_defaults.resources("worker", job.resources),
     }
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
-    if job.resources is not None:
-        container["resources"] = job.resources.to_wire()
     if spec.store.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": spec.store.secret_ref.name}}]
     volumes: list[dict[str, Any]] = [
@@ -230,4 +230,4 @@ def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
         else None,
     }
     pod.update({key: value for key, value in optional.items() if value is not None})
-    return pod
+    return pod_defaults.locked_down(pod)

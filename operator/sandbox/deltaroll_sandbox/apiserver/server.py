@@ -28,6 +28,7 @@ import yaml
 from deltaroll_sandbox.apiserver import discovery, openapi, protobuf, scale, tables, watches
 from deltaroll_sandbox.apiserver.builtins import BuiltinAdmission
 from deltaroll_sandbox.apiserver.crds import CustomResourceAdmission
+from deltaroll_sandbox.apiserver.pod_security.admission import PodSecurityAdmission
 from deltaroll_sandbox.apiserver.resources import ResourceRegistry, ResourceType
 from deltaroll_sandbox.apiserver.statuses import (
     ApiError,
@@ -115,7 +116,12 @@ class SandboxApiServer(kmock.KubernetesScaffold):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.store = Store(ResourceRegistry(self.resources), self.history_limit)
-        self.store.admissions += [BuiltinAdmission(), CustomResourceAdmission()]
+        # Defaulting first, validation last: PodSecurity judges pods as they will be stored.
+        self.store.admissions += [
+            BuiltinAdmission(),
+            CustomResourceAdmission(),
+            PodSecurityAdmission(),
+        ]
         namespaces = self.store.registry.lookup("", "v1", "namespaces")
         assert namespaces is not None  # bundled with kmock
         for name in INITIAL_NAMESPACES:
@@ -143,8 +149,8 @@ class SandboxApiServer(kmock.KubernetesScaffold):
         # What the sandbox emulates (native sidecars, initial-events bookmarks...), not kmock's k3s.
         return {
             "major": "1",
-            "minor": "36",
-            "gitVersion": "v1.36.0+deltaroll-sandbox",
+            "minor": str(discovery.EMULATED_MINOR),
+            "gitVersion": f"v1.{discovery.EMULATED_MINOR}.0+deltaroll-sandbox",
             "gitCommit": "",
             "gitTreeState": "clean",
             "buildDate": "2026-01-01T00:00:00Z",
