@@ -15,6 +15,7 @@ import structlog
 
 from deltaroll_sandbox.apiserver.statuses import bad_request
 from deltaroll_sandbox.apiserver.store import PODS, Store, WatchEvent
+from deltaroll_sandbox.apiserver.tokens import TokenIssuer
 from deltaroll_sandbox.controllers import informers
 from deltaroll_sandbox.kubelet import node
 from deltaroll_sandbox.kubelet.environment import base_environment
@@ -28,7 +29,7 @@ FOLLOW_POLL_S = 0.2
 class Kubelet:
     """Runs every pod of the store as local processes."""
 
-    def __init__(self, store: Store, sandbox_dir: Path, kubeconfig: Path, api_url: str) -> None:
+    def __init__(self, store: Store, sandbox_dir: Path, api_url: str, tokens: TokenIssuer) -> None:
         self.store = store
         self.sandbox_dir = sandbox_dir
         self.pods = informers.resource(store, "", "v1", "pods")
@@ -36,7 +37,8 @@ class Kubelet:
             "configMap": informers.resource(store, "", "v1", "configmaps"),
             "secret": informers.resource(store, "", "v1", "secrets"),
         }
-        self.base_env = base_environment(sandbox_dir, kubeconfig, api_url)
+        self.base_env = base_environment(sandbox_dir, api_url)
+        self.tokens = tokens
         self.processes = ProcessTable()
         self.workers: dict[str, PodWorker] = {}
         self._stopping: set[asyncio.Task[None]] = set()
@@ -75,6 +77,7 @@ class Kubelet:
                 self.base_env,
                 self.processes,
                 self.lookup,
+                self.tokens,
             )
             self.workers[uid] = worker
             worker.start()
