@@ -113,9 +113,9 @@ def _evaluate(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
     for rule in spec.get("validations") or []:
         expression = rule["expression"]
         try:
-            for name, exc in broken.items():
+            for name, error in broken.items():
                 if f"variables.{name}" in expression:
-                    raise exc
+                    raise error
             admitted = bool(cel.value(expression, context, scope))
         except Exception as exc:
             if fail:

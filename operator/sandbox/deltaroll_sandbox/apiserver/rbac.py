@@ -49,7 +49,9 @@ def _rules(store: Any, user: UserInfo, namespace: str | None) -> Iterator[dict[s
     registry = store.registry
     roles = registry.lookup(RBAC, "v1", "roles")
     cluster_roles = registry.lookup(RBAC, "v1", "clusterroles")
-    scopes = [(registry.lookup(RBAC, "v1", "clusterrolebindings"), None)]
+    scopes: list[tuple[Any, str | None]] = [
+        (registry.lookup(RBAC, "v1", "clusterrolebindings"), None)
+    ]
     if namespace:
         scopes.append((registry.lookup(RBAC, "v1", "rolebindings"), namespace))
     for bindings, scope in scopes:

@@ -83,6 +83,8 @@ def base_environment(sandbox_dir: Path, api_url: str) -> dict[str, str]:
         "KUBERNETES_SERVICE_PORT": port,
         "DELTAROLL_SANDBOX": "1",
     }
+    if os.environ.get("PYTHONPATH"):  # the sandbox's Python environment is the pods' too
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 
