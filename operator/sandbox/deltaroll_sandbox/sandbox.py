@@ -19,7 +19,6 @@ from deltaroll_sandbox import certs, kubeconfig
 from deltaroll_sandbox.apiserver.server import RunningServer, SandboxApiServer, serve
 from deltaroll_sandbox.controllers.deployments import DeploymentController
 from deltaroll_sandbox.controllers.jobs import JobController
-from deltaroll_sandbox.controllers.root_ca import RootCAPublisher
 from deltaroll_sandbox.errors import SandboxStartError
 from deltaroll_sandbox.kubelet.kubelet import Kubelet
 
@@ -78,13 +77,18 @@ class Sandbox:
             ) from exc
         kubeconfig.write(self.kubeconfig_path, self.api_url, tls.ca_cert)
         if self.run_pods:
-            self.kubelet = Kubelet(self.api.store, self.directory, self.api_url, self.api.tokens)
+            self.kubelet = Kubelet(
+                self.api.store,
+                self.directory,
+                self.api_url,
+                self.api.tokens,
+                tls.ca_cert.read_text(),
+            )
             self.api.pod_logs = self.kubelet
             for controller in (
                 self.kubelet,
                 JobController(self.api.store),
                 DeploymentController(self.api.store),
-                RootCAPublisher(self.api.store, tls.ca_cert.read_text()),
             ):
                 self._tasks.append(
                     asyncio.create_task(controller.run(), name=type(controller).__name__)

@@ -24,12 +24,15 @@ from deltaroll_sandbox.kubelet.processes import ProcessTable
 
 log = structlog.get_logger("deltaroll_sandbox.kubelet")
 FOLLOW_POLL_S = 0.2
+ROOT_CA = "kube-root-ca.crt"
 
 
 class Kubelet:
     """Runs every pod of the store as local processes."""
 
-    def __init__(self, store: Store, sandbox_dir: Path, api_url: str, tokens: TokenIssuer) -> None:
+    def __init__(
+        self, store: Store, sandbox_dir: Path, api_url: str, tokens: TokenIssuer, ca_pem: str
+    ) -> None:
         self.store = store
         self.sandbox_dir = sandbox_dir
         self.pods = informers.resource(store, "", "v1", "pods")
@@ -39,12 +42,18 @@ class Kubelet:
         }
         self.base_env = base_environment(sandbox_dir, api_url)
         self.tokens = tokens
+        self.ca_pem = ca_pem
         self.processes = ProcessTable()
         self.workers: dict[str, PodWorker] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
     def lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.store.find(self._kinds[kind], namespace, name)
+        found = self.store.find(self._kinds[kind], namespace, name)
+        if found is None and (kind, name) == ("configMap", ROOT_CA):
+            # what kube-controller-manager publishes in every namespace; the sandbox has no
+            # such controller (its objects would show in every list), so the kubelet knows it
+            return {"metadata": {"name": ROOT_CA}, "data": {"ca.crt": self.ca_pem}}
+        return found
 
     async def run(self) -> None:
         node.register(self.store)
