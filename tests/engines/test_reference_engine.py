@@ -313,7 +313,7 @@ def test_the_cli_reloads_and_probes_a_running_engine(reference_engine, checkpoin
     assert refused.returncode == 1
     assert refused.stdout == ""
     [line] = refused.stderr.strip().splitlines()
-    assert line.startswith(f"error: engine at {reference_engine.url} failed to load weights")
+    assert line.startswith(f"error: engine at {reference_engine.admin_url} failed to load weights")
     assert f"still serving version {v1}" in line
 
 
