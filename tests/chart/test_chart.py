@@ -309,8 +309,9 @@ def test_readme_agent_snippet_wires_the_agent() -> None:
     (engine,) = pod["containers"]
     engine_mounts = {m["name"]: m["mountPath"] for m in engine["volumeMounts"]}
     assert engine_mounts["weights"] == mounts["weights"]
-    engine_port = engine["ports"][0]["containerPort"]
-    assert f"--engine-url=http://127.0.0.1:{engine_port}" in agent["args"]
+    assert any(
+        arg.startswith("--engine-url=http://127.0.0.1:") for arg in agent["args"]
+    )  # the engine's admin routes, on the pod's loopback
 
 
 def test_readme_vllm_runs_the_disk_backend_in_dev_mode() -> None:
@@ -319,3 +320,45 @@ def test_readme_vllm_runs_the_disk_backend_in_dev_mode() -> None:
     assert json.loads(engine["args"][flag + 1]) == {"backend": "disk"}
     assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in engine["env"]
     assert "vLLM 0.27.0 or later" in (CHART / "README.md").read_text()
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_agent_policy_is_the_api_contract(values: str) -> None:
+    """The chart's ValidatingAdmissionPolicy and binding are the objects api.agent_access
+    builds (which the sandbox tests evaluate), for the chart's names and namespaces."""
+    from deltaroll.api.agent_access import admission_binding, admission_policy
+
+    policy = the(values, "ValidatingAdmissionPolicy")
+    name = policy["metadata"]["name"]
+    account = next(
+        a["metadata"]["name"]
+        for a in objects(values, "ServiceAccount")
+        if a["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
+    )
+    assert policy["spec"] == admission_policy(name, account)["spec"]
+    binding = the(values, "ValidatingAdmissionPolicyBinding")
+    namespaces = sorted(
+        {
+            r["metadata"]["namespace"]
+            for r in objects(values, "RoleBinding")
+            if r["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
+        }
+    )
+    expected = admission_binding(name, name, namespaces)["spec"]
+    values_in = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
+    values_in["values"] = sorted(values_in["values"])
+    assert binding["spec"] == expected
+
+
+def test_readme_agent_snippet_gives_the_token_to_the_agent_only() -> None:
+    pod = _readme_snippet()["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (agent,) = pod["initContainers"]
+    (engine,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    tokens = [n for n, v in volumes.items() if "projected" in v and any(
+        "serviceAccountToken" in s for s in v["projected"]["sources"])]  # fmt: skip
+    assert len(tokens) == 1
+    assert tokens[0] in {m["name"] for m in agent["volumeMounts"]}
+    assert tokens[0] not in {m["name"] for m in engine["volumeMounts"]}
+    assert "exec" in agent["startupProbe"] and not agent.get("ports")  # /healthz on loopback

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from controllers.modeldelta_world import Gate, Operator, create_secret, wait_for
+from deltaroll.api.agent_access import agent_access_objects
 from deltaroll_sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
 from deltaroll_sandbox.testing import RunningSandbox
 from fixtures.checkpoints import train_checkpoints
@@ -42,10 +44,12 @@ def trained_sharded(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture
 def cluster(sandbox: RunningSandbox) -> RunningSandbox:  # noqa: F811
-    """A sandbox with the Deltaroll CRDs installed, as a user installs them, and the tests'
-    namespace held to Pod Security "restricted", as an admin would hold it: every pod the
-    operator creates there (worker and analysis Jobs) must pass it, or the tests fail."""
+    """A sandbox with the Deltaroll CRDs and the agent's identity (ServiceAccount, Role, the
+    own-pod admission policy) installed, as a user installs them, and the tests' namespace held
+    to Pod Security "restricted", as an admin would hold it: every pod the operator creates
+    there (worker and analysis Jobs) must pass it, or the tests fail."""
     sandbox.kubectl("apply", "-f", str(REPO / "crds"))
+    sandbox.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(agent_access_objects("default")))
     sandbox.kubectl("label", "namespace", "default", *RESTRICTED_LABELS)
     return sandbox
 

@@ -16,7 +16,8 @@ from fixtures.ports import free_port
 
 @dataclass
 class RunningEngine:
-    url: str
+    url: str  # the inference port
+    admin_url: str  # reload and checksums, on loopback
     process: subprocess.Popen[bytes]
     log: Path
 
@@ -27,15 +28,18 @@ class RunningEngine:
 
 
 def start_reference_engine(model_path: Path, log: Path, *, timeout: float = 120) -> RunningEngine:
-    """``deltaroll engine serve --kind reference`` on a free loopback port, once healthy."""
-    port = free_port()
+    """``deltaroll engine serve --kind reference`` on free loopback ports, once healthy."""
+    port, admin_port = free_port(), free_port()
     with log.open("wb") as stderr:
         process = subprocess.Popen(
             [DELTAROLL, "engine", "serve", "--kind", "reference",
-             "--model-path", str(model_path), "--port", str(port)],
+             "--model-path", str(model_path), "--port", str(port),
+             "--admin-port", str(admin_port)],
             stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )  # fmt: skip
-    engine = RunningEngine(f"http://127.0.0.1:{port}", process, log)
+    engine = RunningEngine(
+        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", process, log
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

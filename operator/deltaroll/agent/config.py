@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_SCRUB_RATE = 64 << 20  # 64 MiB/s: a 140 GB model every ~37 minutes, a few % of a core
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class AgentConfig(BaseModel):
@@ -19,11 +22,18 @@ class AgentConfig(BaseModel):
     annotations_file: Path = Field(description="downwardAPI file of the pod's annotations")
     weights_dir: Path = Field(description="the checkpoint directory the engine loads")
     engine: str = Field(description="engine kind: reference, sglang or vllm")
-    engine_url: str = Field(description="engine base URL, e.g. http://127.0.0.1:8000")
+    engine_url: str = Field(
+        description="the engine's private (loopback) admin URL, e.g. http://127.0.0.1:8001"
+    )
     pod_name: str = Field(min_length=1)
     pod_namespace: str = Field(min_length=1)
     cache_dir: Path | None = Field(None, description="object cache; default beside the weights")
-    health_host: str = "0.0.0.0"  # noqa: S104 (probes come from the kubelet, via the pod IP)
+    service_account_dir: Path = Field(
+        SERVICE_ACCOUNT_DIR,
+        description="projected ServiceAccount token volume (token, ca.crt), mounted in the agent "
+        "container only",
+    )
+    health_host: str = "127.0.0.1"  # inside the pod only: the startup probe is an exec probe
     health_port: int = Field(8081, ge=0, le=65535)
     poll_interval_s: float = Field(1.0, gt=0, description="how often the annotations are read")
     retry_initial_s: float = Field(1.0, gt=0, description="first back-off after a failure")
@@ -41,3 +51,19 @@ class AgentConfig(BaseModel):
     scrub_interval_s: float = Field(
         60.0, ge=0, description="rest between the end of one scrub pass and the next"
     )
+
+    @field_validator("engine_url")
+    @classmethod
+    def _engine_in_this_pod(cls, url: str) -> str:
+        """The agent trusts what the engine reports only over the pod's private path."""
+        host = urlsplit(url).hostname or ""
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(
+                f"{url} is not a loopback address: the agent reloads the engine through its "
+                "admin routes, which stay inside the pod; use http://127.0.0.1:<admin port>"
+            )
+        return url

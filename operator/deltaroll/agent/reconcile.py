@@ -114,6 +114,7 @@ class Agent:
         self.disk_version: str | None = None  # verified version on the weights volume
         self.engine_version: str | None = None  # verified in the engine, for the weights on disk
         self.had_weights = False  # a verified version was on disk at least once (/healthz)
+        self.labelled: str | None = None  # the version label this process gave the engine
         self._resolved: tuple[str, str] | None = None  # (annotation value, version id)
         self._failed: tuple[str | None, float] | None = None  # (wanted, when)
         self._attempt = 0
@@ -301,6 +302,7 @@ class Agent:
                 f"reports version {loaded}, not {target}; check that it loads that directory"
             )
         self.metrics.reloads.labels("ok").inc()
+        self.labelled = target
         log.info("agent.reloaded", engine=self.engine.endpoint, version=target)
         self.engine_version = target
         self._engine_checked = self._clock()
@@ -316,6 +318,8 @@ class Agent:
             return self.engine_version if keep_if_unreachable else None
         if keep_if_unreachable and loaded is None:
             return self.engine_version  # an engine that cannot tell is trusted after a reload
+        if not self.engine.version_is_digest and loaded != self.labelled:
+            return None  # a label this agent did not set (a restart, another caller): reload
         return version if loaded == version else None
 
     def _wanted_now(self) -> str | None:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from deltaroll.agent.config import DEFAULT_SCRUB_RATE
+from deltaroll.agent.config import DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
 
 #: Config fields whose flag is not simply the field's name with dashes.
 _FLAGS = {
@@ -55,8 +55,21 @@ def run(
         int, typer.Option("--health-port", help="Port of /healthz and /metrics.")
     ] = 8081,
     health_host: Annotated[
-        str, typer.Option("--health-host", help="Address of /healthz and /metrics.")
-    ] = "0.0.0.0",  # noqa: S104 (the kubelet probes the pod IP)
+        str,
+        typer.Option(
+            "--health-host",
+            help="Address of /healthz and /metrics (loopback: only the pod's own exec probe "
+            "and containers reach them; 0.0.0.0 lets Prometheus scrape the pod).",
+        ),
+    ] = "127.0.0.1",
+    service_account_dir: Annotated[
+        Path,
+        typer.Option(
+            "--service-account-dir",
+            envvar="DELTAROLL_SERVICE_ACCOUNT_DIR",
+            help="The agent's projected ServiceAccount token volume (token, ca.crt).",
+        ),
+    ] = SERVICE_ACCOUNT_DIR,
     cache_dir: Annotated[
         Path | None,
         typer.Option("--cache-dir", help="Object cache (default: beside the weights directory)."),
@@ -124,6 +137,7 @@ def run(
             pod_name=pod_name,
             pod_namespace=pod_namespace,
             cache_dir=cache_dir,
+            service_account_dir=service_account_dir,
             health_host=health_host,
             health_port=health_port,
             poll_interval_s=poll_interval,

@@ -34,8 +34,16 @@ def serve(
         Path, typer.Option("--model-path", help="Checkpoint directory (config.json, safetensors).")
     ],
     kind: KindOpt = "reference",
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    host: Annotated[
+        str, typer.Option("--host", help="Address of the inference port (0.0.0.0 in a pod).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Inference port (the Service's).")] = 8000,
+    admin_port: Annotated[
+        int,
+        typer.Option(
+            "--admin-port", help="Reload and checksum routes, on 127.0.0.1 only (the agent's)."
+        ),
+    ] = 8001,
     device: Annotated[str, typer.Option("--device", help="torch device: cpu, cuda:0.")] = "cpu",
 ) -> None:
     """Serve a checkpoint with the reference engine until terminated."""
@@ -51,7 +59,7 @@ def serve(
     checkpoint_files(model_path.resolve())  # a clear error before torch is imported
     from deltaroll.engines.reference.server import serve as serve_reference
 
-    serve_reference(model_path, host=host, port=port, device=device)
+    serve_reference(model_path, host=host, port=port, admin_port=admin_port, device=device)
 
 
 def reload(

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from deltaroll_demo import manifests
 from deltaroll_demo.errors import DemoStepFailed
 from deltaroll_demo.manifests import (
@@ -81,7 +83,13 @@ class Story:
             done = self.sandbox.kubectl("apply", "-f", str(crds_directory()), check=False)
             if done.returncode != 0:
                 raise DemoStepFailed(f"applying the CRDs failed: {done.stderr.strip()}")
-            bar.show(f"{len(done.stdout.splitlines())} CRDs")
+            crds = len(done.stdout.splitlines())
+            # the chart's agent identity: ServiceAccount, Role, the own-pod admission policy
+            body = yaml.safe_dump_all(manifests.agent_access())
+            done = self.sandbox.kubectl("apply", "-f", "-", input=body, check=False)
+            if done.returncode != 0:
+                raise DemoStepFailed(f"applying the agent's access failed: {done.stderr.strip()}")
+            bar.show(f"{crds} CRDs")
         with self.narrator.step("namespace", f"enforce Pod Security restricted in {NAMESPACE}"):
             self.sandbox.kubectl("label", "namespace", NAMESPACE, *RESTRICTED)
         with self.narrator.step("operator", "start the operator (deltaroll operator run)"):
