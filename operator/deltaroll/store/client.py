@@ -10,7 +10,7 @@ log); the facade holds what they share: the backend, the retry policy and the ob
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,12 +21,14 @@ from deltaroll.store.catalog import Catalog
 from deltaroll.store.gc import DEFAULT_GRACE, GcResult, gc
 from deltaroll.store.graph import Plan, VersionGraph
 from deltaroll.store.log import LogEntry, version_log
-from deltaroll.store.manifests import VersionManifest
+from deltaroll.store.manifests import VersionManifest, VersionStatement
 from deltaroll.store.publish import PublishOutcome, publish_delta
 from deltaroll.store.pull import PullResult, load_graph, plan_pull, pull
 from deltaroll.store.push import PushResult, push
 from deltaroll.store.redact import remember_secrets
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy
+from deltaroll.store.signatures import SignedTarget, sign_version, signed_statement
+from deltaroll.store.signing import PublicKey, SigningKey
 from deltaroll.store.squash import SquashResult, squash
 from deltaroll.store.uri import StoreUri, parse_store_uri
 
@@ -121,6 +123,7 @@ class Store:
         base: Path | None = None,
         keep_cache: bool = False,
         progress: ProgressCallback | None = None,
+        verify_keys: Sequence[PublicKey] = (),
     ) -> PullResult:
         return pull(
             self.catalog,
@@ -131,7 +134,29 @@ class Store:
             base=base,
             keep_cache=keep_cache,
             progress=progress,
+            verify_keys=verify_keys,
         )
+
+    def sign(
+        self,
+        model: str,
+        ref: str,
+        key: SigningKey,
+        *,
+        names: Iterable[str] = (),
+        origin: str | None = None,
+    ) -> VersionStatement:
+        """Sign a published version (its content read back from the store and checked)."""
+        return sign_version(
+            self.catalog, model, self.resolve(model, ref), key, names=names, origin=origin
+        )
+
+    def signed(
+        self, model: str, version: str, trusted: Sequence[PublicKey], *, name: str | None = None
+    ) -> SignedTarget:
+        """The statement of ``version`` one of ``trusted`` signed; the store's
+        :class:`SignatureError` otherwise."""
+        return signed_statement(self.catalog, model, version, trusted, name=name)
 
     def gc(
         self,
