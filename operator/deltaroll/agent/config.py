@@ -41,3 +41,8 @@ class AgentConfig(BaseModel):
     scrub_interval_s: float = Field(
         60.0, ge=0, description="rest between the end of one scrub pass and the next"
     )
+    verify_keys: list[Path] = Field(
+        default_factory=list,
+        description="publisher public keys (PEM files, or directories of *.pem) a version must "
+        "be signed by; with none here or on the pod, versions are not checked",
+    )

@@ -19,7 +19,8 @@ from deltaroll.checkpoint import apply_delta
 from deltaroll.checkpoint.journal import JournalState
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
-from deltaroll.store.pull import materialize_delta, read_delta
+from deltaroll.store.pull import check_signed_plan, materialize_delta, read_delta
+from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
 
@@ -28,12 +29,15 @@ class OrphanedApplyError(AgentError):
     """The weights hold an unfinished apply whose delta the store no longer has."""
 
 
-def check_plan(store: Store, plan: Plan) -> None:
+def check_plan(store: Store, plan: Plan, signed: SignedTarget | None = None) -> None:
     """Refuse a plan with a delta this agent cannot apply (a format it does not read, a
-    manifest that does not check out or disagrees with the store's record) before anything
-    touches the weights volume; the plan's objects are in the cache."""
+    manifest that does not check out or disagrees with the store's record, a last delta that
+    does not produce the ``signed`` content) before anything touches the weights volume; the
+    plan's objects are in the cache."""
     for step in plan.steps:
         read_delta(step, store.cache)
+    if signed is not None:
+        check_signed_plan(signed, plan, store.cache)
 
 
 def apply_plan(store: Store, plan: Plan, volume: WeightsVolume) -> None:

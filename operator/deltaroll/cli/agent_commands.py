@@ -86,6 +86,16 @@ def run(
         float,
         typer.Option("--scrub-interval", help="Seconds of rest between two full scrub passes."),
     ] = 60.0,
+    verify_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--verify-key",
+            envvar="DELTAROLL_VERIFY_KEYS",
+            help="A publisher public key (PEM file, or a directory of *.pem such as a mounted "
+            "ConfigMap) every version must be signed by; repeatable (rotation). The pod's "
+            "deltaroll.dev/verify-keys annotation adds more.",
+        ),
+    ] = None,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -134,6 +144,7 @@ def run(
             engine_timeout_s=engine_timeout,
             scrub_rate=scrub_rate,
             scrub_interval_s=scrub_interval,
+            verify_keys=verify_key or [],
         )
     except ValidationError as exc:
         first = exc.errors()[0]
