@@ -30,6 +30,12 @@ def keys(tmp_path: Path) -> dict[str, Path]:
     return found
 
 
+@pytest.fixture
+def copied(tmp_path: Path, published: Published) -> Published:
+    """A store of its own (the tests sign and forge in it)."""
+    return copy_store(published, tmp_path / "store")
+
+
 def annotate(rig: AgentRig, annotations: dict[str, str]) -> None:
     rig.core.patch_namespaced_pod(
         rig.pod, "default", {"metadata": {"annotations": annotations}},
@@ -62,19 +68,13 @@ def refused(rig: AgentRig, v1: str, engine: RunningEngine) -> str:
 
 
 def test_unsigned_and_wrongly_signed_versions_are_refused_and_either_key_of_a_rotation_works(
-    tmp_path: Path,
-    core: kubernetes.client.CoreV1Api,
-    published: Published,
-    engine: RunningEngine,
+    tmp_path: Path, core: kubernetes.client.CoreV1Api, copied: Published, engine: RunningEngine,
     keys: dict[str, Path],
-) -> None:
-    signed = copy_store(published, tmp_path / "store")
-    store = signed.store()
-    v1, v2, v3 = (published.ids[label] for label in ("v1", "v2", "v3"))
+) -> None:  # fmt: skip
+    store = copied.store()
+    v1, v2 = copied.ids["v1"], copied.ids["v2"]
     store.sign(MODEL, v1, load_signing_key(keys["a"]))
-    rig = make_agent(
-        tmp_path, core, signed.uri, engine.url, "signed", verify_keys=[keys["a.pub"]]
-    )
+    rig = make_agent(tmp_path, core, copied.uri, engine.url, "signed", verify_keys=[keys["a.pub"]])
     rig.want(v1)
     reach(rig, v1)
 
@@ -93,24 +93,19 @@ def test_unsigned_and_wrongly_signed_versions_are_refused_and_either_key_of_a_ro
 
 
 def test_a_signature_copied_from_another_version_is_refused(
-    tmp_path: Path,
-    core: kubernetes.client.CoreV1Api,
-    published: Published,
-    engine: RunningEngine,
+    tmp_path: Path, core: kubernetes.client.CoreV1Api, copied: Published, engine: RunningEngine,
     keys: dict[str, Path],
-) -> None:
-    forged = copy_store(published, tmp_path / "store")
-    store = forged.store()
+) -> None:  # fmt: skip
     key = load_signing_key(keys["a"])
-    v1, v2, v3 = (published.ids[label] for label in ("v1", "v2", "v3"))
+    v1, v2, v3 = (copied.ids[label] for label in ("v1", "v2", "v3"))
     for version in (v1, v2):
-        store.sign(MODEL, version, key)
-    rig = make_agent(tmp_path, core, forged.uri, engine.url, "forged")
+        copied.store().sign(MODEL, version, key)
+    rig = make_agent(tmp_path, core, copied.uri, engine.url, "forged")
     annotate(rig, {POD_VERIFY_KEYS: key.public.inline(), POD_VERSION: v1})
     reach(rig, v1)
 
     # A bucket writer copies v2's signature beside v3: the key made it, for another version.
-    signatures = forged.root / MODEL / "signatures"
+    signatures = copied.root / MODEL / "signatures"
     (signatures / v3).mkdir()
     name = f"{key.public.key_id}.json"
     (signatures / v3 / name).write_bytes((signatures / v2 / name).read_bytes())

@@ -2,9 +2,10 @@
 
 On inference pods: the operator writes :data:`POD_VERSION` (what the pod should serve, read by
 the agent through a downwardAPI volume) and, when its ModelDeployment names publisher keys,
-:data:`POD_VERIFY_KEYS` (the keys whose signature the agent requires); the agent reports :data:`POD_CURRENT_VERSION` and
-:data:`POD_AGENT_STATE` and sets the pod condition :data:`WEIGHTS_READY_CONDITION`, a readiness
-gate, so a pod that is swapping weights takes no traffic.
+:data:`POD_VERIFY_KEYS` (the keys whose signature the agent requires); the agent reports
+:data:`POD_CURRENT_VERSION` and :data:`POD_AGENT_STATE` and sets the pod condition
+:data:`WEIGHTS_READY_CONDITION`, a readiness gate, so a pod that is swapping weights takes no
+traffic.
 
 On a ModelDeployment: ``kubectl deltaroll promote|abort|retry`` set :data:`PROMOTE`, :data:`ABORT`
 or :data:`RETRY`; the controller acts on it, records the outcome in status (``abort``,
