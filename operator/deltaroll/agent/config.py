@@ -46,3 +46,8 @@ class AgentConfig(BaseModel):
         description="publisher public keys (PEM files, or directories of *.pem) a version must "
         "be signed by; with none here or on the pod, versions are not checked",
     )
+    allow_aux_files: list[str] = Field(
+        default_factory=list,
+        description="glob patterns of files beside the weights allowed beyond the data files",
+    )
+    allow_auto_map: bool = Field(False, description="allow an auto_map in config files")

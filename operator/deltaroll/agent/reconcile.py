@@ -56,6 +56,7 @@ from deltaroll.agent.trust import VersionTrust
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.agent.wanted import read_wanted_version
 from deltaroll.api.agent_state import AgentState
+from deltaroll.checkpoint.aux_policy import AuxPolicy
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.state import forget_state
 from deltaroll.engines import (
@@ -109,6 +110,7 @@ class Agent:
         self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
         self.scrub = ScrubGate()  # shared with the scrub thread, if one runs
         self.trust = VersionTrust(config.verify_keys, config.annotations_file)
+        self.aux_policy = AuxPolicy(tuple(config.allow_aux_files), config.allow_auto_map)
         self._clock = clock
         self.state = AgentState.IDLE
         self.message = ""
@@ -197,7 +199,7 @@ class Agent:
                 self.metrics.downloaded_bytes.inc(
                     fetch_objects(self.store, self.config.model, [step])
                 )
-                finish_apply(self.store, step, self.volume)
+                finish_apply(self.store, step, self.volume, self.aux_policy)
                 self.metrics.applied_deltas.labels(step.kind).inc()
         try:
             self.disk_version = self.volume.version()
@@ -280,7 +282,7 @@ class Agent:
         self.disk_version = None
         read_before, written_before = process_io()
         started = self._clock()
-        apply_plan(self.store, plan, self.volume)
+        apply_plan(self.store, plan, self.volume, self.aux_policy)
         self.metrics.apply_seconds.observe(self._clock() - started)
         read_after, written_after = process_io()
         self.metrics.bytes_read.inc(read_after - read_before)

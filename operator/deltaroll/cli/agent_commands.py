@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from deltaroll.agent.config import DEFAULT_SCRUB_RATE
+from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt
 
 #: Config fields whose flag is not simply the field's name with dashes.
 _FLAGS = {
@@ -96,6 +97,8 @@ def run(
             "deltaroll.dev/verify-keys annotation adds more.",
         ),
     ] = None,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -145,6 +148,8 @@ def run(
             scrub_rate=scrub_rate,
             scrub_interval_s=scrub_interval,
             verify_keys=verify_key or [],
+            allow_aux_files=allow_aux_file or [],
+            allow_auto_map=allow_auto_map,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt, aux_policy
 from deltaroll.cli.output import JsonOpt, emit, progress_bar
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ def push(
         bool, typer.Option("--force-name", help="Move --name if it points at another version.")
     ] = False,
     sign_key: SignKeyOpt = None,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish CHECKPOINT as a new version of MODEL: a delta from --base, and/or an anchor."""
@@ -98,6 +101,7 @@ def push(
             name=name,
             force_name=force_name,
             progress=advance,
+            aux_policy=aux_policy(allow_aux_file, allow_auto_map),
         )
     if signer is not None:
         opened.sign(model, result.version, signer, names=[name] if name else [], origin="cli")
@@ -125,6 +129,8 @@ def pull(
         bool, typer.Option("--keep-cache", help="Keep downloaded objects in the local cache.")
     ] = False,
     verify_key: VerifyKeyOpt = None,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write VERSION of MODEL to OUT_DIR, downloading only the deltas on the cheapest path."""
@@ -140,6 +146,7 @@ def pull(
             keep_cache=keep_cache,
             progress=advance,
             verify_keys=trusted,
+            aux_policy=aux_policy(allow_aux_file, allow_auto_map),
         )
     report: dict[str, Any] = {**asdict(result), "out_dir": str(result.out_dir)}
     emit(

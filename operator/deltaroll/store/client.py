@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.store.aliases import resolve, set_name
 from deltaroll.store.backends import Backend, ProgressCallback, open_backend
 from deltaroll.store.cache import ObjectCache, default_cache_dir
@@ -93,6 +94,7 @@ class Store:
         name: str | None = None,
         force_name: bool = False,
         progress: ProgressCallback | None = None,
+        aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
     ) -> PushResult:
         return push(
             self.catalog,
@@ -103,6 +105,7 @@ class Store:
             name=name,
             force_name=force_name,
             progress=progress,
+            aux_policy=aux_policy,
         )
 
     def publish(
@@ -124,6 +127,7 @@ class Store:
         keep_cache: bool = False,
         progress: ProgressCallback | None = None,
         verify_keys: Sequence[PublicKey] = (),
+        aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
     ) -> PullResult:
         return pull(
             self.catalog,
@@ -135,6 +139,7 @@ class Store:
             keep_cache=keep_cache,
             progress=progress,
             verify_keys=verify_keys,
+            aux_policy=aux_policy,
         )
 
     def sign(

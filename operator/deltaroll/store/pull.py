@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from deltaroll.checkpoint import apply_delta, checkpoint_version
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.checkpoint.manifest import MANIFEST_NAME, DeltaManifest, parse_delta_manifest
 from deltaroll.checkpoint.objects import OBJECTS_DIR
 from deltaroll.store.aliases import VERSION_LIKE, resolve
@@ -77,6 +78,7 @@ def pull(
     keep_cache: bool = False,
     progress: ProgressCallback | None = None,
     verify_keys: Sequence[PublicKey] = (),
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> PullResult:
     """Materialize version ``ref`` of ``model`` at ``out_dir`` (which must not exist); with
     ``verify_keys``, only a version one of them signed (checked before anything is fetched,
@@ -100,7 +102,7 @@ def pull(
     work = out_dir.parent / f".{out_dir.name}.pull-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     try:
-        result_dir = _apply_plan(plan, base, work, cache)
+        result_dir = _apply_plan(plan, base, work, cache, aux_policy)
         result_dir.rename(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -173,7 +175,9 @@ def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> DeltaM
     return manifest
 
 
-def _apply_plan(plan: Plan, base: Path | None, work: Path, cache: ObjectCache) -> Path:
+def _apply_plan(
+    plan: Plan, base: Path | None, work: Path, cache: ObjectCache, aux_policy: AuxPolicy
+) -> Path:
     current = work / "checkpoint"
     if not plan.steps:
         assert base is not None  # an empty plan means the base already is the version
@@ -188,9 +192,23 @@ def _apply_plan(plan: Plan, base: Path | None, work: Path, cache: ObjectCache) -
         manifest = materialize_delta(step, cache, delta_dir)
         if index == 0:
             source = Path(base) if step.source is not None and base is not None else None
-            apply_delta(source, delta_dir, manifest, out_dir=current, reverse=step.reverse)
+            apply_delta(
+                source,
+                delta_dir,
+                manifest,
+                out_dir=current,
+                reverse=step.reverse,
+                aux_policy=aux_policy,
+            )
         else:
-            apply_delta(current, delta_dir, manifest, in_place=True, reverse=step.reverse)
+            apply_delta(
+                current,
+                delta_dir,
+                manifest,
+                in_place=True,
+                reverse=step.reverse,
+                aux_policy=aux_policy,
+            )
         shutil.rmtree(delta_dir)
     return current
 
