@@ -51,6 +51,16 @@ class AgentConfig(BaseModel):
     scrub_interval_s: float = Field(
         60.0, ge=0, description="rest between the end of one scrub pass and the next"
     )
+    verify_keys: list[Path] = Field(
+        default_factory=list,
+        description="publisher public keys (PEM files, or directories of *.pem) a version must "
+        "be signed by; with none here or on the pod, versions are not checked",
+    )
+    allow_aux_files: list[str] = Field(
+        default_factory=list,
+        description="glob patterns of files beside the weights allowed beyond the data files",
+    )
+    allow_auto_map: bool = Field(False, description="allow an auto_map in config files")
 
     @field_validator("engine_url")
     @classmethod

@@ -7,7 +7,7 @@ stretch towards it::
                             │  ▲                                                        │
             store down:     └──┘ back off, old version still served         engine holds it
                                                                                         ▼
-    Failed ◀── corrupt delta, no path, engine refuses ──────────────────────────────── Ready
+    Failed ◀── corrupt delta, no path, unsigned version, engine refuses ────────────── Ready
    ▲                                                                                    │
    └─────── the scrub finds the served bytes corrupt: discarded, rebuilt from an anchor ┘
 
@@ -52,9 +52,11 @@ from deltaroll.agent.patching import (
 )
 from deltaroll.agent.report import Report, Reporter
 from deltaroll.agent.scrub import ScrubGate, ScrubMismatch
+from deltaroll.agent.trust import VersionTrust
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.agent.wanted import read_wanted_version
 from deltaroll.api.agent_state import AgentState
+from deltaroll.checkpoint.aux_policy import AuxPolicy
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.state import forget_state
 from deltaroll.engines import (
@@ -70,6 +72,7 @@ from deltaroll.store import (
     TransferCancelledError,
     TransientStoreError,
 )
+from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +109,8 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
         self.scrub = ScrubGate()  # shared with the scrub thread, if one runs
+        self.trust = VersionTrust(config.verify_keys, config.annotations_file)
+        self.aux_policy = AuxPolicy(tuple(config.allow_aux_files), config.allow_auto_map)
         self._clock = clock
         self.state = AgentState.IDLE
         self.message = ""
@@ -195,7 +200,7 @@ class Agent:
                 self.metrics.downloaded_bytes.inc(
                     fetch_objects(self.store, self.config.model, [step])
                 )
-                finish_apply(self.store, step, self.volume)
+                finish_apply(self.store, step, self.volume, self.aux_policy)
                 self.metrics.applied_deltas.labels(step.kind).inc()
         try:
             self.disk_version = self.volume.version()
@@ -231,10 +236,12 @@ class Agent:
             self._report(AgentState.PULLING, f"fetching the deltas to {wanted}")
             target = self.store.resolve(self.config.model, wanted)
             self._resolved = (wanted, target)
+        # Even the version on disk: a pod that requires signatures serves nothing unsigned.
+        signed = self.trust.check(self.store, self.config.model, wanted, target)
         if self.disk_version != target:
             if self._change_started is None:
                 self._change_started = self._clock()
-            self._change_to(target)
+            self._change_to(target, signed)
         elif self.state is AgentState.READY and self._engine_check_due():
             self.engine_version = self._engine_holds(target, keep_if_unreachable=True)
         if self.engine_version != target:
@@ -247,7 +254,7 @@ class Agent:
             # Off the pause path: the pod already serves; the next apply trusts the record.
             self.volume.make_durable()
 
-    def _change_to(self, target: str) -> None:
+    def _change_to(self, target: str, signed: SignedTarget | None) -> None:
         """Pull the deltas on the cheapest path, then apply them to the weights volume."""
         self._report(AgentState.PULLING, f"fetching the deltas to {target}")
         have = [self.disk_version] if self.disk_version else []
@@ -267,14 +274,16 @@ class Agent:
         log.info("agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded)
         if superseded():  # the last objects were in flight when the annotation moved
             raise PullSupersededError(target, self._wanted_now())
-        check_plan(self.store, plan)  # a delta it cannot apply leaves the served version as it is
+        # A delta it cannot apply, or one that does not produce the signed content, leaves the
+        # served version as it is.
+        check_plan(self.store, plan, signed)
         self.engine_version = None  # from here on the weights are not a verified version
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass
         self.disk_version = None
         read_before, written_before = process_io()
         started = self._clock()
-        apply_plan(self.store, plan, self.volume)
+        apply_plan(self.store, plan, self.volume, self.aux_policy)
         self.metrics.apply_seconds.observe(self._clock() - started)
         read_after, written_after = process_io()
         self.metrics.bytes_read.inc(read_after - read_before)

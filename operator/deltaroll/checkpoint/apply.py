@@ -12,6 +12,7 @@ from typing import Any
 
 from deltaroll.checkpoint.apply_inplace import apply_in_place
 from deltaroll.checkpoint.apply_out import apply_to_directory
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.checkpoint.digests import check_version_ids, checkpoint_digests, version_of
 from deltaroll.checkpoint.errors import CheckpointError, WrongBaseError
 from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
@@ -47,13 +48,15 @@ def apply_delta(
     in_place: bool = False,
     reverse: bool = False,
     on_bytes: OnBytes | None = None,
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> ApplySummary:
     """Apply ``delta_dir`` to ``base`` (its target instead, with ``reverse``).
 
     Exactly one of ``out_dir`` (write the result there, in its layout) and ``in_place`` (patch
     ``base`` behind a journal). ``base`` is None only for an anchor applied forward.
     ``manifest`` is the delta's manifest where the caller has already parsed and checked the
-    bytes it put in ``delta_dir`` (read from there otherwise).
+    bytes it put in ``delta_dir`` (read from there otherwise). The side it produces may ship
+    only the auxiliary files ``aux_policy`` allows.
     """
     if (out_dir is None) == (not in_place):
         raise CheckpointError("choose exactly one of an output directory (-o) or --in-place")
@@ -68,6 +71,7 @@ def apply_delta(
     to_version = manifest.version("base" if reverse else "target")
     if to_version is None:
         raise CheckpointError("this delta is an anchor (from nothing); it cannot be reversed")
+    aux_policy.check(manifest, "base" if reverse else "target", payload)
     if (base is None) != (from_version is None):
         raise CheckpointError(
             "this delta is an anchor: apply it without a base"

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from deltaroll.agent.config import DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
+from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt
 
 #: Config fields whose flag is not simply the field's name with dashes.
 _FLAGS = {
@@ -99,6 +100,18 @@ def run(
         float,
         typer.Option("--scrub-interval", help="Seconds of rest between two full scrub passes."),
     ] = 60.0,
+    verify_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--verify-key",
+            envvar="DELTAROLL_VERIFY_KEYS",
+            help="A publisher public key (PEM file, or a directory of *.pem such as a mounted "
+            "ConfigMap) every version must be signed by; repeatable (rotation). The pod's "
+            "deltaroll.dev/verify-keys annotation adds more.",
+        ),
+    ] = None,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -148,6 +161,9 @@ def run(
             engine_timeout_s=engine_timeout,
             scrub_rate=scrub_rate,
             scrub_interval_s=scrub_interval,
+            verify_keys=verify_key or [],
+            allow_aux_files=allow_aux_file or [],
+            allow_auto_map=allow_auto_map,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

@@ -9,10 +9,10 @@ from whatever the puller already has.
 Modules, each with one job: ``uri`` (parse/validate URIs), ``names``/``keys`` (safe names and
 the layout), ``backends`` (bytes in and out), ``retry``, ``manifests`` (the records),
 ``catalog`` (records in a store), ``transfer``/``cache`` (verified objects), ``graph`` (the
-planner), ``aliases``, ``staging`` (the shares of sharded computations), and one module per
-operation: ``publish``, ``push``, ``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published
-version's numbers, read back from its manifests); ``client`` is the
-:class:`Store` facade over all of them.
+planner), ``aliases``, ``staging`` (the shares of sharded computations), ``signing`` (publisher
+keys), ``signatures`` (signed versions), and one module per operation: ``publish``, ``push``,
+``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published version's numbers, read back from
+its manifests); ``client`` is the :class:`Store` facade over all of them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from deltaroll.store.errors import (
     NameConflictError,
     NoPathError,
     ObjectNotFoundError,
+    SignatureError,
     SquashError,
     StoreAccessError,
     StoreError,
@@ -48,6 +49,7 @@ __all__ = [
     "NameConflictError",
     "NoPathError",
     "ObjectNotFoundError",
+    "SignatureError",
     "SquashError",
     "Store",
     "StoreAccessError",

@@ -10,10 +10,11 @@ log); the facade holds what they share: the backend, the retry policy and the ob
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.store.aliases import resolve, set_name
 from deltaroll.store.backends import Backend, ProgressCallback, open_backend
 from deltaroll.store.cache import ObjectCache, default_cache_dir
@@ -21,12 +22,14 @@ from deltaroll.store.catalog import Catalog
 from deltaroll.store.gc import DEFAULT_GRACE, GcResult, gc
 from deltaroll.store.graph import Plan, VersionGraph
 from deltaroll.store.log import LogEntry, version_log
-from deltaroll.store.manifests import VersionManifest
+from deltaroll.store.manifests import VersionManifest, VersionStatement
 from deltaroll.store.publish import PublishOutcome, publish_delta
 from deltaroll.store.pull import PullResult, load_graph, plan_pull, pull
 from deltaroll.store.push import PushResult, push
 from deltaroll.store.redact import remember_secrets
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy
+from deltaroll.store.signatures import SignedTarget, sign_version, signed_statement
+from deltaroll.store.signing import PublicKey, SigningKey
 from deltaroll.store.squash import SquashResult, squash
 from deltaroll.store.uri import StoreUri, parse_store_uri
 
@@ -91,6 +94,7 @@ class Store:
         name: str | None = None,
         force_name: bool = False,
         progress: ProgressCallback | None = None,
+        aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
     ) -> PushResult:
         return push(
             self.catalog,
@@ -101,6 +105,7 @@ class Store:
             name=name,
             force_name=force_name,
             progress=progress,
+            aux_policy=aux_policy,
         )
 
     def publish(
@@ -121,6 +126,8 @@ class Store:
         base: Path | None = None,
         keep_cache: bool = False,
         progress: ProgressCallback | None = None,
+        verify_keys: Sequence[PublicKey] = (),
+        aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
     ) -> PullResult:
         return pull(
             self.catalog,
@@ -131,7 +138,30 @@ class Store:
             base=base,
             keep_cache=keep_cache,
             progress=progress,
+            verify_keys=verify_keys,
+            aux_policy=aux_policy,
         )
+
+    def sign(
+        self,
+        model: str,
+        ref: str,
+        key: SigningKey,
+        *,
+        names: Iterable[str] = (),
+        origin: str | None = None,
+    ) -> VersionStatement:
+        """Sign a published version (its content read back from the store and checked)."""
+        return sign_version(
+            self.catalog, model, self.resolve(model, ref), key, names=names, origin=origin
+        )
+
+    def signed(
+        self, model: str, version: str, trusted: Sequence[PublicKey], *, name: str | None = None
+    ) -> SignedTarget:
+        """The statement of ``version`` one of ``trusted`` signed; the store's
+        :class:`SignatureError` otherwise."""
+        return signed_statement(self.catalog, model, version, trusted, name=name)
 
     def gc(
         self,

@@ -107,3 +107,8 @@ class SquashError(StoreError):
     """The two versions of a squash cannot be joined by one delta."""
 
     exit_code = 2
+
+
+class SignatureError(StoreError):
+    """A version is not signed by a key the verifier accepts, or its signature does not cover
+    what would be loaded; nothing was applied."""

@@ -4,6 +4,8 @@
 <model>/objects/<sha256>          immutable payloads, deduplicated across versions
 <model>/anchors/<version>.json    full snapshots (a delta from nothing)
 <model>/names/<name>.json         human names (``step-120``) pointing at a version id
+<model>/signatures/<version>/<key id>.json
+                                  a publisher key's signature of a version (one per key)
 <model>/staging/<group>/part-<index>-of-<shares>.json
                                   one share of a sharded computation, until it is published
 """
@@ -35,6 +37,14 @@ def name_key(model: str, name: str) -> str:
 
 def object_key(model: str, digest: str) -> str:
     return f"{model_prefix(model)}objects/{validate_digest(digest)}"
+
+
+def signature_key(model: str, version: str, key_id: str) -> str:
+    return f"{signatures_prefix(model, version)}{validate_digest(key_id)}.json"
+
+
+def signatures_prefix(model: str, version: str) -> str:
+    return f"{model_prefix(model)}signatures/{validate_name(version, what='version')}/"
 
 
 def versions_prefix(model: str) -> str:

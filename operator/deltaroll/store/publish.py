@@ -14,8 +14,10 @@ from pathlib import Path
 import structlog
 
 from deltaroll.checkpoint import read_delta_manifest
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.checkpoint.manifest import MANIFEST_NAME
-from deltaroll.checkpoint.objects import OBJECTS_DIR
+from deltaroll.checkpoint.objects import OBJECTS_DIR, ObjectDir
+from deltaroll.checkpoint.packs import PackReader
 from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import BaseNotInStoreError
@@ -34,9 +36,11 @@ class PublishOutcome:
     published: bool  # False: the version was already published (by us earlier, or a racer)
 
 
-def delta_record(delta_dir: Path) -> DeltaRecord:
-    """Describe a delta directory for a manifest; the checkpoint layer validates it first."""
+def delta_record(delta_dir: Path, aux_policy: AuxPolicy = DEFAULT_AUX_POLICY) -> DeltaRecord:
+    """Describe a delta directory for a manifest; the checkpoint layer validates it first, and
+    a target that ships files ``aux_policy`` does not allow is refused before any upload."""
     manifest = read_delta_manifest(delta_dir)
+    aux_policy.check(manifest, "target", PackReader(ObjectDir(delta_dir), manifest.objects))
     data = (delta_dir / MANIFEST_NAME).read_bytes()
     target = [entry for entry in manifest.tensors if entry.target is not None]
     return DeltaRecord(
@@ -56,10 +60,11 @@ def publish_delta(
     delta_dir: Path,
     *,
     progress: ProgressCallback | None = None,
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> PublishOutcome:
     """Publish a delta from a published parent (or an anchor, when its base is null)."""
     validate_name(model, what="model")
-    record = delta_record(delta_dir)
+    record = delta_record(delta_dir, aux_policy)
     if record.base_version is None:
         return publish_anchor(catalog, model, delta_dir, record=record, progress=progress)
     version, parent = record.target_version, record.base_version
@@ -90,9 +95,10 @@ def publish_anchor(
     *,
     record: DeltaRecord | None = None,
     progress: ProgressCallback | None = None,
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> PublishOutcome:
     """Publish a full snapshot; the version becomes a root unless it was already published."""
-    record = record or delta_record(delta_dir)
+    record = record or delta_record(delta_dir, aux_policy)
     version = record.target_version
     sent = upload_delta_objects(catalog, model, delta_dir, record, progress=progress)
     anchor_new = catalog.write_anchor(
