@@ -98,8 +98,8 @@ def check_limits(
     free = free_disk(destination)
     if needed > free:
         raise DeltaTooLargeError(
-            f"the apply writes up to {needed} bytes, but only {free} are free for {destination}; "
-            "free some space (or apply elsewhere); nothing was written"
+            f"by its manifest this apply writes up to {needed} bytes, but only {free} are free "
+            f"for {destination}; free some space or apply elsewhere; nothing was written"
         )
 
 

@@ -107,3 +107,8 @@ class SquashError(StoreError):
     """The two versions of a squash cannot be joined by one delta."""
 
     exit_code = 2
+
+
+class StoreBusyError(TransientStoreError):
+    """A gc and a publish of one model would overlap: the one that yields says so (nothing it
+    would have deleted or published was touched); run it again shortly."""
