@@ -57,7 +57,7 @@ from deltaroll.agent.volume import WeightsVolume
 from deltaroll.agent.wanted import read_wanted_version
 from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint.aux_policy import AuxPolicy
-from deltaroll.checkpoint.errors import CheckpointError
+from deltaroll.checkpoint.errors import CheckpointError, CorruptDeltaError
 from deltaroll.checkpoint.state import forget_state
 from deltaroll.engines import (
     EngineClient,
@@ -200,8 +200,13 @@ class Agent:
                 self.metrics.downloaded_bytes.inc(
                     fetch_objects(self.store, self.config.model, [step])
                 )
-                finish_apply(self.store, step, self.volume, self.aux_policy)
-                self.metrics.applied_deltas.labels(step.kind).inc()
+                try:
+                    finish_apply(self.store, step, self.volume, self.aux_policy)
+                except CorruptDeltaError as exc:  # refused: never resumed into, rebuilt instead
+                    log.error("agent.interrupted_apply_refused", error=str(exc))
+                    self.volume.discard_weights()
+                else:
+                    self.metrics.applied_deltas.labels(step.kind).inc()
         try:
             self.disk_version = self.volume.version()
         except CheckpointError as exc:  # not ours to keep: rebuilt from the store

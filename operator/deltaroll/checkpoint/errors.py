@@ -65,3 +65,10 @@ class UnsafeAuxFileError(CheckpointError):
     config that asks an engine to import code); nothing was published or written."""
 
     exit_code = 2
+
+
+class DeltaTooLargeError(CheckpointError):
+    """An intact delta needs a larger buffer than the memory budget, or more disk than the
+    destination has free: refused before anything is allocated or written."""
+
+    exit_code = 5

@@ -10,7 +10,7 @@ log); the facade holds what they share: the backend, the retry policy and the ob
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -166,12 +166,22 @@ class Store:
     def gc(
         self,
         model: str,
-        keep: list[str],
+        keep: list[str] | None,
         *,
+        drop: Collection[str] = (),
         dry_run: bool = False,
         grace: timedelta = DEFAULT_GRACE,
+        live_jobs: Mapping[str, Collection[str]] | None = None,
     ) -> GcResult:
-        return gc(self.catalog, model, keep, dry_run=dry_run, grace=grace)
+        return gc(
+            self.catalog,
+            model,
+            keep,
+            drop=drop,
+            dry_run=dry_run,
+            grace=grace,
+            live_jobs=live_jobs,
+        )
 
     def squash(
         self, model: str, from_ref: str, to_ref: str, *, progress: ProgressCallback | None = None

@@ -112,3 +112,8 @@ class SquashError(StoreError):
 class SignatureError(StoreError):
     """A version is not signed by a key the verifier accepts, or its signature does not cover
     what would be loaded; nothing was applied."""
+
+
+class StoreBusyError(TransientStoreError):
+    """A gc and a publish of one model would overlap: the one that yields says so (nothing it
+    would have deleted or published was touched); run it again shortly."""

@@ -8,6 +8,8 @@
                                   a publisher key's signature of a version (one per key)
 <model>/staging/<group>/part-<index>-of-<shares>.json
                                   one share of a sharded computation, until it is published
+<model>/staging/<group>/job.json  which Job computes the group (gc keeps a group while it runs)
+<model>/leases/<kind>-<id>.json   a gc or a publish in progress (see :mod:`.leases`)
 """
 
 from __future__ import annotations
@@ -72,6 +74,19 @@ def staging_part_key(model: str, group: str, index: int, shares: int) -> str:
     is in the key so a listing tells whether a group is complete."""
     group = validate_name(group, what="staging group")
     return f"{staging_prefix(model)}{group}/part-{index:04d}-of-{shares:04d}.json"
+
+
+def staging_job_key(model: str, group: str) -> str:
+    group = validate_name(group, what="staging group")
+    return f"{staging_prefix(model)}{group}/job.json"
+
+
+def leases_prefix(model: str) -> str:
+    return f"{model_prefix(model)}leases/"
+
+
+def lease_key(model: str, kind: str, holder: str) -> str:
+    return f"{leases_prefix(model)}{validate_name(kind, what='lease kind')}-{holder}.json"
 
 
 def staging_part(key: str, prefix: str) -> tuple[str, int, int] | None:

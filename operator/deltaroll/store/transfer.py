@@ -36,12 +36,14 @@ def upload_objects(
     policy: RetryPolicy = DEFAULT_POLICY,
     progress: ProgressCallback | None = None,
     located: Mapping[str, Path] | None = None,
+    checked: bool = False,
 ) -> int:
     """Upload the objects of ``refs`` that the store lacks, each from ``objects_dir`` or from
-    where ``located`` says (a delta's manifest file); bytes sent."""
+    where ``located`` says (a delta's manifest file); bytes sent. ``checked``: the local files
+    were checked against their names by an earlier call (a publish's second look)."""
     unique = {ref.digest: ref for ref in refs}
     paths = {digest: objects_dir / digest for digest in unique} | dict(located or {})
-    for ref in unique.values():
+    for ref in () if checked else unique.values():
         local = paths[ref.digest]
         if (
             not local.is_file()

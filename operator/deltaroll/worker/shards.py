@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from deltaroll.api.facts import VersionFacts
+from deltaroll.api.job_result import JOB_ENV
 from deltaroll.checkpoint import (
     Checkpoint,
     DeltaManifest,
@@ -54,6 +56,7 @@ from deltaroll.store.staging import (
     EMPTY_SHARE,
     discard_group,
     read_part,
+    record_job,
     record_part,
 )
 from deltaroll.store.transfer import download_objects, upload_objects
@@ -160,6 +163,9 @@ def compute_share(
         part = (share_dir / MANIFEST_NAME).read_bytes()
     else:
         part = EMPTY_SHARE  # recorded so the others know this index is done
+    job = os.environ.get(JOB_ENV)
+    if job:  # the operator's Job: gc keeps the group's parts while it exists
+        record_job(store.catalog, model, group, job)
     record_part(store.catalog, model, group, index, shares, part)
     log.info("worker.share_recorded", index=index, shares=shares, files=files)
     parts = _collect_parts(store, model, group, shares, work_dir / "parts")

@@ -129,8 +129,11 @@ def _delete_unless_used(
             f"kept {version_id} in {uri}: ModelDeployment {use.deployment} uses it "
             f"({use.field}={use.ref})"
         )
-    others = [v for v in store.catalog.version_ids(model) if v != version_id]
-    if version_id not in store.gc(model, keep=others).deleted_versions:
+    jobs = kube.job_names(namespace, f"{LABEL_MANAGED_BY}={MANAGED_BY}")
+    # Every version but this one, as gc reads them under its lease (a version published since
+    # this handler started is kept); staged parts are kept while their Job exists.
+    result = store.gc(model, keep=None, drop=[version_id], live_jobs={namespace: jobs})
+    if version_id not in result.deleted_versions:
         return "VersionKept", f"kept {version_id} in {uri}: a remaining version is built on it"
     return "VersionDeleted", f"deleted {version_id} from {uri}"
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from deltaroll.api.common import API_VERSION
 from deltaroll.api.job_result import DEFAULT_PATH as TERMINATION_PATH
-from deltaroll.api.job_result import EXIT_PERMANENT
+from deltaroll.api.job_result import EXIT_PERMANENT, JOB_ENV
 from deltaroll.api.job_result import PATH_ENV as TERMINATION_ENV
 from deltaroll.api.modeldelta import KIND, ModelDelta, ModelDeltaSpec
 from deltaroll.controllers import pod_defaults
@@ -137,7 +137,7 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
         },
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _pod_spec(delta, default_image),
+            "spec": _pod_spec(delta, default_image, digest),
         },
     }
     if sharded(delta):
@@ -167,8 +167,8 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
     }
 
 
-def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
-    spec, job = delta.spec, delta.spec.job
+def _pod_spec(delta: ModelDelta, default_image: str, digest: str) -> dict[str, Any]:
+    meta, spec, job = delta.metadata, delta.spec, delta.spec.job
     args = worker_args(delta)
     if sharded(delta):
         args += ["--shards", str(job.parallelism)]
@@ -183,6 +183,7 @@ def _pod_spec(delta: ModelDelta, default_image: str) -> dict[str, Any]:
             {"name": "HF_HOME", "value": f"{WORK_DIR}/hf-home"},
             # Said explicitly so a kubelet that relocates the path (the sandbox's) can map it.
             {"name": TERMINATION_ENV, "value": TERMINATION_PATH},
+            {"name": JOB_ENV, "value": f"{meta['namespace']}/{job_name(meta['name'], digest)}"},
         ],
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
