@@ -74,7 +74,9 @@ def test_unsigned_and_wrongly_signed_versions_are_refused_and_either_key_of_a_ro
     store = copied.store()
     v1, v2 = copied.ids["v1"], copied.ids["v2"]
     store.sign(MODEL, v1, load_signing_key(keys["a"]))
-    rig = make_agent(tmp_path, core, copied.uri, engine.url, "signed", verify_keys=[keys["a.pub"]])
+    rig = make_agent(
+        tmp_path, core, copied.uri, engine.admin_url, "signed", verify_keys=[keys["a.pub"]]
+    )
     rig.want(v1)
     reach(rig, v1)
 
@@ -100,7 +102,7 @@ def test_a_signature_copied_from_another_version_is_refused(
     v1, v2, v3 = (copied.ids[label] for label in ("v1", "v2", "v3"))
     for version in (v1, v2):
         copied.store().sign(MODEL, version, key)
-    rig = make_agent(tmp_path, core, copied.uri, engine.url, "forged")
+    rig = make_agent(tmp_path, core, copied.uri, engine.admin_url, "forged")
     annotate(rig, {POD_VERIFY_KEYS: key.public.inline(), POD_VERSION: v1})
     reach(rig, v1)
 
