@@ -11,6 +11,7 @@ operator resolves them as it would any other.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,9 @@ def requests_since(sandbox: Any, since: float) -> list[Any]:
     and Events left out: what a client asked of the objects themselves."""
     records = sandbox.call(lambda: list(sandbox.sandbox.api.audit))
     return [r for r in records if r.at > since and not r.watch and "/events" not in r.path]
+
+
+def quiet_since(sandbox: Any, seconds: float = 1.0) -> float | None:
+    """When the last ``seconds`` began (time.monotonic()), if no request came in them."""
+    start = time.monotonic() - seconds
+    return None if requests_since(sandbox, start) else start

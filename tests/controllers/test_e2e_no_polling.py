@@ -27,6 +27,7 @@ from controllers.simulated_fleet import (
     modeldeployment,
     pod,
     push_versions,
+    quiet_since,
     read,
     ready,
     requests_since,
@@ -72,11 +73,7 @@ def wait_quiet(cluster: RunningSandbox, log: Any) -> float:
     """Until a second passes without a request (Kopf's last bookkeeping lands after the status
     the test waited for); the time it began."""
 
-    def quiet_since() -> float | None:
-        start = time.monotonic() - 1.0
-        return start if not requests_since(cluster, start) else None
-
-    return float(wait_for(quiet_since, 60, "a quiet second", log))
+    return float(wait_for(lambda: quiet_since(cluster), 60, "a quiet second", log))
 
 
 def test_deleted_with_the_operator_down_and_an_old_finalizer_released(

@@ -3,6 +3,7 @@ None cancels, failures back off, and nothing fires that was not asked for."""
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Hashable, Iterator
@@ -80,3 +81,25 @@ def test_stop_ends_the_thread_and_a_firing_that_raises_does_not_stop_the_others(
     assert done.wait(5)
     wakeups.stop()
     assert not any(t.name.startswith("deltaroll-wakeup") for t in threading.enumerate())
+
+
+SETTING: contextvars.ContextVar[str] = contextvars.ContextVar("setting")
+
+
+def test_firings_see_the_context_the_wakeups_were_started_in() -> None:
+    """Kopf keeps its settings and Event poster in context variables: kopf.info() from a
+    firing failed with a bare LookupError before the firings ran in the start()'s context."""
+    seen: queue.Queue[str] = queue.Queue()
+    wakeups = Wakeups(workers=2)
+
+    def start() -> None:  # as Kopf runs a startup handler: in its own context
+        SETTING.set("kopf's settings")
+        wakeups.start(lambda key: seen.put(SETTING.get("missing")))
+
+    contextvars.copy_context().run(start)
+    try:
+        wakeups.at("a", soon(0))
+        wakeups.at("b", soon(0))
+        assert [seen.get(timeout=5), seen.get(timeout=5)] == ["kopf's settings"] * 2
+    finally:
+        wakeups.stop()

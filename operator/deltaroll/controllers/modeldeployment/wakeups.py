@@ -7,12 +7,17 @@ pool that reconciles it. At rest nothing is filed, so nothing runs. Kopf's own t
 this: Kopf puts a finalizer on every object a timer or daemon watches, and a ModelDeployment
 must stay deletable while the operator is down.
 
+Each firing runs in a copy of the context :meth:`Wakeups.start` was called in (a Kopf startup
+handler), so Kopf's context variables (its settings, its Event poster) are there, as they are in
+Kopf's own handler threads.
+
 A reconcile that fails is filed again after a backoff (1 s, 5 s, 15 s, then every 60 s, as the
 operator's Kopf settings back off), until one succeeds.
 """
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import itertools
 import threading
@@ -41,6 +46,7 @@ class Wakeups:
         self._order = itertools.count()
         self._failures: dict[Hashable, int] = {}
         self._fire: Callable[[Hashable], None] | None = None
+        self._context = contextvars.copy_context()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
@@ -51,6 +57,7 @@ class Wakeups:
             if self._thread is not None:
                 raise RuntimeError("the wakeups already run")
             self._fire, self._stopping = fire, False
+            self._context = contextvars.copy_context()
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="deltaroll-wakeup")
             self._thread = threading.Thread(target=self._run, name="deltaroll-wakeups", daemon=True)
             self._thread.start()
@@ -110,7 +117,7 @@ class Wakeups:
                     if self._due.get(key) == due:  # else replaced since, or cancelled
                         del self._due[key]
                         assert self._pool is not None and self._fire is not None
-                        self._pool.submit(self._call, self._fire, key)
+                        self._pool.submit(self._context.copy().run, self._call, self._fire, key)
                 timeout = self._heap[0][0] - now if self._heap else None
                 self._condition.wait(timeout)
 
