@@ -39,20 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from controllers.simulated_fleet import (  # noqa: E402
-    GROUP,
-    NAMESPACE,
-    PLURAL,
-    VERSION,
-    ObedientAgents,
-    modeldeployment,
-    pod,
-    push_versions,
-    quiet_since,
-    read,
-    ready,
-    requests_since,
-)
+import controllers.simulated_fleet as fleet  # noqa: E402
 from deltaroll.api.annotations import POD_VERSION, PROMOTE  # noqa: E402
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox  # noqa: E402
 from rollout import start_operator, stop  # noqa: E402
@@ -92,8 +79,10 @@ def statuses(sandbox: RunningSandbox) -> list[dict[str, Any]]:
 
     def listed() -> list[dict[str, Any]]:
         store = sandbox.sandbox.api.store
-        rtype = store.registry.lookup(GROUP, VERSION, PLURAL)
-        return [dict(o.get("status") or {}) for o in store.list_objects(rtype, NAMESPACE, None)]
+        rtype = store.registry.lookup(fleet.GROUP, fleet.VERSION, fleet.PLURAL)
+        return [
+            dict(o.get("status") or {}) for o in store.list_objects(rtype, fleet.NAMESPACE, None)
+        ]
 
     return list(sandbox.call(listed))
 
@@ -108,25 +97,29 @@ def populate(sandbox: RunningSandbox, store_uri: str, n: int) -> None:
 
     def one(i: int) -> None:
         name = f"md-{i:04d}"
-        core.create_namespaced_pod(NAMESPACE, pod(f"{name}-0", {"app": name}, "v1"))
-        ready(core, f"{name}-0")
-        body = modeldeployment(name, store_uri, "v1", {"app": name})
-        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+        core.create_namespaced_pod(fleet.NAMESPACE, fleet.pod(f"{name}-0", {"app": name}, "v1"))
+        fleet.ready(core, f"{name}-0")
+        body = fleet.modeldeployment(name, store_uri, "v1", {"app": name})
+        custom.create_namespaced_custom_object(
+            fleet.GROUP, fleet.VERSION, fleet.NAMESPACE, fleet.PLURAL, body
+        )
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(one, range(n - 1)))
     for name in PROBE_PODS:
-        core.create_namespaced_pod(NAMESPACE, pod(name, {"app": PROBE}, "v1"))
-        ready(core, name)
-    probe = modeldeployment(
+        core.create_namespaced_pod(fleet.NAMESPACE, fleet.pod(name, {"app": PROBE}, "v1"))
+        fleet.ready(core, name)
+    probe = fleet.modeldeployment(
         PROBE, store_uri, "v1", {"app": PROBE}, strategy={"canary": {"steps": STEPS}}
     )
-    custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, probe)
+    custom.create_namespaced_custom_object(
+        fleet.GROUP, fleet.VERSION, fleet.NAMESPACE, fleet.PLURAL, probe
+    )
     client.close()
 
 
 def wanted(sandbox: RunningSandbox, name: str) -> str | None:
-    annotations = read(sandbox, "pods", name)["metadata"].get("annotations") or {}
+    annotations = fleet.read(sandbox, "pods", name)["metadata"].get("annotations") or {}
     return annotations.get(POD_VERSION)
 
 
@@ -135,23 +128,36 @@ def roll(sandbox: RunningSandbox, custom: Any, version: str) -> tuple[float, flo
     pod patched), in seconds; returns once the probe is Healthy on ``version``."""
     started = time.perf_counter()
     custom.patch_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, PLURAL, PROBE, {"spec": {"version": version}}
+        fleet.GROUP,
+        fleet.VERSION,
+        fleet.NAMESPACE,
+        fleet.PLURAL,
+        PROBE,
+        {"spec": {"version": version}},
     )
     canary = wait_until(
         lambda: next((p for p in PROBE_PODS if wanted(sandbox, p) == version), None),
         "the canary pod patched",
     )
     start_s = time.perf_counter() - started
-    wait_until(lambda: read(sandbox, PLURAL, PROBE)["status"].get("phase") == "Paused", "Paused")
+    wait_until(
+        lambda: fleet.read(sandbox, fleet.PLURAL, PROBE)["status"].get("phase") == "Paused",
+        "Paused",
+    )
     (other,) = [p for p in PROBE_PODS if p != canary]
     started = time.perf_counter()
     custom.patch_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, PLURAL, PROBE, {"metadata": {"annotations": {PROMOTE: "step"}}}
+        fleet.GROUP,
+        fleet.VERSION,
+        fleet.NAMESPACE,
+        fleet.PLURAL,
+        PROBE,
+        {"metadata": {"annotations": {PROMOTE: "step"}}},
     )
     wait_until(lambda: wanted(sandbox, other) == version, "the next step's pod patched")
     promote_s = time.perf_counter() - started
     wait_until(
-        lambda: read(sandbox, PLURAL, PROBE)["status"].get("stableVersion") == version,
+        lambda: fleet.read(sandbox, fleet.PLURAL, PROBE)["status"].get("stableVersion") == version,
         f"the probe Healthy on {version}",
         poll_s=0.05,
     )
@@ -174,16 +180,16 @@ def measure(root: Path, store_uri: str, n: int, idle_window_s: float) -> dict[st
                 "every ModelDeployment Healthy",
                 0.2,
             )
-            quiet = wait_until(lambda: quiet_since(sandbox, 2.0), "two quiet seconds", 0.2)
+            quiet = wait_until(lambda: fleet.quiet_since(sandbox, 2.0), "two quiet seconds", 0.2)
             window_start, cpu_before = time.monotonic(), cpu_seconds(operator.pid)
             time.sleep(idle_window_s)
             idle_cores = (cpu_seconds(operator.pid) - cpu_before) / (
                 time.monotonic() - window_start
             )
-            idle_requests = len(requests_since(sandbox, max(quiet, window_start)))
+            idle_requests = len(fleet.requests_since(sandbox, max(quiet, window_start)))
             memory = rss_mb(operator.pid)
             client = sandbox.api_client()
-            agents = ObedientAgents(client, list(PROBE_PODS)).start()
+            agents = fleet.ObedientAgents(client, list(PROBE_PODS)).start()
             custom = kubernetes.client.CustomObjectsApi(client)
             try:
                 timings = [roll(sandbox, custom, version) for version in VERSIONS[1:]]
@@ -206,17 +212,23 @@ def measure(root: Path, store_uri: str, n: int, idle_window_s: float) -> dict[st
     }
 
 
-HEADER = (
-    f"{'N':>6} {'first status s':>15} {'idle cores':>11} {'idle reqs':>10} {'RSS MB':>8} "
-    f"{'start s':>8} {'x alone':>8} {'promote s':>10} {'x alone':>8}"
+COLUMNS = (
+    ("N", "deployments", 6),
+    ("first status s", "first_status_s", 15),
+    ("idle cores", "idle_cores", 11),
+    ("idle reqs", "idle_requests", 10),
+    ("RSS MB", "rss_mb", 8),
+    ("start s", "start_s", 8),
+    ("x alone", "start_ratio", 8),
+    ("promote s", "promote_s", 10),
+    ("x alone", "promote_ratio", 8),
 )
 
 
-def print_row(row: dict[str, Any]) -> None:
+def print_line(cells: list[Any]) -> None:
+    widths = [width for _, _, width in COLUMNS]
     print(
-        f"{row['deployments']:>6} {row['first_status_s']:>15} {row['idle_cores']:>11} "
-        f"{row['idle_requests']:>10} {row['rss_mb']:>8} {row['start_s']:>8} "
-        f"{row['start_ratio']:>8} {row['promote_s']:>10} {row['promote_ratio']:>8}",
+        " ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)),
         file=sys.stderr,
     )
 
@@ -230,18 +242,18 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="operator-load-") as tmp:
         root = Path(tmp)
-        store_uri = push_versions(root, VERSIONS)
+        store_uri = fleet.push_versions(root, VERSIONS)
         alone = measure(root, store_uri, 1, args.idle_window)
         alone.update(start_ratio=1.0, promote_ratio=1.0)
-        print(HEADER, file=sys.stderr)
-        print_row(alone)
+        print_line([title for title, _, _ in COLUMNS])
+        print_line([alone[key] for _, key, _ in COLUMNS])
         rows = []
         for n in sizes:
             row = measure(root, store_uri, n, args.idle_window)
             row["start_ratio"] = round(row["start_s"] / alone["start_s"], 2)
             row["promote_ratio"] = round(row["promote_s"] / alone["promote_s"], 2)
             rows.append(row)
-            print_row(row)
+            print_line([row[key] for _, key, _ in COLUMNS])
     result = {
         "benchmark": "operator_load",
         "cpu_count": os.cpu_count(),
