@@ -13,6 +13,7 @@ import kopf
 
 from deltaroll.controllers.modeldeployment.routing import (
     Lookups,
+    PodRoutes,
     modeldelta_index,
     rollout_index,
     selector_index,
@@ -78,6 +79,15 @@ def test_a_modeldelta_wakes_the_deployments_rolling_out_its_version() -> None:
         "status": {"phase": "Ready", "versionId": "sha-v2"},
     }
     assert lookups.modeldeltas_of("ml", "qwen3", "file:///elsewhere") == []
+
+
+def test_a_pod_leaving_a_selector_is_routed_to_the_deployment_it_leaves() -> None:
+    routes = PodRoutes()
+    assert routes.route("ml", "p0", ["older", "younger"], gone=False) == ["older", "younger"]
+    assert routes.route("ml", "p0", ["younger"], gone=False) == ["older", "younger"]
+    assert routes.route("ml", "p0", ["younger"], gone=False) == ["younger"]
+    assert routes.route("ml", "p0", [], gone=True) == ["younger"]  # gone: its last owner looks
+    assert routes.route("ml", "p0", [], gone=False) == []
 
 
 def test_only_deployments_yielding_their_pods_are_indexed_as_yielding() -> None:

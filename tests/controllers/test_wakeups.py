@@ -86,20 +86,22 @@ def test_stop_ends_the_thread_and_a_firing_that_raises_does_not_stop_the_others(
 SETTING: contextvars.ContextVar[str] = contextvars.ContextVar("setting")
 
 
-def test_firings_see_the_context_the_wakeups_were_started_in() -> None:
-    """Kopf keeps its settings and Event poster in context variables: kopf.info() from a
-    firing failed with a bare LookupError before the firings ran in the start()'s context."""
-    seen: queue.Queue[str] = queue.Queue()
+def test_a_firing_runs_in_the_context_of_the_call_that_filed_it() -> None:
+    """Kopf keeps its settings and Event queue in context variables of the handler's task:
+    kopf.info() from a woken reconcile failed with a LookupError of Kopf's variable before a
+    firing ran in the context of the reconcile that filed it."""
+    seen: queue.Queue[tuple[Hashable, str]] = queue.Queue()
     wakeups = Wakeups(workers=2)
+    wakeups.start(lambda key: seen.put((key, SETTING.get("missing"))))
 
-    def start() -> None:  # as Kopf runs a startup handler: in its own context
-        SETTING.set("kopf's settings")
-        wakeups.start(lambda key: seen.put(SETTING.get("missing")))
+    def file(key: str, value: str) -> None:  # as a Kopf handler runs: in its own context
+        SETTING.set(value)
+        wakeups.at(key, soon(0.05))
 
-    contextvars.copy_context().run(start)
     try:
-        wakeups.at("a", soon(0))
-        wakeups.at("b", soon(0))
-        assert [seen.get(timeout=5), seen.get(timeout=5)] == ["kopf's settings"] * 2
+        contextvars.copy_context().run(file, "a", "object a's queue")
+        contextvars.copy_context().run(file, "b", "object b's queue")
+        got = dict([seen.get(timeout=5), seen.get(timeout=5)])
+        assert got == {"a": "object a's queue", "b": "object b's queue"}
     finally:
         wakeups.stop()

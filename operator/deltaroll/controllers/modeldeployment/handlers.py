@@ -6,7 +6,7 @@ ModelDeployment), and only these do; an idle operator makes no request:
 - the ModelDeployment is created, changed (spec.version from GitOps, or a promote/abort/retry
   annotation from ``kubectl deltaroll``), or found at start-up;
 - a selected pod changes (its agent reports): an index of ModelDeployment selectors maps the
-  pod to the deployments that choose it;
+  pod to the deployments that choose it (and those that chose it before its labels changed);
 - one of its analysis Jobs finishes (or goes), so a measurement is taken when its Job ends;
 - a ModelDelta publishing its spec.version changes (it becomes Ready, or Failed);
 - an older ModelDeployment it yields pods to goes away or changes its selector;
@@ -64,7 +64,7 @@ from deltaroll.controllers.modeldeployment.pods import (
     serves,
     view_pod,
 )
-from deltaroll.controllers.modeldeployment.routing import Lookups
+from deltaroll.controllers.modeldeployment.routing import Lookups, PodRoutes
 from deltaroll.controllers.modeldeployment.target import look_up as look_up_target
 from deltaroll.controllers.modeldeployment.wakeups import Wakeups
 
@@ -74,6 +74,7 @@ log = structlog.get_logger("deltaroll.controllers.modeldeployment")
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 WAKEUPS: Final = Wakeups()
 """The operator's one schedule of ModelDeployments waiting for time."""
+POD_ROUTES: Final = PodRoutes()
 
 
 # ---------------------------------------------------------------------- indexes (routing)
@@ -158,11 +159,20 @@ def modeldeployment_event(
 
 
 @kopf.on.event("", "v1", "pods")
-def pod_changed(labels: Mapping[str, str], namespace: str | None, **kwargs: Any) -> None:
-    """A pod changed: reconcile the ModelDeployments whose selector chooses it."""
+def pod_changed(
+    event: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
+) -> None:
+    """A pod changed: reconcile the ModelDeployments whose selector chooses it, and those that
+    chose it before its labels changed."""
     lookups = _lookups(kwargs)
-    for chooser in lookups.claimants(str(namespace), labels):
-        _reconcile_or_retry(str(namespace), chooser.name, lookups)
+    selecting = [c.name for c in lookups.claimants(str(namespace), labels)]
+    gone = event.get("type") == "DELETED"
+    for deployment in POD_ROUTES.route(str(namespace), name, selecting, gone=gone):
+        _reconcile_or_retry(str(namespace), deployment, lookups)
 
 
 @kopf.on.event(

@@ -11,10 +11,15 @@ ModelDeployment or ModelDelta of a namespace, and the cost of one stays flat as 
   rolling it out (a ModelDelta that becomes Ready wakes the ones waiting for it);
 - namespace -> the ModelDeployments that yield pods to an older one (``SelectorOverlap``): one
   that goes away or changes its selector wakes them.
+
+And :class:`PodRoutes` remembers where each pod's events went last: a pod whose labels change
+(or that goes) is also routed to the ModelDeployments that selected it before, which must see
+it leave.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,3 +142,22 @@ class Lookups:
         """The ModelDeltas publishing ``model`` into ``uri``, by name as the API lists them."""
         found = list(self.modeldeltas.get((namespace, model, uri), ()))
         return sorted(found, key=lambda body: str(body["metadata"]["name"]))
+
+
+class PodRoutes:
+    """Pod -> the ModelDeployments its last event was routed to (thread-safe: Kopf handles
+    pods on several threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str], frozenset[str]] = {}
+
+    def route(self, namespace: str, pod: str, selecting: Iterable[str], *, gone: bool) -> list[str]:
+        """Where this event goes: the ModelDeployments ``selecting`` the pod now, and those
+        that did before; remembered for the next event unless the pod is ``gone``."""
+        now, key = frozenset(selecting), (namespace, pod)
+        with self._lock:
+            before = self._last.pop(key, frozenset())
+            if not gone:
+                self._last[key] = now
+        return sorted(now | before)

@@ -7,9 +7,9 @@ pool that reconciles it. At rest nothing is filed, so nothing runs. Kopf's own t
 this: Kopf puts a finalizer on every object a timer or daemon watches, and a ModelDeployment
 must stay deletable while the operator is down.
 
-Each firing runs in a copy of the context :meth:`Wakeups.start` was called in (a Kopf startup
-handler), so Kopf's context variables (its settings, its Event poster) are there, as they are in
-Kopf's own handler threads.
+Each firing runs in the context of the call that filed it (a copy, taken then): a reconcile in
+one of Kopf's handlers, whose context variables (Kopf's settings, the queue its Events are
+posted through) a woken reconcile needs as much.
 
 A reconcile that fails is filed again after a backoff (1 s, 5 s, 15 s, then every 60 s, as the
 operator's Kopf settings back off), until one succeeds.
@@ -42,11 +42,11 @@ class Wakeups:
         self._workers = workers
         self._condition = threading.Condition()
         self._due: dict[Hashable, float] = {}  # key -> epoch seconds; the heap may hold stale
+        self._contexts: dict[Hashable, contextvars.Context] = {}  # key -> its filer's context
         self._heap: list[tuple[float, int, Hashable]] = []
         self._order = itertools.count()
         self._failures: dict[Hashable, int] = {}
         self._fire: Callable[[Hashable], None] | None = None
-        self._context = contextvars.copy_context()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False
@@ -57,7 +57,6 @@ class Wakeups:
             if self._thread is not None:
                 raise RuntimeError("the wakeups already run")
             self._fire, self._stopping = fire, False
-            self._context = contextvars.copy_context()
             self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="deltaroll-wakeup")
             self._thread = threading.Thread(target=self._run, name="deltaroll-wakeups", daemon=True)
             self._thread.start()
@@ -82,6 +81,7 @@ class Wakeups:
         if when is None:
             with self._condition:
                 self._due.pop(key, None)
+                self._contexts.pop(key, None)
             return
         self._file(key, when.timestamp())
 
@@ -100,7 +100,9 @@ class Wakeups:
             return {key: due - now for key, due in self._due.items()}
 
     def _file(self, key: Hashable, due: float) -> None:
+        context = contextvars.copy_context()
         with self._condition:
+            self._contexts[key] = context
             if self._due.get(key) == due:
                 return  # filed already: many events in a long pause add nothing to the heap
             self._due[key] = due
@@ -116,8 +118,9 @@ class Wakeups:
                     due, _, key = heapq.heappop(self._heap)
                     if self._due.get(key) == due:  # else replaced since, or cancelled
                         del self._due[key]
+                        context = self._contexts.pop(key)
                         assert self._pool is not None and self._fire is not None
-                        self._pool.submit(self._context.copy().run, self._call, self._fire, key)
+                        self._pool.submit(context.run, self._call, self._fire, key)
                 timeout = self._heap[0][0] - now if self._heap else None
                 self._condition.wait(timeout)
 
