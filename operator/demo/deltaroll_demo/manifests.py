@@ -211,42 +211,59 @@ def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
     }
 
 
-def model_deployment(store_uri: str, version: str, eval_texts: list[str]) -> dict[str, Any]:
-    """25% canary, an eval-loss analysis against the stable pods, 50%, 100%; rollback on failure."""
+def modeldeployment_manifest(
+    name: str,
+    store_uri: str,
+    version: str,
+    labels: dict[str, str],
+    *,
+    model: str = MODEL,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A ModelDeployment of ``model`` for the pods labelled ``labels`` on the reference engine;
+    ``spec`` adds fields (wire names: ``strategy``, ``analysisTemplates``...)."""
     return {
         "apiVersion": f"{GROUP}/{API_VERSION}",
         "kind": "ModelDeployment",
-        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "model": MODEL,
+            "model": model,
             "store": {"uri": store_uri},
             "version": version,
-            "selector": {"matchLabels": {"app": APP}},
+            "selector": {"matchLabels": labels},
             "engine": {"kind": "reference", "port": 8000},
-            "strategy": {
-                "canary": {
-                    "steps": [
-                        {"setWeight": 25},
-                        {"analysis": {"templates": [{"templateName": ANALYSIS}]}},
-                        {"setWeight": 50},
-                        {"setWeight": 100},
-                    ]
-                }
-            },
-            "analysisTemplates": [
-                {
-                    "name": ANALYSIS,
-                    "provider": {"http": {"body": json.dumps({"texts": eval_texts})}},
-                    "successCondition": "result <= baseline * 1.05",
-                    "interval": "1s",
-                    "count": 2,
-                    "consecutiveErrorLimit": 2,
-                }
-            ],
-            "maxUnavailable": 1,
-            "progressDeadlineSeconds": 300,
+            **spec,
         },
     }
+
+
+def model_deployment(store_uri: str, version: str, eval_texts: list[str]) -> dict[str, Any]:
+    """25% canary, an eval-loss analysis against the stable pods, 50%, 100%; rollback on failure."""
+    steps = [
+        {"setWeight": 25},
+        {"analysis": {"templates": [{"templateName": ANALYSIS}]}},
+        {"setWeight": 50},
+        {"setWeight": 100},
+    ]
+    return modeldeployment_manifest(
+        DEPLOYMENT,
+        store_uri,
+        version,
+        {"app": APP},
+        strategy={"canary": {"steps": steps}},
+        analysisTemplates=[
+            {
+                "name": ANALYSIS,
+                "provider": {"http": {"body": json.dumps({"texts": eval_texts})}},
+                "successCondition": "result <= baseline * 1.05",
+                "interval": "1s",
+                "count": 2,
+                "consecutiveErrorLimit": 2,
+            }
+        ],
+        maxUnavailable=1,
+        progressDeadlineSeconds=300,
+    )
 
 
 def model_delta(store_uri: str, version: str, parent: str, checkpoint: Path) -> dict[str, Any]:

@@ -98,7 +98,6 @@ class Story:
     def start_operator(self) -> None:
         env = {
             **self.sandbox.env(),
-            "DELTAROLL_ROLLOUT_INTERVAL_S": "1",
             "DELTAROLL_LOG_FORMAT": "console",
         }
         with (self.workdir / "operator.log").open("ab") as log:

@@ -26,6 +26,8 @@ from deltaroll.controllers.modeldelta.jobs import (
 )
 
 LABEL_MODELDEPLOYMENT: Final = "deltaroll.dev/modeldeployment"
+ANALYSIS_COMPONENT: Final = "analysis"
+"""The component label of analysis Jobs: the operator watches them to take measurements."""
 CONTAINER: Final = "analysis"
 
 JobOutcome = Literal["Successful", "Failed"]
@@ -53,7 +55,7 @@ def build_analysis_job(
     meta = owner["metadata"]
     labels = {
         LABEL_MODELDEPLOYMENT: label_value(str(meta["name"])),
-        LABEL_COMPONENT: "analysis",
+        LABEL_COMPONENT: ANALYSIS_COMPONENT,
         LABEL_MANAGED_BY: "deltaroll",
     }
     env = [e.to_wire() for e in job.env or []] + [

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -52,6 +54,7 @@ from deltaroll_sandbox.apiserver.tokens import TokenIssuer
 log = structlog.get_logger("deltaroll_sandbox.apiserver")
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
+AUDIT_LIMIT = 100_000
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # What system:public-info-viewer lets anyone, even without credentials, read.
 PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
@@ -111,6 +114,23 @@ def parse_api_path(path: str) -> ApiPath | None:
     )
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request as it arrived, as kube-apiserver's audit log keeps it: tests count what a
+    client asked for (an idle operator must ask for nothing)."""
+
+    at: float  # time.monotonic()
+    method: str
+    path: str
+    query: str
+    user_agent: str
+
+    @property
+    def watch(self) -> bool:
+        """A watch stream (long-lived; opened again when it ends), not a one-off request."""
+        return "watch=true" in self.query or "watch=1" in self.query or "/watch/" in self.path
+
+
 @attrs.define(kw_only=True)
 class SandboxApiServer(kmock.KubernetesScaffold):
     """kmock's scaffold plus a faithful object store; use :func:`serve` to put it on a port."""
@@ -120,6 +140,8 @@ class SandboxApiServer(kmock.KubernetesScaffold):
     pod_logs: PodLogSource | None = attrs.field(default=None)
     # How many writes a watch can resume from; older resourceVersions get 410 Gone.
     history_limit: int = attrs.field(default=20000)
+    # The latest requests, oldest first (read it in the server's loop: RunningSandbox.call).
+    audit: deque[AuditRecord] = attrs.field(factory=lambda: deque(maxlen=AUDIT_LIMIT))
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -155,6 +177,15 @@ class SandboxApiServer(kmock.KubernetesScaffold):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         path = raw_request.path
+        self.audit.append(
+            AuditRecord(
+                time.monotonic(),
+                raw_request.method,
+                path,
+                raw_request.query_string,
+                raw_request.headers.get("User-Agent", ""),
+            )
+        )
         try:
             user = self.authenticate(raw_request)
             current_user.set(user)
