@@ -265,6 +265,8 @@ def test_chart_crds_are_the_generated_ones() -> None:
         "podSecurityContext.runAsNonRoot=false",
         "logging.format=xml",
         "metrics.port=0",
+        "networkPolicy.port=0",
+        "networkPolicy.clients[0].everyone=true",
         "unknownKey=1",
     ],
 )
@@ -415,3 +417,44 @@ def test_readme_pods_serve_their_port_through_the_proxy_only(snippet, kind: str)
     security = proxy["securityContext"]
     assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
     assert security["capabilities"]["drop"] == ["ALL"] and not security["allowPrivilegeEscalation"]
+
+
+def test_the_inference_network_policy_is_opt_in_and_opens_only_the_inference_port() -> None:
+    assert objects("default", "NetworkPolicy") == []
+    options = yaml.safe_load(ALL_OPTIONS.read_text())
+    policies = objects("all-options", "NetworkPolicy")
+    assert sorted(p["metadata"]["namespace"] for p in policies) == options["agent"]["namespaces"]
+    operator_pod = the("all-options", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["podSelector"] == {"matchLabels": options["networkPolicy"]["podSelector"]}
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]  # one port: the agent's health port and the rest stay closed
+        assert rule["ports"] == [{"protocol": "TCP", "port": options["networkPolicy"]["port"]}]
+        operator, analysis, *clients = rule["from"]
+        assert operator["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": NAMESPACE
+        }
+        assert operator["podSelector"]["matchLabels"].items() <= operator_pod.items()
+        assert analysis == {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/component": "analysis",
+                    "app.kubernetes.io/managed-by": "deltaroll",
+                }
+            }
+        }
+        assert clients == options["networkPolicy"]["clients"]
+
+
+def test_the_network_policy_admits_the_analysis_jobs_pods_by_default() -> None:
+    from controllers.test_job_pod_security import analysis_job
+
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE, "--set", "networkPolicy.enabled=true"
+    )
+    (policy,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"] == {}  # every pod of the namespace
+    admitted = policy["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
+    pod_labels = analysis_job()["spec"]["template"]["metadata"]["labels"]
+    assert admitted.items() <= pod_labels.items()
