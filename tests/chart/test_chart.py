@@ -265,6 +265,8 @@ def test_chart_crds_are_the_generated_ones() -> None:
         "podSecurityContext.runAsNonRoot=false",
         "logging.format=xml",
         "metrics.port=0",
+        "networkPolicy.port=0",
+        "networkPolicy.clients[0].everyone=true",
         "unknownKey=1",
     ],
 )
@@ -281,16 +283,36 @@ def test_notes_tell_the_next_command() -> None:
     assert "kubectl apply -f examples/modeldelta.yaml" in notes
 
 
-def _readme_snippet() -> dict[str, Any]:
+def _readme_block(marker: str) -> Any:
     text = (CHART / "README.md").read_text()
-    match = re.search(r"<!-- agent-sidecar-snippet[^>]*-->\s*```yaml\n(.*?)```", text, re.S)
-    assert match, "the chart README lost its agent sidecar snippet"
+    match = re.search(rf"<!-- {marker}[^>]*-->\s*```yaml\n(.*?)```", text, re.S)
+    assert match, f"the chart README lost its {marker}"
     return yaml.load(match.group(1), Loader=_UniqueKeyLoader)
 
 
+def _readme_snippet() -> dict[str, Any]:
+    return _readme_block("agent-sidecar-snippet")  # type: ignore[no-any-return]
+
+
+def _sglang_snippet() -> dict[str, Any]:
+    """The vLLM Deployment with the SGLang containers and the agent's engine kind."""
+    deployment = _readme_snippet()
+    pod = deployment["spec"]["template"]["spec"]
+    pod["containers"] = _readme_block("sglang-containers-snippet")["containers"]
+    (agent,) = pod["initContainers"]
+    agent["args"] = ["--engine=sglang" if a == "--engine=vllm" else a for a in agent["args"]]
+    return deployment
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in pod["containers"] if c["name"] == name]
+    return found
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_readme_agent_snippet_is_a_valid_deployment(version: str) -> None:
-    kubernetes_validate.validate(_readme_snippet(), version, strict=True)
+@pytest.mark.parametrize("snippet", [_readme_snippet, _sglang_snippet])
+def test_readme_agent_snippet_is_a_valid_deployment(snippet, version: str) -> None:
+    kubernetes_validate.validate(snippet(), version, strict=True)
 
 
 def test_readme_agent_snippet_wires_the_agent() -> None:
@@ -306,7 +328,7 @@ def test_readme_agent_snippet_wires_the_agent() -> None:
     annotations_file = next(a for a in agent["args"] if a.startswith("--annotations-file="))
     mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
     assert annotations_file == f"--annotations-file={mounts['podinfo']}/{item['path']}"
-    (engine,) = pod["containers"]
+    engine = _container(pod, "vllm")
     engine_mounts = {m["name"]: m["mountPath"] for m in engine["volumeMounts"]}
     assert engine_mounts["weights"] == mounts["weights"]
     assert any(
@@ -315,7 +337,7 @@ def test_readme_agent_snippet_wires_the_agent() -> None:
 
 
 def test_readme_vllm_runs_the_disk_backend_in_dev_mode() -> None:
-    (engine,) = _readme_snippet()["spec"]["template"]["spec"]["containers"]
+    engine = _container(_readme_snippet()["spec"]["template"]["spec"], "vllm")
     flag = engine["args"].index("--weight-transfer-config")
     assert json.loads(engine["args"][flag + 1]) == {"backend": "disk"}
     assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in engine["env"]
@@ -354,11 +376,85 @@ def test_readme_agent_snippet_gives_the_token_to_the_agent_only() -> None:
     pod = _readme_snippet()["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     (agent,) = pod["initContainers"]
-    (engine,) = pod["containers"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     tokens = [n for n, v in volumes.items() if "projected" in v and any(
         "serviceAccountToken" in s for s in v["projected"]["sources"])]  # fmt: skip
     assert len(tokens) == 1
     assert tokens[0] in {m["name"] for m in agent["volumeMounts"]}
-    assert tokens[0] not in {m["name"] for m in engine["volumeMounts"]}
+    for container in pod["containers"]:  # the engine and the proxy
+        assert tokens[0] not in {m["name"] for m in container.get("volumeMounts", [])}
     assert "exec" in agent["startupProbe"] and not agent.get("ports")  # /healthz on loopback
+
+
+@pytest.mark.parametrize(
+    ("snippet", "kind"), [(_readme_snippet, "vllm"), (_sglang_snippet, "sglang")]
+)
+def test_readme_pods_serve_their_port_through_the_proxy_only(snippet, kind: str) -> None:
+    """The pod's one port (the Service's, spec.engine.port) is the proxy's, which passes only
+    inference to the engine; the engine listens on loopback, where the agent reloads it."""
+    import typer
+
+    from deltaroll.cli.main import build_app
+
+    pod = snippet()["spec"]["template"]["spec"]
+    (agent,) = pod["initContainers"]
+    engine, proxy = pod["containers"]
+    ports = [(c["name"], p) for c in pod["containers"] for p in c.get("ports", [])]
+    assert ports == [("engine-proxy", {"name": "http", "containerPort": 8000})]
+    assert proxy["command"] == ["deltaroll"] and proxy["args"][:2] == ["engine", "proxy"]
+    group = typer.main.get_command(build_app())
+    command = group.commands["engine"].commands["proxy"]  # type: ignore[attr-defined]
+    options = command.make_context("proxy", list(proxy["args"][2:])).params
+    assert options["allow"] == kind and not options["allow_route"]
+    assert options["listen"] == "0.0.0.0:8000"
+    engine_url = next(a for a in agent["args"] if a.startswith("--engine-url="))
+    assert (
+        engine_url == f"--engine-url={options['upstream']}" == "--engine-url=http://127.0.0.1:8001"
+    )
+    assert {"--host=127.0.0.1", "--port=8001"} <= set(engine["args"])
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert "volumeMounts" not in proxy  # nothing of the pod's: no token, no weights
+    security = proxy["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"]["drop"] == ["ALL"] and not security["allowPrivilegeEscalation"]
+
+
+def test_the_inference_network_policy_is_opt_in_and_opens_only_the_inference_port() -> None:
+    assert objects("default", "NetworkPolicy") == []
+    options = yaml.safe_load(ALL_OPTIONS.read_text())
+    policies = objects("all-options", "NetworkPolicy")
+    assert sorted(p["metadata"]["namespace"] for p in policies) == options["agent"]["namespaces"]
+    operator_pod = the("all-options", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["podSelector"] == {"matchLabels": options["networkPolicy"]["podSelector"]}
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]  # one port: the agent's health port and the rest stay closed
+        assert rule["ports"] == [{"protocol": "TCP", "port": options["networkPolicy"]["port"]}]
+        operator, analysis, *clients = rule["from"]
+        assert operator["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": NAMESPACE
+        }
+        assert operator["podSelector"]["matchLabels"].items() <= operator_pod.items()
+        assert analysis == {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/component": "analysis",
+                    "app.kubernetes.io/managed-by": "deltaroll",
+                }
+            }
+        }
+        assert clients == options["networkPolicy"]["clients"]
+
+
+def test_the_network_policy_admits_the_analysis_jobs_pods_by_default() -> None:
+    from controllers.test_job_pod_security import analysis_job
+
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE, "--set", "networkPolicy.enabled=true"
+    )
+    (policy,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"] == {}  # every pod of the namespace
+    admitted = policy["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
+    pod_labels = analysis_job()["spec"]["template"]["metadata"]["labels"]
+    assert admitted.items() <= pod_labels.items()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deltaroll.engines.transport import is_loopback
 
 DEFAULT_SCRUB_RATE = 64 << 20  # 64 MiB/s: a 140 GB model every ~37 minutes, a few % of a core
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -66,12 +66,7 @@ class AgentConfig(BaseModel):
     @classmethod
     def _engine_in_this_pod(cls, url: str) -> str:
         """The agent trusts what the engine reports only over the pod's private path."""
-        host = urlsplit(url).hostname or ""
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
+        if not is_loopback(url):
             raise ValueError(
                 f"{url} is not a loopback address: the agent reloads the engine through its "
                 "admin routes, which stay inside the pod; use http://127.0.0.1:<admin port>"
