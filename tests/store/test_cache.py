@@ -107,7 +107,9 @@ def test_a_commit_is_durable_before_and_after_its_rename(
 
 
 def test_an_altered_cache_salt_is_refused_with_the_file_to_remove(tmp_path: Path) -> None:
-    Store("file:///nowhere", cache_dir=tmp_path)  # creates the salt
+    store = Store("file:///nowhere", cache_dir=tmp_path)
+    assert not (tmp_path / SALT_NAME).exists()  # reading records never touches the cache
+    assert store.cache.root.parent == tmp_path  # first use creates the salt
     (tmp_path / SALT_NAME).write_bytes(b"short")
     with pytest.raises(ObjectCacheError, match=f"{tmp_path / SALT_NAME}.*remove it"):
-        Store("file:///nowhere", cache_dir=tmp_path)
+        _ = Store("file:///nowhere", cache_dir=tmp_path).cache

@@ -10,6 +10,7 @@ log); the facade holds what they share: the backend, the retry policy and the ob
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -61,11 +62,15 @@ class Store:
             remember_secrets(credentials)
         self.location = parse_store_uri(uri) if isinstance(uri, str) else uri
         self.catalog = Catalog(backend or open_backend(self.location, credentials), retry)
-        # Only objects fetched with this URI and these credentials (a shared cache directory
-        # must never hand one tenant what another fetched).
-        self.cache = ObjectCache(
-            scoped_directory(cache_dir or default_cache_dir(), self.location, credentials)
-        )
+        self._cache_dir = cache_dir or default_cache_dir()
+        self._credentials = credentials
+
+    @functools.cached_property
+    def cache(self) -> ObjectCache:
+        """Only objects fetched with this URI and these credentials (a shared cache directory
+        must never hand one tenant what another fetched); made on first use, so a Store that
+        only reads records never writes to the cache directory."""
+        return ObjectCache(scoped_directory(self._cache_dir, self.location, self._credentials))
 
     @property
     def uri(self) -> str:
