@@ -41,7 +41,7 @@ import structlog
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
-from deltaroll.agent.fetch import fetch_objects, prune_cache
+from deltaroll.agent.fetch import fetched_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
     OrphanedApplyError,
@@ -72,6 +72,7 @@ from deltaroll.store import (
     TransferCancelledError,
     TransientStoreError,
 )
+from deltaroll.store.graph import Plan
 from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
@@ -125,6 +126,7 @@ class Agent:
         self._attempt = 0
         self._change_started: float | None = None
         self._engine_checked = float("-inf")
+        self.cache_kept: frozenset[str] = frozenset()  # held in the cache for a rollback
 
     # ------------------------------------------------------------------ the loop
 
@@ -197,16 +199,15 @@ class Agent:
                 log.warning("agent.orphaned_apply", error=str(exc))
                 self.volume.discard_weights()
             else:
-                self.metrics.downloaded_bytes.inc(
-                    fetch_objects(self.store, self.config.model, [step])
-                )
-                try:
-                    finish_apply(self.store, step, self.volume, self.aux_policy)
-                except CorruptDeltaError as exc:  # refused: never resumed into, rebuilt instead
-                    log.error("agent.interrupted_apply_refused", error=str(exc))
-                    self.volume.discard_weights()
-                else:
-                    self.metrics.applied_deltas.labels(step.kind).inc()
+                with fetched_objects(self.store, self.config.model, [step]) as downloaded:
+                    self.metrics.downloaded_bytes.inc(downloaded)
+                    try:
+                        finish_apply(self.store, step, self.volume, self.aux_policy)
+                    except CorruptDeltaError as exc:  # refused: never resumed, rebuilt instead
+                        log.error("agent.interrupted_apply_refused", error=str(exc))
+                        self.volume.discard_weights()
+                    else:
+                        self.metrics.applied_deltas.labels(step.kind).inc()
         try:
             self.disk_version = self.volume.version()
         except CheckpointError as exc:  # not ours to keep: rebuilt from the store
@@ -269,19 +270,26 @@ class Agent:
             return self._wanted_now() not in (self.wanted, target)
 
         try:
-            downloaded = fetch_objects(
+            with fetched_objects(
                 self.store, self.config.model, plan.steps, should_stop=superseded
-            )
+            ) as downloaded:
+                self.metrics.downloaded_bytes.inc(downloaded)
+                log.info(
+                    "agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded
+                )
+                if superseded():  # the last objects were in flight when the annotation moved
+                    raise PullSupersededError(target, self._wanted_now())
+                # A delta it cannot apply, or one that does not produce the signed content,
+                # leaves the served version as it is.
+                check_plan(self.store, plan, signed)
+                self._apply(target, plan)
         except TransferCancelledError as exc:
             self.metrics.downloaded_bytes.inc(exc.received)
             raise PullSupersededError(target, self._wanted_now()) from exc
-        self.metrics.downloaded_bytes.inc(downloaded)
-        log.info("agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded)
-        if superseded():  # the last objects were in flight when the annotation moved
-            raise PullSupersededError(target, self._wanted_now())
-        # A delta it cannot apply, or one that does not produce the signed content, leaves the
-        # served version as it is.
-        check_plan(self.store, plan, signed)
+        self.cache_kept = prune_cache(self.store, plan, self.cache_kept)
+
+    def _apply(self, target: str, plan: Plan) -> None:
+        """Apply a fetched and checked plan to the weights volume."""
         self.engine_version = None  # from here on the weights are not a verified version
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass
@@ -297,7 +305,6 @@ class Agent:
             self.metrics.applied_deltas.labels(step.kind).inc()
         self.disk_version = target
         self.disk_settled = self.had_weights = True
-        prune_cache(self.store, plan)
 
     def _reload(self, target: str) -> None:
         try:

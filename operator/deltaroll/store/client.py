@@ -10,6 +10,7 @@ log); the facade holds what they share: the backend, the retry policy and the ob
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.store.aliases import resolve, set_name
 from deltaroll.store.backends import Backend, ProgressCallback, open_backend
 from deltaroll.store.cache import ObjectCache, default_cache_dir
+from deltaroll.store.cache_scope import scoped_directory
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.gc import DEFAULT_GRACE, GcResult, gc
 from deltaroll.store.graph import Plan, VersionGraph
@@ -42,6 +44,9 @@ class Store:
     HF_TOKEN, HF_ENDPOINT) to values used instead of the process environment for this store
     only, e.g. a Kubernetes Secret's data read by the operator. Their secret values are scrubbed
     from every error message from then on. None (the default) reads the environment.
+
+    ``cache_dir`` may be shared by many processes and tenants: each Store uses the part of it
+    that its URI and credentials select (see :mod:`deltaroll.store.cache`).
     """
 
     def __init__(
@@ -57,7 +62,15 @@ class Store:
             remember_secrets(credentials)
         self.location = parse_store_uri(uri) if isinstance(uri, str) else uri
         self.catalog = Catalog(backend or open_backend(self.location, credentials), retry)
-        self.cache = ObjectCache(cache_dir or default_cache_dir())
+        self._cache_dir = cache_dir or default_cache_dir()
+        self._credentials = credentials
+
+    @functools.cached_property
+    def cache(self) -> ObjectCache:
+        """Only objects fetched with this URI and these credentials (a shared cache directory
+        must never hand one tenant what another fetched); made on first use, so a Store that
+        only reads records never writes to the cache directory."""
+        return ObjectCache(scoped_directory(self._cache_dir, self.location, self._credentials))
 
     @property
     def uri(self) -> str:

@@ -117,3 +117,8 @@ class SignatureError(StoreError):
 class StoreBusyError(TransientStoreError):
     """A gc and a publish of one model would overlap: the one that yields says so (nothing it
     would have deleted or published was touched); run it again shortly."""
+
+
+class ObjectCacheError(StoreError):
+    """The local object cache directory holds something it never writes (an altered salt);
+    the message names the file to remove."""

@@ -106,8 +106,9 @@ def pull(
         result_dir.rename(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if not keep_cache:
-        _evict(cache, refs)
+        cache.release(obj.digest for obj in refs)
+    if not keep_cache:  # unless another process holds them
+        cache.prune(among=[obj.digest for obj in refs])
     log.info("store.pulled", model=model, version=version, path=plan.path, bytes=downloaded)
     return PullResult(
         version=version,
@@ -211,8 +212,3 @@ def _apply_plan(
             )
         shutil.rmtree(delta_dir)
     return current
-
-
-def _evict(cache: ObjectCache, refs: Sequence[ObjectRef]) -> None:
-    for ref in {r.digest for r in refs}:
-        cache.path(ref).unlink(missing_ok=True)

@@ -218,8 +218,11 @@ def assemble(
     with staged_directory(out_dir) as staging:
         objects = ObjectDir(staging)
         objects.root.mkdir(parents=True, exist_ok=True)
-        for ref in part_objects:
-            store.cache.link_into(ref.digest, objects.path(ref.digest))
+        try:
+            for ref in part_objects:
+                store.cache.link_into(ref.digest, objects.path(ref.digest))
+        finally:
+            store.cache.release(ref.digest for ref in part_objects)
         packs = PackWriter(objects, first_index=len(part_objects))
         rows = {name: row for row, name in enumerate(names)}
         base_layout = record_layout(base, packs, rows, level=level)
