@@ -10,7 +10,8 @@ Modules, each with one job: ``uri`` (parse/validate URIs), ``names``/``keys`` (s
 the layout), ``backends`` (bytes in and out), ``retry``, ``manifests`` (the records),
 ``catalog`` (records in a store), ``transfer``/``cache`` (verified objects), ``graph`` (the
 planner), ``aliases``, ``staging`` (the shares of sharded computations), ``signing`` (publisher
-keys), ``signatures`` (signed versions), and one module per operation: ``publish``, ``push``,
+keys), ``signatures`` (signed versions), ``vouch`` (the checks before signing a version
+someone else computed), and one module per operation: ``publish``, ``push``,
 ``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published version's numbers, read back from
 its manifests); ``client`` is the :class:`Store` facade over all of them.
 """
@@ -22,6 +23,7 @@ from deltaroll.store.errors import (
     BaseNotInStoreError,
     BaseRequiredError,
     CorruptObjectError,
+    InconsistentVersionError,
     InvalidManifestError,
     InvalidNameError,
     InvalidStoreUriError,
@@ -43,6 +45,7 @@ __all__ = [
     "BaseNotInStoreError",
     "BaseRequiredError",
     "CorruptObjectError",
+    "InconsistentVersionError",
     "InvalidManifestError",
     "InvalidNameError",
     "InvalidStoreUriError",

@@ -18,7 +18,11 @@ remember in status, so an operator restarted mid-rollout continues where it was:
   is Degraded and holds where it is.
 - promote (``step`` | ``full``), abort and retry arrive as annotations; the plan lists the ones
   it handled so the handler removes them.
-- a ModelDelta for spec.version that is not Ready holds the rollout in Progressing.
+- a ModelDelta for spec.version that is not Ready holds the rollout in Progressing; a version
+  that no key of ``spec.verification`` signed holds it as Degraded (``VersionNotSigned``), and
+  goes on once it is signed.
+- every selected pod carries the keys of ``spec.verification`` (``Plan.pod_keys``), written in
+  the same patch as its version, so an agent never sees a version without the keys.
 - an older ModelDeployment selecting some of the pods (``Observed.overlap``) keeps them: this one
   changes no pod and handles no request, is Degraded with reason ``SelectorOverlap`` (one Warning
   Event), and resumes where it was once the overlap is gone.
@@ -44,6 +48,7 @@ from deltaroll.api.modeldeployment import (
     ModelDeploymentStatus,
     PromotedVersion,
 )
+from deltaroll.api.public_keys import verify_keys_value
 from deltaroll.controllers.analysis.runs import seconds, start_run, taken
 from deltaroll.controllers.modeldeployment.overlap import (
     SELECTOR_OVERLAP,
@@ -68,12 +73,14 @@ class TargetVersion:
     """What the operator knows of spec.version: whether it can be pulled, and its id.
 
     ``Ready``: published in the store (or its ModelDelta is Ready); ``Pending``: its ModelDelta
-    is still computing or it is not in the store yet; ``Failed``: its ModelDelta failed.
+    is still computing or it is not in the store yet; ``Failed``: its ModelDelta failed, or
+    (``reason`` VersionNotSigned) no key of spec.verification signed it.
     """
 
     state: Literal["Ready", "Pending", "Failed"] = "Ready"
     message: str = ""
     version_id: str | None = None
+    reason: str = "ModelDeltaFailed"  # the Degraded reason when Failed
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class Plan:
     pod_versions: dict[str, str]
     events: tuple[Event, ...]
     handled_requests: tuple[str, ...]
+    pod_keys: dict[str, str | None] = field(default_factory=dict)  # verify-keys to (re)write
 
 
 @dataclass
@@ -416,7 +424,7 @@ class _Pass:
         if readiness.state == "Failed":
             return _Outcome(
                 "Degraded",
-                "ModelDeltaFailed",
+                readiness.reason,
                 f"version {target} cannot be rolled out: {readiness.message}",
             )
         return _Outcome(
@@ -606,7 +614,15 @@ def plan(
         pod_versions=work.pod_versions,
         events=tuple(work.events),
         handled_requests=tuple(work.handled),
+        pod_keys={} if observed.overlap is not None else key_changes(spec, observed.pods),
     )
+
+
+def key_changes(spec: ModelDeploymentSpec, pods: Sequence[PodView]) -> dict[str, str | None]:
+    """Pod name -> the verify-keys annotation it must carry (None: removed), for the pods whose
+    annotation differs from spec.verification."""
+    keys = verify_keys_value(spec.verification.public_keys) if spec.verification else None
+    return {pod.name: keys for pod in pods if pod.verify_keys != keys}
 
 
 def invalid_spec_status(
