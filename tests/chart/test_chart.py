@@ -114,6 +114,32 @@ def test_operator_pod_is_locked_down(values: str) -> None:
     assert env["DELTAROLL_WORKER_IMAGE"] and env["DELTAROLL_AGENT_IMAGE"]
 
 
+@pytest.mark.parametrize("values", VALUES)
+def test_the_signing_key_reaches_the_operator_alone(values: str) -> None:
+    """all-options names a signing-key Secret: it is mounted read-only into the operator's
+    container and named by DELTAROLL_SIGNING_KEY; the kubelet mounts it, so the operator's Secret
+    rights stay `get`. Without the value, no key and no volume."""
+    pod = the(values, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    if values != "all-options":
+        assert "DELTAROLL_SIGNING_KEY" not in env and secrets == {}
+        return
+    assert secrets == {
+        "signing-key": {
+            "secretName": "deltaroll-signing-key",
+            "defaultMode": 0o440,
+            "items": [{"key": "private.pem", "path": "private.pem"}],
+        }
+    }
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "signing-key"]
+    assert mount == {"name": "signing-key", "mountPath": "/etc/deltaroll/signing", "readOnly": True}
+    assert env["DELTAROLL_SIGNING_KEY"] == "/etc/deltaroll/signing/private.pem"
+    for role in _operator_roles(values, "Role"):
+        assert _rules(role)[("", "secrets")] == {"get"}
+
+
 def _rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     """(apiGroup, resource) -> verbs; fails on any wildcard."""
     table: dict[tuple[str, str], set[str]] = {}
@@ -268,6 +294,8 @@ def test_chart_crds_are_the_generated_ones() -> None:
         "networkPolicy.port=0",
         "networkPolicy.clients[0].everyone=true",
         "unknownKey=1",
+        "signing.existingSecret=Not_A_Name",
+        "signing.key=../private.pem",
     ],
 )
 def test_values_schema_refuses_bad_values(setting: str) -> None:

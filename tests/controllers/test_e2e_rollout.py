@@ -46,7 +46,7 @@ from deltaroll.api.conditions import now_rfc3339
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
 from deltaroll_sandbox.testing import RunningSandbox
-from engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_checkpoints
+from engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_with_one_thread
 
 # each test starts engines that import torch on two busy cores: more than the default 300 s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -59,14 +59,7 @@ START_TIMEOUT_S = 300.0  # two engines import torch and transformers on two busy
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        llama: TinyCheckpoints = build_checkpoints(tmp_path_factory.mktemp("llama"))
-    finally:
-        torch.set_num_threads(threads)
+    llama: TinyCheckpoints = build_with_one_thread(tmp_path_factory.mktemp("llama"))
     root = tmp_path_factory.mktemp("published") / "store"
     publish_versions(Store(f"file://{root}", cache_dir=root.parent / "push-cache"), llama)
     paths = {"v1": llama.v1, "v2": llama.v2, "v3": llama.diverged}

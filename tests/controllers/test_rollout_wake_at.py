@@ -93,6 +93,18 @@ def test_a_version_only_the_store_can_announce_is_looked_for_again() -> None:
     assert world.tick().wake_at is None  # the ModelDelta's own events wake it
 
 
+def test_a_version_waiting_for_its_signature_is_looked_for_again() -> None:
+    """`deltaroll sign` writes to the store only: no event says the signature arrived."""
+    spec = make_spec(strategy=canary({"setWeight": 50}, {"pause": {}}))
+    unsigned = TargetVersion(
+        "Failed", "not signed", version_id="a" * 32, reason="VersionNotSigned", from_store=True
+    )
+    world = World.on("v1", 2, spec, target=unsigned)
+    plan = world.tick()
+    assert plan.status.phase == "Degraded" and not plan.pod_versions
+    assert plan.wake_at == world.now + timedelta(seconds=RECHECK_STORE_S)
+
+
 def test_a_yielding_or_aborted_deployment_waits_for_events_only() -> None:
     world = analysed(initialDelay="60s", interval="30s", count=5)
     world.until("Progressing")

@@ -5,11 +5,13 @@
 
 Environment (set by the chart): DELTAROLL_WORKER_IMAGE (default image of worker Jobs),
 DELTAROLL_AGENT_IMAGE, DELTAROLL_LOG_FORMAT (json|console), DELTAROLL_LOG_LEVEL,
-DELTAROLL_METRICS_PORT (Prometheus metrics; unset: none), POD_NAME/POD_NAMESPACE (identity).
+DELTAROLL_METRICS_PORT (Prometheus metrics; unset: none), POD_NAME/POD_NAMESPACE (identity),
+DELTAROLL_SIGNING_KEY (the same as --signing-key: the chart's mounted signing-key Secret).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,6 +48,15 @@ def run(
             "--liveness", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz."
         ),
     ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-key",
+            envvar="DELTAROLL_SIGNING_KEY",
+            help="Ed25519 private key (PEM) that signs what ModelDelta Jobs publish, after the "
+            "operator checked it; without one, nothing is signed.",
+        ),
+    ] = None,
 ) -> None:
     """Reconcile ModelDeltas (their worker Jobs) and ModelDeployments (canary rollouts).
 
@@ -58,12 +69,18 @@ def run(
     if standalone and peering:
         raise OperatorConfigError("pass either --standalone or --peering=NAME, not both")
 
+    from deltaroll.store.signing import load_signing_key
+
+    key = load_signing_key(signing_key) if signing_key is not None else None  # before Kopf starts
+
     import kopf
 
     from deltaroll.controllers import register_handlers
+    from deltaroll.controllers.modeldelta import signer
     from deltaroll.logs import configure_logging
 
     configure_logging()
+    signer.configure(key)
     register_handlers()
     kopf.run(
         clusterwide=all_namespaces,

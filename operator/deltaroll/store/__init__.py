@@ -11,10 +11,10 @@ the layout), ``backends`` (bytes in and out), ``retry``, ``manifests`` (the reco
 ``catalog`` (records in a store), ``transfer``/``cache`` (verified objects; ``cache_scope``
 and ``cache_leases``: who may see them and who still uses them in a shared cache directory),
 ``graph`` (the planner), ``aliases``, ``staging`` (the shares of sharded computations),
-``signing`` (publisher keys), ``signatures`` (signed versions), and one module per operation:
-``publish``, ``push``, ``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published version's
-numbers, read back from its manifests); ``client`` is the :class:`Store` facade over all of
-them.
+``signing`` (publisher keys), ``signatures`` (signed versions), ``vouch`` (the checks before
+signing a version someone else computed), and one module per operation: ``publish``,
+``push``, ``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published version's numbers, read
+back from its manifests); ``client`` is the :class:`Store` facade over all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from deltaroll.store.errors import (
     BaseNotInStoreError,
     BaseRequiredError,
     CorruptObjectError,
+    InconsistentVersionError,
     InvalidManifestError,
     InvalidNameError,
     InvalidStoreUriError,
@@ -46,6 +47,7 @@ __all__ = [
     "BaseNotInStoreError",
     "BaseRequiredError",
     "CorruptObjectError",
+    "InconsistentVersionError",
     "InvalidManifestError",
     "InvalidNameError",
     "InvalidStoreUriError",

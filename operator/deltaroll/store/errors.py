@@ -114,6 +114,12 @@ class SignatureError(StoreError):
     what would be loaded; nothing was applied."""
 
 
+class InconsistentVersionError(StoreError):
+    """A published version disagrees with its own records or with what its publisher asked
+    for (another parent, a name pointing elsewhere, a missing object, a file that is not data):
+    it was not signed."""
+
+
 class StoreBusyError(TransientStoreError):
     """A gc and a publish of one model would overlap: the one that yields says so (nothing it
     would have deleted or published was touched); run it again shortly."""

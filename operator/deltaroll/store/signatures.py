@@ -33,6 +33,7 @@ from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import InvalidManifestError, ObjectNotFoundError, SignatureError
 from deltaroll.store.manifests import (
     DeltaRecord,
+    ObjectRef,
     SignatureRecord,
     VersionStatement,
     dump,
@@ -77,6 +78,21 @@ def sign_version(
     """Sign ``version`` (its content read back from the store's manifest, checked) with
     ``key``; names the key already signed for this version are kept."""
     digest = version_digest_in_store(catalog, model, version)
+    return sign_digest(catalog, model, version, digest, key, names=names, origin=origin)
+
+
+def sign_digest(
+    catalog: Catalog,
+    model: str,
+    version: str,
+    digest: str,
+    key: SigningKey,
+    *,
+    names: Iterable[str] = (),
+    origin: str | None = None,
+) -> VersionStatement:
+    """Sign ``digest`` as the content of ``version``, which the caller read from a checked
+    manifest (:func:`checked_manifest`)."""
     public = key.public
     existing = _read_record(catalog, model, version, public.key_id)
     kept: list[str] = []
@@ -149,6 +165,16 @@ def signed_statement(
 def version_digest_in_store(catalog: Catalog, model: str, version: str) -> str:
     """The whole version digest of ``version``, from the manifest of the delta (or anchor)
     that produces it, that manifest checked against its record and its own entries."""
+    _, manifest = checked_manifest(catalog, model, version)
+    return side_digest(manifest.tensors, "target", manifest.target_layout)
+
+
+def checked_manifest(
+    catalog: Catalog, model: str, version: str
+) -> tuple[DeltaRecord, DeltaManifest]:
+    """The record and the parsed manifest of the delta (or anchor) that produces ``version``:
+    the manifest's bytes are the ones its record names, it leads to ``version``, and its version
+    ids are the digests of its own entries."""
     record = catalog.read_version(model, version)
     delta: DeltaRecord = (
         record.delta if record.delta is not None else catalog.read_anchor(model, version).delta
@@ -166,8 +192,14 @@ def version_digest_in_store(catalog: Catalog, model: str, version: str) -> str:
             f"{catalog.backend.uri}: {where} leads to {manifest.target_version}; the store was "
             "altered: push the version again"
         )
+    listed = [ObjectRef(digest=o.digest, size=o.size) for o in manifest.objects]
+    if (manifest.base_version, listed) != (delta.base_version, delta.payload):
+        raise InvalidManifestError(
+            f"{catalog.backend.uri}: {where} starts from another version or lists other objects "
+            "than its record; the store was altered: push the version again"
+        )
     check_version_ids(manifest)
-    return side_digest(manifest.tensors, "target", manifest.target_layout)
+    return delta, manifest
 
 
 def _read_record(catalog: Catalog, model: str, version: str, key_id: str) -> SignatureRecord | None:

@@ -21,10 +21,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from deltaroll.api.public_keys import INLINE_PREFIX, inline
 from deltaroll.store.errors import StoreError
 
-#: The prefix of a public key written inline (an annotation, an environment variable).
-INLINE_PREFIX = "ed25519:"
 _MAX_PEM_BYTES = 16 << 10
 
 
@@ -55,8 +54,9 @@ class PublicKey:
 
     def inline(self) -> str:
         """``ed25519:<base64 of the raw key>``: the form an annotation carries."""
-        raw = self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return INLINE_PREFIX + base64.b64encode(raw).decode()
+        return inline(
+            self.key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ Triggers, all converging on :func:`reconcile` (level-triggered, idempotent):
 - one of its Jobs changes (the Job is labelled and owned by it);
 - its parent ModelDelta becomes Ready (children waiting for it are reconciled).
 
+With the operator's signing key (:mod:`deltaroll.controllers.modeldelta.signer`), what a Job
+published is checked and signed before the ModelDelta turns Ready.
+
 Store hiccups raise :class:`kopf.TemporaryError`, so Kopf retries with backoff. Deleting a
 ModelDelta with ``deletionPolicy: Delete`` removes its version from the store (the only case
 with a finalizer); its Jobs go with it by ownerReference in every case.
@@ -14,6 +17,7 @@ with a finalizer); its Jobs go with it by ownerReference in every case.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import threading
@@ -32,6 +36,7 @@ from deltaroll.api.modeldelta import PLURAL, ModelDeltaStatus, publishes
 from deltaroll.controllers import kube, metrics
 from deltaroll.controllers.errors import SecretNotFoundError
 from deltaroll.controllers.invalid import parse_or_mark
+from deltaroll.controllers.modeldelta import signer
 from deltaroll.controllers.modeldelta.jobs import (
     DEFAULT_IMAGE,
     LABEL_MANAGED_BY,
@@ -46,6 +51,7 @@ from deltaroll.controllers.modeldelta.planner import (
     Plan,
     PostEvent,
     RecordInputs,
+    SignVersion,
     StoreView,
     invalid_spec_status,
     plan,
@@ -149,12 +155,7 @@ def reconcile(namespace: str, name: str) -> Plan | None:
         if delta is None:
             return None
         try:
-            outcome = plan(
-                delta,
-                _observe(delta, body),
-                now=now_rfc3339(),
-                default_image=os.environ.get("DELTAROLL_WORKER_IMAGE") or DEFAULT_IMAGE,
-            )
+            outcome = _sign(delta, _observe(delta, body))
             _apply(body, outcome)
         except Exception:
             metrics.RECONCILE_ERRORS.labels("ModelDelta").inc()
@@ -164,6 +165,28 @@ def reconcile(namespace: str, name: str) -> Plan | None:
     if _became(body, outcome, "Ready"):
         _wake_children(namespace, delta)
     return outcome
+
+
+def _sign(delta: ModelDelta, observed: Observed) -> Plan:
+    """The plan, after signing the version it asks to sign; planned again as refused when the
+    store's records did not pass the checks (signing comes before the status says Ready)."""
+    outcome = _plan(delta, observed)
+    for action in outcome.actions:
+        if isinstance(action, SignVersion):
+            credentials = _store_credentials(_namespaced(delta.metadata.get("namespace")), delta)
+            refused = signer.sign(delta, action, credentials=credentials, cache_dir=_cache_dir())
+            if refused is not None:
+                return _plan(delta, dataclasses.replace(observed, sign_refused=refused))
+    return outcome
+
+
+def _plan(delta: ModelDelta, observed: Observed) -> Plan:
+    return plan(
+        delta,
+        observed,
+        now=now_rfc3339(),
+        default_image=os.environ.get("DELTAROLL_WORKER_IMAGE") or DEFAULT_IMAGE,
+    )
 
 
 def _kopf_body(body: dict[str, Any]) -> kopf.Body:
@@ -187,13 +210,19 @@ def _parse(body: dict[str, Any]) -> ModelDelta | None:
 def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
     meta, spec = body["metadata"], delta.spec
     namespace = meta["namespace"]
+    key = signer.key()
     try:
         credentials = _store_credentials(namespace, delta)
     except SecretNotFoundError:
         secret_missing, store = True, StoreView()
     else:
         secret_missing = False
-        store = look_up(delta, cache_dir=_cache_dir(), credentials=credentials)
+        store = look_up(
+            delta,
+            cache_dir=_cache_dir(),
+            credentials=credentials,
+            signer=key.public if key is not None else None,
+        )
     parent_phase = None
     if spec.parent is not None and store.parent_id is None and store.problem is None:
         parent_phase = _parent_phase(namespace, delta)
@@ -207,6 +236,7 @@ def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
         parent_phase=parent_phase,
         jobs=jobs,
         published_inputs=(meta.get("annotations") or {}).get(INPUTS_ANNOTATION),
+        signer=key.public.key_id if key is not None else None,
     )
 
 

@@ -23,6 +23,9 @@ Two ModelDeployments selecting one pod do not fight over it: the older keeps it 
 changes no pod until the overlap ends (:mod:`deltaroll.controllers.modeldeployment.overlap`).
 
 The rollout itself is :func:`deltaroll.controllers.modeldeployment.planner.plan`, a pure function.
+With ``spec.verification``, spec.version must carry an accepted signature
+(:mod:`deltaroll.controllers.modeldeployment.signature`) before any pod moves, and every pod
+carries the accepted keys for its agent.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ import kopf
 import structlog
 
 from deltaroll.api import ModelDeployment
-from deltaroll.api.annotations import POD_VERSION
+from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldelta import PLURAL as MODELDELTAS
-from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentStatus
+from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentSpec, ModelDeploymentStatus
 from deltaroll.controllers import kube
 from deltaroll.controllers.analysis.job import (
     ANALYSIS_COMPONENT,
@@ -54,7 +57,7 @@ from deltaroll.controllers.analysis.measure import Context, take
 from deltaroll.controllers.analysis.runs import is_due, record
 from deltaroll.controllers.invalid import parse_or_mark
 from deltaroll.controllers.modeldelta.jobs import LABEL_COMPONENT
-from deltaroll.controllers.modeldeployment import routing, writes
+from deltaroll.controllers.modeldeployment import routing, signature, writes
 from deltaroll.controllers.modeldeployment.overlap import claimant, older_claims
 from deltaroll.controllers.modeldeployment.planner import Observed, Plan, invalid_spec_status, plan
 from deltaroll.controllers.modeldeployment.pods import (
@@ -250,6 +253,8 @@ def reconcile(
         )
         modeldeltas = lookups.modeldeltas_of(namespace, spec.model, spec.store.uri)
         target = look_up_target(modeldeltas, spec, spec.version)
+        if spec.verification is not None and overlap is None:
+            target = signature.check(spec, target, _store_credentials(namespace, spec))
         status = deployment.status or ModelDeploymentStatus()
         ids = _version_ids(modeldeltas, deployment, target.version_id)
         if overlap is None:  # a yielding deployment does not judge pods it does not drive
@@ -273,6 +278,13 @@ def _parse(body: dict[str, Any]) -> ModelDeployment | None:
     parsed = parse_or_mark(body, invalid_spec_status, writes.patch_status)
     assert parsed is None or isinstance(parsed, ModelDeployment)
     return parsed
+
+
+def _store_credentials(namespace: str, spec: ModelDeploymentSpec) -> dict[str, str] | None:
+    """The secretRef Secret's data, as the agents get it (None without one, or when it is
+    missing: the store then answers for itself)."""
+    ref = spec.store.secret_ref
+    return kube.read_secret_data(namespace, ref.name) if ref is not None else None
 
 
 def _version_ids(
@@ -351,11 +363,15 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     bound = log.bind(namespace=namespace, name=name)
-    for pod, version in sorted(outcome.pod_versions.items()):
-        writes.annotate_pod(
-            namespace, pod, {POD_VERSION: version, POD_VERSION_SET_AT: rfc3339(now)}
-        )
-        bound.info("modeldeployment.pod_version", pod=pod, version=version)
+    for pod in sorted(outcome.pod_versions.keys() | outcome.pod_keys.keys()):
+        # One patch: an agent never sees a new version without the keys it must check it with.
+        annotations: dict[str, str | None] = {}
+        if pod in outcome.pod_keys:
+            annotations[POD_VERIFY_KEYS] = outcome.pod_keys[pod]
+        if (version := outcome.pod_versions.get(pod)) is not None:
+            annotations.update({POD_VERSION: version, POD_VERSION_SET_AT: rfc3339(now)})
+            bound.info("modeldeployment.pod_version", pod=pod, version=version)
+        writes.annotate_pod(namespace, pod, annotations)
     before = body.get("status") or {}
     after = outcome.status.to_wire()
     if after != before:

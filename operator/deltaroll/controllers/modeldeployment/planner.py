@@ -18,7 +18,11 @@ status, so an operator restarted mid-rollout continues where it was:
   is Degraded and holds where it is.
 - promote (``step`` | ``full``), abort and retry arrive as annotations; the plan lists the ones
   it handled so the handler removes them.
-- a ModelDelta for spec.version that is not Ready holds the rollout in Progressing.
+- a ModelDelta for spec.version that is not Ready holds the rollout in Progressing; a version
+  that no key of ``spec.verification`` signed holds it as Degraded (``VersionNotSigned``), and
+  goes on once it is signed.
+- every selected pod carries the keys of ``spec.verification`` (``Plan.pod_keys``), written in
+  the same patch as its version, so an agent never sees a version without the keys.
 - an older ModelDeployment selecting some of the pods (``Observed.overlap``) keeps them: this one
   changes no pod and handles no request, is Degraded with reason ``SelectorOverlap`` (one Warning
   Event), and resumes where it was once the overlap is gone.
@@ -48,6 +52,7 @@ from deltaroll.api.modeldeployment import (
     ModelDeploymentStatus,
     PromotedVersion,
 )
+from deltaroll.api.public_keys import verify_keys_value
 from deltaroll.controllers.analysis.runs import next_due, seconds, start_run, taken
 from deltaroll.controllers.modeldeployment.overlap import (
     SELECTOR_OVERLAP,
@@ -66,8 +71,8 @@ MAX_HISTORY = 20
 MAX_RESULTS = 32
 INVALID_SPEC = "InvalidSpec"
 RECHECK_STORE_S = 10
-"""How often a version that no ModelDelta publishes is looked for in the store (the store sends
-no events)."""
+"""How often the store is asked again about a version only it can speak for: one no ModelDelta
+publishes, or one not signed yet (the store sends no events)."""
 
 
 @dataclass(frozen=True)
@@ -75,14 +80,17 @@ class TargetVersion:
     """What the operator knows of spec.version: whether it can be pulled, and its id.
 
     ``Ready``: published in the store (or its ModelDelta is Ready); ``Pending``: its ModelDelta
-    is still computing or it is not in the store yet; ``Failed``: its ModelDelta failed.
-    ``from_store``: no ModelDelta speaks for it, so no event will say when it arrives.
+    is still computing or it is not in the store yet; ``Failed``: its ModelDelta failed, or
+    (``reason`` VersionNotSigned) no key of spec.verification signed it.
+    ``from_store``: only the store can say when this changes (no ModelDelta speaks for the
+    version, or its signature is missing), so no event will: the planner asks again in a while.
     """
 
     state: Literal["Ready", "Pending", "Failed"] = "Ready"
     message: str = ""
     version_id: str | None = None
     from_store: bool = False
+    reason: str = "ModelDeltaFailed"  # the Degraded reason when Failed
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ class Plan:
     events: tuple[Event, ...]
     handled_requests: tuple[str, ...]
     wake_at: datetime | None = None
+    pod_keys: dict[str, str | None] = field(default_factory=dict)  # verify-keys to (re)write
 
 
 @dataclass
@@ -430,12 +439,12 @@ class _Pass:
         return self.waiting_outcome(target, readiness)
 
     def waiting_outcome(self, target: str, readiness: TargetVersion) -> _Outcome:
-        if readiness.from_store and readiness.state == "Pending":
+        if readiness.from_store and readiness.state != "Ready":
             self.wake(self.now + timedelta(seconds=RECHECK_STORE_S))
         if readiness.state == "Failed":
             return _Outcome(
                 "Degraded",
-                "ModelDeltaFailed",
+                readiness.reason,
                 f"version {target} cannot be rolled out: {readiness.message}",
             )
         return _Outcome(
@@ -659,7 +668,15 @@ def plan(
         events=tuple(work.events),
         handled_requests=tuple(work.handled),
         wake_at=min(work.wakes, default=None),
+        pod_keys={} if observed.overlap is not None else key_changes(spec, observed.pods),
     )
+
+
+def key_changes(spec: ModelDeploymentSpec, pods: Sequence[PodView]) -> dict[str, str | None]:
+    """Pod name -> the verify-keys annotation it must carry (None: removed), for the pods whose
+    annotation differs from spec.verification."""
+    keys = verify_keys_value(spec.verification.public_keys) if spec.verification else None
+    return {pod.name: keys for pod in pods if pod.verify_keys != keys}
 
 
 def invalid_spec_status(
