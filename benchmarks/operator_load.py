@@ -125,18 +125,17 @@ def wanted(sandbox: RunningSandbox, name: str) -> str | None:
     return annotations.get(POD_VERSION)
 
 
+def patch_probe(custom: Any, body: dict[str, Any]) -> None:
+    custom.patch_namespaced_custom_object(
+        fleet.GROUP, fleet.VERSION, fleet.NAMESPACE, fleet.PLURAL, PROBE, body
+    )
+
+
 def roll(sandbox: RunningSandbox, custom: Any, version: str) -> tuple[float, float]:
     """Roll the probe to ``version``: (spec.version -> first pod patched, promote -> next step's
     pod patched), in seconds; returns once the probe is Healthy on ``version``."""
     started = time.perf_counter()
-    custom.patch_namespaced_custom_object(
-        fleet.GROUP,
-        fleet.VERSION,
-        fleet.NAMESPACE,
-        fleet.PLURAL,
-        PROBE,
-        {"spec": {"version": version}},
-    )
+    patch_probe(custom, {"spec": {"version": version}})
     canary = wait_until(
         lambda: next((p for p in PROBE_PODS if wanted(sandbox, p) == version), None),
         "the canary pod patched",
@@ -148,14 +147,7 @@ def roll(sandbox: RunningSandbox, custom: Any, version: str) -> tuple[float, flo
     )
     (other,) = [p for p in PROBE_PODS if p != canary]
     started = time.perf_counter()
-    custom.patch_namespaced_custom_object(
-        fleet.GROUP,
-        fleet.VERSION,
-        fleet.NAMESPACE,
-        fleet.PLURAL,
-        PROBE,
-        {"metadata": {"annotations": {PROMOTE: "step"}}},
-    )
+    patch_probe(custom, {"metadata": {"annotations": {PROMOTE: "step"}}})
     wait_until(lambda: wanted(sandbox, other) == version, "the next step's pod patched")
     promote_s = time.perf_counter() - started
     wait_until(
