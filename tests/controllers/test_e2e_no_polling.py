@@ -32,10 +32,9 @@ from controllers.simulated_fleet import (
     ready,
     requests_since,
 )
-from deltaroll.api.annotations import POD_VERSION
+from deltaroll.api.annotations import FINALIZER, POD_VERSION
 from deltaroll.api.conditions import parse_rfc3339
 from deltaroll.controllers.modeldeployment.pods import POD_VERSION_SET_AT
-from deltaroll.controllers.settings import FINALIZER
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
 REPO = Path(__file__).resolve().parents[2]

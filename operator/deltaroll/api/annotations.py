@@ -41,6 +41,9 @@ KOPF_PREFIX: Final = f"operator.{PREFIX}"
 A prefix of its own: Kopf leaves every annotation under a storage's prefix out of the state it
 diffs, so under ``deltaroll.dev`` a promote, abort or retry fired no update handler and waited
 for the next timer tick. Not ``kopf.*``: Kopf marks (and so leaves out) only other prefixes."""
+FINALIZER: Final = f"{PREFIX}/cleanup"
+"""The finalizer the operator puts on a ModelDelta with ``deletionPolicy: Delete`` (its store
+clean-up must run before the object goes); a ModelDeployment needs none."""
 LAST_HANDLED_KEY: Final = "last-handled-configuration"
 LAST_HANDLED: Final = f"{KOPF_PREFIX}/{LAST_HANDLED_KEY}"
 """Kopf's record of the spec it last handled (its diff-base), kept on our custom objects: with
