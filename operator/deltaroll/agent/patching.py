@@ -20,7 +20,7 @@ from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.checkpoint.journal import JournalState
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
-from deltaroll.store.pull import check_signed_plan, materialize_delta, read_delta
+from deltaroll.store.pull import check_signed_step, materialize_delta, read_delta
 from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
@@ -36,9 +36,9 @@ def check_plan(store: Store, plan: Plan, signed: SignedTarget | None = None) -> 
     does not produce the ``signed`` content) before anything touches the weights volume; the
     plan's objects are in the cache."""
     for step in plan.steps:
-        read_delta(step, store.cache)
-    if signed is not None:
-        check_signed_plan(signed, plan, store.cache)
+        manifest, _ = read_delta(step, store.cache)
+    if signed is not None and plan.steps:
+        check_signed_step(signed, plan.steps[-1], manifest)  # the last manifest, read once
 
 
 def apply_plan(

@@ -160,8 +160,13 @@ def check_signed_plan(signed: SignedTarget, plan: Plan, cache: ObjectCache) -> N
     if not plan.steps:
         return
     last = plan.steps[-1]
-    manifest, _ = read_delta(last, cache)
-    signed.check_manifest(manifest, "base" if last.reverse else "target")
+    check_signed_step(signed, last, read_delta(last, cache)[0])
+
+
+def check_signed_step(signed: SignedTarget, step: Step, manifest: DeltaManifest) -> None:
+    """Refuse ``step`` (the plan's last, its ``manifest`` already read) unless it produces the
+    signed content."""
+    signed.check_manifest(manifest, "base" if step.reverse else "target")
 
 
 def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> DeltaManifest:
