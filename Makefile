@@ -33,6 +33,7 @@ bench: setup
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/operator_load.py
 
 lint: setup
 	$(BIN)/ruff check operator tests benchmarks

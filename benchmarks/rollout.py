@@ -243,7 +243,7 @@ def start_engine(model_path: Path, port: int, log: Path) -> subprocess.Popen[byt
 
 
 def start_operator(sandbox: RunningSandbox, log: Path) -> subprocess.Popen[bytes]:
-    env = {**sandbox.env(), "DELTAROLL_ROLLOUT_INTERVAL_S": "1", "DELTAROLL_LOG_LEVEL": "warning"}
+    env = {**sandbox.env(), "DELTAROLL_LOG_LEVEL": "warning"}
     policy = write_local_policy(log.with_suffix(".policy.json"), log.parent)
     with log.open("ab") as out:
         return subprocess.Popen(

@@ -20,20 +20,13 @@ from agent.helpers import Published, publish_versions
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
-from engines.checkpoints import TinyCheckpoints, build_checkpoints
+from engines.checkpoints import TinyCheckpoints, build_with_one_thread
 from engines.processes import RunningEngine, start_reference_engine
 
 
 @pytest.fixture(scope="session")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoints:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return build_checkpoints(tmp_path_factory.mktemp("llama"))
-    finally:
-        torch.set_num_threads(threads)
+    return build_with_one_thread(tmp_path_factory.mktemp("llama"))
 
 
 @pytest.fixture(scope="session")

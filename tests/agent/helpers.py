@@ -130,13 +130,14 @@ class CheckingReporter:
     inner: PodReporter
     weights: Path
     engine_url: str
+    engine_kind: str = "reference"
     reports: list[Report] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
     def publish(self, report: Report) -> None:
         if report.weights_ready:
             on_disk = checkpoint_version(self.weights)
-            in_engine = engine_client("reference", self.engine_url).loaded_version()
+            in_engine = engine_client(self.engine_kind, self.engine_url).loaded_version()
             if not (report.current_version == on_disk == in_engine):
                 self.violations.append(f"{report}: disk holds {on_disk}, engine holds {in_engine}")
         self.inner.publish(report)
@@ -176,9 +177,11 @@ def make_agent(
     engine_url: str,
     pod: str,
     clock: Callable[[], float] = time.monotonic,
+    engine_kind: str = "reference",
     **settings: Any,
 ) -> AgentRig:
-    """An in-process agent for ``pod`` with short intervals; the pod object is created."""
+    """An in-process agent for ``pod`` with short intervals; the pod object is created. Agents
+    made with the same ``tmp_path`` share one weights volume (a restarted agent)."""
     create_pod(core, pod)
     annotations_file = tmp_path / "podinfo" / "annotations"
     write_downward_file(annotations_file, pod_dict(core, pod))
@@ -187,7 +190,7 @@ def make_agent(
         model=MODEL,
         annotations_file=annotations_file,
         weights_dir=tmp_path / "models" / "weights",
-        engine="reference",
+        engine=engine_kind,
         engine_url=engine_url,
         pod_name=pod,
         pod_namespace=NAMESPACE,
@@ -198,11 +201,13 @@ def make_agent(
         **settings,
     )
     volume = WeightsVolume(config.weights_dir)
-    reporter = CheckingReporter(PodReporter(core, NAMESPACE, pod), volume.weights, engine_url)
+    reporter = CheckingReporter(
+        PodReporter(core, NAMESPACE, pod), volume.weights, engine_url, engine_kind
+    )
     agent = Agent(
         config,
         store=Store(store_uri, cache_dir=volume.cache_dir, retry=FAST_RETRY),
-        engine=engine_client("reference", engine_url, timeout=120.0),
+        engine=engine_client(engine_kind, engine_url, timeout=120.0),
         reporter=reporter,
         clock=clock,
     )

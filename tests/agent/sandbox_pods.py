@@ -171,6 +171,6 @@ def agent_metrics(pod: PodView) -> dict[str, float]:
 
 
 def engine_checksum(pod: PodView) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{pod.ports['http']}/weights_checksum"
+    url = f"http://127.0.0.1:{pod.ports['admin']}/weights_checksum"
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]

@@ -64,10 +64,10 @@ def test_the_charts_sidecar_snippet_is_what_the_command_accepts() -> None:
     group = typer.main.get_command(build_app())
     run = group.commands["agent"].commands["run"]  # type: ignore[attr-defined]
     params = run.make_context("run", list(agent["args"][2:])).params
-    assert params["engine"] == "vllm" and params["engine_url"] == "http://127.0.0.1:8000"
-    assert params["health_port"] == agent["ports"][0]["containerPort"] == 8081
-    probe = agent["startupProbe"]["httpGet"]
-    assert (probe["path"], probe["port"]) == ("/healthz", agent["ports"][0]["name"])
+    assert params["engine"] == "vllm" and params["engine_url"] == "http://127.0.0.1:8001"
+    assert params["health_port"] == 8081 and params["health_host"] == "127.0.0.1"
+    probe = " ".join(agent["startupProbe"]["exec"]["command"])
+    assert "http://127.0.0.1:8081/healthz" in probe  # loopback: no port leaves the pod
     assert {e["name"] for e in agent["env"]} >= {"POD_NAME", "POD_NAMESPACE"}
 
 

@@ -59,13 +59,13 @@ def test_agent_killed_during_apply_resumes_and_ends_ready(
     crash_at: str,
 ) -> None:
     pod = f"crash-{crash_at.split(':')[0]}"
-    rig = make_agent(tmp_path, core, published.uri, engine.url, pod)
+    rig = make_agent(tmp_path, core, published.uri, engine.admin_url, pod)
     v1, v2 = published.ids["v1"], published.ids["v2"]
     rig.want(v1)
     rig.agent.reconcile_once()
     assert rig.agent.state is AgentState.READY
     rig.want(v2)
-    command = agent_command(rig, published.uri, engine.url)
+    command = agent_command(rig, published.uri, engine.admin_url)
     env = subprocess_env(
         POD_NAME=pod, POD_NAMESPACE=NAMESPACE, KUBECONFIG=str(api_sandbox.kubeconfig_path)
     )
@@ -94,4 +94,4 @@ def test_agent_killed_during_apply_resumes_and_ends_ready(
     assert pod_report(core, pod)["weights_ready"] == "True"
     assert Journal(weights).load() is None
     assert checkpoint_version(weights) == v2 == checkpoint_version(published.paths["v2"])
-    assert engine_client("reference", engine.url).loaded_version() == v2
+    assert engine_client("reference", engine.admin_url).loaded_version() == v2

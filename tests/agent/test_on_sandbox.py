@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 import boto3
 import kubernetes
 import pytest
+import yaml
 
 from agent.helpers import (
     MODEL,
@@ -37,6 +40,7 @@ from agent.sandbox_pods import (
     inference_pod,
     view,
 )
+from deltaroll.api.agent_access import agent_access_objects
 from deltaroll.api.agent_state import AgentState
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll_sandbox.kubelet.pod import pod_dir
@@ -68,7 +72,10 @@ def store_uri(s3: S3Server, published: Published) -> str:
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSandbox]:
+    """The sandbox with what the chart installs for the agent (RBAC, the own-pod policy)."""
     with running_sandbox(tmp_path_factory.mktemp("kube")) as sandbox:
+        body = yaml.safe_dump_all(agent_access_objects(NAMESPACE))
+        sandbox.kubectl("apply", "-f", "-", input=body)
         yield sandbox
 
 
@@ -319,3 +326,108 @@ def test_the_scrub_finds_a_flipped_byte_and_the_pod_comes_back_bit_exact(
 
 def scrub_metric(core: kubernetes.client.CoreV1Api, name: str) -> float:
     return agent_metrics(view(core, "scrub")).get(f"deltaroll_agent_scrub_{name}_total", 0.0)
+
+
+# -------------------------------------------------------------- confinement (issue 15: 4 and 5)
+
+ATTACK = """
+import os, sys, kubernetes
+target = sys.argv[1]
+if os.environ.get("KUBECONFIG"):  # whatever credentials this container was given
+    kubernetes.config.load_kube_config()
+    api = kubernetes.client.CoreV1Api()
+else:
+    config = kubernetes.client.Configuration()
+    config.host = "https://{KUBERNETES_SERVICE_HOST}:{KUBERNETES_SERVICE_PORT}".format(**os.environ)
+    config.verify_ssl = False
+    api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+try:
+    api.patch_namespaced_pod(target, "default", {"metadata": {"labels": {"owned": "yes"}}})
+    print("PATCHED", flush=True)
+except kubernetes.client.ApiException as exc:
+    print("REFUSED", exc.status, flush=True)
+"""
+
+
+def test_an_engine_container_cannot_reach_the_api(
+    core: kubernetes.client.CoreV1Api, serving: ReadinessRecorder
+) -> None:
+    """A compromised engine container of an inference pod tries every credential it has on
+    another pod: it has none (no token mounted, no kubeconfig), so it is refused."""
+    spec = inference_pod("attacker", store_uri="file:///unused", version="v0", store_env={})
+    spec["spec"]["initContainers"] = []
+    engine = spec["spec"]["containers"][0]
+    engine.update(command=["python", "-c", ATTACK, "serve"], args=[], readinessProbe=None)
+    spec["spec"]["restartPolicy"] = "Never"
+    core.create_namespaced_pod(NAMESPACE, spec)
+    try:
+        wait_for(
+            lambda: core.read_namespaced_pod("attacker", NAMESPACE).status.phase == "Succeeded",
+            timeout=60,
+        )
+        log = core.read_namespaced_pod_log("attacker", NAMESPACE, container="engine")
+        assert "REFUSED 403" in log.splitlines(), log
+        assert "owned" not in (core.read_namespaced_pod("serve", NAMESPACE).metadata.labels or {})
+    finally:
+        core.delete_namespaced_pod("attacker", NAMESPACE, grace_period_seconds=0)
+
+
+def test_the_agents_own_token_changes_only_its_own_pods_report(
+    kube: RunningSandbox, core: kubernetes.client.CoreV1Api, serving: ReadinessRecorder
+) -> None:
+    """The agent's real token (its projected volume): refused on another pod's annotations,
+    labels and readiness condition and on its own pod's labels; its own report goes through."""
+    pod = core.read_namespaced_pod("serve", NAMESPACE).to_dict()
+    token_file = pod_dir(kube.directory, {"metadata": pod["metadata"]}) / "volumes" / "agent-token"
+    config = kubernetes.client.Configuration()
+    config.host = kube.api_url
+    config.ssl_ca_cert = str(token_file / "ca.crt")
+    config.api_key = {"authorization": "Bearer " + (token_file / "token").read_text()}
+    agent = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+    core.create_namespaced_pod(
+        NAMESPACE,
+        {
+            "metadata": {"name": "bystander", "labels": {"app": "other"}},
+            "spec": {"containers": [{"name": "c", "image": "x", "command": ["sleep", "300"]}]},
+        },
+    )
+    merge = {"_content_type": "application/merge-patch+json"}
+    weights_ready = {"type": "deltaroll.dev/weights-ready", "status": "False"}
+    attempts = {
+        "annotations": (agent.patch_namespaced_pod, "bystander", {
+            "metadata": {"annotations": {"deltaroll.dev/current-version": "forged"}}}),
+        "labels": (agent.patch_namespaced_pod, "bystander", {"metadata": {"labels": {"app": "x"}}}),
+        "condition": (agent.patch_namespaced_pod_status, "bystander", {
+            "status": {"conditions": [weights_ready]}}),
+        "own labels": (agent.patch_namespaced_pod, "serve", {"metadata": {"labels": {"a": "b"}}}),
+        "own wanted version": (agent.patch_namespaced_pod, "serve", {
+            "metadata": {"annotations": {"deltaroll.dev/version": "forged"}}}),
+    }  # fmt: skip
+    try:
+        for what, (method, name, body) in attempts.items():
+            with pytest.raises(kubernetes.client.ApiException) as refused:
+                method(name, NAMESPACE, body, **merge)
+            assert refused.value.status == 403, what
+            assert "ValidatingAdmissionPolicy 'deltaroll-agent-own-pod'" in refused.value.body
+        own = {"metadata": {"annotations": {"deltaroll.dev/agent-state": "Ready"}}}
+        agent.patch_namespaced_pod("serve", NAMESPACE, own, **merge)
+        bystander = core.read_namespaced_pod("bystander", NAMESPACE)
+        assert bystander.metadata.labels == {"app": "other"}
+        assert not (bystander.metadata.annotations or {}).get("deltaroll.dev/current-version")
+    finally:
+        core.delete_namespaced_pod("bystander", NAMESPACE, grace_period_seconds=0)
+
+
+def test_the_service_port_serves_no_reload(serving: ReadinessRecorder, core) -> None:
+    """The engine's inference port (what a Service exposes) has no reload route; the agent
+    reloaded through the admin port, on the pod's loopback."""
+    pod = view(core, "serve")
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{pod.ports['http']}/update_weights_from_disk",
+        data=json.dumps({"model_path": "/elsewhere"}).encode(),
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 404
+    assert engine_checksum(pod)["version"] == pod.current

@@ -65,7 +65,7 @@ def test_a_newer_annotation_preempts_the_pull_and_nothing_is_applied_or_fetched_
     published: Published,
     engine: RunningEngine,
 ) -> None:
-    rig = make_agent(tmp_path, core, published.uri, engine.url, "superseded")
+    rig = make_agent(tmp_path, core, published.uri, engine.admin_url, "superseded")
     v1, v3 = published.ids["v1"], published.ids["v3"]
     rig.want(v1)
     for _ in range(3):
@@ -97,7 +97,7 @@ def test_a_newer_annotation_preempts_the_pull_and_nothing_is_applied_or_fetched_
     rig.agent.reconcile_once()
     assert rig.agent.state is AgentState.READY and rig.agent.engine_version == v1
     assert rig.agent.metrics.reloads.labels("ok")._value.get() == reloads  # v3 never reloaded
-    served = ReferenceEngineClient(engine.url, timeout=60).weights_checksum()
+    served = ReferenceEngineClient(engine.admin_url, timeout=60).weights_checksum()
     assert served["version"] == v1 == checkpoint_version(published.paths["v1"])
     assert rig.applied("forward") == 0
     assert not any(v3 in report.message for report in rig.reporter.reports if report.state
@@ -112,6 +112,6 @@ def test_a_newer_annotation_preempts_the_pull_and_nothing_is_applied_or_fetched_
     assert rig.agent.state is AgentState.READY and rig.agent.engine_version == v3
     assert max(backend.downloads.values()) == 1  # no object was downloaded twice
     assert rig.downloaded() == downloaded_v1 + path_bytes(published, ["v2", "v3"])
-    served = ReferenceEngineClient(engine.url, timeout=60).weights_checksum()
+    served = ReferenceEngineClient(engine.admin_url, timeout=60).weights_checksum()
     assert served["version"] == v3 == checkpoint_version(published.paths["v3"])
     assert rig.reporter.violations == []

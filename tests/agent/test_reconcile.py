@@ -22,7 +22,7 @@ from engines.processes import RunningEngine
 
 
 def served(engine: RunningEngine) -> dict[str, Any]:
-    return ReferenceEngineClient(engine.url, timeout=60).weights_checksum()
+    return ReferenceEngineClient(engine.admin_url, timeout=60).weights_checksum()
 
 
 def reach(rig: AgentRig, version: str, passes: int = 3) -> None:
@@ -47,7 +47,7 @@ def test_first_version_then_forward_then_rollback(
     published: Published,
     engine: RunningEngine,
 ) -> None:
-    rig = make_agent(tmp_path, core, published.uri, engine.url, "walk")
+    rig = make_agent(tmp_path, core, published.uri, engine.admin_url, "walk")
     v1, v2 = published.ids["v1"], published.ids["v2"]
     health = HealthServer("127.0.0.1", 0, rig.agent.healthz, rig.agent.metrics.registry)
     health.start()
@@ -102,7 +102,7 @@ def test_corrupt_delta_fails_naming_the_object_and_keeps_the_old_version(
     damaged = copy_store(published, tmp_path / "store")
     now = [0.0]
     rig = make_agent(
-        tmp_path, core, damaged.uri, engine.url, "corrupt", clock=lambda: now[0],
+        tmp_path, core, damaged.uri, engine.admin_url, "corrupt", clock=lambda: now[0],
         failed_retry_s=300.0,
     )  # fmt: skip
     v1, v2 = published.ids["v1"], published.ids["v2"]
@@ -145,7 +145,7 @@ def test_unknown_version_fails_with_what_to_do(
     published: Published,
     engine: RunningEngine,
 ) -> None:
-    rig = make_agent(tmp_path, core, published.uri, engine.url, "unknown")
+    rig = make_agent(tmp_path, core, published.uri, engine.admin_url, "unknown")
     rig.want("0" * 32)
     rig.agent.reconcile_once()
     state, message = parse_agent_state(pod_report(core, "unknown")["state"])
@@ -178,7 +178,7 @@ def test_a_name_is_resolved_once_and_a_settled_agent_writes_nothing(
 ) -> None:
     named = copy_store(published, tmp_path / "store")
     named.store().set_name(MODEL, "stable", published.ids["v2"])
-    rig = make_agent(tmp_path, core, named.uri, engine.url, "named")
+    rig = make_agent(tmp_path, core, named.uri, engine.admin_url, "named")
     rig.want("stable")
     reach(rig, published.ids["v2"])
     assert rig.applied("anchor") == 1 and rig.applied("forward") == 1  # v1 anchor, then v2
@@ -213,7 +213,7 @@ def test_a_delta_of_a_newer_format_stalls_the_pod_on_its_verified_version(
     engine: RunningEngine,
 ) -> None:
     newer = copy_store(published, tmp_path / "store")
-    rig = make_agent(tmp_path, core, newer.uri, engine.url, "newer", failed_retry_s=300.0)
+    rig = make_agent(tmp_path, core, newer.uri, engine.admin_url, "newer", failed_retry_s=300.0)
     v1, v2 = published.ids["v1"], published.ids["v2"]
     rig.want(v1)
     reach(rig, v1)

@@ -263,7 +263,7 @@ def test_the_loop_leaves_the_service_and_rebuilds_bit_exact_from_the_anchor(
     published: Published,
     engine: RunningEngine,
 ) -> None:
-    rig = make_agent(tmp_path, core, published.uri, engine.url, "scrubbed")
+    rig = make_agent(tmp_path, core, published.uri, engine.admin_url, "scrubbed")
     v1, v2 = published.ids["v1"], published.ids["v2"]
     for version in (v1, v2):  # v2 by a delta applied in place
         rig.want(version)

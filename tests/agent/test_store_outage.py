@@ -36,7 +36,7 @@ def test_store_outage_keeps_the_old_version_and_finishes_when_back(
     s3: S3Server,
 ) -> None:
     uri = s3.upload_store(published, "agent-outage")
-    rig = make_agent(tmp_path, core, uri, engine.url, "outage")
+    rig = make_agent(tmp_path, core, uri, engine.admin_url, "outage")
     v1, v2 = published.ids["v1"], published.ids["v2"]
     rig.want(v1)
     rig.agent.reconcile_once()
@@ -52,7 +52,7 @@ def test_store_outage_keeps_the_old_version_and_finishes_when_back(
         assert pod_report(core, "outage")["current"] == v1
         assert pod_report(core, "outage")["weights_ready"] == "True"  # still serving v1
         assert checkpoint_version(rig.agent.volume.weights) == v1
-        assert engine_client("reference", engine.url).loaded_version() == v1
+        assert engine_client("reference", engine.admin_url).loaded_version() == v1
     assert rig.agent.metrics.retries.labels("Pulling")._value.get() == 2
     assert "agent-test-secret" not in message
 

@@ -73,7 +73,7 @@ def test_an_apply_whose_delta_is_gone_is_rebuilt_from_the_anchor(
     engine: RunningEngine,
 ) -> None:
     store = copy_store(published, tmp_path / "store")
-    rig = make_agent(tmp_path, core, store.uri, engine.url, "orphan")
+    rig = make_agent(tmp_path, core, store.uri, engine.admin_url, "orphan")
     weights = rig.agent.volume.weights
     shutil.copytree(published.paths["v1"], weights)
     delta = diff_checkpoints(published.paths["v1"], published.paths["v2"], tmp_path / "delta")

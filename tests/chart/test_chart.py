@@ -22,7 +22,11 @@ CHART = REPO / "charts" / "deltaroll"
 ALL_OPTIONS = REPO / "examples" / "values-all-options.yaml"
 KUBERNETES_VERSIONS = ["1.36.0", "1.37.0"]
 NAMESPACE = "deltaroll-system"
-VALUES = {"default": [], "all-options": ["-f", str(ALL_OPTIONS)]}
+VALUES = {
+    "default": [],
+    "all-options": ["-f", str(ALL_OPTIONS)],
+    "cluster": ["--set", "rbac.scope=cluster"],
+}
 # Kinds no Kubernetes schema covers; each is checked by a test of its own below.
 NOT_CORE = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
 
@@ -110,6 +114,32 @@ def test_operator_pod_is_locked_down(values: str) -> None:
     assert env["DELTAROLL_WORKER_IMAGE"] and env["DELTAROLL_AGENT_IMAGE"]
 
 
+@pytest.mark.parametrize("values", VALUES)
+def test_the_signing_key_reaches_the_operator_alone(values: str) -> None:
+    """all-options names a signing-key Secret: it is mounted read-only into the operator's
+    container and named by DELTAROLL_SIGNING_KEY; the kubelet mounts it, so the operator's Secret
+    rights stay `get`. Without the value, no key and no volume."""
+    pod = the(values, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    if values != "all-options":
+        assert "DELTAROLL_SIGNING_KEY" not in env and secrets == {}
+        return
+    assert secrets == {
+        "signing-key": {
+            "secretName": "deltaroll-signing-key",
+            "defaultMode": 0o440,
+            "items": [{"key": "private.pem", "path": "private.pem"}],
+        }
+    }
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "signing-key"]
+    assert mount == {"name": "signing-key", "mountPath": "/etc/deltaroll/signing", "readOnly": True}
+    assert env["DELTAROLL_SIGNING_KEY"] == "/etc/deltaroll/signing/private.pem"
+    for role in _operator_roles(values, "Role"):
+        assert _rules(role)[("", "secrets")] == {"get"}
+
+
 def _rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     """(apiGroup, resource) -> verbs; fails on any wildcard."""
     table: dict[tuple[str, str], set[str]] = {}
@@ -145,44 +175,51 @@ def _operator_roles(values: str, kind: str) -> list[dict[str, Any]]:
 
 
 def test_cluster_scope_rbac_is_exact() -> None:
-    (cluster_role,) = _operator_roles("default", "ClusterRole")
+    (cluster_role,) = _operator_roles("cluster", "ClusterRole")
     assert _rules(cluster_role) == {
         **OPERATOR_RULES,
         **CRD_RULES,
         ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
         ("", "namespaces"): {"list", "watch"},
     }
-    assert _operator_roles("default", "Role") == []
-    binding = the("default", "ClusterRoleBinding")
+    assert _operator_roles("cluster", "Role") == []
+    binding = the("cluster", "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert (
         binding["subjects"][0]["name"]
-        == the("default", "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+        == the("cluster", "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
     )
-    args = the("default", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = the("cluster", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and "--standalone" in args
 
 
-def test_namespace_scope_rbac_is_exact() -> None:
-    watched = yaml.safe_load(ALL_OPTIONS.read_text())["watchNamespaces"]
-    (cluster_role,) = _operator_roles("all-options", "ClusterRole")
+@pytest.mark.parametrize("values", ["default", "all-options"])
+def test_namespace_scope_is_the_default_and_its_rbac_is_exact(values: str) -> None:
+    """The release's namespace plus those listed: a Role each, nothing cluster-wide but CRDs."""
+    listed = (
+        yaml.safe_load(ALL_OPTIONS.read_text())["watchNamespaces"] if values != "default" else []
+    )
+    watched = [NAMESPACE, *listed]
+    (cluster_role,) = _operator_roles(values, "ClusterRole")
     assert _rules(cluster_role) == CRD_RULES
-    roles = _operator_roles("all-options", "Role")
+    roles = _operator_roles(values, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
     for role in roles:
         assert _rules(role) == {
             **OPERATOR_RULES,
             ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
         }
-    bindings = _operator_roles("all-options", "RoleBinding")
+    bindings = _operator_roles(values, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
-    args = the("all-options", "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = the(values, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if a.startswith("--namespace=")] == [
         f"--namespace={n}" for n in watched
     ]
-    assert "--all-namespaces" not in args and "--peering=deltaroll" in args
-    peerings = objects("all-options", "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
+    assert "--all-namespaces" not in args
+    if values == "all-options":
+        assert "--peering=deltaroll" in args
+        peerings = objects(values, "KopfPeering")
+        assert sorted(p["metadata"]["namespace"] for p in peerings) == sorted(watched)
 
 
 @pytest.mark.parametrize("values", VALUES)
@@ -203,6 +240,26 @@ def test_agent_identity(values: str) -> None:
         if binding["metadata"]["labels"]["app.kubernetes.io/component"] == "agent":
             (subject,) = binding["subjects"]
             assert (subject["namespace"], subject["name"]) in accounts
+
+
+def test_the_agent_identity_follows_the_watched_namespaces() -> None:
+    """One value for the usual install: the operator's Role and the agent's identity go to the
+    inference namespace; the agent gets none in the operator's own namespace."""
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE, "--set", "watchNamespaces={inference}"
+    )
+    rendered = [d for d in yaml.safe_load_all(done.stdout) if d]
+    placed: dict[tuple[str, str], set[str]] = {}
+    for d in rendered:
+        if d["kind"] in ("Role", "ServiceAccount"):
+            key = (d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"])
+            placed.setdefault(key, set()).add(d["metadata"]["namespace"])
+    assert placed == {
+        ("Role", "operator"): {NAMESPACE, "inference"},
+        ("Role", "agent"): {"inference"},
+        ("ServiceAccount", "operator"): {NAMESPACE},
+        ("ServiceAccount", "agent"): {"inference"},
+    }
 
 
 def test_service_monitor_scrapes_the_metrics_service() -> None:
@@ -234,7 +291,11 @@ def test_chart_crds_are_the_generated_ones() -> None:
         "podSecurityContext.runAsNonRoot=false",
         "logging.format=xml",
         "metrics.port=0",
+        "networkPolicy.port=0",
+        "networkPolicy.clients[0].everyone=true",
         "unknownKey=1",
+        "signing.existingSecret=Not_A_Name",
+        "signing.key=../private.pem",
     ],
 )
 def test_values_schema_refuses_bad_values(setting: str) -> None:
@@ -250,16 +311,36 @@ def test_notes_tell_the_next_command() -> None:
     assert "kubectl apply -f examples/modeldelta.yaml" in notes
 
 
-def _readme_snippet() -> dict[str, Any]:
+def _readme_block(marker: str) -> Any:
     text = (CHART / "README.md").read_text()
-    match = re.search(r"<!-- agent-sidecar-snippet[^>]*-->\s*```yaml\n(.*?)```", text, re.S)
-    assert match, "the chart README lost its agent sidecar snippet"
+    match = re.search(rf"<!-- {marker}[^>]*-->\s*```yaml\n(.*?)```", text, re.S)
+    assert match, f"the chart README lost its {marker}"
     return yaml.load(match.group(1), Loader=_UniqueKeyLoader)
 
 
+def _readme_snippet() -> dict[str, Any]:
+    return _readme_block("agent-sidecar-snippet")  # type: ignore[no-any-return]
+
+
+def _sglang_snippet() -> dict[str, Any]:
+    """The vLLM Deployment with the SGLang containers and the agent's engine kind."""
+    deployment = _readme_snippet()
+    pod = deployment["spec"]["template"]["spec"]
+    pod["containers"] = _readme_block("sglang-containers-snippet")["containers"]
+    (agent,) = pod["initContainers"]
+    agent["args"] = ["--engine=sglang" if a == "--engine=vllm" else a for a in agent["args"]]
+    return deployment
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in pod["containers"] if c["name"] == name]
+    return found
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_readme_agent_snippet_is_a_valid_deployment(version: str) -> None:
-    kubernetes_validate.validate(_readme_snippet(), version, strict=True)
+@pytest.mark.parametrize("snippet", [_readme_snippet, _sglang_snippet])
+def test_readme_agent_snippet_is_a_valid_deployment(snippet, version: str) -> None:
+    kubernetes_validate.validate(snippet(), version, strict=True)
 
 
 def test_readme_agent_snippet_wires_the_agent() -> None:
@@ -275,15 +356,16 @@ def test_readme_agent_snippet_wires_the_agent() -> None:
     annotations_file = next(a for a in agent["args"] if a.startswith("--annotations-file="))
     mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
     assert annotations_file == f"--annotations-file={mounts['podinfo']}/{item['path']}"
-    (engine,) = pod["containers"]
+    engine = _container(pod, "vllm")
     engine_mounts = {m["name"]: m["mountPath"] for m in engine["volumeMounts"]}
     assert engine_mounts["weights"] == mounts["weights"]
-    engine_port = engine["ports"][0]["containerPort"]
-    assert f"--engine-url=http://127.0.0.1:{engine_port}" in agent["args"]
+    assert any(
+        arg.startswith("--engine-url=http://127.0.0.1:") for arg in agent["args"]
+    )  # the engine's admin routes, on the pod's loopback
 
 
 def test_readme_vllm_runs_the_disk_backend_in_dev_mode() -> None:
-    (engine,) = _readme_snippet()["spec"]["template"]["spec"]["containers"]
+    engine = _container(_readme_snippet()["spec"]["template"]["spec"], "vllm")
     flag = engine["args"].index("--weight-transfer-config")
     assert json.loads(engine["args"][flag + 1]) == {"backend": "disk"}
     assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in engine["env"]
@@ -310,3 +392,119 @@ def test_the_policy_reaches_the_operator_and_parses(values: str) -> None:
         team = policy.for_namespace("ml-team-a")
         assert team.worker.image == "ghcr.io/acme/deltaroll-worker:1.4.0"
         assert team.worker.resources == policy.default.worker.resources  # inherited
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_agent_policy_is_the_api_contract(values: str) -> None:
+    """The chart's ValidatingAdmissionPolicy and binding are the objects api.agent_access
+    builds (which the sandbox tests evaluate), for the chart's names and namespaces."""
+    from deltaroll.api.agent_access import admission_binding, admission_policy
+
+    policy = the(values, "ValidatingAdmissionPolicy")
+    name = policy["metadata"]["name"]
+    account = next(
+        a["metadata"]["name"]
+        for a in objects(values, "ServiceAccount")
+        if a["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
+    )
+    assert policy["spec"] == admission_policy(name, account)["spec"]
+    binding = the(values, "ValidatingAdmissionPolicyBinding")
+    namespaces = sorted(
+        {
+            r["metadata"]["namespace"]
+            for r in objects(values, "RoleBinding")
+            if r["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
+        }
+    )
+    expected = admission_binding(name, name, namespaces)["spec"]
+    values_in = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]
+    values_in["values"] = sorted(values_in["values"])
+    assert binding["spec"] == expected
+
+
+def test_readme_agent_snippet_gives_the_token_to_the_agent_only() -> None:
+    pod = _readme_snippet()["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (agent,) = pod["initContainers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    tokens = [n for n, v in volumes.items() if "projected" in v and any(
+        "serviceAccountToken" in s for s in v["projected"]["sources"])]  # fmt: skip
+    assert len(tokens) == 1
+    assert tokens[0] in {m["name"] for m in agent["volumeMounts"]}
+    for container in pod["containers"]:  # the engine and the proxy
+        assert tokens[0] not in {m["name"] for m in container.get("volumeMounts", [])}
+    assert "exec" in agent["startupProbe"] and not agent.get("ports")  # /healthz on loopback
+
+
+@pytest.mark.parametrize(
+    ("snippet", "kind"), [(_readme_snippet, "vllm"), (_sglang_snippet, "sglang")]
+)
+def test_readme_pods_serve_their_port_through_the_proxy_only(snippet, kind: str) -> None:
+    """The pod's one port (the Service's, spec.engine.port) is the proxy's, which passes only
+    inference to the engine; the engine listens on loopback, where the agent reloads it."""
+    import typer
+
+    from deltaroll.cli.main import build_app
+
+    pod = snippet()["spec"]["template"]["spec"]
+    (agent,) = pod["initContainers"]
+    engine, proxy = pod["containers"]
+    ports = [(c["name"], p) for c in pod["containers"] for p in c.get("ports", [])]
+    assert ports == [("engine-proxy", {"name": "http", "containerPort": 8000})]
+    assert proxy["command"] == ["deltaroll"] and proxy["args"][:2] == ["engine", "proxy"]
+    group = typer.main.get_command(build_app())
+    command = group.commands["engine"].commands["proxy"]  # type: ignore[attr-defined]
+    options = command.make_context("proxy", list(proxy["args"][2:])).params
+    assert options["allow"] == kind and not options["allow_route"]
+    assert options["listen"] == "0.0.0.0:8000"
+    engine_url = next(a for a in agent["args"] if a.startswith("--engine-url="))
+    assert (
+        engine_url == f"--engine-url={options['upstream']}" == "--engine-url=http://127.0.0.1:8001"
+    )
+    assert {"--host=127.0.0.1", "--port=8001"} <= set(engine["args"])
+    assert proxy["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert "volumeMounts" not in proxy  # nothing of the pod's: no token, no weights
+    security = proxy["securityContext"]
+    assert security["runAsNonRoot"] and security["readOnlyRootFilesystem"]
+    assert security["capabilities"]["drop"] == ["ALL"] and not security["allowPrivilegeEscalation"]
+
+
+def test_the_inference_network_policy_is_opt_in_and_opens_only_the_inference_port() -> None:
+    assert objects("default", "NetworkPolicy") == []
+    options = yaml.safe_load(ALL_OPTIONS.read_text())
+    policies = objects("all-options", "NetworkPolicy")
+    assert sorted(p["metadata"]["namespace"] for p in policies) == options["agent"]["namespaces"]
+    operator_pod = the("all-options", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    for policy in policies:
+        spec = policy["spec"]
+        assert spec["podSelector"] == {"matchLabels": options["networkPolicy"]["podSelector"]}
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]  # one port: the agent's health port and the rest stay closed
+        assert rule["ports"] == [{"protocol": "TCP", "port": options["networkPolicy"]["port"]}]
+        operator, analysis, *clients = rule["from"]
+        assert operator["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": NAMESPACE
+        }
+        assert operator["podSelector"]["matchLabels"].items() <= operator_pod.items()
+        assert analysis == {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/component": "analysis",
+                    "app.kubernetes.io/managed-by": "deltaroll",
+                }
+            }
+        }
+        assert clients == options["networkPolicy"]["clients"]
+
+
+def test_the_network_policy_admits_the_analysis_jobs_pods_by_default() -> None:
+    from controllers.test_job_pod_security import analysis_job
+
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE, "--set", "networkPolicy.enabled=true"
+    )
+    (policy,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "NetworkPolicy"]
+    assert policy["spec"]["podSelector"] == {}  # every pod of the namespace
+    admitted = policy["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
+    pod_labels = analysis_job()["spec"]["template"]["metadata"]["labels"]
+    assert admitted.items() <= pod_labels.items()

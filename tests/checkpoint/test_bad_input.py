@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from deltaroll.checkpoint import apply_delta, diff_checkpoints, read_delta_manifest
 from deltaroll.checkpoint.errors import (
     CorruptDeltaError,
+    DeltaTooLargeError,
     InvalidCheckpointError,
     OutputExistsError,
     UnsafeNameError,
@@ -24,10 +24,9 @@ from deltaroll.checkpoint.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     OLDER_MANIFEST_NAME,
-    decode_document,
-    encode_document,
 )
 
+from .forge import reseal_versions, rewrite_manifest
 from .helpers import flip_byte, tree_digest
 
 
@@ -151,14 +150,6 @@ def test_existing_output_is_refused(
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
-def _rewrite_manifest(delta: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    """Edit the manifest the way an attacker would: consistently, in a well-formed frame."""
-    path = delta / MANIFEST_NAME
-    document = decode_document(path.read_bytes(), str(path))
-    edit(document)
-    path.write_bytes(encode_document(document))
-
-
 def _first(document: dict[str, Any], kind: str | None = None) -> int:
     """The index of the first tensor with a payload (of ``kind``, if given)."""
     tensors = document["tensors"]
@@ -182,7 +173,7 @@ def test_hostile_file_names_never_write_outside(
         entry = layout["aux_files"][0] if where == "aux" else layout["files"][0]
         entry["name"] = name
 
-    _rewrite_manifest(delta, edit)
+    rewrite_manifest(delta, edit)
     before = tree_digest(tmp_path)
     base = steps["sharded"][0]
     with pytest.raises(UnsafeNameError):
@@ -227,7 +218,7 @@ def test_object_digests_are_validated_before_use(
     def edit(document: dict[str, Any]) -> None:
         document["objects"].append({"digest": "../../../etc/passwd", "size": 1})
 
-    _rewrite_manifest(delta, edit)
+    rewrite_manifest(delta, edit)
     with pytest.raises(CorruptDeltaError, match="invalid object digest"):
         apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
 
@@ -245,7 +236,7 @@ def test_blobs_outside_the_objects_are_refused_before_anything_is_read(
     def edit(document: dict[str, Any]) -> None:
         document["tensors"]["payload"][_first(document)] = blob
 
-    _rewrite_manifest(delta, edit)
+    rewrite_manifest(delta, edit)
     shutil.rmtree(delta / "objects")  # nothing is read: the refusal comes first
     with pytest.raises(CorruptDeltaError, match="outside the delta's objects|greater than or eq"):
         apply_delta(steps["sharded"][0], delta, out_dir=tmp_path / "out")
@@ -270,7 +261,7 @@ def test_a_manifest_of_another_format_is_refused_with_what_to_do(
     """An older or newer format, consistently sealed (as that Deltaroll would write it), is
     refused by name before anything is read or written."""
     base = steps["sharded"][0]
-    _rewrite_manifest(delta, lambda document: document.update(schema=schema))
+    rewrite_manifest(delta, lambda document: document.update(schema=schema))
     before = tree_digest(base)
     for attempt in (
         lambda: apply_delta(base, delta, in_place=True),
@@ -291,35 +282,13 @@ def test_a_delta_directory_of_the_older_format_is_refused_with_what_to_do(
         apply_delta(steps["sharded"][0], delta, in_place=True)
 
 
-def _reseal_versions(document: dict[str, Any]) -> None:
-    """Recompute both version ids from the (edited) columns, as a forger would."""
-    from deltaroll.checkpoint.digests import version_id
-    from deltaroll.checkpoint.manifest_tensors import checked_digests, spread_digests
-
-    tensors = document["tensors"]
-    for side in ("base", "target"):
-        columns = tensors[side]
-        present = [dtype is not None for dtype in columns["dtype"]]
-        raw = checked_digests(columns["digests"], sum(present), "digests")
-        digests = spread_digests(raw, present)
-        identities = [
-            (name, dtype, shape, digest)
-            for name, dtype, shape, digest in zip(
-                tensors["name"], columns["dtype"], columns["shape"], digests, strict=True
-            )
-            if digest is not None
-        ]
-        aux = [(a["name"], a["digest"]) for a in document[f"{side}_layout"]["aux_files"]]
-        document[f"{side}_version"] = version_id(identities, aux)
-
-
 def test_a_delta_naming_a_version_it_does_not_make_is_refused(
     steps: dict[str, list[Path]], delta: Path, tmp_path: Path
 ) -> None:
     def edit(document: dict[str, Any]) -> None:
         document["target_version"] = "f" * 32
 
-    _rewrite_manifest(delta, edit)
+    rewrite_manifest(delta, edit)
     base = steps["sharded"][0]
     before = tree_digest(base)
     with pytest.raises(CorruptDeltaError, match="names target version"):
@@ -340,15 +309,15 @@ def test_an_entry_that_lies_about_its_size_is_refused_before_allocating(
         if lie == "shape":  # shape and count agree; the version ids are recomputed to match
             for side in ("base", "target"):
                 document["tensors"][side]["shape"][index] = [2**20, 2**20]
-            _reseal_versions(document)
+            reseal_versions(document)
 
-    _rewrite_manifest(delta, edit)
+    rewrite_manifest(delta, edit)
     base = steps["sharded"][0]
     before = tree_digest(base)
     with pytest.raises((CorruptDeltaError, WrongBaseError)):
         apply_delta(base, delta, in_place=True)
-    with pytest.raises((CorruptDeltaError, WrongBaseError)):
-        apply_delta(base, delta, out_dir=tmp_path / "out")
+    with pytest.raises((CorruptDeltaError, WrongBaseError, DeltaTooLargeError)):
+        apply_delta(base, delta, out_dir=tmp_path / "out")  # 2 TiB to write: past the free disk
     assert tree_digest(base) == before
     assert not (base / ".deltaroll-journal").exists()
 
@@ -362,9 +331,9 @@ def test_an_auxiliary_file_that_does_not_match_is_refused_before_the_commit(
     def edit(document: dict[str, Any]) -> None:
         aux = next(a for a in document["target_layout"]["aux_files"] if a["name"] == "config.json")
         aux["digest"] = "0" * 64
-        _reseal_versions(document)
+        reseal_versions(document)
 
-    _rewrite_manifest(delta, edit)
+    rewrite_manifest(delta, edit)
     base = steps["sharded"][0]
     before = tree_digest(base)
     with pytest.raises(CorruptDeltaError, match="config.json"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from deltaroll.checkpoint import (
     checkpoint_version,
     describe_delta,
     diff_checkpoints,
+    digests,
     read_delta_manifest,
+    scatter,
     verify_checkpoint,
 )
 from fixtures.checkpoints import Layout, read_tensors, write_checkpoint
@@ -136,6 +139,16 @@ def test_identical_checkpoints_give_an_all_unchanged_delta(
     assert {e.kind for e in read_delta_manifest(tmp_path / "delta").tensors} == {"unchanged"}
 
 
+def _traced_peak(run: Callable[[], object]) -> int:
+    """The most Python and numpy memory allocated at once while ``run`` runs."""
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_diff_and_apply_stream_one_tensor_at_a_time(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(0)
     tensors = {
@@ -148,26 +161,46 @@ def test_diff_and_apply_stream_one_tensor_at_a_time(tmp_path: Path) -> None:
     target = write_checkpoint(tmp_path / "target", tensors)
     largest = 512 * 1024 * 2
     model_bytes = largest * len(tensors)
-    tracemalloc.start()
-    try:
-        diff_checkpoints(base, target, tmp_path / "delta")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = _traced_peak(lambda: diff_checkpoints(base, target, tmp_path / "delta"))
     assert peak < model_bytes / 2, (peak, model_bytes)
     assert peak < 6 * largest, (peak, largest)
     for label, apply in (
         ("out", lambda: apply_delta(base, tmp_path / "delta", out_dir=tmp_path / "out")),
         ("in-place", lambda: apply_delta(base, tmp_path / "delta", in_place=True)),
     ):
-        tracemalloc.start()
-        try:
-            apply()
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        peak = _traced_peak(apply)
         assert peak < 6 * largest, (label, peak, largest)
     assert tree_digest(base) == tree_digest(target) == tree_digest(tmp_path / "out")
+
+
+def test_a_dense_change_is_applied_a_window_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tensor that changes everywhere (a dense delta) is read, checked, logged and written
+    in windows, in place (from a trusted state) and with -o: never held whole."""
+    numel = 1 << 24  # 32 MiB of bf16
+    weights = torch.randn(numel, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    base = write_checkpoint(tmp_path / "base", {"w": weights, "bias": torch.zeros(8)})
+    moved = (weights.view(torch.int16) ^ 1).view(torch.bfloat16)  # every element: one ULP
+    target = write_checkpoint(tmp_path / "target", {"w": moved, "bias": torch.ones(8)})
+    delta = tmp_path / "delta"
+    diff_checkpoints(base, target, delta)
+    assert {e.name: e.kind for e in read_delta_manifest(delta).tensors}["w"] == "dense"
+    original = tree_digest(base)
+    apply_delta(base, delta, in_place=True)  # a full hash earns the trusted state
+    apply_delta(base, delta, in_place=True, reverse=True)
+    # The tensor spans several windows of the patching and of -o's full hash of its source.
+    monkeypatch.setattr(scatter, "WINDOW_BYTES", 4 << 20)
+    monkeypatch.setattr(digests, "READ_WINDOW_BYTES", 4 << 20)
+    tensor_bytes = 2 * numel
+    for label, apply in (
+        ("in-place", lambda: apply_delta(base, delta, in_place=True)),
+        ("out", lambda: apply_delta(base, delta, out_dir=tmp_path / "out", reverse=True)),
+    ):
+        peak = _traced_peak(apply)
+        assert peak < tensor_bytes / 3, (label, peak, tensor_bytes)
+    assert tree_digest(base) == tree_digest(target)
+    assert tree_digest(tmp_path / "out") == original
 
 
 def test_every_dtype_empty_and_scalar_tensors_round_trip(tmp_path: Path) -> None:

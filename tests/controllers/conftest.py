@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from controllers.modeldelta_world import Gate, Operator, create_secret, wait_for
+from deltaroll.api.agent_access import agent_access_objects
 from deltaroll.store import Store
 from deltaroll_sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
 from deltaroll_sandbox.testing import RunningSandbox
@@ -18,6 +20,10 @@ from fixtures.checkpoints import train_checkpoints
 from fixtures.s3 import moto_server
 
 REPO = Path(__file__).resolve().parents[2]
+RESTRICTED_LABELS = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+)
 
 # test_e2e_rollout.py imports these from here; they live in modeldelta_world.py.
 __all__ = ["Operator", "wait_for"]
@@ -39,8 +45,13 @@ def trained_sharded(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture
 def cluster(sandbox: RunningSandbox) -> RunningSandbox:  # noqa: F811
-    """A sandbox with the Deltaroll CRDs installed, as a user installs them."""
+    """A sandbox with the Deltaroll CRDs and the agent's identity (ServiceAccount, Role, the
+    own-pod admission policy) installed, as a user installs them, and the tests' namespace held
+    to Pod Security "restricted", as an admin would hold it: every pod the operator creates
+    there (worker and analysis Jobs) must pass it, or the tests fail."""
     sandbox.kubectl("apply", "-f", str(REPO / "crds"))
+    sandbox.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(agent_access_objects("default")))
+    sandbox.kubectl("label", "namespace", "default", *RESTRICTED_LABELS)
     return sandbox
 
 

@@ -100,6 +100,8 @@ class World:
                 ready=False,
                 agent_state=AgentState.PULLING,
             )
+        for name, keys in result.pod_keys.items():
+            self.pods[name] = replace(self.pods[name], verify_keys=keys)
         for key in result.handled_requests:
             self.annotations.pop(key, None)
         self.status = result.status

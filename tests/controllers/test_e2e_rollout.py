@@ -22,7 +22,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from deltaroll.api.conditions import now_rfc3339
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
 from deltaroll_sandbox.testing import RunningSandbox
-from engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_checkpoints
+from engines.checkpoints import EVAL_TEXTS, TinyCheckpoints, build_with_one_thread
 
 # each test starts engines that import torch on two busy cores: more than the default 300 s
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -60,30 +60,12 @@ START_TIMEOUT_S = 300.0  # two engines import torch and transformers on two busy
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        llama: TinyCheckpoints = build_checkpoints(tmp_path_factory.mktemp("llama"))
-    finally:
-        torch.set_num_threads(threads)
+    llama: TinyCheckpoints = build_with_one_thread(tmp_path_factory.mktemp("llama"))
     root = tmp_path_factory.mktemp("published") / "store"
     publish_versions(Store(f"file://{root}", cache_dir=root.parent / "push-cache"), llama)
     paths = {"v1": llama.v1, "v2": llama.v2, "v3": llama.diverged}
     ids = {label: checkpoint_version(path) for label, path in paths.items()}
     return Published(f"file://{root}", root, paths, ids)
-
-
-@pytest.fixture
-def fast_operator(
-    cluster: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Operator]:
-    monkeypatch.setenv("DELTAROLL_ROLLOUT_INTERVAL_S", "1")
-    running = Operator(cluster, tmp_path / "operator.log")
-    running.start()
-    yield running
-    running.stop()
 
 
 def deployment(published: Published, version: str) -> dict[str, Any]:
@@ -175,7 +157,7 @@ def wait_phase(
 
 
 def test_canary_to_v2_then_bad_v3_rolled_back(
-    cluster: RunningSandbox, fast_operator: Operator, published: Published, tmp_path: Path
+    cluster: RunningSandbox, operator: Operator, published: Published, tmp_path: Path
 ) -> None:
     v1, v2, v3 = (published.ids[k] for k in ("v1", "v2", "v3"))
     client = cluster.api_client()
@@ -192,7 +174,7 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
         GROUP, VERSION, NAMESPACE, PLURAL, deployment(published, v1)
     )
 
-    phase = partial(wait_phase, custom, fast_operator.log)
+    phase = partial(wait_phase, custom, operator.log)
 
     phase("Healthy", stableVersion=v1)
 
@@ -244,7 +226,7 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
     def all_back() -> bool:
         return all(view(core, n).current == v2 and view(core, n).ready == "True" for n in PODS)
 
-    wait_for(all_back, START_TIMEOUT_S, "every pod back on v2", fast_operator.log)
+    wait_for(all_back, START_TIMEOUT_S, "every pod back on v2", operator.log)
     phase("Degraded", stableVersion=v2, says=f"every pod is back on {v2}")
     wait_for(
         lambda: (
@@ -253,7 +235,7 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
         ),
         30,
         "the rollout's Events",
-        fast_operator.log,
+        operator.log,
     )
 
     for recorder in recorders:
@@ -281,7 +263,7 @@ def fleet(published: Published, replicas: int, crash_at: str) -> dict[str, Any]:
 
 
 def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_window(
-    cluster: RunningSandbox, fast_operator: Operator, published: Published
+    cluster: RunningSandbox, operator: Operator, published: Published
 ) -> None:
     v1, v2, v3 = (published.ids[k] for k in ("v1", "v2", "v3"))
     client = cluster.api_client()
@@ -306,7 +288,7 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
             if p.metadata.deletion_timestamp is None
         }
 
-    phase = partial(wait_phase, custom, fast_operator.log)
+    phase = partial(wait_phase, custom, operator.log)
 
     def set_version(version: str) -> None:
         custom.patch_namespaced_custom_object(
@@ -321,16 +303,16 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
     set_version(v2)
     phase("Paused", canaryVersion=v2)
     (canary_pod,) = [name for name, p in pods().items() if p.wanted == v2]
-    fast_operator.kill()
+    operator.kill()
     core.delete_namespaced_pod(canary_pod, NAMESPACE)
-    fast_operator.start()
+    operator.start()
 
     def replaced() -> bool:
         now = pods()
         served = {(p.wanted, p.current) for p in now.values()}
         return canary_pod not in now and len(now) == 2 and served == {(v1, v1), (v2, v2)}
 
-    wait_for(replaced, START_TIMEOUT_S, "a replacement pod serving v2", fast_operator.log)
+    wait_for(replaced, START_TIMEOUT_S, "a replacement pod serving v2", operator.log)
     assert phase("Paused", canaryVersion=v2)["currentStepIndex"] == 1
 
     assert plugin(cluster, "promote", NAME, "--full").returncode == 0
@@ -351,7 +333,7 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
         lambda: {p.current for p in pods().values()} == {v2},
         START_TIMEOUT_S,
         "every pod back on v2",
-        fast_operator.log,
+        operator.log,
     )
     assert plugin(cluster, "retry", NAME).returncode == 0
     phase("Paused", canaryVersion=v3, abort=False)
@@ -364,7 +346,7 @@ def test_crashes_restart_replaced_pod_promote_full_rollback_retry_rollback_windo
         lambda: {"RolledBack", "Retried", "RollbackStarted", "PromotedFull"} <= event_reasons(core),
         30,
         "the rollout's Events",
-        fast_operator.log,
+        operator.log,
     )
     client.close()
 
@@ -373,12 +355,10 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
     cluster: RunningSandbox,
     published: Published,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     s3 = S3Server()
     s3.start()
-    monkeypatch.setenv("DELTAROLL_ROLLOUT_INTERVAL_S", "1")
     uri = s3.upload_store(published, "rollout-outage")
     create_secret(cluster, "store-creds", s3.env())  # the operator reads version ids with it
     operator = Operator(cluster, tmp_path / "operator.log")
@@ -443,7 +423,7 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
 
 
 def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_ends(
-    cluster: RunningSandbox, fast_operator: Operator, published: Published
+    cluster: RunningSandbox, operator: Operator, published: Published
 ) -> None:
     v1, v2 = published.ids["v1"], published.ids["v2"]
     client = cluster.api_client()
@@ -475,7 +455,7 @@ def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_
             view(core, "infer-0").wanted == v2
         )
 
-    wait_for(overlap_or_taken, START_TIMEOUT_S, "the younger yielding", fast_operator.log)
+    wait_for(overlap_or_taken, START_TIMEOUT_S, "the younger yielding", operator.log)
     assert view(core, "infer-0").wanted == v1
     yielded = md_status(custom, "lab")
     conditions = {c["type"]: c for c in yielded["conditions"]}
@@ -494,7 +474,7 @@ def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_
             status = md_status(custom, name)
             return status.get("phase") == "Healthy" and status.get("stableVersion") == version
 
-        return wait_for(check, START_TIMEOUT_S, f"{name} Healthy on {version}", fast_operator.log)
+        return wait_for(check, START_TIMEOUT_S, f"{name} Healthy on {version}", operator.log)
 
     healthy(NAME, v1)  # the older's rollout is unaffected; the younger ticked all along
     assert md_status(custom, "lab")["phase"] == "Degraded"
@@ -524,7 +504,7 @@ def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_
             degraded_of("lab").get("reason") == "SelectorOverlap"
         )
 
-    wait_for(taken_back, START_TIMEOUT_S, "the older taking its pod back", fast_operator.log)
+    wait_for(taken_back, START_TIMEOUT_S, "the older taking its pod back", operator.log)
     # the Event follows the status write of the same reconcile
     wait_for(lambda: events("SelectorOverlap") == 2, 30, "a Warning for the new overlap")
     custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, NAME)
@@ -542,13 +522,12 @@ def test_two_deployments_selecting_one_pod_the_older_keeps_it_until_the_overlap_
 
 
 def test_a_promote_is_handled_when_it_arrives_not_when_a_timer_looks(
-    cluster: RunningSandbox, published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: RunningSandbox, published: Published, tmp_path: Path
 ) -> None:
-    """With no timer tick due for an hour, a rollout still moves: the new spec.version, the
-    agents' reports (pod events) and a promote annotation each reach a handler when they arrive
-    (Kopf once left every ``deltaroll.dev/*`` annotation out of its diff, so a promote waited
-    for the timer)."""
-    monkeypatch.setenv("DELTAROLL_ROLLOUT_INTERVAL_S", "3600")
+    """With nothing on a clock (an indefinite pause), a rollout still moves: the new
+    spec.version, the agents' reports (pod events) and a promote annotation each reach a handler
+    when they arrive (Kopf once left every ``deltaroll.dev/*`` annotation out of its diff, so a
+    promote waited for the operator's old 5 s timer)."""
     operator = Operator(cluster, tmp_path / "operator.log")
     operator.start()
     v1, v2 = published.ids["v1"], published.ids["v2"]

@@ -16,6 +16,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from deltaroll.controllers.pod_defaults import container_security_context, pod_security_context
 from deltaroll_sandbox.polling import wait_for
 from deltaroll_sandbox.testing import RunningSandbox, kubectl_binary
 
@@ -135,7 +136,8 @@ def test_kubectl_finds_the_plugin(cluster: RunningSandbox, custom: Any) -> None:
 
 
 def inference_pod(name: str, agent_state: str) -> dict[str, Any]:
-    """A pod the qwen3 selector picks, carrying what an agent reports."""
+    """A pod the qwen3 selector picks, carrying what an agent reports (and passing the
+    namespace's Pod Security "restricted")."""
     return {
         "metadata": {
             "name": name, "labels": {"app": "llm"},
@@ -143,9 +145,10 @@ def inference_pod(name: str, agent_state: str) -> dict[str, Any]:
                 "deltaroll.dev/version": "v2", "deltaroll.dev/agent-state": agent_state,
             },
         },
-        "spec": {"containers": [{
+        "spec": {"securityContext": pod_security_context(), "containers": [{
             "name": "engine", "image": "ignored",
             "command": ["python", "-c", "import time; time.sleep(600)"],
+            "securityContext": container_security_context(),
         }]},
     }  # fmt: skip
 

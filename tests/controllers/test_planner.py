@@ -11,6 +11,7 @@ import pytest
 from deltaroll.api import ModelDelta, parse_resource
 from deltaroll.api.crd import MODEL_DELTA
 from deltaroll.api.facts import VersionFacts
+from deltaroll.api.job_result import JobReport
 from deltaroll.api.modeldelta import ModelDeltaStatus
 from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import build_job, content_digest, spec_digest
@@ -22,6 +23,7 @@ from deltaroll.controllers.modeldelta.planner import (
     Plan,
     PostEvent,
     RecordInputs,
+    SignVersion,
     StoreView,
     plan,
 )
@@ -295,3 +297,62 @@ def test_an_unparseable_object_fails_with_the_reason_invalid_spec() -> None:
     )
     condition = next(c for c in status.conditions or [] if c.type == "Ready")
     assert (condition.reason, condition.last_transition_time) == ("InvalidSpec", T1)
+
+
+# ---------------------------------------------------------------- signing with the operator's key
+
+SIGNER = "e" * 64
+PUBLISHED = StoreView(parent_id=PARENT_ID, published=FACTS)
+
+
+def reported(d: ModelDelta, version: str = FACTS.version, **fields: Any) -> JobView:
+    """A finished Job whose worker reported publishing ``version``."""
+    report = JobReport.success("compute", {"version": version, "name": "step-120"})
+    return job(d, **{"succeeded": True, "reports": (report,), **fields})
+
+
+def test_the_version_its_own_job_reported_is_signed_before_it_is_ready() -> None:
+    d = delta()
+    p = run(d, Observed(store=PUBLISHED, jobs=(reported(d),), signer=SIGNER))
+    assert p.status.phase == "Ready" and p.status.signed_by == SIGNER
+    signs = [a for a in p.actions if isinstance(a, SignVersion)]
+    assert signs == [SignVersion(FACTS.version, "step-120", PARENT_ID)]
+    assert any(isinstance(a, PostEvent) and a.reason == "Signed" for a in p.actions)
+
+    signed = dataclasses.replace(PUBLISHED, signed=True)
+    again = run(d, Observed(store=signed, jobs=(reported(d),), signer=SIGNER))
+    assert again.status.signed_by == SIGNER and SignVersion not in kinds(again)
+    assert run(d, Observed(store=PUBLISHED, jobs=(reported(d),))).status.signed_by is None
+
+
+def test_a_version_the_checks_refuse_fails_the_modeldelta() -> None:
+    d = delta()
+    refused = "the name 'step-120' points at cccc, not at this version: not signed"
+    p = run(d, Observed(store=PUBLISHED, jobs=(reported(d),), signer=SIGNER, sign_refused=refused))
+    assert p.status.phase == "Failed" and p.status.signed_by is None
+    assert (ready_condition(p).reason, ready_condition(p).message) == ("SignatureRefused", refused)
+    assert SignVersion not in kinds(p)
+
+
+@pytest.mark.parametrize(
+    "jobs",
+    [
+        pytest.param((), id="found in the store, no Job of ours"),
+        pytest.param("other", id="our Job reported another version"),
+    ],
+)
+def test_a_version_no_job_of_ours_reported_is_ready_but_not_signed(jobs: Any) -> None:
+    d = delta()
+    found = (reported(d, version="c" * 32),) if jobs == "other" else ()
+    p = run(d, Observed(store=PUBLISHED, jobs=found, signer=SIGNER))
+    assert p.status.phase == "Ready" and p.status.signed_by is None
+    assert SignVersion not in kinds(p)
+    assert "not signed: no Job of this ModelDelta published it" in str(p.status.message)
+    assert "`deltaroll sign`" in ready_condition(p).message
+
+
+def test_a_version_whose_job_is_still_finishing_waits_for_its_report() -> None:
+    d = delta()
+    p = run(d, Observed(store=PUBLISHED, jobs=(job(d, active=1),), signer=SIGNER))
+    assert p.status.phase == "Computing" and ready_condition(p).reason == "Publishing"
+    assert SignVersion not in kinds(p)

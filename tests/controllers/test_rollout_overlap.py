@@ -10,17 +10,20 @@ import pytest
 from controllers.rollout_world import World, canary, make_spec
 from deltaroll.api.annotations import ABORT, PROMOTE
 from deltaroll.api.conditions import find_condition
-from deltaroll.controllers.modeldeployment.overlap import Overlap, older_claims
+from deltaroll.controllers.modeldeployment.overlap import Claimant, Overlap, claimant, older_claims
 
 T_OLD, T_NEW = "2026-01-01T12:00:00Z", "2026-01-01T12:00:01Z"
 APP = {"matchLabels": {"app": "llm"}}
 
 
-def md(name: str, created: str, selector: dict[str, Any], **meta: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "creationTimestamp": created, **meta},
-        "spec": {"selector": selector},
-    }
+def md(name: str, created: str, selector: dict[str, Any], **meta: Any) -> Claimant:
+    """A ModelDeployment as the operator's index keeps it."""
+    return claimant(
+        {
+            "metadata": {"name": name, "creationTimestamp": created, **meta},
+            "spec": {"selector": selector},
+        }
+    )
 
 
 def pod(name: str, **labels: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from controllers.rollout_world import HTTP_TEMPLATE, T0, World, canary, make_spe
 from deltaroll.api.agent_state import AgentState
 from deltaroll.api.annotations import ABORT, PROMOTE, RETRY
 from deltaroll.api.conditions import find_condition
+from deltaroll.api.public_keys import verify_keys_value
+from deltaroll.controllers.modeldeployment.overlap import Overlap
 from deltaroll.controllers.modeldeployment.planner import TargetVersion
 from deltaroll.controllers.modeldeployment.pods import (
     PodView,
@@ -605,3 +607,52 @@ def test_any_canary_respects_max_unavailable_and_ends_on_the_new_version(
             break
     assert world.status is not None and world.status.phase == "Healthy"
     assert world.status.stable_version == "v2" and world.count("v2") == total
+
+
+# ---------------------------------------------------------------- signed versions
+
+
+def public_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate().public_key()
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def test_every_pod_carries_the_accepted_keys_from_the_patch_that_gives_it_a_version() -> None:
+    pem = public_pem()
+    spec = make_spec(version="v1", verification={"publicKeys": [pem]})
+    keys = verify_keys_value([pem])
+    world = World.on(None, 2, spec)
+    first = world.tick()
+    assert first.pod_versions == {"pod-0": "v1", "pod-1": "v1"}
+    assert first.pod_keys == {"pod-0": keys, "pod-1": keys}  # the same pass: one patch per pod
+    assert world.tick().pod_keys == {}  # nothing to rewrite once they carry them
+
+    world.spec = make_spec(version="v1")  # verification removed: the annotation goes
+    assert world.tick().pod_keys == {"pod-0": None, "pod-1": None}
+    world.spec = spec
+    world.overlap = Overlap(claims=(("older", ("pod-0",)),))
+    assert world.tick().pod_keys == {}  # a yielding deployment writes on no pod
+
+
+def test_an_unsigned_version_is_degraded_without_moving_a_pod_until_it_is_signed() -> None:
+    spec = make_spec(
+        verification={"publicKeys": [public_pem()]}, strategy=canary({"setWeight": 50})
+    )
+    world = World.on("v1", 2, spec)
+    why = "v2 of 'qwen3' is not signed by an accepted key (abcd): nothing was applied"
+    world.target = TargetVersion("Failed", why, version_id="sha-2", reason="VersionNotSigned")
+    for _ in range(2):
+        held = world.tick(advance_s=3600)
+        assert held.status.phase == "Degraded" and held.pod_versions == {}
+    degraded = find_condition(held.status.conditions, "Degraded")
+    assert degraded is not None and degraded.reason == "VersionNotSigned"
+    assert degraded.message == f"version v2 cannot be rolled out: {why}"
+    assert ("Warning", "VersionNotSigned") in world.events()
+    assert world.versions() == {"pod-0": "v1", "pod-1": "v1"}
+    world.target = TargetVersion("Ready", version_id="sha-2")  # signed since
+    assert world.until("Healthy").status.stable_version == "v2"

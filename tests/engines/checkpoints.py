@@ -83,3 +83,14 @@ def _reference_outputs(path: Path) -> tuple[str, float]:
             total += float(model(input_ids=ids, labels=ids).loss) * (ids.shape[1] - 1)
             count += ids.shape[1] - 1
     return completion, total / count
+
+
+def build_with_one_thread(root: Path) -> TinyCheckpoints:
+    """:func:`build_checkpoints` with torch on one thread, as the engine runs: bit-identical
+    arithmetic, and no core-hogging on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_checkpoints(root)
+    finally:
+        torch.set_num_threads(threads)

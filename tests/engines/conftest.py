@@ -4,20 +4,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from engines.checkpoints import TinyCheckpoints, build_checkpoints
+from engines.checkpoints import TinyCheckpoints, build_with_one_thread
 from engines.processes import RunningEngine, start_reference_engine
 
 
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> TinyCheckpoints:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the engine runs with one thread too: bit-identical arithmetic
-    try:
-        return build_checkpoints(tmp_path_factory.mktemp("checkpoints"))
-    finally:
-        torch.set_num_threads(threads)
+    return build_with_one_thread(tmp_path_factory.mktemp("checkpoints"))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,11 @@
 They answer the way the real servers do (status codes, JSON shapes, error bodies) and enforce the
 documented request shapes strictly, so an adapter that sends a wrong path, method, query or body
 fails the test instead of passing against a lenient fake. Sources of each shape are cited in the
-adapters' module docstrings (deltaroll.engines.sglang, deltaroll.engines.vllm).
+adapters' module docstrings (deltaroll.engines.sglang, deltaroll.engines.vllm). Both also serve
+the OpenAI-compatible inference routes on the same server, as the real ones do: completions and
+chat completions, with ``"stream": true`` as server-sent events over a chunked response
+(``data: {...}`` events, then ``data: [DONE]``); :attr:`FakeEngine.hold` keeps the last event back
+until a test releases it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ import os
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from safetensors.numpy import save_file
 
 NO_BODY = object()  # a request sent without a body (distinct from JSON null)
 
@@ -30,14 +38,26 @@ class Seen:
 Answer = tuple[int, Any]  # (status, JSON body or None for an empty body)
 
 
+@dataclass
+class Stream:
+    """A ``"stream": true`` answer: these SSE events, then ``[DONE]``."""
+
+    events: list[dict[str, Any]]
+
+
 class FakeEngine:
     """A threaded HTTP server on a free loopback port; subclasses implement :meth:`answer`."""
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
+        self.hold = threading.Event()  # set: a stream's last event may go
+        self.hold.set()
+        self.streams_finished = 0
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # as uvicorn: keep-alive, chunked streams
+
             def do_GET(self) -> None:  # noqa: N802
                 self._handle("GET")
 
@@ -58,7 +78,28 @@ class FakeEngine:
                     body = NO_BODY
                 seen = Seen(method, parts.path, parse_qs(parts.query), body)
                 fake.seen.append(seen)
-                self._send(*fake.answer(seen))
+                answer = fake.inference(seen) or fake.answer(seen)
+                if isinstance(answer, Stream):
+                    self._stream(answer)
+                else:
+                    self._send(*answer)
+
+            def _stream(self, stream: Stream) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for number, event in enumerate(stream.events):
+                    if number == len(stream.events) - 1:
+                        fake.hold.wait(timeout=30)
+                    self._chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
+                self._chunk(b"data: [DONE]\n\n")
+                self._chunk(b"")
+                fake.streams_finished += 1
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
 
             def _send(self, status: int, payload: Any) -> None:
                 data = b"" if payload is None else json.dumps(payload).encode()
@@ -95,9 +136,38 @@ class FakeEngine:
     def answer(self, seen: Seen) -> Answer:
         raise NotImplementedError
 
+    def served_routes(self) -> set[tuple[str, str]]:
+        """Every (method, path) it answers besides the OpenAI inference routes."""
+        raise NotImplementedError
+
+    def inference(self, seen: Seen) -> Answer | Stream | None:
+        """The OpenAI-compatible routes both engines serve beside their own; None for others."""
+        kind = {
+            ("POST", "/v1/completions"): "text_completion",
+            ("POST", "/v1/chat/completions"): "chat.completion",
+        }.get((seen.method, seen.path))
+        if kind is None:
+            return None
+        body = seen.body
+        if not isinstance(body, dict) or not ("prompt" in body or "messages" in body):
+            return 400, {"error": {"message": "prompt or messages: Field required", "code": 400}}
+        words = [f"w{n}" for n in range(int(body.get("max_tokens") or 4))]
+        if body.get("stream"):
+            return Stream([{"object": f"{kind}.chunk", "choices": [{"index": 0, "text": w}]}
+                           for w in words])  # fmt: skip
+        return 200, {"object": kind, "choices": [{"index": 0, "text": " ".join(words)}]}
+
 
 def not_found() -> Answer:
     return 404, {"detail": "Not Found"}
+
+
+def checkpoint_dir(path: Path) -> Path:
+    """A directory a server can load: config.json and a real safetensors file."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text('{"model_type": "llama"}')
+    save_file({"w": np.arange(6, dtype=np.float32).reshape(2, 3)}, path / "model.safetensors")
+    return path
 
 
 def loadable(path: str) -> str | None:
@@ -128,11 +198,19 @@ class FakeSGLang(FakeEngine):
     def __post_init__(self) -> None:
         super().__init__()
 
+    def served_routes(self) -> set[tuple[str, str]]:
+        info_path = "/get_model_info" if self.legacy_model_info else "/model_info"
+        return {("GET", "/health"), ("GET", "/v1/models"), ("GET", info_path),
+                ("POST", "/update_weights_from_disk")}  # fmt: skip
+
     def answer(self, seen: Seen) -> Answer:
         route = (seen.method, seen.path)
         info_path = "/get_model_info" if self.legacy_model_info else "/model_info"
         if route == ("GET", "/health"):
             return 200, None
+        if route == ("GET", "/v1/models"):
+            model = {"id": "served", "object": "model", "root": self.model_path}
+            return 200, {"object": "list", "data": [model]}
         if route == ("GET", info_path):
             return 200, {"model_path": self.model_path, "weight_version": self.weight_version}
         if route == ("POST", "/update_weights_from_disk"):
@@ -213,6 +291,9 @@ class FakeVLLM(FakeEngine):
                 ("POST", "/update_weight_version"): self._update_weight_version,
                 ("GET", "/weight_info"): lambda s: (200, {"weight_version": self.weight_version}),
             }
+
+    def served_routes(self) -> set[tuple[str, str]]:
+        return set(self._routes)
 
     def answer(self, seen: Seen) -> Answer:
         handler = self._routes.get((seen.method, seen.path))

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from deltaroll.engines import (
     EngineClient,
@@ -15,16 +13,8 @@ from deltaroll.engines import (
     EngineUnreachableError,
     engine_client,
 )
-from engines.fake_engines import NO_BODY, FakeSGLang, FakeVLLM
+from engines.fake_engines import NO_BODY, FakeSGLang, FakeVLLM, checkpoint_dir
 from fixtures.ports import free_port
-
-
-def checkpoint_dir(path: Path) -> Path:
-    """A directory a server can load: config.json and a real safetensors file."""
-    path.mkdir(parents=True)
-    (path / "config.json").write_text('{"model_type": "llama"}')
-    save_file({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, path / "model.safetensors")
-    return path
 
 
 @pytest.fixture

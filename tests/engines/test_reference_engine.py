@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,12 @@ from fixtures.ports import free_port
 
 def reload(engine: RunningEngine, path: Path, **extra: str) -> tuple[int, dict]:
     return call(
-        "POST", engine.url + "/update_weights_from_disk", {"model_path": str(path), **extra}
+        "POST", engine.admin_url + "/update_weights_from_disk", {"model_path": str(path), **extra}
     )
 
 
 def served_version(engine: RunningEngine) -> str:
-    status, body = call("GET", engine.url + "/weights_checksum")
+    status, body = call("GET", engine.admin_url + "/weights_checksum")
     assert status == 200
     return body["version"]
 
@@ -86,7 +87,7 @@ def test_eval_is_the_mean_token_loss_and_a_diverged_model_scores_worse(
 
 
 def test_weights_checksum_is_the_checkpoints_version_and_file_bytes(reference_engine, checkpoints):
-    status, body = call("GET", reference_engine.url + "/weights_checksum")
+    status, body = call("GET", reference_engine.admin_url + "/weights_checksum")
     assert status == 200
     assert body["version"] == checkpoint_version(checkpoints.v1)
     on_disk = load_file(checkpoints.v1 / "model.safetensors")
@@ -211,7 +212,7 @@ def test_a_reload_whose_weights_are_not_the_expected_version_is_refused(
 def test_the_client_reloads_and_reports_refusals_with_the_engines_message(
     reference_engine, checkpoints, tmp_path
 ):
-    client = engine_client("reference", reference_engine.url)
+    client = engine_client("reference", reference_engine.admin_url)
     assert client.health() is True
     v1, v2 = checkpoint_version(checkpoints.v1), checkpoint_version(checkpoints.v2)
     try:
@@ -252,7 +253,9 @@ def test_an_engine_that_is_not_running_is_unhealthy_and_unreachable(tmp_path):
     ],
 )
 def test_malformed_requests_get_a_clear_4xx(reference_engine, path, body, status, words):
-    got_status, got = call("POST", reference_engine.url + path, body)
+    admin = path == "/update_weights_from_disk"
+    base = reference_engine.admin_url if admin else reference_engine.url
+    got_status, got = call("POST", base + path, body)
     assert got_status == status
     message = got.get("message") or got["error"]["message"]
     assert words in message
@@ -286,7 +289,7 @@ def test_serving_a_missing_directory_fails_with_one_error_line(command, tmp_path
 
 def test_the_cli_reloads_and_probes_a_running_engine(reference_engine, checkpoints, tmp_path):
     v1, v2 = checkpoint_version(checkpoints.v1), checkpoint_version(checkpoints.v2)
-    engine = ["--kind", "reference", "--endpoint", reference_engine.url]
+    engine = ["--kind", "reference", "--endpoint", reference_engine.admin_url]
 
     def deltaroll(*args: str) -> subprocess.CompletedProcess[str]:
         return run_deltaroll("engine", *args, timeout=60)
@@ -300,7 +303,7 @@ def test_the_cli_reloads_and_probes_a_running_engine(reference_engine, checkpoin
         assert status.returncode == 0
         assert json.loads(status.stdout) == {
             "kind": "reference",
-            "endpoint": reference_engine.url,
+            "endpoint": reference_engine.admin_url,
             "healthy": True,
             "loaded_version": v2,
         }
@@ -310,5 +313,44 @@ def test_the_cli_reloads_and_probes_a_running_engine(reference_engine, checkpoin
     assert refused.returncode == 1
     assert refused.stdout == ""
     [line] = refused.stderr.strip().splitlines()
-    assert line.startswith(f"error: engine at {reference_engine.url} failed to load weights")
+    assert line.startswith(f"error: engine at {reference_engine.admin_url} failed to load weights")
     assert f"still serving version {v1}" in line
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/update_weights_from_disk"),
+        ("GET", "/weights_checksum"),
+        ("POST", "//update_weights_from_disk"),
+        ("POST", "/v1/../update_weights_from_disk"),
+        ("POST", "/update_weights_from_disk?x=1"),
+    ],
+)
+def test_the_inference_port_serves_no_admin_route(reference_engine, checkpoints, method, path):
+    """A client of the Service reaches only inference; the weights stay what the agent set."""
+    body = {"model_path": str(checkpoints.v2)} if method == "POST" else None
+    status, reply = call(method, reference_engine.url + path, body)
+    assert status == 404, reply
+    assert served_version(reference_engine) == checkpoint_version(checkpoints.v1)
+
+
+def test_the_admin_port_is_on_loopback_and_serves_no_inference(reference_engine):
+    from deltaroll.engines.reference.server import ADMIN_HOST
+
+    assert ADMIN_HOST == "127.0.0.1"
+    status, _ = call("POST", reference_engine.admin_url + "/v1/completions", {"prompt": "a"})
+    assert status == 404
+    port = int(reference_engine.admin_url.rsplit(":", 1)[1])
+    assert listening_addresses(port) == {"127.0.0.1"}
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses a TCP socket listens on at ``port`` (Linux' /proc/net/tcp)."""
+    found = set()
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found

@@ -1,10 +1,17 @@
-"""The local object cache: only verified objects enter; what a killed pull left is adopted."""
+"""The local object cache: only verified objects enter, durably; a cached file is hashed before it
+is trusted; what a killed pull left is adopted."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
+import pytest
+
+from deltaroll.api.object_cache import SALT_NAME
+from deltaroll.store import ObjectCacheError, Store
+from deltaroll.store import cache as cache_module
 from deltaroll.store.cache import ObjectCache
 from deltaroll.store.manifests import ObjectRef
 
@@ -52,3 +59,57 @@ def _staged(cache: ObjectCache, ref: ObjectRef, data: bytes) -> Path:
     path = cache.staging_path(ref.digest)
     path.write_bytes(data)
     return path
+
+
+def test_a_cached_object_is_hashed_once_per_process_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ObjectCache(tmp_path / "cache")
+    ref = ref_of(b"verified bytes")
+    cache.path(ref.digest).parent.mkdir(parents=True)
+    cache.path(ref.digest).write_bytes(b"verified bytes")  # put there by someone else
+    hashed: list[int] = []
+    real = cache_module._sha256
+    monkeypatch.setattr(cache_module, "_sha256", lambda fd: hashed.append(fd) or real(fd))
+
+    assert cache.verified(ref.digest) and cache.verified(ref.digest)
+    assert len(hashed) == 1
+    cache.path(ref.digest).write_bytes(b"verified BYTES")  # same size, rewritten in place
+    assert not cache.verified(ref.digest) and not cache.path(ref.digest).exists()
+    assert len(hashed) == 2
+
+
+def test_a_commit_is_durable_before_and_after_its_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync the object before it gets its name, and the directory after: a power loss
+    leaves no torn file under a digest's name."""
+    cache = ObjectCache(tmp_path / "cache")
+    ref = ref_of(b"durable")
+    staged = _staged(cache, ref, b"durable")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: Path, dest: Path) -> None:
+        events.append(("rename", str(dest)))
+        real_replace(source, dest)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    cache.commit(ref.digest, staged)
+    final = str(cache.path(ref.digest))
+    assert events.index(("fsync", str(staged))) < events.index(("rename", final))
+    assert events.index(("rename", final)) < events.index(("fsync", str(cache.root)))
+
+
+def test_an_altered_cache_salt_is_refused_with_the_file_to_remove(tmp_path: Path) -> None:
+    store = Store("file:///nowhere", cache_dir=tmp_path)
+    assert not (tmp_path / SALT_NAME).exists()  # reading records never touches the cache
+    assert store.cache.root.parent == tmp_path  # first use creates the salt
+    (tmp_path / SALT_NAME).write_bytes(b"short")
+    with pytest.raises(ObjectCacheError, match=f"{tmp_path / SALT_NAME}.*remove it"):
+        _ = Store("file:///nowhere", cache_dir=tmp_path).cache

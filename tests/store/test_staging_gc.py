@@ -3,7 +3,6 @@ hf:// (the fake Hub). Parts are real share manifests, made by diffing the tiny m
 
 from __future__ import annotations
 
-import filecmp
 import os
 import time
 from dataclasses import dataclass
@@ -17,11 +16,10 @@ from deltaroll.checkpoint.manifest import MANIFEST_NAME
 from deltaroll.store import InvalidNameError, Store, keys, parse_store_uri
 from deltaroll.store.backends.hf import HfBackend
 from deltaroll.store.manifests import ObjectRef
-from deltaroll.store.staging import EMPTY_SHARE, record_part
+from deltaroll.store.staging import EMPTY_SHARE, record_job, record_part
 from deltaroll.store.transfer import upload_objects
-from fixtures.files import visible_names
 from store.fake_hub import FakeHubApi
-from store.support import FAST_RETRY, make_bucket
+from store.support import FAST_RETRY, make_bucket, pulls_bit_exact
 
 NO_GRACE = timedelta(0)
 GROUP, OTHER_GROUP = "a" * 32, "b" * 32
@@ -79,13 +77,6 @@ def push_two(store: Store, checkpoints: list[Path]) -> list[str]:
     first = store.push("tiny", checkpoints[0], name="step-0")
     second = store.push("tiny", checkpoints[1], base=checkpoints[0], name="step-1")
     return [first.version, second.version]
-
-
-def pulls_bit_exact(store: Store, ref: str, expected: Path, out: Path) -> bool:
-    store.pull("tiny", ref, out)
-    names = visible_names(expected)
-    _, mismatch, errors = filecmp.cmpfiles(out, expected, names, shallow=False)
-    return visible_names(out) == names and not mismatch and not errors
 
 
 def test_gc_removes_a_published_groups_parts_at_once(
@@ -166,6 +157,29 @@ def test_a_kept_part_protects_objects_older_than_the_grace(
     assert idle.deleted_staging_parts == 1 and idle.deleted_objects > 0
     assert not part.exists()
     assert object_keys(store) == needed_objects(store) < objects
+
+
+def test_a_group_is_kept_while_its_job_exists_and_collected_once_it_is_gone(
+    store: Store, checkpoints: list[Path], tmp_path: Path
+) -> None:
+    """On main a group idle past the grace was collected while its Job still ran (a slow
+    share); told which Jobs exist, gc keeps it however idle, and drops it once its Job is gone
+    however recent. A namespace gc did not look at leaves idleness to decide."""
+    push_two(store, checkpoints)
+    running = share(checkpoints[1], checkpoints[2], tmp_path / "running")
+    upload(store, running)
+    record_job(store.catalog, "tiny", GROUP, "team-a/compute-step-2")
+    record_part(store.catalog, "tiny", GROUP, 0, 2, running.part)
+
+    live = {"team-a": {"compute-step-2"}}
+    kept = store.gc("tiny", ["step-1"], grace=NO_GRACE, live_jobs=live)
+    assert (kept.deleted_staging_parts, kept.deleted_objects) == (0, 0)
+    elsewhere = store.gc("tiny", ["step-1"], live_jobs={"team-b": set()})
+    assert elsewhere.deleted_staging_parts == 0  # recent, and its namespace was not looked at
+
+    gone = store.gc("tiny", ["step-1"], grace=NO_GRACE, live_jobs={"team-a": {"other-job"}})
+    assert gone.deleted_staging_parts == 2 and gone.deleted_objects > 0  # the part and job.json
+    assert object_keys(store) == needed_objects(store)
 
 
 def test_staging_keys_carry_the_share_count() -> None:

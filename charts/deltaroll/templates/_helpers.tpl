@@ -52,18 +52,18 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
 {{- end }}
 
-{{/* Namespaces the operator watches in namespace scope (the release's when none are given). */}}
+{{/* Namespaces the operator watches in namespace scope: the release's, then those listed. */}}
 {{- define "deltaroll.watchNamespaces" -}}
-{{- if .Values.watchNamespaces }}
-{{- toJson .Values.watchNamespaces }}
-{{- else }}
-{{- toJson (list .Release.Namespace) }}
-{{- end }}
+{{- prepend .Values.watchNamespaces .Release.Namespace | uniq | toJson }}
 {{- end }}
 
+{{/* Namespaces of inference pods: agent.namespaces, else the listed watchNamespaces, else the
+release's (never the operator's own namespace unless nothing else is named). */}}
 {{- define "deltaroll.agentNamespaces" -}}
 {{- if .Values.agent.namespaces }}
 {{- toJson .Values.agent.namespaces }}
+{{- else if .Values.watchNamespaces }}
+{{- toJson .Values.watchNamespaces }}
 {{- else }}
 {{- toJson (list .Release.Namespace) }}
 {{- end }}

@@ -8,7 +8,8 @@ readiness-gate condition). Run it with ``deltaroll agent run``.
 Modules: ``reconcile`` (the state machine), ``wanted`` (the annotations file), ``volume`` (the
 weights directory and safe swaps), ``fetch`` (objects into the cache), ``patching`` (applying a
 plan, finishing an interrupted apply), ``report`` (the pod's annotations and condition),
-``scrub`` (the background re-hash of the served weights, in a thread of its own), ``health``
+``scrub`` (the background re-hash of the served weights, in a thread of its own), ``trust``
+(the publisher keys the pod accepts and the signature check), ``health``
 and ``metrics`` (``/healthz``, ``/metrics``), ``config``, ``runner`` (wiring),
 ``errors``. The states it reports and their annotation format are a contract with the
 controller: :mod:`deltaroll.api.agent_state`.

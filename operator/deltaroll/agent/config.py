@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deltaroll.engines.transport import is_loopback
 
 DEFAULT_SCRUB_RATE = 64 << 20  # 64 MiB/s: a 140 GB model every ~37 minutes, a few % of a core
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class AgentConfig(BaseModel):
@@ -19,11 +22,18 @@ class AgentConfig(BaseModel):
     annotations_file: Path = Field(description="downwardAPI file of the pod's annotations")
     weights_dir: Path = Field(description="the checkpoint directory the engine loads")
     engine: str = Field(description="engine kind: reference, sglang or vllm")
-    engine_url: str = Field(description="engine base URL, e.g. http://127.0.0.1:8000")
+    engine_url: str = Field(
+        description="the engine's private (loopback) admin URL, e.g. http://127.0.0.1:8001"
+    )
     pod_name: str = Field(min_length=1)
     pod_namespace: str = Field(min_length=1)
     cache_dir: Path | None = Field(None, description="object cache; default beside the weights")
-    health_host: str = "0.0.0.0"  # noqa: S104 (probes come from the kubelet, via the pod IP)
+    service_account_dir: Path = Field(
+        SERVICE_ACCOUNT_DIR,
+        description="projected ServiceAccount token volume (token, ca.crt), mounted in the agent "
+        "container only",
+    )
+    health_host: str = "127.0.0.1"  # inside the pod only: the startup probe is an exec probe
     health_port: int = Field(8081, ge=0, le=65535)
     poll_interval_s: float = Field(1.0, gt=0, description="how often the annotations are read")
     retry_initial_s: float = Field(1.0, gt=0, description="first back-off after a failure")
@@ -41,3 +51,24 @@ class AgentConfig(BaseModel):
     scrub_interval_s: float = Field(
         60.0, ge=0, description="rest between the end of one scrub pass and the next"
     )
+    verify_keys: list[Path] = Field(
+        default_factory=list,
+        description="publisher public keys (PEM files, or directories of *.pem) a version must "
+        "be signed by; with none here or on the pod, versions are not checked",
+    )
+    allow_aux_files: list[str] = Field(
+        default_factory=list,
+        description="glob patterns of files beside the weights allowed beyond the data files",
+    )
+    allow_auto_map: bool = Field(False, description="allow an auto_map in config files")
+
+    @field_validator("engine_url")
+    @classmethod
+    def _engine_in_this_pod(cls, url: str) -> str:
+        """The agent trusts what the engine reports only over the pod's private path."""
+        if not is_loopback(url):
+            raise ValueError(
+                f"{url} is not a loopback address: the agent reloads the engine through its "
+                "admin routes, which stay inside the pod; use http://127.0.0.1:<admin port>"
+            )
+        return url

@@ -16,10 +16,12 @@ import structlog
 from deltaroll.agent.errors import AgentError
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.checkpoint import apply_delta
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.checkpoint.journal import JournalState
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
-from deltaroll.store.pull import materialize_delta, read_delta
+from deltaroll.store.pull import check_signed_step, materialize_delta, read_delta
+from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
 
@@ -28,51 +30,74 @@ class OrphanedApplyError(AgentError):
     """The weights hold an unfinished apply whose delta the store no longer has."""
 
 
-def check_plan(store: Store, plan: Plan) -> None:
+def check_plan(store: Store, plan: Plan, signed: SignedTarget | None = None) -> None:
     """Refuse a plan with a delta this agent cannot apply (a format it does not read, a
-    manifest that does not check out or disagrees with the store's record) before anything
-    touches the weights volume; the plan's objects are in the cache."""
+    manifest that does not check out or disagrees with the store's record, a last delta that
+    does not produce the ``signed`` content) before anything touches the weights volume; the
+    plan's objects are in the cache."""
     for step in plan.steps:
-        read_delta(step, store.cache)
+        manifest, _ = read_delta(step, store.cache)
+    if signed is not None and plan.steps:
+        check_signed_step(signed, plan.steps[-1], manifest)  # the last manifest, read once
 
 
-def apply_plan(store: Store, plan: Plan, volume: WeightsVolume) -> None:
+def apply_plan(
+    store: Store, plan: Plan, volume: WeightsVolume, aux_policy: AuxPolicy = DEFAULT_AUX_POLICY
+) -> None:
     """Bring ``weights`` to ``plan.target``; every object must already be in the cache."""
     try:
         if plan.start is None:
-            _build_and_swap(store, plan, volume)
+            _build_and_swap(store, plan, volume, aux_policy)
         else:
             for index, step in enumerate(plan.steps):
-                _apply_in_place(store, step, volume, index)
+                _apply_in_place(store, step, volume, index, aux_policy)
     finally:
         shutil.rmtree(volume.deltas, ignore_errors=True)
 
 
-def finish_apply(store: Store, step: Step, volume: WeightsVolume) -> None:
+def finish_apply(
+    store: Store, step: Step, volume: WeightsVolume, aux_policy: AuxPolicy = DEFAULT_AUX_POLICY
+) -> None:
     """Run the interrupted in-place apply of ``step`` again: the journal makes it resume."""
     try:
-        _apply_in_place(store, step, volume, 0)
+        _apply_in_place(store, step, volume, 0, aux_policy)
     finally:
         shutil.rmtree(volume.deltas, ignore_errors=True)
 
 
-def _apply_in_place(store: Store, step: Step, volume: WeightsVolume, index: int) -> None:
+def _apply_in_place(
+    store: Store, step: Step, volume: WeightsVolume, index: int, aux_policy: AuxPolicy
+) -> None:
     delta_dir = volume.fresh_delta_dir(index)
     manifest = materialize_delta(step, store.cache, delta_dir)
-    apply_delta(volume.weights, delta_dir, manifest, in_place=True, reverse=step.reverse)
+    apply_delta(
+        volume.weights,
+        delta_dir,
+        manifest,
+        in_place=True,
+        reverse=step.reverse,
+        aux_policy=aux_policy,
+    )
     log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
 
 
-def _build_and_swap(store: Store, plan: Plan, volume: WeightsVolume) -> None:
+def _build_and_swap(store: Store, plan: Plan, volume: WeightsVolume, aux_policy: AuxPolicy) -> None:
     shutil.rmtree(volume.building, ignore_errors=True)
     shutil.rmtree(volume.built, ignore_errors=True)
     for index, step in enumerate(plan.steps):
         delta_dir = volume.fresh_delta_dir(index)
         manifest = materialize_delta(step, store.cache, delta_dir)
         if index == 0:
-            apply_delta(None, delta_dir, manifest, out_dir=volume.building)
+            apply_delta(None, delta_dir, manifest, out_dir=volume.building, aux_policy=aux_policy)
         else:
-            apply_delta(volume.building, delta_dir, manifest, in_place=True, reverse=step.reverse)
+            apply_delta(
+                volume.building,
+                delta_dir,
+                manifest,
+                in_place=True,
+                reverse=step.reverse,
+                aux_policy=aux_policy,
+            )
         log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
     volume.building.rename(volume.built)
     volume.install_built()

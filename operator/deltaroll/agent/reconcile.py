@@ -7,7 +7,7 @@ stretch towards it::
                             │  ▲                                                        │
             store down:     └──┘ back off, old version still served         engine holds it
                                                                                         ▼
-    Failed ◀── corrupt delta, no path, engine refuses ──────────────────────────────── Ready
+    Failed ◀── corrupt delta, no path, unsigned version, engine refuses ────────────── Ready
    ▲                                                                                    │
    └─────── the scrub finds the served bytes corrupt: discarded, rebuilt from an anchor ┘
 
@@ -41,7 +41,7 @@ import structlog
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
-from deltaroll.agent.fetch import fetch_objects, prune_cache
+from deltaroll.agent.fetch import fetched_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
     OrphanedApplyError,
@@ -52,10 +52,12 @@ from deltaroll.agent.patching import (
 )
 from deltaroll.agent.report import Report, Reporter
 from deltaroll.agent.scrub import ScrubGate, ScrubMismatch
+from deltaroll.agent.trust import VersionTrust
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.agent.wanted import read_wanted_version
 from deltaroll.api.agent_state import AgentState
-from deltaroll.checkpoint.errors import CheckpointError
+from deltaroll.checkpoint.aux_policy import AuxPolicy
+from deltaroll.checkpoint.errors import CheckpointError, CorruptDeltaError
 from deltaroll.checkpoint.state import forget_state
 from deltaroll.engines import (
     EngineClient,
@@ -71,6 +73,8 @@ from deltaroll.store import (
     TransferCancelledError,
     TransientStoreError,
 )
+from deltaroll.store.graph import Plan
+from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
 
@@ -107,6 +111,8 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
         self.scrub = ScrubGate()  # shared with the scrub thread, if one runs
+        self.trust = VersionTrust(config.verify_keys, config.annotations_file)
+        self.aux_policy = AuxPolicy(tuple(config.allow_aux_files), config.allow_auto_map)
         self._clock = clock
         self.state = AgentState.IDLE
         self.message = ""
@@ -115,11 +121,13 @@ class Agent:
         self.disk_version: str | None = None  # verified version on the weights volume
         self.engine_version: str | None = None  # verified in the engine, for the weights on disk
         self.had_weights = False  # a verified version was on disk at least once (/healthz)
+        self.labelled: str | None = None  # the version label this process gave the engine
         self._resolved: tuple[str, str] | None = None  # (annotation value, version id)
         self._failed: tuple[str | None, float] | None = None  # (wanted, when)
         self._attempt = 0
         self._change_started: float | None = None
         self._engine_checked = float("-inf")
+        self.cache_kept: frozenset[str] = frozenset()  # held in the cache for a rollback
 
     # ------------------------------------------------------------------ the loop
 
@@ -192,11 +200,15 @@ class Agent:
                 log.warning("agent.orphaned_apply", error=str(exc))
                 self.volume.discard_weights()
             else:
-                self.metrics.downloaded_bytes.inc(
-                    fetch_objects(self.store, self.config.model, [step])
-                )
-                finish_apply(self.store, step, self.volume)
-                self.metrics.applied_deltas.labels(step.kind).inc()
+                with fetched_objects(self.store, self.config.model, [step]) as downloaded:
+                    self.metrics.downloaded_bytes.inc(downloaded)
+                    try:
+                        finish_apply(self.store, step, self.volume, self.aux_policy)
+                    except CorruptDeltaError as exc:  # refused: never resumed, rebuilt instead
+                        log.error("agent.interrupted_apply_refused", error=str(exc))
+                        self.volume.discard_weights()
+                    else:
+                        self.metrics.applied_deltas.labels(step.kind).inc()
         try:
             self.disk_version = self.volume.version()
         except CheckpointError as exc:  # not ours to keep: rebuilt from the store
@@ -231,10 +243,12 @@ class Agent:
             self._report(AgentState.PULLING, f"fetching the deltas to {wanted}")
             target = self.store.resolve(self.config.model, wanted)
             self._resolved = (wanted, target)
+        # Even the version on disk: a pod that requires signatures serves nothing unsigned.
+        signed = self.trust.check(self.store, self.config.model, wanted, target)
         if self.disk_version != target:
             if self._change_started is None:
                 self._change_started = self._clock()
-            self._change_to(target)
+            self._change_to(target, signed)
         elif self.state is AgentState.READY and self._engine_check_due():
             self.engine_version = self._engine_holds(target, keep_if_unreachable=True)
         if self.engine_version != target:
@@ -247,7 +261,7 @@ class Agent:
             # Off the pause path: the pod already serves; the next apply trusts the record.
             self.volume.make_durable()
 
-    def _change_to(self, target: str) -> None:
+    def _change_to(self, target: str, signed: SignedTarget | None) -> None:
         """Pull the deltas on the cheapest path, then apply them to the weights volume."""
         self._report(AgentState.PULLING, f"fetching the deltas to {target}")
         have = [self.disk_version] if self.disk_version else []
@@ -257,24 +271,33 @@ class Agent:
             return self._wanted_now() not in (self.wanted, target)
 
         try:
-            downloaded = fetch_objects(
+            with fetched_objects(
                 self.store, self.config.model, plan.steps, should_stop=superseded
-            )
+            ) as downloaded:
+                self.metrics.downloaded_bytes.inc(downloaded)
+                log.info(
+                    "agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded
+                )
+                if superseded():  # the last objects were in flight when the annotation moved
+                    raise PullSupersededError(target, self._wanted_now())
+                # A delta it cannot apply, or one that does not produce the signed content,
+                # leaves the served version as it is.
+                check_plan(self.store, plan, signed)
+                self._apply(target, plan)
         except TransferCancelledError as exc:
             self.metrics.downloaded_bytes.inc(exc.received)
             raise PullSupersededError(target, self._wanted_now()) from exc
-        self.metrics.downloaded_bytes.inc(downloaded)
-        log.info("agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded)
-        if superseded():  # the last objects were in flight when the annotation moved
-            raise PullSupersededError(target, self._wanted_now())
-        check_plan(self.store, plan)  # a delta it cannot apply leaves the served version as it is
+        self.cache_kept = prune_cache(self.store, plan, self.cache_kept)
+
+    def _apply(self, target: str, plan: Plan) -> None:
+        """Apply a fetched and checked plan to the weights volume."""
         self.engine_version = None  # from here on the weights are not a verified version
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass
         self.disk_version = None
         read_before, written_before = process_io()
         started = self._clock()
-        apply_plan(self.store, plan, self.volume)
+        apply_plan(self.store, plan, self.volume, self.aux_policy)
         self.metrics.apply_seconds.observe(self._clock() - started)
         read_after, written_after = process_io()
         self.metrics.bytes_read.inc(read_after - read_before)
@@ -283,7 +306,6 @@ class Agent:
             self.metrics.applied_deltas.labels(step.kind).inc()
         self.disk_version = target
         self.disk_settled = self.had_weights = True
-        prune_cache(self.store, plan)
 
     def _reload(self, target: str) -> None:
         try:
@@ -302,6 +324,7 @@ class Agent:
                 f"reports version {loaded}, not {target}; check that it loads that directory"
             )
         self.metrics.reloads.labels("ok").inc()
+        self.labelled = target
         log.info("agent.reloaded", engine=self.engine.endpoint, version=target)
         self.engine_version = target
         self._engine_checked = self._clock()
@@ -317,6 +340,8 @@ class Agent:
             return self.engine_version if keep_if_unreachable else None
         if keep_if_unreachable and loaded is None:
             return self.engine_version  # an engine that cannot tell is trusted after a reload
+        if not self.engine.version_is_digest and loaded != self.labelled:
+            return None  # a label this agent did not set (a restart, another caller): reload
         return version if loaded == version else None
 
     def _wanted_now(self) -> str | None:

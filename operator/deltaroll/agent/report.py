@@ -12,9 +12,11 @@ kubelet's own conditions are never overwritten. Nothing is sent when nothing cha
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -162,17 +164,17 @@ class PodReporter:
             ) from exc
 
 
-def core_v1_api() -> Any:
-    """A CoreV1Api from the in-cluster service account, else ``KUBECONFIG`` / ~/.kube/config."""
-    import os
-
+def core_v1_api(service_account_dir: Path) -> Any:
+    """A CoreV1Api with the token of the agent's projected ServiceAccount volume (re-read as
+    the kubelet rotates it), else ``KUBECONFIG`` / ~/.kube/config (an agent run by hand)."""
     import kubernetes
+    from kubernetes.config.incluster_config import InClusterConfigLoader
 
     configuration = kubernetes.client.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    ):
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    token = service_account_dir / "token"
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and token.exists():
+        loader = InClusterConfigLoader(str(token), str(service_account_dir / "ca.crt"))
+        loader.load_and_set(client_configuration=configuration)
     else:
         kubernetes.config.load_kube_config(client_configuration=configuration)
     return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))

@@ -25,7 +25,9 @@ def build_agent(config: AgentConfig) -> Agent:
         config,
         store=Store(config.store, cache_dir=volume.cache_dir),
         engine=engine_client(config.engine, config.engine_url, timeout=config.engine_timeout_s),
-        reporter=PodReporter(core_v1_api(), config.pod_namespace, config.pod_name),
+        reporter=PodReporter(
+            core_v1_api(config.service_account_dir), config.pod_namespace, config.pod_name
+        ),
     )
 
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from deltaroll.agent.errors import AgentError
-from deltaroll.api.annotations import POD_VERSION
+from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
 
 _GO_ESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[abfnrtv\\"\'])')
 _SIMPLE_ESCAPES = {
@@ -63,6 +63,18 @@ def parse_downward_file(text: str) -> dict[str, str]:
 
 def read_wanted_version(annotations_file: Path) -> str | None:
     """The ``deltaroll.dev/version`` annotation, or None when the pod has none (yet)."""
+    wanted = _annotations(annotations_file).get(POD_VERSION, "").strip()
+    return wanted or None
+
+
+def read_pod_keys(annotations_file: Path) -> list[str]:
+    """The public keys the operator wrote on the pod (``deltaroll.dev/verify-keys``, comma
+    separated ``ed25519:<base64>``), unparsed."""
+    value = _annotations(annotations_file).get(POD_VERIFY_KEYS, "")
+    return [key for key in (part.strip() for part in value.split(",")) if key]
+
+
+def _annotations(annotations_file: Path) -> dict[str, str]:
     try:
         text = annotations_file.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -70,5 +82,4 @@ def read_wanted_version(annotations_file: Path) -> str | None:
             f"{annotations_file} does not exist: mount a downwardAPI volume with "
             "fieldPath metadata.annotations there and pass its file as --annotations-file"
         ) from exc
-    wanted = parse_downward_file(text).get(POD_VERSION, "").strip()
-    return wanted or None
+    return parse_downward_file(text)

@@ -1,9 +1,11 @@
 """Names that the operator, the agent and the kubectl plugin exchange through annotations.
 
 On inference pods: the operator writes :data:`POD_VERSION` (what the pod should serve, read by
-the agent through a downwardAPI volume); the agent reports :data:`POD_CURRENT_VERSION` and
-:data:`POD_AGENT_STATE` and sets the pod condition :data:`WEIGHTS_READY_CONDITION`, a readiness
-gate, so a pod that is swapping weights takes no traffic.
+the agent through a downwardAPI volume) and, when its ModelDeployment names publisher keys,
+:data:`POD_VERIFY_KEYS` (the keys whose signature the agent requires); the agent reports
+:data:`POD_CURRENT_VERSION` and :data:`POD_AGENT_STATE` and sets the pod condition
+:data:`WEIGHTS_READY_CONDITION`, a readiness gate, so a pod that is swapping weights takes no
+traffic.
 
 On a ModelDeployment: ``kubectl deltaroll promote|abort|retry`` set :data:`PROMOTE`, :data:`ABORT`
 or :data:`RETRY`; the controller acts on it, records the outcome in status (``abort``,
@@ -18,6 +20,9 @@ from typing import Final
 PREFIX: Final = "deltaroll.dev"
 
 POD_VERSION: Final = f"{PREFIX}/version"
+POD_VERIFY_KEYS: Final = f"{PREFIX}/verify-keys"
+"""Comma-separated ``ed25519:<base64 of the raw 32-byte key>``: the publisher keys whose
+signature the pod's agent requires of every version (``spec.verification.publicKeys``)."""
 POD_CURRENT_VERSION: Final = f"{PREFIX}/current-version"
 POD_AGENT_STATE: Final = f"{PREFIX}/agent-state"
 WEIGHTS_READY_CONDITION: Final = f"{PREFIX}/weights-ready"
@@ -36,6 +41,9 @@ KOPF_PREFIX: Final = f"operator.{PREFIX}"
 A prefix of its own: Kopf leaves every annotation under a storage's prefix out of the state it
 diffs, so under ``deltaroll.dev`` a promote, abort or retry fired no update handler and waited
 for the next timer tick. Not ``kopf.*``: Kopf marks (and so leaves out) only other prefixes."""
+FINALIZER: Final = f"{PREFIX}/cleanup"
+"""The finalizer the operator puts on a ModelDelta with ``deletionPolicy: Delete`` (its store
+clean-up must run before the object goes); a ModelDeployment needs none."""
 LAST_HANDLED_KEY: Final = "last-handled-configuration"
 LAST_HANDLED: Final = f"{KOPF_PREFIX}/{LAST_HANDLED_KEY}"
 """Kopf's record of the spec it last handled (its diff-base), kept on our custom objects: with

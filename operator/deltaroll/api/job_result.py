@@ -22,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 DEFAULT_PATH: Final = "/dev/termination-log"
 PATH_ENV: Final = "DELTAROLL_TERMINATION_LOG"
+#: ``namespace/name`` of the Job a worker runs in: a sharded computation records it beside its
+#: staged parts, and gc keeps them while that Job exists.
+JOB_ENV: Final = "DELTAROLL_JOB"
 LIMIT_BYTES: Final = 4096
 
 #: A success report's field: True when this run created the version in the store (it was not

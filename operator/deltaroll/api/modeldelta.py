@@ -298,6 +298,14 @@ class ModelDeltaStatus(ApiModel):
     full_bytes: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="Bytes of the full checkpoint of this version."
     )
+    signed_by: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description=(
+            "Id (SHA-256 of the raw key) of the operator's signing key, once the operator "
+            "checked what this ModelDelta's Job published and signed it; absent when the "
+            "operator has no signing key or did not sign (the message says why)."
+        ),
+    )
     job_ref: JobReference | None = Field(
         default=None, description="The Job computing (or that computed) this version."
     )

@@ -38,6 +38,7 @@ from deltaroll.api.common import (
     cel,
     cel_rules,
 )
+from deltaroll.api.public_keys import ed25519_raw
 
 KIND: Final = "ModelDeployment"
 PLURAL: Final = "modeldeployments"
@@ -47,6 +48,7 @@ AnalysisPhase = Literal["Running", "Successful", "Failed", "Inconclusive", "Erro
 
 MAX_STEPS = 32
 MAX_TEMPLATES = 16
+MAX_PUBLIC_KEYS = 8
 
 # A template name: a DNS-1123 label, so it can name the analysis Job too.
 TemplateName = Annotated[
@@ -416,6 +418,33 @@ class MetricTemplate(ApiModel):
         return self
 
 
+def _ed25519_pem(text: str) -> str:
+    ed25519_raw(text)
+    return text
+
+
+PublicKeyPem = Annotated[
+    str,
+    StringConstraints(pattern=r"^\s*-----BEGIN PUBLIC KEY-----", max_length=1024),
+    AfterValidator(_ed25519_pem),
+]
+
+
+class VerificationSpec(ApiModel):
+    """The publisher keys whose signature every version these pods load must carry."""
+
+    public_keys: Annotated[list[PublicKeyPem], Field(min_length=1, max_length=MAX_PUBLIC_KEYS)] = (
+        Field(
+            description=(
+                "Ed25519 public keys in PEM (the PUBLIC.pem of `deltaroll keys generate`, or the "
+                "operator's signing key's). A version is rolled out only when one of them signed "
+                "it (and, for a name in spec.version, that name); the agents refuse any other. "
+                "List two during a rotation."
+            )
+        )
+    )
+
+
 def _max_unavailable(value: int | str) -> int | str:
     if isinstance(value, int) and value < 1:
         raise ValueError("maxUnavailable must be at least 1")
@@ -495,6 +524,14 @@ class ModelDeploymentSpec(ApiModel):
     engine: EngineSpec = Field(description="The inference server in each pod.")
     strategy: Strategy | None = Field(
         default=None, description="How pods move to a new version; all at once when unset."
+    )
+    verification: VerificationSpec | None = Field(
+        default=None,
+        description=(
+            "Require signed versions: the operator writes these keys on every selected pod "
+            "(deltaroll.dev/verify-keys) and holds a version no key signed (Degraded, reason "
+            "VersionNotSigned). Unset: versions are not checked for signatures."
+        ),
     )
     analysis_templates: Annotated[list[MetricTemplate], Field(max_length=MAX_TEMPLATES)] | None = (
         Field(

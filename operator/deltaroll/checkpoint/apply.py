@@ -12,15 +12,18 @@ from typing import Any
 
 from deltaroll.checkpoint.apply_inplace import apply_in_place
 from deltaroll.checkpoint.apply_out import apply_to_directory
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
+from deltaroll.checkpoint.bounds import check_claims, check_limits
 from deltaroll.checkpoint.digests import check_version_ids, checkpoint_digests, version_of
-from deltaroll.checkpoint.errors import CheckpointError, WrongBaseError
+from deltaroll.checkpoint.errors import CheckpointError, CorruptDeltaError, WrongBaseError
+from deltaroll.checkpoint.journal import Journal
 from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.checkpoint.staging import check_output_free
 from deltaroll.checkpoint.state import record_side
-from deltaroll.checkpoint.transform import OnBytes, Side
+from deltaroll.checkpoint.transform import OnBytes, Side, other
 
 
 @dataclass(frozen=True)
@@ -47,27 +50,31 @@ def apply_delta(
     in_place: bool = False,
     reverse: bool = False,
     on_bytes: OnBytes | None = None,
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> ApplySummary:
     """Apply ``delta_dir`` to ``base`` (its target instead, with ``reverse``).
 
     Exactly one of ``out_dir`` (write the result there, in its layout) and ``in_place`` (patch
     ``base`` behind a journal). ``base`` is None only for an anchor applied forward.
     ``manifest`` is the delta's manifest where the caller has already parsed and checked the
-    bytes it put in ``delta_dir`` (read from there otherwise).
+    bytes it put in ``delta_dir`` (read from there otherwise). The side it produces may ship
+    only the auxiliary files ``aux_policy`` allows.
     """
     if (out_dir is None) == (not in_place):
         raise CheckpointError("choose exactly one of an output directory (-o) or --in-place")
     if manifest is None:
         manifest = read_delta_manifest(Path(delta_dir))
+    from_side: Side = "target" if reverse else "base"
+    check_bounds(manifest, from_side, base, out_dir, in_place=in_place)
     check_version_ids(manifest)
     objects = ObjectDir(Path(delta_dir))
     verify_objects(manifest, objects)
     payload = PackReader(objects, manifest.objects)
-    from_side: Side = "target" if reverse else "base"
     from_version = manifest.version(from_side)
     to_version = manifest.version("base" if reverse else "target")
     if to_version is None:
         raise CheckpointError("this delta is an anchor (from nothing); it cannot be reversed")
+    aux_policy.check(manifest, "base" if reverse else "target", payload)
     if (base is None) != (from_version is None):
         raise CheckpointError(
             "this delta is an anchor: apply it without a base"
@@ -91,6 +98,34 @@ def apply_delta(
         record_side(output, manifest, "base" if reverse else "target")
         changed = True
     return ApplySummary(from_version, to_version, str(output), in_place, reverse, changed)
+
+
+def check_bounds(
+    manifest: DeltaManifest,
+    from_side: Side,
+    base: Path | None,
+    out_dir: Path | None,
+    *,
+    in_place: bool,
+) -> None:
+    """Refuse, before anything is read, allocated or written, a delta whose claims its payload
+    cannot hold or whose apply exceeds the memory budget or the free disk. An unfinished apply
+    of a refused delta (committed by an older Deltaroll) is not resumed into it."""
+    pending = Journal(Path(base)).load() if in_place and base is not None else None
+    resuming = pending is not None and pending.manifest_digest == manifest.manifest_digest
+    try:
+        check_claims(manifest, other(from_side))
+    except CorruptDeltaError as exc:
+        if resuming:
+            raise CorruptDeltaError(
+                f"{exc}; {base} holds an unfinished apply of this delta, which is not resumed "
+                "into it: restore the checkpoint from a snapshot (an agent rebuilds it from an "
+                "anchor)"
+            ) from exc
+        raise
+    if not resuming:  # a resumed apply staged what it writes before its commit
+        destination = Path(base) if in_place and base is not None else Path(out_dir or ".")
+        check_limits(manifest, from_side, destination, in_place=in_place)
 
 
 def verify_objects(manifest: DeltaManifest, objects: ObjectDir) -> None:

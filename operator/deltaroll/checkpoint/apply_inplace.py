@@ -36,12 +36,12 @@ import numpy as np
 
 from deltaroll.checkpoint.changeset import (
     CheckedChanges,
-    check_fits,
     checked_changes,
     span_of,
     sparse_changes,
 )
 from deltaroll.checkpoint.crashpoints import crash_point
+from deltaroll.checkpoint.dense_change import dense_windows
 from deltaroll.checkpoint.digests import aux_digests, checkpoint_digests, tensor_digest, version_of
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import (
@@ -58,31 +58,20 @@ from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.materialize import write_to_side
 from deltaroll.checkpoint.names import child_path
 from deltaroll.checkpoint.packs import PackReader
-from deltaroll.checkpoint.reader import (
-    INDEX_NAME,
-    Checkpoint,
-    TensorRef,
-    open_checkpoint,
-    read_tensor_bits,
-)
+from deltaroll.checkpoint.reader import INDEX_NAME, Checkpoint, TensorRef, open_checkpoint
 from deltaroll.checkpoint.scatter import ValueSource, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
 from deltaroll.checkpoint.state import fsync_files, record_side, record_state, trusted_state
-from deltaroll.checkpoint.transform import (
-    OnBytes,
-    Side,
-    aux_file_bytes,
-    other,
-    to_side_bits,
-)
+from deltaroll.checkpoint.transform import OnBytes, Side, aux_file_bytes, other
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
 from deltaroll.codec.gaps import PositionCursor
 from deltaroll.errors import DeltarollError
 
 # Where auxiliary files are staged, beside the rebuilt weight files (a name no file can have).
 STAGED_AUX = ".aux"
-# New values kept in memory between staging and patching (beyond it: read back from the log).
-HELD_CHANGES_BYTES = 128 << 20
+# New sparse values kept in memory between staging and patching (beyond it: read back from the
+# log, a chunk at a time): a few tensors' worth, so peak memory stays one tensor's change set.
+HELD_CHANGES_BYTES = 32 << 20
 
 
 @dataclass
@@ -149,7 +138,7 @@ def _apply_locked(apply: _Apply) -> bool:
     journal = Journal(path)
     state = journal.load()
     plan = _plan(from_layout, to_layout)
-    held: dict[str, _Held] | None = None
+    held: _Held | None = None
     if state is None:
         journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
         checkpoint = open_checkpoint(path)
@@ -272,18 +261,17 @@ def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: b
     return True
 
 
-# A tensor's new values, checked, kept from staging for the patching: sparse (where, what) or
-# the whole tensor.
-_Held = CheckedChanges | np.ndarray
+# Sparse tensors' new values, checked, kept from staging for the patching (dense ones never
+# are: they are as large as their tensors, and go through the log a window at a time).
+_Held = dict[str, CheckedChanges]
 
 
-def _stage(
-    apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan
-) -> dict[str, _Held] | None:
+def _stage(apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan) -> _Held | None:
     """Build every rebuilt file in ``staged/`` and the redo log, from the untouched checkpoint.
 
-    Returns the new values too while they fit :data:`HELD_CHANGES_BYTES`, so the patching that
-    follows in this process need not read the log back; None when they did not fit."""
+    Returns the new values too while every change is sparse and they fit
+    :data:`HELD_CHANGES_BYTES`, so the patching that follows in this process need not read the
+    log back; None otherwise."""
     entries = apply.entries
     journal.reset_staged()
     for file in plan.rebuilt:
@@ -299,7 +287,7 @@ def _stage(
         crash_point("file-staged")
     _stage_aux_files(apply, journal)
     fsync_directory(journal.staged)
-    held: dict[str, _Held] | None = {}
+    held: _Held | None = {}
     held_bytes = 0
     with journal.changes_writer() as log:
         for file in plan.patched:
@@ -307,38 +295,36 @@ def _stage(
                 entry = entries[name]
                 if entry.payload is None:
                     continue
-                change = _stage_tensor(apply, entry, checkpoint.tensors[name])
-                if isinstance(change, CheckedChanges):
-                    log.add(name, change.values, whole=False)
+                ref = checkpoint.tensors[name]
+                if entry.kind == "dense":
+                    # Almost every element changes: the new tensor, checked against the other
+                    # side's digest, goes to the log a window at a time.
+                    windows = dense_windows(
+                        entry, ref, apply.objects, apply.from_side, check_from=False
+                    )
+                    dtype = np.dtype(bits_view(ref.dtype))
+                    log.add_chunks(name, dtype, ref.numel, windows, whole=True)
+                    held = None
                 else:
-                    log.add(name, change, whole=True)
+                    change = checked_changes(entry, ref, apply.objects, apply.from_side)
+                    log.add(name, change.values, whole=False)
+                    held_bytes += change.nbytes
+                    held = held if held is not None and held_bytes <= HELD_CHANGES_BYTES else None
+                    if held is not None:
+                        held[name] = change
+                if apply.on_bytes:
+                    apply.on_bytes(ref.nbytes)
                 crash_point("tensor-staged", name)
-                held_bytes += change.nbytes
-                held = held if held is not None and held_bytes <= HELD_CHANGES_BYTES else None
-                if held is not None:
-                    held[name] = change
     return held
 
 
-def _stage_tensor(apply: _Apply, entry: TensorEntry, ref: TensorRef) -> _Held:
-    """Compute one tensor's new values and check them before anything is written."""
-    if entry.kind == "dense":
-        check_fits(entry, ref, apply.from_side)
-        # Almost every element changes: read it whole, apply, check the other side's digest.
-        change: _Held = to_side_bits(entry, read_tensor_bits(ref), apply.objects, apply.from_side)
-    else:
-        change = checked_changes(entry, ref, apply.objects, apply.from_side)
-    if apply.on_bytes:
-        apply.on_bytes(ref.nbytes)
-    return change
-
-
-# What the patching writes into one tensor: the whole tensor, or values at positions.
-_Writes = np.ndarray | tuple[PositionCursor, ValueSource]
+# What the patching writes into one tensor: the whole tensor's new values, or new values at
+# positions.
+_Writes = ValueSource | tuple[PositionCursor, ValueSource]
 
 
 def _patch(
-    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], held: dict[str, _Held] | None
+    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], held: _Held | None
 ) -> None:
     """Write every new value of the redo log (or the same values, still held) into the
     checkpoint; idempotent."""
@@ -349,16 +335,14 @@ def _patch(
     )
     for name, write in writes:
         span = span_of(tensors[name])
-        if isinstance(write, np.ndarray):
-            write_whole(span, write)
-        else:
+        if isinstance(write, tuple):
             scatter(span, *write, name)
+        else:
+            write_whole(span, write)
         crash_point("tensor-patched", name)
 
 
-def _held_writes(change: _Held) -> _Writes:
-    if not isinstance(change, CheckedChanges):
-        return change
+def _held_writes(change: CheckedChanges) -> _Writes:
     values = change.values
 
     def held_values(first: int, count: int) -> np.ndarray:
@@ -391,7 +375,7 @@ def _logged_writes(
             )
     for record in records:
         if record.whole:
-            yield record.tensor, record.read(0, record.count)
+            yield record.tensor, record.read
         else:
             changes = sparse_changes(entries[record.tensor], record.dtype, apply.objects)
             yield record.tensor, (changes.positions(), record.read)

@@ -19,18 +19,34 @@ from deltaroll.checkpoint.manifest_tensors import BlobRef
 from deltaroll.checkpoint.packs import PackReader, PackWriter
 
 CHUNK_BYTES = 64 << 20
+#: The most one zstd block can yield (RFC 8878: Block_Maximum_Size).
+ZSTD_BLOCK_BYTES = 128 << 10
+#: The fewest bytes of a frame's magic number and header, and of one block (its 3-byte header
+#: and the one byte an RLE block repeats): what bounds how far a frame can expand.
+_FRAME_MIN_BYTES, _BLOCK_MIN_BYTES = 6, 4
+
+
+def frame_capacity(length: int, *, frames: int = 1) -> int:
+    """The most bytes ``frames`` zstd frames of ``length`` bytes in all can decompress to."""
+    return max(0, length - frames * _FRAME_MIN_BYTES) // _BLOCK_MIN_BYTES * ZSTD_BLOCK_BYTES
 
 
 def put_chunks(
     packs: PackWriter, data: np.ndarray | bytes | memoryview, *, level: int
 ) -> list[BlobRef]:
-    """Store ``data`` as compressed chunks; returns where they lie, in order."""
+    """Store ``data`` as compressed chunks; returns where they lie, in order.
+
+    A frame already stored is listed again only while all its listings stay within what the
+    frame can hold (:func:`frame_capacity`), the bound an apply checks: beyond that (64 MiB
+    chunks of zeros) it is stored again, which costs its ~2 KB."""
     view = byte_view(data)
     compressor = zstandard.ZstdCompressor(level=level)
-    return [
-        packs.add(compressor.compress(view[start : start + CHUNK_BYTES]))
-        for start in range(0, len(view), CHUNK_BYTES)
-    ]
+    blobs = []
+    for start in range(0, len(view), CHUNK_BYTES):
+        raw = view[start : start + CHUNK_BYTES]
+        frame = compressor.compress(raw)
+        blobs.append(packs.add(frame, expands_to=len(raw), holds=frame_capacity(len(frame))))
+    return blobs
 
 
 def get_chunks(packs: PackReader, blobs: Sequence[BlobRef], nbytes: int) -> bytearray:

@@ -48,7 +48,16 @@ def version_id(
     files: Iterable[tuple[str, str]] = (),
 ) -> str:
     """The version id of tensors given as (name, safetensors dtype, shape, digest) and of the
-    auxiliary files given as (name, digest); order-independent. The shard index is left out.
+    auxiliary files given as (name, digest); order-independent. The shard index is left out."""
+    return version_digest(tensors, files)[:VERSION_ID_HEX_CHARS]
+
+
+def version_digest(
+    tensors: Iterable[tuple[str, str, Sequence[int], str]],
+    files: Iterable[tuple[str, str]] = (),
+) -> str:
+    """The whole 256-bit digest the version id is cut from (64 hex characters): what a
+    signature covers, so a signed version is collision-resistant however short its id.
 
     Tuples serialize as the JSON arrays they always did; the collector is paused while 100,000
     of them are built (it cost as much as the rest)."""
@@ -60,7 +69,7 @@ def version_id(
             "files": sorted((name, digest) for name, digest in files if name != INDEX_NAME),
         }
         blob = _VERSION_DOMAIN + json.dumps(document, separators=(",", ":")).encode()
-    return blake3.blake3(blob).hexdigest()[:VERSION_ID_HEX_CHARS]
+    return blake3.blake3(blob).hexdigest()
 
 
 def side_version(
@@ -70,12 +79,21 @@ def side_version(
 ) -> str:
     """The version id of one side of a delta, from its manifest's tensors (or the entries a
     diff built) and layout alone."""
+    return side_digest(tensors, side, layout)[:VERSION_ID_HEX_CHARS]
+
+
+def side_digest(
+    tensors: TensorTable | Iterable[TensorEntry],
+    side: Literal["base", "target"],
+    layout: CheckpointLayout | None,
+) -> str:
+    """The whole :func:`version_digest` of one side of a delta."""
     if isinstance(tensors, TensorTable):
         identities: Iterable[tuple[str, str, Sequence[int], str]] = tensors.side_identities(side)
     else:
         sides = ((entry.name, entry.side(side)) for entry in tensors)
         identities = ((n, s.dtype, s.shape, s.digest) for n, s in sides if s is not None)
-    return version_id(
+    return version_digest(
         identities,
         ((aux.name, aux.digest) for aux in layout.aux_files) if layout is not None else (),
     )

@@ -58,3 +58,17 @@ class UnsupportedFormatError(CorruptDeltaError):
 class ChangesMismatchError(WrongBaseError):
     """The values at a delta's changed positions are not what the publisher saw: the checkpoint
     is not the trusted base it claims to be (or the delta lies)."""
+
+
+class UnsafeAuxFileError(CheckpointError):
+    """A checkpoint ships a file beside its weights that is not an allowed data file (code, or a
+    config that asks an engine to import code); nothing was published or written."""
+
+    exit_code = 2
+
+
+class DeltaTooLargeError(CheckpointError):
+    """An intact delta needs a larger buffer than the memory budget, or more disk than the
+    destination has free: refused before anything is allocated or written."""
+
+    exit_code = 5

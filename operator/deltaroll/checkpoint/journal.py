@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,16 +83,25 @@ class ChangesWriter:
 
     def add(self, tensor: str, values: np.ndarray, *, whole: bool) -> None:
         """Log a tensor's new values: the whole tensor, or one per position of its payload."""
+        self.add_chunks(tensor, values.dtype, int(values.shape[0]), [values], whole=whole)
+
+    def add_chunks(
+        self, tensor: str, dtype: np.dtype, count: int, chunks: Iterable[np.ndarray], *, whole: bool
+    ) -> None:
+        """Log a tensor's ``count`` new values as they come, a window at a time (a dense
+        change: the whole new tensor, never held in memory at once)."""
         meta = json.dumps(
-            {
-                "tensor": tensor,
-                "dtype": values.dtype.str,
-                "count": int(values.shape[0]),
-                "whole": whole,
-            }
+            {"tensor": tensor, "dtype": np.dtype(dtype).str, "count": count, "whole": whole}
         ).encode()
         self._write(_META.pack(len(meta)) + meta)
-        self._write(_raw(values))
+        written = 0
+        for chunk in chunks:
+            if chunk.dtype != dtype or written + chunk.shape[0] > count:
+                raise ValueError(f"the values of {tensor!r} do not fit their record")
+            self._write(_raw(chunk))
+            written += chunk.shape[0]
+        if written != count:
+            raise ValueError(f"{tensor!r}: {written} values logged, {count} announced")
 
     def digest(self) -> bytes:
         return self._hasher.digest()

@@ -4,9 +4,9 @@
 apply rebuilds write every tensor whole. When a tensor's other side is its current bytes with a
 sparse change (or none), it is streamed: each window of the source is read, hashed, patched at
 the changed positions that fall in it, hashed again and written, so memory stays one window plus
-the change set, whatever the tensor's size. Both digests are checked once the tensor is
-written (into a staged file, which a failure discards). Dense and carried tensors are written
-whole, as before.
+the change set, whatever the tensor's size; a dense change is streamed the same way (see
+:mod:`.dense_change`). Both digests are checked once the tensor is written (into a staged file,
+which a failure discards). Carried tensors are written whole.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import blake3
 import numpy as np
 
 from deltaroll.checkpoint.changeset import check_fits, checked_changes
+from deltaroll.checkpoint.dense_change import dense_windows
 from deltaroll.checkpoint.dtypes import bits_view, byte_view
 from deltaroll.checkpoint.errors import CorruptDeltaError, WrongBaseError
 from deltaroll.checkpoint.manifest_tensors import TensorEntry
@@ -43,11 +44,16 @@ def write_to_side(
     on_bytes: OnBytes | None,
 ) -> None:
     """Write ``entry``'s bytes on the other side of ``from_side`` to ``out``."""
-    if entry.kind in ("unchanged", "sparse") and needs_from_bits(entry, from_side):
+    if entry.kind in ("unchanged", "sparse", "dense") and needs_from_bits(entry, from_side):
         assert source is not None  # an anchor has only carried tensors
-        _stream(entry, source.tensors[entry.name], objects, from_side, out)
+        ref = source.tensors[entry.name]
+        if entry.kind == "dense":
+            for window in dense_windows(entry, ref, objects, from_side, check_from=True):
+                out.write(byte_view(window))
+        else:
+            _stream(entry, ref, objects, from_side, out)
         if on_bytes:
-            on_bytes(source.tensors[entry.name].nbytes)
+            on_bytes(ref.nbytes)
         return
     out.write(byte_view(read_to_side_bits(entry, source, objects, from_side, on_bytes)))
 

@@ -35,13 +35,21 @@ class PackWriter:
         self._buffer = bytearray()
         self._written: list[ObjectRef] = []
         self._seen: dict[bytes, BlobRef] = {}
+        self._expanded: dict[bytes, int] = {}
 
-    def add(self, data: bytes | bytearray | memoryview) -> BlobRef:
-        """Store ``data`` (once per delta) and return where it lies."""
+    def add(
+        self, data: bytes | bytearray | memoryview, *, expands_to: int = 0, holds: int = 0
+    ) -> BlobRef:
+        """Store ``data`` (once per delta) and return where it lies. A compressed chunk gives
+        ``expands_to`` (its raw size) and ``holds`` (the most its frame can yield): it is stored
+        again rather than listed for more raw bytes in all than it holds."""
         key = blake3.blake3(data).digest()
         known = self._seen.get(key)
-        if known is not None:
+        expanded = self._expanded.get(key, 0) + expands_to
+        if known is not None and (not expands_to or expanded <= holds):
+            self._expanded[key] = expanded
             return known
+        self._expanded[key] = expands_to
         if len(self._buffer) == self._pack_bytes:
             self._flush()
         blob = BlobRef(self._first_index + len(self._written), len(self._buffer), len(data))

@@ -131,14 +131,19 @@ def scatter(
     _visit_chunks(span, cursor, write, writable=True)
 
 
-def write_whole(span: TensorSpan, values: np.ndarray) -> None:
-    """Write a whole tensor's new bytes at its offset (a dense change), window by window."""
-    data = np.ascontiguousarray(values).reshape(-1).view(np.uint8).data
+def write_whole(span: TensorSpan, values: ValueSource) -> None:
+    """Write a whole tensor's new bytes at its offset (a dense change), a window at a time:
+    each window's values are asked of ``values`` only when it is written, so memory holds one
+    window, never the tensor."""
+    per_window = max(1, WINDOW_BYTES // span.dtype.itemsize)
     fd = os.open(span.path, os.O_WRONLY)
     try:
-        offset = span.begin
-        while data:
-            written = os.pwrite(fd, data[:WINDOW_BYTES], offset)
-            data, offset = data[written:], offset + written
+        for first in range(0, span.numel, per_window):
+            window = values(first, min(per_window, span.numel - first))
+            data = np.ascontiguousarray(window).reshape(-1).view(np.uint8).data
+            offset = span.begin + first * span.dtype.itemsize
+            while data:
+                written = os.pwrite(fd, data, offset)
+                data, offset = data[written:], offset + written
     finally:
         os.close(fd)

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from deltaroll.agent.config import DEFAULT_SCRUB_RATE
+from deltaroll.agent.config import DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
+from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt
 
 #: Config fields whose flag is not simply the field's name with dashes.
 _FLAGS = {
@@ -55,8 +56,21 @@ def run(
         int, typer.Option("--health-port", help="Port of /healthz and /metrics.")
     ] = 8081,
     health_host: Annotated[
-        str, typer.Option("--health-host", help="Address of /healthz and /metrics.")
-    ] = "0.0.0.0",  # noqa: S104 (the kubelet probes the pod IP)
+        str,
+        typer.Option(
+            "--health-host",
+            help="Address of /healthz and /metrics (loopback: only the pod's own exec probe "
+            "and containers reach them; 0.0.0.0 lets Prometheus scrape the pod).",
+        ),
+    ] = "127.0.0.1",
+    service_account_dir: Annotated[
+        Path,
+        typer.Option(
+            "--service-account-dir",
+            envvar="DELTAROLL_SERVICE_ACCOUNT_DIR",
+            help="The agent's projected ServiceAccount token volume (token, ca.crt).",
+        ),
+    ] = SERVICE_ACCOUNT_DIR,
     cache_dir: Annotated[
         Path | None,
         typer.Option("--cache-dir", help="Object cache (default: beside the weights directory)."),
@@ -86,6 +100,18 @@ def run(
         float,
         typer.Option("--scrub-interval", help="Seconds of rest between two full scrub passes."),
     ] = 60.0,
+    verify_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--verify-key",
+            envvar="DELTAROLL_VERIFY_KEYS",
+            help="A publisher public key (PEM file, or a directory of *.pem such as a mounted "
+            "ConfigMap) every version must be signed by; repeatable (rotation). The pod's "
+            "deltaroll.dev/verify-keys annotation adds more.",
+        ),
+    ] = None,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -124,6 +150,7 @@ def run(
             pod_name=pod_name,
             pod_namespace=pod_namespace,
             cache_dir=cache_dir,
+            service_account_dir=service_account_dir,
             health_host=health_host,
             health_port=health_port,
             poll_interval_s=poll_interval,
@@ -134,6 +161,9 @@ def run(
             engine_timeout_s=engine_timeout,
             scrub_rate=scrub_rate,
             scrub_interval_s=scrub_interval,
+            verify_keys=verify_key or [],
+            allow_aux_files=allow_aux_file or [],
+            allow_auto_map=allow_auto_map,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

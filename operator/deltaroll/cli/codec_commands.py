@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt, aux_policy
 from deltaroll.cli.output import JsonOpt, emit, progress_bar
 
 if TYPE_CHECKING:
@@ -110,6 +111,8 @@ def apply(
     reverse: Annotated[
         bool, typer.Option("--reverse", help="BASE is the delta's target; produce its base.")
     ] = False,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Apply DELTA to BASE: into a new directory (-o) or in place (--in-place)."""
@@ -121,10 +124,12 @@ def apply(
     manifest = read_delta_manifest(delta)
     # The base is read once to check its version, then the result is written (or patched).
     total = _side_bytes(manifest, "base") + _side_bytes(manifest, "target")
+    policy = aux_policy(allow_aux_file, allow_auto_map)
     with progress_bar("apply", total) as on_bytes:
         summary = apply_delta(
-            base, delta, out_dir=out, in_place=in_place, reverse=reverse, on_bytes=on_bytes
-        )
+            base, delta, out_dir=out, in_place=in_place, reverse=reverse, on_bytes=on_bytes,
+            aux_policy=policy,
+        )  # fmt: skip
     human = f"{summary.output} is {summary.to_version}" + (
         "" if summary.changed else " already; nothing changed"
     )

@@ -16,6 +16,7 @@ from deltaroll.cli import (
     codec_commands,
     crds_command,
     engine_commands,
+    key_commands,
     operator_commands,
     store_commands,
     worker_commands,
@@ -26,6 +27,7 @@ from deltaroll.cli.errors import run_cli
 COMMAND_MODULES = (
     crds_command,
     store_commands,
+    key_commands,
     engine_commands,
     codec_commands,
     worker_commands,

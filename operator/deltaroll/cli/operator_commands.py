@@ -7,7 +7,8 @@
 Environment (set by the chart): DELTAROLL_WORKER_IMAGE (default image of worker Jobs),
 DELTAROLL_AGENT_IMAGE, DELTAROLL_LOG_FORMAT (json|console), DELTAROLL_LOG_LEVEL,
 DELTAROLL_METRICS_PORT (Prometheus metrics; unset: none), POD_NAME/POD_NAMESPACE (identity),
-DELTAROLL_POLICY (the admin's policy file, as --policy; see :mod:`deltaroll.api.policy`).
+DELTAROLL_POLICY (the admin's policy file, as --policy; see :mod:`deltaroll.api.policy`),
+DELTAROLL_SIGNING_KEY (the same as --signing-key: the chart's mounted signing-key Secret).
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ def run(
             "namespace may use. Unset: the built-in defaults (s3:// and hf:// stores only).",
         ),
     ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-key",
+            envvar="DELTAROLL_SIGNING_KEY",
+            help="Ed25519 private key (PEM) that signs what ModelDelta Jobs publish, after the "
+            "operator checked it; without one, nothing is signed.",
+        ),
+    ] = None,
 ) -> None:
     """Reconcile ModelDeltas (their worker Jobs) and ModelDeployments (canary rollouts).
 
@@ -78,13 +88,18 @@ def run(
 
         read_policy(policy)  # a bad policy stops here, in one line, before Kopf starts
         os.environ[POLICY_ENV] = str(policy.resolve())
+    from deltaroll.store.signing import load_signing_key
+
+    key = load_signing_key(signing_key) if signing_key is not None else None  # before Kopf starts
 
     import kopf
 
     from deltaroll.controllers import register_handlers
+    from deltaroll.controllers.modeldelta import signer
     from deltaroll.logs import configure_logging
 
     configure_logging()
+    signer.configure(key)
     register_handlers()
     kopf.run(
         clusterwide=all_namespaces,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt, aux_policy
 from deltaroll.cli.output import JsonOpt, emit, progress_bar
 
 if TYPE_CHECKING:
@@ -27,6 +28,20 @@ StoreArg = Annotated[
     ),
 ]
 ModelArg = Annotated[str, typer.Argument(help="Model name in the store, e.g. llama-8b.")]
+SignKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sign-key", help="Sign the published version with this Ed25519 private key (PEM)."
+    ),
+]
+VerifyKeyOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--verify-key",
+        help="Accept only versions signed by this Ed25519 public key (PEM, or a directory of "
+        "*.pem); repeat it to accept several (key rotation).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -37,6 +52,7 @@ def register(app: typer.Typer) -> None:
         ("log", log),
         ("gc", gc),
         ("squash", squash),
+        ("sign", sign),
     ):
         app.command(name)(command)
 
@@ -66,11 +82,18 @@ def push(
     force_name: Annotated[
         bool, typer.Option("--force-name", help="Move --name if it points at another version.")
     ] = False,
+    sign_key: SignKeyOpt = None,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish CHECKPOINT as a new version of MODEL: a delta from --base, and/or an anchor."""
+    from deltaroll.store.signing import load_signing_key
+
+    signer = load_signing_key(sign_key) if sign_key is not None else None  # before any upload
+    opened = _open(store)
     with progress_bar("uploading", None) as advance:
-        result = _open(store).push(
+        result = opened.push(
             model,
             checkpoint,
             base=base,
@@ -78,10 +101,13 @@ def push(
             name=name,
             force_name=force_name,
             progress=advance,
+            aux_policy=aux_policy(allow_aux_file, allow_auto_map),
         )
+    if signer is not None:
+        opened.sign(model, result.version, signer, names=[name] if name else [], origin="cli")
     state = "published" if result.published else "already published"
     emit(
-        asdict(result),
+        {**asdict(result), "signed_by": signer.public.key_id if signer else None},
         as_json=as_json,
         human=f"{state} {result.version} (parent {result.parent or '-'}), "
         f"uploaded {result.uploaded_bytes} bytes",
@@ -102,12 +128,25 @@ def pull(
     keep_cache: Annotated[
         bool, typer.Option("--keep-cache", help="Keep downloaded objects in the local cache.")
     ] = False,
+    verify_key: VerifyKeyOpt = None,
+    allow_aux_file: AllowAuxOpt = None,
+    allow_auto_map: AllowAutoMapOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write VERSION of MODEL to OUT_DIR, downloading only the deltas on the cheapest path."""
+    from deltaroll.store.signing import load_public_keys
+
+    trusted = load_public_keys(verify_key or [])
     with progress_bar("downloading", None) as advance:
         result = _open(store).pull(
-            model, version, out_dir, base=base, keep_cache=keep_cache, progress=advance
+            model,
+            version,
+            out_dir,
+            base=base,
+            keep_cache=keep_cache,
+            progress=advance,
+            verify_keys=trusted,
+            aux_policy=aux_policy(allow_aux_file, allow_auto_map),
         )
     report: dict[str, Any] = {**asdict(result), "out_dir": str(result.out_dir)}
     emit(
@@ -179,4 +218,27 @@ def squash(
         as_json=as_json,
         human=f"{result.version} now follows {result.parent} directly: "
         f"{result.delta_bytes} bytes instead of {result.previous_chain_bytes}",
+    )
+
+
+def sign(
+    store: StoreArg,
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Version id, unique id prefix, or name.")],
+    key: Annotated[Path, typer.Option("--key", help="The publisher's Ed25519 private key (PEM).")],
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="A name the signature vouches for (repeatable)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign a published VERSION of MODEL (its content is read back from the store and checked)."""
+    from deltaroll.store.signing import load_signing_key
+
+    signer = load_signing_key(key)
+    statement = _open(store).sign(model, version, signer, names=name or [], origin="cli")
+    emit(
+        {**statement.model_dump(by_alias=True), "key_id": signer.public.key_id},
+        as_json=as_json,
+        human=f"signed {statement.version} of {model} with key {signer.public.key_id[:16]}",
     )

@@ -30,6 +30,7 @@ from deltaroll.codec.delta import (
     Side,
     apply_tensor_delta,
     decode_changes,
+    decode_dense,
     encode_tensor_delta,
     encode_windowed_delta,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "apply_tensor_delta",
     "changes_digest",
     "decode_changes",
+    "decode_dense",
     "encode_tensor_delta",
     "encode_windowed_delta",
 ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from deltaroll.codec.changes import ChangesHasher
-from deltaroll.codec.dense import FORMAT_DENSE_XOR, apply_dense, encode_dense
+from deltaroll.codec.dense import FORMAT_DENSE_XOR, apply_dense, dense_xor_chunks, encode_dense
 from deltaroll.codec.diff import ChangeCollector, SparseDiff, sparse_diff
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.framing import ELEMENT_DTYPES, Header, PayloadReader, PayloadWriter
@@ -254,6 +254,17 @@ def decode_changes(encoded: EncodedTensor, dtype: np.dtype) -> SparseChanges:
     if reader.header.format_id != FORMAT_SPARSE:
         raise CodecError(f"a {encoded.kind.value} delta has no sparse change set")
     return decode_sparse(reader, np.dtype(dtype))
+
+
+def decode_dense(encoded: EncodedTensor, dtype: np.dtype) -> Iterator[tuple[int, np.ndarray]]:
+    """A dense delta's XOR as (start, chunk) in order, for an apply that patches a tensor a
+    window at a time instead of holding it whole. Checks the payload like
+    :func:`apply_tensor_delta`; raises :class:`CodecError` (at the latest once the last chunk
+    was taken) for anything but a well-formed dense payload of this tensor."""
+    reader = _checked_reader(encoded, np.dtype(dtype).itemsize, encoded.total_elements)
+    if reader.header.format_id != FORMAT_DENSE_XOR:
+        raise CodecError(f"a {encoded.kind.value} delta has no dense change")
+    return dense_xor_chunks(reader, np.dtype(dtype))
 
 
 def _checked_reader(encoded: EncodedTensor, width: int, total: int) -> PayloadReader:

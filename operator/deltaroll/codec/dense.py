@@ -64,25 +64,48 @@ def _decoded_chunks(
         raise CodecError(f"dense delta does not decompress ({exc}); corrupt") from exc
 
 
-def apply_dense(current: np.ndarray, reader: PayloadReader) -> None:
-    """XOR the payload into ``current``; on any error the chunks already applied are undone."""
-    header = reader.header
+def _frame(reader: PayloadReader) -> tuple[memoryview, int]:
+    """The zstd frame of a dense payload and its elements per chunk."""
     chunk_elements = reader.small_int()
     if not 1 <= chunk_elements <= _MAX_CHUNK_ELEMENTS:
         raise CodecError(f"dense delta names a chunk of {chunk_elements} elements; corrupt")
     frame = reader.section()
     reader.expect_end()
+    return frame, chunk_elements
+
+
+def _check_changed(changed: int, header: Header) -> None:
+    if changed != header.changed_elements:
+        raise CodecError(
+            f"dense delta changes {changed} elements but its header says "
+            f"{header.changed_elements}; corrupt"
+        )
+
+
+def dense_xor_chunks(reader: PayloadReader, dtype: np.dtype) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, xor) for each chunk of a dense payload, in order, so a caller can patch a tensor
+    a window at a time; raises :class:`CodecError` (after the last chunk at the latest) unless
+    the chunks change exactly the elements the header says."""
+    header = reader.header
+    frame, chunk_elements = _frame(reader)
+    changed = 0
+    for start, xor in _decoded_chunks(frame, dtype, header.total_elements, chunk_elements):
+        changed += int(np.count_nonzero(xor))
+        yield start, xor
+    _check_changed(changed, header)
+
+
+def apply_dense(current: np.ndarray, reader: PayloadReader) -> None:
+    """XOR the payload into ``current``; on any error the chunks already applied are undone."""
+    header = reader.header
+    frame, chunk_elements = _frame(reader)
     applied = changed = 0
     try:
         for start, xor in _decoded_chunks(frame, current.dtype, current.shape[0], chunk_elements):
             current[start : start + xor.shape[0]] ^= xor
             applied = start + xor.shape[0]
             changed += int(np.count_nonzero(xor))
-        if changed != header.changed_elements:
-            raise CodecError(
-                f"dense delta changes {changed} elements but its header says "
-                f"{header.changed_elements}; corrupt"
-            )
+        _check_changed(changed, header)
     except CodecError:
         # XOR is its own inverse: applying the same chunks again restores them.
         for start, xor in _decoded_chunks(frame, current.dtype, current.shape[0], chunk_elements):

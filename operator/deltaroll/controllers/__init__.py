@@ -14,6 +14,8 @@ Shared:
 
 - :mod:`.kube`            the Kubernetes reads and writes, on the official client
 - :mod:`.settings`        Kopf's production settings (one startup handler)
+- :mod:`.pod_defaults`    what every pod the operator creates gets: Pod Security "restricted",
+                          no ServiceAccount token, default resources
 - :mod:`.invalid`         an object that does not parse: kstatus Stalled, one Warning Event
 - :mod:`.metrics`         Prometheus metrics of the operator (bounded labels, never object names)
 - :mod:`.errors`          named errors of this layer (bad operator flags or environment)

@@ -151,6 +151,12 @@ def owned_jobs(namespace: str, selector: str, owner_uid: str) -> list[tuple[Body
     return result
 
 
+def job_names(namespace: str, selector: str) -> set[str]:
+    """The names of the Jobs with the labels ``selector`` that exist in ``namespace``."""
+    listed = batch_api().list_namespaced_job(namespace, label_selector=selector).items
+    return {plain(j)["metadata"]["name"] for j in listed}
+
+
 def create_job(manifest: Body) -> None:
     """Create the Job; one that already exists (a concurrent reconcile) is not an error."""
     from kubernetes.client.exceptions import ApiException

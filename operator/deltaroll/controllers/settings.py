@@ -24,12 +24,11 @@ from typing import Any
 import kopf
 import structlog
 
-from deltaroll.api.annotations import KOPF_PREFIX, LAST_HANDLED_KEY
+from deltaroll.api.annotations import FINALIZER, KOPF_PREFIX, LAST_HANDLED_KEY
 from deltaroll.controllers import metrics
 from deltaroll.controllers.policy import start_with_policy
 
 log = structlog.get_logger("deltaroll.operator")
-FINALIZER = "deltaroll.dev/cleanup"
 
 
 @kopf.on.startup()

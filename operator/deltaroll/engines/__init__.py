@@ -14,7 +14,9 @@ and its client), ``weights_identity`` (digests and version id of in-memory tenso
 whatever torch the process already has, so code that runs in an inference engine's own process,
 like the engine extension to come, installs with ``deltaroll[engine-extension]`` and no torch
 requirement of its own),
-``transport`` (JSON over HTTP), ``errors``.
+``transport`` (JSON over HTTP), ``errors``, and what serves an inference pod's port in front of
+vLLM or SGLang bound to loopback: ``inference_routes`` (the routes a client may reach) and
+``proxy`` (``deltaroll engine proxy``).
 """
 
 from deltaroll.engines.client import (

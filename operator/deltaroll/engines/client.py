@@ -26,6 +26,10 @@ class EngineClient(Protocol):
 
     kind: str
     endpoint: str
+    version_is_digest: bool
+    """True when :meth:`loaded_version` is computed from the weights the engine holds (the
+    reference engine); False when it is a label whoever calls the admin routes sets (vLLM's and
+    SGLang's ``weight_version``), which the agent trusts only when it set it itself."""
 
     def health(self) -> bool:
         """True when the engine answers its health check; never raises."""

@@ -42,6 +42,7 @@ class SGLangEngineClient:
     """Reloads a running SGLang server from a checkpoint directory."""
 
     kind = "sglang"
+    version_is_digest = False
 
     def __init__(self, endpoint: str, *, timeout: float) -> None:
         self.endpoint = endpoint

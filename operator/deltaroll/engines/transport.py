@@ -8,6 +8,7 @@ puts its reason in the body and the adapter knows how to read it; only transport
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import urllib.error
 import urllib.request
@@ -58,6 +59,16 @@ def normalize_endpoint(endpoint: str) -> str:
     if parts.query or parts.fragment:
         raise EngineConfigError(f"engine endpoint {endpoint!r} must not have a query or fragment")
     return endpoint.rstrip("/")
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is this machine's loopback (``localhost``, 127.0.0.0/8, ``::1``):
+    inside a pod, an address no other pod reaches."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def request_json(

@@ -69,6 +69,7 @@ class VLLMEngineClient:
     """Reloads a running vLLM server (``VLLM_SERVER_DEV_MODE=1``) from a checkpoint directory."""
 
     kind = "vllm"
+    version_is_digest = False
 
     def __init__(self, endpoint: str, *, timeout: float) -> None:
         self.endpoint = endpoint

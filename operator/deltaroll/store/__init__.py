@@ -8,11 +8,13 @@ from whatever the puller already has.
 
 Modules, each with one job: ``uri`` (parse/validate URIs), ``names``/``keys`` (safe names and
 the layout), ``backends`` (bytes in and out), ``retry``, ``manifests`` (the records),
-``catalog`` (records in a store), ``transfer``/``cache`` (verified objects), ``graph`` (the
-planner), ``aliases``, ``staging`` (the shares of sharded computations), and one module per
-operation: ``publish``, ``push``, ``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published
-version's numbers, read back from its manifests); ``client`` is the
-:class:`Store` facade over all of them.
+``catalog`` (records in a store), ``transfer``/``cache`` (verified objects; ``cache_scope``
+and ``cache_leases``: who may see them and who still uses them in a shared cache directory),
+``graph`` (the planner), ``aliases``, ``staging`` (the shares of sharded computations),
+``signing`` (publisher keys), ``signatures`` (signed versions), ``vouch`` (the checks before
+signing a version someone else computed), and one module per operation: ``publish``,
+``push``, ``pull``, ``gc``, ``squash``, ``log``; ``facts`` (a published version's numbers, read
+back from its manifests); ``client`` is the :class:`Store` facade over all of them.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from deltaroll.store.errors import (
     BaseNotInStoreError,
     BaseRequiredError,
     CorruptObjectError,
+    InconsistentVersionError,
     InvalidManifestError,
     InvalidNameError,
     InvalidStoreUriError,
     NameConflictError,
     NoPathError,
+    ObjectCacheError,
     ObjectNotFoundError,
+    SignatureError,
     SquashError,
     StoreAccessError,
     StoreError,
@@ -42,12 +47,15 @@ __all__ = [
     "BaseNotInStoreError",
     "BaseRequiredError",
     "CorruptObjectError",
+    "InconsistentVersionError",
     "InvalidManifestError",
     "InvalidNameError",
     "InvalidStoreUriError",
     "NameConflictError",
     "NoPathError",
+    "ObjectCacheError",
     "ObjectNotFoundError",
+    "SignatureError",
     "SquashError",
     "Store",
     "StoreAccessError",

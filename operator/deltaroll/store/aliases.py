@@ -15,14 +15,14 @@ from deltaroll.store.errors import InvalidNameError, NameConflictError, VersionN
 from deltaroll.store.manifests import NameRecord, now
 from deltaroll.store.names import validate_name
 
-_VERSION_LIKE = re.compile(r"[0-9a-f]{32}")
+VERSION_LIKE = re.compile(r"[0-9a-f]{32}")
 _MIN_PREFIX = 6
 
 
 def set_name(catalog: Catalog, model: str, name: str, version: str, *, force: bool = False) -> bool:
     """Point ``name`` at ``version``; True if it changed. Refuses to move a name unless forced."""
     validate_name(name, what="name")
-    if _VERSION_LIKE.fullmatch(name):
+    if VERSION_LIKE.fullmatch(name):
         raise InvalidNameError(
             f"name {name!r} looks like a version id; choose a name like step-120"
         )
@@ -60,7 +60,7 @@ def _conflict(catalog: Catalog, model: str, name: str, pointed: str) -> NameConf
 def resolve(catalog: Catalog, model: str, ref: str) -> str:
     """The version id ``ref`` means: a name, a version id, or a unique version-id prefix."""
     validate_name(ref, what="version or name")
-    record = None if _VERSION_LIKE.fullmatch(ref) else catalog.read_name(model, ref)
+    record = None if VERSION_LIKE.fullmatch(ref) else catalog.read_name(model, ref)
     if record is not None:
         if catalog.find_version(model, record.version) is None:
             raise VersionNotFoundError(

@@ -1,8 +1,27 @@
-"""The local object cache: verified objects keyed by sha256, so an interrupted pull resumes.
+"""The local object cache: objects keyed by sha256, safe to share between processes.
 
-An object enters the cache only by being renamed into place after its sha256 was checked, so a
-file under its final name is complete and correct (the checkpoint layer checks again on apply).
-Partial downloads live in ``.partial/`` and are discarded on the next attempt."""
+The layout is a contract between every process that shares a directory
+(:mod:`deltaroll.api.object_cache`). An :class:`ObjectCache` is one scope of it: the objects of
+one store URI fetched with one set of credentials (:func:`~deltaroll.store.cache_scope.scope_of`
+picks it), so an agent never obtains an object it could not have fetched itself.
+
+- **Entering**: a download lands in ``.partial/``, is checked against its sha256, fsynced, renamed
+  into place and the directory fsynced, so a power loss never leaves a torn file under its name.
+- **Reading**: :meth:`ObjectCache.verified` trusts a file only once its bytes were hashed (once per
+  process per file identity: device, inode, size, mtime); a torn or wrong file is removed, if it
+  is still the file that was hashed, and the caller fetches it again.
+- **Sharing**: a process names the objects it uses in its lease (:meth:`ObjectCache.hold`) before
+  it looks for them; :meth:`ObjectCache.prune` removes only what no live lease names.
+
+Usage (what a pull does)::
+
+    cache.hold(digests)                       # before looking: no prune removes them now
+    missing = [d for d in digests if not cache.verified(d)]
+    ...download each into cache.staging_path(d), then cache.commit(d, staged)...
+    ...read cache.path(d) / cache.link_into(d, dest)...
+    cache.release(digests)                    # done with them
+    cache.prune(among=digests)                # drop them unless another process holds them
+"""
 
 from __future__ import annotations
 
@@ -10,14 +29,28 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Final
 
+import structlog
+
+from deltaroll.api.object_cache import PARTIAL_DIR
+from deltaroll.checkpoint.staging import fsync_directory
+from deltaroll.store.cache_leases import CacheLeases
 from deltaroll.store.manifests import ObjectRef
-from deltaroll.store.names import validate_digest
+from deltaroll.store.names import is_digest, validate_digest
+
+log = structlog.get_logger(__name__)
 
 _READ_BLOCK = 8 << 20
+#: How many verified file identities a process remembers (then it hashes the oldest again).
+_REMEMBERED: Final = 65536
+FileIdentity = tuple[int, int, int, int]
 
 
 def default_cache_dir() -> Path:
@@ -30,25 +63,50 @@ def default_cache_dir() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(_READ_BLOCK):
-            hasher.update(block)
-    return hasher.hexdigest()
+        return _sha256(handle.fileno())
 
 
 class ObjectCache:
-    """A directory of verified objects, ``<root>/<sha256>``."""
+    """A directory of objects named by their sha256, ``<directory>/<sha256>`` (one scope)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.partial = self.root / ".partial"
+    def __init__(self, directory: Path) -> None:
+        self.root = Path(directory)
+        self.partial = self.root / PARTIAL_DIR
+        self._leases = CacheLeases(self.root)
 
     def path(self, digest: str) -> Path:
         return self.root / validate_digest(digest)
 
     def has(self, digest: str) -> bool:
+        """Whether a file is under the name (for planning; :meth:`verified` before trusting it)."""
         return self.path(digest).is_file()
+
+    def verified(self, digest: str) -> bool:
+        """Whether the cache holds ``digest`` with the right bytes. A torn or wrong file is
+        removed (so the caller fetches it again); a file hashed before is not hashed again."""
+        path = self.path(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        except OSError:  # a link or something else that is not our file
+            self._discard(digest, None)
+            return False
+        try:
+            info = os.fstat(fd)
+            identity = _identity(info)
+            if stat.S_ISREG(info.st_mode) and _VERIFIED.known(identity, digest):
+                return True
+            actual = _sha256(fd) if stat.S_ISREG(info.st_mode) else None
+        finally:
+            os.close(fd)
+        if actual == digest:
+            _VERIFIED.remember(identity, digest)
+            return True
+        log.warning("store.cache_object_discarded", digest=digest, found=actual)
+        self._discard(digest, identity)
+        return False
 
     def staging_path(self, digest: str) -> Path:
         """A fresh place for a download of ``digest`` before it is verified (unique, so two
@@ -57,13 +115,21 @@ class ObjectCache:
         return self.partial / f"{validate_digest(digest)}.{uuid.uuid4().hex[:12]}"
 
     def commit(self, digest: str, staged: Path, *, discard_mismatch: bool = True) -> str:
-        """Verify a staged download and move it into the cache if it is ``digest``; a mismatch
-        is deleted unless ``discard_mismatch`` is False. Returns the file's actual sha256."""
-        actual = file_sha256(staged)
-        if actual == digest:
+        """Verify a staged download and move it into the cache if it is ``digest`` (fsynced
+        before the rename, the directory after); a mismatch is deleted unless
+        ``discard_mismatch`` is False. Returns the file's actual sha256."""
+        with open(staged, "rb") as handle:
+            actual = _sha256(handle.fileno())
+            if actual != digest:
+                if discard_mismatch:
+                    staged.unlink(missing_ok=True)
+                return actual
+            os.fsync(handle.fileno())
+            identity = _identity(os.fstat(handle.fileno()))
+        with self._leases.locked(exclusive=False):  # never while a bad file is being removed
             os.replace(staged, self.path(digest))
-        elif discard_mismatch:
-            staged.unlink(missing_ok=True)
+        fsync_directory(self.root)
+        _VERIFIED.remember(identity, digest)
         return actual
 
     def adopt_staged(self, refs: Iterable[ObjectRef]) -> int:
@@ -91,3 +157,79 @@ class ObjectCache:
             os.link(source, dest)
         except OSError:
             shutil.copyfile(source, dest)
+
+    def hold(self, digests: Iterable[str]) -> None:
+        """Name ``digests`` in this process's lease: no prune (by any process) removes them
+        until each hold is released. Call before looking for them in the cache."""
+        self._leases.hold(validate_digest(digest) for digest in digests)
+
+    def release(self, digests: Iterable[str]) -> None:
+        """Undo one :meth:`hold` of each of ``digests`` (holds are counted, so two users in
+        one process do not release each other's)."""
+        self._leases.release(digests)
+
+    def prune(self, among: Iterable[str] | None = None) -> int:
+        """Remove the objects (of ``among``, or all) and downloads in progress that no live
+        process holds, this one included; returns objects removed."""
+        with self._leases.locked(exclusive=True):
+            live = self._leases.live()
+            if live is None:
+                return 0
+            if among is None:
+                candidates = {p.name for p in self.root.iterdir() if is_digest(p.name)}
+                partial = list(self.partial.glob("*")) if self.partial.is_dir() else []
+            else:
+                candidates = {validate_digest(digest) for digest in among}
+                partial = [p for d in candidates for p in self.partial.glob(f"{d}.*")]
+            removed = 0
+            for digest in candidates - live:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.root / digest).unlink()
+                    removed += 1
+            for staged in partial:
+                if staged.name.split(".", 1)[0] not in live:
+                    staged.unlink(missing_ok=True)
+        return removed
+
+    def _discard(self, digest: str, identity: FileIdentity | None) -> None:
+        """Remove the file under ``digest`` if it still is the one judged bad (a concurrent
+        commit may have put a good one there since)."""
+        path = self.path(digest)
+        with self._leases.locked(exclusive=True), contextlib.suppress(FileNotFoundError):
+            if identity is None or _identity(os.lstat(path)) == identity:
+                path.unlink()
+
+
+class _VerifiedFiles:
+    """File identities whose bytes this process hashed, and the digest they had."""
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[FileIdentity, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def known(self, identity: FileIdentity, digest: str) -> bool:
+        with self._lock:
+            return self._known.get(identity) == digest
+
+    def remember(self, identity: FileIdentity, digest: str) -> None:
+        with self._lock:
+            self._known[identity] = digest
+            self._known.move_to_end(identity)
+            while len(self._known) > _REMEMBERED:
+                self._known.popitem(last=False)
+
+
+_VERIFIED = _VerifiedFiles()
+
+
+def _identity(info: os.stat_result) -> FileIdentity:
+    """What changes when a file is replaced or rewritten (a new inode, size or mtime)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _sha256(fd: int) -> str:
+    hasher = hashlib.sha256()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while block := os.read(fd, _READ_BLOCK):
+        hasher.update(block)
+    return hasher.hexdigest()

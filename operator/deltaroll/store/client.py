@@ -10,23 +10,28 @@ log); the facade holds what they share: the backend, the retry policy and the ob
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.redact import remember_secrets
 from deltaroll.store.aliases import resolve, set_name
 from deltaroll.store.backends import Backend, ProgressCallback, open_backend
 from deltaroll.store.cache import ObjectCache, default_cache_dir
+from deltaroll.store.cache_scope import scoped_directory
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.gc import DEFAULT_GRACE, GcResult, gc
 from deltaroll.store.graph import Plan, VersionGraph
 from deltaroll.store.log import LogEntry, version_log
-from deltaroll.store.manifests import VersionManifest
+from deltaroll.store.manifests import VersionManifest, VersionStatement
 from deltaroll.store.publish import PublishOutcome, publish_delta
 from deltaroll.store.pull import PullResult, load_graph, plan_pull, pull
 from deltaroll.store.push import PushResult, push
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy
+from deltaroll.store.signatures import SignedTarget, sign_version, signed_statement
+from deltaroll.store.signing import PublicKey, SigningKey
 from deltaroll.store.squash import SquashResult, squash
 from deltaroll.store.uri import StoreUri, parse_store_uri
 
@@ -39,6 +44,9 @@ class Store:
     HF_TOKEN, HF_ENDPOINT) to values used instead of the process environment for this store
     only, e.g. a Kubernetes Secret's data read by the operator. Their secret values are scrubbed
     from every error message from then on. None (the default) reads the environment.
+
+    ``cache_dir`` may be shared by many processes and tenants: each Store uses the part of it
+    that its URI and credentials select (see :mod:`deltaroll.store.cache`).
     """
 
     def __init__(
@@ -54,7 +62,15 @@ class Store:
             remember_secrets(credentials)
         self.location = parse_store_uri(uri) if isinstance(uri, str) else uri
         self.catalog = Catalog(backend or open_backend(self.location, credentials), retry)
-        self.cache = ObjectCache(cache_dir or default_cache_dir())
+        self._cache_dir = cache_dir or default_cache_dir()
+        self._credentials = credentials
+
+    @functools.cached_property
+    def cache(self) -> ObjectCache:
+        """Only objects fetched with this URI and these credentials (a shared cache directory
+        must never hand one tenant what another fetched); made on first use, so a Store that
+        only reads records never writes to the cache directory."""
+        return ObjectCache(scoped_directory(self._cache_dir, self.location, self._credentials))
 
     @property
     def uri(self) -> str:
@@ -91,6 +107,7 @@ class Store:
         name: str | None = None,
         force_name: bool = False,
         progress: ProgressCallback | None = None,
+        aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
     ) -> PushResult:
         return push(
             self.catalog,
@@ -101,6 +118,7 @@ class Store:
             name=name,
             force_name=force_name,
             progress=progress,
+            aux_policy=aux_policy,
         )
 
     def publish(
@@ -121,6 +139,8 @@ class Store:
         base: Path | None = None,
         keep_cache: bool = False,
         progress: ProgressCallback | None = None,
+        verify_keys: Sequence[PublicKey] = (),
+        aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
     ) -> PullResult:
         return pull(
             self.catalog,
@@ -131,17 +151,50 @@ class Store:
             base=base,
             keep_cache=keep_cache,
             progress=progress,
+            verify_keys=verify_keys,
+            aux_policy=aux_policy,
         )
+
+    def sign(
+        self,
+        model: str,
+        ref: str,
+        key: SigningKey,
+        *,
+        names: Iterable[str] = (),
+        origin: str | None = None,
+    ) -> VersionStatement:
+        """Sign a published version (its content read back from the store and checked)."""
+        return sign_version(
+            self.catalog, model, self.resolve(model, ref), key, names=names, origin=origin
+        )
+
+    def signed(
+        self, model: str, version: str, trusted: Sequence[PublicKey], *, name: str | None = None
+    ) -> SignedTarget:
+        """The statement of ``version`` one of ``trusted`` signed; the store's
+        :class:`SignatureError` otherwise."""
+        return signed_statement(self.catalog, model, version, trusted, name=name)
 
     def gc(
         self,
         model: str,
-        keep: list[str],
+        keep: list[str] | None,
         *,
+        drop: Collection[str] = (),
         dry_run: bool = False,
         grace: timedelta = DEFAULT_GRACE,
+        live_jobs: Mapping[str, Collection[str]] | None = None,
     ) -> GcResult:
-        return gc(self.catalog, model, keep, dry_run=dry_run, grace=grace)
+        return gc(
+            self.catalog,
+            model,
+            keep,
+            drop=drop,
+            dry_run=dry_run,
+            grace=grace,
+            live_jobs=live_jobs,
+        )
 
     def squash(
         self, model: str, from_ref: str, to_ref: str, *, progress: ProgressCallback | None = None

@@ -107,3 +107,24 @@ class SquashError(StoreError):
     """The two versions of a squash cannot be joined by one delta."""
 
     exit_code = 2
+
+
+class SignatureError(StoreError):
+    """A version is not signed by a key the verifier accepts, or its signature does not cover
+    what would be loaded; nothing was applied."""
+
+
+class InconsistentVersionError(StoreError):
+    """A published version disagrees with its own records or with what its publisher asked
+    for (another parent, a name pointing elsewhere, a missing object, a file that is not data):
+    it was not signed."""
+
+
+class StoreBusyError(TransientStoreError):
+    """A gc and a publish of one model would overlap: the one that yields says so (nothing it
+    would have deleted or published was touched); run it again shortly."""
+
+
+class ObjectCacheError(StoreError):
+    """The local object cache directory holds something it never writes (an altered salt);
+    the message names the file to remove."""

@@ -7,6 +7,12 @@ whose parent is deleted (it has its own anchor) is rewritten as a root, so no ma
 pointing at deleted objects. Staged parts of sharded computations go once their group is
 published or has been idle for the grace period (:mod:`deltaroll.store.staging`).
 
+gc runs under a gc lease (:mod:`deltaroll.store.leases`): it starts only when no publish is in
+its last step, and no publish takes that step until gc is done, so an object or a parent that a
+publish reuses is either referenced by the graph gc reads, or checked (and sent again) by the
+publish after gc. The graph is read under the lease, and the keep-set resolved against it.
+Staged parts of a group are kept while its Job exists, when the caller says which Jobs do.
+
 Order is chosen so readers never see a broken version: names, then version manifests, then
 anchors, then staged parts, then objects. Objects younger than the grace period are never
 deleted, because a push in progress uploads its objects before its manifest makes them
@@ -15,6 +21,7 @@ its shares' objects long before its version manifest refers to them."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -23,6 +30,7 @@ import structlog
 from deltaroll.store import keys
 from deltaroll.store.aliases import resolve
 from deltaroll.store.catalog import Catalog
+from deltaroll.store.leases import Lease, collecting
 from deltaroll.store.manifests import VersionManifest, now
 from deltaroll.store.pull import load_graph
 from deltaroll.store.staging import review_staging
@@ -47,14 +55,36 @@ class GcResult:
 def gc(
     catalog: Catalog,
     model: str,
-    keep: list[str],
+    keep: list[str] | None,
     *,
+    drop: Collection[str] = (),
     dry_run: bool = False,
     grace: timedelta = DEFAULT_GRACE,
+    live_jobs: Mapping[str, Collection[str]] | None = None,
 ) -> GcResult:
-    """Delete everything of ``model`` that the versions in ``keep`` (ids or names) don't need."""
-    wanted = {resolve(catalog, model, ref) for ref in keep}
+    """Delete everything of ``model`` that the versions in ``keep`` (ids or names) don't need;
+    ``keep=None``: every version but the ids in ``drop``, read under the lease, so a version
+    published meanwhile is never taken for one to delete. ``live_jobs`` (namespace -> names of
+    the Jobs that exist there): a staging group whose Job is one of them is kept."""
+    with collecting(catalog, model) as lease:
+        return _collect(catalog, model, keep, drop, dry_run, grace, live_jobs, lease)
+
+
+def _collect(
+    catalog: Catalog,
+    model: str,
+    keep: list[str] | None,
+    drop: Collection[str],
+    dry_run: bool,
+    grace: timedelta,
+    live_jobs: Mapping[str, Collection[str]] | None,
+    lease: Lease,
+) -> GcResult:
     graph = load_graph(catalog, model)
+    if keep is None:
+        wanted = set(graph.versions) - set(drop)  # ids: a version already gone is no error
+    else:
+        wanted = {resolve(catalog, model, ref) for ref in keep}
     keep_versions: set[str] = set()
     keep_anchors: set[str] = set()
     for version in wanted:
@@ -78,7 +108,7 @@ def gc(
     for version in keep_anchors:
         referenced.update(ref.digest for ref in graph.anchors[version].delta.objects)
     cutoff = now() - grace
-    staging = review_staging(catalog, model, set(graph.versions), cutoff)
+    staging = review_staging(catalog, model, set(graph.versions), cutoff, live_jobs)
     referenced |= staging.referenced
     prefix = keys.objects_prefix(model)
     listed = catalog.list_keys(prefix)
@@ -91,6 +121,7 @@ def gc(
     ]
 
     if not dry_run:
+        lease.check()
         catalog.delete([keys.name_key(model, n) for n in doomed_names])
         for version in rerooted:
             old = graph.versions[version]
@@ -102,6 +133,7 @@ def gc(
         catalog.delete([keys.version_key(model, v) for v in doomed_versions])
         catalog.delete([keys.anchor_key(model, v) for v in doomed_anchors])
         catalog.delete([info.key for info in staging.stale])
+        lease.check()
         catalog.delete([info.key for info in doomed_objects])
     result = GcResult(
         kept_versions=sorted(keep_versions),

@@ -4,8 +4,12 @@
 <model>/objects/<sha256>          immutable payloads, deduplicated across versions
 <model>/anchors/<version>.json    full snapshots (a delta from nothing)
 <model>/names/<name>.json         human names (``step-120``) pointing at a version id
+<model>/signatures/<version>/<key id>.json
+                                  a publisher key's signature of a version (one per key)
 <model>/staging/<group>/part-<index>-of-<shares>.json
                                   one share of a sharded computation, until it is published
+<model>/staging/<group>/job.json  which Job computes the group (gc keeps a group while it runs)
+<model>/leases/<kind>-<id>.json   a gc or a publish in progress (see :mod:`.leases`)
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ def object_key(model: str, digest: str) -> str:
     return f"{model_prefix(model)}objects/{validate_digest(digest)}"
 
 
+def signature_key(model: str, version: str, key_id: str) -> str:
+    return f"{signatures_prefix(model, version)}{validate_digest(key_id)}.json"
+
+
+def signatures_prefix(model: str, version: str) -> str:
+    return f"{model_prefix(model)}signatures/{validate_name(version, what='version')}/"
+
+
 def versions_prefix(model: str) -> str:
     return f"{model_prefix(model)}versions/"
 
@@ -62,6 +74,19 @@ def staging_part_key(model: str, group: str, index: int, shares: int) -> str:
     is in the key so a listing tells whether a group is complete."""
     group = validate_name(group, what="staging group")
     return f"{staging_prefix(model)}{group}/part-{index:04d}-of-{shares:04d}.json"
+
+
+def staging_job_key(model: str, group: str) -> str:
+    group = validate_name(group, what="staging group")
+    return f"{staging_prefix(model)}{group}/job.json"
+
+
+def leases_prefix(model: str) -> str:
+    return f"{model_prefix(model)}leases/"
+
+
+def lease_key(model: str, kind: str, holder: str) -> str:
+    return f"{leases_prefix(model)}{validate_name(kind, what='lease kind')}-{holder}.json"
 
 
 def staging_part(key: str, prefix: str) -> tuple[str, int, int] | None:

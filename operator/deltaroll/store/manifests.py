@@ -5,6 +5,8 @@
 - :class:`AnchorManifest` (``anchors/<version>.json``): a full snapshot, i.e. a delta from
   nothing, so a puller with no local weights (or far away in the graph) can start there.
 - :class:`NameRecord` (``names/<name>.json``): a human name (``step-120``) of a version id.
+- :class:`SignatureRecord` (``signatures/<version>/<key id>.json``): one publisher key's
+  signature of a :class:`VersionStatement` (see :mod:`deltaroll.store.signatures`).
 
 Both manifests embed a :class:`DeltaRecord`: which object holds the checkpoint layer's delta
 manifest (an object like the payload packs, so listing a model's versions reads a few hundred
@@ -128,6 +130,49 @@ class NameRecord(_Record):
     @classmethod
     def _names(cls, value: str) -> str:
         return validate_name(value, what="name")
+
+
+class VersionStatement(_Record):
+    """What a publisher key vouches for: this content, under this id, for this model, by these
+    names. ``digest`` is the whole 256-bit version digest (every tensor's name, dtype, shape and
+    BLAKE3 digest and every file a pod loads), so no path to the version (an anchor, a chain, a
+    squashed delta) needs a signature of its own, and the 128-bit id is never all that is
+    trusted. ``origin`` says who asked for the signature (audit only)."""
+
+    schema_: Literal["deltaroll.signed-version/v1"] = Field(
+        default="deltaroll.signed-version/v1", alias="schema"
+    )
+    model: str
+    version: str
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    names: list[str] = Field(default_factory=list, max_length=64)
+    origin: str | None = Field(default=None, max_length=256)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("model", "version")
+    @classmethod
+    def _ids(cls, value: str) -> str:
+        return validate_name(value, what="version")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        return sorted({validate_name(name, what="name") for name in value})
+
+
+class SignatureRecord(_Record):
+    """A signature as the store keeps it: the exact statement bytes it covers (base64), so a
+    verifier never re-serializes what it checks, and the Ed25519 signature (base64)."""
+
+    schema_: Literal["deltaroll.store.signature/v1"] = Field(
+        default="deltaroll.store.signature/v1", alias="schema"
+    )
+    key_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+    statement: str = Field(max_length=16384)
+    signature: str = Field(max_length=128)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 R = TypeVar("R", bound=_Record)

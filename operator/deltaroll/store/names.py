@@ -22,8 +22,13 @@ def validate_name(value: str, *, what: str) -> str:
     return value
 
 
+def is_digest(value: str) -> bool:
+    """Whether ``value`` is a lowercase hex sha256 digest."""
+    return _SHA256.fullmatch(value) is not None
+
+
 def validate_digest(value: str) -> str:
     """Return ``value`` if it is a lowercase hex sha256 digest, else raise."""
-    if not _SHA256.fullmatch(value):
+    if not is_digest(value):
         raise InvalidNameError(f"object digest {value!r} is not a lowercase hex sha256 digest")
     return value

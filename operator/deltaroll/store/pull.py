@@ -19,15 +19,18 @@ from pathlib import Path
 import structlog
 
 from deltaroll.checkpoint import apply_delta, checkpoint_version
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.checkpoint.manifest import MANIFEST_NAME, DeltaManifest, parse_delta_manifest
 from deltaroll.checkpoint.objects import OBJECTS_DIR
-from deltaroll.store.aliases import resolve
+from deltaroll.store.aliases import VERSION_LIKE, resolve
 from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.cache import ObjectCache
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import InvalidManifestError, NoPathError, StoreError
 from deltaroll.store.graph import Plan, Step, VersionGraph
 from deltaroll.store.manifests import DeltaRecord, ObjectRef
+from deltaroll.store.signatures import SignedTarget, signed_statement
+from deltaroll.store.signing import PublicKey
 from deltaroll.store.transfer import download_objects
 
 log = structlog.get_logger(__name__)
@@ -74,27 +77,38 @@ def pull(
     base: Path | None = None,
     keep_cache: bool = False,
     progress: ProgressCallback | None = None,
+    verify_keys: Sequence[PublicKey] = (),
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> PullResult:
-    """Materialize version ``ref`` of ``model`` at ``out_dir`` (which must not exist)."""
+    """Materialize version ``ref`` of ``model`` at ``out_dir`` (which must not exist); with
+    ``verify_keys``, only a version one of them signed (checked before anything is fetched,
+    and against the manifest that produces it before anything is written)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise StoreError(f"{out_dir} already exists; choose a new output directory or remove it")
     version = resolve(catalog, model, ref)
+    named = chosen_name(catalog, model, ref)
+    signed = (
+        signed_statement(catalog, model, version, verify_keys, name=named) if verify_keys else None
+    )
     have = [checkpoint_version(Path(base))] if base is not None else []
     plan = plan_pull(catalog, model, version, have, cache)
     refs = [obj for step in plan.steps for obj in step.delta.objects]
     downloaded = download_objects(
         catalog.backend, model, refs, cache, policy=catalog.policy, progress=progress
     )
+    if signed is not None:
+        check_signed_plan(signed, plan, cache)
     work = out_dir.parent / f".{out_dir.name}.pull-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     try:
-        result_dir = _apply_plan(plan, base, work, cache)
+        result_dir = _apply_plan(plan, base, work, cache, aux_policy)
         result_dir.rename(out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if not keep_cache:
-        _evict(cache, refs)
+        cache.release(obj.digest for obj in refs)
+    if not keep_cache:  # unless another process holds them
+        cache.prune(among=[obj.digest for obj in refs])
     log.info("store.pulled", model=model, version=version, path=plan.path, bytes=downloaded)
     return PullResult(
         version=version,
@@ -133,6 +147,28 @@ def read_delta(step: Step, cache: ObjectCache) -> tuple[DeltaManifest, bytes]:
     return manifest, data
 
 
+def chosen_name(catalog: Catalog, model: str, ref: str) -> str | None:
+    """``ref`` when it resolves as a name (a signature must then name it), else None."""
+    if VERSION_LIKE.fullmatch(ref) or catalog.read_name(model, ref) is None:
+        return None
+    return ref
+
+
+def check_signed_plan(signed: SignedTarget, plan: Plan, cache: ObjectCache) -> None:
+    """Refuse a plan whose last delta does not produce the signed content (its objects are in
+    the cache); an empty plan keeps a checkpoint that already is the signed version id."""
+    if not plan.steps:
+        return
+    last = plan.steps[-1]
+    check_signed_step(signed, last, read_delta(last, cache)[0])
+
+
+def check_signed_step(signed: SignedTarget, step: Step, manifest: DeltaManifest) -> None:
+    """Refuse ``step`` (the plan's last, its ``manifest`` already read) unless it produces the
+    signed content."""
+    signed.check_manifest(manifest, "base" if step.reverse else "target")
+
+
 def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> DeltaManifest:
     """Rebuild a delta directory (the checked manifest, objects linked from the cache); returns
     its manifest, parsed, for the apply (parsing 100,000 tensors once is enough)."""
@@ -145,7 +181,9 @@ def materialize_delta(step: Step, cache: ObjectCache, delta_dir: Path) -> DeltaM
     return manifest
 
 
-def _apply_plan(plan: Plan, base: Path | None, work: Path, cache: ObjectCache) -> Path:
+def _apply_plan(
+    plan: Plan, base: Path | None, work: Path, cache: ObjectCache, aux_policy: AuxPolicy
+) -> Path:
     current = work / "checkpoint"
     if not plan.steps:
         assert base is not None  # an empty plan means the base already is the version
@@ -160,13 +198,22 @@ def _apply_plan(plan: Plan, base: Path | None, work: Path, cache: ObjectCache) -
         manifest = materialize_delta(step, cache, delta_dir)
         if index == 0:
             source = Path(base) if step.source is not None and base is not None else None
-            apply_delta(source, delta_dir, manifest, out_dir=current, reverse=step.reverse)
+            apply_delta(
+                source,
+                delta_dir,
+                manifest,
+                out_dir=current,
+                reverse=step.reverse,
+                aux_policy=aux_policy,
+            )
         else:
-            apply_delta(current, delta_dir, manifest, in_place=True, reverse=step.reverse)
+            apply_delta(
+                current,
+                delta_dir,
+                manifest,
+                in_place=True,
+                reverse=step.reverse,
+                aux_policy=aux_policy,
+            )
         shutil.rmtree(delta_dir)
     return current
-
-
-def _evict(cache: ObjectCache, refs: Sequence[ObjectRef]) -> None:
-    for ref in {r.digest for r in refs}:
-        cache.path(ref).unlink(missing_ok=True)

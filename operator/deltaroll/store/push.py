@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltaroll.checkpoint import diff_checkpoints, read_delta_manifest
+from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.store.aliases import check_name_free, set_name
 from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.catalog import Catalog
@@ -36,6 +37,7 @@ def push(
     force_name: bool = False,
     work_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> PushResult:
     """Diff ``checkpoint`` against ``base`` (and/or snapshot it) and publish the result.
 
@@ -64,10 +66,14 @@ def push(
         uploaded = 0
         outcome = None
         if base is not None:
-            outcome = publish_delta(catalog, model, delta_dir, progress=progress)
+            outcome = publish_delta(
+                catalog, model, delta_dir, progress=progress, aux_policy=aux_policy
+            )
             uploaded += outcome.uploaded_bytes
         if base is None or anchor:
-            snapshot = publish_anchor(catalog, model, anchor_dir, progress=progress)
+            snapshot = publish_anchor(
+                catalog, model, anchor_dir, progress=progress, aux_policy=aux_policy
+            )
             uploaded += snapshot.uploaded_bytes
             outcome = outcome or snapshot
     assert outcome is not None  # one of the two branches above always runs

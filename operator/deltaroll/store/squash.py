@@ -18,6 +18,7 @@ from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.cache import ObjectCache
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import SquashError
+from deltaroll.store.leases import publishing
 from deltaroll.store.manifests import VersionManifest
 from deltaroll.store.publish import delta_record, upload_delta_objects
 from deltaroll.store.pull import load_graph, pull
@@ -62,12 +63,21 @@ def squash(
         diff_checkpoints(work / "from", work / "to", work / "delta")
         record = delta_record(work / "delta")
         uploaded = upload_delta_objects(catalog, model, work / "delta", record, progress=progress)
-    old = graph.versions[target]
-    catalog.replace_version(
-        VersionManifest(
-            model=model, version=target, parent=source, delta=record, created_at=old.created_at
-        )
-    )
+        old = graph.versions[target]
+        with publishing(catalog, model) as lease:  # as a publish: no gc until the record is in
+            if catalog.find_version(model, source) is None:
+                raise SquashError(f"{source} was deleted while squashing; nothing was changed")
+            uploaded += upload_delta_objects(catalog, model, work / "delta", record, checked=True)
+            lease.check()
+            catalog.replace_version(
+                VersionManifest(
+                    model=model,
+                    version=target,
+                    parent=source,
+                    delta=record,
+                    created_at=old.created_at,
+                )
+            )
     return SquashResult(
         version=target,
         parent=source,

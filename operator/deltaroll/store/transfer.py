@@ -2,8 +2,10 @@
 
 Uploads skip objects the store already has (objects are immutable and named by content) and
 refuse to send a local file whose bytes do not match its name. Downloads land in the cache's
-staging area, are verified against their sha256 and only then enter the cache; a retry after a
-transient failure fetches only what is still missing. A corrupt object is reported by name and
+staging area, are verified against their sha256 and only then enter the cache; a cached object
+is checked too, and fetched again if it is torn or wrong; a retry after a transient failure
+fetches only what is still missing. The objects stay held in the cache's lease for the caller
+(which releases them once it has used them). A corrupt object is reported by name and
 removed; nothing unverified ever reaches the checkpoint layer. A download can be told to stop
 (``should_stop``, checked before each object starts): what arrived stays in the cache for the
 next run, and :class:`TransferCancelledError` says the rest was not fetched."""
@@ -36,12 +38,14 @@ def upload_objects(
     policy: RetryPolicy = DEFAULT_POLICY,
     progress: ProgressCallback | None = None,
     located: Mapping[str, Path] | None = None,
+    checked: bool = False,
 ) -> int:
     """Upload the objects of ``refs`` that the store lacks, each from ``objects_dir`` or from
-    where ``located`` says (a delta's manifest file); bytes sent."""
+    where ``located`` says (a delta's manifest file); bytes sent. ``checked``: the local files
+    were checked against their names by an earlier call (a publish's second look)."""
     unique = {ref.digest: ref for ref in refs}
     paths = {digest: objects_dir / digest for digest in unique} | dict(located or {})
-    for ref in unique.values():
+    for ref in () if checked else unique.values():
         local = paths[ref.digest]
         if (
             not local.is_file()
@@ -77,7 +81,8 @@ def download_objects(
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> int:
-    """Bring every object of ``refs`` into ``cache``, verified; bytes downloaded.
+    """Bring every object of ``refs`` into ``cache``, verified, and hold them there (no prune
+    removes them until the caller calls ``cache.release``); bytes downloaded.
 
     With ``should_stop``, it is asked before each object starts; once it says True no further
     object starts (those in flight finish and are kept) and :class:`TransferCancelledError` is
@@ -86,11 +91,12 @@ def download_objects(
     unique = {ref.digest: ref for ref in refs}
     received = 0
     not_started = 0
+    cache.hold(unique)  # before looking: a prune by another process keeps them from now on
 
     def attempt() -> None:
         nonlocal received, not_started
         received += cache.adopt_staged(unique.values())  # left by an interrupted run
-        missing = [ref for ref in unique.values() if not cache.has(ref.digest)]
+        missing = [ref for ref in unique.values() if not cache.verified(ref.digest)]
         items = [
             (keys.object_key(model, ref.digest), cache.staging_path(ref.digest)) for ref in missing
         ]

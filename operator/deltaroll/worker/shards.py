@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from deltaroll.api.facts import VersionFacts
+from deltaroll.api.job_result import JOB_ENV
 from deltaroll.checkpoint import (
     Checkpoint,
     DeltaManifest,
@@ -54,6 +56,7 @@ from deltaroll.store.staging import (
     EMPTY_SHARE,
     discard_group,
     read_part,
+    record_job,
     record_part,
 )
 from deltaroll.store.transfer import download_objects, upload_objects
@@ -160,6 +163,9 @@ def compute_share(
         part = (share_dir / MANIFEST_NAME).read_bytes()
     else:
         part = EMPTY_SHARE  # recorded so the others know this index is done
+    job = os.environ.get(JOB_ENV)
+    if job:  # the operator's Job: gc keeps the group's parts while it exists
+        record_job(store.catalog, model, group, job)
     record_part(store.catalog, model, group, index, shares, part)
     log.info("worker.share_recorded", index=index, shares=shares, files=files)
     parts = _collect_parts(store, model, group, shares, work_dir / "parts")
@@ -212,8 +218,11 @@ def assemble(
     with staged_directory(out_dir) as staging:
         objects = ObjectDir(staging)
         objects.root.mkdir(parents=True, exist_ok=True)
-        for ref in part_objects:
-            store.cache.link_into(ref.digest, objects.path(ref.digest))
+        try:
+            for ref in part_objects:
+                store.cache.link_into(ref.digest, objects.path(ref.digest))
+        finally:
+            store.cache.release(ref.digest for ref in part_objects)
         packs = PackWriter(objects, first_index=len(part_objects))
         rows = {name: row for row, name in enumerate(names)}
         base_layout = record_layout(base, packs, rows, level=level)

@@ -5,7 +5,9 @@ Plain dicts (what ``kubectl apply`` takes), so the printed YAML in the README an
 idea. The pod shape follows what the Helm chart's sidecar injection gives a vLLM pod: the agent
 reads its pod's annotations from a downwardAPI volume and shares the weights volume with the
 engine; the agent is a native sidecar whose startup probe holds the engine back until the
-first verified version is on the volume.
+first verified version is on the volume. Only the agent holds a ServiceAccount token (a
+projected volume; the pod mounts none by default), and the chart's admission policy keeps it to
+its own pod; the engine's reload routes listen on the pod's loopback only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT, agent_access_objects
 from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
+from deltaroll.controllers.pod_defaults import container_security_context, pod_security_context
 
 GROUP, API_VERSION = "deltaroll.dev", "v1alpha1"
 NAMESPACE = "default"
@@ -22,13 +26,20 @@ MODEL = "demo-llm"
 APP = "demo-llm"
 DEPLOYMENT = "demo-llm"
 ANALYSIS = "eval-loss"
+ENGINE_PORT, ENGINE_ADMIN_PORT, AGENT_HEALTH_PORT = 8000, 8001, 8081
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: The demo holds its namespace to Pod Security "restricted", as a careful admin would.
+RESTRICTED = (
+    "pod-security.kubernetes.io/enforce=restricted",
+    "pod-security.kubernetes.io/enforce-version=latest",
+)
 
 
 def agent_container(
     store_uri: str,
     *,
     model: str = MODEL,
-    engine_url: str = "http://127.0.0.1:8000",
+    engine_url: str = f"http://127.0.0.1:{ENGINE_ADMIN_PORT}",
     poll_interval: float = 0.3,
     retry_max: float = 2,
 ) -> dict[str, Any]:
@@ -46,7 +57,8 @@ def agent_container(
             "--weights-dir=/models/weights",
             "--engine=reference",
             f"--engine-url={engine_url}",
-            "--health-port=8081",
+            f"--health-port={AGENT_HEALTH_PORT}",
+            f"--service-account-dir={SERVICE_ACCOUNT_MOUNT}",  # mapped by the sandbox
             f"--poll-interval={poll_interval}",
             f"--retry-max={retry_max}",
             "--log-format=console",
@@ -58,10 +70,12 @@ def agent_container(
                 "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
             },
         ],
-        "ports": [{"name": "agent-health", "containerPort": 8081}],
+        # loopback only; declared because the sandbox maps only declared ports to free ones
+        "ports": [{"name": "agent-health", "containerPort": AGENT_HEALTH_PORT}],
         "volumeMounts": [
             {"name": "weights", "mountPath": "/models"},
             {"name": "podinfo", "mountPath": "/etc/deltaroll/podinfo", "readOnly": True},
+            {"name": "agent-token", "mountPath": SERVICE_ACCOUNT_MOUNT, "readOnly": True},
         ],
     }
 
@@ -72,17 +86,56 @@ def as_native_sidecar(container: dict[str, Any]) -> dict[str, Any]:
     return {
         **container,
         "restartPolicy": "Always",
-        "startupProbe": {
-            "httpGet": {"path": "/healthz", "port": "agent-health"},
+        "startupProbe": {  # exec: /healthz listens on the pod's loopback only
+            "exec": {"command": ["python3", "-c", health_probe(AGENT_HEALTH_PORT)]},
             "periodSeconds": 1,
             "failureThreshold": 600,
         },
     }
 
 
+def health_probe(port: int) -> str:
+    """A startup probe run inside the agent's container: GET /healthz on loopback."""
+    return (
+        "import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{port}/healthz', timeout=2)"
+    )
+
+
+def agent_token_volume() -> dict[str, Any]:
+    """What kube-apiserver's default token volume holds (a pod-bound token, the API's CA, the
+    namespace), mounted in the agent's container only."""
+    return {
+        "name": "agent-token",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "namespace",
+                                "fieldRef": {"fieldPath": "metadata.namespace"},
+                            }
+                        ]
+                    }
+                },
+            ]
+        },
+    }
+
+
 def pod_volumes() -> list[dict[str, Any]]:
-    """The weights volume the agent and the engine share, and the pod's annotations file."""
+    """The weights volume the agent and the engine share, the pod's annotations file and the
+    agent's token."""
     return [
+        agent_token_volume(),
         {"name": "weights", "emptyDir": {}},
         {
             "name": "podinfo",
@@ -106,10 +159,14 @@ def engine_container() -> dict[str, Any]:
             "serve",
             "--kind=reference",
             "--model-path=/models/weights",
-            "--port=8000",
+            f"--port={ENGINE_PORT}",
+            f"--admin-port={ENGINE_ADMIN_PORT}",  # on 127.0.0.1: the agent's, not the Service's
         ],
         "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
-        "ports": [{"name": "http", "containerPort": 8000}],
+        "ports": [
+            {"name": "http", "containerPort": ENGINE_PORT},
+            {"name": "admin", "containerPort": ENGINE_ADMIN_PORT},  # the sandbox maps it
+        ],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1},
         "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
     }
@@ -117,14 +174,26 @@ def engine_container() -> dict[str, Any]:
 
 def inference_pod_spec(agent: dict[str, Any]) -> dict[str, Any]:
     """An inference pod: ``agent`` (an :func:`agent_container`) as a native sidecar beside the
-    reference engine, the pod Ready only while the agent says its weights are."""
+    reference engine, the pod Ready only while the agent says its weights are; it passes Pod
+    Security "restricted", like every pod the operator creates."""
+    sidecar, engine = as_native_sidecar(agent), engine_container()
+    for container in (sidecar, engine):
+        container["securityContext"] = container_security_context()
     return {
+        "serviceAccountName": AGENT_SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,  # the engine gets no token; the agent its own
         "terminationGracePeriodSeconds": 5,
+        "securityContext": pod_security_context(),
         "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
-        "initContainers": [as_native_sidecar(agent)],
-        "containers": [engine_container()],
+        "initContainers": [sidecar],
+        "containers": [engine],
         "volumes": pod_volumes(),
     }
+
+
+def agent_access() -> list[dict[str, Any]]:
+    """What the chart installs for the agent in the demo's namespace (RBAC, admission policy)."""
+    return agent_access_objects(NAMESPACE)
 
 
 def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
@@ -142,42 +211,59 @@ def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
     }
 
 
-def model_deployment(store_uri: str, version: str, eval_texts: list[str]) -> dict[str, Any]:
-    """25% canary, an eval-loss analysis against the stable pods, 50%, 100%; rollback on failure."""
+def modeldeployment_manifest(
+    name: str,
+    store_uri: str,
+    version: str,
+    labels: dict[str, str],
+    *,
+    model: str = MODEL,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A ModelDeployment of ``model`` for the pods labelled ``labels`` on the reference engine;
+    ``spec`` adds fields (wire names: ``strategy``, ``analysisTemplates``...)."""
     return {
         "apiVersion": f"{GROUP}/{API_VERSION}",
         "kind": "ModelDeployment",
-        "metadata": {"name": DEPLOYMENT, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "model": MODEL,
+            "model": model,
             "store": {"uri": store_uri},
             "version": version,
-            "selector": {"matchLabels": {"app": APP}},
+            "selector": {"matchLabels": labels},
             "engine": {"kind": "reference", "port": 8000},
-            "strategy": {
-                "canary": {
-                    "steps": [
-                        {"setWeight": 25},
-                        {"analysis": {"templates": [{"templateName": ANALYSIS}]}},
-                        {"setWeight": 50},
-                        {"setWeight": 100},
-                    ]
-                }
-            },
-            "analysisTemplates": [
-                {
-                    "name": ANALYSIS,
-                    "provider": {"http": {"body": json.dumps({"texts": eval_texts})}},
-                    "successCondition": "result <= baseline * 1.05",
-                    "interval": "1s",
-                    "count": 2,
-                    "consecutiveErrorLimit": 2,
-                }
-            ],
-            "maxUnavailable": 1,
-            "progressDeadlineSeconds": 300,
+            **spec,
         },
     }
+
+
+def model_deployment(store_uri: str, version: str, eval_texts: list[str]) -> dict[str, Any]:
+    """25% canary, an eval-loss analysis against the stable pods, 50%, 100%; rollback on failure."""
+    steps = [
+        {"setWeight": 25},
+        {"analysis": {"templates": [{"templateName": ANALYSIS}]}},
+        {"setWeight": 50},
+        {"setWeight": 100},
+    ]
+    return modeldeployment_manifest(
+        DEPLOYMENT,
+        store_uri,
+        version,
+        {"app": APP},
+        strategy={"canary": {"steps": steps}},
+        analysisTemplates=[
+            {
+                "name": ANALYSIS,
+                "provider": {"http": {"body": json.dumps({"texts": eval_texts})}},
+                "successCondition": "result <= baseline * 1.05",
+                "interval": "1s",
+                "count": 2,
+                "consecutiveErrorLimit": 2,
+            }
+        ],
+        maxUnavailable=1,
+        progressDeadlineSeconds=300,
+    )
 
 
 def model_delta(store_uri: str, version: str, parent: str, checkpoint: Path) -> dict[str, Any]:

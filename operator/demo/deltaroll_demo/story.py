@@ -18,9 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from deltaroll_demo import manifests
 from deltaroll_demo.errors import DemoStepFailed
-from deltaroll_demo.manifests import API_VERSION, DEPLOYMENT, GROUP, MODEL, NAMESPACE
+from deltaroll_demo.manifests import (
+    API_VERSION,
+    DEPLOYMENT,
+    GROUP,
+    MODEL,
+    NAMESPACE,
+    RESTRICTED,
+)
 from deltaroll_demo.model import TRAINING_STEPS, Checkpoints, eval_texts, train
 from deltaroll_demo.narration import Narrator, Snapshot
 from deltaroll_demo.observe import Cluster, Pod, WantedWatch, downloaded_bytes
@@ -75,24 +84,32 @@ class Story:
             done = self.sandbox.kubectl("apply", "-f", str(crds_directory()), check=False)
             if done.returncode != 0:
                 raise DemoStepFailed(f"applying the CRDs failed: {done.stderr.strip()}")
-            bar.show(f"{len(done.stdout.splitlines())} CRDs")
+            crds = len(done.stdout.splitlines())
+            # the chart's agent identity: ServiceAccount, Role, the own-pod admission policy
+            body = yaml.safe_dump_all(manifests.agent_access())
+            done = self.sandbox.kubectl("apply", "-f", "-", input=body, check=False)
+            if done.returncode != 0:
+                raise DemoStepFailed(f"applying the agent's access failed: {done.stderr.strip()}")
+            bar.show(f"{crds} CRDs")
+        with self.narrator.step("namespace", f"enforce Pod Security restricted in {NAMESPACE}"):
+            self.sandbox.kubectl("label", "namespace", NAMESPACE, *RESTRICTED)
         with self.narrator.step("operator", "start the operator (deltaroll operator run)"):
             self.start_operator()
 
     def start_operator(self) -> None:
         env = {
             **self.sandbox.env(),
-            "DELTAROLL_ROLLOUT_INTERVAL_S": "1",
             "DELTAROLL_LOG_FORMAT": "console",
         }
         policy = write_local_policy(self.workdir / "policy.json", self.workdir)
         with (self.workdir / "operator.log").open("ab") as log:
             self.operator = subprocess.Popen(
+                # Namespace scope, as the Helm chart installs it by default.
                 [
                     str(DELTAROLL),
                     "operator",
                     "run",
-                    "--all-namespaces",
+                    f"--namespace={NAMESPACE}",
                     "--standalone",
                     f"--policy={policy}",
                 ],

@@ -78,7 +78,11 @@ class Sandbox:
         kubeconfig.write(self.kubeconfig_path, self.api_url, tls.ca_cert)
         if self.run_pods:
             self.kubelet = Kubelet(
-                self.api.store, self.directory, self.kubeconfig_path, self.api_url
+                self.api.store,
+                self.directory,
+                self.api_url,
+                self.api.tokens,
+                tls.ca_cert.read_text(),
             )
             self.api.pod_logs = self.kubelet
             for controller in (

@@ -11,6 +11,7 @@ import requests
 import yaml
 from sandbox_helpers import MANIFESTS
 
+from deltaroll_sandbox import kubeconfig
 from deltaroll_sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
 from deltaroll_sandbox.testing import RunningSandbox
 
@@ -39,13 +40,21 @@ def batch(api: kubernetes.client.ApiClient) -> kubernetes.client.BatchV1Api:
 
 @pytest.fixture
 def http(sandbox: RunningSandbox) -> Iterator[Callable[..., requests.Response]]:  # noqa: F811
-    """Raw HTTPS requests to the sandbox, verified against its CA: ``http("GET", "/api")``."""
+    """Raw HTTPS requests to the sandbox, verified against its CA: ``http("GET", "/api")``, as
+    the admin unless ``token=`` says whom (``token=None``: anonymous)."""
     session = requests.Session()
     ca = str(sandbox.directory / "pki" / "ca.crt")
 
-    def call(method: str, path: str, **kwargs: Any) -> requests.Response:
+    def call(
+        method: str, path: str, token: str | None = kubeconfig.TOKEN, **kwargs: Any
+    ) -> requests.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if token is not None:
+            headers.setdefault("Authorization", f"Bearer {token}")
         # verify per request: a session's verify loses to $REQUESTS_CA_BUNDLE.
-        return session.request(method, sandbox.api_url + path, timeout=30, verify=ca, **kwargs)
+        return session.request(
+            method, sandbox.api_url + path, timeout=30, verify=ca, headers=headers, **kwargs
+        )
 
     yield call
     session.close()

@@ -7,7 +7,10 @@ import json
 import kubernetes
 import requests
 
+from deltaroll_sandbox import kubeconfig
 from deltaroll_sandbox.testing import running_sandbox
+
+ADMIN = {"Authorization": f"Bearer {kubeconfig.TOKEN}"}
 
 
 def _events(http, path, **params):
@@ -51,6 +54,7 @@ def test_too_old_resource_version_is_410(tmp_path):
             f"{sb.api_url}/api/v1/namespaces/default/configmaps",
             params={"watch": "true", "resourceVersion": "1", "timeoutSeconds": "1"},
             verify=ca,
+            headers=ADMIN,
             stream=True,
             timeout=30,
         )
@@ -63,6 +67,7 @@ def test_too_old_resource_version_is_410(tmp_path):
             f"{sb.api_url}/api/v1/namespaces/default/configmaps",
             params={"watch": "true", "resourceVersion": recent, "timeoutSeconds": "1"},
             verify=ca,
+            headers=ADMIN,
             stream=True,
             timeout=30,
         )

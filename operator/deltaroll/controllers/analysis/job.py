@@ -5,7 +5,8 @@ measurement's number, so a reconcile that runs twice (or an operator restarted w
 runs) finds the same Job instead of starting another. It is owned by the ModelDeployment, so it
 goes when the deployment does. The container learns what to judge from its environment:
 DELTAROLL_CANARY_VERSION, DELTAROLL_STABLE_VERSION and DELTAROLL_CANARY_PODS (podIP:port,
-comma-separated).
+comma-separated). The pod passes Pod Security "restricted", mounts no ServiceAccount token and
+has resources (:mod:`deltaroll.controllers.pod_defaults`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from deltaroll.api.modeldeployment import KIND, AnalysisJob
+from deltaroll.controllers import pod_defaults
 from deltaroll.controllers.job_defaults import RELEASE_DEFAULTS, JobDefaults
 from deltaroll.controllers.modeldelta.jobs import (
     LABEL_COMPONENT,
@@ -24,6 +26,8 @@ from deltaroll.controllers.modeldelta.jobs import (
 )
 
 LABEL_MODELDEPLOYMENT: Final = "deltaroll.dev/modeldeployment"
+ANALYSIS_COMPONENT: Final = "analysis"
+"""The component label of analysis Jobs: the operator watches them to take measurements."""
 CONTAINER: Final = "analysis"
 
 JobOutcome = Literal["Successful", "Failed"]
@@ -51,7 +55,7 @@ def build_analysis_job(
     meta = owner["metadata"]
     labels = {
         LABEL_MODELDEPLOYMENT: label_value(str(meta["name"])),
-        LABEL_COMPONENT: "analysis",
+        LABEL_COMPONENT: ANALYSIS_COMPONENT,
         LABEL_MANAGED_BY: "deltaroll",
     }
     env = [e.to_wire() for e in job.env or []] + [
@@ -63,6 +67,8 @@ def build_analysis_job(
         "name": CONTAINER,
         "image": defaults.image_of(job),
         "env": env,
+        "securityContext": pod_defaults.container_security_context(),
+        "resources": pod_defaults.resources("analysis", job.resources),
     }
     if job.command:
         container["command"] = list(job.command)
@@ -85,7 +91,7 @@ def build_analysis_job(
     pod.update({k: v for k, v in optional.items() if v is not None})
     spec: dict[str, Any] = {
         "backoffLimit": job.backoff_limit,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod},
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_defaults.locked_down(pod)},
     }
     if job.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = job.active_deadline_seconds

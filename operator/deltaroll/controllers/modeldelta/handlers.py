@@ -11,6 +11,9 @@ The admin's policy is checked first: a ModelDelta asking for a store, image or S
 its namespace may not use is refused (PolicyDenied) before any store is opened or Job created.
 Stores are opened with the tenant's secretRef credentials (:mod:`..store_access`).
 
+With the operator's signing key (:mod:`deltaroll.controllers.modeldelta.signer`), what a Job
+published is checked and signed before the ModelDelta turns Ready.
+
 Store hiccups raise :class:`kopf.TemporaryError`, so Kopf retries with backoff. Deleting a
 ModelDelta with ``deletionPolicy: Delete`` removes the version its own Job created from the
 store (the only case with a finalizer), never one that was there before; its Jobs go with it by
@@ -19,6 +22,7 @@ ownerReference in every case.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 from collections import defaultdict
@@ -41,6 +45,7 @@ from deltaroll.controllers.disclosure import post_event, scrubbed_status
 from deltaroll.controllers.errors import SecretNotFoundError
 from deltaroll.controllers.invalid import mark_refused, parse_or_mark
 from deltaroll.controllers.job_defaults import JobDefaults
+from deltaroll.controllers.modeldelta import signer
 from deltaroll.controllers.modeldelta.jobs import LABEL_MANAGED_BY, MANAGED_BY, job_selector
 from deltaroll.controllers.modeldelta.observe import JobView, view_job
 from deltaroll.controllers.modeldelta.planner import (
@@ -50,6 +55,7 @@ from deltaroll.controllers.modeldelta.planner import (
     Plan,
     PostEvent,
     RecordInputs,
+    SignVersion,
     StoreView,
     invalid_spec_status,
     plan,
@@ -158,8 +164,11 @@ def _delete_unless_used(
             f"kept {version_id} in {uri}: ModelDeployment {use.deployment} uses it "
             f"({use.field}={use.ref})"
         )
-    others = [v for v in store.catalog.version_ids(model) if v != version_id]
-    if version_id not in store.gc(model, keep=others).deleted_versions:
+    jobs = kube.job_names(namespace, f"{LABEL_MANAGED_BY}={MANAGED_BY}")
+    # Every version but this one, as gc reads them under its lease (a version published since
+    # this handler started is kept); staged parts are kept while their Job exists.
+    result = store.gc(model, keep=None, drop=[version_id], live_jobs={namespace: jobs})
+    if version_id not in result.deleted_versions:
         return "VersionKept", f"kept {version_id} in {uri}: a remaining version is built on it"
     return "VersionDeleted", f"deleted {version_id} from {uri}"
 
@@ -181,12 +190,7 @@ def reconcile(namespace: str, name: str) -> Plan | None:
             bound.warning("modeldelta.policy_denied", refusals=refusals)
             return None
         try:
-            outcome = plan(
-                delta,
-                _observe(delta, body, policy),
-                now=now_rfc3339(),
-                defaults=JobDefaults.of(policy.worker, operator_image(), worker_env()),
-            )
+            outcome = _sign(delta, _observe(delta, body, policy), policy)
             _apply(body, outcome)
         except Exception:
             metrics.RECONCILE_ERRORS.labels("ModelDelta").inc()
@@ -196,6 +200,31 @@ def reconcile(namespace: str, name: str) -> Plan | None:
     if _became(body, outcome, "Ready"):
         _wake_children(namespace, delta)
     return outcome
+
+
+def _sign(delta: ModelDelta, observed: Observed, policy: NamespacePolicy) -> Plan:
+    """The plan, after signing the version it asks to sign; planned again as refused when the
+    store's records did not pass the checks (signing comes before the status says Ready). The
+    checks read the store as the tenant (its secretRef, under the admin's policy), as
+    :func:`_observe` does: a tenant cannot have the operator vouch for what it cannot read."""
+    outcome = _plan(delta, observed, policy)
+    for action in outcome.actions:
+        if isinstance(action, SignVersion):
+            namespace = _namespaced(delta.metadata.get("namespace"))
+            credentials = store_credentials(namespace, delta.spec.store, policy)
+            refused = signer.sign(delta, action, credentials=credentials, cache_dir=_cache_dir())
+            if refused is not None:
+                return _plan(delta, dataclasses.replace(observed, sign_refused=refused), policy)
+    return outcome
+
+
+def _plan(delta: ModelDelta, observed: Observed, policy: NamespacePolicy) -> Plan:
+    return plan(
+        delta,
+        observed,
+        now=now_rfc3339(),
+        defaults=JobDefaults.of(policy.worker, operator_image(), worker_env()),
+    )
 
 
 def _namespaced(namespace: str | None) -> str:
@@ -214,13 +243,19 @@ def _parse(body: dict[str, Any]) -> ModelDelta | None:
 def _observe(delta: ModelDelta, body: dict[str, Any], policy: NamespacePolicy) -> Observed:
     meta, spec = body["metadata"], delta.spec
     namespace = meta["namespace"]
+    key = signer.key()
     try:
         credentials = store_credentials(namespace, spec.store, policy)
     except SecretNotFoundError:
         secret_missing, store = True, StoreView()
     else:
         secret_missing = False
-        store = look_up(delta, cache_dir=_cache_dir(), credentials=credentials)
+        store = look_up(
+            delta,
+            cache_dir=_cache_dir(),
+            credentials=credentials,
+            signer=key.public if key is not None else None,
+        )
     parent_phase = None
     if spec.parent is not None and store.parent_id is None and store.problem is None:
         parent_phase = _parent_phase(namespace, delta)
@@ -231,6 +266,7 @@ def _observe(delta: ModelDelta, body: dict[str, Any], policy: NamespacePolicy) -
         parent_phase=parent_phase,
         jobs=jobs,
         published_inputs=(meta.get("annotations") or {}).get(INPUTS_ANNOTATION),
+        signer=key.public.key_id if key is not None else None,
     )
 
 

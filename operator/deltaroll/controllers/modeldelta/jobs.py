@@ -5,7 +5,9 @@ collects the Job and its pods. Its name carries a digest of the spec, so a chang
 new Job (the planner deletes the old one) and an unchanged spec always finds its own. The store
 credentials reach the worker only through ``envFrom`` of the referenced Secret: never in the
 manifest, never in logs. A worker exiting with the permanent-failure code fails the Job at once
-(podFailurePolicy) instead of burning retries on bad input.
+(podFailurePolicy) instead of burning retries on bad input. The pod passes Pod Security
+"restricted", mounts no ServiceAccount token and has resources
+(:mod:`deltaroll.controllers.pod_defaults`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Any, Final
 
 from deltaroll.api.common import API_VERSION
 from deltaroll.api.job_result import DEFAULT_PATH as TERMINATION_PATH
-from deltaroll.api.job_result import EXIT_PERMANENT
+from deltaroll.api.job_result import EXIT_PERMANENT, JOB_ENV
 from deltaroll.api.job_result import PATH_ENV as TERMINATION_ENV
 from deltaroll.api.modeldelta import KIND, ModelDelta, ModelDeltaSpec
+from deltaroll.controllers import pod_defaults
 from deltaroll.controllers.job_defaults import RELEASE_DEFAULTS, JobDefaults
 
 CONTAINER: Final = "worker"
@@ -135,7 +138,7 @@ def build_job(delta: ModelDelta, *, defaults: JobDefaults = RELEASE_DEFAULTS) ->
         },
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _pod_spec(delta, defaults),
+            "spec": _pod_spec(delta, defaults, digest),
         },
     }
     if sharded(delta):
@@ -165,8 +168,8 @@ def build_job(delta: ModelDelta, *, defaults: JobDefaults = RELEASE_DEFAULTS) ->
     }
 
 
-def _pod_spec(delta: ModelDelta, defaults: JobDefaults) -> dict[str, Any]:
-    spec, job = delta.spec, delta.spec.job
+def _pod_spec(delta: ModelDelta, defaults: JobDefaults, digest: str) -> dict[str, Any]:
+    meta, spec, job = delta.metadata, delta.spec, delta.spec.job
     args = worker_args(delta)
     if sharded(delta):
         args += ["--shards", str(job.parallelism)]
@@ -182,6 +185,7 @@ def _pod_spec(delta: ModelDelta, defaults: JobDefaults) -> dict[str, Any]:
             # Said explicitly so a kubelet that relocates the path (the sandbox's) can map it.
             {"name": TERMINATION_ENV, "value": TERMINATION_PATH},
             *defaults.env_list(),
+            {"name": JOB_ENV, "value": f"{meta['namespace']}/{job_name(meta['name'], digest)}"},
         ],
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -190,11 +194,10 @@ def _pod_spec(delta: ModelDelta, defaults: JobDefaults) -> dict[str, Any]:
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp
         ],
         "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
+            **pod_defaults.container_security_context(),
+            "readOnlyRootFilesystem": True,  # it writes only to its emptyDirs
         },
+        "resources": pod_defaults.resources("worker", job.resources),
     }
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
@@ -232,4 +235,4 @@ def _pod_spec(delta: ModelDelta, defaults: JobDefaults) -> dict[str, Any]:
         else None,
     }
     pod.update({key: value for key, value in optional.items() if value is not None})
-    return pod
+    return pod_defaults.locked_down(pod)

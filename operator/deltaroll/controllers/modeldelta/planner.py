@@ -12,6 +12,12 @@ handler, so an operator restarted mid-Job, a repeated event or a lost one all co
 3. No such Job -> validate (credentials Secret, store, parent), then create it. Jobs made for an
    older spec are deleted (a spec change while computing replaces the Job).
 
+With a signing key (the operator's, never the tenant's), a Ready version is signed once the
+store shows it, and only when this ModelDelta's own succeeded Job reported that version: the
+handler checks the store's records (:mod:`deltaroll.store.vouch`) and signs, or the ModelDelta
+is Failed with reason SignatureRefused. A version found in the store without such a Job (pushed
+by someone else) is Ready but not signed, and the message says so.
+
 A Failed ModelDelta stays Failed until its spec changes (a new generation): the failure message
 says what to change.
 """
@@ -55,6 +61,7 @@ class StoreView:
     retryable: bool = False
     parent_id: str | None = None  # spec.parent resolved in the store
     published: VersionFacts | None = None  # the version the ModelDelta's name points at
+    signed: bool = False  # the operator's key signed it, naming the ModelDelta's version name
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class Observed:
     parent_phase: str | None = None  # phase of the ModelDelta publishing spec.parent, if any
     jobs: tuple[JobView, ...] = ()
     published_inputs: str | None = None  # content digest recorded when it last became Ready
+    signer: str | None = None  # id of the operator's signing key; None: it signs nothing
+    sign_refused: str | None = None  # why the store's records did not pass the checks
 
 
 @dataclass(frozen=True)
@@ -86,13 +95,22 @@ class RecordInputs:
 
 
 @dataclass(frozen=True)
+class SignVersion:
+    """Check the published version against its records and sign it with the operator's key."""
+
+    version: str
+    name: str
+    parent: str | None
+
+
+@dataclass(frozen=True)
 class PostEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
 
 
-Action = CreateJob | DeleteJob | RecordInputs | PostEvent
+Action = CreateJob | DeleteJob | RecordInputs | SignVersion | PostEvent
 
 
 @dataclass(frozen=True)
@@ -144,12 +162,48 @@ def plan(delta: ModelDelta, observed: Observed, *, now: str, defaults: JobDefaul
             "Computing", f"Job {current.name} is running ({current.active} active pod(s)){detail}"
         )
 
+    if status.phase == "Ready" and observed.signer is not None and published is not None:
+        status, signing = _vouch(delta, observed, published, current, builder, status)
+        actions.extend(signing)
     if status.phase == "Ready":
         status = _with_created(status, before, observed.jobs)
     if status.phase == "Ready" and observed.published_inputs != content:
         actions.append(RecordInputs(content))
     actions.extend(_transition_events(before, status))
     return Plan(status=status, actions=actions)
+
+
+def _vouch(
+    delta: ModelDelta,
+    observed: Observed,
+    facts: VersionFacts,
+    job: JobView | None,
+    builder: _StatusBuilder,
+    ready: ModelDeltaStatus,
+) -> tuple[ModelDeltaStatus, list[Action]]:
+    """A Ready version with the operator's signature: signed already, to sign now (its own Job
+    reported it), refused by the checks, or left unsigned with the reason."""
+    signed = ready.model_copy(update={"signed_by": observed.signer})
+    if observed.store.signed:
+        return signed, []
+    if observed.sign_refused is not None:
+        return builder.failed("SignatureRefused", observed.sign_refused), []
+    if job is not None and job.active and not (job.succeeded or job.failed):
+        return builder.computing(
+            "Publishing", f"{facts.version} is in the store; Job {job.name} is finishing"
+        ), []
+    reported = {(r.model_extra or {}).get("version") for r in job.reports if r.ok} if job else set()
+    if job is not None and job.succeeded and facts.version in reported:
+        sign = SignVersion(facts.version, delta.version_name, observed.store.parent_id)
+        message = f"signed {facts.version} as {delta.version_name} with the operator's key"
+        return signed, [sign, PostEvent("Normal", "Signed", message)]
+    made_by = f"Job {job.name} reported {', '.join(sorted(map(str, reported)))}" if job else ""
+    return builder.ready(
+        delta.version_name,
+        facts,
+        note=f"not signed: no Job of this ModelDelta published it{made_by and f' ({made_by})'}; "
+        "the operator signs only what its own Jobs publish (sign it with `deltaroll sign`)",
+    ), []
 
 
 def _with_created(
@@ -222,8 +276,8 @@ class _StatusBuilder:
     ) -> None:
         self.before, self.generation, self.now, self.job = before, generation, now, job
 
-    def ready(self, name: str, facts: VersionFacts) -> ModelDeltaStatus:
-        message = f"version {name} ({facts.version}) is published"
+    def ready(self, name: str, facts: VersionFacts, note: str = "") -> ModelDeltaStatus:
+        message = f"version {name} ({facts.version}) is published" + (note and f"; {note}")
         return self._status("Ready", "Published", message).model_copy(
             update={
                 "version": name,

@@ -1,14 +1,23 @@
 """Kopf handlers for ModelDeployment: read, measure what is due, plan, apply.
 
 Every trigger converges on :func:`reconcile` (level-triggered, idempotent, one at a time per
-ModelDeployment):
+ModelDeployment), and only these do; an idle operator makes no request:
 
 - the ModelDeployment is created, changed (spec.version from GitOps, or a promote/abort/retry
   annotation from ``kubectl deltaroll``), or found at start-up;
-- a timer every ``$DELTAROLL_ROLLOUT_INTERVAL_S`` seconds (default 5): pauses end, analysis
-  measurements fall due, progress deadlines pass;
 - a selected pod changes (its agent reports): an index of ModelDeployment selectors maps the
-  pod to the deployments that choose it.
+  pod to the deployments that choose it (and those that chose it before its labels changed);
+- one of its analysis Jobs finishes (or goes), so a measurement is taken when its Job ends;
+- a ModelDelta publishing its spec.version changes (it becomes Ready, or Failed);
+- an older ModelDeployment it yields pods to goes away or changes its selector;
+- the time the planner asked to look again comes (``Plan.wake_at``: a pause ends, a measurement
+  falls due, a progress deadline passes): :mod:`~.wakeups`, started and stopped with Kopf.
+
+No handler here needs a finalizer (Kopf adds one only for timers, daemons and mandatory delete
+handlers), so a ModelDeployment can be deleted while the operator is down. The finalizer that
+the operator's earlier timer made Kopf put on every ModelDeployment (``deltaroll.dev/cleanup``,
+still the name ModelDeltas with ``deletionPolicy: Delete`` get) is removed by Kopf the first
+time it sees the object, as no handler requires it any more.
 
 Two ModelDeployments selecting one pod do not fight over it: the older keeps it and the younger
 changes no pod until the overlap ends (:mod:`deltaroll.controllers.modeldeployment.overlap`).
@@ -18,36 +27,45 @@ ServiceAccount or Prometheus address its namespace may not use is refused (Polic
 changes no pod. Its store is opened with its secretRef credentials (:mod:`..store_access`).
 
 The rollout itself is :func:`deltaroll.controllers.modeldeployment.planner.plan`, a pure function.
+With ``spec.verification``, spec.version must carry an accepted signature
+(:mod:`deltaroll.controllers.modeldeployment.signature`) before any pod moves, and every pod
+carries the accepted keys for its agent.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import kopf
 import structlog
 
 from deltaroll.api import ModelDeployment
-from deltaroll.api.annotations import POD_VERSION
+from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
-from deltaroll.api.modeldeployment import PLURAL, ModelDeploymentStatus
+from deltaroll.api.modeldelta import PLURAL as MODELDELTAS
+from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentSpec, ModelDeploymentStatus
 from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers import kube
 from deltaroll.controllers.admission import REASON as POLICY_DENIED
 from deltaroll.controllers.admission import modeldeployment_refusals
+from deltaroll.controllers.analysis.job import (
+    ANALYSIS_COMPONENT,
+    LABEL_MODELDEPLOYMENT,
+    job_outcome,
+)
 from deltaroll.controllers.analysis.measure import Context, take
 from deltaroll.controllers.analysis.runs import is_due, record
 from deltaroll.controllers.disclosure import post_event, scrubbed_status
 from deltaroll.controllers.invalid import mark_refused, parse_or_mark
 from deltaroll.controllers.job_defaults import JobDefaults
-from deltaroll.controllers.modeldeployment import writes
-from deltaroll.controllers.modeldeployment.overlap import older_claims, selects
+from deltaroll.controllers.modeldelta.jobs import LABEL_COMPONENT
+from deltaroll.controllers.modeldeployment import routing, signature, writes
+from deltaroll.controllers.modeldeployment.overlap import claimant, older_claims
 from deltaroll.controllers.modeldeployment.planner import Observed, Plan, invalid_spec_status, plan
 from deltaroll.controllers.modeldeployment.pods import (
     POD_VERSION_SET_AT,
@@ -56,64 +74,191 @@ from deltaroll.controllers.modeldeployment.pods import (
     serves,
     view_pod,
 )
+from deltaroll.controllers.modeldeployment.routing import Lookups, PodRoutes
 from deltaroll.controllers.modeldeployment.target import StoreIdentity
 from deltaroll.controllers.modeldeployment.target import look_up as look_up_target
+from deltaroll.controllers.modeldeployment.wakeups import Wakeups
 from deltaroll.controllers.policy import namespace_policy, operator_image
 from deltaroll.controllers.store_access import store_credentials
 
 RESOURCE: Final = (GROUP, VERSION, PLURAL)
-INTERVAL_S: Final = float(os.environ.get("DELTAROLL_ROLLOUT_INTERVAL_S", "5"))
 
 log = structlog.get_logger("deltaroll.controllers.modeldeployment")
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+WAKEUPS: Final = Wakeups()
+"""The operator's one schedule of ModelDeployments waiting for time."""
+POD_ROUTES: Final = PodRoutes()
+
+
+# ---------------------------------------------------------------------- indexes (routing)
+
+
+@kopf.index(*RESOURCE)
+def deployment_selectors(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Where pods look up the ModelDeployments that may select them."""
+    return routing.selector_index(str(namespace), body)
+
+
+@kopf.index(*RESOURCE)
+def deployment_rollouts(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Which ModelDeployments roll out which version of which model and store."""
+    return routing.rollout_index(str(namespace), body)
+
+
+@kopf.index(*RESOURCE)
+def deployments_yielding(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """The ModelDeployments that yield pods to an older one, per namespace."""
+    return routing.yielding_index(str(namespace), body)
+
+
+@kopf.index(GROUP, VERSION, MODELDELTAS)
+def modeldelta_versions(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """What spec.version's lookup reads of each ModelDelta, per model and store."""
+    return routing.modeldelta_index(str(namespace), body)
+
+
+def _lookups(kwargs: Mapping[str, Any]) -> Lookups:
+    """The indexes from a handler's keyword arguments (Kopf passes every index by its name)."""
+    return Lookups(
+        selectors=kwargs["deployment_selectors"],
+        rollouts=kwargs["deployment_rollouts"],
+        yielding=kwargs["deployments_yielding"],
+        modeldeltas=kwargs["modeldelta_versions"],
+    )
+
+
+# ---------------------------------------------------------------------- triggers
+
+
+@kopf.on.startup()
+def start_wakeups(**kwargs: Any) -> None:
+    """Wake ModelDeployments at the times their plans asked for, reading the live indexes."""
+    lookups = _lookups(kwargs)
+
+    def woken(key: Hashable) -> None:
+        namespace, name = cast(tuple[str, str], key)
+        _reconcile_or_retry(namespace, name, lookups)
+
+    WAKEUPS.start(woken)
+
+
+@kopf.on.cleanup()
+def stop_wakeups(**_: Any) -> None:
+    WAKEUPS.stop()
 
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
-def modeldeployment_changed(namespace: str | None, name: str, **_: Any) -> None:
-    """New, changed (spec or a request annotation), or found at start-up: reconcile."""
-    reconcile(str(namespace), name)
+def modeldeployment_changed(
+    namespace: str | None, name: str, diff: kopf.Diff, **kwargs: Any
+) -> None:
+    """New, changed (spec or a request annotation), or found at start-up: reconcile. A new
+    selector may free pods that younger ModelDeployments yield to this one: wake them too."""
+    lookups = _lookups(kwargs)
+    reconcile(str(namespace), name, lookups=lookups)
+    if any(tuple(change[1][:2]) == ("spec", "selector") for change in diff):
+        _wake_yielders(str(namespace), lookups)
 
 
-@kopf.timer(*RESOURCE, interval=INTERVAL_S, sharp=False)
-def modeldeployment_tick(namespace: str | None, name: str, **_: Any) -> None:
-    """Time passes: pauses end, measurements fall due, deadlines pass."""
-    reconcile(str(namespace), name)
-
-
-@kopf.index(*RESOURCE)
-def deployment_selectors(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Namespace -> (name, selector) of every ModelDeployment, to route pod events."""
-    return {str(namespace): (name, dict(spec.get("selector") or {}))}
+@kopf.on.event(*RESOURCE)
+def modeldeployment_event(
+    event: Mapping[str, Any], namespace: str | None, body: kopf.Body, name: str, **kwargs: Any
+) -> None:
+    """A ModelDeployment that goes frees the pods younger ones yield to it."""
+    if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        WAKEUPS.at((str(namespace), name), None)
+        _wake_yielders(str(namespace), _lookups(kwargs))
 
 
 @kopf.on.event("", "v1", "pods")
-def pod_changed(labels: Mapping[str, str], namespace: str | None, **kwargs: Any) -> None:
-    """A pod changed: reconcile the ModelDeployments whose selector chooses it."""
-    index: kopf.Index[str, tuple[str, dict[str, Any]]] = kwargs["deployment_selectors"]
-    # A snapshot: Kopf updates the index from other events while this handler runs.
-    for name, selector in list(index.get(str(namespace), [])):
-        if selects(selector, labels):
-            reconcile(str(namespace), name)
+def pod_changed(
+    event: Mapping[str, Any],
+    labels: Mapping[str, str],
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
+) -> None:
+    """A pod changed: reconcile the ModelDeployments whose selector chooses it, and those that
+    chose it before its labels changed."""
+    lookups = _lookups(kwargs)
+    selecting = [c.name for c in lookups.claimants(str(namespace), labels)]
+    gone = event.get("type") == "DELETED"
+    for deployment in POD_ROUTES.route(str(namespace), name, selecting, gone=gone):
+        _reconcile_or_retry(str(namespace), deployment, lookups)
 
 
-def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | None:
-    """Bring one ModelDeployment's pods and status one step closer to its spec."""
-    with _locks[(namespace, name)]:
+@kopf.on.event(
+    "batch",
+    "v1",
+    "jobs",
+    labels={LABEL_COMPONENT: ANALYSIS_COMPONENT, LABEL_MODELDEPLOYMENT: kopf.PRESENT},
+)
+def analysis_job_changed(
+    event: Mapping[str, Any], body: kopf.Body, namespace: str | None, **kwargs: Any
+) -> None:
+    """An analysis Job finished (or went): its measurement is taken now, not at a later look."""
+    owner = kube.controller_owner(dict(body))
+    if owner is None or owner.get("kind") != KIND:
+        return
+    if event.get("type") == "DELETED" or job_outcome(body) is not None:
+        _reconcile_or_retry(str(namespace), str(owner["name"]), _lookups(kwargs))
+
+
+@kopf.on.event(GROUP, VERSION, MODELDELTAS)
+def modeldelta_changed(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+    """A ModelDelta changed: the ModelDeployments waiting for its version look again."""
+    lookups = _lookups(kwargs)
+    for name in lookups.waiting_for(str(namespace), body):
+        _reconcile_or_retry(str(namespace), name, lookups)
+
+
+def _wake_yielders(namespace: str, lookups: Lookups) -> None:
+    now = datetime.now(UTC)
+    for name in lookups.yielders(namespace):
+        WAKEUPS.at((namespace, name), now)
+
+
+def _reconcile_or_retry(namespace: str, name: str, lookups: Lookups) -> None:
+    """Reconcile; on a failure, try again after a backoff (Kopf retries only its own handlers,
+    not event handlers)."""
+    try:
+        reconcile(namespace, name, lookups=lookups)
+    except Exception as exc:
+        delay = WAKEUPS.retry((namespace, name))
+        log.warning(
+            "modeldeployment.reconcile_failed",
+            namespace=namespace,
+            name=name,
+            error=str(exc),
+            retry_in_s=delay,
+        )
+
+
+# ---------------------------------------------------------------------- reconcile
+
+
+def reconcile(
+    namespace: str, name: str, now: datetime | None = None, lookups: Lookups | None = None
+) -> Plan | None:
+    """Bring one ModelDeployment's pods and status one step closer to its spec, and say when to
+    look again."""
+    lookups = lookups or Lookups()
+    key = (namespace, name)
+    with _locks[key]:
         body = writes.get_modeldeployment(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return None
-        deployment = _parse(body)
-        if deployment is None:
+        deployment = None
+        if body is not None and not body["metadata"].get("deletionTimestamp"):
+            deployment = _parse(body)
+        if body is None or deployment is None:
+            WAKEUPS.at(key, None)
             return None
         policy = namespace_policy(namespace)
         if refusals := modeldeployment_refusals(deployment, policy, default_image=operator_image()):
             message = "; ".join(refusals)
             mark_refused(body, invalid_spec_status, writes.patch_status, POLICY_DENIED, message)
             log.warning("modeldeployment.policy_denied", namespace=namespace, name=name)
+            WAKEUPS.at(key, None)  # refused until its spec changes: nothing to wake it for
             return None
         now = now or datetime.now(UTC).replace(microsecond=0)
         spec = deployment.spec
@@ -121,9 +266,13 @@ def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | 
         pod_bodies = writes.list_pods(namespace, spec.selector)
         views = [v for v in (view_pod(p) for p in pod_bodies) if v is not None]
         # Before anything is written: an older ModelDeployment selecting our pods keeps them.
-        overlap = older_claims(body, writes.list_modeldeployments(namespace), pod_bodies)
-        modeldeltas = kube.list_modeldeltas(namespace)
+        overlap = older_claims(
+            claimant(body), lookups.claimants_of(namespace, pod_bodies), pod_bodies
+        )
+        modeldeltas = lookups.modeldeltas_of(namespace, spec.model, spec.store.uri)
         target = look_up_target(modeldeltas, spec, spec.version, who)
+        if spec.verification is not None and overlap is None:
+            target = signature.check(spec, target, _store_credentials(namespace, spec))
         status = deployment.status or ModelDeploymentStatus()
         ids = _version_ids(modeldeltas, deployment, target.version_id, who)
         if overlap is None:  # a yielding deployment does not judge pods it does not drive
@@ -140,6 +289,7 @@ def reconcile(namespace: str, name: str, now: datetime | None = None) -> Plan | 
         )
         outcome = plan(spec, status, observed, now)
         _apply(body, outcome, now)
+        WAKEUPS.at(key, outcome.wake_at)
         return outcome
 
 
@@ -148,6 +298,13 @@ def _parse(body: dict[str, Any]) -> ModelDeployment | None:
     parsed = parse_or_mark(body, invalid_spec_status, writes.patch_status)
     assert parsed is None or isinstance(parsed, ModelDeployment)
     return parsed
+
+
+def _store_credentials(namespace: str, spec: ModelDeploymentSpec) -> dict[str, str] | None:
+    """The secretRef Secret's data, as the agents get it (None without one, or when it is
+    missing: the store then answers for itself)."""
+    ref = spec.store.secret_ref
+    return kube.read_secret_data(namespace, ref.name) if ref is not None else None
 
 
 def _version_ids(
@@ -232,11 +389,15 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     bound = log.bind(namespace=namespace, name=name)
-    for pod, version in sorted(outcome.pod_versions.items()):
-        writes.annotate_pod(
-            namespace, pod, {POD_VERSION: version, POD_VERSION_SET_AT: rfc3339(now)}
-        )
-        bound.info("modeldeployment.pod_version", pod=pod, version=version)
+    for pod in sorted(outcome.pod_versions.keys() | outcome.pod_keys.keys()):
+        # One patch: an agent never sees a new version without the keys it must check it with.
+        annotations: dict[str, str | None] = {}
+        if pod in outcome.pod_keys:
+            annotations[POD_VERIFY_KEYS] = outcome.pod_keys[pod]
+        if (version := outcome.pod_versions.get(pod)) is not None:
+            annotations.update({POD_VERSION: version, POD_VERSION_SET_AT: rfc3339(now)})
+            bound.info("modeldeployment.pod_version", pod=pod, version=version)
+        writes.annotate_pod(namespace, pod, annotations)
     before = body.get("status") or {}
     after = scrubbed_status(outcome.status.to_wire())
     if after != before:
@@ -251,4 +412,12 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
         bound.info("modeldeployment.phase", phase=outcome.status.phase, was=before.get("phase"))
 
 
-__all__ = ["modeldeployment_changed", "modeldeployment_tick", "pod_changed", "reconcile"]
+__all__ = [
+    "WAKEUPS",
+    "analysis_job_changed",
+    "modeldelta_changed",
+    "modeldeployment_changed",
+    "modeldeployment_event",
+    "pod_changed",
+    "reconcile",
+]

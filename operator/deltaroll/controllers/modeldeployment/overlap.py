@@ -4,12 +4,13 @@ Two deployments whose selectors both choose a pod would each write its version a
 every reconcile, and the pod would flap between versions. The rule is deterministic, so exactly
 one side yields and there is no fight: the older ModelDeployment (``creationTimestamp``, ties
 broken by name) keeps the shared pods; the younger writes no pod annotation at all until no older
-one selects any of its pods. Pure functions over the API server's dicts.
+one selects any of its pods. Pure functions: a ModelDeployment takes part as a :class:`Claimant`
+(what the operator's index keeps of it), pods as the API server's dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -74,16 +75,34 @@ def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return True
 
 
-def _age_key(body: Mapping[str, Any]) -> tuple[datetime, str]:
-    """Older first: by creationTimestamp, then by name (an unreadable time counts as newest)."""
+@dataclass(frozen=True)
+class Claimant:
+    """What the overlap rule needs of one ModelDeployment (kept in the operator's index)."""
+
+    name: str
+    created: datetime  # an unreadable creationTimestamp counts as newest
+    deleting: bool
+    selector: Mapping[str, Any]
+
+    @property
+    def age_key(self) -> tuple[datetime, str]:
+        """Older first: by creationTimestamp, then by name."""
+        return self.created, self.name
+
+
+def claimant(body: Mapping[str, Any]) -> Claimant:
+    """The :class:`Claimant` of a ModelDeployment as the API server has it."""
     meta = body.get("metadata") or {}
-    return parse_time(meta.get("creationTimestamp")) or _NEVER, str(meta.get("name"))
+    return Claimant(
+        name=str(meta.get("name")),
+        created=parse_time(meta.get("creationTimestamp")) or _NEVER,
+        deleting=bool(meta.get("deletionTimestamp")),
+        selector=dict((body.get("spec") or {}).get("selector") or {}),
+    )
 
 
 def older_claims(
-    deployment: Mapping[str, Any],
-    others: Sequence[Mapping[str, Any]],
-    pods: Sequence[Mapping[str, Any]],
+    deployment: Claimant, others: Iterable[Claimant], pods: Sequence[Mapping[str, Any]]
 ) -> Overlap | None:
     """The pods of ``deployment`` (its selected ``pods``) that an older ModelDeployment in
     ``others`` also selects; None when it may write all of them.
@@ -91,19 +110,16 @@ def older_claims(
     ``others`` may include ``deployment`` itself. ModelDeployments being deleted and pods being
     deleted take no part: neither is written any more.
     """
-    mine = _age_key(deployment)
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     claims = []
-    for other in sorted(others, key=_age_key):
-        meta = other.get("metadata") or {}
-        if meta.get("deletionTimestamp") or _age_key(other) >= mine:
+    for other in sorted(others, key=lambda c: c.age_key):
+        if other.deleting or other.age_key >= deployment.age_key:
             continue
-        selector = (other.get("spec") or {}).get("selector") or {}
         shared = sorted(
             str(p["metadata"]["name"])
             for p in live
-            if selects(selector, p["metadata"].get("labels") or {})
+            if selects(other.selector, p["metadata"].get("labels") or {})
         )
         if shared:
-            claims.append((str(meta.get("name")), tuple(shared)))
+            claims.append((other.name, tuple(shared)))
     return Overlap(tuple(claims)) if claims else None

@@ -1,8 +1,8 @@
 """The rollout planner: (spec, status, observed pods and version, requests, now) -> a plan.
 
 A pure function, modelled on Argo Rollouts' canary, that the ModelDeployment handler calls on
-every event and timer tick. It never writes spec (GitOps owns it) and keeps everything it must
-remember in status, so an operator restarted mid-rollout continues where it was:
+every event. It never writes spec (GitOps owns it) and keeps everything it must remember in
+status, so an operator restarted mid-rollout continues where it was:
 
 - all pods serve ``status.stableVersion``; a new ``spec.version`` becomes ``canaryVersion`` and
   the steps run in order from ``currentStepIndex``: ``setWeight`` moves that percent of the pods
@@ -18,10 +18,18 @@ remember in status, so an operator restarted mid-rollout continues where it was:
   is Degraded and holds where it is.
 - promote (``step`` | ``full``), abort and retry arrive as annotations; the plan lists the ones
   it handled so the handler removes them.
-- a ModelDelta for spec.version that is not Ready holds the rollout in Progressing.
+- a ModelDelta for spec.version that is not Ready holds the rollout in Progressing; a version
+  that no key of ``spec.verification`` signed holds it as Degraded (``VersionNotSigned``), and
+  goes on once it is signed.
+- every selected pod carries the keys of ``spec.verification`` (``Plan.pod_keys``), written in
+  the same patch as its version, so an agent never sees a version without the keys.
 - an older ModelDeployment selecting some of the pods (``Observed.overlap``) keeps them: this one
   changes no pod and handles no request, is Degraded with reason ``SelectorOverlap`` (one Warning
   Event), and resumes where it was once the overlap is gone.
+- ``Plan.wake_at`` says when to look again if no event comes first: a timed pause ends, an
+  analysis measurement falls due, a pod's progress deadline passes, or a version that only the
+  store can announce is asked for again. None when only an event can change anything (at rest,
+  an indefinite pause, a rollback in progress): then nothing wakes the deployment.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ from deltaroll.api.modeldeployment import (
     ModelDeploymentStatus,
     PromotedVersion,
 )
-from deltaroll.controllers.analysis.runs import seconds, start_run, taken
+from deltaroll.api.public_keys import verify_keys_value
+from deltaroll.controllers.analysis.runs import next_due, seconds, start_run, taken
 from deltaroll.controllers.modeldeployment.overlap import (
     SELECTOR_OVERLAP,
     SELECTOR_OVERLAP_RESOLVED,
@@ -62,6 +71,9 @@ MAX_HISTORY = 20
 MAX_RESULTS = 32
 INVALID_SPEC = "InvalidSpec"
 POLICY_DENIED = "PolicyDenied"
+RECHECK_STORE_S = 10
+"""How often the store is asked again about a version only it can speak for: one no ModelDelta
+publishes, or one not signed yet (the store sends no events)."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +81,17 @@ class TargetVersion:
     """What the operator knows of spec.version: whether it can be pulled, and its id.
 
     ``Ready``: published in the store (or its ModelDelta is Ready); ``Pending``: its ModelDelta
-    is still computing or it is not in the store yet; ``Failed``: its ModelDelta failed.
+    is still computing or it is not in the store yet; ``Failed``: its ModelDelta failed, or
+    (``reason`` VersionNotSigned) no key of spec.verification signed it.
+    ``from_store``: only the store can say when this changes (no ModelDelta speaks for the
+    version, or its signature is missing), so no event will: the planner asks again in a while.
     """
 
     state: Literal["Ready", "Pending", "Failed"] = "Ready"
     message: str = ""
     version_id: str | None = None
+    from_store: bool = False
+    reason: str = "ModelDeltaFailed"  # the Degraded reason when Failed
 
 
 @dataclass(frozen=True)
@@ -100,13 +117,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Plan:
-    """The planner's answer: the status to write, pod annotations to set, events, and the
-    request annotations it handled (to remove)."""
+    """The planner's answer: the status to write, pod annotations to set, events, the
+    request annotations it handled (to remove), and when to look again without an event."""
 
     status: ModelDeploymentStatus
     pod_versions: dict[str, str]
     events: tuple[Event, ...]
     handled_requests: tuple[str, ...]
+    wake_at: datetime | None = None
+    pod_keys: dict[str, str | None] = field(default_factory=dict)  # verify-keys to (re)write
 
 
 @dataclass
@@ -135,6 +154,8 @@ class _Pass:
         self.events: list[Event] = []
         self.handled: list[str] = []
         self.pod_versions: dict[str, str] = {}
+        self.wakes: list[datetime] = []
+        self.started_runs: list[AnalysisResult] = []
 
     # ------------------------------------------------------------------ helpers
 
@@ -145,6 +166,10 @@ class _Pass:
 
     def emit(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
+
+    def wake(self, at: datetime) -> None:
+        """Look again at ``at`` unless an event comes first."""
+        self.wakes.append(at)
 
     def serving(self, ref: str | None) -> list[PodView]:
         return [p for p in self.seen.pods if serves(p, ref, self.aliases)]
@@ -194,6 +219,7 @@ class _Pass:
                     if not (r.template_name == name and r.step_index == step_index)
                 ]
                 self.status.analysis_results = (others + [run])[-MAX_RESULTS:]
+                self.started_runs.append(run)
             runs.append(run)
         return runs
 
@@ -418,10 +444,12 @@ class _Pass:
         return self.waiting_outcome(target, readiness)
 
     def waiting_outcome(self, target: str, readiness: TargetVersion) -> _Outcome:
+        if readiness.from_store and readiness.state != "Ready":
+            self.wake(self.now + timedelta(seconds=RECHECK_STORE_S))
         if readiness.state == "Failed":
             return _Outcome(
                 "Degraded",
-                "ModelDeltaFailed",
+                readiness.reason,
                 f"version {target} cannot be rolled out: {readiness.message}",
             )
         return _Outcome(
@@ -448,11 +476,11 @@ class _Pass:
         deadline = timedelta(seconds=self.spec.progress_deadline_seconds)
         for pod in self.seen.pods:
             stuck = pod.wanted == target and not serves(pod, target, self.aliases)
-            if (
-                stuck
-                and pod.version_set_at is not None
-                and self.now - pod.version_set_at > deadline
-            ):
+            if not stuck or pod.version_set_at is None:
+                continue
+            if self.now - pod.version_set_at <= deadline:
+                self.wake(pod.version_set_at + deadline + timedelta(seconds=1))
+            else:
                 return "ProgressDeadlineExceeded", (
                     f"pod {pod.name} has not served {target} within progressDeadlineSeconds "
                     f"({self.spec.progress_deadline_seconds}s); agent: "
@@ -527,9 +555,12 @@ class _Pass:
                 f"{label}: paused" + (f" for {duration}" if duration else " until promoted"),
             )
         started = parse_rfc3339(status.pause_start_time)
-        if duration is not None and self.now >= started + timedelta(seconds=seconds(duration)):
-            status.pause_start_time = None
-            return None
+        if duration is not None:
+            ends = started + timedelta(seconds=seconds(duration))
+            if self.now >= ends:
+                status.pause_start_time = None
+                return None
+            self.wake(ends)
         until = f"for {duration}" if duration else "until `kubectl deltaroll promote`"
         return _Outcome("Paused", "RolloutPaused", f"{label}: paused {until}")
 
@@ -567,6 +598,34 @@ class _Pass:
         ]
         self.status.analysis_results = finished or None
 
+    def measurements_due(self) -> None:
+        """Wake when the next measurement of a running analysis of the canary falls due. One
+        due already was tried before planning and waits for an event (its Job finishing, a
+        canary pod serving), unless its run started in this pass."""
+        status = self.status
+        if self.seen.overlap is not None or status.abort:
+            return
+        templates = {t.name: t for t in self.spec.analysis_templates or []}
+        for run in status.analysis_results or []:
+            template = templates.get(run.template_name)
+            due = next_due(run, template) if template else None
+            if due is None or run.version != status.canary_version:
+                continue
+            if due > self.now:
+                self.wake(due)
+            elif run in self.started_runs:
+                self.wake(self.now)
+
+    def deadlines_of_moved(self) -> None:
+        """Wake at the progress deadline of the pods this pass moves to the canary (the pods
+        already on their way were woken for in :meth:`failure`)."""
+        canary = self.status.canary_version
+        if canary is None or self.status.abort or self.seen.overlap is not None:
+            return
+        deadline = timedelta(seconds=self.spec.progress_deadline_seconds + 1)
+        if canary in self.pod_versions.values():
+            self.wake(self.now + deadline)
+
     def all_serve(self, ref: str) -> bool:
         return len(self.serving(ref)) == len(self.seen.pods) and all(
             p.wanted == ref for p in self.seen.pods
@@ -594,6 +653,8 @@ def plan(
     """What to do next for one ModelDeployment: see the module docstring for the semantics."""
     work = _Pass(spec, status or ModelDeploymentStatus(), observed, now)
     outcome = work.run()
+    work.measurements_due()
+    work.deadlines_of_moved()
     new = work.status
     new.phase = outcome.phase
     new.message = outcome.summary or outcome.message
@@ -611,7 +672,16 @@ def plan(
         pod_versions=work.pod_versions,
         events=tuple(work.events),
         handled_requests=tuple(work.handled),
+        wake_at=min(work.wakes, default=None),
+        pod_keys={} if observed.overlap is not None else key_changes(spec, observed.pods),
     )
+
+
+def key_changes(spec: ModelDeploymentSpec, pods: Sequence[PodView]) -> dict[str, str | None]:
+    """Pod name -> the verify-keys annotation it must carry (None: removed), for the pods whose
+    annotation differs from spec.verification."""
+    keys = verify_keys_value(spec.verification.public_keys) if spec.verification else None
+    return {pod.name: keys for pod in pods if pod.verify_keys != keys}
 
 
 def invalid_spec_status(

@@ -15,7 +15,12 @@ from datetime import datetime
 from typing import Any, Final
 
 from deltaroll.api.agent_state import AgentState, parse_agent_state
-from deltaroll.api.annotations import POD_AGENT_STATE, POD_CURRENT_VERSION, POD_VERSION
+from deltaroll.api.annotations import (
+    POD_AGENT_STATE,
+    POD_CURRENT_VERSION,
+    POD_VERIFY_KEYS,
+    POD_VERSION,
+)
 from deltaroll.api.conditions import parse_rfc3339
 
 POD_VERSION_SET_AT: Final = "deltaroll.dev/version-set-at"
@@ -33,6 +38,7 @@ class PodView:
     agent_message: str = ""
     ready: bool = False  # the pod's Ready condition (includes the weights-ready gate)
     version_set_at: datetime | None = None
+    verify_keys: str | None = None  # deltaroll.dev/verify-keys, written by the operator
 
 
 def view_pod(body: Mapping[str, Any]) -> PodView | None:
@@ -52,6 +58,7 @@ def view_pod(body: Mapping[str, Any]) -> PodView | None:
         agent_message=message,
         ready=ready,
         version_set_at=parse_time(annotations.get(POD_VERSION_SET_AT)),
+        verify_keys=annotations.get(POD_VERIFY_KEYS),
     )
 
 

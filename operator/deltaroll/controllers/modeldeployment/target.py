@@ -76,6 +76,7 @@ def from_store(spec: ModelDeploymentSpec, ref: str, who: StoreIdentity) -> Targe
             "Pending",
             f"version {ref} of {spec.model} is not in {spec.store.uri} and no ModelDelta "
             f"publishes it ({exc})",
+            from_store=True,
         )
     _ids[key] = version_id
     return TargetVersion("Ready", version_id=version_id)

@@ -18,7 +18,6 @@ from deltaroll.controllers.kube import (
     batch_api,
     core_api,
     get_custom_object,
-    list_custom_objects,
     patch_custom_annotations,
     patch_custom_status,
     plain,
@@ -43,11 +42,6 @@ def label_selector(selector: LabelSelector) -> str:
 
 def get_modeldeployment(namespace: str, name: str) -> Body | None:
     return get_custom_object(namespace, MODELDEPLOYMENTS, name)
-
-
-def list_modeldeployments(namespace: str) -> list[Body]:
-    """Every ModelDeployment in the namespace: whose selectors overlap whose."""
-    return list_custom_objects(namespace, MODELDEPLOYMENTS)
 
 
 def list_pods(namespace: str, selector: LabelSelector) -> list[Body]:

@@ -14,6 +14,7 @@ class ReferenceEngineClient:
     """Talks to ``python -m deltaroll.engines.reference`` (or ``deltaroll engine serve``)."""
 
     kind = "reference"
+    version_is_digest = True
 
     def __init__(self, endpoint: str, *, timeout: float) -> None:
         self.endpoint = endpoint

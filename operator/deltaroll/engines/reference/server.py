@@ -1,12 +1,18 @@
-"""The reference engine's HTTP server (standard library ``ThreadingHTTPServer``).
+"""The reference engine's HTTP servers (standard library ``ThreadingHTTPServer``).
 
-Endpoints (JSON in, JSON out)::
+Two listeners on one engine. The inference port (the pod port a Service exposes) serves
+(JSON in, JSON out)::
 
     GET  /health             200 {"status": "ok", "version"}
-    GET  /weights_checksum   {"version", "model_path", "tensors": {name: {dtype, shape, digest}}}
     GET  /v1/models          OpenAI model list (one model, "root" = its directory)
     POST /v1/completions     OpenAI-style {prompt, max_tokens=16, temperature=0} -> choices
     POST /eval               {"texts": [...]} -> {"loss", "finite", "tokens", "version"}
+
+The admin port listens on 127.0.0.1 only, so only the containers of the pod (the agent) reach
+it::
+
+    GET  /health
+    GET  /weights_checksum   {"version", "model_path", "tensors": {name: {dtype, shape, digest}}}
     POST /update_weights_from_disk   SGLang-shaped {model_path, load_format?, weight_version?}
          200 {"success": true, "message", "num_paused_requests": 0, "version"}
          400 {"success": false, "message"}; the old weights stay served
@@ -38,6 +44,13 @@ from deltaroll.engines.reference.loading import LoadedModel, load_model
 log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+ADMIN_HOST = "127.0.0.1"
+INFERENCE_ROUTES = frozenset(
+    {("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/eval")}
+)
+ADMIN_ROUTES = frozenset(
+    {("GET", "/health"), ("GET", "/weights_checksum"), ("POST", "/update_weights_from_disk")}
+)
 
 
 class CompletionRequest(BaseModel):
@@ -92,7 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         loaded = self.server.engine.current
-        if self.path == "/health":
+        if ("GET", self.path) not in self.server.routes:
+            self._error(HTTPStatus.NOT_FOUND, f"no route GET {self.path}")
+        elif self.path == "/health":
             self._send(HTTPStatus.OK, {"status": "ok", "version": loaded.version})
         elif self.path == "/weights_checksum":
             self._send(HTTPStatus.OK, _weights_checksum(loaded))
@@ -107,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/eval": self._eval,
             "/update_weights_from_disk": self._update_weights_from_disk,
         }
-        route = routes.get(self.path)
+        route = routes.get(self.path) if ("POST", self.path) in self.server.routes else None
         try:
             body = self._read_body()
             if route is None:
@@ -240,35 +255,51 @@ class _Handler(BaseHTTPRequestHandler):
 class _EngineServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], engine: ReferenceEngine) -> None:
+    def __init__(
+        self, address: tuple[str, int], engine: ReferenceEngine, routes: frozenset[tuple[str, str]]
+    ) -> None:
         super().__init__(address, _Handler)
         self.engine = engine
+        self.routes = routes
 
 
 def make_server(engine: ReferenceEngine, host: str, port: int) -> ThreadingHTTPServer:
-    """A server bound to ``host:port`` (0 picks a free port: read ``server_address``)."""
-    return _EngineServer((host, port), engine)
+    """The inference server bound to ``host:port`` (0 picks a free port: read
+    ``server_address``)."""
+    return _EngineServer((host, port), engine, INFERENCE_ROUTES)
 
 
-def serve(model_path: Path, *, host: str, port: int, device: str = "cpu") -> None:
+def make_admin_server(engine: ReferenceEngine, port: int) -> ThreadingHTTPServer:
+    """The admin server (reload, checksums), on the loopback address only."""
+    return _EngineServer((ADMIN_HOST, port), engine, ADMIN_ROUTES)
+
+
+def serve(model_path: Path, *, host: str, port: int, admin_port: int, device: str = "cpu") -> None:
     """Load ``model_path`` (raising :class:`ModelLoadError` if it cannot) and serve until killed."""
     import signal
 
     loaded = load_model(model_path, device=device)
-    server = make_server(ReferenceEngine(loaded, device=device), host, port)
-    bound_host, bound_port = server.server_address[:2]
-    log.info("serving", host=bound_host, port=bound_port, version=loaded.version, device=device)
+    engine = ReferenceEngine(loaded, device=device)
+    servers = [make_server(engine, host, port), make_admin_server(engine, admin_port)]
+    for server, role in zip(servers, ("inference", "admin"), strict=True):
+        bound_host, bound_port = server.server_address[:2]
+        log.info("serving", role=role, host=bound_host, port=bound_port, version=loaded.version)
+    admin = threading.Thread(target=servers[1].serve_forever, name="admin", daemon=True)
+    admin.start()
 
     def stop(signum: int, frame: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        for server in servers:
+            threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server.serve_forever()
+        servers[0].serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        admin.join(timeout=10)
+        for server in servers:
+            server.server_close()
 
 
 def _weights_checksum(loaded: LoadedModel) -> dict[str, Any]:

@@ -65,5 +65,12 @@ def program(rule: str) -> Any:
 
 def evaluate(rule: str, context: dict[str, Any]) -> bool:
     """``rule`` against JSON values (``self``, ``oldSelf``); raises on a CEL error."""
-    activation = {name: celpy.json_to_cel(value) for name, value in context.items()}
-    return bool(program(rule).evaluate(activation))
+    return bool(value(rule, context))
+
+
+def value(rule: str, context: dict[str, Any], cel_values: dict[str, Any] | None = None) -> Any:
+    """What ``rule`` evaluates to, against JSON values and values already in CEL's types (an
+    admission policy's ``variables``); raises on a CEL error."""
+    activation = {name: celpy.json_to_cel(item) for name, item in context.items()}
+    activation.update(cel_values or {})
+    return program(rule).evaluate(activation)

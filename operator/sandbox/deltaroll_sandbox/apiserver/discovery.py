@@ -9,6 +9,10 @@ from typing import Any
 
 from deltaroll_sandbox.apiserver.resources import ResourceRegistry, ResourceType
 
+#: The Kubernetes minor version (1.x) the sandbox emulates: /version says it, and Pod Security
+#: evaluates ``latest`` as this version.
+EMULATED_MINOR = 36
+
 # Subresources and the verbs they take (anything else: get).
 _SUBRESOURCE_VERBS = {
     "status": ["get", "patch", "update"],

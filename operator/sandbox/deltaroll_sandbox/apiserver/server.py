@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,9 +27,14 @@ import kmock
 import structlog
 import yaml
 
+from deltaroll_sandbox import kubeconfig
 from deltaroll_sandbox.apiserver import discovery, openapi, protobuf, scale, tables, watches
 from deltaroll_sandbox.apiserver.builtins import BuiltinAdmission
 from deltaroll_sandbox.apiserver.crds import CustomResourceAdmission
+from deltaroll_sandbox.apiserver.identity import ADMIN, ANONYMOUS, UserInfo, current_user
+from deltaroll_sandbox.apiserver.pod_security.admission import PodSecurityAdmission
+from deltaroll_sandbox.apiserver.policies import PolicyAdmission
+from deltaroll_sandbox.apiserver.rbac import authorize, verb_of
 from deltaroll_sandbox.apiserver.resources import ResourceRegistry, ResourceType
 from deltaroll_sandbox.apiserver.statuses import (
     ApiError,
@@ -42,11 +49,15 @@ from deltaroll_sandbox.apiserver.store import (
     dry_run,
     field_validation,
 )
+from deltaroll_sandbox.apiserver.tokens import TokenIssuer
 
 log = structlog.get_logger("deltaroll_sandbox.apiserver")
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
+AUDIT_LIMIT = 100_000
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+# What system:public-info-viewer lets anyone, even without credentials, read.
+PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
 
 
 class PodLogSource(Protocol):
@@ -103,27 +114,89 @@ def parse_api_path(path: str) -> ApiPath | None:
     )
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One request as it arrived, as kube-apiserver's audit log keeps it: tests count what a
+    client asked for (an idle operator must ask for nothing)."""
+
+    at: float  # time.monotonic()
+    method: str
+    path: str
+    query: str
+    user_agent: str
+
+    @property
+    def watch(self) -> bool:
+        """A watch stream (long-lived; opened again when it ends), not a one-off request."""
+        return "watch=true" in self.query or "watch=1" in self.query or "/watch/" in self.path
+
+
 @attrs.define(kw_only=True)
 class SandboxApiServer(kmock.KubernetesScaffold):
     """kmock's scaffold plus a faithful object store; use :func:`serve` to put it on a port."""
 
     store: Store = attrs.field(init=False)
+    tokens: TokenIssuer = attrs.field(init=False)
     pod_logs: PodLogSource | None = attrs.field(default=None)
     # How many writes a watch can resume from; older resourceVersions get 410 Gone.
     history_limit: int = attrs.field(default=20000)
+    # The latest requests, oldest first (read it in the server's loop: RunningSandbox.call).
+    audit: deque[AuditRecord] = attrs.field(factory=lambda: deque(maxlen=AUDIT_LIMIT))
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.store = Store(ResourceRegistry(self.resources), self.history_limit)
-        self.store.admissions += [BuiltinAdmission(), CustomResourceAdmission()]
+        # Defaulting first, validation last: PodSecurity judges pods as they will be stored.
+        self.store.admissions += [
+            BuiltinAdmission(),
+            CustomResourceAdmission(),
+            PodSecurityAdmission(),
+        ]
+        self.store.validators.append(PolicyAdmission())
+        self.tokens = TokenIssuer(self._lookup)
         namespaces = self.store.registry.lookup("", "v1", "namespaces")
         assert namespaces is not None  # bundled with kmock
         for name in INITIAL_NAMESPACES:
             self.store.create(namespaces, None, {"metadata": {"name": name}})
 
+    def _lookup(self, plural: str, namespace: str, name: str) -> Obj | None:
+        rtype = self.store.registry.lookup("", "v1", plural)
+        return None if rtype is None else self.store.find(rtype, namespace, name)
+
+    def authenticate(self, request: aiohttp.web.BaseRequest) -> UserInfo:
+        """The caller, from its bearer token: 401 for a token nobody issued."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return ANONYMOUS
+        if token.strip() == kubeconfig.TOKEN:
+            return ADMIN
+        user = self.tokens.authenticate(token.strip())
+        if user is None:
+            raise ApiError(status=401, reason="Unauthorized", message="Unauthorized", details={})
+        return user
+
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         path = raw_request.path
+        self.audit.append(
+            AuditRecord(
+                time.monotonic(),
+                raw_request.method,
+                path,
+                raw_request.query_string,
+                raw_request.headers.get("User-Agent", ""),
+            )
+        )
         try:
+            user = self.authenticate(raw_request)
+            current_user.set(user)
+            if user is ANONYMOUS and path not in PUBLIC_PATHS:
+                raise ApiError(
+                    status=403,
+                    reason="Forbidden",
+                    message=f'forbidden: User "{user.username}" cannot '
+                    f'{raw_request.method.lower()} path "{path}"',
+                    details={},
+                )
             if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
                 return self._serve_openapi(path)
             parsed = parse_api_path(path)
@@ -143,8 +216,8 @@ class SandboxApiServer(kmock.KubernetesScaffold):
         # What the sandbox emulates (native sidecars, initial-events bookmarks...), not kmock's k3s.
         return {
             "major": "1",
-            "minor": "36",
-            "gitVersion": "v1.36.0+deltaroll-sandbox",
+            "minor": str(discovery.EMULATED_MINOR),
+            "gitVersion": f"v1.{discovery.EMULATED_MINOR}.0+deltaroll-sandbox",
             "gitCommit": "",
             "gitTreeState": "clean",
             "buildDate": "2026-01-01T00:00:00Z",
@@ -186,10 +259,25 @@ class SandboxApiServer(kmock.KubernetesScaffold):
         query = request.query
         method = request.method
         ns = api.namespace if rtype.namespaced else ""
+        watching = api.legacy_watch or query.get("watch") in ("true", "1")
+        authorize(
+            self.store,
+            current_user.get(),
+            verb_of(method, api.name is not None, watching),
+            rtype.group,
+            rtype.plural,
+            api.subresource,
+            ns or None,
+            api.name,
+        )
+        if api.subresource == "token" and rtype.plural == "serviceaccounts" and api.name:
+            if method != "POST":
+                raise method_not_allowed("a TokenRequest is created with POST")
+            body = await _read_body(request)
+            return _json(self.tokens.token_request(ns or "", api.name, body), status=201)
         # Per request (a keep-alive connection may serve several in one task).
         field_validation.set(query.get("fieldValidation", "Ignore"))
         dry_run.set(query.get("dryRun") == "All")
-        watching = api.legacy_watch or query.get("watch") in ("true", "1")
         if api.subresource == "log" and rtype.storage_key == PODS and method == "GET":
             return await self._serve_pod_log(request, rtype, ns or "default", api.name or "")
         if api.subresource == "scale" and rtype.storage_key in scale.SCALABLE and api.name:

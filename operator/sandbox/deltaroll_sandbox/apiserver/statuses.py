@@ -65,6 +65,12 @@ def conflict(kind_plural: str, name: str, group: str = "") -> ApiError:
     return _about(409, "Conflict", message, kind_plural, name, group)
 
 
+def forbidden(kind_plural: str, name: str, reason: str, group: str = "") -> ApiError:
+    """403, as an admission plugin refuses a request: ``pods "p" is forbidden: <reason>``."""
+    message = f"{_named(kind_plural, name, group)} is forbidden: {reason}"
+    return _about(403, "Forbidden", message, kind_plural, name, group)
+
+
 def invalid(kind: str, name: str, causes: list[tuple[str, str]], group: str = "") -> ApiError:
     """422 with one cause per (field path, message), as ``kubectl`` prints them."""
     text = "; ".join(f"{field}: {message}" if field else message for field, message in causes)

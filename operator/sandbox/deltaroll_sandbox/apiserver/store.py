@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from deltaroll_sandbox.apiserver import metadata, patches
+from deltaroll_sandbox.apiserver.policies import Request
 from deltaroll_sandbox.apiserver.resources import ResourceRegistry, ResourceType
 from deltaroll_sandbox.apiserver.statuses import (
     already_exists,
@@ -96,12 +97,19 @@ class Admission(Protocol):
     def written(self, store: Store, rtype: ResourceType, event: WatchEvent) -> None: ...
 
 
+class Validator(Protocol):
+    """Validating admission after defaulting, for every write (status and deletes too)."""
+
+    def validate(self, store: Store, request: Request) -> None: ...
+
+
 class Store:
     """All objects of the server, their history, their watchers."""
 
     def __init__(self, registry: ResourceRegistry, history_limit: int = 20000) -> None:
         self.registry = registry
         self.admissions: list[Admission] = []
+        self.validators: list[Validator] = []
         self._objects: dict[StorageKey, dict[tuple[str, str], Obj]] = collections.defaultdict(dict)
         self._rv = 0
         self._history: collections.deque[WatchEvent] = collections.deque(maxlen=history_limit)
@@ -216,6 +224,7 @@ class Store:
         self._check_metadata(rtype, obj)
         for admission in self.admissions:
             admission.admit(self, rtype, obj, None)
+        self._validate(Request(rtype, "CREATE", "", namespace or "", name, obj, None))
         return self._commit(rtype, namespace or "", name, obj, None, "ADDED")
 
     def replace(
@@ -302,6 +311,7 @@ class Store:
         current = self._objects[rtype.storage_key].get((namespace, name))
         if current is None:
             raise not_found(rtype.plural, name, rtype.group)
+        self._validate(Request(rtype, "DELETE", "", namespace, name, None, copy.deepcopy(current)))
         meta = current["metadata"]
         preconditions = preconditions or {}
         if preconditions.get("uid") not in (None, meta["uid"]) or preconditions.get(
@@ -339,6 +349,10 @@ class Store:
         return self._remove(rtype, namespace, name)
 
     # ---------------------------------------------------------------- internals
+
+    def _validate(self, request: Request) -> None:
+        for validator in self.validators:
+            validator.validate(self, request)
 
     def _present(self, rtype: ResourceType, obj: Obj) -> Obj:
         result = copy.deepcopy(obj)
@@ -431,6 +445,9 @@ class Store:
         if subresource != "status":
             for admission in self.admissions:
                 admission.admit(self, rtype, new, old)
+        self._validate(
+            Request(rtype, "UPDATE", subresource or "", namespace, name, new, copy.deepcopy(old))
+        )
         if _comparable(new) == _comparable(old):
             return self._present(rtype, old)  # a no-op write: no new version, no event
         if _spec_part(new, rtype) != _spec_part(old, rtype):

@@ -5,7 +5,9 @@ needs them) and named ``<deployment>-<template hash>-<random>``, labelled
 ``pod-template-hash``. A deleted pod comes back; a changed template rolls pods over one at a
 time (a new pod first, an old one removed once a new one is Ready); status carries replicas,
 readyReplicas, availableReplicas, updatedReplicas, observedGeneration and the Available and
-Progressing conditions.
+Progressing conditions. A pod the API refuses (Pod Security, say) is a ``FailedCreate``
+Warning Event on the Deployment (``Error creating: <the API's message>``); the next change to
+the Deployment or its pods tries again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import copy
 import hashlib
 import json
 
+from deltaroll_sandbox.apiserver.statuses import ApiError
 from deltaroll_sandbox.apiserver.store import (
     DEPLOYMENTS,
     PODS,
@@ -22,7 +25,7 @@ from deltaroll_sandbox.apiserver.store import (
     WatchEvent,
     now_rfc3339,
 )
-from deltaroll_sandbox.controllers import informers
+from deltaroll_sandbox.controllers import events, informers
 
 HASH_LABEL = "pod-template-hash"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
@@ -70,7 +73,15 @@ class DeploymentController:
         new = [p for p in pods if p["metadata"].get("labels", {}).get(HASH_LABEL) == current_hash]
         old = [p for p in pods if p not in new]
         for _ in range(replicas - len(new)):
-            new.append(self._create_pod(deployment, current_hash))
+            try:
+                new.append(self._create_pod(deployment, current_hash))
+            except ApiError as refused:
+                message = f"Error creating: {refused.message}"
+                events.record(
+                    self.store, deployment, "FailedCreate", message, "Warning",
+                    component="deployment-controller",
+                )  # fmt: skip
+                break
         for pod in sorted(new, key=lambda p: p["metadata"]["creationTimestamp"], reverse=True)[
             : max(0, len(new) - replicas)
         ]:

@@ -7,6 +7,9 @@ exit codes or pod conditions), ``activeDeadlineSeconds``, ``ttlSecondsAfterFinis
 ``batch.kubernetes.io/job-completion-index`` annotation and label, and ``JOB_COMPLETION_INDEX``
 from it via a fieldRef, as on a cluster).
 Pods are owned by their Job (controller ownerReference), so deleting the Job collects them.
+A pod the API refuses (Pod Security, say) is a ``FailedCreate`` Warning Event on the Job
+(``Error creating: <the API's message>``), tried again after 1 s, 2 s, 4 s... up to 60 s, as
+kube-controller-manager's Job controller does.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import copy
 import datetime
 from typing import Any
 
+from deltaroll_sandbox.apiserver.statuses import ApiError
 from deltaroll_sandbox.apiserver.store import JOBS, PODS, Obj, Store, WatchEvent, now_rfc3339
-from deltaroll_sandbox.controllers import informers
+from deltaroll_sandbox.controllers import events, informers
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 TERMINAL = ("Succeeded", "Failed")
+MAX_CREATE_BACKOFF_S = 60.0
 
 
 def _elapsed_s(timestamp: str) -> float:
@@ -55,6 +60,7 @@ class JobController:
         self.jobs = informers.resource(store, "batch", "v1", "jobs")
         self.pods = informers.resource(store, "", "v1", "pods")
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._refused: dict[str, int] = {}  # Job uid -> pod creations refused in a row
 
     async def run(self) -> None:
         try:
@@ -184,11 +190,13 @@ class JobController:
             busy = done_indexes | {int(p["metadata"]["annotations"][INDEX_KEY]) for p in active}
             pending = [i for i in range(completions) if i not in busy]
             for index in pending[: max(0, parallelism - len(active))]:
-                self._create_pod(job, index)
+                if not self._create_pod(job, index):
+                    break
         else:
             wanted = min(parallelism, completions - len(succeeded)) - len(active)
             for _ in range(max(0, wanted)):
-                self._create_pod(job, None)
+                if not self._create_pod(job, None):
+                    break
         if deadline is not None:
             self._wake_at_deadline(job, float(deadline) - _elapsed_s(status["startTime"]))
 
@@ -232,7 +240,8 @@ class JobController:
 
         self._timers[uid] = asyncio.get_running_loop().call_later(max(0.0, delay_s) + 0.05, wake)
 
-    def _create_pod(self, job: Obj, index: int | None) -> None:
+    def _create_pod(self, job: Obj, index: int | None) -> bool:
+        """Create one pod of ``job``; False (an Event, a retry later) if the API refuses it."""
         meta = job["metadata"]
         template = copy.deepcopy(job["spec"]["template"])
         pod_meta = template.get("metadata") or {}
@@ -265,9 +274,33 @@ class JobController:
                 )
         pod_meta.pop("name", None)
         template["metadata"] = pod_meta
-        self.store.create(
-            self.pods, meta["namespace"], {"apiVersion": "v1", "kind": "Pod", **template}
-        )
+        try:
+            self.store.create(
+                self.pods, meta["namespace"], {"apiVersion": "v1", "kind": "Pod", **template}
+            )
+        except ApiError as refused:
+            message = f"Error creating: {refused.message}"
+            events.record(
+                self.store, job, "FailedCreate", message, "Warning", component="job-controller"
+            )
+            self._retry_later(job)
+            return False
+        self._refused.pop(meta["uid"], None)
+        return True
+
+    def _retry_later(self, job: Obj) -> None:
+        meta = job["metadata"]
+        key = f"create/{meta['uid']}"
+        if key in self._timers:
+            return
+        refused = self._refused[meta["uid"]] = self._refused.get(meta["uid"], 0) + 1
+        delay = min(MAX_CREATE_BACKOFF_S, 2.0 ** (refused - 1))
+
+        def retry() -> None:
+            self._timers.pop(key, None)
+            self.reconcile(meta["namespace"], meta["name"])
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, retry)
 
 
 def _failure_policy_action(policy: dict[str, Any] | None, pod: Obj) -> tuple[str, str]:

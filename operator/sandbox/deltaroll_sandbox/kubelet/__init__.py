@@ -22,8 +22,13 @@ How a pod maps onto one machine (documented for everyone writing manifests for t
   ``localhost:8000``, ``http://localhost:8000/v1``) is rewritten to the host port. The
   pod's ``status.podIP`` is ``127.0.0.1`` and the annotation ``sandbox.deltaroll.dev/ports`` maps
   each port name and number to its host port. Probes' ports map the same way.
-- **API access.** ``KUBECONFIG`` points at the sandbox's kubeconfig (in-cluster service account
-  files do not exist); ``KUBERNETES_SERVICE_HOST``/``PORT`` are set too.
+- **API access.** ``KUBERNETES_SERVICE_HOST``/``PORT`` name the API server; no container gets
+  credentials by default (there is no ``/var/run/secrets`` to mount a default token at). A
+  projected volume's ``serviceAccountToken`` source gets a token of the pod's ServiceAccount
+  bound to the pod (RBAC and admission policies apply to it), a ``configMap``
+  ``kube-root-ca.crt`` the API's CA (served by the kubelet, not stored as an object): point the
+  client at that folder (the agent's
+  ``--service-account-dir``). Tokens are not rotated (they last ``expirationSeconds``).
 - **Restarts.** ``restartPolicy`` is honoured with a back-off of 0.5 s doubling to 10 s (shorter
   than a cluster's 10 s to 5 min, so tests stay quick); waiting containers show
   ``CrashLoopBackOff``. Logs go to ``<pod folder>/logs/<container>/<restartCount>.log`` and are

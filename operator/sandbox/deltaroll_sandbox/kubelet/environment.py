@@ -69,8 +69,9 @@ def _resource_value(container: dict[str, Any], ref: dict[str, Any]) -> str:
     return str(value)
 
 
-def base_environment(sandbox_dir: Path, kubeconfig: Path, api_url: str) -> dict[str, str]:
-    """What every container starts from: a PATH with the sandbox's venv first, the API's address."""
+def base_environment(sandbox_dir: Path, api_url: str) -> dict[str, str]:
+    """What every container starts from: a PATH with the sandbox's venv first, the API's address
+    (no credentials: a pod that needs the API mounts a ServiceAccount token volume)."""
     venv_bin = str(Path(sys.executable).parent)
     path = os.pathsep.join([venv_bin, os.environ.get("PATH", "/usr/bin:/bin")])
     host, _, port = api_url.removeprefix("https://").rpartition(":")
@@ -78,11 +79,12 @@ def base_environment(sandbox_dir: Path, kubeconfig: Path, api_url: str) -> dict[
         "PATH": path,
         "HOME": os.environ.get("HOME", str(sandbox_dir)),
         "LANG": os.environ.get("LANG", "C.UTF-8"),
-        "KUBECONFIG": str(kubeconfig),
         "KUBERNETES_SERVICE_HOST": host,
         "KUBERNETES_SERVICE_PORT": port,
         "DELTAROLL_SANDBOX": "1",
     }
+    if os.environ.get("PYTHONPATH"):  # the sandbox's Python environment is the pods' too
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 

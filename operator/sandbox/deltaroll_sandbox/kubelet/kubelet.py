@@ -15,6 +15,7 @@ import structlog
 
 from deltaroll_sandbox.apiserver.statuses import bad_request
 from deltaroll_sandbox.apiserver.store import PODS, Store, WatchEvent
+from deltaroll_sandbox.apiserver.tokens import TokenIssuer
 from deltaroll_sandbox.controllers import informers
 from deltaroll_sandbox.kubelet import node
 from deltaroll_sandbox.kubelet.environment import base_environment
@@ -23,12 +24,15 @@ from deltaroll_sandbox.kubelet.processes import ProcessTable
 
 log = structlog.get_logger("deltaroll_sandbox.kubelet")
 FOLLOW_POLL_S = 0.2
+ROOT_CA = "kube-root-ca.crt"
 
 
 class Kubelet:
     """Runs every pod of the store as local processes."""
 
-    def __init__(self, store: Store, sandbox_dir: Path, kubeconfig: Path, api_url: str) -> None:
+    def __init__(
+        self, store: Store, sandbox_dir: Path, api_url: str, tokens: TokenIssuer, ca_pem: str
+    ) -> None:
         self.store = store
         self.sandbox_dir = sandbox_dir
         self.pods = informers.resource(store, "", "v1", "pods")
@@ -36,13 +40,20 @@ class Kubelet:
             "configMap": informers.resource(store, "", "v1", "configmaps"),
             "secret": informers.resource(store, "", "v1", "secrets"),
         }
-        self.base_env = base_environment(sandbox_dir, kubeconfig, api_url)
+        self.base_env = base_environment(sandbox_dir, api_url)
+        self.tokens = tokens
+        self.ca_pem = ca_pem
         self.processes = ProcessTable()
         self.workers: dict[str, PodWorker] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
     def lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.store.find(self._kinds[kind], namespace, name)
+        found = self.store.find(self._kinds[kind], namespace, name)
+        if found is None and (kind, name) == ("configMap", ROOT_CA):
+            # what kube-controller-manager publishes in every namespace; the sandbox has no
+            # such controller (its objects would show in every list), so the kubelet knows it
+            return {"metadata": {"name": ROOT_CA}, "data": {"ca.crt": self.ca_pem}}
+        return found
 
     async def run(self) -> None:
         node.register(self.store)
@@ -75,6 +86,7 @@ class Kubelet:
                 self.base_env,
                 self.processes,
                 self.lookup,
+                self.tokens,
             )
             self.workers[uid] = worker
             worker.start()

@@ -28,6 +28,7 @@ import structlog
 
 from deltaroll_sandbox.apiserver.resources import ResourceType
 from deltaroll_sandbox.apiserver.store import Store, now_rfc3339
+from deltaroll_sandbox.apiserver.tokens import TokenIssuer
 from deltaroll_sandbox.kubelet import events, probes, volumes
 from deltaroll_sandbox.kubelet.environment import (
     ContainerConfigError,
@@ -141,6 +142,7 @@ class PodWorker:
         base_env: dict[str, str],
         processes: ProcessTable,
         lookup: Lookup,
+        tokens: TokenIssuer,
     ) -> None:
         self.store, self.pods, self.pod = store, pods, pod
         self.namespace, self.name = pod["metadata"]["namespace"], pod["metadata"]["name"]
@@ -150,6 +152,7 @@ class PodWorker:
             processes,
             lookup,
         )
+        self.tokens = tokens
         self.dir = pod_dir(sandbox_dir, pod)
         spec = pod["spec"]
         self.records = {
@@ -267,7 +270,9 @@ class PodWorker:
         self._publish()
         while not self.stopping:
             try:
-                self.volumes = volumes.prepare(self.pod, self.dir, self.sandbox_dir, self.lookup)
+                self.volumes = volumes.prepare(
+                    self.pod, self.dir, self.sandbox_dir, self.lookup, self.tokens
+                )
                 return
             except volumes.VolumeError as exc:
                 for record in [*self.init_records.values(), *self.records.values()]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deltaroll_sandbox.apiserver.statuses import ApiError
+from deltaroll_sandbox.apiserver.tokens import BoundPod, TokenIssuer
 from deltaroll_sandbox.errors import SandboxError
 
 _SAFE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -80,8 +82,11 @@ class PodVolumes:
     downward: dict[str, list[dict[str, Any]]]  # volume name -> downwardAPI items (incl. projected)
 
 
-def prepare(pod: dict[str, Any], pod_dir: Path, sandbox_dir: Path, lookup: Any) -> PodVolumes:
-    """Create the folders and files of every volume; ``lookup(kind, ns, name)`` reads objects."""
+def prepare(
+    pod: dict[str, Any], pod_dir: Path, sandbox_dir: Path, lookup: Any, tokens: TokenIssuer
+) -> PodVolumes:
+    """Create the folders and files of every volume; ``lookup(kind, ns, name)`` reads objects,
+    ``tokens`` issues the pod-bound ServiceAccount tokens of projected volumes."""
     namespace = pod["metadata"]["namespace"]
     folders: dict[str, Path] = {}
     downward: dict[str, list[dict[str, Any]]] = {}
@@ -113,6 +118,8 @@ def prepare(pod: dict[str, Any], pod_dir: Path, sandbox_dir: Path, lookup: Any) 
                 for kind in ("configMap", "secret"):
                     if kind in source:
                         _write_keys(folder, source[kind], kind, namespace, lookup)
+                if "serviceAccountToken" in source:
+                    _write_token(folder, source["serviceAccountToken"], pod, tokens)
             downward[name] = items
         elif "configMap" in volume or "secret" in volume:
             folder = own
@@ -144,6 +151,28 @@ def _write_keys(
     for item in items:
         if item["key"] in data:
             _write_atomic(folder / _safe_relative(item["path"], "item path"), data[item["key"]])
+
+
+def _write_token(
+    folder: Path, source: dict[str, Any], pod: dict[str, Any], tokens: TokenIssuer
+) -> None:
+    """A token of the pod's ServiceAccount, bound to the pod, as the kubelet requests it."""
+    meta = pod["metadata"]
+    account = pod["spec"].get("serviceAccountName") or "default"
+    audience = source.get("audience")
+    try:
+        token, _ = tokens.issue(
+            meta["namespace"],
+            account,
+            audiences=[audience] if audience else None,
+            expiration_s=source.get("expirationSeconds"),
+            pod=BoundPod(meta["name"], meta["uid"]),
+        )
+    except ApiError as exc:
+        raise VolumeError(f"failed to fetch token: {exc.message}") from exc
+    _write_atomic(
+        folder / _safe_relative(source["path"], "serviceAccountToken path"), token.encode()
+    )
 
 
 def refresh_downward(volumes: PodVolumes, pod: dict[str, Any]) -> None:

@@ -1,0 +1,145 @@
+"""``deltaroll engine proxy``: the pod's inference port, in front of an engine on loopback.
+
+It passes the requests :mod:`deltaroll.engines.inference_routes` allows to the engine and answers
+everything else 404 without forwarding it. aiohttp (already a dependency) parses HTTP on both
+sides, so no request is re-framed by hand: the proxy sends the engine a new request with the
+matched target, the body (read whole, up to ``max_request_bytes``: prompts, not weights) and the
+client's end-to-end headers. Responses are streamed back chunk by chunk as the engine writes
+them, so server-sent events (``"stream": true``) reach the client token by token; a client that
+goes away cancels its request to the engine (``handler_cancellation``), which aborts it there.
+
+It runs in a container of its own without a ServiceAccount token: the one process that faces the
+Service's clients holds nothing but the engine's loopback address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from deltaroll.engines.inference_routes import Route, forwardable
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+CONNECT_TIMEOUT_S = 10.0
+# Per connection (RFC 9110 7.6.1), plus what each side's client library sets for itself.
+_NOT_FORWARDED = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+    }
+)  # fmt: skip
+
+
+def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` without the hop-by-hop ones (also those ``Connection`` names)."""
+    pairs = list(headers)
+    named = {
+        token.strip().lower()
+        for key, value in pairs
+        if key.lower() == "connection"
+        for token in value.split(",")
+    }
+    return [(k, v) for k, v in pairs if k.lower() not in _NOT_FORWARDED | named]
+
+
+def refusal() -> web.Response:
+    return web.json_response(
+        {
+            "error": {
+                "message": "not an inference route of this pod",
+                "type": "NotFound",
+                "code": 404,
+            }
+        },
+        status=404,
+    )
+
+
+def build_app(
+    upstream: str,
+    routes: frozenset[Route],
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> web.Application:
+    """The proxy as an aiohttp application (one catch-all route: matching is ours, on the raw
+    target, not the router's on the decoded one)."""
+    base = upstream.rstrip("/")
+    app = web.Application(client_max_size=max_request_bytes)
+    session_key = web.AppKey("session", aiohttp.ClientSession)
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        app[session_key] = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),  # the engine queues; the proxy does not
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+            auto_decompress=False,  # bytes pass as the engine encoded them
+        )
+        yield
+        await app[session_key].close()
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        target = forwardable(request.method, request.raw_path, routes)
+        if target is None:
+            log.info("proxy.refused", method=request.method, target=request.raw_path[:200])
+            return refusal()
+        body = await request.read()
+        try:
+            upstream_reply = await app[session_key].request(
+                request.method,
+                base + target,  # yarl keeps the path; the query stays equivalent
+                headers=end_to_end(request.headers.items()),
+                data=body if body else None,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("proxy.engine_unreachable", error=str(exc))
+            return web.json_response(
+                {"error": {"message": "the engine is not answering", "code": 502}}, status=502
+            )
+        async with upstream_reply:
+            response = web.StreamResponse(
+                status=upstream_reply.status,
+                reason=upstream_reply.reason,
+                headers=end_to_end(upstream_reply.headers.items()),
+            )
+            if upstream_reply.content_length is not None:
+                response.content_length = upstream_reply.content_length
+            await response.prepare(request)
+            async for chunk in upstream_reply.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+        return response
+
+    app.cleanup_ctx.append(session)
+    app.router.add_route("*", "/{target:.*}", forward)
+    return app
+
+
+def serve(
+    upstream: str,
+    routes: frozenset[Route],
+    *,
+    host: str,
+    port: int,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> None:
+    """Serve until SIGTERM or SIGINT; requests in flight get a grace period to finish."""
+    log.info(
+        "proxy.serving",
+        listen=f"{host}:{port}",
+        upstream=upstream,
+        routes=sorted(f"{method} {path}" for method, path in routes),
+    )
+    web.run_app(
+        build_app(upstream, routes, max_request_bytes=max_request_bytes),
+        host=host,
+        port=port,
+        handler_cancellation=True,
+        access_log=None,
+        print=None,
+        shutdown_timeout=30.0,
+    )

@@ -1,0 +1,229 @@
+"""Signed versions: what a publisher key signs, where the signature lives, how it is checked.
+
+A signature covers a :class:`~deltaroll.store.manifests.VersionStatement`: the model, the
+version id, the whole 256-bit version digest and the names the publisher gave it. It is bound
+to content, not to a delta, so an anchor, a chain or a squashed delta that produces the same
+tensors and files needs no signature of its own, and a delta whose target is anything else is
+refused: its manifest's target digest is not the signed one, and every apply checks the bytes it
+writes against that manifest. It is stored as ``<model>/signatures/<version>/<key id>.json``,
+one small record per key, so adding a key (rotation) never rewrites another key's signature.
+
+Checking happens twice, both before a weights volume is touched: :func:`signed_statement` when
+a version is chosen (the signature, its key, the model, the version and, for a name, that the
+statement names it), and :meth:`SignedTarget.check_manifest` once the manifest that produces
+the version is fetched (its target digest must be the signed digest).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import structlog
+from pydantic import ValidationError
+
+from deltaroll.checkpoint.digests import check_version_ids, side_digest
+from deltaroll.checkpoint.manifest import DeltaManifest, parse_delta_manifest
+from deltaroll.checkpoint.transform import Side
+from deltaroll.store import keys
+from deltaroll.store.catalog import Catalog
+from deltaroll.store.errors import InvalidManifestError, ObjectNotFoundError, SignatureError
+from deltaroll.store.manifests import (
+    DeltaRecord,
+    ObjectRef,
+    SignatureRecord,
+    VersionStatement,
+    dump,
+    load,
+)
+from deltaroll.store.signing import PublicKey, SigningKey
+
+log = structlog.get_logger(__name__)
+
+#: Domain separation: these bytes sign nothing but a Deltaroll version statement.
+_DOMAIN = b"deltaroll.signed-version/v1\0"
+
+
+@dataclass(frozen=True)
+class SignedTarget:
+    """A version whose statement a trusted key signed."""
+
+    statement: VersionStatement
+    key_id: str
+
+    def check_manifest(self, manifest: DeltaManifest, side: Side = "target") -> None:
+        """Refuse a manifest whose ``side`` is not the signed content."""
+        layout = manifest.layout(side)
+        check_version_ids(manifest)
+        if side_digest(manifest.tensors, side, layout) != self.statement.digest:
+            raise SignatureError(
+                f"the delta that would produce {self.statement.version} of "
+                f"{self.statement.model!r} makes other tensors or files than its signature "
+                "covers; the store was altered: nothing was applied, publish the version again"
+            )
+
+
+def sign_version(
+    catalog: Catalog,
+    model: str,
+    version: str,
+    key: SigningKey,
+    *,
+    names: Iterable[str] = (),
+    origin: str | None = None,
+) -> VersionStatement:
+    """Sign ``version`` (its content read back from the store's manifest, checked) with
+    ``key``; names the key already signed for this version are kept."""
+    digest = version_digest_in_store(catalog, model, version)
+    return sign_digest(catalog, model, version, digest, key, names=names, origin=origin)
+
+
+def sign_digest(
+    catalog: Catalog,
+    model: str,
+    version: str,
+    digest: str,
+    key: SigningKey,
+    *,
+    names: Iterable[str] = (),
+    origin: str | None = None,
+) -> VersionStatement:
+    """Sign ``digest`` as the content of ``version``, which the caller read from a checked
+    manifest (:func:`checked_manifest`)."""
+    public = key.public
+    existing = _read_record(catalog, model, version, public.key_id)
+    kept: list[str] = []
+    if existing is not None:
+        earlier = _open_record(existing, public)
+        if earlier is not None and (earlier.model, earlier.version, earlier.digest) == (
+            model,
+            version,
+            digest,
+        ):
+            kept = earlier.names
+    statement = VersionStatement(
+        model=model, version=version, digest=digest, names=[*kept, *names], origin=origin
+    )
+    payload = dump(statement)
+    record = SignatureRecord(
+        key_id=public.key_id,
+        statement=base64.b64encode(payload).decode(),
+        signature=base64.b64encode(key.sign(_DOMAIN + payload)).decode(),
+    )
+    catalog.write_bytes(
+        keys.signature_key(model, version, public.key_id), dump(record), create_only=False
+    )
+    log.info("store.signed", model=model, version=version, key_id=public.key_id)
+    return statement
+
+
+def signed_statement(
+    catalog: Catalog,
+    model: str,
+    version: str,
+    trusted: Sequence[PublicKey],
+    *,
+    name: str | None = None,
+) -> SignedTarget:
+    """The statement of ``version`` signed by one of ``trusted`` (and, when the version was
+    chosen by ``name``, naming it); :class:`SignatureError` otherwise."""
+    by_id = {key.key_id: key for key in trusted}
+    bad = 0
+    for key_id, key in by_id.items():
+        record = _read_record(catalog, model, version, key_id)
+        if record is None:
+            continue
+        statement = _open_record(record, key)
+        if statement is None or (statement.model, statement.version) != (model, version):
+            bad += 1
+            continue
+        if name is not None and name not in statement.names:
+            raise SignatureError(
+                f"{catalog.backend.uri}: name {name!r} points at {version} of {model!r}, but the "
+                f"signature of {version} does not name it (it names "
+                f"{', '.join(statement.names) or 'nothing'}): the name was moved by someone "
+                "without the publisher key; deploy the version id or sign the name"
+            )
+        return SignedTarget(statement, key_id)
+    accepted = ", ".join(key.key_id[:16] for key in trusted)
+    if bad:
+        raise SignatureError(
+            f"{catalog.backend.uri}: the signature of {version} of {model!r} does not verify "
+            f"with the accepted key(s) ({accepted}); the signature or the version was altered: "
+            "nothing was applied"
+        )
+    raise SignatureError(
+        f"{catalog.backend.uri}: {version} of {model!r} is not signed by an accepted key "
+        f"({accepted}): nothing was applied; sign it "
+        "with `deltaroll sign` or `deltaroll push --sign-key`, or accept its publisher's key"
+    )
+
+
+def version_digest_in_store(catalog: Catalog, model: str, version: str) -> str:
+    """The whole version digest of ``version``, from the manifest of the delta (or anchor)
+    that produces it, that manifest checked against its record and its own entries."""
+    _, manifest = checked_manifest(catalog, model, version)
+    return side_digest(manifest.tensors, "target", manifest.target_layout)
+
+
+def checked_manifest(
+    catalog: Catalog, model: str, version: str
+) -> tuple[DeltaRecord, DeltaManifest]:
+    """The record and the parsed manifest of the delta (or anchor) that produces ``version``:
+    the manifest's bytes are the ones its record names, it leads to ``version``, and its version
+    ids are the digests of its own entries."""
+    record = catalog.read_version(model, version)
+    delta: DeltaRecord = (
+        record.delta if record.delta is not None else catalog.read_anchor(model, version).delta
+    )
+    where = f"the manifest of {delta.base_version or 'nothing'} -> {version}"
+    data = catalog.read_bytes(keys.object_key(model, delta.manifest.digest))
+    if hashlib.sha256(data).hexdigest() != delta.manifest.digest:
+        raise InvalidManifestError(
+            f"{catalog.backend.uri}: {where} does not match its record's digest; the store was "
+            "altered: push the version again"
+        )
+    manifest = parse_delta_manifest(data, where)
+    if manifest.target_version != version:
+        raise InvalidManifestError(
+            f"{catalog.backend.uri}: {where} leads to {manifest.target_version}; the store was "
+            "altered: push the version again"
+        )
+    listed = [ObjectRef(digest=o.digest, size=o.size) for o in manifest.objects]
+    if (manifest.base_version, listed) != (delta.base_version, delta.payload):
+        raise InvalidManifestError(
+            f"{catalog.backend.uri}: {where} starts from another version or lists other objects "
+            "than its record; the store was altered: push the version again"
+        )
+    check_version_ids(manifest)
+    return delta, manifest
+
+
+def _read_record(catalog: Catalog, model: str, version: str, key_id: str) -> SignatureRecord | None:
+    key = keys.signature_key(model, version, key_id)
+    try:
+        data = catalog.read_bytes(key)
+    except ObjectNotFoundError:
+        return None
+    try:
+        return load(SignatureRecord, data, uri=catalog.backend.uri, key=key)
+    except InvalidManifestError:
+        return SignatureRecord(key_id=key_id, statement="", signature="")  # verifies as bad
+
+
+def _open_record(record: SignatureRecord, key: PublicKey) -> VersionStatement | None:
+    """The statement of a record if ``key`` signed exactly its bytes, else None."""
+    try:
+        payload = base64.b64decode(record.statement, validate=True)
+        signature = base64.b64decode(record.signature, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if record.key_id != key.key_id or not key.verify(signature, _DOMAIN + payload):
+        return None
+    try:
+        return VersionStatement.model_validate_json(payload)
+    except ValidationError:
+        return None
