@@ -116,7 +116,7 @@ def test_a_modeldeployment_may_not_query_a_prometheus_the_admin_did_not_list() -
 
 
 def test_the_policy_fills_in_what_spec_job_leaves_unset() -> None:
-    defaults = JobDefaults.of(POLICY.for_namespace("team-a").worker, "release/worker:1")
+    defaults = JobDefaults.of("worker", POLICY.for_namespace("team-a").worker, "release/worker:1")
     own = build_job(
         delta("team-a", "s3://team-a/m", resources={"limits": {"cpu": "4"}}), defaults=defaults
     )

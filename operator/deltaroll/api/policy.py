@@ -64,8 +64,9 @@ class JobPolicy(_PolicyModel):
     )
     resources: ResourceRequirements | None = Field(
         default=None,
-        description="Requests and limits for every key the resource's own resources leave "
-        "unset (a LimitRange's defaults, for the Jobs of this operator).",
+        description="Requests and limits of every resource name (cpu, memory, ...) the "
+        "resource's own resources do not name, over the operator's built-in defaults; a "
+        "name's request and limit come from the same place.",
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 from deltaroll.api.modeldeployment import KIND, AnalysisJob
 from deltaroll.controllers import pod_defaults
-from deltaroll.controllers.job_defaults import RELEASE_DEFAULTS, JobDefaults
+from deltaroll.controllers.job_defaults import RELEASE_ANALYSIS_DEFAULTS, JobDefaults
 from deltaroll.controllers.modeldelta.jobs import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -49,7 +49,7 @@ def build_analysis_job(
     canary: str,
     stable: str,
     canary_pods: Sequence[str],
-    defaults: JobDefaults = RELEASE_DEFAULTS,
+    defaults: JobDefaults = RELEASE_ANALYSIS_DEFAULTS,
 ) -> dict[str, Any]:
     """The Job manifest for one measurement of ``template`` (``key`` names the measurement)."""
     meta = owner["metadata"]
@@ -68,7 +68,7 @@ def build_analysis_job(
         "image": defaults.image_of(job),
         "env": env,
         "securityContext": pod_defaults.container_security_context(),
-        "resources": pod_defaults.resources("analysis", job.resources),
+        "resources": defaults.resources_of(job),
     }
     if job.command:
         container["command"] = list(job.command)
@@ -76,8 +76,6 @@ def build_analysis_job(
         container["args"] = list(job.args)
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
-    if (resources := defaults.resources_of(job)) is not None:
-        container["resources"] = resources
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     optional = {
         "serviceAccountName": defaults.service_account_of(job),

@@ -21,7 +21,7 @@ from deltaroll.controllers.analysis.errors import ConditionError, MeasurementErr
 from deltaroll.controllers.analysis.job import build_analysis_job, job_outcome
 from deltaroll.controllers.analysis.runs import Measurement, taken
 from deltaroll.controllers.analysis.verdict import judge
-from deltaroll.controllers.job_defaults import RELEASE_DEFAULTS, JobDefaults
+from deltaroll.controllers.job_defaults import RELEASE_ANALYSIS_DEFAULTS, JobDefaults
 
 Body = Mapping[str, Any]
 EnsureJob = Callable[[dict[str, Any]], Body]
@@ -39,7 +39,7 @@ class Context:
     stable_pods: Sequence[Body] = ()
     owner: Body | None = None  # the ModelDeployment, owner of analysis Jobs
     ensure_job: EnsureJob | None = None
-    job_defaults: JobDefaults = RELEASE_DEFAULTS  # the admin's, for analysis Jobs
+    job_defaults: JobDefaults = RELEASE_ANALYSIS_DEFAULTS  # the admin's, for analysis Jobs
     policy: NamespacePolicy = field(default_factory=NamespacePolicy)  # which targets are allowed
 
 

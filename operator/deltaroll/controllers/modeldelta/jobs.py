@@ -197,12 +197,10 @@ def _pod_spec(delta: ModelDelta, defaults: JobDefaults, digest: str) -> dict[str
             **pod_defaults.container_security_context(),
             "readOnlyRootFilesystem": True,  # it writes only to its emptyDirs
         },
-        "resources": pod_defaults.resources("worker", job.resources),
+        "resources": defaults.resources_of(job),
     }
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
-    if (resources := defaults.resources_of(job)) is not None:
-        container["resources"] = resources
     if spec.store.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": spec.store.secret_ref.name}}]
     volumes: list[dict[str, Any]] = [

@@ -364,7 +364,7 @@ def _measure(
         ],
         owner=body,
         ensure_job=writes.ensure_job,
-        job_defaults=JobDefaults.of(policy.analysis, operator_image()),
+        job_defaults=JobDefaults.of("analysis", policy.analysis, operator_image()),
         policy=policy,
     )
     for index in due:
