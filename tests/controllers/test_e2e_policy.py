@@ -17,11 +17,18 @@ from controllers import modeldelta_world as world
 from controllers.modeldelta_world import Gate, Operator, apply, events_for, get, wait_for
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
+from deltaroll_demo.manifests import modeldeployment_manifest
 from deltaroll_sandbox.testing import RunningSandbox
 from fixtures.s3 import moto_server
 
 pytestmark = pytest.mark.slow
 OPERATOR_KEY = "AKIAOPERATOR0IDENTITY"
+TEAM_B_KEYS = {
+    "AWS_ALLOW_HTTP": "true",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "team-b",
+    "AWS_SECRET_ACCESS_KEY": "team-b-secret",
+}
 
 
 def _phase(cluster: RunningSandbox, name: str) -> str | None:
@@ -47,13 +54,7 @@ def team_b_bucket(trained: list[Path], tmp_path: Path) -> Iterator[tuple[str, Ga
             Bucket=bucket
         )
         uri = f"s3://{bucket}/models"
-        credentials = {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "team-b",
-            "AWS_SECRET_ACCESS_KEY": "team-b-secret",
-        }
+        credentials = {**TEAM_B_KEYS, "AWS_ENDPOINT_URL": endpoint}
         Store(uri, credentials=credentials, cache_dir=tmp_path / "b").push(
             "tiny", trained[0], name="step-0"
         )
@@ -137,24 +138,83 @@ def test_a_store_without_secret_ref_is_not_read_with_the_operators_identity(
     assert OPERATOR_KEY.encode() not in gate.sent  # anonymous, never signed as the operator
 
 
+def _modeldeployment(uri: str, version: str = "step-0", **spec: Any) -> dict[str, Any]:
+    """A ModelDeployment of ``version`` in ``uri`` (no secretRef unless ``store`` says) selecting
+    no pod yet."""
+    labels = {"app": "no-pods-yet"}
+    return modeldeployment_manifest("serving", uri, version, labels, model="tiny", **spec)
+
+
+def _deployment_status(cluster: RunningSandbox) -> dict[str, Any]:
+    return dict((get(cluster, "modeldeployment", "serving") or {}).get("status") or {})
+
+
+def _looked_up(cluster: RunningSandbox) -> dict[str, Any] | None:
+    """The status once the store answered spec.version's look-up: found, or refused."""
+    status = _deployment_status(cluster)
+    found = status.get("stableVersion") or "was refused" in str(status.get("message") or "")
+    return status if found else None
+
+
+def _message(cluster: RunningSandbox) -> str:
+    return str(_deployment_status(cluster).get("message") or "")
+
+
+def test_a_modeldeployment_without_secret_ref_looks_up_its_version_anonymously(
+    cluster: RunningSandbox, tmp_path: Path, team_b_bucket: tuple[str, Gate]
+) -> None:
+    """spec.version no ModelDelta publishes is looked up in the store (target.from_store): as the
+    tenant, never with the operator's identity (the bucket refuses anonymous reads)."""
+    uri, gate = team_b_bucket
+    with operator_with_identity(cluster, tmp_path, gate, ["s3://", "file:///"]) as running:
+        apply(cluster, _modeldeployment(uri))
+        status = wait_for(lambda: _looked_up(cluster), 60, "the look-up's answer", running.log)
+
+    assert b"GET " in gate.sent
+    assert OPERATOR_KEY.encode() not in gate.sent  # anonymous, never signed as the operator
+    assert not status.get("stableVersion"), status  # the operator's identity would find it
+
+
+def test_a_modeldeployments_signature_check_does_not_borrow_the_operators_identity(
+    cluster: RunningSandbox, tmp_path: Path, trained: list[Path], team_b_bucket: tuple[str, Gate]
+) -> None:
+    """With spec.verification the operator reads spec.version's signature records before moving
+    a pod (modeldeployment/signature.py): as the tenant, never with its own identity. The
+    tenant's ModelDelta (with its Secret) makes step-0 Ready, so its ModelDeployment (no
+    secretRef) gets to the signature check without reading the store first."""
+    from deltaroll.store.signing import generate_key_pair
+
+    uri, gate = team_b_bucket
+    world.create_secret(cluster, "team-b-creds", {**TEAM_B_KEYS, "AWS_ENDPOINT_URL": gate.endpoint})
+    anchor = world.modeldelta("step-0", uri, trained[0], parent=None)
+    anchor["spec"]["store"]["secretRef"] = {"name": "team-b-creds"}
+    generate_key_pair(tmp_path / "publisher.pem", tmp_path / "publisher.pub")
+    verification = {"publicKeys": [(tmp_path / "publisher.pub").read_text()]}
+    with operator_with_identity(cluster, tmp_path, gate, ["s3://", "file:///"]) as running:
+        apply(cluster, anchor)
+        wait_for(lambda: _phase(cluster, "step-0") == "Ready", 120, "step-0 Ready", running.log)
+        before = len(gate.sent)  # what the ModelDelta read, with its Secret
+        apply(cluster, _modeldeployment(uri, verification=verification))
+        wait_for(
+            lambda: "sign" in _message(cluster),  # not signed, or cannot be checked
+            60,
+            "the signature records read",
+            running.log,
+        )
+
+    checked = bytes(gate.sent[before:])
+    assert b"GET " in checked  # the signature check asked the store
+    assert OPERATOR_KEY.encode() not in checked  # anonymous, never signed as the operator
+
+
 def test_a_modeldeployment_reads_its_store_with_its_secret(
     cluster: RunningSandbox,
     operator: Operator,
     credentialed_s3_store: tuple[str, dict[str, str]],
 ) -> None:
     uri, _ = credentialed_s3_store
-    deployment = {
-        "apiVersion": "deltaroll.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "serving", "namespace": "default"},
-        "spec": {
-            "model": "tiny",
-            "version": "step-1",
-            "store": {"uri": uri, "secretRef": {"name": "store-creds"}},
-            "selector": {"matchLabels": {"app": "no-pods-yet"}},
-            "engine": {"kind": "reference", "port": 8000},
-        },
-    }
+    secret_store = {"uri": uri, "secretRef": {"name": "store-creds"}}
+    deployment = _modeldeployment(uri, version="step-1", store=secret_store)
     apply(cluster, deployment)
 
     def healthy() -> dict[str, Any] | None:

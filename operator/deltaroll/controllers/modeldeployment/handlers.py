@@ -48,7 +48,7 @@ from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldelta import PLURAL as MODELDELTAS
-from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentSpec, ModelDeploymentStatus
+from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentStatus
 from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers import kube
 from deltaroll.controllers.admission import REASON as POLICY_DENIED
@@ -272,7 +272,7 @@ def reconcile(
         modeldeltas = lookups.modeldeltas_of(namespace, spec.model, spec.store.uri)
         target = look_up_target(modeldeltas, spec, spec.version, who)
         if spec.verification is not None and overlap is None:
-            target = signature.check(spec, target, _store_credentials(namespace, spec))
+            target = signature.check(spec, target, who)
         status = deployment.status or ModelDeploymentStatus()
         ids = _version_ids(modeldeltas, deployment, target.version_id, who)
         if overlap is None:  # a yielding deployment does not judge pods it does not drive
@@ -298,13 +298,6 @@ def _parse(body: dict[str, Any]) -> ModelDeployment | None:
     parsed = parse_or_mark(body, invalid_spec_status, writes.patch_status)
     assert parsed is None or isinstance(parsed, ModelDeployment)
     return parsed
-
-
-def _store_credentials(namespace: str, spec: ModelDeploymentSpec) -> dict[str, str] | None:
-    """The secretRef Secret's data, as the agents get it (None without one, or when it is
-    missing: the store then answers for itself)."""
-    ref = spec.store.secret_ref
-    return kube.read_secret_data(namespace, ref.name) if ref is not None else None
 
 
 def _version_ids(
