@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controllers.modeldelta_world import Gate, Operator, create_secret, wait_for
+from controllers.modeldelta_world import TEAM_B_KEYS, Gate, Operator, create_secret, wait_for
 from deltaroll.api.agent_access import agent_access_objects
 from deltaroll.store import Store
 from deltaroll_sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
@@ -170,3 +170,27 @@ def credentialed_s3_store(
         store.push("tiny", trained[1], base=trained[0], name="step-1")
         create_secret(cluster, "store-creds", credentials)
         yield uri, credentials
+
+
+@pytest.fixture
+def team_b_bucket(trained: list[Path], tmp_path: Path) -> Iterator[tuple[str, Gate]]:
+    """Another team's bucket on moto holding step-0, behind a recording proxy; (uri, proxy).
+    It refuses anonymous requests, as a private bucket does."""
+    import uuid
+
+    import boto3
+
+    with moto_server() as endpoint:
+        bucket = f"team-b-{uuid.uuid4().hex[:12]}"
+        keys = {"aws_access_key_id": "team-b", "aws_secret_access_key": "team-b-secret"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(
+            Bucket=bucket
+        )
+        uri = f"s3://{bucket}/models"
+        credentials = {**TEAM_B_KEYS, "AWS_ENDPOINT_URL": endpoint}
+        Store(uri, credentials=credentials, cache_dir=tmp_path / "b").push(
+            "tiny", trained[0], name="step-0"
+        )
+        gate = Gate(endpoint, opened=True)
+        yield uri, gate
+        gate.close()

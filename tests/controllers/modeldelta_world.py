@@ -21,6 +21,15 @@ from fixtures.ports import free_port
 GROUP, VERSION = "deltaroll.dev", "v1alpha1"
 #: The tests' stores and checkpoints live in pytest's temporary directories: file:// is allowed.
 LOCAL_POLICY: dict[str, Any] = {"default": {"storePrefixes": ["file:///", "s3://", "hf://"]}}
+#: The operator's own cloud identity in the policy tests: seen in a bucket's traffic, it was lent.
+OPERATOR_KEY = "AKIAOPERATOR0IDENTITY"
+#: Another team's bucket's credentials (with AWS_ENDPOINT_URL: its Secret's data).
+TEAM_B_KEYS = {
+    "AWS_ALLOW_HTTP": "true",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "team-b",
+    "AWS_SECRET_ACCESS_KEY": "team-b-secret",
+}
 
 
 class Operator:

@@ -4,31 +4,30 @@ tenant's credentials and never the operator's, and a ModelDelta deletes only wha
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from controllers import modeldelta_world as world
-from controllers.modeldelta_world import Gate, Operator, apply, events_for, get, wait_for
+from controllers.modeldelta_world import (
+    OPERATOR_KEY,
+    TEAM_B_KEYS,
+    Gate,
+    Operator,
+    apply,
+    events_for,
+    get,
+    wait_for,
+)
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
 from deltaroll_demo.manifests import modeldeployment_manifest
 from deltaroll_sandbox.testing import RunningSandbox
-from fixtures.s3 import moto_server
 
 pytestmark = pytest.mark.slow
-OPERATOR_KEY = "AKIAOPERATOR0IDENTITY"
-TEAM_B_KEYS = {
-    "AWS_ALLOW_HTTP": "true",
-    "AWS_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "team-b",
-    "AWS_SECRET_ACCESS_KEY": "team-b-secret",
-}
 
 
 def _phase(cluster: RunningSandbox, name: str) -> str | None:
@@ -42,25 +41,6 @@ def _failed(cluster: RunningSandbox, name: str) -> dict[str, Any] | None:
 
 def _conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in body["status"]["conditions"]}
-
-
-@pytest.fixture
-def team_b_bucket(trained: list[Path], tmp_path: Path) -> Iterator[tuple[str, Gate]]:
-    """Another team's bucket on moto holding step-0, behind a recording proxy; (uri, proxy)."""
-    with moto_server() as endpoint:
-        bucket = f"team-b-{uuid.uuid4().hex[:12]}"
-        keys = {"aws_access_key_id": "team-b", "aws_secret_access_key": "team-b-secret"}
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(
-            Bucket=bucket
-        )
-        uri = f"s3://{bucket}/models"
-        credentials = {**TEAM_B_KEYS, "AWS_ENDPOINT_URL": endpoint}
-        Store(uri, credentials=credentials, cache_dir=tmp_path / "b").push(
-            "tiny", trained[0], name="step-0"
-        )
-        gate = Gate(endpoint, opened=True)
-        yield uri, gate
-        gate.close()
 
 
 @contextmanager
