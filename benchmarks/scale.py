@@ -176,16 +176,17 @@ def child_main(argv: list[str]) -> None:
     if op == "apply":
         # Loaded before the clock starts, as in the long-running agent: the compiled kernels.
         import deltaroll.codec.kernels  # noqa: F401
-        from deltaroll.checkpoint import apply_delta, open_checkpoint
+        from deltaroll.checkpoint import apply_delta
         from deltaroll.checkpoint.state import make_durable
 
         weights, delta, reverse = Path(args[0]), Path(args[1]), args[2] == "reverse"
         start = time.perf_counter()
-        apply_delta(weights, delta, in_place=True, reverse=reverse)
+        apply_delta(weights, delta, in_place=True, reverse=reverse, durable=False)
         elapsed = time.perf_counter() - start
-        # What the agent does after the engine reloaded, off the pause path.
+        # What the agent does after the engine reloaded, off the pause path: the fsync of the
+        # patched files, then the journal's removal.
         start = time.perf_counter()
-        make_durable(open_checkpoint(weights))
+        make_durable(weights)
         extra["durable_s"] = time.perf_counter() - start
     elif op == "diff":
         from deltaroll.checkpoint import diff_checkpoints

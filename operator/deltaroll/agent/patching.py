@@ -77,6 +77,7 @@ def _apply_in_place(
         in_place=True,
         reverse=step.reverse,
         aux_policy=aux_policy,
+        durable=False,  # fsynced once the engine serves it (WeightsVolume.make_durable)
     )
     log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
 
