@@ -128,14 +128,16 @@ def make_step(base: Path, out: Path, changed: int, seed: int, writes: Path | Non
         writes.mkdir()
     total = 0
     for index, (file, offset, numel) in enumerate(files):
-        data = np.memmap(file, dtype=np.uint16, mode="r+", offset=offset, shape=(numel,))
         logs = (
             ((writes / f"p{index}.bin").open("wb"), (writes / f"v{index}.bin").open("wb"))
             if writes is not None
             else None
         )
         for start in range(0, numel, STEP_WINDOW):
-            window = data[start : start + STEP_WINDOW]
+            # One mapping per window: a mapping of the whole file would keep every page it
+            # touched resident (counted in RSS) until the file is done.
+            count = min(STEP_WINDOW, numel - start)
+            window = np.memmap(file, np.uint16, "r+", offset=offset + 2 * start, shape=(count,))
             positions = np.flatnonzero(rng.random(window.shape[0], dtype=np.float32) < density)
             old = np.asarray(window[positions])
             values = nudged(old, rng)
@@ -146,8 +148,8 @@ def make_step(base: Path, out: Path, changed: int, seed: int, writes: Path | Non
             if logs is not None:
                 logs[0].write((positions + start).astype(np.int64).tobytes())
                 logs[1].write(values.tobytes())
-        data.flush()
-        del data
+            window.flush()
+            del window
         if logs is not None:
             for log in logs:
                 log.close()
