@@ -111,7 +111,7 @@ def nudged(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # Elements the generator draws and nudges at a time: its memory stays a few of these windows'
 # worth (~100 MB) at any density, where drawing a whole file's positions at once took 14.6 GB
 # at 60 %.
-STEP_WINDOW = 1 << 24
+STEP_WINDOW = 1 << 22
 
 
 def make_step(base: Path, out: Path, changed: int, seed: int, writes: Path | None = None) -> int:
