@@ -28,6 +28,7 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,14 @@ import zstandard
 
 from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.names import check_file_name, child_path
-from deltaroll.checkpoint.reader import open_checkpoint
+from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.codec.delta import apply_tensor_delta
 from deltaroll.codec.errors import CodecError
 from deltaroll.codec.model import EncodedTensor, TensorKind
 from deltaroll.store import keys
 from deltaroll.store.aliases import set_name
+from deltaroll.store.catalog import Catalog
+from deltaroll.store.client import Store
 from deltaroll.store.errors import InvalidManifestError
 from deltaroll.store.names import validate_digest, validate_name
 
@@ -74,8 +77,8 @@ class UpgradeResult:
     names: dict[str, str]
 
 
-def upgrade_model(store: Any, model: str, work_dir: Path | None = None) -> UpgradeResult:
-    """Convert ``model``'s v1 versions in ``store`` (a :class:`~deltaroll.store.Store`)."""
+def upgrade_model(store: Store, model: str, work_dir: Path | None = None) -> UpgradeResult:
+    """Convert ``model``'s v1 versions in ``store`` (see the module docstring)."""
     catalog = store.catalog
     _set_aside_v1_records(catalog, model)
     versions = _read_legacy(catalog, model)
@@ -101,7 +104,7 @@ def _legacy_key(key: str, model: str) -> str:
     return f"{keys.model_prefix(model)}{LEGACY}/{key.removeprefix(keys.model_prefix(model))}"
 
 
-def _set_aside_v1_records(catalog: Any, model: str) -> None:
+def _set_aside_v1_records(catalog: Catalog, model: str) -> None:
     """Copy each v1 record under ``legacy-v1/`` (durably, first), then remove the original."""
     for prefix in (keys.versions_prefix(model), keys.anchors_prefix(model)):
         for info in catalog.list_keys(prefix):
@@ -120,21 +123,23 @@ def _schema(data: bytes) -> object:
     return document.get("schema") if isinstance(document, dict) else None
 
 
-def _read_legacy(catalog: Any, model: str) -> dict[str, _V1Version]:
+def _read_legacy(catalog: Catalog, model: str) -> dict[str, _V1Version]:
     """The v1 graph from the set-aside records, every embedded manifest checked."""
     versions: dict[str, _V1Version] = {}
     legacy = f"{keys.model_prefix(model)}{LEGACY}/"
     for info in catalog.list_keys(legacy):
-        record = json.loads(catalog.read_bytes(info.key))
-        version = validate_name(record["version"], what="version")
-        # A version record with no delta: the first version, whose anchor carries it.
-        manifest = _embedded_manifest(record, info.key) if record["delta"] else None
-        entry = versions.setdefault(version, _V1Version(version))
-        if record["schema"] == V1_ANCHOR_SCHEMA:
-            entry.anchor = manifest
-        else:
-            entry.parent = record["parent"] and validate_name(record["parent"], what="version")
-            entry.delta = manifest
+        with _malformed(info.key):
+            record = json.loads(catalog.read_bytes(info.key))
+            version = validate_name(record["version"], what="version")
+            # A version record with no delta: the first version, whose anchor carries it.
+            manifest = _embedded_manifest(record, info.key) if record["delta"] else None
+            entry = versions.setdefault(version, _V1Version(version))
+            if record["schema"] == V1_ANCHOR_SCHEMA:
+                entry.anchor = manifest
+            else:
+                parent = record["parent"]
+                entry.parent = None if parent is None else validate_name(parent, what="version")
+                entry.delta = manifest
     for entry in versions.values():
         if entry.parent is not None:
             if entry.parent not in versions:
@@ -144,6 +149,15 @@ def _read_legacy(catalog: Any, model: str) -> dict[str, _V1Version]:
                 )
             versions[entry.parent].children.append(entry.version)
     return versions
+
+
+@contextmanager
+def _malformed(what: str) -> Iterator[None]:
+    """One clear error for a v1 record or manifest missing a field or holding a wrong type."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidManifestError(f"{what} is not a well-formed v1 record ({exc!r})") from exc
 
 
 def _embedded_manifest(record: dict[str, Any], key: str) -> dict[str, Any]:
@@ -160,7 +174,7 @@ def _embedded_manifest(record: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _rebuilt(
-    catalog: Any, model: str, versions: dict[str, _V1Version], work: Path
+    catalog: Catalog, model: str, versions: dict[str, _V1Version], work: Path
 ) -> Iterator[tuple[str, Path, Path | None]]:
     """(version, its rebuilt checkpoint, its parent's) in an order where parents come first:
     from each anchor without a parent down its children."""
@@ -173,13 +187,11 @@ def _rebuilt(
         info = versions[version]
         out = work / version
         shutil.rmtree(out, ignore_errors=True)
-        if parent_dir is None:
-            if info.anchor is None:
-                raise InvalidManifestError(f"v1 version {version} has no parent and no anchor")
-            _materialize(catalog, model, info.anchor, None, out)
-        else:
-            assert info.delta is not None
-            _materialize(catalog, model, info.delta, parent_dir, out)
+        manifest = info.anchor if parent_dir is None else info.delta
+        if manifest is None:
+            raise InvalidManifestError(f"v1 version {version} has no parent and no anchor")
+        with _malformed(f"the v1 delta of {version}"):
+            _materialize(catalog, model, manifest, parent_dir, out)
         yield version, out, parent_dir
         stack.extend((child, out) for child in sorted(info.children))
 
@@ -189,14 +201,14 @@ def _still_needed(built: Path, versions: dict[str, _V1Version], converted: dict[
     return any(child not in converted for child in children)
 
 
-def _object(catalog: Any, model: str, digest: str) -> bytes:
+def _object(catalog: Catalog, model: str, digest: str) -> bytes:
     data = catalog.read_bytes(keys.object_key(model, validate_digest(digest)))
     if hashlib.sha256(data).hexdigest() != digest:
         raise InvalidManifestError(f"v1 object {digest} is corrupt (its sha256 differs)")
     return bytes(data)
 
 
-def _chunks(catalog: Any, model: str, digests: list[str]) -> bytes:
+def _chunks(catalog: Catalog, model: str, digests: list[str]) -> bytes:
     """Whole data v1 carried: zstd-compressed chunks of at most 64 MiB each, in order."""
     decompressor = zstandard.ZstdDecompressor()
     try:
@@ -211,7 +223,7 @@ def _chunks(catalog: Any, model: str, digests: list[str]) -> bytes:
 
 
 def _materialize(
-    catalog: Any, model: str, manifest: dict[str, Any], parent: Path | None, out: Path
+    catalog: Catalog, model: str, manifest: dict[str, Any], parent: Path | None, out: Path
 ) -> None:
     """Write the target side of a v1 delta into ``out``, every tensor and file checked against
     the v1 checksums."""
@@ -234,11 +246,15 @@ def _materialize(
     open_checkpoint(out)  # a well-formed checkpoint, or a clear error
 
 
-def _tensor_bytes(catalog: Any, model: str, entry: dict[str, Any], source: Any) -> bytes:
+def _tensor_bytes(
+    catalog: Catalog, model: str, entry: dict[str, Any], source: Checkpoint | None
+) -> bytes:
     name, kind, target = entry["name"], entry["kind"], entry["target"]
     if kind == "carried":
         data = _chunks(catalog, model, entry["target_chunks"])
     else:
+        if source is None:
+            raise InvalidManifestError(f"v1 anchor keeps tensor {name!r} as a change, not whole")
         ref = source.tensors[name]
         with ref.path.open("rb") as f:
             f.seek(ref.begin)
