@@ -23,7 +23,6 @@ from pathlib import Path
 
 import structlog
 
-from deltaroll.checkpoint import open_checkpoint
 from deltaroll.checkpoint.journal import Journal, JournalState
 from deltaroll.checkpoint.staging import fsync_directory
 from deltaroll.checkpoint.state import make_durable, proven_version
@@ -81,7 +80,7 @@ class WeightsVolume:
 
     def make_durable(self) -> None:
         """fsync the patched weights and mark their record durable (after the pod is Ready)."""
-        if self.weights.exists() and not make_durable(open_checkpoint(self.weights)):
+        if self.weights.exists() and not make_durable(self.weights):
             log.info("agent.weights_not_recorded", weights=str(self.weights))
 
     def discard_weights(self) -> None:

@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         ("gc", gc),
         ("squash", squash),
         ("sign", sign),
+        ("upgrade-store", upgrade_store),
     ):
         app.command(name)(command)
 
@@ -241,4 +242,20 @@ def sign(
         {**statement.model_dump(by_alias=True), "key_id": signer.public.key_id},
         as_json=as_json,
         human=f"signed {statement.version} of {model} with key {signer.public.key_id[:16]}",
+    )
+
+
+def upgrade_store(store: StoreArg, model: ModelArg, as_json: JsonOpt = False) -> None:
+    """Convert MODEL's versions written by an older Deltaroll (delta format v1) to today's
+    format: each version is rebuilt, checked and pushed again, names follow. Safe to run again
+    after a crash; v1 records are kept under MODEL/legacy-v1/."""
+    from deltaroll.store.upgrade import upgrade_model
+
+    result = upgrade_model(_open(store), model)
+    lines = [f"{old} -> {new}" for old, new in result.versions.items()]
+    lines += [f"name {name} -> {new}" for name, new in result.names.items()]
+    emit(
+        {"model": model, "versions": result.versions, "names": result.names},
+        as_json=as_json,
+        human="\n".join(lines) if lines else f"{model}: no v1 versions to convert",
     )

@@ -201,8 +201,8 @@ def load(cls: type[R], data: bytes, *, uri: str, key: str) -> R:
         if first["loc"] == ("schema",) and first.get("input") in OLDER_RECORD_SCHEMAS:
             raise InvalidManifestError(
                 f"{uri}: {key!r} is a {first['input']} record, written by an older Deltaroll "
-                "whose deltas this one does not apply; push the model's checkpoints again "
-                "(`deltaroll push`) into a new store or prefix"
+                "whose deltas this one does not apply; convert the model with `deltaroll "
+                "upgrade-store STORE MODEL` (it keeps the old records)"
             ) from exc
         raise InvalidManifestError(
             f"{uri}: {key!r} is not a valid {cls.__name__} ({where}: {first['msg']}); "
