@@ -254,7 +254,7 @@ def reconcile(
         modeldeltas = lookups.modeldeltas_of(namespace, spec.model, spec.store.uri)
         target = look_up_target(modeldeltas, spec, spec.version)
         if spec.verification is not None and overlap is None:
-            target = signature.check(spec, target, _store_credentials(namespace, spec))
+            target = signature.check(spec, target, _store_credentials(namespace, spec), namespace)
         status = deployment.status or ModelDeploymentStatus()
         ids = _version_ids(modeldeltas, deployment, target.version_id)
         if overlap is None:  # a yielding deployment does not judge pods it does not drive

@@ -28,21 +28,25 @@ _found: set[tuple[str, ...]] = set()
 
 
 def check(
-    spec: ModelDeploymentSpec, target: TargetVersion, credentials: Mapping[str, str] | None
+    spec: ModelDeploymentSpec,
+    target: TargetVersion,
+    credentials: Mapping[str, str] | None,
+    namespace: str,
 ) -> TargetVersion:
-    """``target`` as it is when spec.version is signed (or nothing is required); Failed with
-    reason VersionNotSigned when it is not; Pending when the store cannot say now."""
+    """``target`` as it is when spec.version is signed for this store and ``namespace`` (or
+    nothing is required); Failed with reason VersionNotSigned when it is not; Pending when the
+    store cannot say now."""
     if spec.verification is None or target.state != "Ready" or target.version_id is None:
         return target
     value = verify_keys_value(spec.verification.public_keys)
-    remembered = (spec.store.uri, spec.model, target.version_id, spec.version, value)
+    remembered = (namespace, spec.store.uri, spec.model, target.version_id, spec.version, value)
     if remembered in _found:
         return target
     keys = [parse_inline_key(text) for text in value.split(",")]
     try:
         store = Store(spec.store.uri, credentials=credentials, cache_dir=_cache_dir())
         name = chosen_name(store.catalog, spec.model, spec.version)
-        store.signed(spec.model, target.version_id, keys, name=name)
+        store.signed(spec.model, target.version_id, keys, name=name, namespace=namespace)
     except SignatureError as exc:
         # A signature written later (`deltaroll sign`) sends no event: from_store asks again.
         return dataclasses.replace(
