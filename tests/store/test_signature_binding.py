@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,22 @@ def test_a_name_cannot_be_moved_back_to_a_version_signed_under_it_before(
     # The publisher means it: signing v0 under the name again gives it a newer sequence.
     deltaroll_json("sign", store, MODEL, v0, "--key", keys["a"], "--name", "prod", env=env)
     assert deltaroll_json(*pull, "-o", out, env=env)["version"] == v0
+
+
+def test_gc_deletes_the_signatures_of_the_versions_it_deletes(
+    checkpoints: list[Path], tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    """On main gc left ``signatures/<version>/`` behind: a version id published again later
+    (the same content) would have come back signed without anyone signing it."""
+    root = tmp_path / "store"
+    store = Store(f"file://{root}", cache_dir=tmp_path / "cache")
+    key = load_signing_key(keys["a"])
+    v0 = store.push(MODEL, checkpoints[0], anchor=True).version
+    v1 = store.push(MODEL, checkpoints[1], base=checkpoints[0], anchor=True).version
+    for version in (v0, v1):
+        store.sign(MODEL, version, key)
+    signatures = root / MODEL / "signatures"
+    result = store.gc(MODEL, [v1], grace=timedelta(0))
+    assert result.deleted_versions == [v0], result
+    assert sorted(p.parent.name for p in signatures.glob("*/*.json")) == [v1]
+    assert store.signed(MODEL, v1, [key.public]).statement.version == v1
