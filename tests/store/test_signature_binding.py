@@ -6,7 +6,9 @@ bucket writer cannot move it back to a version once signed under it."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 from deltaroll.store import Store
 from deltaroll.store.errors import SignatureError
+from deltaroll.store.manifests import SignatureRecord, dump
 from deltaroll.store.signing import load_signing_key
 from deltaroll.store.vouch import vouch_and_sign
 from fixtures.cli import deltaroll_json, run_deltaroll
@@ -160,3 +163,28 @@ def test_gc_deletes_the_signatures_of_the_versions_it_deletes(
     assert result.deleted_versions == [v0], result
     assert sorted(p.parent.name for p in signatures.glob("*/*.json")) == [v1]
     assert store.signed(MODEL, v1, [key.public]).statement.version == v1
+
+
+def test_a_statement_signed_by_an_older_deltaroll_asks_to_be_signed_again(
+    checkpoints: list[Path], tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    """A v1 statement binds no store and no name sequence: refused, saying what to do, and
+    signing it again is accepted."""
+    root = tmp_path / "store"
+    store = Store(f"file://{root}", cache_dir=tmp_path / "cache")
+    version = store.push(MODEL, checkpoints[0]).version
+    key = load_signing_key(keys["a"])
+    digest = store.sign(MODEL, version, key).digest
+    payload = json.dumps({"schema": "deltaroll.signed-version/v1", "model": MODEL,
+                          "version": version, "digest": digest, "names": []}).encode()  # fmt: skip
+    record = SignatureRecord(
+        key_id=key.public.key_id,
+        statement=base64.b64encode(payload).decode(),
+        signature=base64.b64encode(key.sign(b"deltaroll.signed-version/v1\0" + payload)).decode(),
+    )
+    path = root / MODEL / "signatures" / version / f"{key.public.key_id}.json"
+    path.write_bytes(dump(record))
+    with pytest.raises(SignatureError, match="older Deltaroll.*deltaroll sign"):
+        store.signed(MODEL, version, [key.public])
+    store.sign(MODEL, version, key)
+    assert store.signed(MODEL, version, [key.public]).statement.store == f"file://{root}"

@@ -186,11 +186,16 @@ def signed_statement(
     otherwise."""
     uri = catalog.backend.uri
     bad = 0
+    outdated: SignatureError | None = None
     for key in {key.key_id: key for key in trusted}.values():
         record = _read_record(catalog, model, version, key.key_id)
         if record is None:
             continue
-        statement = open_statement(record, key)
+        try:
+            statement = open_statement(record, key)
+        except SignatureError as exc:  # another accepted key may have signed it anew
+            outdated = exc
+            continue
         if statement is None or (statement.model, statement.version) != (model, version):
             bad += 1
             continue
@@ -201,6 +206,8 @@ def signed_statement(
                 sequences.accept(uri, model, name, statement.names[name], version)
         return SignedTarget(statement, key.key_id)
     accepted = ", ".join(key.key_id[:16] for key in trusted)
+    if outdated is not None:
+        raise SignatureError(f"{uri}: {version} of {model!r}: {outdated}")
     if bad:
         raise SignatureError(
             f"{uri}: the signature of {version} of {model!r} does not verify "
