@@ -74,6 +74,7 @@ from deltaroll.store import (
     TransientStoreError,
 )
 from deltaroll.store.graph import Plan
+from deltaroll.store.name_sequences import NameSequences
 from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
@@ -111,7 +112,12 @@ class Agent:
         self.metrics = metrics or AgentMetrics()
         self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
         self.scrub = ScrubGate()  # shared with the scrub thread, if one runs
-        self.trust = VersionTrust(config.verify_keys, config.annotations_file)
+        self.trust = VersionTrust(
+            config.verify_keys,
+            config.annotations_file,
+            namespace=config.pod_namespace,
+            sequences=NameSequences(self.volume.name_sequences),
+        )
         self.aux_policy = AuxPolicy(tuple(config.allow_aux_files), config.allow_auto_map)
         self._clock = clock
         self.state = AgentState.IDLE

@@ -31,8 +31,9 @@ _found: set[tuple[str, ...]] = set()
 
 
 def check(spec: ModelDeploymentSpec, target: TargetVersion, who: StoreIdentity) -> TargetVersion:
-    """``target`` as it is when spec.version is signed (or nothing is required); Failed with
-    reason VersionNotSigned when it is not; Pending when the store cannot say now."""
+    """``target`` as it is when spec.version is signed for this store and the tenant's namespace
+    (or nothing is required); Failed with reason VersionNotSigned when it is not; Pending when
+    the store cannot say now."""
     if spec.verification is None or target.state != "Ready" or target.version_id is None:
         return target
     value = verify_keys_value(spec.verification.public_keys)
@@ -52,7 +53,7 @@ def check(spec: ModelDeploymentSpec, target: TargetVersion, who: StoreIdentity) 
     try:
         store = Store(spec.store.uri, credentials=who.credentials(), cache_dir=_cache_dir())
         name = chosen_name(store.catalog, spec.model, spec.version)
-        store.signed(spec.model, target.version_id, keys, name=name)
+        store.signed(spec.model, target.version_id, keys, name=name, namespace=who.namespace)
     except SignatureError as exc:
         # A signature written later (`deltaroll sign`) sends no event: from_store asks again.
         return dataclasses.replace(
