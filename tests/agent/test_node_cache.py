@@ -62,8 +62,13 @@ def review(body: Any) -> Any:
 
 
 class Daemon:
-    def __init__(self, directory: Path, fill_ttl_s: float) -> None:
-        self.cache = NodeCache(directory, TokenAuthenticator(review, NODE), fill_ttl_s=fill_ttl_s)
+    def __init__(self, directory: Path, fill_ttl_s: float, max_bytes: int = 1 << 30) -> None:
+        self.cache = NodeCache(
+            directory,
+            TokenAuthenticator(review, NODE),
+            fill_ttl_s=fill_ttl_s,
+            max_bytes=max_bytes,
+        )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
@@ -250,3 +255,22 @@ def test_a_tampered_cache_file_is_refused_on_read(tmp_path, daemon, store):
     assert daemon.metric("deltaroll_node_cache_served_bytes_total") == 0
     # and the node cache holds the right bytes again, from a2's fill
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == ref.digest
+
+
+def test_the_least_recently_used_objects_go_to_keep_the_disk_budget(tmp_path, store):
+    first, second, third = (store.put(os.urandom(40_000)) for _ in range(3))
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0, max_bytes=100_000) as daemon:
+        agent_pull(tmp_path, daemon, store, "tok-a1", [first])
+        agent_pull(tmp_path, daemon, store, "tok-a1", [second])
+        agent_pull(tmp_path, daemon, store, "tok-a2", [first])  # read: second is now the oldest
+        agent_pull(tmp_path, daemon, store, "tok-a1", [third])  # 120 kB > 100 kB: one goes
+        kept = {p.name for p in (tmp_path / "node").glob("*/*") if len(p.name) == 64}
+        assert kept == {first.digest, third.digest}
+        assert daemon.metric("deltaroll_node_cache_evicted_objects_total") == 1
+        # an object larger than the whole budget is refused, and the agent fetches it itself
+        big = store.put(os.urandom(150_000))
+        received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a3", [big])
+        assert (received, client.node_bytes) == (big.size, 0)
+    # a restarted daemon knows what it holds (oldest first) and keeps to the budget
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0, max_bytes=100_000) as daemon:
+        assert daemon.cache.budget.total == 80_000

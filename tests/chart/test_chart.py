@@ -519,6 +519,7 @@ def test_the_node_cache_is_opt_in_node_local_and_least_privilege() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert {e["name"] for e in container["env"]} == {"NODE_NAME", "HOST_IP"}
+    assert "--max-bytes=107374182400" in container["args"]
     # its hostPath and hostPort are all that Pod Security "restricted" refuses in it
     assert describe(evaluate(LevelVersion("restricted"), {}, pod)) == (
         'hostPort (container "node-cache" uses hostPort 8470), restricted volume types '

@@ -2,7 +2,8 @@
 
 The contract is :mod:`deltaroll.api.node_cache`. Objects live under the daemon's host folder in
 one :class:`~deltaroll.store.cache.ObjectCache` per partition, the sha256 of (namespace, store
-URI); the namespace is the requester's, from its token (:mod:`.node_cache_auth`). A miss grants
+URI); the namespace is the requester's, from its token (:mod:`.node_cache_auth`); what it keeps
+stays within a disk budget (:mod:`.node_cache_budget`). A miss grants
 one agent a fill lease; others asking for the same object wait for that fill (up to their
 ``wait``), then read it, or, if the fill failed or its lease ran out (the agent crashed), one of
 them gets the next lease. An upload is hashed as it lands and enters the cache only if it is the
@@ -29,6 +30,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from deltaroll.agent.node_cache_auth import Refused, Requester, TokenAuthenticator
+from deltaroll.agent.node_cache_budget import DiskBudget
 from deltaroll.api.node_cache import (
     ABANDON_SUFFIX,
     LEASE_HEADER,
@@ -49,7 +51,7 @@ log = structlog.get_logger(__name__)
 
 _BLOCK: Final = 1 << 20
 DEFAULT_FILL_TTL_S: Final = 120.0
-DEFAULT_MAX_OBJECT: Final = 64 << 30
+DEFAULT_MAX_BYTES: Final = 100 << 30
 
 
 @dataclass
@@ -86,6 +88,11 @@ class NodeCacheMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.evicted = Counter(
+            "deltaroll_node_cache_evicted_objects",
+            "Objects removed, least recently used first, to keep within the disk budget.",
+            registry=self.registry,
+        )
         self.refused = Counter(
             "deltaroll_node_cache_refused",
             "Requests refused, by reason.",
@@ -103,12 +110,12 @@ class NodeCache:
         authenticator: TokenAuthenticator,
         *,
         fill_ttl_s: float = DEFAULT_FILL_TTL_S,
-        max_object: int = DEFAULT_MAX_OBJECT,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.directory = directory
         self.authenticator = authenticator
         self.fill_ttl_s = fill_ttl_s
-        self.max_object = max_object
+        self.budget = DiskBudget(directory, max_bytes)
         self.fills: dict[tuple[str, str], Fill] = {}
         self.metrics = NodeCacheMetrics()
 
@@ -185,6 +192,7 @@ class NodeCache:
         if actual != digest:
             self.metrics.leases.labels("corrupt").inc()
             raise self._refuse("corrupt_upload", 422, f"the bytes uploaded are {actual}")
+        self.metrics.evicted.inc(len(self.budget.added(cache.path(digest), size)))
         self.metrics.leases.labels("filled").inc()
         self.metrics.filled.inc()
         self.metrics.filled_bytes.inc(size)
@@ -227,9 +235,9 @@ class NodeCache:
                 size = int(request.query.get(SIZE_PARAM, ""))
             except ValueError:
                 raise self._refuse("bad_request", 400, f"{SIZE_PARAM} must be a number") from None
-            if not 0 <= size <= self.max_object:
+            if not 0 <= size <= self.budget.max_bytes:
                 raise self._refuse(
-                    "bad_request", 400, f"{SIZE_PARAM} must be within 0..{self.max_object}"
+                    "bad_request", 400, f"{SIZE_PARAM} must be within 0..{self.budget.max_bytes}"
                 )
         partition = hashlib.sha256(json.dumps([requester.namespace, store]).encode()).hexdigest()
         return requester, ObjectCache(self.directory / partition[:32]), digest, size
@@ -254,7 +262,9 @@ class NodeCache:
         """Send the cached object if the file is the object (hashed before the first byte)."""
         handle = await asyncio.to_thread(_open_checked, cache, digest, size)
         if handle is None:
+            self.budget.forget(cache.path(digest))
             return None
+        self.budget.used(cache.path(digest))
         try:
             response = web.StreamResponse(
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)}

@@ -230,6 +230,14 @@ def node_cache(
             help="Seconds an agent has to fetch and upload an object before another may.",
         ),
     ] = 120.0,
+    max_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-bytes",
+            min=1,
+            help="Disk budget: least recently used objects go once the cache holds more.",
+        ),
+    ] = 100 << 30,
     service_account_dir: Annotated[
         Path,
         typer.Option(
@@ -251,7 +259,7 @@ def node_cache(
 
     configure_logging(log_format, log_level)
     authenticator = TokenAuthenticator(token_review_call(service_account_dir), node_name)
-    cache = NodeCache(directory, authenticator, fill_ttl_s=fill_ttl)
+    cache = NodeCache(directory, authenticator, fill_ttl_s=fill_ttl, max_bytes=max_bytes)
 
     async def main() -> None:
         stop = asyncio.Event()
