@@ -508,3 +508,42 @@ def test_the_network_policy_admits_the_analysis_jobs_pods_by_default() -> None:
     admitted = policy["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
     pod_labels = analysis_job()["spec"]["template"]["metadata"]["labels"]
     assert admitted.items() <= pod_labels.items()
+
+
+def test_the_node_cache_is_opt_in_node_local_and_least_privilege() -> None:
+    from deltaroll_sandbox.apiserver.pod_security.standards import (
+        LevelVersion,
+        describe,
+        evaluate,
+    )
+
+    assert not objects("default", "DaemonSet") and not objects("all-options", "DaemonSet")
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE,
+        "--set", "nodeCache.enabled=true", "--set", "nodeCache.namespace=deltaroll-node-cache",
+    )  # fmt: skip
+    documents = [d for d in yaml.load_all(done.stdout, Loader=_UniqueKeyLoader) if d]
+    for document in documents:
+        if document["kind"] not in NOT_CORE:
+            kubernetes_validate.validate(document, KUBERNETES_VERSIONS[0], strict=True)
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    role = by_kind[("ClusterRole", "deltaroll-node-cache")]
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    daemonset = by_kind[("DaemonSet", "deltaroll-node-cache")]
+    assert daemonset["metadata"]["namespace"] == "deltaroll-node-cache"
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["command"] == ["deltaroll", "agent", "node-cache"]
+    assert container["ports"] == [{"name": "node-cache", "containerPort": 8470, "hostPort": 8470}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {e["name"] for e in container["env"]} == {"NODE_NAME", "HOST_IP"}
+    assert "--max-bytes=107374182400" in container["args"]
+    # its hostPath and hostPort are all that Pod Security "restricted" refuses in it
+    assert describe(evaluate(LevelVersion("restricted"), {}, pod)) == (
+        'hostPort (container "node-cache" uses hostPort 8470), restricted volume types '
+        '(volume "cache" uses restricted volume type "hostPath")'
+    )

@@ -244,11 +244,22 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
     client.close()
 
 
-def fleet(published: Published, replicas: int, crash_at: str) -> dict[str, Any]:
+def fleet(
+    published: Published,
+    replicas: int,
+    crash_at: str | None = None,
+    agent_args: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """A Deployment of inference pods whose template asks for no version (the operator does),
-    and whose agents are SIGKILLed once, at ``crash_at``, then restarted by the kubelet."""
+    whose agents get ``agent_args`` and, with ``crash_at``, are SIGKILLed once there, then
+    restarted by the kubelet."""
     pod = inference_pod(
-        "template", store_uri=published.uri, version="unset", store_env={}, crash_at=crash_at
+        "template",
+        store_uri=published.uri,
+        version="unset",
+        store_env={},
+        crash_at=crash_at,
+        agent_args=agent_args,
     )
     return {
         "apiVersion": "apps/v1",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deltaroll.engines.transport import is_loopback
 
@@ -28,6 +28,20 @@ class AgentConfig(BaseModel):
     pod_name: str = Field(min_length=1)
     pod_namespace: str = Field(min_length=1)
     cache_dir: Path | None = Field(None, description="object cache; default beside the weights")
+    node_cache_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+$",
+        description="the node cache daemon (http://<status.hostIP>:<hostPort>): each object is "
+        "downloaded once per node; none: every agent downloads its own",
+    )
+    node_cache_token: Path | None = Field(
+        None,
+        description="the pod-bound ServiceAccount token for the node cache's audience "
+        "(a projected volume); required with node_cache_url",
+    )
+    node_cache_wait_s: float = Field(
+        60.0, gt=0, le=600, description="longest wait for another agent's fill of an object"
+    )
     service_account_dir: Path = Field(
         SERVICE_ACCOUNT_DIR,
         description="projected ServiceAccount token volume (token, ca.crt), mounted in the agent "
@@ -61,6 +75,15 @@ class AgentConfig(BaseModel):
         description="glob patterns of files beside the weights allowed beyond the data files",
     )
     allow_auto_map: bool = Field(False, description="allow an auto_map in config files")
+
+    @model_validator(mode="after")
+    def _node_cache_has_a_token(self) -> AgentConfig:
+        if self.node_cache_url and self.node_cache_token is None:
+            raise ValueError(
+                "node_cache_token: a node cache needs the pod's token for its audience "
+                "(a projected serviceAccountToken with audience deltaroll-node-cache)"
+            )
+        return self
 
     @field_validator("engine_url")
     @classmethod

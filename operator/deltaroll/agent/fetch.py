@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
 from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.node_cache import NodeCacheClient
 from deltaroll.store.transfer import download_objects
 
 
@@ -31,9 +32,11 @@ def fetched_objects(
     steps: Iterable[Step],
     *,
     should_stop: Callable[[], bool] | None = None,
+    node_cache: NodeCacheClient | None = None,
 ) -> Iterator[int]:
     """Download every object of ``steps`` into the cache (verified) and hold them there while
-    the block runs (no agent sharing the cache prunes them); yields bytes actually downloaded.
+    the block runs (no agent sharing the cache prunes them); yields bytes actually downloaded
+    from the store (with ``node_cache``, each object is asked of the node's cache first).
 
     Raises the store's errors: ``TransientStoreError`` after its own retries (the agent backs
     off and tries again), ``CorruptObjectError`` naming the object (the agent fails), and
@@ -48,6 +51,7 @@ def fetched_objects(
             store.cache,
             policy=store.catalog.policy,
             should_stop=should_stop,
+            node_cache=node_cache,
         )
     finally:
         store.cache.release(ref.digest for ref in refs)

@@ -29,6 +29,11 @@ class AgentMetrics:
             "Bytes of delta objects downloaded from the store (cache hits excluded).",
             registry=self.registry,
         )
+        self.node_cache_bytes = Counter(
+            "deltaroll_agent_node_cache_bytes",
+            "Bytes of delta objects received from the node cache instead of the store.",
+            registry=self.registry,
+        )
         self.applied_deltas = Counter(
             "deltaroll_agent_applied_deltas",
             "Deltas applied to the weights volume, by kind (anchor, forward, reverse).",

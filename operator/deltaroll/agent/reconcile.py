@@ -75,6 +75,7 @@ from deltaroll.store import (
 )
 from deltaroll.store.graph import Plan
 from deltaroll.store.name_sequences import NameSequences
+from deltaroll.store.node_cache import NodeCacheClient
 from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
@@ -104,12 +105,16 @@ class Agent:
         reporter: Reporter,
         metrics: AgentMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        node_cache: NodeCacheClient | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.engine = engine
         self.reporter = reporter
         self.metrics = metrics or AgentMetrics()
+        self.node_cache = node_cache
+        if node_cache is not None:
+            node_cache.on_node_bytes = self.metrics.node_cache_bytes.inc
         self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
         self.scrub = ScrubGate()  # shared with the scrub thread, if one runs
         self.trust = VersionTrust(
@@ -206,7 +211,9 @@ class Agent:
                 log.warning("agent.orphaned_apply", error=str(exc))
                 self.volume.discard_weights()
             else:
-                with fetched_objects(self.store, self.config.model, [step]) as downloaded:
+                with fetched_objects(
+                    self.store, self.config.model, [step], node_cache=self.node_cache
+                ) as downloaded:
                     self.metrics.downloaded_bytes.inc(downloaded)
                     try:
                         finish_apply(self.store, step, self.volume, self.aux_policy)
@@ -278,7 +285,11 @@ class Agent:
 
         try:
             with fetched_objects(
-                self.store, self.config.model, plan.steps, should_stop=superseded
+                self.store,
+                self.config.model,
+                plan.steps,
+                should_stop=superseded,
+                node_cache=self.node_cache,
             ) as downloaded:
                 self.metrics.downloaded_bytes.inc(downloaded)
                 log.info(

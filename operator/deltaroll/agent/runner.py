@@ -14,6 +14,7 @@ from deltaroll.agent.scrub import Scrubber
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.engines import engine_client
 from deltaroll.store import Store
+from deltaroll.store.node_cache import NodeCacheClient
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +28,16 @@ def build_agent(config: AgentConfig) -> Agent:
         engine=engine_client(config.engine, config.engine_url, timeout=config.engine_timeout_s),
         reporter=PodReporter(
             core_v1_api(config.service_account_dir), config.pod_namespace, config.pod_name
+        ),
+        node_cache=(
+            NodeCacheClient(
+                config.node_cache_url,
+                config.node_cache_token,
+                config.store,
+                wait_s=config.node_cache_wait_s,
+            )
+            if config.node_cache_url and config.node_cache_token
+            else None
         ),
     )
 
