@@ -348,6 +348,14 @@ def print_row(row: dict[str, Any]) -> None:
     )
 
 
+def print_json(result: dict[str, Any], json_out: Path | None) -> None:
+    """The result as one JSON line: the last of stdout, and the whole of ``json_out``."""
+    text = json.dumps(result, sort_keys=True)
+    if json_out:
+        json_out.write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,16,64", help="comma-separated pod counts")
@@ -358,10 +366,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="deltaroll-rollout-") as tmp:
         result = run(sizes, Path(tmp))
-    text = json.dumps(result, sort_keys=True)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    print_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ OPERATOR_RULES = {
     ("", "secrets"): {"get"},
 }
 CRD_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-AGENT_RULES = {("", "pods"): {"get", "patch"}, ("", "pods/status"): {"patch"}}
+AGENT_RULES = {("", "pods"): {"get", "list", "patch"}, ("", "pods/status"): {"patch"}}
 
 
 def _operator_roles(values: str, kind: str) -> list[dict[str, Any]]:

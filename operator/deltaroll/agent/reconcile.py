@@ -41,7 +41,7 @@ import structlog
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
-from deltaroll.agent.fetch import fetched_objects, prune_cache
+from deltaroll.agent.fetch import Transferred, fetched_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
     OrphanedApplyError,
@@ -50,6 +50,7 @@ from deltaroll.agent.patching import (
     finish_apply,
     interrupted_step,
 )
+from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.report import Report, Reporter
 from deltaroll.agent.scrub import ScrubGate, ScrubMismatch
 from deltaroll.agent.trust import VersionTrust
@@ -101,9 +102,11 @@ class Agent:
         engine: EngineClient,
         reporter: Reporter,
         metrics: AgentMetrics | None = None,
+        peers: PeerFetcher | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self.peers = peers
         self.store = store
         self.engine = engine
         self.reporter = reporter
@@ -199,8 +202,10 @@ class Agent:
                 log.warning("agent.orphaned_apply", error=str(exc))
                 self.volume.discard_weights()
             else:
-                with fetched_objects(self.store, self.config.model, [step]) as downloaded:
-                    self.metrics.downloaded_bytes.inc(downloaded)
+                with fetched_objects(
+                    self.store, self.config.model, [step], peers=self.peers
+                ) as moved:
+                    self._count(moved)
                     try:
                         finish_apply(self.store, step, self.volume, self.aux_policy)
                     except CorruptDeltaError as exc:  # refused: never resumed, rebuilt instead
@@ -271,11 +276,15 @@ class Agent:
 
         try:
             with fetched_objects(
-                self.store, self.config.model, plan.steps, should_stop=superseded
-            ) as downloaded:
-                self.metrics.downloaded_bytes.inc(downloaded)
+                self.store, self.config.model, plan.steps, should_stop=superseded, peers=self.peers
+            ) as moved:
+                self._count(moved)
                 log.info(
-                    "agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded
+                    "agent.fetched",
+                    target=target,
+                    path=plan.path,
+                    downloaded_bytes=moved.bucket_bytes,
+                    peer_bytes=moved.peer_bytes,
                 )
                 if superseded():  # the last objects were in flight when the annotation moved
                     raise PullSupersededError(target, self._wanted_now())
@@ -364,6 +373,10 @@ class Agent:
         self._change_started = None
         self._report_quietly(AgentState.PULLING, str(exc))
         return 0.0
+
+    def _count(self, moved: Transferred) -> None:
+        self.metrics.downloaded_bytes.inc(moved.bucket_bytes)
+        self.metrics.bucket_objects.inc(moved.bucket_objects)
 
     def _engine_check_due(self) -> bool:
         return self._clock() - self._engine_checked >= self.config.engine_check_s
