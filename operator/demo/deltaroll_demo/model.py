@@ -76,14 +76,16 @@ def train(
 
     hf_logging.disable_progress_bar()
     torch.manual_seed(SEED)
-    sizes: dict[str, Any] = dict(shape or {})
+    sizes: dict[str, Any] = {
+        "vocab_size": 256,
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        **(shape or {}),
+    }
     config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=SEQUENCE,
         tie_word_embeddings=False,
         **sizes,
