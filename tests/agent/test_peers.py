@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from agent.helpers import FAST_RETRY, MODEL, Published
-from deltaroll.agent.fetch import fetched_objects, plan_objects
+from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, peer_of
 from deltaroll.agent.peer_fetch import PeerFetcher
@@ -390,3 +390,18 @@ def test_with_the_store_down_the_objects_come_from_peers_that_hold_them(
     ):
         pass
     assert not any(seeder.store.cache.has(r.digest) for r in refs)
+
+
+def test_an_agent_serving_peers_keeps_the_snapshot_it_applied_for_pods_that_start_later(
+    published: Published, make_pod: Any
+) -> None:
+    pod = make_pod("first")
+    plan = pod.store.plan(MODEL, published.ids["v1"], [])
+    anchors = plan_objects(s for s in plan.steps if s.kind == "anchor")
+    assert anchors
+    with fetched_objects(pod.store, MODEL, plan.steps):
+        pass
+    kept = prune_cache(pod.store, plan, frozenset(), keep_anchors=True)
+    assert all(pod.store.cache.has(ref.digest) for ref in anchors)
+    prune_cache(pod.store, plan, kept)  # without peers the snapshot is not worth its disk
+    assert not any(pod.store.cache.has(ref.digest) for ref in anchors)

@@ -101,13 +101,16 @@ def _from_bucket(
     return Transferred(received, missing)
 
 
-def prune_cache(store: Store, plan: Plan, kept: Collection[str]) -> frozenset[str]:
+def prune_cache(
+    store: Store, plan: Plan, kept: Collection[str], *, keep_anchors: bool = False
+) -> frozenset[str]:
     """Keep the objects of the plan's deltas (a rollback reverses them for free) instead of
     ``kept`` (what the last call kept); drop the rest, anchors included (a full snapshot is not
-    worth its disk), unless another process sharing the cache holds them. Returns what is kept."""
-    keep = frozenset(
-        ref.digest for ref in plan_objects(s for s in plan.steps if s.kind != "anchor")
-    )
+    worth its disk) unless ``keep_anchors`` (an agent serving peers: pods that start later get
+    the snapshot from it instead of the store), and unless another process sharing the cache
+    holds them. Returns what is kept."""
+    steps = [s for s in plan.steps if keep_anchors or s.kind != "anchor"]
+    keep = frozenset(ref.digest for ref in plan_objects(steps))
     store.cache.hold(keep)
     store.cache.release(kept)
     store.cache.prune()

@@ -295,7 +295,9 @@ class Agent:
         except TransferCancelledError as exc:
             self.metrics.downloaded_bytes.inc(exc.received)
             raise PullSupersededError(target, self._wanted_now()) from exc
-        self.cache_kept = prune_cache(self.store, plan, self.cache_kept)
+        self.cache_kept = prune_cache(
+            self.store, plan, self.cache_kept, keep_anchors=self.peers is not None
+        )
 
     def _apply(self, target: str, plan: Plan) -> None:
         """Apply a fetched and checked plan to the weights volume."""
