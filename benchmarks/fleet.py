@@ -81,6 +81,7 @@ CREDENTIALS = {
     "AWS_ALLOW_HTTP": "true",
 }
 MODES = ("full", "delta", "delta_peers")
+SECRET = "bucket-credentials"
 PAST_PULLING = {AgentState.APPLYING, AgentState.RELOADING, AgentState.READY}
 
 
@@ -240,11 +241,15 @@ def upload(endpoint: str, store_root: Path, prefix: str) -> str:
 # ------------------------------------------------------------------ the fleet
 
 
+def credentials(endpoint: str) -> dict[str, str]:
+    return {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+
+
 def pod_spec(store_uri: str, engine_url: str, endpoint: str, peers: str | None) -> dict[str, Any]:
     """``rollout.py``'s agent-only pod, reaching the store through the link, with peers."""
     spec = agent_only_pod_spec(store_uri, engine_url)
     (agent,) = spec["containers"]
-    env = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+    env = credentials(endpoint)
     agent["env"] = [*agent["env"], *({"name": k, "value": v} for k, v in env.items())]
     if peers is not None:
         agent["args"] = [*agent["args"], f"--peers=app={peers}", "--peer-host=127.0.0.1",
@@ -290,6 +295,7 @@ def measure(
     pods = Fleet(sandbox, name, n)
     deployment, rollout = fleet(name, n, uri, engine_url)
     deployment["spec"]["template"]["spec"] = pod_spec(uri, engine_url, link.endpoint, peers)
+    rollout["spec"]["store"]["secretRef"] = {"name": SECRET}  # the operator reads the bucket too
     pods.create(deployment, rollout)
     pods.wait_on("v1", ids["v1"], replace_crashing=True)
     pods.set_version("v2")
@@ -349,6 +355,10 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         }
         with running_sandbox(root / "sandbox") as sandbox:
             sandbox.kubectl("apply", "-f", str(REPO / "crds"))
+            sandbox.kubectl(
+                "create", "secret", "generic", SECRET, "-n", NAMESPACE,
+                *(f"--from-literal={k}={v}" for k, v in credentials(link.endpoint).items()),
+            )  # fmt: skip
             operator = start_operator(sandbox, root / "operator.log")
             port = free_port()
             engine = start_engine(paths["v1"], port, root / "engine.log")
