@@ -49,7 +49,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from deltaroll.agent.throttle import TokenBucket
+from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT, agent_access_objects
 from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.api.annotations import POD_AGENT_STATE, POD_VERSION
 from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
@@ -248,6 +251,7 @@ def credentials(endpoint: str) -> dict[str, str]:
 def pod_spec(store_uri: str, engine_url: str, endpoint: str, peers: str | None) -> dict[str, Any]:
     """``rollout.py``'s agent-only pod, reaching the store through the link, with peers."""
     spec = agent_only_pod_spec(store_uri, engine_url)
+    spec["serviceAccountName"] = AGENT_SERVICE_ACCOUNT  # the chart's agent Role: pods list too
     (agent,) = spec["containers"]
     env = credentials(endpoint)
     agent["env"] = [*agent["env"], *({"name": k, "value": v} for k, v in env.items())]
@@ -341,7 +345,8 @@ def object_bytes(store: Store, version: str, *, anchor: bool) -> int:
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from deltaroll.checkpoint import checkpoint_version
 
-    checkpoints = train(root / "checkpoints", schedule=SCHEDULE, shape=SHAPE)
+    shape = SHAPE if args.model == "bench" else None  # demo: the demo's 2.5M parameters
+    checkpoints = train(root / "checkpoints", schedule=SCHEDULE, shape=shape)
     paths = checkpoints.paths
     ids = {k: checkpoint_version(p) for k, p in paths.items()}
     stores = publish(root, paths)  # file:// stores: deltas from a v1 anchor, full snapshots
@@ -355,18 +360,23 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         }
         with running_sandbox(root / "sandbox") as sandbox:
             sandbox.kubectl("apply", "-f", str(REPO / "crds"))
+            access = yaml.safe_dump_all(agent_access_objects(NAMESPACE))
+            sandbox.kubectl("apply", "-f", "-", input=access)
             sandbox.kubectl(
                 "create", "secret", "generic", SECRET, "-n", NAMESPACE,
                 *(f"--from-literal={k}={v}" for k, v in credentials(link.endpoint).items()),
             )  # fmt: skip
+            # controllers/modeldeployment/target.py opens the store without the Secret (with
+            # the operator's environment): give that the bucket's, so it looks nowhere else.
+            os.environ.update(credentials(link.endpoint))
             operator = start_operator(sandbox, root / "operator.log")
-            port = free_port()
-            engine = start_engine(paths["v1"], port, root / "engine.log")
+            port, admin = free_port(), free_port()
+            engine = start_engine(paths["v1"], port, admin, root / "engine.log")
             try:
                 for mode in MODES:
                     uri = uris["full" if mode == "full" else "delta"]
                     rows[mode] = measure(
-                        sandbox, mode, args.pods, uri, f"http://127.0.0.1:{port}", link, ids
+                        sandbox, mode, args.pods, uri, f"http://127.0.0.1:{admin}", link, ids
                     )
                     print_row(mode, rows[mode])
             finally:
@@ -419,6 +429,9 @@ def main() -> None:
     parser.add_argument("--bucket-mbps", type=int, default=800)
     parser.add_argument("--node-mbps", type=int, default=2000, help="recorded, not applied")
     parser.add_argument("--link", choices=("auto", "tc", "proxy"), default="auto")
+    parser.add_argument(
+        "--model", choices=("bench", "demo"), default="bench", help="demo: a quick smoke run"
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
     parser.add_argument("--inside-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
