@@ -222,11 +222,16 @@ def measure(
     return result
 
 
-def start_engine(model_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_engine(
+    model_path: Path, port: int, admin_port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """The shared reference engine: inference on ``port``, the agents' reload and checksum
+    routes on ``admin_port`` (their --engine-url)."""
     with log.open("ab") as out:
         engine = subprocess.Popen(
             [str(BIN / "deltaroll"), "engine", "serve", "--kind", "reference"]
-            + ["--model-path", str(model_path), "--port", str(port)],
+            + ["--model-path", str(model_path), "--port", str(port)]
+            + ["--admin-port", str(admin_port)],
             env={**os.environ, "OMP_NUM_THREADS": "1"},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -297,10 +302,10 @@ def run(sizes: list[int], root: Path) -> dict[str, Any]:
         with running_sandbox(root / f"sandbox-{n}") as sandbox:
             sandbox.kubectl("apply", "-f", str(REPO / "crds"))
             operator = start_operator(sandbox, root / f"operator-{n}.log")
-            port = free_port()
-            engine = start_engine(paths["v1"], port, root / f"engine-{n}.log")
+            port, admin = free_port(), free_port()
+            engine = start_engine(paths["v1"], port, admin, root / f"engine-{n}.log")
             try:
-                url = f"http://127.0.0.1:{port}"
+                url = f"http://127.0.0.1:{admin}"  # the agents reload it on its admin port
                 delta = measure(sandbox, f"delta-{n}", n, stores["delta"], url, ids)
                 full = measure(sandbox, f"full-{n}", n, stores["full"], url, ids)
             finally:
@@ -357,6 +362,14 @@ def print_row(row: dict[str, Any]) -> None:
     )
 
 
+def print_json(result: dict[str, Any], json_out: Path | None) -> None:
+    """The result as one JSON line: the last of stdout, and the whole of ``json_out``."""
+    text = json.dumps(result, sort_keys=True)
+    if json_out:
+        json_out.write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,16,64", help="comma-separated pod counts")
@@ -367,10 +380,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="deltaroll-rollout-") as tmp:
         result = run(sizes, Path(tmp))
-    text = json.dumps(result, sort_keys=True)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    print_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ OPERATOR_RULES = {
     ("", "secrets"): {"get"},
 }
 CRD_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-AGENT_RULES = {("", "pods"): {"get", "patch"}, ("", "pods/status"): {"patch"}}
+AGENT_RULES = {("", "pods"): {"get", "list", "patch"}, ("", "pods/status"): {"patch"}}
 
 
 def _operator_roles(values: str, kind: str) -> list[dict[str, Any]]:
@@ -433,7 +433,10 @@ def test_readme_agent_snippet_gives_the_token_to_the_agent_only() -> None:
     assert tokens[0] in {m["name"] for m in agent["volumeMounts"]}
     for container in pod["containers"]:  # the engine and the proxy
         assert tokens[0] not in {m["name"] for m in container.get("volumeMounts", [])}
-    assert "exec" in agent["startupProbe"] and not agent.get("ports")  # /healthz on loopback
+    assert "exec" in agent["startupProbe"]  # /healthz on loopback: not a declared port
+    from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
+
+    assert agent["ports"] == [{"name": PEER_PORT_NAME, "containerPort": DEFAULT_PEER_PORT}]
 
 
 @pytest.mark.parametrize(
@@ -479,8 +482,14 @@ def test_the_inference_network_policy_is_opt_in_and_opens_only_the_inference_por
         spec = policy["spec"]
         assert spec["podSelector"] == {"matchLabels": options["networkPolicy"]["podSelector"]}
         assert spec["policyTypes"] == ["Ingress"]
-        (rule,) = spec["ingress"]  # one port: the agent's health port and the rest stay closed
+        # the inference port, and the peer port from the inference pods alone: the agent's
+        # health port and the rest stay closed
+        rule, peers = spec["ingress"]
         assert rule["ports"] == [{"protocol": "TCP", "port": options["networkPolicy"]["port"]}]
+        assert peers == {
+            "ports": [{"protocol": "TCP", "port": options["networkPolicy"]["peerPort"]}],
+            "from": [{"podSelector": spec["podSelector"]}],
+        }
         operator, analysis, *clients = rule["from"]
         assert operator["namespaceSelector"]["matchLabels"] == {
             "kubernetes.io/metadata.name": NAMESPACE
@@ -505,6 +514,7 @@ def test_the_network_policy_admits_the_analysis_jobs_pods_by_default() -> None:
     )
     (policy,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "NetworkPolicy"]
     assert policy["spec"]["podSelector"] == {}  # every pod of the namespace
+    assert len(policy["spec"]["ingress"]) == 1  # no peer port unless asked for
     admitted = policy["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
     pod_labels = analysis_job()["spec"]["template"]["metadata"]["labels"]
     assert admitted.items() <= pod_labels.items()

@@ -41,7 +41,7 @@ import structlog
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
-from deltaroll.agent.fetch import fetched_objects, prune_cache
+from deltaroll.agent.fetch import Transferred, fetched_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
     OrphanedApplyError,
@@ -50,6 +50,7 @@ from deltaroll.agent.patching import (
     finish_apply,
     interrupted_step,
 )
+from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.report import Report, Reporter
 from deltaroll.agent.scrub import ScrubGate, ScrubMismatch
 from deltaroll.agent.trust import VersionTrust
@@ -104,10 +105,12 @@ class Agent:
         engine: EngineClient,
         reporter: Reporter,
         metrics: AgentMetrics | None = None,
+        peers: PeerFetcher | None = None,
         clock: Callable[[], float] = time.monotonic,
         node_cache: NodeCacheClient | None = None,
     ) -> None:
         self.config = config
+        self.peers = peers
         self.store = store
         self.engine = engine
         self.reporter = reporter
@@ -212,9 +215,13 @@ class Agent:
                 self.volume.discard_weights()
             else:
                 with fetched_objects(
-                    self.store, self.config.model, [step], node_cache=self.node_cache
-                ) as downloaded:
-                    self.metrics.downloaded_bytes.inc(downloaded)
+                    self.store,
+                    self.config.model,
+                    [step],
+                    peers=self.peers,
+                    node_cache=self.node_cache,
+                ) as moved:
+                    self._count(moved)
                     try:
                         finish_apply(self.store, step, self.volume, self.aux_policy)
                     except CorruptDeltaError as exc:  # refused: never resumed, rebuilt instead
@@ -289,11 +296,16 @@ class Agent:
                 self.config.model,
                 plan.steps,
                 should_stop=superseded,
+                peers=self.peers,
                 node_cache=self.node_cache,
-            ) as downloaded:
-                self.metrics.downloaded_bytes.inc(downloaded)
+            ) as moved:
+                self._count(moved)
                 log.info(
-                    "agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded
+                    "agent.fetched",
+                    target=target,
+                    path=plan.path,
+                    downloaded_bytes=moved.bucket_bytes,
+                    peer_bytes=moved.peer_bytes,
                 )
                 if superseded():  # the last objects were in flight when the annotation moved
                     raise PullSupersededError(target, self._wanted_now())
@@ -304,7 +316,9 @@ class Agent:
         except TransferCancelledError as exc:
             self.metrics.downloaded_bytes.inc(exc.received)
             raise PullSupersededError(target, self._wanted_now()) from exc
-        self.cache_kept = prune_cache(self.store, plan, self.cache_kept)
+        self.cache_kept = prune_cache(
+            self.store, plan, self.cache_kept, keep_anchors=self.peers is not None
+        )
 
     def _apply(self, target: str, plan: Plan) -> None:
         """Apply a fetched and checked plan to the weights volume."""
@@ -382,6 +396,10 @@ class Agent:
         self._change_started = None
         self._report_quietly(AgentState.PULLING, str(exc))
         return 0.0
+
+    def _count(self, moved: Transferred) -> None:
+        self.metrics.downloaded_bytes.inc(moved.bucket_bytes)
+        self.metrics.bucket_objects.inc(moved.bucket_objects)
 
     def _engine_check_due(self) -> bool:
         return self._clock() - self._engine_checked >= self.config.engine_check_s

@@ -11,8 +11,9 @@ from typing import Annotated
 
 import typer
 
-from deltaroll.agent.config import DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
+from deltaroll.agent.config import DEFAULT_PEER_SERVE_RATE, DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
 from deltaroll.api.node_cache import DEFAULT_PORT as DEFAULT_NODE_CACHE_PORT
+from deltaroll.api.peers import DEFAULT_PEER_PORT, DEFAULT_SEEDERS
 from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt
 
 #: Config fields whose flag is not simply the field's name with dashes.
@@ -25,6 +26,9 @@ _FLAGS = {
     "scrub_interval_s": "--scrub-interval",
     "node_cache_url": "--node-cache",
     "node_cache_wait_s": "--node-cache-wait",
+    "peer_selector": "--peers",
+    "peer_wait_s": "--peer-wait",
+    "peer_timeout_s": "--peer-timeout",
 }
 
 
@@ -136,6 +140,44 @@ def run(
     ] = None,
     allow_aux_file: AllowAuxOpt = None,
     allow_auto_map: AllowAutoMapOpt = False,
+    peers: Annotated[
+        str | None,
+        typer.Option(
+            "--peers",
+            help="Label selector of the pods of this pod's ModelDeployment (its spec.selector, "
+            "e.g. app=llm): serve them verified objects and fetch objects from them, so each "
+            "object crosses the store link --peer-seeders times, not once per pod. Needs pods "
+            "list in the agent's Role.",
+        ),
+    ] = None,
+    peer_host: Annotated[
+        str, typer.Option("--peer-host", help="Address the peer server listens on.")
+    ] = "0.0.0.0",  # noqa: S104 (peers reach it on the pod network)
+    peer_port: Annotated[
+        int, typer.Option("--peer-port", help="Port of the peer server (a containerPort).")
+    ] = DEFAULT_PEER_PORT,
+    peer_seeders: Annotated[
+        int, typer.Option("--peer-seeders", help="Agents that fetch each object from the store.")
+    ] = DEFAULT_SEEDERS,
+    peer_serve_rate: Annotated[
+        int,
+        typer.Option(
+            "--peer-serve-rate",
+            help="Bytes/s served to all peers together (128 MiB/s by default; 0: no limit).",
+        ),
+    ] = DEFAULT_PEER_SERVE_RATE,
+    peer_serve_max: Annotated[
+        int, typer.Option("--peer-serve-max", help="Peers served at once; more wait.")
+    ] = 4,
+    peer_wait: Annotated[
+        float,
+        typer.Option(
+            "--peer-wait", help="Seconds an object is awaited from peers before the store."
+        ),
+    ] = 30.0,
+    peer_timeout: Annotated[
+        float, typer.Option("--peer-timeout", help="Seconds of silence before a peer is skipped.")
+    ] = 10.0,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -191,6 +233,14 @@ def run(
             verify_keys=verify_key or [],
             allow_aux_files=allow_aux_file or [],
             allow_auto_map=allow_auto_map,
+            peer_selector=peers,
+            peer_host=peer_host,
+            peer_port=peer_port,
+            peer_seeders=peer_seeders,
+            peer_serve_rate=peer_serve_rate,
+            peer_serve_max=peer_serve_max,
+            peer_wait_s=peer_wait,
+            peer_timeout_s=peer_timeout,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
