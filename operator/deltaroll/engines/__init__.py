@@ -13,7 +13,9 @@ engines' request shapes in their docstrings), ``reference`` (the server the sand
 and its client), ``weights_identity`` (digests and version id of in-memory tensors; it takes
 whatever torch the process already has, so code that runs in an inference engine's own process,
 like the engine extension to come, installs with ``deltaroll[engine-extension]`` and no torch
-requirement of its own),
+requirement of its own), ``live_patch`` (scatters a verified delta into an engine's live
+tensors in memory, checked against its change digests, undone if a write fails; shared by the
+reference engine and the engine extensions),
 ``transport`` (JSON over HTTP), ``errors``, and what serves an inference pod's port in front of
 vLLM or SGLang bound to loopback: ``inference_routes`` (the routes a client may reach) and
 ``proxy`` (``deltaroll engine proxy``).
