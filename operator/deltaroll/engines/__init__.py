@@ -25,6 +25,7 @@ from deltaroll.engines.client import (
     DEFAULT_RELOAD_TIMEOUT_S,
     ENGINE_KINDS,
     EngineClient,
+    LivePatchingEngine,
     engine_client,
 )
 from deltaroll.engines.errors import (
@@ -32,6 +33,8 @@ from deltaroll.engines.errors import (
     EngineError,
     EngineReloadError,
     EngineUnreachableError,
+    LayoutChangeError,
+    LivePatchError,
     ModelLoadError,
 )
 
@@ -43,6 +46,9 @@ __all__ = [
     "EngineError",
     "EngineReloadError",
     "EngineUnreachableError",
+    "LayoutChangeError",
+    "LivePatchError",
+    "LivePatchingEngine",
     "ModelLoadError",
     "engine_client",
 ]

@@ -159,6 +159,8 @@ class LivePatch:
     from_version: str
     to_version: str
     tensors: list[TensorPatch] = field(default_factory=list)
+    #: Each changed tensor's digest on the to-side (what the engine holds once committed).
+    to_digests: dict[str, str] = field(default_factory=dict)
     prepare_seconds: float = 0.0
 
     @property
@@ -241,6 +243,7 @@ def prepare_patch(delta_dir: Path, resolve: Resolver, *, reverse: bool = False) 
         live = _resolved(entry, resolve, from_side)
         try:
             patch.tensors.append(_checked(entry, live, payload, from_side))
+            patch.to_digests[entry.name] = _side(entry, to_side).digest
         except (CodecError, CheckpointError) as exc:
             raise LivePatchError(
                 f"the payload of tensor {entry.name!r} does not apply: {exc}; fetch or recompute "
@@ -252,6 +255,12 @@ def prepare_patch(delta_dir: Path, resolve: Resolver, *, reverse: bool = False) 
             stage(tensor.positions, tensor.new_bits)
     patch.prepare_seconds = time.perf_counter() - started
     return patch
+
+
+def _side(entry: TensorEntry, side: Side) -> TensorSide:
+    found = entry.side(side)
+    assert found is not None  # a sparse or dense entry has both sides
+    return found
 
 
 def _refuse_layout_change(manifest: DeltaManifest, from_side: Side) -> None:
