@@ -16,12 +16,13 @@ from typing import Any, Final
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
+    POD_LAST_CHANGE,
     POD_PEER_PORT,
     WEIGHTS_READY_CONDITION,
 )
 
 AGENT_SERVICE_ACCOUNT: Final = "deltaroll-agent"
-AGENT_ANNOTATIONS: Final = (POD_CURRENT_VERSION, POD_AGENT_STATE, POD_PEER_PORT)
+AGENT_ANNOTATIONS: Final = (POD_CURRENT_VERSION, POD_AGENT_STATE, POD_PEER_PORT, POD_LAST_CHANGE)
 """The annotations the agent writes on its own pod (``deltaroll.agent.report``)."""
 POD_NAME_EXTRA: Final = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA: Final = "authentication.kubernetes.io/pod-uid"
