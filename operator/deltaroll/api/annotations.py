@@ -25,6 +25,9 @@ POD_VERIFY_KEYS: Final = f"{PREFIX}/verify-keys"
 signature the pod's agent requires of every version (``spec.verification.publicKeys``)."""
 POD_CURRENT_VERSION: Final = f"{PREFIX}/current-version"
 POD_AGENT_STATE: Final = f"{PREFIX}/agent-state"
+POD_LAST_CHANGE: Final = f"{PREFIX}/last-change"
+"""The pod's last version change (:class:`~deltaroll.api.weight_change.WeightChange`, JSON):
+bytes applied, pause seconds, in-memory or disk reload."""
 WEIGHTS_READY_CONDITION: Final = f"{PREFIX}/weights-ready"
 
 PROMOTE: Final = f"{PREFIX}/promote"

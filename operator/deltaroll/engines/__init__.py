@@ -13,7 +13,9 @@ engines' request shapes in their docstrings), ``reference`` (the server the sand
 and its client), ``weights_identity`` (digests and version id of in-memory tensors; it takes
 whatever torch the process already has, so code that runs in an inference engine's own process,
 like the engine extension to come, installs with ``deltaroll[engine-extension]`` and no torch
-requirement of its own),
+requirement of its own), ``live_patch`` (scatters a verified delta into an engine's live
+tensors in memory, checked against its change digests, undone if a write fails; shared by the
+reference engine and the engine extensions),
 ``transport`` (JSON over HTTP), ``errors``, and what serves an inference pod's port in front of
 vLLM or SGLang bound to loopback: ``inference_routes`` (the routes a client may reach) and
 ``proxy`` (``deltaroll engine proxy``).
@@ -23,6 +25,7 @@ from deltaroll.engines.client import (
     DEFAULT_RELOAD_TIMEOUT_S,
     ENGINE_KINDS,
     EngineClient,
+    LivePatchingEngine,
     engine_client,
 )
 from deltaroll.engines.errors import (
@@ -30,6 +33,8 @@ from deltaroll.engines.errors import (
     EngineError,
     EngineReloadError,
     EngineUnreachableError,
+    LayoutChangeError,
+    LivePatchError,
     ModelLoadError,
 )
 
@@ -41,6 +46,9 @@ __all__ = [
     "EngineError",
     "EngineReloadError",
     "EngineUnreachableError",
+    "LayoutChangeError",
+    "LivePatchError",
+    "LivePatchingEngine",
     "ModelLoadError",
     "engine_client",
 ]

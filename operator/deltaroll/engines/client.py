@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from deltaroll.api.weight_change import LiveApplyResult, ServedDigests
 from deltaroll.engines.errors import EngineConfigError
 from deltaroll.engines.transport import normalize_endpoint
 
@@ -52,6 +53,25 @@ class EngineClient(Protocol):
         The reference engine hashes the tensors it holds; SGLang and vLLM report the
         ``weight_version`` label the last reload set. Raises ``EngineUnreachableError``.
         """
+        ...
+
+
+@runtime_checkable
+class LivePatchingEngine(EngineClient, Protocol):
+    """An engine that applies a verified delta to its weights in memory, and hashes what it
+    holds on request (the reference engine; the vLLM and SGLang extensions to come)."""
+
+    def apply_delta(
+        self, delta_dir: Path, *, from_version: str, to_version: str, reverse: bool = False
+    ) -> LiveApplyResult:
+        """Patch the served weights in memory from ``from_version`` to ``to_version``; raises
+        :class:`~deltaroll.engines.errors.LivePatchError` (the old weights served, unless its
+        ``old_weights_kept`` is false) or its :class:`LayoutChangeError` when only a reload
+        can apply the delta."""
+        ...
+
+    def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
+        """The digests of ``tensors`` (all: None) as held now; None when rate-limited."""
         ...
 
 

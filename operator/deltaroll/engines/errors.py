@@ -73,3 +73,25 @@ class ModelLoadError(EngineError):
 
 class EngineRequestError(EngineError):
     """A request to the reference engine is malformed; the message says which field and why."""
+
+
+class LivePatchError(EngineError):
+    """A delta could not be applied to the engine's live weights in memory.
+
+    ``old_weights_kept`` says whether the engine still serves exactly what it served before
+    (the patch was refused, or undone); either way the caller falls back to a reload from disk.
+    """
+
+    def __init__(self, message: str, *, old_weights_kept: bool = True) -> None:
+        super().__init__(message)
+        self.old_weights_kept = old_weights_kept
+
+
+class LayoutChangeError(LivePatchError):
+    """The delta changes more than values (tensors added, removed or reshaped, the config, a
+    tensor the engine holds in another dtype or shape): only a full reload applies it."""
+
+
+class LiveWeightsMismatchError(LivePatchError):
+    """The engine's live values are not the delta's from-side (checked against the change
+    digests before anything is written): reload from disk."""

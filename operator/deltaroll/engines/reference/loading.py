@@ -34,6 +34,7 @@ class LoadedModel:
     tokenizer: TextTokenizer
     tensors: tuple[TensorIdentity, ...]
     version: str
+    files: tuple[tuple[str, str], ...] = ()  # (name, digest) of the files loaded with it
 
     @property
     def context_length(self) -> int:
@@ -100,14 +101,15 @@ def _load(
     held = model.state_dict()
     tensors = tuple(tensor_identity(name, held[name]) for name in sorted(state))
     # The id covers the files loaded with the weights (config, tokenizer), as on disk.
-    version = version_id(tensors, aux_digests(open_checkpoint(model_dir)).items())
+    aux_files = tuple(sorted(aux_digests(open_checkpoint(model_dir)).items()))
+    version = version_id(tensors, aux_files)
     if expected_version is not None and version != expected_version:
         raise ModelLoadError(
             f"{model_dir}: holds version {version}, not the expected {expected_version}; "
             "the directory was modified or is not that version: pull it again"
         )
     tokenizer = load_tokenizer(model_dir, int(config.vocab_size))
-    return LoadedModel(model_dir, model, tokenizer, tensors, version)
+    return LoadedModel(model_dir, model, tokenizer, tensors, version, aux_files)
 
 
 def _check_nothing_missing(

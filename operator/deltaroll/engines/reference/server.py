@@ -16,10 +16,15 @@ it::
     POST /update_weights_from_disk   SGLang-shaped {model_path, load_format?, weight_version?}
          200 {"success": true, "message", "num_paused_requests": 0, "version"}
          400 {"success": false, "message"}; the old weights stay served
+    POST /apply_delta        LiveApplyRequest -> 200 LiveApplyResult | 409 LiveApplyRefusal
+    POST /served_digest      ServedDigestRequest -> 200 ServedDigests | 429 (Retry-After)
 
-The served model is one immutable :class:`LoadedModel`; a reload builds and verifies a new one,
-then swaps a single reference, so every request runs on exactly one version. Why the standard
-library: a handful of blocking, CPU-bound endpoints need threads, not an event loop.
+(the last two's shapes are in :mod:`deltaroll.api.weight_change`). The served model is one
+:class:`LoadedModel`; a reload builds and verifies a new one, then swaps a single reference,
+so every request runs on exactly one version. An in-memory apply (:mod:`.live_apply`) patches
+the served model's tensors instead, with every request held at the :class:`RequestGate` and
+none in flight. Why the standard library: a handful of blocking, CPU-bound endpoints need
+threads, not an event loop.
 """
 
 from __future__ import annotations
@@ -37,9 +42,28 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deltaroll.engines.errors import EngineRequestError, ModelLoadError
+from deltaroll.api.weight_change import (
+    LiveApplyRefusal,
+    LiveApplyRequest,
+    LiveApplyResult,
+    ServedDigestRequest,
+    ServedDigests,
+)
+from deltaroll.engines.errors import (
+    EngineRequestError,
+    LayoutChangeError,
+    LivePatchError,
+    ModelLoadError,
+)
+from deltaroll.engines.reference.gate import RequestGate
 from deltaroll.engines.reference.inference import complete, mean_token_loss
+from deltaroll.engines.reference.live_apply import apply_live
 from deltaroll.engines.reference.loading import LoadedModel, load_model
+from deltaroll.engines.reference.served import (
+    DigestRateLimitedError,
+    ServedDigester,
+    UnknownTensorError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +73,13 @@ INFERENCE_ROUTES = frozenset(
     {("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/eval")}
 )
 ADMIN_ROUTES = frozenset(
-    {("GET", "/health"), ("GET", "/weights_checksum"), ("POST", "/update_weights_from_disk")}
+    {
+        ("GET", "/health"),
+        ("GET", "/weights_checksum"),
+        ("POST", "/update_weights_from_disk"),
+        ("POST", "/apply_delta"),
+        ("POST", "/served_digest"),
+    }
 )
 
 
@@ -77,12 +107,15 @@ class UpdateWeightsRequest(BaseModel):
 
 
 class ReferenceEngine:
-    """The served model and the lock that keeps reloads one at a time."""
+    """The served model, the gate requests pass, and the lock that keeps weight changes (and
+    served digests) one at a time."""
 
     def __init__(self, loaded: LoadedModel, *, device: str) -> None:
         self._current = loaded
         self._device = device
         self._reload_lock = threading.Lock()
+        self.gate = RequestGate()
+        self._digester = ServedDigester()
 
     @property
     def current(self) -> LoadedModel:
@@ -97,6 +130,24 @@ class ReferenceEngine:
             loaded = load_model(model_path, device=self._device, expected_version=expected_version)
             self._current = loaded
         return loaded
+
+    def apply_delta(self, request: LiveApplyRequest) -> LiveApplyResult:
+        """Patch the served weights in memory (see :mod:`.live_apply`); raises
+        :class:`LivePatchError` with the old weights still served."""
+        with self._reload_lock:
+            return apply_live(self._current, request, self.gate, self._serve)
+
+    def _serve(self, loaded: LoadedModel) -> None:
+        self._current = loaded
+
+    def served_digests(self, request: ServedDigestRequest) -> ServedDigests:
+        """Digests of the tensors as held now (never during a change)."""
+        with self._reload_lock:
+            loaded = self._current
+            return ServedDigests(
+                version=loaded.version,
+                tensors=self._digester.digests(loaded, request.tensors),
+            )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -121,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/v1/completions": self._completions,
             "/eval": self._eval,
             "/update_weights_from_disk": self._update_weights_from_disk,
+            "/apply_delta": self._apply_delta,
+            "/served_digest": self._served_digest,
         }
         route = routes.get(self.path) if ("POST", self.path) in self.server.routes else None
         try:
@@ -137,6 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _completions(self, body: dict[str, Any]) -> None:
         request = CompletionRequest.model_validate(body)
+        with self.server.engine.gate.admitted():
+            self._complete(request)
+
+    def _complete(self, request: CompletionRequest) -> None:
         loaded = self.server.engine.current
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         choices = []
@@ -171,8 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _eval(self, body: dict[str, Any]) -> None:
         request = EvalRequest.model_validate(body)
-        loaded = self.server.engine.current
-        result = mean_token_loss(loaded, request.texts)
+        with self.server.engine.gate.admitted():
+            loaded = self.server.engine.current
+            result = mean_token_loss(loaded, request.texts)
         finite = math.isfinite(result.loss)
         self._send(
             HTTPStatus.OK,
@@ -211,6 +269,35 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def _apply_delta(self, body: dict[str, Any]) -> None:
+        request = LiveApplyRequest.model_validate(body)
+        try:
+            result = self.server.engine.apply_delta(request)
+        except LivePatchError as exc:
+            log.warning("in-memory apply refused", delta=request.delta_path, reason=str(exc))
+            refusal = LiveApplyRefusal(
+                message=str(exc),
+                layout_change=isinstance(exc, LayoutChangeError),
+                old_weights_kept=exc.old_weights_kept,
+            )
+            self._send(HTTPStatus.CONFLICT, refusal.model_dump())
+            return
+        log.info("applied in memory", **result.model_dump(exclude={"success", "method"}))
+        self._send(HTTPStatus.OK, result.model_dump())
+
+    def _served_digest(self, body: dict[str, Any]) -> None:
+        request = ServedDigestRequest.model_validate(body)
+        try:
+            digests = self.server.engine.served_digests(request)
+        except UnknownTensorError as exc:
+            self._error(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+        except DigestRateLimitedError as exc:
+            retry = {"Retry-After": str(math.ceil(exc.retry_after_s))}
+            self._send(HTTPStatus.TOO_MANY_REQUESTS, {"error": {"message": str(exc)}}, retry)
+            return
+        self._send(HTTPStatus.OK, digests.model_dump())
+
     def _read_body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
@@ -240,9 +327,13 @@ class _Handler(BaseHTTPRequestHandler):
         }.get(status, "BadRequestError")
         self._send(status, {"error": {"message": message, "type": error_type, "code": status}})
 
-    def _send(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+    def _send(
+        self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload, allow_nan=False).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
