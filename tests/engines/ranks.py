@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from deltaroll.api.engine_patch import PatchRequest
+from deltaroll.api.weight_change import LiveApplyRequest
 from deltaroll.engines.extension import ranked_patch
 from engines.parallel_standin import LlamaForCausalLM, Parallel, Shape
 
@@ -19,7 +19,7 @@ SHAPE = Shape()
 
 
 def run_ranks(
-    work: Path, mode: str, scenario: str, request: PatchRequest, world: int = 2
+    work: Path, mode: str, scenario: str, request: LiveApplyRequest, world: int = 2
 ) -> list[dict]:
     """Start ``world`` ranks (``mode`` "tp" or "pp"), wait, return each rank's report."""
     mp.start_processes(
@@ -80,22 +80,22 @@ def _rank_main(
         if scenario == "corrupt" and rank == 1:
             corrupt_a_changed_q_element(model, work, par)
         if scenario == "write-fails" and rank == 1:
-            synchronize, calls = ranked_patch._synchronize, []
+            write, calls = ranked_patch.ShardedTensor.write_bits, []
 
-            def fail_once(plan: object) -> None:
-                calls.append(plan)
-                if len(calls) == 1:  # after the writes; the undo's goes through
+            def third_write_fails(self, positions, new_bits):  # the undo's writes go through
+                calls.append(self.name)
+                if len(calls) == 3:
                     raise RuntimeError("CUDA error: an illegal memory access was encountered")
-                synchronize(plan)
+                write(self, positions, new_bits)
 
-            ranked_patch._synchronize = fail_once  # type: ignore[assignment]
+            ranked_patch.ShardedTensor.write_bits = third_write_fails  # type: ignore[method-assign]
         before = bits(model)
 
         def reduce_max(tensor: torch.Tensor) -> None:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
 
-        result = ranked_patch.patch_in_memory(
-            model, PatchRequest.model_validate_json(request), rank=rank, reduce_max=reduce_max
+        result = ranked_patch.patch_on_rank(
+            model, LiveApplyRequest.model_validate_json(request), rank=rank, reduce_max=reduce_max
         )
         fresh_target = bits(loaded(work / "target", par))
         report = {

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from deltaroll.api.engine_patch import PatchRequest
+from deltaroll.api.weight_change import LiveApplyRequest
 from deltaroll.checkpoint import diff_checkpoints, read_delta_manifest
 from deltaroll.engines.extension.placement import Placement, narrowed
-from deltaroll.engines.extension.ranked_patch import patch_in_memory
+from deltaroll.engines.extension.ranked_patch import patch_on_rank
 from engines.parallel_standin import checkpoint_tensors, fine_tuned
 from engines.ranks import SHAPE, loaded, parallel, run_ranks
 
@@ -59,14 +59,13 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def request_for(delta: Path, request_id: str = "r1") -> PatchRequest:
+def request_for(delta: Path) -> LiveApplyRequest:
     manifest = read_delta_manifest(delta)
     assert manifest.base_version is not None
-    return PatchRequest(
-        delta_dir=str(delta),
-        base_version=manifest.base_version,
-        target_version=manifest.target_version,
-        request_id=request_id,
+    return LiveApplyRequest(
+        delta_path=str(delta),
+        from_version=manifest.base_version,
+        to_version=manifest.target_version,
     )
 
 
@@ -87,8 +86,9 @@ def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
         assert report["result"]["outcome"] == "applied", report["result"]
         assert report["differs_from_target"] == []
         assert report["differs_from_before"], "the patch changed nothing"
-    if mode == "tp":  # every rank holds a slice of the fused q/k/v and gate/up parameters
-        assert all(r["result"]["tensors"] == reports[0]["result"]["tensors"] for r in reports)
+        assert 0 < report["result"]["bytes_applied"] < 2 * report["result"]["changed_elements"]
+    if mode == "tp":  # every rank holds a slice of every layer's fused parameters
+        assert reports[0]["parameters"] == reports[1]["parameters"]
     else:  # the stages hold different layers
         assert reports[0]["parameters"] != reports[1]["parameters"]
 
@@ -106,7 +106,7 @@ def test_a_failure_on_one_rank_leaves_every_rank_on_the_old_weights(
         assert report["differs_from_target"], "the test's delta changes nothing"
     reasons = [r["result"]["reason"] for r in reports]
     if scenario == "corrupt":  # every rank checks the exchanged values, so every rank says why
-        assert all("does not serve the delta's base version" in reason for reason in reasons)
+        assert all("does not serve the delta's base" in reason for reason in reasons)
     else:
         assert "illegal memory access" in reasons[1]
         assert "another rank" in reasons[0]
@@ -116,7 +116,7 @@ def test_quantized_serving_falls_back_with_the_reason(versions: Path) -> None:
     model = loaded(versions / "base", parallel("tp", 0, 1))
     layer = model.model.layers[0].mlp.down_proj
     layer.weight = torch.nn.Parameter(layer.weight.data.to(torch.float8_e4m3fn), False)
-    result = patch_in_memory(model, request_for(versions / "delta"), rank=0, reduce_max=None)
+    result = patch_on_rank(model, request_for(versions / "delta"), rank=0, reduce_max=None)
     assert result.outcome == "fallback"
     assert "quantized serving" in result.reason and "down_proj" in result.reason
 
@@ -133,7 +133,7 @@ def test_moe_experts_fall_back_with_the_reason(versions: Path, tmp_path: Path) -
         save_file(tensors, tmp_path / side / "model.safetensors")
     diff_checkpoints(tmp_path / "base", tmp_path / "target", tmp_path / "delta")
     model = loaded(versions / "base", parallel("tp", 0, 1))
-    result = patch_in_memory(model, request_for(tmp_path / "delta"), rank=0, reduce_max=None)
+    result = patch_on_rank(model, request_for(tmp_path / "delta"), rank=0, reduce_max=None)
     assert result.outcome == "fallback"
     assert "MoE expert" in result.reason
 
@@ -149,14 +149,15 @@ def test_a_layout_change_falls_back_and_changes_nothing(versions: Path, tmp_path
     diff_checkpoints(tmp_path / "base", tmp_path / "target", tmp_path / "delta")
     model = loaded(versions / "base", parallel("tp", 0, 1))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = patch_in_memory(model, request_for(tmp_path / "delta"), rank=0, reduce_max=None)
+    result = patch_on_rank(model, request_for(tmp_path / "delta"), rank=0, reduce_max=None)
     assert result.outcome == "fallback"
-    assert "layout change" in result.reason and "extra.weight" in result.reason
+    assert "adds, removes or reshapes" in result.reason and "extra.weight" in result.reason
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
 def test_a_delta_for_other_versions_is_refused(versions: Path) -> None:
     model = loaded(versions / "base", parallel("tp", 0, 1))
-    request = request_for(versions / "delta").model_copy(update={"base_version": "v-other"})
-    result = patch_in_memory(model, request, rank=0, reduce_max=None)
-    assert result.outcome == "failed" and "v-other" in result.reason
+    other = "0" * 32
+    request = request_for(versions / "delta").model_copy(update={"from_version": other})
+    result = patch_on_rank(model, request, rank=0, reduce_max=None)
+    assert result.outcome == "failed" and other in result.reason

@@ -1,46 +1,42 @@
-"""Scatter a verified delta into the parameters of every rank of one engine, all or nothing.
+"""The in-memory patch on every rank of one engine, all ranks in step, all or nothing.
 
-Each rank of a tensor- or pipeline-parallel engine holds a slice of some tensors and none of
-others, but a change set is checked (and a sparse payload resolved) against the base values at
-*all* its positions. So, tensor by tensor, in the manifest's order (the same on every rank):
-each rank gathers the base values it holds at the changed positions, one ``all_reduce(MAX)``
-over the world group gives every rank every value (a rank that holds a position contributes
-it, the others a sentinel; replicas must agree, which the minimum, reduced in the same call,
-proves), every rank checks the ``changes_digest`` and computes the targets, and keeps the
-writes of its own slice. Nothing is written until every rank has checked every tensor; a rank
-that fails tells the others through the same reduction and all stop at the same tensor. Writes
-keep the old values, and a failure while writing (one rank) undoes them on every rank. Memory
-and collectives grow with the changed elements, never with the model.
+:mod:`deltaroll.engines.live_patch` checks and scatters a delta through a resolver of live
+tensors. On a tensor- or pipeline-parallel engine each rank holds a slice of some tensors and
+none of others, while a change set is checked (and a sparse payload resolved) against the base
+values at *all* its positions. So the resolver here hands the core a :class:`ShardedTensor` for
+every changed tensor, on every rank: its ``read_bits`` gathers the values this rank holds and one
+``all_reduce(MAX)`` over the world group gives every rank every value (a holder contributes it,
+the others a sentinel; the minimum, reduced in the same call, proves that replicas agree); its
+``write_bits`` writes this rank's slice only. Every rank then runs the same checks on the same
+values, so all accept or refuse the same tensor. Collectives and memory grow with the changed
+elements, never with the model.
 
-Refused before anything is read (the agent reloads from disk, the reason goes to the pod's
-status): a layout change (tensors added, removed, reshaped or recast; auxiliary files changed),
-a tensor no rank holds, and what :mod:`~deltaroll.engines.extension.layout` cannot place.
+A rank-local problem (a parameter that cannot be placed, a failed device copy) travels in the
+same reduction, so every rank stops at the same tensor instead of leaving the others waiting
+(the core's own steps read the same files on every rank and decide alike). Three votes bracket
+the core: after reading the manifest, after preparing, after writing; a rank that fails to write
+undoes itself, and every other rank then undoes its writes.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from deltaroll.api.engine_patch import PatchRequest, PatchResult
-from deltaroll.checkpoint.apply import verify_objects
-from deltaroll.checkpoint.changeset import sparse_changes
+from deltaroll.api.engine_patch import PatchResult
+from deltaroll.api.weight_change import LiveApplyRequest
 from deltaroll.checkpoint.dtypes import bits_view
-from deltaroll.checkpoint.errors import CheckpointError
-from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
-from deltaroll.checkpoint.manifest_tensors import TensorEntry
-from deltaroll.checkpoint.objects import ObjectDir
-from deltaroll.checkpoint.packs import PackReader
-from deltaroll.checkpoint.transform import check_from_bits, to_side_bits
-from deltaroll.codec import ChangesHasher, CodecError, SparseChanges
-from deltaroll.codec.gaps import gaps_to_positions
+from deltaroll.checkpoint.manifest import read_delta_manifest
+from deltaroll.checkpoint.manifest_tensors import TensorSide
+from deltaroll.checkpoint.transform import Side
+from deltaroll.engines.errors import LayoutChangeError, LivePatchError
 from deltaroll.engines.extension.layout import ModelLayout, NotPlaceable, Region
-from deltaroll.engines.weights_identity import SAFETENSORS_DTYPE_NAMES
+from deltaroll.engines.live_patch import LivePatch, prepare_patch
 
 if TYPE_CHECKING:
     import torch
@@ -48,311 +44,218 @@ if TYPE_CHECKING:
 #: ``all_reduce(MAX)`` of an int64 tensor over every rank, in place; None in a single process.
 ReduceMax = Callable[["torch.Tensor"], None]
 
-_NOT_HELD = -1  # a base value no rank holds (bits are unsigned, at most 63 bits here)
 _OK, _FALLBACK, _FAILED = 0, 1, 2
+_NOT_HELD = -1  # bits are unsigned and at most 32 bits wide here, so -1 is never a value
+_NONE_HELD = -(2**62)
+_WIDTHS = {1: "int8", 2: "int16", 4: "int32"}
 
 
-class Fallback(Exception):
-    """The delta cannot be applied in memory; the disk reload will (nothing was written)."""
+class ShardedTensor:
+    """One checkpoint tensor as the core sees it, whichever rank holds which of its elements."""
+
+    def __init__(
+        self,
+        name: str,
+        side: TensorSide,
+        region: Region | None,
+        problem: tuple[int, str] | None,
+        reduce_max: ReduceMax | None,
+    ) -> None:
+        self.name = name
+        self._total = math.prod(side.shape)
+        self._unsigned = np.dtype(bits_view(side.dtype))
+        self._region = region
+        self._problem = problem
+        self._reduce_max = reduce_max
+        self._staged: dict[int, tuple[Any, Any]] = {}
+
+    def read_bits(self, positions: np.ndarray | None) -> np.ndarray:
+        import torch
+
+        everywhere = positions if positions is not None else np.arange(self._total)
+        count = everywhere.shape[0]
+        buffer = torch.full((1 + 2 * count,), _NOT_HELD, dtype=torch.int64)
+        buffer[1 + count :] = _NONE_HELD
+        status, reason = self._problem or (_OK, "")
+        if status == _OK and self._region is not None:
+            try:
+                mask, values = self._gather(everywhere)
+                buffer[1 : 1 + count][mask] = values
+                buffer[1 + count :][mask] = -values
+            except Exception as exc:  # noqa: BLE001 - it must reach the other ranks
+                status, reason = _FAILED, f"reading {self.name} failed: {exc}"
+        buffer[0] = status
+        if self._reduce_max is not None:
+            self._reduce_max(buffer)
+        high, low = buffer[1 : 1 + count].numpy(), -buffer[1 + count :].numpy()
+        _raise_for(int(buffer[0]), reason)
+        if (high == _NOT_HELD).all():
+            raise LayoutChangeError(f"no rank of the engine holds tensor {self.name}")
+        if (high == _NOT_HELD).any():
+            raise LivePatchError(f"the ranks of the engine hold only part of tensor {self.name}")
+        if (high != low).any():
+            raise LivePatchError(f"the ranks' copies of tensor {self.name} differ: reload")
+        return high.astype(self._unsigned)
+
+    def stage(self, positions: np.ndarray | None, bits: np.ndarray) -> None:
+        """Put this rank's positions and new values on the device before the pause."""
+        import torch
+
+        if self._region is None:
+            self._staged[id(bits)] = (None, None)
+            return
+        everywhere = positions if positions is not None else np.arange(self._total)
+        flat = self._flat()
+        mask, local = self._region.placement.local_positions(everywhere)
+        values = np.ascontiguousarray(bits[mask]).view(_WIDTHS[bits.itemsize])
+        where = torch.from_numpy(local).to(flat.device)
+        self._staged[id(bits)] = (where, torch.from_numpy(values).to(flat.device))
+
+    def write_bits(self, positions: np.ndarray | None, bits: np.ndarray) -> None:
+        import torch
+
+        if id(bits) not in self._staged:
+            self.stage(positions, bits)
+        where, values = self._staged[id(bits)]
+        if where is None:
+            return  # another rank holds it
+        flat = self._flat()
+        flat.index_copy_(0, where, values)
+        if flat.device.type != "cpu":
+            torch.cuda.synchronize(flat.device)
+
+    def written_bytes(self, bits: np.ndarray) -> int:
+        """Bytes this rank writes (or wrote) of the new ``bits``: its own slice's."""
+        where, _ = self._staged.get(id(bits), (None, None))
+        return 0 if where is None else int(where.shape[0]) * bits.itemsize
+
+    def _flat(self) -> torch.Tensor:
+        import torch
+
+        assert self._region is not None
+        flat = self._region.tensor()
+        return flat.view(getattr(torch, _WIDTHS[flat.element_size()]))
+
+    def _gather(self, positions: np.ndarray) -> tuple[Any, Any]:
+        import torch
+
+        assert self._region is not None
+        mask, local = self._region.placement.local_positions(positions)
+        flat = self._flat()
+        values = flat.index_select(0, torch.from_numpy(local).to(flat.device)).cpu().numpy()
+        unsigned = values.view(f"u{values.dtype.itemsize}").astype(np.int64)
+        return torch.from_numpy(mask), torch.from_numpy(unsigned)
 
 
-class _Mixed(Exception):
-    """Writing failed and so did putting the old values back: the weights are a mix."""
+def _raise_for(status: int, reason: str) -> None:
+    if status == _FALLBACK:
+        raise LayoutChangeError(reason or "another rank cannot patch this delta in memory")
+    if status == _FAILED:
+        raise LivePatchError(reason or "another rank failed to read its weights")
 
 
-class Refused(Exception):
-    """The delta does not apply to what the engine serves (wrong base, corrupt delta)."""
-
-
-@dataclass
-class _Write:
-    """One rank's scatter into one region: where, the old values and the new ones."""
-
-    target: torch.Tensor  # a flat, integer view of the region's bits
-    where: torch.Tensor  # int64 positions in ``target``
-    old: torch.Tensor
-    new: torch.Tensor
-
-
-@dataclass
-class _Plan:
-    writes: list[_Write] = field(default_factory=list)
-    tensors: int = 0
-    elements: int = 0
-    bytes: int = 0
-
-
-def patch_in_memory(
-    model: torch.nn.Module, request: PatchRequest, *, rank: int, reduce_max: ReduceMax | None
+def patch_on_rank(
+    model: torch.nn.Module,
+    request: LiveApplyRequest,
+    *,
+    rank: int,
+    reduce_max: ReduceMax | None,
 ) -> PatchResult:
-    """Apply ``request``'s delta to ``model`` on this rank, in step with every other rank (each
-    calls this with the same request; ``reduce_max`` reduces over all of them). Never raises:
-    the answer says what happened, and a rank that raised would leave the others waiting."""
-    started = time.monotonic()
-    status, reason, plan = _OK, "", _Plan()
+    """Apply ``request`` to ``model`` on this rank, in step with every other rank (each calls
+    this with the same request; ``reduce_max`` reduces over all of them). Never raises: the
+    answer says what happened, and a rank that raised would leave the others waiting."""
+    started = time.perf_counter()
+    status, reason, sides = _OK, "", {}
     try:
-        manifest = _read_checked(request)
-    except Fallback as exc:
-        status, reason, manifest = _FALLBACK, str(exc), None
-    except (Refused, CheckpointError) as exc:
-        status, reason, manifest = _FAILED, str(exc), None
-    except Exception as exc:  # noqa: BLE001 - any error must reach the vote
-        status, reason, manifest = _FAILED, f"{type(exc).__name__}: {exc}", None
+        sides = _sides(request)
+    except LayoutChangeError as exc:
+        status, reason = _FALLBACK, str(exc)
+    except Exception as exc:  # noqa: BLE001 - it must reach the vote
+        status, reason = _FAILED, f"{type(exc).__name__}: {exc}"
     status = _vote(status, reduce_max)
-    if status == _OK and manifest is not None:
-        status, reason, plan = _plan(model, request, manifest, reduce_max)
-    kept = True
+    patch: LivePatch | None = None
     if status == _OK:
+        layout = ModelLayout(model)
+
+        def resolve(name: str) -> ShardedTensor:
+            side, region, problem = sides[name], None, None
+            try:
+                if np.dtype(bits_view(side.dtype)).itemsize not in _WIDTHS:
+                    raise NotPlaceable(f"{name} has 64-bit elements, which are not exchanged")
+                region = layout.region(name, side.dtype, tuple(side.shape))
+            except NotPlaceable as exc:
+                problem = (_FALLBACK, str(exc))
+            return ShardedTensor(name, side, region, problem, reduce_max)
+
         try:
-            status, reason = _write(plan, reduce_max)
-        except _Mixed as exc:
-            status, reason, kept = _FAILED, str(exc), False
+            patch = prepare_patch(Path(request.delta_path), resolve, reverse=request.reverse)
+        except LayoutChangeError as exc:
+            status, reason = _FALLBACK, str(exc)
+        except Exception as exc:  # noqa: BLE001 - it must reach the vote
+            status, reason = _FAILED, str(exc)
+        status = _vote(status, reduce_max)
+    kept, write_s = True, 0.0
+    if status == _OK and patch is not None:
+        status, reason, kept, write_s = _commit(patch, reduce_max)
     if status != _OK and not reason:
-        reason = _peer_reason(status)
-    outcome = {_OK: "applied", _FALLBACK: "fallback", _FAILED: "failed"}[status]
-    applied = status == _OK
+        reason = "another rank could not patch its weights; see its answer"
+    applied = status == _OK and patch is not None
     return PatchResult(
-        request_id=request.request_id,
         rank=rank,
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome="applied" if applied else ("fallback" if status == _FALLBACK else "failed"),
         reason=reason,
-        tensors=plan.tensors if applied else 0,
-        elements=plan.elements if applied else 0,
-        bytes_applied=plan.bytes if applied else 0,
+        bytes_applied=_bytes_written(patch) if applied else 0,
+        changed_elements=patch.changed_elements if applied and patch else 0,
+        prepare_s=patch.prepare_seconds if patch else 0.0,
+        write_s=write_s,
+        seconds=time.perf_counter() - started,
         old_weights_kept=kept,
-        seconds=time.monotonic() - started,
     )
 
 
-def _read_checked(request: PatchRequest) -> DeltaManifest:
-    """The delta's manifest, with its objects checked and its layout unchanged."""
-    delta_dir = Path(request.delta_dir)
-    manifest = read_delta_manifest(delta_dir)
-    if (manifest.base_version, manifest.target_version) != (
-        request.base_version,
-        request.target_version,
-    ):
-        raise Refused(
-            f"the delta in {delta_dir} leads from {manifest.base_version} to "
-            f"{manifest.target_version}, not from {request.base_version} to "
-            f"{request.target_version}"
+def _sides(request: LiveApplyRequest) -> dict[str, TensorSide]:
+    """The from-side of every changed tensor (a placement needs the checkpoint's shape), once
+    the manifest is the one the request names."""
+    manifest = read_delta_manifest(Path(request.delta_path))
+    ends = (request.to_version, request.from_version) if request.reverse else None
+    wanted = ends or (request.from_version, request.to_version)
+    if (manifest.base_version, manifest.target_version) != wanted:
+        raise LivePatchError(
+            f"the delta in {request.delta_path} leads from {manifest.base_version} to "
+            f"{manifest.target_version}, not from {request.from_version} to "
+            f"{request.to_version}; nothing was changed"
         )
-    verify_objects(manifest, ObjectDir(delta_dir))
-    for entry in manifest.tensors:
-        if entry.kind == "carried" or entry.base is None or entry.target is None:
-            raise Fallback(f"layout change: tensor {entry.name} is added, removed or replaced")
-        if (entry.base.dtype, entry.base.shape) != (entry.target.dtype, entry.target.shape):
-            raise Fallback(f"layout change: tensor {entry.name} changes dtype or shape")
-    base, target = manifest.layout("base"), manifest.layout("target")
-    base_aux = {a.name: a.digest for a in base.aux_files} if base else {}
-    target_aux = {a.name: a.digest for a in target.aux_files} if target else {}
-    if base_aux != target_aux:
-        changed = sorted(set(base_aux.items()) ^ set(target_aux.items()))[0][0]
-        raise Fallback(f"layout change: auxiliary file {changed} changes (config or tokenizer)")
-    return manifest
+    from_side: Side = "target" if request.reverse else "base"
+    return {e.name: side for e in manifest.tensors if (side := e.side(from_side)) is not None}
 
 
-def _plan(
-    model: torch.nn.Module,
-    request: PatchRequest,
-    manifest: DeltaManifest,
-    reduce_max: ReduceMax | None,
-) -> tuple[int, str, _Plan]:
-    """Check every changed tensor with the other ranks and stage this rank's writes."""
-    layout = ModelLayout(model)
-    objects = PackReader(ObjectDir(Path(request.delta_dir)), manifest.objects)
-    plan = _Plan()
-    status, reason = _OK, ""
-    for entry in manifest.tensors:
-        if entry.kind == "unchanged":
-            continue
-        region, changes, positions, held = None, None, None, None
-        try:
-            region = _region(layout, entry)
-            changes, positions = _decode(entry, objects)
-            held = _gather(region, positions)
-        except Fallback as exc:
-            status, reason = _FALLBACK, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any error must reach the vote
-            status, reason = _FAILED, _say(entry, exc)
-        count = entry.total_elements if entry.kind == "dense" else entry.changed_elements
-        status, base_bits, why = _exchange(held, count, status, reduce_max)
-        if status != _OK:
-            return status, reason or why.format(name=entry.name), plan
-        assert positions is not None and base_bits is not None and entry.base is not None
-        base_bits = base_bits.astype(bits_view(entry.base.dtype))
-        try:
-            targets = _targets(entry, objects, changes, positions, base_bits)
-            if region is not None:
-                _stage(plan, region, positions, base_bits, targets)
-        except Refused as exc:
-            status, reason = _FAILED, str(exc)
-        except Exception as exc:  # noqa: BLE001 - any error must reach the vote
-            status, reason = _FAILED, _say(entry, exc)
-        status = _vote(status, reduce_max)
-        if status != _OK:
-            return status, reason or _peer_reason(status), plan
-    return _OK, "", plan
-
-
-def _region(layout: ModelLayout, entry: TensorEntry) -> Region | None:
-    assert entry.base is not None  # checked in _read_checked
+def _commit(patch: LivePatch, reduce_max: ReduceMax | None) -> tuple[int, str, bool, float]:
+    """Write on every rank; if any rank failed, every rank undoes (a rank whose own write
+    failed has undone itself)."""
+    started = time.perf_counter()
+    status, reason, kept, written = _OK, "", True, False
     try:
-        return layout.region(entry.name, entry.base.dtype, tuple(entry.base.shape))
-    except NotPlaceable as exc:
-        raise Fallback(str(exc)) from exc
-
-
-def _decode(entry: TensorEntry, objects: PackReader) -> tuple[SparseChanges | None, np.ndarray]:
-    """A sparse payload, decoded, and the changed positions, ascending (every position of a
-    dense tensor, whose payload is applied whole)."""
-    if entry.kind == "dense":
-        return None, np.arange(entry.total_elements, dtype=np.int64)
-    assert entry.base is not None
-    changes = sparse_changes(entry, np.dtype(bits_view(entry.base.dtype)), objects)
-    return changes, gaps_to_positions(changes.gaps, changes.total)
-
-
-@dataclass
-class _Held:
-    """This rank's base values at the positions it holds (``mask``), from ``region``."""
-
-    region: Region
-    mask: np.ndarray
-    local: torch.Tensor  # positions in the region's flat tensor
-    values: np.ndarray  # unsigned bits
-
-
-def _gather(region: Region | None, positions: np.ndarray) -> _Held | None:
-    if region is None:
-        return None
-    import torch
-
-    mask, local = region.placement.local_positions(positions)
-    flat = _bits(region.tensor())
-    if flat.element_size() > 4:
-        raise Fallback(f"{region.placement.param} has 64-bit elements, which are not exchanged")
-    where = torch.from_numpy(local).to(flat.device)
-    values = flat.index_select(0, where).cpu().numpy()
-    unsigned = values.view(np.dtype(f"u{values.dtype.itemsize}"))
-    return _Held(region, mask, where, unsigned)
-
-
-def _exchange(
-    held: _Held | None, count: int, status: int, reduce_max: ReduceMax | None
-) -> tuple[int, np.ndarray | None, str]:
-    """Every rank's base values at every position, and the worst status of any rank (with a
-    reason to format with the tensor's name); one reduction of
-    ``[status, max values, -min values]``."""
-    import torch
-
-    buffer = torch.full((1 + 2 * count,), _NOT_HELD, dtype=torch.int64)
-    buffer[0] = status
-    buffer[1 + count :] = -(2**62)
-    if held is not None and status == _OK:
-        mask = torch.from_numpy(held.mask)
-        values = torch.from_numpy(held.values.astype(np.int64))
-        buffer[1 : 1 + count][mask] = values
-        buffer[1 + count :][mask] = -values
-    if reduce_max is not None:
-        reduce_max(buffer)
-    status = int(buffer[0])
-    if status != _OK:
-        return status, None, _peer_reason(status)
-    high, low = buffer[1 : 1 + count].numpy(), -buffer[1 + count :].numpy()
-    if (high == _NOT_HELD).all():
-        return _FALLBACK, None, "no rank of the engine holds tensor {name} (not loaded, renamed)"
-    if (high == _NOT_HELD).any():
-        return _FAILED, None, "the ranks of the engine hold only part of tensor {name}"
-    if (high != low).any():
-        return _FAILED, None, "the ranks' copies of tensor {name} differ; reload the weights"
-    return _OK, high, ""
-
-
-def _targets(
-    entry: TensorEntry,
-    objects: PackReader,
-    changes: SparseChanges | None,
-    positions: np.ndarray,
-    base: np.ndarray,
-) -> np.ndarray:
-    """The target bits at ``positions``, refusing a base the delta was not made from."""
-    bits = base
-    if changes is None:  # dense: the whole tensor, checked against both sides' digests
-        try:
-            check_from_bits(entry, bits, "base")
-            return to_side_bits(entry, bits.copy(), objects, "base")
-        except CheckpointError as exc:
-            raise Refused(f"{exc}; the engine does not serve the delta's base version") from exc
-    hasher = ChangesHasher(bits.dtype.itemsize)
-    hasher.update_positions(positions)
-    hasher.update_values("base", bits)
-    targets = bits.copy()
-    try:
-        changes.resolve(targets, forward=True)
-    except CodecError as exc:
-        raise Refused(
-            f"tensor {entry.name}: the served values do not fit the delta ({exc}); the engine "
-            "does not serve the delta's base version"
-        ) from exc
-    hasher.update_values("target", targets)
-    if hasher.hexdigest() != entry.changes_digest:
-        raise Refused(
-            f"tensor {entry.name}: the served values at its {positions.shape[0]} changed "
-            "positions are not the ones the delta was made from; the engine does not serve the "
-            "delta's base version"
-        )
-    return targets
-
-
-def _stage(
-    plan: _Plan, region: Region, positions: np.ndarray, base: np.ndarray, targets: np.ndarray
-) -> None:
-    import torch
-
-    mask, local = region.placement.local_positions(positions)
-    changed = base[mask] != targets[mask]
-    flat = _bits(region.tensor())
-    signed = flat.dtype
-    where = torch.from_numpy(local[changed]).to(flat.device)
-    old = torch.from_numpy(_signed(base[mask][changed], signed)).to(flat.device)
-    new = torch.from_numpy(_signed(targets[mask][changed], signed)).to(flat.device)
-    plan.writes.append(_Write(flat, where, old, new))
-    plan.tensors += 1
-    plan.elements += int(where.shape[0])
-    plan.bytes += int(where.shape[0]) * flat.element_size()
-
-
-def _write(plan: _Plan, reduce_max: ReduceMax | None) -> tuple[int, str]:
-    """Scatter every staged write; if any rank fails, every rank puts the old values back."""
-    done = 0
-    status, reason = _OK, ""
-    try:
-        for write in plan.writes:
-            write.target.index_copy_(0, write.where, write.new)
-            done += 1
-        _synchronize(plan)
-    except Exception as exc:  # noqa: BLE001 - any error must reach the vote
-        status, reason = _FAILED, f"writing the new values failed: {type(exc).__name__}: {exc}"
+        patch.commit()
+        written = True
+    except LivePatchError as exc:
+        status, reason, kept = _FAILED, str(exc), exc.old_weights_kept
+    write_s = time.perf_counter() - started
     status = _vote(status, reduce_max)
-    if status != _OK:
+    if status != _OK and written:
         try:
-            for write in reversed(plan.writes[: done + 1]):
-                write.target.index_copy_(0, write.where, write.old)
-            _synchronize(plan)
-        except Exception as exc:  # noqa: BLE001 - the answer must say the weights are mixed
-            raise _Mixed(
-                f"{reason or _peer_reason(status)}; restoring the old values failed "
-                f"too ({type(exc).__name__}: {exc})"
-            ) from exc
-    return status, reason
+            patch.undo()
+        except LivePatchError as exc:
+            reason, kept = str(exc), False
+    return status, reason, kept, write_s
 
 
-def _synchronize(plan: _Plan) -> None:
-    import torch
-
-    if plan.writes and plan.writes[0].target.is_cuda:
-        torch.cuda.synchronize(plan.writes[0].target.device)
+def _bytes_written(patch: LivePatch | None) -> int:
+    """Bytes this rank wrote: the elements of its own slices."""
+    if patch is None:
+        return 0
+    return sum(
+        t.live.written_bytes(t.new_bits) for t in patch.tensors if isinstance(t.live, ShardedTensor)
+    )
 
 
 def _vote(status: int, reduce_max: ReduceMax | None) -> int:
@@ -364,29 +267,3 @@ def _vote(status: int, reduce_max: ReduceMax | None) -> int:
     buffer = torch.tensor([status], dtype=torch.int64)
     reduce_max(buffer)
     return int(buffer[0])
-
-
-def _bits(tensor: torch.Tensor) -> torch.Tensor:
-    """The same memory as a signed integer tensor of the element's width (torch indexes those
-    on every device)."""
-    import torch
-
-    widths = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-    if str(tensor.dtype) not in SAFETENSORS_DTYPE_NAMES:
-        raise Fallback(f"a parameter of dtype {tensor.dtype} cannot be patched")
-    return tensor if not tensor.is_floating_point() else tensor.view(widths[tensor.element_size()])
-
-
-def _signed(values: np.ndarray, dtype: torch.dtype) -> np.ndarray:
-    return np.ascontiguousarray(values).view(np.dtype(str(dtype).removeprefix("torch.")))
-
-
-def _say(entry: TensorEntry, exc: Exception) -> str:
-    return f"tensor {entry.name}: {type(exc).__name__}: {exc}"
-
-
-def _peer_reason(status: int) -> str:
-    """What a rank that failed nothing itself reports."""
-    if status == _FALLBACK:
-        return "another rank cannot apply this delta in memory; see its answer"
-    return "another rank refused or failed; see its answer"

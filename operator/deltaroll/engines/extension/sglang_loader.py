@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from deltaroll.api.engine_patch import SGLANG_REQUEST_ENV, PatchRequest, PatchResult
-from deltaroll.engines.extension import ranked_patch
-from deltaroll.engines.extension.ranked_patch import ReduceMax
+from deltaroll.api.engine_patch import SGLANG_REQUEST_ENV, PatchResult
+from deltaroll.api.weight_change import LiveApplyRequest
+from deltaroll.engines.extension.ranked_patch import ReduceMax, patch_on_rank
 
 
 def result_path(request_path: Path, rank: int) -> Path:
@@ -33,13 +33,11 @@ def patch_in_memory_on(
 ) -> PatchResult:
     """Read the request, patch, write this rank's answer; what the loader does, given a group."""
     try:
-        request = PatchRequest.model_validate_json(request_path.read_bytes())
+        request = LiveApplyRequest.model_validate_json(request_path.read_bytes())
     except Exception as exc:  # noqa: BLE001 - every rank reads the same file, all end here
-        result = PatchResult(
-            request_id="unreadable", rank=rank, outcome="failed", reason=f"{request_path}: {exc}"
-        )
+        result = PatchResult(rank=rank, outcome="failed", reason=f"{request_path}: {exc}")
     else:
-        result = ranked_patch.patch_in_memory(model, request, rank=rank, reduce_max=reduce_max)
+        result = patch_on_rank(model, request, rank=rank, reduce_max=reduce_max)
     answer = result_path(request_path, rank)
     partial = answer.with_name(answer.name + ".partial")
     partial.write_text(result.model_dump_json())

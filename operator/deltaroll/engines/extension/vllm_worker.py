@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from deltaroll.api.engine_patch import PatchRequest
-from deltaroll.engines.extension.ranked_patch import patch_in_memory
+from deltaroll.api.weight_change import LiveApplyRequest
+from deltaroll.engines.extension.ranked_patch import patch_on_rank
 
 
 class DeltarollWorkerExtension:
@@ -23,7 +23,7 @@ class DeltarollWorkerExtension:
     model_runner: Any  # set by vLLM's Worker, which this class is mixed into
 
     def deltaroll_patch_in_memory(self, request: str) -> dict[str, Any]:
-        """Apply the delta ``request`` (a :class:`PatchRequest` as JSON) on this rank."""
+        """Apply the delta ``request`` (a :class:`LiveApplyRequest` as JSON) on this rank."""
         import torch.distributed as dist
         from vllm.distributed import get_world_group
 
@@ -32,7 +32,7 @@ class DeltarollWorkerExtension:
         def reduce_max(tensor: Any) -> None:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group.cpu_group)
 
-        parsed = PatchRequest.model_validate_json(request)
+        parsed = LiveApplyRequest.model_validate_json(request)
         model = self.model_runner.model
         world = reduce_max if group.world_size > 1 else None
-        return patch_in_memory(model, parsed, rank=group.rank, reduce_max=world).model_dump()
+        return patch_on_rank(model, parsed, rank=group.rank, reduce_max=world).model_dump()
