@@ -26,9 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
+
+from deltaroll.api.weight_change import LiveApplyRequest
+from deltaroll.checkpoint import read_delta_manifest
 
 
 @dataclass(frozen=True)
@@ -270,3 +275,27 @@ def fine_tuned(
             ]
         out[name] = changed
     return out
+
+
+def write_versions(
+    root: Path, base: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> Path:
+    """``root/base``, ``root/target`` (safetensors checkpoints) and ``root/delta`` between them."""
+    from deltaroll.checkpoint import diff_checkpoints
+
+    for side, tensors in (("base", base), ("target", target)):
+        (root / side).mkdir()
+        save_file(tensors, root / side / "model.safetensors")
+    diff_checkpoints(root / "base", root / "target", root / "delta")
+    return root
+
+
+def live_request(delta: Path) -> LiveApplyRequest:
+    """The request an agent sends for ``delta``."""
+    manifest = read_delta_manifest(delta)
+    assert manifest.base_version is not None
+    return LiveApplyRequest(
+        delta_path=str(delta),
+        from_version=manifest.base_version,
+        to_version=manifest.target_version,
+    )

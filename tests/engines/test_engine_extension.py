@@ -9,13 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
-from deltaroll.api.weight_change import LiveApplyRequest
-from deltaroll.checkpoint import diff_checkpoints, read_delta_manifest
 from deltaroll.engines.extension.placement import Placement, narrowed
 from deltaroll.engines.extension.ranked_patch import patch_on_rank
-from engines.parallel_standin import checkpoint_tensors, fine_tuned
+from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
 from engines.ranks import SHAPE, loaded, parallel, run_ranks
 
 pytestmark = pytest.mark.slow
@@ -50,23 +47,8 @@ def test_a_slice_along_two_dimensions_is_refused() -> None:
 def versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Base and target checkpoints (about 2 % of elements changed, one tensor dense) and the
     delta between them."""
-    root = tmp_path_factory.mktemp("versions")
     base = checkpoint_tensors(SHAPE, seed=1)
-    for side, tensors in (("base", base), ("target", fine_tuned(base, 0.02, seed=2))):
-        (root / side).mkdir()
-        save_file(tensors, root / side / "model.safetensors")
-    diff_checkpoints(root / "base", root / "target", root / "delta")
-    return root
-
-
-def request_for(delta: Path) -> LiveApplyRequest:
-    manifest = read_delta_manifest(delta)
-    assert manifest.base_version is not None
-    return LiveApplyRequest(
-        delta_path=str(delta),
-        from_version=manifest.base_version,
-        to_version=manifest.target_version,
-    )
+    return write_versions(tmp_path_factory.mktemp("versions"), base, fine_tuned(base, 0.02, 2))
 
 
 def work_dir(versions: Path, tmp_path: Path) -> Path:
@@ -80,7 +62,7 @@ def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
     versions: Path, tmp_path: Path, mode: str
 ) -> None:
     reports = run_ranks(
-        work_dir(versions, tmp_path), mode, "apply", request_for(versions / "delta")
+        work_dir(versions, tmp_path), mode, "apply", live_request(versions / "delta")
     )
     for report in reports:
         assert report["result"]["outcome"] == "applied", report["result"]
@@ -98,7 +80,7 @@ def test_a_failure_on_one_rank_leaves_every_rank_on_the_old_weights(
     versions: Path, tmp_path: Path, scenario: str
 ) -> None:
     reports = run_ranks(
-        work_dir(versions, tmp_path), "tp", scenario, request_for(versions / "delta")
+        work_dir(versions, tmp_path), "tp", scenario, live_request(versions / "delta")
     )
     for report in reports:
         assert report["result"]["outcome"] == "failed"
@@ -116,7 +98,7 @@ def test_quantized_serving_falls_back_with_the_reason(versions: Path) -> None:
     model = loaded(versions / "base", parallel("tp", 0, 1))
     layer = model.model.layers[0].mlp.down_proj
     layer.weight = torch.nn.Parameter(layer.weight.data.to(torch.float8_e4m3fn), False)
-    result = patch_on_rank(model, request_for(versions / "delta"), rank=0, reduce_max=None)
+    result = patch_on_rank(model, live_request(versions / "delta"), rank=0, reduce_max=None)
     assert result.outcome == "fallback"
     assert "quantized serving" in result.reason and "down_proj" in result.reason
 
@@ -128,12 +110,9 @@ def test_moe_experts_fall_back_with_the_reason(versions: Path, tmp_path: Path) -
         base,
         **{"model.layers.0.mlp.experts.0.up_proj.weight": torch.zeros(4, 4, dtype=torch.bfloat16)},
     )
-    for side, tensors in (("base", base), ("target", target)):
-        (tmp_path / side).mkdir()
-        save_file(tensors, tmp_path / side / "model.safetensors")
-    diff_checkpoints(tmp_path / "base", tmp_path / "target", tmp_path / "delta")
+    write_versions(tmp_path, base, target)
     model = loaded(versions / "base", parallel("tp", 0, 1))
-    result = patch_on_rank(model, request_for(tmp_path / "delta"), rank=0, reduce_max=None)
+    result = patch_on_rank(model, live_request(tmp_path / "delta"), rank=0, reduce_max=None)
     assert result.outcome == "fallback"
     assert "MoE expert" in result.reason
 
@@ -143,13 +122,10 @@ def test_a_layout_change_falls_back_and_changes_nothing(versions: Path, tmp_path
     target = dict(
         fine_tuned(base, 0.02, seed=2), **{"extra.weight": torch.ones(3, dtype=torch.bfloat16)}
     )
-    for side, tensors in (("base", base), ("target", target)):
-        (tmp_path / side).mkdir()
-        save_file(tensors, tmp_path / side / "model.safetensors")
-    diff_checkpoints(tmp_path / "base", tmp_path / "target", tmp_path / "delta")
+    write_versions(tmp_path, base, target)
     model = loaded(versions / "base", parallel("tp", 0, 1))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = patch_on_rank(model, request_for(tmp_path / "delta"), rank=0, reduce_max=None)
+    result = patch_on_rank(model, live_request(tmp_path / "delta"), rank=0, reduce_max=None)
     assert result.outcome == "fallback"
     assert "adds, removes or reshapes" in result.reason and "extra.weight" in result.reason
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
@@ -158,6 +134,6 @@ def test_a_layout_change_falls_back_and_changes_nothing(versions: Path, tmp_path
 def test_a_delta_for_other_versions_is_refused(versions: Path) -> None:
     model = loaded(versions / "base", parallel("tp", 0, 1))
     other = "0" * 32
-    request = request_for(versions / "delta").model_copy(update={"from_version": other})
+    request = live_request(versions / "delta").model_copy(update={"from_version": other})
     result = patch_on_rank(model, request, rank=0, reduce_max=None)
     assert result.outcome == "failed" and other in result.reason
