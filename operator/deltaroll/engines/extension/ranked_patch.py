@@ -120,7 +120,7 @@ class ShardedTensor:
         if where is None:
             return  # another rank holds it
         flat = self._flat()
-        flat.index_copy_(0, where, values)
+        flat.index_put_((where,), values)
         if flat.device.type != "cpu":
             torch.cuda.synchronize(flat.device)
 
