@@ -20,9 +20,11 @@ from deltaroll.agent.volume import WeightsVolume
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
+    POD_LAST_CHANGE,
     POD_VERSION,
     WEIGHTS_READY_CONDITION,
 )
+from deltaroll.api.weight_change import WeightChange, parse_weight_change
 from deltaroll.checkpoint import checkpoint_version, open_checkpoint
 from deltaroll.engines import engine_client
 from deltaroll.store import Store
@@ -107,6 +109,12 @@ def write_downward_file(path: Path, pod: dict[str, Any]) -> None:
     """What the kubelet writes for ``fieldPath: metadata.annotations`` (the sandbox's renderer)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(field_text(pod, "metadata.annotations"))
+
+
+def last_change(core: kubernetes.client.CoreV1Api, name: str) -> WeightChange | None:
+    """The pod's last version change, as its annotation says."""
+    annotations = pod_dict(core, name)["metadata"].get("annotations") or {}
+    return parse_weight_change(annotations.get(POD_LAST_CHANGE))
 
 
 def pod_report(core: kubernetes.client.CoreV1Api, name: str) -> dict[str, Any]:

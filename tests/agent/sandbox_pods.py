@@ -138,15 +138,18 @@ class ReadinessRecorder:
 
     def unsafe_ready(self, verified: set[str]) -> list[PodView]:
         """Views where the pod was Ready while its weights were not a verified version: the
-        agent applying or reloading, or no verified current version. (The agent turns
-        weights-ready False and waits for Ready to follow before it touches the weights, so a
-        view with weights-ready False and Ready still True is the kubelet's lag, not a gap.)"""
+        agent applying to an engine that serves from disk or reloading, or no verified current
+        version. (The agent turns weights-ready False and waits for Ready to follow before it
+        touches the weights, so a view with weights-ready False and Ready still True is the
+        kubelet's lag, not a gap; an engine that patches its weights in memory keeps serving
+        its verified version while the disk is patched, and weights-ready stays True.)"""
         safe_states = (AgentState.READY, AgentState.PULLING, AgentState.FAILED)
-        return [
-            v
-            for v in self.views
-            if v.ready == "True" and not (v.state in safe_states and v.current in verified)
-        ]
+
+        def safe(v: PodView) -> bool:
+            in_memory = v.state is AgentState.APPLYING and v.weights_ready == "True"
+            return (v.state in safe_states or in_memory) and v.current in verified
+
+        return [v for v in self.views if v.ready == "True" and not safe(v)]
 
     def ready_flips(self) -> list[tuple[str | None, str | None]]:
         """(Ready, current version) each time Ready changed."""

@@ -12,7 +12,15 @@ from typing import Any
 
 import kubernetes
 
-from agent.helpers import MODEL, AgentRig, Published, copy_store, make_agent, pod_report
+from agent.helpers import (
+    MODEL,
+    AgentRig,
+    Published,
+    copy_store,
+    last_change,
+    make_agent,
+    pod_report,
+)
 from deltaroll.agent.health import HealthServer
 from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.checkpoint import checkpoint_version
@@ -69,12 +77,20 @@ def test_first_version_then_forward_then_rollback(
         status, body = get(base + "/healthz")
         assert status == 200 and json.loads(body)["current_version"] == v1
 
+        first = last_change(core, "walk")
+        assert first is not None and (first.version, first.method) == (v1, "disk-reload")
+        assert first.reason == "the plan starts from an anchor" and first.pause_s > 0
+
         rig.reporter.reports.clear()
-        rig.want(v2)  # one forward delta, in place
+        rig.want(v2)  # one forward delta, in place on disk, then in the engine's memory
         reach(rig, v2)
-        assert rig.reporter.states() == ["Pulling", "Applying", "Reloading", "Ready"]
-        pulling = rig.reporter.reports[0]
-        assert pulling.weights_ready and pulling.current_version == v1  # old version still served
+        assert rig.reporter.states() == ["Pulling", "Applying", "Ready"]  # no reload
+        assert all(r.weights_ready for r in rig.reporter.reports)  # never out of its Service
+        applying = next(r for r in rig.reporter.reports if r.state is AgentState.APPLYING)
+        assert applying.current_version == v1  # the old version still served meanwhile
+        change = last_change(core, "walk")
+        assert change is not None and (change.version, change.method) == (v2, "in-memory")
+        assert 0 < change.bytes_applied < first.bytes_applied
         assert rig.downloaded() == published.anchor_bytes("v1") + published.delta_bytes("v2")
         assert rig.applied("forward") == 1
         assert served(engine)["version"] == v2 == checkpoint_version(published.paths["v2"])
@@ -85,10 +101,13 @@ def test_first_version_then_forward_then_rollback(
         assert rig.downloaded() == published.anchor_bytes("v1") + published.delta_bytes("v2")
         assert served(engine)["version"] == v1
         assert rig.reporter.violations == []
+        rollback = last_change(core, "walk")
+        assert rollback is not None and (rollback.version, rollback.method) == (v1, "in-memory")
 
         metrics = get(base + "/metrics")[1].decode()
         assert 'deltaroll_agent_applied_deltas_total{kind="reverse"} 1.0' in metrics
         assert 'deltaroll_agent_state{deltaroll_agent_state="Ready"} 1.0' in metrics
+        assert 'deltaroll_agent_pause_seconds_count{method="in-memory"} 2.0' in metrics
     finally:
         health.stop()
 

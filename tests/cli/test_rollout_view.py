@@ -9,13 +9,18 @@ from typing import Any
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
+    POD_LAST_CHANGE,
     POD_VERSION,
     WEIGHTS_READY_CONDITION,
 )
+from deltaroll.api.weight_change import WeightChange
 from deltaroll.cli.rollout_view import render, summarize
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 V2_ID = "0123456789abcdef0123456789abcdef"
+IN_MEMORY = WeightChange(
+    version=V2_ID, method="in-memory", bytes_applied=184_266, pause_s=0.0123, drain_s=0.004
+)
 DEPLOYMENT = {
     "metadata": {"name": "qwen3", "namespace": "ml", "generation": 2},
     "spec": {
@@ -59,7 +64,12 @@ PODS = [
     ),
     pod(
         "qwen3-a",
-        {POD_VERSION: "v2", POD_CURRENT_VERSION: V2_ID, POD_AGENT_STATE: "Ready"},
+        {
+            POD_VERSION: "v2",
+            POD_CURRENT_VERSION: V2_ID,
+            POD_AGENT_STATE: "Ready",
+            POD_LAST_CHANGE: IN_MEMORY.encode(),
+        },  # fmt: skip
         ready=True,
         gate=("True", "2026-01-01T11:00:00Z"),
     ),
@@ -72,9 +82,19 @@ def test_summary_has_a_row_per_live_pod() -> None:
     assert [row["name"] for row in rows] == ["qwen3-a", "qwen3-b", "qwen3-c"]
     assert rows[1] == {
         "name": "qwen3-b", "wants": "v2", "serves": "v1", "agentState": "Applying",
-        "agentMessage": "2 deltas", "ready": False, "pausedSeconds": 67,
+        "agentMessage": "2 deltas", "ready": False, "pausedSeconds": 67, "lastChange": None,
     }  # fmt: skip
     assert rows[0]["serves"] == V2_ID and rows[0]["pausedSeconds"] is None
+    assert rows[0]["lastChange"] == {
+        "version": V2_ID, "method": "in-memory", "bytesApplied": 184_266,
+        "pauseSeconds": 0.0123, "drainSeconds": 0.004, "reason": "",
+    }  # fmt: skip
+
+
+def test_an_unreadable_last_change_shows_nothing() -> None:
+    broken = pod("qwen3-x", {POD_VERSION: "v2", POD_LAST_CHANGE: '{"method": "teleport"}'},
+                 ready=True)  # fmt: skip
+    assert summarize(DEPLOYMENT, [broken], NOW)["pods"][0]["lastChange"] is None
 
 
 def test_render_lists_the_pods_under_the_rollout() -> None:
@@ -82,10 +102,10 @@ def test_render_lists_the_pods_under_the_rollout() -> None:
     assert "Pods:         3 total, 1 updated, 1 ready" in text
     table = text.split("\n\n", 1)[1].splitlines()
     assert table == [
-        "POD       WANTS   SERVES         AGENT      READY   PAUSED",
-        "qwen3-a   v2      0123456789ab   Ready      yes     -",
-        "qwen3-b   v2      v1             Applying   no      1m7s",
-        "qwen3-c   v1      -              Failed     no      -",
+        "POD       WANTS   SERVES         AGENT      READY   PAUSED   LAST CHANGE",
+        "qwen3-a   v2      0123456789ab   Ready      yes     -        in-memory 12ms 184kB",
+        "qwen3-b   v2      v1             Applying   no      1m7s     -",
+        "qwen3-c   v1      -              Failed     no      -        -",
         "qwen3-c: store unreachable",
     ]
 

@@ -41,8 +41,9 @@ from agent.helpers import (
 from agent.sandbox_pods import ReadinessRecorder, engine_checksum, inference_pod, view
 from controllers.conftest import Operator, wait_for
 from deltaroll.api.agent_state import AgentState
-from deltaroll.api.annotations import PROMOTE
+from deltaroll.api.annotations import POD_LAST_CHANGE, PROMOTE
 from deltaroll.api.conditions import now_rfc3339
+from deltaroll.api.weight_change import parse_weight_change
 from deltaroll.checkpoint import checkpoint_version
 from deltaroll.store import Store
 from deltaroll_sandbox.testing import RunningSandbox
@@ -209,6 +210,12 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
         pod = view(core, name)
         assert pod.current == v2 and pod.ready == "True"
         assert engine_checksum(pod)["version"] == v2
+        # The reference engine took v2 in memory: its agent reports the pause and the bytes.
+        annotations = core.read_namespaced_pod(name, NAMESPACE).metadata.annotations or {}
+        change = parse_weight_change(annotations.get(POD_LAST_CHANGE))
+        assert change is not None and (change.version, change.method) == (v2, "in-memory")
+        assert change.bytes_applied > 0
+    assert "in-memory" in plugin(cluster, "status", NAME).stdout
 
     # v2 -> v3 (diverged): the canary's eval loss is far above the stable pods'
     custom.patch_namespaced_custom_object(

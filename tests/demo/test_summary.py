@@ -17,6 +17,24 @@ def test_the_bytes_table_fits_80_columns_with_whole_names_and_percentages() -> N
     outcome = {
         "full_checkpoint_bytes": FULL,
         "bytes_per_pod_per_version": {pod: dict(shipped) for pod in PODS},
+        "pause_per_pod_per_version": {
+            pod: {
+                "v1": {
+                    "version": "v1",
+                    "method": "disk-reload",
+                    "pause_s": 4.75,
+                    "bytes_applied": 1,
+                },
+                "v2": {
+                    "version": "v2",
+                    "method": "in-memory",
+                    "pause_s": 0.0123,
+                    "bytes_applied": 1,
+                },
+                "v3": {"version": "v2", "method": "in-memory", "pause_s": 0.0, "bytes_applied": 1},
+            }
+            for pod in PODS
+        },
         "step_seconds": {},
         "checks": {},
         "failure": None,
@@ -31,3 +49,5 @@ def test_the_bytes_table_fits_80_columns_with_whole_names_and_percentages() -> N
     assert len(re.findall(r"\b64\.91%", text)) == len(PODS)  # 31,234,567 of 48,123,456
     assert len(re.findall(r"\b4\.87%", text)) == len(PODS)
     assert "x)" not in text  # no raw ratios
+    assert len(re.findall(r"12\.3 ms", text)) == len(PODS)  # each pod's in-memory pause
+    assert len(re.findall(r"in-memory v2", text)) == 2 * len(PODS)

@@ -4,13 +4,21 @@ would run them."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from deltaroll.engines import engine_client
+from deltaroll.engines.reference.loading import load_model
+from deltaroll.engines.reference.server import ReferenceEngine, make_admin_server, make_server
+from engines.checkpoints import EVAL_TEXTS, PROMPT
 from engines.http_util import call
 from fixtures.cli import DELTAROLL
 from fixtures.ports import free_port
@@ -88,3 +96,50 @@ def start_proxy(
             time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"proxy did not listen in {timeout}s: {log.read_text()}")
+
+
+#: (version, eval loss) and (version, greedy completion) of one pair of requests.
+Answer = tuple[tuple[str, float], tuple[str, str]]
+
+
+class InProcessEngine:
+    """The reference engine on its two loopback ports, in this process (so a test can break
+    a write inside it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.engine = ReferenceEngine(load_model(path), device="cpu")
+        self.servers = [make_server(self.engine, "127.0.0.1", 0), make_admin_server(self.engine, 0)]
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.url, self.admin = (f"http://127.0.0.1:{s.server_address[1]}" for s in self.servers)
+        self.client = engine_client("reference", self.admin)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+    def answer(self) -> Answer:
+        """(version, eval loss) and (version, greedy completion): two requests, each answered
+        by one version (a change may fall between them)."""
+        status, evaluation = call("POST", self.url + "/eval", {"texts": EVAL_TEXTS})
+        assert status == 200, evaluation
+        status, completion = call(
+            "POST", self.url + "/v1/completions", {"prompt": PROMPT, "max_tokens": 6}
+        )
+        assert status == 200, completion
+        return (
+            (evaluation["version"], evaluation["loss"]),
+            (completion["system_fingerprint"], completion["choices"][0]["text"]),
+        )
+
+
+@contextmanager
+def serving_copy(source: Path, where: Path) -> Iterator[InProcessEngine]:
+    """An :class:`InProcessEngine` serving a copy of ``source`` at ``where``."""
+    shutil.copytree(source, where)
+    engine = InProcessEngine(where)
+    try:
+        yield engine
+    finally:
+        engine.close()

@@ -16,53 +16,18 @@ import pytest
 
 from deltaroll.checkpoint import diff_checkpoints, open_checkpoint
 from deltaroll.checkpoint.digests import checkpoint_digests
-from deltaroll.engines import engine_client
 from deltaroll.engines.errors import LayoutChangeError, LivePatchError
 from deltaroll.engines.live_patch import FlatTensor
 from deltaroll.engines.reference.loading import load_model
-from deltaroll.engines.reference.server import ReferenceEngine, make_admin_server, make_server
-from engines.checkpoints import EVAL_TEXTS, PROMPT, TinyCheckpoints
+from engines.checkpoints import TinyCheckpoints
 from engines.http_util import call
-
-
-class Served:
-    """One engine on its two loopback ports, in this process (so a test can break a write)."""
-
-    def __init__(self, path: Path) -> None:
-        self.engine = ReferenceEngine(load_model(path), device="cpu")
-        self.servers = [make_server(self.engine, "127.0.0.1", 0), make_admin_server(self.engine, 0)]
-        for server in self.servers:
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.url, self.admin = (f"http://127.0.0.1:{s.server_address[1]}" for s in self.servers)
-        self.client = engine_client("reference", self.admin)
-
-    def close(self) -> None:
-        for server in self.servers:
-            server.shutdown()
-            server.server_close()
-
-    def answer(self) -> tuple[tuple[str, float], tuple[str, str]]:
-        """(version, eval loss) and (version, greedy completion): two requests, each answered
-        by one version (a change may fall between them)."""
-        status, evaluation = call("POST", self.url + "/eval", {"texts": EVAL_TEXTS})
-        assert status == 200, evaluation
-        status, completion = call(
-            "POST", self.url + "/v1/completions", {"prompt": PROMPT, "max_tokens": 6}
-        )
-        assert status == 200, completion
-        return (
-            (evaluation["version"], evaluation["loss"]),
-            (completion["system_fingerprint"], completion["choices"][0]["text"]),
-        )
+from engines.processes import Answer, InProcessEngine, serving_copy
 
 
 @pytest.fixture
-def served(checkpoints: TinyCheckpoints, tmp_path: Path) -> Iterator[Served]:
-    weights = tmp_path / "weights"
-    shutil.copytree(checkpoints.v1, weights)
-    engine = Served(weights)
-    yield engine
-    engine.close()
+def served(checkpoints: TinyCheckpoints, tmp_path: Path) -> Iterator[InProcessEngine]:
+    with serving_copy(checkpoints.v1, tmp_path / "weights") as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +41,8 @@ def version_of(path: Path) -> str:
     return load_model(path).version
 
 
-Answer = tuple[tuple[str, float], tuple[str, str]]
-
-
 def outputs_of(path: Path) -> Answer:
-    engine = Served(path)
+    engine = InProcessEngine(path)
     try:
         return engine.answer()
     finally:
@@ -88,7 +50,10 @@ def outputs_of(path: Path) -> Answer:
 
 
 def test_requests_during_an_in_memory_apply_see_one_version_or_the_other(
-    served: Served, checkpoints: TinyCheckpoints, delta: Path, monkeypatch: pytest.MonkeyPatch
+    served: InProcessEngine,
+    checkpoints: TinyCheckpoints,
+    delta: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     v1, v2 = outputs_of(checkpoints.v1), outputs_of(checkpoints.v2)
     assert v1[0][0] != v2[0][0] and v1[0][1] != v2[0][1]
@@ -140,7 +105,7 @@ def checkpoint_refs(path: Path) -> list[Any]:
     return list(open_checkpoint(path).tensors.values())
 
 
-def test_served_digests_are_rate_limited(served: Served) -> None:
+def test_served_digests_are_rate_limited(served: InProcessEngine) -> None:
     assert served.client.served_digests() is not None
     assert served.client.served_digests() is None  # asked again at once: later
     status, body = call("POST", served.admin + "/served_digest", {"tensors": ["nope"]})
@@ -148,7 +113,10 @@ def test_served_digests_are_rate_limited(served: Served) -> None:
 
 
 def test_a_write_failing_midway_keeps_the_old_weights_served(
-    served: Served, checkpoints: TinyCheckpoints, delta: Path, monkeypatch: pytest.MonkeyPatch
+    served: InProcessEngine,
+    checkpoints: TinyCheckpoints,
+    delta: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     v1, v2 = outputs_of(checkpoints.v1), outputs_of(checkpoints.v2)
     real_write = FlatTensor.write_bits
@@ -173,7 +141,7 @@ def test_a_write_failing_midway_keeps_the_old_weights_served(
 
 
 def test_a_delta_from_another_version_is_refused_before_any_write(
-    served: Served, checkpoints: TinyCheckpoints, tmp_path: Path
+    served: InProcessEngine, checkpoints: TinyCheckpoints, tmp_path: Path
 ) -> None:
     v1 = outputs_of(checkpoints.v1)
     diff_checkpoints(checkpoints.v2, checkpoints.diverged, tmp_path / "d")
@@ -187,7 +155,7 @@ def test_a_delta_from_another_version_is_refused_before_any_write(
 
 
 def test_a_delta_that_changes_the_config_takes_the_reload_path(
-    served: Served, checkpoints: TinyCheckpoints, tmp_path: Path
+    served: InProcessEngine, checkpoints: TinyCheckpoints, tmp_path: Path
 ) -> None:
     v1 = outputs_of(checkpoints.v1)
     target = tmp_path / "v2-config"

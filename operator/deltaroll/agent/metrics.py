@@ -99,6 +99,27 @@ class AgentMetrics:
             "Unix time the last clean full scrub pass ended (0 before the first).",
             registry=self.registry,
         )
+        self.pause_seconds = Histogram(
+            "deltaroll_agent_pause_seconds",
+            "Per version change: seconds the engine held requests (in-memory) or the pod was out "
+            "of its Service (disk reload), by method.",
+            ["method"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.change_bytes = Counter(
+            "deltaroll_agent_change_bytes",
+            "Bytes written into the engine's memory by version changes, by method (a disk "
+            "reload counts the whole model).",
+            ["method"],
+            registry=self.registry,
+        )
+        self.served_mismatches = Counter(
+            "deltaroll_agent_served_mismatches",
+            "Served-copy checks that found a tensor in the engine's memory differing from its "
+            "version's digest (the engine then reloads from disk).",
+            registry=self.registry,
+        )
         self.version_changes = Histogram(
             "deltaroll_agent_version_change_seconds",
             "Seconds from starting to pull a new version to the engine serving it.",

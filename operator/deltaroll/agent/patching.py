@@ -10,6 +10,8 @@ change digest, before writing (see the checkpoint layer's trusted state).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
@@ -41,16 +43,27 @@ def check_plan(store: Store, plan: Plan, signed: SignedTarget | None = None) -> 
         check_signed_step(signed, plan.steps[-1], manifest)  # the last manifest, read once
 
 
+#: Told of each step applied in place, while its verified delta directory is still there.
+OnStep = Callable[[Step, Path], None]
+
+
 def apply_plan(
-    store: Store, plan: Plan, volume: WeightsVolume, aux_policy: AuxPolicy = DEFAULT_AUX_POLICY
+    store: Store,
+    plan: Plan,
+    volume: WeightsVolume,
+    aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
+    on_step: OnStep | None = None,
 ) -> None:
-    """Bring ``weights`` to ``plan.target``; every object must already be in the cache."""
+    """Bring ``weights`` to ``plan.target``; every object must already be in the cache.
+    ``on_step`` hears of each step applied in place (the engine applies it in memory)."""
     try:
         if plan.start is None:
             _build_and_swap(store, plan, volume, aux_policy)
         else:
             for index, step in enumerate(plan.steps):
-                _apply_in_place(store, step, volume, index, aux_policy)
+                delta_dir = _apply_in_place(store, step, volume, index, aux_policy)
+                if on_step is not None:
+                    on_step(step, delta_dir)
     finally:
         shutil.rmtree(volume.deltas, ignore_errors=True)
 
@@ -67,7 +80,7 @@ def finish_apply(
 
 def _apply_in_place(
     store: Store, step: Step, volume: WeightsVolume, index: int, aux_policy: AuxPolicy
-) -> None:
+) -> Path:
     delta_dir = volume.fresh_delta_dir(index)
     manifest = materialize_delta(step, store.cache, delta_dir)
     apply_delta(
@@ -79,6 +92,7 @@ def _apply_in_place(
         aux_policy=aux_policy,
     )
     log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
+    return delta_dir
 
 
 def _build_and_swap(store: Store, plan: Plan, volume: WeightsVolume, aux_policy: AuxPolicy) -> None:

@@ -42,6 +42,7 @@ import structlog
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
 from deltaroll.agent.fetch import fetched_objects, prune_cache
+from deltaroll.agent.live_change import InMemorySteps, ServedCheck, reload_change
 from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
     OrphanedApplyError,
@@ -56,6 +57,7 @@ from deltaroll.agent.trust import VersionTrust
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.agent.wanted import read_wanted_version
 from deltaroll.api.agent_state import AgentState
+from deltaroll.api.weight_change import WeightChange
 from deltaroll.checkpoint.aux_policy import AuxPolicy
 from deltaroll.checkpoint.errors import CheckpointError, CorruptDeltaError
 from deltaroll.checkpoint.state import forget_state
@@ -64,6 +66,7 @@ from deltaroll.engines import (
     EngineError,
     EngineReloadError,
     EngineUnreachableError,
+    LivePatchingEngine,
 )
 from deltaroll.errors import DeltarollError
 from deltaroll.store import (
@@ -127,6 +130,19 @@ class Agent:
         self._change_started: float | None = None
         self._engine_checked = float("-inf")
         self.cache_kept: frozenset[str] = frozenset()  # held in the cache for a rollback
+        # In-memory changes (an engine that patches its weights in memory): the steps of the
+        # apply under way (the pod stays in its Service meanwhile), those of the last one, why
+        # the last change reloaded instead, and when the pod last left its Service.
+        self._live: InMemorySteps | None = None
+        self._changed_live: InMemorySteps | None = None
+        self._reload_reason = ""
+        self._out_of_service_since: float | None = None
+        self.last_change: WeightChange | None = None
+        self._served_check = (
+            ServedCheck(engine, self.volume.weights)
+            if isinstance(engine, LivePatchingEngine)
+            else None
+        )
 
     # ------------------------------------------------------------------ the loop
 
@@ -175,6 +191,7 @@ class Agent:
             "wanted": self.wanted,
             "disk_version": self.disk_version,
             "current_version": self.engine_version,
+            "last_change": self.last_change.model_dump() if self.last_change else None,
         }
 
     # ------------------------------------------------------------------ stages
@@ -250,9 +267,12 @@ class Agent:
             self._change_to(target, signed)
         elif self.state is AgentState.READY and self._engine_check_due():
             self.engine_version = self._engine_holds(target, keep_if_unreachable=True)
+            self._check_served_copy(target)
         if self.engine_version != target:
             self._report(AgentState.RELOADING, f"the engine is loading {target}")
             self._reload(target)
+        if self._change_started is not None:
+            self._record_change(target)
         self._report(AgentState.READY)
         if self._change_started is not None:
             self.metrics.version_changes.observe(self._clock() - self._change_started)
@@ -289,14 +309,23 @@ class Agent:
         self.cache_kept = prune_cache(self.store, plan, self.cache_kept)
 
     def _apply(self, target: str, plan: Plan) -> None:
-        """Apply a fetched and checked plan to the weights volume."""
-        self.engine_version = None  # from here on the weights are not a verified version
+        """Apply a fetched and checked plan to the weights volume (and, step by step, to the
+        engine's memory when it can: then the pod keeps serving its version meanwhile)."""
+        self._live = self._in_memory_steps(plan)
+        if self._live is None:
+            self.engine_version = None  # from here on the weights are not a verified version
         self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass
         self.disk_version = None
         read_before, written_before = process_io()
         started = self._clock()
-        apply_plan(self.store, plan, self.volume, self.aux_policy)
+        try:
+            apply_plan(self.store, plan, self.volume, self.aux_policy, on_step=self._live)
+        finally:
+            if self._live is not None:
+                self.engine_version = self._live.serving
+                self._reload_reason = self._live.refused or ""
+            self._changed_live, self._live = self._live, None
         self.metrics.apply_seconds.observe(self._clock() - started)
         read_after, written_after = process_io()
         self.metrics.bytes_read.inc(read_after - read_before)
@@ -305,6 +334,44 @@ class Agent:
             self.metrics.applied_deltas.labels(step.kind).inc()
         self.disk_version = target
         self.disk_settled = self.had_weights = True
+
+    def _in_memory_steps(self, plan: Plan) -> InMemorySteps | None:
+        """The in-memory path for ``plan``, when the engine has one and holds its start."""
+        if not isinstance(self.engine, LivePatchingEngine):
+            self._reload_reason = f"the {self.engine.kind} engine reloads from disk"
+        elif plan.start is None:
+            self._reload_reason = "the plan starts from an anchor"
+        elif self.engine_version != plan.start or self.disk_version != plan.start:
+            self._reload_reason = "the engine did not serve the plan's start version"
+        else:
+            return InMemorySteps(self.engine, plan.start)
+        return None
+
+    def _record_change(self, target: str) -> None:
+        """What this version change cost, for the pod's annotation and the metrics."""
+        live, self._changed_live = self._changed_live, None
+        change = live.change() if live is not None else None
+        if change is None or change.version != target:
+            since = self._out_of_service_since
+            pause = self._clock() - since if since is not None else 0.0
+            reason = self._reload_reason or "the engine did not hold the version on disk"
+            change = reload_change(target, self.volume.weights, pause, reason)
+        self.last_change = change
+        self.metrics.pause_seconds.labels(change.method).observe(change.pause_s)
+        self.metrics.change_bytes.labels(change.method).inc(change.bytes_applied)
+        log.info("agent.version_changed", **change.model_dump())
+
+    def _check_served_copy(self, target: str) -> None:
+        """Compare a slice of the engine's live tensors with the version's digests; a copy
+        that differs is reloaded from the disk (which the scrub proves)."""
+        if self._served_check is None or self.engine_version != target:
+            return
+        why = self._served_check.mismatch(target)
+        if why is not None:
+            log.error("agent.served_copy_differs", version=target, error=why)
+            self.metrics.served_mismatches.inc()
+            self.engine_version = None
+            self._reload_reason = f"served copy check: {why}"
 
     def _reload(self, target: str) -> None:
         try:
@@ -385,18 +452,25 @@ class Agent:
             log.info("agent.state", state=state.value, message=message, wanted=self.wanted)
         self.state, self.message = state, message
         self.metrics.state.state(state.value)
-        ready = self.engine_version is not None and self.engine_version == self.disk_version
+        on_disk = self.engine_version is not None and self.engine_version == self.disk_version
+        # An engine serving from memory stays in its Service while the disk is patched.
+        ready = on_disk or (self.engine_version is not None and self._live is not None)
         self.metrics.weights_ready.set(1 if ready else 0)
-        if ready and self.engine_version is not None:
+        if on_disk and self.engine_version is not None:
             self.scrub.serve(self.engine_version)
         else:
             self.scrub.hold()  # before the caller touches the weights
+        if not ready and self._out_of_service_since is None:
+            self._out_of_service_since = self._clock()
+        elif ready:
+            self._out_of_service_since = None
         self.reporter.publish(
             Report(
                 state=state,
                 message=message,
                 current_version=self.engine_version if ready else None,
                 weights_ready=ready,
+                last_change=self.last_change,
             )
         )
 

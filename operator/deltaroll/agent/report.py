@@ -2,6 +2,8 @@
 
 - ``deltaroll.dev/current-version``: the version the engine holds, verified (absent before).
 - ``deltaroll.dev/agent-state``: :func:`~deltaroll.api.agent_state.format_agent_state`.
+- ``deltaroll.dev/last-change``: the last version change's cost
+  (:class:`~deltaroll.api.weight_change.WeightChange`), once there was one.
 - condition ``deltaroll.dev/weights-ready`` (through ``pods/status``): the pod's readiness gate.
 
 Order matters for the gate: going not-ready, the condition is written before anything else, and
@@ -26,8 +28,10 @@ from deltaroll.api.agent_state import AgentState, format_agent_state
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
+    POD_LAST_CHANGE,
     WEIGHTS_READY_CONDITION,
 )
+from deltaroll.api.weight_change import WeightChange
 
 log = structlog.get_logger(__name__)
 
@@ -46,12 +50,16 @@ class Report:
     message: str = ""
     current_version: str | None = None
     weights_ready: bool = False
+    last_change: WeightChange | None = None
 
     def annotations(self) -> dict[str, str | None]:
-        return {
+        annotations = {
             POD_AGENT_STATE: format_agent_state(self.state, self.message),
             POD_CURRENT_VERSION: self.current_version,  # None removes it (merge patch)
         }
+        if self.last_change is not None:  # kept from the last change until the next
+            annotations[POD_LAST_CHANGE] = self.last_change.encode()
+        return annotations
 
     def condition(self, transition: bool) -> dict[str, Any]:
         condition: dict[str, Any] = {

@@ -18,7 +18,9 @@ class AgentState(StrEnum):
 
     IDLE = "Idle"  # no version asked for yet
     PULLING = "Pulling"  # fetching the deltas on the path; the old version is still served
-    APPLYING = "Applying"  # patching the weights volume; the pod is not Ready
+    # patching the weights volume; the pod is not Ready, unless its engine patches its weights in
+    # memory (it keeps serving its verified version until it applies the delta behind a hold)
+    APPLYING = "Applying"
     RELOADING = "Reloading"  # the engine is loading the new weights; the pod is not Ready
     READY = "Ready"  # the engine holds the wanted version, verified
     FAILED = "Failed"  # cannot reach the wanted version; the message says why

@@ -4,8 +4,9 @@ Pure: objects in, a summary (the ``--json`` object) and its text out, so ``--wat
 change the same way as a single ``status``. Each pod row says what the operator asked it to
 serve (WANTS, a name), what its agent verified and serves (SERVES, a content id, shortened like a
 git hash), the agent's state, the pod's Ready condition, and for a pod whose weights-ready gate is
-closed how long it has been out of service so far (PAUSED). The agent reports no duration of a
-finished pause, so none is shown.
+closed how long it has been out of service so far (PAUSED), and the pod's last version change
+as its agent reported it (LAST CHANGE: the pause, how the engine got the version, in memory or
+by a reload from disk, and the bytes written into its memory).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
+from deltaroll.api.annotations import POD_LAST_CHANGE, WEIGHTS_READY_CONDITION
 from deltaroll.api.conditions import parse_rfc3339
+from deltaroll.api.weight_change import parse_weight_change
 from deltaroll.controllers.modeldeployment.pods import view_pod
 
 _CONTENT_ID = re.compile(r"[0-9a-f]{32}")
@@ -70,6 +72,22 @@ def _pod_row(pod: Mapping[str, Any], now: datetime) -> dict[str, Any] | None:
         "agentMessage": view.agent_message,
         "ready": view.ready,
         "pausedSeconds": paused,
+        "lastChange": _last_change(pod),
+    }
+
+
+def _last_change(pod: Mapping[str, Any]) -> dict[str, Any] | None:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    change = parse_weight_change(annotations.get(POD_LAST_CHANGE))
+    if change is None:
+        return None
+    return {
+        "version": change.version,
+        "method": change.method,
+        "bytesApplied": change.bytes_applied,
+        "pauseSeconds": change.pause_s,
+        "drainSeconds": change.drain_s,
+        "reason": change.reason,
     }
 
 
@@ -106,7 +124,7 @@ def render(s: Mapping[str, Any]) -> str:
 
 def _pod_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Aligned columns as ``kubectl get`` prints them, then the message of each failed agent."""
-    header = ("POD", "WANTS", "SERVES", "AGENT", "READY", "PAUSED")
+    header = ("POD", "WANTS", "SERVES", "AGENT", "READY", "PAUSED", "LAST CHANGE")
     cells = [header] + [
         (
             row["name"],
@@ -115,6 +133,7 @@ def _pod_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             row["agentState"] or "-",
             "yes" if row["ready"] else "no",
             "-" if row["pausedSeconds"] is None else _duration(row["pausedSeconds"]),
+            _change_cell(row.get("lastChange")),
         )
         for row in rows
     ]
@@ -123,6 +142,23 @@ def _pod_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
              for line in cells]  # fmt: skip
     failed = [row for row in rows if row["agentState"] == "Failed" and row["agentMessage"]]
     return lines + [f"{row['name']}: {row['agentMessage']}" for row in failed]
+
+
+def _change_cell(change: Mapping[str, Any] | None) -> str:
+    """``in-memory 12ms 184kB``: the last change's pause, method and bytes applied."""
+    if not change:
+        return "-"
+    pause = float(change["pauseSeconds"])
+    shown = f"{pause * 1000:.0f}ms" if pause < 10 else _duration(int(pause))
+    return f"{change['method']} {shown} {_bytes(int(change['bytesApplied']))}"
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000:
+            return f"{count}{unit}"
+        count //= 1000
+    return f"{count}TB"
 
 
 def _short_version(version: str | None) -> str:

@@ -16,9 +16,11 @@ from deltaroll.api.agent_state import parse_agent_state
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
+    POD_LAST_CHANGE,
     POD_VERSION,
     WEIGHTS_READY_CONDITION,
 )
+from deltaroll.api.weight_change import WeightChange, parse_weight_change
 from deltaroll_demo.manifests import API_VERSION, APP, DEPLOYMENT, GROUP, NAMESPACE
 
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"  # host ports the sandbox's kubelet gave the pod
@@ -37,6 +39,7 @@ class Pod:
     ready: bool
     weights_ready: bool
     ports: dict[str, int]
+    last_change: WeightChange | None = None  # the agent's report of its last version change
 
     @classmethod
     def of(cls, body: Any) -> Pod:
@@ -52,6 +55,7 @@ class Pod:
             ready=conditions.get("Ready") == "True",
             weights_ready=conditions.get(WEIGHTS_READY_CONDITION) == "True",
             ports=json.loads(annotations.get(PORTS_ANNOTATION, "{}")),
+            last_change=parse_weight_change(annotations.get(POD_LAST_CHANGE)),
         )
 
 

@@ -1,6 +1,7 @@
 """The end of the demo: check each fact of the story against what the cluster and the store say,
-print the numbers (bytes shipped per pod per version against the full checkpoint, time per step)
-and where to look around, and build the final JSON line."""
+print the numbers (bytes shipped per pod per version against the full checkpoint, each pod's
+engine pause per version, time per step) and where to look around, and build the final JSON
+line."""
 
 from __future__ import annotations
 
@@ -42,6 +43,24 @@ def bytes_per_pod_per_version(record: Record) -> dict[str, dict[str, int]]:
     return table
 
 
+def pause_per_pod_per_version(record: Record) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each pod's last version change after each step, as its agent reported it: the pause,
+    how (in-memory or a reload from disk) and the bytes written into the engine's memory."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for label in LABELS:
+        for pod in record.pods_after.get(label) or []:
+            change = pod.last_change
+            if change is None:
+                continue
+            table.setdefault(pod.name, {})[label] = {
+                "version": _name(record, change.version),
+                "method": change.method,
+                "pause_s": change.pause_s,
+                "bytes_applied": change.bytes_applied,
+            }
+    return table
+
+
 def checks(record: Record, store_uri: str, cache_dir: Any) -> dict[str, bool]:
     """Each fact of the story, read back from the API and the store."""
     from deltaroll.store import Store, StoreError
@@ -69,6 +88,7 @@ def checks(record: Record, store_uri: str, cache_dir: Any) -> dict[str, bool]:
         ),
         "v2_promoted": v2.get("phase") == "Healthy" and history[:1] == ["v2"],
         "v2_served_by_every_pod": _all_on(record, "v2", "v2"),
+        "v2_patched_in_memory": _changed_in_memory(record, "v2"),
         "v3_only_on_the_canary": max(record.wanted_counts.get("v3", {0})) == 1,
         "v3_analysis_failed": any(r.get("phase") == "Failed" for r in _analysis(record, "v3")),
         "v3_rolled_back": v3.get("phase") == "Degraded"
@@ -77,6 +97,16 @@ def checks(record: Record, store_uri: str, cache_dir: Any) -> dict[str, bool]:
         and _name(record, v3.get("stableVersion")) == "v2",
         "v2_served_by_every_pod_after_rollback": _all_on(record, "v3", "v2"),
     }
+
+
+def _changed_in_memory(record: Record, label: str) -> bool:
+    pods = record.pods_after.get(label) or []
+    return bool(pods) and all(
+        p.last_change is not None
+        and p.last_change.version == record.ids[label]
+        and p.last_change.method == "in-memory"
+        for p in pods
+    )
 
 
 def _all_on(record: Record, after: str, label: str) -> bool:
@@ -99,6 +129,7 @@ def result(
         "rolled_back": ["v3"] if facts.get("v3_rolled_back") else [],
         "final_version_per_pod": {p.name: _name(record, p.current) for p in last_pods},
         "bytes_per_pod_per_version": bytes_per_pod_per_version(record),
+        "pause_per_pod_per_version": pause_per_pod_per_version(record),
         "full_checkpoint_bytes": record.full_checkpoint_bytes,
         "delta_bytes": {k: (record.deltas.get(k) or {}).get("deltaBytes") for k in ("v2", "v3")},
         "parameters": record.parameters,
@@ -132,6 +163,9 @@ def print_summary(console: Console, outcome: dict[str, Any], kubeconfig: str, ke
             cells.append("-" if shipped is None else f"{shipped:,}\n{as_percent(shipped / full)}")
         table.add_row(pod, *cells)
     console.print(table)
+    pauses = outcome.get("pause_per_pod_per_version") or {}
+    if pauses:
+        console.print(_pause_table(pauses))
     steps = Table(title="time per step")
     steps.add_column("step")
     steps.add_column("seconds", justify="right")
@@ -152,3 +186,22 @@ def print_summary(console: Console, outcome: dict[str, Any], kubeconfig: str, ke
         f"kubectl get events --field-selector involvedObject.name={DEPLOYMENT}",
     ):
         console.print(f"  {command}", soft_wrap=True, highlight=False)
+
+
+def _pause_table(pauses: dict[str, dict[str, dict[str, Any]]]) -> Table:
+    """Each pod's engine pause per version: milliseconds and how (in memory, or a reload)."""
+    table = Table(title="engine pause per pod per version (last change after each step)")
+    table.add_column("pod", overflow="fold")
+    for label in LABELS:
+        table.add_column(label, justify="right", no_wrap=True)
+    for pod, per_version in pauses.items():
+        cells = []
+        for label in LABELS:
+            change = per_version.get(label)
+            cells.append(
+                "-"
+                if change is None
+                else f"{change['pause_s'] * 1000:,.1f} ms\n{change['method']} {change['version']}"
+            )
+        table.add_row(pod, *cells)
+    return table
