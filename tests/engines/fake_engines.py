@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from safetensors.numpy import save_file
 
-from deltaroll.api.engine_patch import SGLANG_REQUEST_ENV, VLLM_METHOD
+from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, VLLM_METHOD, VLLM_PROBE
 
 NO_BODY = object()  # a request sent without a body (distinct from JSON null)
 
@@ -226,7 +226,12 @@ class FakeSGLang(FakeEngine):
         if route == ("POST", "/update_weights_from_disk"):
             return self._update(seen.body)
         if route == ("GET", "/server_info"):
-            return 200, {"tp_size": 1, "pp_size": 1, "model_path": self.model_path}
+            return 200, {
+                "tp_size": 1,
+                "pp_size": 1,
+                "model_path": self.model_path,
+                "custom_weight_loader": list(self.custom_weight_loader),
+            }
         if route == ("POST", "/update_weights_from_tensor"):
             return self._update_from_tensor(seen.body)
         if route == ("POST", "/update_weight_version"):
@@ -471,6 +476,8 @@ class FakeVLLM(FakeEngine):
         unknown = set(seen.body) - {"method", "args", "kwargs", "timeout"}
         if unknown:
             return 422, {"detail": f"unknown fields {sorted(unknown)}"}
+        if seen.body["method"] == VLLM_PROBE and self.extension_model is not None:
+            return 200, {"results": [PROTOCOL]}
         if seen.body["method"] == VLLM_METHOD and self.extension_model is not None:
             return self._run_extension(seen.body)
         if seen.body["method"] != "reload_weights":

@@ -53,8 +53,8 @@ def test_vllm_patches_every_worker_through_collective_rpc(versions, model, tmp_p
         result = apply("vllm", fake, versions / "delta")
         paths = [seen.path for seen in fake.seen]
         assert paths == [
-            "/pause", "/collective_rpc", "/update_weight_version", "/reset_prefix_cache",
-            "/resume",
+            "/collective_rpc", "/pause", "/collective_rpc", "/update_weight_version",
+            "/reset_prefix_cache", "/resume",
         ]  # fmt: skip
         assert fake.weight_version == result.version and not fake.paused
         assert_admin_only(fake, "vllm")
@@ -62,12 +62,12 @@ def test_vllm_patches_every_worker_through_collective_rpc(versions, model, tmp_p
     assert result.changed_elements > 0 and result.bytes_applied == 2 * result.changed_elements
 
 
-def test_vllm_without_the_extension_says_how_to_start_it_and_resumes(versions, tmp_path):
+def test_vllm_without_the_extension_says_how_to_start_it_before_pausing(versions, tmp_path):
     with FakeVLLM(served_dir=str(checkpoint_dir(tmp_path / "s"))) as fake:
         with pytest.raises(LivePatchError, match="--worker-extension-cls") as caught:
             apply("vllm", fake, versions / "delta")
         assert caught.value.old_weights_kept
-        assert [seen.path for seen in fake.seen][-1] == "/resume" and not fake.paused
+        assert [seen.path for seen in fake.seen] == ["/collective_rpc"]  # no drain for nothing
         assert fake.weight_version is None
 
 
@@ -103,7 +103,9 @@ def test_sglang_without_the_loader_allowed_falls_back_with_how_to_start_it(
     with FakeSGLang(model_path="/m", model=model) as fake:
         with pytest.raises(LivePatchError, match="--custom-weight-loader"):
             apply("sglang", fake, versions / "delta")
+        assert [seen.path for seen in fake.seen] == ["/server_info"]  # nothing held or written
         assert fake.weight_version == "default"
+    assert not (tmp_path / "patch-request.json").exists()
 
 
 def test_sglang_without_the_shared_request_file_says_which_variable(versions, model, monkeypatch):

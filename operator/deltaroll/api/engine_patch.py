@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: The worker-extension method vLLM's ``/collective_rpc`` calls on every worker.
 VLLM_METHOD: Final = "deltaroll_patch_in_memory"
+#: The worker-extension method that answers :data:`PROTOCOL`, asked before anything pauses.
+VLLM_PROBE: Final = "deltaroll_patch_protocol"
+#: The version of this contract; an agent patches in memory only through an extension that
+#: answers the same number (an engine image built with another Deltaroll reloads instead).
+PROTOCOL: Final = 1
 #: The import path SGLang's ``--custom-weight-loader`` must list (and the ``load_format`` sent).
 SGLANG_LOADER: Final = "deltaroll.engines.extension.sglang_loader.patch_in_memory"
 #: Where the SGLang loader finds the pending request (a path on the shared volume).

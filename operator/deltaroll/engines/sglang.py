@@ -20,7 +20,8 @@ In memory (:meth:`SGLangEngineClient.apply_delta`): SGLang (>= 0.4.9) started wi
 ``DELTAROLL_PATCH_REQUEST`` (a file on the shared volume; the agent's container gets the same
 variable) runs that loader in every scheduler when asked to load tensors in that format::
 
-    GET  /server_info (/get_server_info before 0.5)      {"tp_size": N, "pp_size": M, ...}
+    GET  /server_info (/get_server_info before 0.5)      {"tp_size": N, "pp_size": M,
+                                                          "custom_weight_loader": [...], ...}
     write the LiveApplyRequest to $DELTAROLL_PATCH_REQUEST
     POST /update_weights_from_tensor
          {"serialized_named_tensors": [<an empty list, serialized>] * tp_size,
@@ -136,13 +137,21 @@ class SGLangEngineClient:
         return None
 
     def _parallel_sizes(self) -> tuple[int, int]:
-        """(tensor-parallel size, ranks in all) from the server's arguments."""
+        """(tensor-parallel size, ranks in all) from the server's arguments, once they show
+        that the loader is allowed (nothing is written or paused otherwise)."""
         for path in ("/server_info", "/get_server_info"):
             reply = self._http.get(path, timeout=HEALTH_TIMEOUT_S)
-            if reply.ok and isinstance(reply.body, dict):
-                tp, pp = reply.body.get("tp_size", 1), reply.body.get("pp_size", 1)
-                if isinstance(tp, int) and isinstance(pp, int) and 0 < tp * pp <= 4096:
-                    return tp, tp * pp
+            if not (reply.ok and isinstance(reply.body, dict)):
+                continue
+            if SGLANG_LOADER not in (reply.body.get("custom_weight_loader") or []):
+                raise LivePatchError(
+                    f"SGLang at {self.endpoint} does not allow the Deltaroll loader: start it "
+                    f"with --custom-weight-loader {SGLANG_LOADER} from an image with this "
+                    "Deltaroll version"
+                )
+            tp, pp = reply.body.get("tp_size", 1), reply.body.get("pp_size", 1)
+            if isinstance(tp, int) and isinstance(pp, int) and 0 < tp * pp <= 4096:
+                return tp, tp * pp
         raise LivePatchError(f"SGLang at {self.endpoint} does not say its tp_size (/server_info)")
 
     def loaded_version(self) -> str | None:

@@ -47,6 +47,7 @@ workers on the GPU; a sidecar cannot. So the workers patch themselves: started w
 (vLLM >= 0.8.3 on the V1 engine, ``/collective_rpc`` with ``VLLM_SERVER_DEV_MODE=1``), each
 worker reads the delta from the shared volume and scatters its slice::
 
+    POST /collective_rpc {"method": "deltaroll_patch_protocol"}   {"results": [1, ...]}
     POST /pause?mode=wait                                 hold new requests, drain running ones
     POST /collective_rpc {"method": "deltaroll_patch_in_memory",
                           "kwargs": {"request": "<LiveApplyRequest as JSON>"}}
@@ -57,8 +58,9 @@ worker reads the delta from the shared volume and scatters its slice::
 
 The engine core runs a ``collective_rpc`` between two steps, so reading and checking the delta
 (``prepare_s``) is inside the pause along with the scatter (``write_s``). A rank that cannot
-apply the delta (or a vLLM without the extension: ``'Worker' object has no attribute``) leaves
-every rank's weights as they were, and the agent reloads from disk as below. The reloads
+apply the delta leaves every rank's weights as they were, and the agent reloads from disk as
+below; a vLLM without the extension (``'Worker' object has no attribute``) or with another
+version of it is found by the first call, before anything pauses. The reloads
 re-read the (already patched) checkpoint from the pod's local volume: disk bandwidth, no
 network. vLLM's reload is not transactional ("weights loaded before an error may
 already have been applied"), so a failure after loading began is reported with
@@ -73,7 +75,7 @@ from typing import Any
 
 import structlog
 
-from deltaroll.api.engine_patch import VLLM_METHOD
+from deltaroll.api.engine_patch import PROTOCOL, VLLM_METHOD, VLLM_PROBE
 from deltaroll.api.weight_change import LiveApplyRequest, LiveApplyResult, ServedDigests
 from deltaroll.engines.errors import (
     EngineReloadError,
@@ -131,6 +133,7 @@ class VLLMEngineClient:
             to_version=to_version,
             reverse=reverse,
         )
+        self._check_extension()
         started = time.perf_counter()
         paused = self._http.post("/pause?mode=wait").ok
         drained = time.perf_counter()
@@ -141,10 +144,8 @@ class VLLMEngineClient:
             )
             if not rpc.ok:
                 raise LivePatchError(
-                    f"vLLM at {self.endpoint} did not run the Deltaroll extension (HTTP "
-                    f"{rpc.status}: {rpc.message()}): start it with VLLM_SERVER_DEV_MODE=1 and "
-                    "--worker-extension-cls "
-                    "deltaroll.engines.extension.vllm_worker.DeltarollWorkerExtension"
+                    f"vLLM at {self.endpoint} failed to run the Deltaroll extension (HTTP "
+                    f"{rpc.status}): {rpc.message()}"
                 )
             body = rpc.body if isinstance(rpc.body, dict) else {}
             answers = parse_answers(body.get("results"))
@@ -160,6 +161,21 @@ class VLLMEngineClient:
                 self._post_without_raising("/resume", "vllm did not resume")
         held = time.perf_counter() - started
         return combined(answers, to_version, pause_s=held, drain_s=drained - started)
+
+    def _check_extension(self) -> None:
+        """Refuse, before vLLM is paused, when its workers lack the extension or speak another
+        version of its contract."""
+        reply = self._http.post("/collective_rpc", {"method": VLLM_PROBE})
+        body = reply.body if isinstance(reply.body, dict) else {}
+        answers = body.get("results") if reply.ok else None
+        if not (isinstance(answers, list) and answers and all(a == PROTOCOL for a in answers)):
+            raise LivePatchError(
+                f"vLLM at {self.endpoint} has no Deltaroll extension speaking protocol "
+                f"{PROTOCOL} ({reply.message() if not reply.ok else answers}): start it with "
+                "VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls "
+                "deltaroll.engines.extension.vllm_worker.DeltarollWorkerExtension from an image "
+                "with this Deltaroll version"
+            )
 
     def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
         """vLLM's workers hold slices of fused tensors; hashing the checkpoint's tensors would

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deltaroll.api.engine_patch import PROTOCOL
 from deltaroll.api.weight_change import LiveApplyRequest
 from deltaroll.engines.extension.ranked_patch import patch_on_rank
 
@@ -21,6 +22,10 @@ class DeltarollWorkerExtension:
     deltaroll.engines.extension.vllm_worker.DeltarollWorkerExtension``."""
 
     model_runner: Any  # set by vLLM's Worker, which this class is mixed into
+
+    def deltaroll_patch_protocol(self) -> int:
+        """The contract this extension speaks (the agent asks before it pauses vLLM)."""
+        return PROTOCOL
 
     def deltaroll_patch_in_memory(self, request: str) -> dict[str, Any]:
         """Apply the delta ``request`` (a :class:`LiveApplyRequest` as JSON) on this rank."""
