@@ -332,15 +332,63 @@ def _sglang_snippet() -> dict[str, Any]:
     return deployment
 
 
+def _in_memory_snippet(marker: str, kind: str) -> dict[str, Any]:
+    """The vLLM Deployment with the engine container of an in-memory snippet (the proxy kept)
+    and the agent's env additions."""
+    deployment = _sglang_snippet() if kind == "sglang" else _readme_snippet()
+    pod = deployment["spec"]["template"]["spec"]
+    block = _readme_block(marker)
+    (engine,) = block["containers"]
+    pod["containers"] = [engine, *(c for c in pod["containers"] if c["name"] != kind)]
+    (agent,) = pod["initContainers"]
+    agent["env"] = agent["env"] + block.get("agentEnv", [])
+    return deployment
+
+
+def _vllm_in_memory() -> dict[str, Any]:
+    return _in_memory_snippet("vllm-inmemory-engine-snippet", "vllm")
+
+
+def _sglang_in_memory() -> dict[str, Any]:
+    return _in_memory_snippet("sglang-inmemory-engine-snippet", "sglang")
+
+
 def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
     (found,) = [c for c in pod["containers"] if c["name"] == name]
     return found
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("snippet", [_readme_snippet, _sglang_snippet])
+@pytest.mark.parametrize(
+    "snippet", [_readme_snippet, _sglang_snippet, _vllm_in_memory, _sglang_in_memory]
+)
 def test_readme_agent_snippet_is_a_valid_deployment(snippet, version: str) -> None:
     kubernetes_validate.validate(snippet(), version, strict=True)
+
+
+def test_readme_in_memory_snippets_load_the_extension_the_adapters_call() -> None:
+    """The engine flags name the extension's real entry points, and SGLang's engine and agent
+    share the request file the adapter and the loader meet at."""
+    import importlib
+
+    from deltaroll.api.engine_patch import SGLANG_LOADER, SGLANG_REQUEST_ENV, VLLM_METHOD
+
+    vllm = _container(_vllm_in_memory()["spec"]["template"]["spec"], "vllm")
+    (flag,) = [a for a in vllm["args"] if a.startswith("--worker-extension-cls=")]
+    module, _, name = flag.partition("=")[2].rpartition(".")
+    assert hasattr(getattr(importlib.import_module(module), name), VLLM_METHOD)
+    assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in vllm["env"]
+
+    pod = _sglang_in_memory()["spec"]["template"]["spec"]
+    sglang = _container(pod, "sglang")
+    assert f"--custom-weight-loader={SGLANG_LOADER}" in sglang["args"]
+    module, _, name = SGLANG_LOADER.rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+    (agent,) = pod["initContainers"]
+    shared = [
+        e["value"] for c in (sglang, agent) for e in c["env"] if e["name"] == SGLANG_REQUEST_ENV
+    ]
+    assert len(shared) == 2 and shared[0] == shared[1] and shared[0].startswith("/models/")
 
 
 def test_readme_agent_snippet_wires_the_agent() -> None:

@@ -12,8 +12,10 @@ until a test releases it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import pickle
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from safetensors.numpy import save_file
+
+from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, VLLM_METHOD, VLLM_PROBE
 
 NO_BODY = object()  # a request sent without a body (distinct from JSON null)
 
@@ -194,6 +198,10 @@ class FakeSGLang(FakeEngine):
     model_path: str
     weight_version: str = "default"
     legacy_model_info: bool = False  # SGLang < 0.5 only had /get_model_info
+    #: ``--custom-weight-loader``; with ``model`` (a stand-in of the scheduler's model, one
+    #: rank) the loader runs in this process as SGLang's scheduler would run it.
+    custom_weight_loader: tuple[str, ...] = ()
+    model: Any = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -201,7 +209,9 @@ class FakeSGLang(FakeEngine):
     def served_routes(self) -> set[tuple[str, str]]:
         info_path = "/get_model_info" if self.legacy_model_info else "/model_info"
         return {("GET", "/health"), ("GET", "/v1/models"), ("GET", info_path),
-                ("POST", "/update_weights_from_disk")}  # fmt: skip
+                ("POST", "/update_weights_from_disk"), ("GET", "/server_info"),
+                ("POST", "/update_weights_from_tensor"),
+                ("POST", "/update_weight_version")}  # fmt: skip
 
     def answer(self, seen: Seen) -> Answer:
         route = (seen.method, seen.path)
@@ -215,7 +225,46 @@ class FakeSGLang(FakeEngine):
             return 200, {"model_path": self.model_path, "weight_version": self.weight_version}
         if route == ("POST", "/update_weights_from_disk"):
             return self._update(seen.body)
+        if route == ("GET", "/server_info"):
+            return 200, {
+                "tp_size": 1,
+                "pp_size": 1,
+                "model_path": self.model_path,
+                "custom_weight_loader": list(self.custom_weight_loader),
+            }
+        if route == ("POST", "/update_weights_from_tensor"):
+            return self._update_from_tensor(seen.body)
+        if route == ("POST", "/update_weight_version"):
+            if not isinstance(seen.body, dict) or not isinstance(seen.body.get("new_version"), str):
+                return 422, {"detail": "new_version: Field required"}
+            self.weight_version = seen.body["new_version"]
+            return 200, {"success": True, "message": "Weight version updated"}
         return not_found()
+
+    def _update_from_tensor(self, body: Any) -> Answer:
+        """``UpdateWeightsFromTensorReqInput``; SGLang answers success once the loader returns
+        (``ModelRunner.update_weights_from_tensor``)."""
+        if not isinstance(body, dict) or not isinstance(body.get("serialized_named_tensors"), list):
+            return 422, {"detail": "serialized_named_tensors: Field required"}
+        unknown = set(body) - SGLANG_TENSOR_FIELDS
+        if unknown:
+            return 422, {"detail": f"unknown fields {sorted(unknown)}"}
+        tensors = [
+            pickle.loads(base64.b64decode(item)) for item in body["serialized_named_tensors"]
+        ]  # what MultiprocessingSerializer.deserialize does with each rank's string
+        load_format = body.get("load_format")
+        if load_format not in self.custom_weight_loader:
+            message = f"Unknown load_format={load_format}"
+            return 400, {"success": False, "message": message}
+        from deltaroll.engines.extension import sglang_loader
+
+        module, _, name = load_format.rpartition(".")
+        assert module == sglang_loader.__name__
+        getattr(sglang_loader, name)  # dynamic_import
+        request = Path(os.environ[SGLANG_REQUEST_ENV])
+        sglang_loader.patch_in_memory_on(self.model, request, rank=0, reduce_max=None)
+        assert tensors == [[]]
+        return 200, {"success": True, "message": "Success"}
 
     def _update(self, body: Any) -> Answer:
         if not isinstance(body, dict) or not isinstance(body.get("model_path"), str):
@@ -232,6 +281,12 @@ class FakeSGLang(FakeEngine):
             self.weight_version = body["weight_version"]
         message = "Succeeded to update model weights."
         return 200, {"success": True, "message": message, "num_paused_requests": 0}
+
+
+SGLANG_TENSOR_FIELDS = {
+    "serialized_named_tensors", "load_format", "flush_cache", "abort_all_requests",
+    "weight_version",
+}  # fmt: skip
 
 
 def vllm_error(status: int, message: str) -> Answer:
@@ -265,6 +320,9 @@ class FakeVLLM(FakeEngine):
     staged_path: str | None = None
     rpc_reloads: int = 0
     prefix_cache_resets: int = 0
+    #: With ``--worker-extension-cls``: a stand-in of the worker's model (one rank), patched in
+    #: this process as vLLM's worker would run the extension's method.
+    extension_model: Any = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -418,6 +476,10 @@ class FakeVLLM(FakeEngine):
         unknown = set(seen.body) - {"method", "args", "kwargs", "timeout"}
         if unknown:
             return 422, {"detail": f"unknown fields {sorted(unknown)}"}
+        if seen.body["method"] == VLLM_PROBE and self.extension_model is not None:
+            return 200, {"results": [PROTOCOL]}
+        if seen.body["method"] == VLLM_METHOD and self.extension_model is not None:
+            return self._run_extension(seen.body)
         if seen.body["method"] != "reload_weights":
             return vllm_error(500, f"'Worker' object has no attribute {seen.body['method']!r}")
         problem = loadable(self.served_dir)
@@ -426,3 +488,17 @@ class FakeVLLM(FakeEngine):
         self.rpc_reloads += 1
         self.model_path = self.served_dir
         return 200, {"results": [None]}
+
+    def _run_extension(self, body: dict[str, Any]) -> Answer:
+        kwargs = body.get("kwargs", {})
+        if not all(isinstance(value, str) for value in kwargs.values()):
+            return 400, {"detail": "only serialized string args/kwargs are passed"}
+        from deltaroll.engines.extension.vllm_worker import DeltarollWorkerExtension
+
+        assert hasattr(DeltarollWorkerExtension, body["method"])
+        from deltaroll.api.weight_change import LiveApplyRequest
+        from deltaroll.engines.extension.ranked_patch import patch_on_rank
+
+        request = LiveApplyRequest.model_validate_json(kwargs["request"])
+        result = patch_on_rank(self.extension_model, request, rank=0, reduce_max=None)
+        return 200, {"results": [result.model_dump()]}

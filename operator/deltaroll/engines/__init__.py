@@ -11,11 +11,13 @@ The agent uses one protocol, :class:`EngineClient`, whatever runs next to it::
 Modules: ``client`` (the protocol and factory), ``sglang`` and ``vllm`` (the adapters, with the
 engines' request shapes in their docstrings), ``reference`` (the server the sandbox and tests run,
 and its client), ``weights_identity`` (digests and version id of in-memory tensors; it takes
-whatever torch the process already has, so code that runs in an inference engine's own process,
-like the engine extension to come, installs with ``deltaroll[engine-extension]`` and no torch
-requirement of its own), ``live_patch`` (scatters a verified delta into an engine's live
-tensors in memory, checked against its change digests, undone if a write fails; shared by the
-reference engine and the engine extensions),
+whatever torch the process already has, so code that runs in an inference engine's own process
+installs with ``deltaroll[engine-extension]`` and no torch requirement of its own),
+``live_patch`` (scatters a verified delta into an engine's live tensors in memory, checked
+against its change digests, undone if a write fails; shared by the reference engine and the
+engine extension), ``extension`` (what runs inside vLLM's workers and SGLang's schedulers:
+placing checkpoint tensors in fused, sharded parameters and patching every rank in step),
+``rank_answers`` (the vLLM and SGLang adapters' one answer from their ranks' answers),
 ``transport`` (JSON over HTTP), ``errors``, and what serves an inference pod's port in front of
 vLLM or SGLang bound to loopback: ``inference_routes`` (the routes a client may reach) and
 ``proxy`` (``deltaroll engine proxy``).

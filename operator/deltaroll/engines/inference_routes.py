@@ -47,6 +47,7 @@ ADMIN_PATHS: Final = frozenset(
         "/pause", "/resume", "/is_paused", "/sleep", "/wake_up", "/collective_rpc",
         "/init_weight_transfer_engine", "/start_weight_update", "/update_weights",
         "/finish_weight_update", "/update_weight_version", "/weight_info", "/server_info",
+        "/get_server_info", "/get_weight_version", "/pause_generation", "/continue_generation",
         "/reset_prefix_cache", "/reset_mm_cache", "/scale_elastic_ep", "/update_weights_from_disk",
         "/update_weights_from_tensor", "/update_weights_from_distributed",
         "/init_weights_update_group", "/destroy_weights_update_group", "/release_memory_occupation",

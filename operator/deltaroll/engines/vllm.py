@@ -40,23 +40,49 @@ directory vLLM was launched on; it therefore refuses a ``model_path`` other than
 the version with ``POST /update_weight_version {"new_version": ...}``, which the disk path sets at
 finish, so ``GET /weight_info`` reports the ``weight_version`` we committed on both paths.
 
-Sparse in place: vLLM applies sparse, flat-index patches in place only through its
-``sparse_nccl`` backend, which needs the sender to join an NCCL process group with the vLLM
-workers on the GPU; it cannot be driven over HTTP from a sidecar, so this adapter does not use
-it. Both paths here re-read the (already patched) checkpoint from the pod's local volume: disk
-bandwidth, no network. vLLM's reload is not transactional ("weights loaded before an error may
+In memory (:meth:`VLLMEngineClient.apply_delta`): vLLM applies sparse, flat-index patches in
+place only through its ``sparse_nccl`` backend, whose sender must join an NCCL group with the
+workers on the GPU; a sidecar cannot. So the workers patch themselves: started with
+``--worker-extension-cls deltaroll.engines.extension.vllm_worker.DeltarollWorkerExtension``
+(vLLM >= 0.8.3 on the V1 engine, ``/collective_rpc`` with ``VLLM_SERVER_DEV_MODE=1``), each
+worker reads the delta from the shared volume and scatters its slice::
+
+    POST /collective_rpc {"method": "deltaroll_patch_protocol"}   {"results": [1, ...]}
+    POST /pause?mode=wait                                 hold new requests, drain running ones
+    POST /collective_rpc {"method": "deltaroll_patch_in_memory",
+                          "kwargs": {"request": "<LiveApplyRequest as JSON>"}}
+    200  {"results": [<PatchResult of rank 0>, ...]}      (vLLM passes only strings as kwargs)
+    POST /update_weight_version {"new_version": ...}      once every rank applied it
+    POST /reset_prefix_cache?reset_running_requests=true
+    POST /resume                                          always
+
+The engine core runs a ``collective_rpc`` between two steps, so reading and checking the delta
+(``prepare_s``) is inside the pause along with the scatter (``write_s``). A rank that cannot
+apply the delta leaves every rank's weights as they were, and the agent reloads from disk as
+below; a vLLM without the extension (``'Worker' object has no attribute``) or with another
+version of it is found by the first call, before anything pauses. The reloads
+re-read the (already patched) checkpoint from the pod's local volume: disk bandwidth, no
+network. vLLM's reload is not transactional ("weights loaded before an error may
 already have been applied"), so a failure after loading began is reported with
 ``old_weights_kept=False``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from deltaroll.engines.errors import EngineReloadError, EngineUnreachableError
+from deltaroll.api.engine_patch import PROTOCOL, VLLM_METHOD, VLLM_PROBE
+from deltaroll.api.weight_change import LiveApplyRequest, LiveApplyResult, ServedDigests
+from deltaroll.engines.errors import (
+    EngineReloadError,
+    EngineUnreachableError,
+    LivePatchError,
+)
+from deltaroll.engines.rank_answers import combined, parse_answers
 from deltaroll.engines.transport import HEALTH_TIMEOUT_S, EngineHttp, HttpReply
 
 log = structlog.get_logger(__name__)
@@ -95,6 +121,66 @@ class VLLMEngineClient:
         finally:
             if paused:
                 self._post_without_raising("/resume", "vllm did not resume")
+
+    def apply_delta(
+        self, delta_dir: Path, *, from_version: str, to_version: str, reverse: bool = False
+    ) -> LiveApplyResult:
+        """Every worker scatters the delta into its parameters (see the module docstring);
+        LivePatchError or LayoutChangeError when it did not, the old weights served."""
+        request = LiveApplyRequest(
+            delta_path=str(Path(delta_dir).resolve()),
+            from_version=from_version,
+            to_version=to_version,
+            reverse=reverse,
+        )
+        self._check_extension()
+        started = time.perf_counter()
+        paused = self._http.post("/pause?mode=wait").ok
+        drained = time.perf_counter()
+        try:
+            rpc = self._http.post(
+                "/collective_rpc",
+                {"method": VLLM_METHOD, "kwargs": {"request": request.model_dump_json()}},
+            )
+            if not rpc.ok:
+                raise LivePatchError(
+                    f"vLLM at {self.endpoint} failed to run the Deltaroll extension (HTTP "
+                    f"{rpc.status}): {rpc.message()}"
+                )
+            body = rpc.body if isinstance(rpc.body, dict) else {}
+            answers = parse_answers(body.get("results"))
+            if all(a.outcome == "applied" for a in answers):
+                self._expect(
+                    self._http.post("/update_weight_version", {"new_version": to_version}),
+                    request.delta_path,
+                    old_weights_kept=False,
+                )
+                self._http.post("/reset_prefix_cache?reset_running_requests=true")
+        finally:
+            if paused:
+                self._post_without_raising("/resume", "vllm did not resume")
+        held = time.perf_counter() - started
+        return combined(answers, to_version, pause_s=held, drain_s=drained - started)
+
+    def _check_extension(self) -> None:
+        """Refuse, before vLLM is paused, when its workers lack the extension or speak another
+        version of its contract."""
+        reply = self._http.post("/collective_rpc", {"method": VLLM_PROBE})
+        body = reply.body if isinstance(reply.body, dict) else {}
+        answers = body.get("results") if reply.ok else None
+        if not (isinstance(answers, list) and answers and all(a == PROTOCOL for a in answers)):
+            raise LivePatchError(
+                f"vLLM at {self.endpoint} has no Deltaroll extension speaking protocol "
+                f"{PROTOCOL} ({reply.message() if not reply.ok else answers}): start it with "
+                "VLLM_SERVER_DEV_MODE=1 and --worker-extension-cls "
+                "deltaroll.engines.extension.vllm_worker.DeltarollWorkerExtension from an image "
+                "with this Deltaroll version"
+            )
+
+    def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
+        """vLLM's workers hold slices of fused tensors; hashing the checkpoint's tensors would
+        gather whole tensors across ranks, which the extension does not offer (None)."""
+        return None
 
     def _post_without_raising(self, path: str, failure: str) -> None:
         """POST ``path``, logging a failure instead of raising it, so it cannot hide why a

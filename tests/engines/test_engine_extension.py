@@ -1,0 +1,139 @@
+"""The engine extension against stand-ins of vLLM's parallel layers: two ranks in a gloo group
+patch fused, sharded parameters in memory to exactly what a fresh load of the target gives, or
+all stay on the old weights; what cannot be patched falls back with its reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deltaroll.engines.extension.placement import Placement, narrowed
+from deltaroll.engines.extension.ranked_patch import patch_on_rank
+from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
+from engines.ranks import SHAPE, loaded, parallel, run_ranks
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("shape", "dim", "start", "length"),
+    [
+        ((6, 5), 0, 2, 3),
+        ((6, 5), 1, 1, 2),
+        ((4, 3, 5), 1, 1, 1),
+        ((7,), 0, 3, 4),
+        ((6, 5), None, 0, 0),
+    ],
+)
+def test_placement_translates_positions_like_narrowing(shape, dim, start, length) -> None:
+    full = np.arange(int(np.prod(shape))).reshape(shape)
+    placement = Placement("p", shape, dim, start, length)
+    region = full if dim is None else np.take(full, range(start, start + length), axis=dim)
+    positions = np.arange(full.size, dtype=np.int64)[::2]
+    held, local = placement.local_positions(positions)
+    assert list(region.reshape(-1)[local]) == list(positions[held])
+    assert held.sum() == np.isin(positions, region).sum()
+
+
+def test_a_slice_along_two_dimensions_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a slice"):
+        narrowed("w", (8, 8), (4, 4), 1)
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Base and target checkpoints (about 2 % of elements changed, one tensor dense) and the
+    delta between them."""
+    base = checkpoint_tensors(SHAPE, seed=1)
+    return write_versions(tmp_path_factory.mktemp("versions"), base, fine_tuned(base, 0.02, 2))
+
+
+def work_dir(versions: Path, tmp_path: Path) -> Path:
+    for side in ("base", "target"):
+        (tmp_path / side).symlink_to(versions / side)
+    return tmp_path
+
+
+@pytest.mark.parametrize("mode", ["tp", "pp"])
+def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
+    versions: Path, tmp_path: Path, mode: str
+) -> None:
+    reports = run_ranks(
+        work_dir(versions, tmp_path), mode, "apply", live_request(versions / "delta")
+    )
+    for report in reports:
+        assert report["result"]["outcome"] == "applied", report["result"]
+        assert report["differs_from_target"] == []
+        assert report["differs_from_before"], "the patch changed nothing"
+        assert 0 < report["result"]["bytes_applied"] < 2 * report["result"]["changed_elements"]
+    if mode == "tp":  # every rank holds a slice of every layer's fused parameters
+        assert reports[0]["parameters"] == reports[1]["parameters"]
+    else:  # the stages hold different layers
+        assert reports[0]["parameters"] != reports[1]["parameters"]
+
+
+@pytest.mark.parametrize("scenario", ["corrupt", "write-fails"])
+def test_a_failure_on_one_rank_leaves_every_rank_on_the_old_weights(
+    versions: Path, tmp_path: Path, scenario: str
+) -> None:
+    reports = run_ranks(
+        work_dir(versions, tmp_path), "tp", scenario, live_request(versions / "delta")
+    )
+    for report in reports:
+        assert report["result"]["outcome"] == "failed"
+        assert report["differs_from_before"] == []
+        assert report["differs_from_target"], "the test's delta changes nothing"
+    reasons = [r["result"]["reason"] for r in reports]
+    if scenario == "corrupt":  # every rank checks the exchanged values, so every rank says why
+        assert all("does not serve the delta's base" in reason for reason in reasons)
+    else:
+        assert "illegal memory access" in reasons[1]
+        assert "another rank" in reasons[0]
+
+
+def test_quantized_serving_falls_back_with_the_reason(versions: Path) -> None:
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    layer = model.model.layers[0].mlp.down_proj
+    layer.weight = torch.nn.Parameter(layer.weight.data.to(torch.float8_e4m3fn), False)
+    result = patch_on_rank(model, live_request(versions / "delta"), rank=0, reduce_max=None)
+    assert result.outcome == "fallback"
+    assert "quantized serving" in result.reason and "down_proj" in result.reason
+
+
+def test_moe_experts_fall_back_with_the_reason(versions: Path, tmp_path: Path) -> None:
+    base = checkpoint_tensors(SHAPE, seed=1)
+    base["model.layers.0.mlp.experts.0.up_proj.weight"] = torch.ones(4, 4, dtype=torch.bfloat16)
+    target = dict(
+        base,
+        **{"model.layers.0.mlp.experts.0.up_proj.weight": torch.zeros(4, 4, dtype=torch.bfloat16)},
+    )
+    write_versions(tmp_path, base, target)
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    result = patch_on_rank(model, live_request(tmp_path / "delta"), rank=0, reduce_max=None)
+    assert result.outcome == "fallback"
+    assert "MoE expert" in result.reason
+
+
+def test_a_layout_change_falls_back_and_changes_nothing(versions: Path, tmp_path: Path) -> None:
+    base = checkpoint_tensors(SHAPE, seed=1)
+    target = dict(
+        fine_tuned(base, 0.02, seed=2), **{"extra.weight": torch.ones(3, dtype=torch.bfloat16)}
+    )
+    write_versions(tmp_path, base, target)
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = patch_on_rank(model, live_request(tmp_path / "delta"), rank=0, reduce_max=None)
+    assert result.outcome == "fallback"
+    assert "adds, removes or reshapes" in result.reason and "extra.weight" in result.reason
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_delta_for_other_versions_is_refused(versions: Path) -> None:
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    other = "0" * 32
+    request = live_request(versions / "delta").model_copy(update={"from_version": other})
+    result = patch_on_rank(model, request, rank=0, reduce_max=None)
+    assert result.outcome == "failed" and other in result.reason
