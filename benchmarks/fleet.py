@@ -14,7 +14,7 @@ egress for the whole fleet). Two ways to make that link, the first that works:
 
 The fleet is ``rollout.py``'s: the real operator rolls a ModelDeployment on a Deployment of
 ``--pods`` agent-only pods (each its own agent process, weights volume and cache) reloading one
-shared reference engine. The model is a Llama of about 26M parameters (52 MB in bf16) trained
+shared reference engine. The model is a Llama of 23.9M parameters (47.7 MB in bf16) trained
 for real (v1, then AdamW steps at a fine-tuning learning rate for v2 and v3). Modes, each a fresh
 fleet brought up on v1, then measured on v2 -> v3:
 
