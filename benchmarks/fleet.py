@@ -14,7 +14,7 @@ egress for the whole fleet). Two ways to make that link, the first that works:
 
 The fleet is ``rollout.py``'s: the real operator rolls a ModelDeployment on a Deployment of
 ``--pods`` agent-only pods (each its own agent process, weights volume and cache) reloading one
-shared reference engine. The model is a Llama of about 26M parameters (52 MB in bf16) trained
+shared reference engine. The model is a Llama of 23.9M parameters (47.7 MB in bf16) trained
 for real (v1, then AdamW steps at a fine-tuning learning rate for v2 and v3). Modes, each a fresh
 fleet brought up on v1, then measured on v2 -> v3:
 
@@ -54,7 +54,7 @@ import yaml
 from deltaroll.agent.throttle import TokenBucket
 from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT, agent_access_objects
 from deltaroll.api.agent_state import AgentState, parse_agent_state
-from deltaroll.api.annotations import POD_AGENT_STATE, POD_VERSION
+from deltaroll.api.annotations import POD_AGENT_STATE, POD_CURRENT_VERSION, POD_VERSION
 from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
 from deltaroll.store import Store
 from deltaroll_demo.model import train
@@ -85,7 +85,6 @@ CREDENTIALS = {
 }
 MODES = ("full", "delta", "delta_peers")
 SECRET = "bucket-credentials"
-PAST_PULLING = {AgentState.APPLYING, AgentState.RELOADING, AgentState.READY}
 
 
 # ------------------------------------------------------------------ the bucket link
@@ -279,13 +278,16 @@ def agent_counter(pods: Fleet, name: str) -> int:
     return int(total)
 
 
-def past_pulling(pods: Fleet, version_id: str) -> set[str]:
-    """The pods whose agent holds the objects of ``version_id`` (past Pulling towards it)."""
+def past_pulling(pods: Fleet, wanted: str, version_id: str) -> set[str]:
+    """The pods whose agent holds the objects of ``wanted`` (the name the operator writes):
+    applying or reloading it, or Ready on it (a Ready on the old version is not yet pulling)."""
     done = set()
     for pod in pods.core.list_namespaced_pod(NAMESPACE, label_selector=f"app={pods.name}").items:
         annotations = pod.metadata.annotations or {}
         state, _ = parse_agent_state(annotations.get(POD_AGENT_STATE))
-        if annotations.get(POD_VERSION) == version_id and state in PAST_PULLING:
+        current = annotations.get(POD_CURRENT_VERSION)
+        working = state in (AgentState.APPLYING, AgentState.RELOADING)
+        if annotations.get(POD_VERSION) == wanted and (working or current == version_id):
             done.add(pod.metadata.name)
     return done
 
@@ -311,7 +313,7 @@ def measure(
     pods.set_version("v3")
     transfer_s = None
     while transfer_s is None:
-        if len(past_pulling(pods, ids["v3"])) == n:
+        if len(past_pulling(pods, "v3", ids["v3"])) == n:
             transfer_s = time.perf_counter() - started
         else:
             time.sleep(0.05)
