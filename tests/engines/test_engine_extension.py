@@ -4,12 +4,16 @@ all stay on the old weights; what cannot be patched falls back with its reason."
 
 from __future__ import annotations
 
+import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, PatchResult
 from deltaroll.engines.extension.placement import Placement, narrowed
 from deltaroll.engines.extension.ranked_patch import patch_on_rank
 from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
@@ -137,3 +141,55 @@ def test_a_delta_for_other_versions_is_refused(versions: Path) -> None:
     request = live_request(versions / "delta").model_copy(update={"from_version": other})
     result = patch_on_rank(model, request, rank=0, reduce_max=None)
     assert result.outcome == "failed" and other in result.reason
+
+
+class _WorldGroup:
+    """What ``get_world_group()`` gives in vLLM and SGLang (``GroupCoordinator``), one rank."""
+
+    world_size, rank, cpu_group = 1, 0, None
+
+
+def _engine_module(monkeypatch, name: str) -> None:
+    import types
+
+    parts = name.split(".")
+    for end in range(1, len(parts) + 1):
+        monkeypatch.setitem(sys.modules, ".".join(parts[:end]), types.ModuleType(parts[end - 1]))
+    sys.modules[name].get_world_group = _WorldGroup  # type: ignore[attr-defined]
+
+
+def test_the_vllm_worker_extension_patches_its_runners_model(versions, monkeypatch) -> None:
+    from deltaroll.engines.extension.vllm_worker import DeltarollWorkerExtension
+
+    _engine_module(monkeypatch, "vllm.distributed")
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+
+    class Worker(DeltarollWorkerExtension):  # what --worker-extension-cls makes of vLLM's Worker
+        model_runner = types.SimpleNamespace(get_model=lambda: model)
+
+    worker = Worker()
+    assert worker.deltaroll_patch_protocol() == PROTOCOL
+    answer = worker.deltaroll_patch_in_memory(live_request(versions / "delta").model_dump_json())
+    assert PatchResult.model_validate(answer).outcome == "applied"
+    assert json.dumps(answer)  # /collective_rpc returns it as JSON
+
+
+def test_the_sglang_loader_answers_beside_the_request(versions, monkeypatch, tmp_path) -> None:
+    from deltaroll.engines.extension.sglang_loader import patch_in_memory
+
+    _engine_module(monkeypatch, "sglang.srt.distributed")
+    request = tmp_path / "patch-request.json"
+    request.write_text(live_request(versions / "delta").model_dump_json())
+    monkeypatch.setenv(SGLANG_REQUEST_ENV, str(request))
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    patch_in_memory(model, [])  # as ModelRunner.update_weights_from_tensor calls it
+    answer = PatchResult.model_validate_json(
+        (tmp_path / "patch-request.json.rank0.json").read_text()
+    )
+    assert answer.outcome == "applied" and answer.changed_elements > 0
+    request.write_text("{not json")
+    patch_in_memory(model, [])  # never raises: SGLang's scheduler would stop
+    answer = PatchResult.model_validate_json(
+        (tmp_path / "patch-request.json.rank0.json").read_text()
+    )
+    assert answer.outcome == "failed" and "patch-request.json" in answer.reason

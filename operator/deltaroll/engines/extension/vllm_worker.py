@@ -2,7 +2,8 @@
 
 vLLM (>= 0.8.3 for ``--worker-extension-cls`` on the V1 engine; the ``/collective_rpc`` dev route
 with ``VLLM_SERVER_DEV_MODE=1``, which passes only strings as ``kwargs``) mixes the class into
-every ``Worker``; ``self.model_runner.model`` is the rank's model and ``get_world_group()``
+every ``Worker``; ``self.model_runner.get_model()`` is the rank's model (unwrapped from a CUDA
+graph wrapper, where there is one) and ``get_world_group()``
 spans every tensor- and pipeline-parallel rank, whose ``cpu_group`` (gloo) carries the
 exchange of changed values. Each worker returns its :class:`PatchResult` as a dict, which the
 route puts in ``{"results": [...]}``.
@@ -38,6 +39,7 @@ class DeltarollWorkerExtension:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group.cpu_group)
 
         parsed = LiveApplyRequest.model_validate_json(request)
-        model = self.model_runner.model
+        runner = self.model_runner
+        model = runner.get_model() if hasattr(runner, "get_model") else runner.model
         world = reduce_max if group.world_size > 1 else None
         return patch_on_rank(model, parsed, rank=group.rank, reduce_max=world).model_dump()
