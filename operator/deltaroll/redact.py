@@ -7,8 +7,11 @@ It removes:
 - credential values: those in the environment and those handed to a store explicitly (the
   operator opens stores with a Secret's values), so a library that echoes a header or a config
   value cannot leak one;
-- the process's own endpoints (``AWS_ENDPOINT_URL``, ``HF_ENDPOINT``, ``AWS_METADATA_ENDPOINT``
-  of its environment): where the operator's identity reaches is none of a tenant's business;
+- in the operator and its worker Jobs (:func:`hide_environment_endpoints`), the process's own
+  endpoints (``AWS_ENDPOINT_URL``, ``HF_ENDPOINT``, ``AWS_METADATA_ENDPOINT`` of its
+  environment): where the operator's identity reaches is none of a tenant's business. An agent
+  or a CLI keeps them: its environment is its user's own, and an error that names the endpoint
+  it failed to reach is the actionable one;
 - query strings and user parts of URLs (presigned URLs carry their signature in the query);
 - link-local addresses (cloud instance metadata, 169.254.0.0/16 and fd00:ec2::254).
 
@@ -43,6 +46,14 @@ _URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^\s/@'\"]*@", re.IGNORECASE)
 _LINK_LOCAL = re.compile(r"\b169\.254\.\d{1,3}\.\d{1,3}\b|\bfd00:ec2::254\b", re.IGNORECASE)
 _explicit: set[str] = set()
 _explicit_lock = threading.Lock()
+_hidden_endpoint_vars: tuple[str, ...] = ()
+
+
+def hide_environment_endpoints() -> None:
+    """Scrub this process's own endpoints (:data:`ENDPOINT_ENV_VARS`) from now on: called by
+    the processes whose environment is the operator's, not their reader's."""
+    global _hidden_endpoint_vars
+    _hidden_endpoint_vars = ENDPOINT_ENV_VARS
 
 
 def remember_secrets(credentials: Mapping[str, str]) -> None:
@@ -56,12 +67,12 @@ def remember_secrets(credentials: Mapping[str, str]) -> None:
 
 
 def scrub(text: str) -> str:
-    """``text`` without credentials, own endpoints, URL queries and user parts, link-local
+    """``text`` without credentials, hidden endpoints, URL queries and user parts, link-local
     addresses."""
     with _explicit_lock:
         secrets = set(_explicit)
     secrets.update(os.environ.get(var) or "" for var in SECRET_ENV_VARS)
-    endpoints = {(os.environ.get(var) or "").rstrip("/") for var in ENDPOINT_ENV_VARS}
+    endpoints = {(os.environ.get(var) or "").rstrip("/") for var in _hidden_endpoint_vars}
     # Longest first, so a secret containing another is replaced whole.
     for value in sorted(secrets, key=len, reverse=True):
         if len(value) >= _MIN_SECRET:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from deltaroll import redact
 from deltaroll.api import ModelDelta, ModelDeployment
 from deltaroll.api.conditions import set_condition
 from deltaroll.api.policy import Policy, allowed
@@ -127,6 +128,9 @@ def test_the_policy_fills_in_what_spec_job_leaves_unset() -> None:
 
 def test_what_a_tenant_reads_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "https://s3.internal.corp:9000")
+    monkeypatch.setattr(redact, "_hidden_endpoint_vars", ())
+    assert "s3.internal.corp" in scrub("GET https://s3.internal.corp:9000/b/k failed")  # an agent
+    redact.hide_environment_endpoints()  # what the operator and its Jobs do at start
     text = (
         "GET https://s3.internal.corp:9000/b/k failed; presigned "
         "https://b.s3.amazonaws.com/k?X-Amz-Signature=abc123&X-Amz-Credential=AKIA "

@@ -74,7 +74,9 @@ def run(
     Runs until stopped (SIGTERM/SIGINT).
     """
     from deltaroll.controllers.errors import OperatorConfigError
+    from deltaroll.redact import hide_environment_endpoints
 
+    hide_environment_endpoints()
     if all_namespaces == bool(namespaces):
         raise OperatorConfigError("pass either --all-namespaces or one or more --namespace=NS")
     if standalone and peering:

@@ -263,9 +263,11 @@ def _run(
 
     from deltaroll.api.job_result import JobReport
     from deltaroll.logs import configure_logging
+    from deltaroll.redact import hide_environment_endpoints
     from deltaroll.worker.result import termination_path, write_report
 
     configure_logging()
+    hide_environment_endpoints()  # the Job's environment is the operator's choice
     report_path = termination_path(termination_log)
     log = structlog.get_logger("deltaroll.worker").bind(command=command, store=store_uri)
     try:
