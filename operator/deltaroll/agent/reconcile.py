@@ -137,6 +137,7 @@ class Agent:
         self._changed_live: InMemorySteps | None = None
         self._reload_reason = ""
         self._out_of_service_since: float | None = None
+        self._change_recorded = False
         self.last_change: WeightChange | None = None
         self._served_check = (
             ServedCheck(engine, self.volume.weights)
@@ -264,6 +265,7 @@ class Agent:
         if self.disk_version != target:
             if self._change_started is None:
                 self._change_started = self._clock()
+                self._change_recorded = False
             self._change_to(target, signed)
         elif self.state is AgentState.READY and self._engine_check_due():
             self.engine_version = self._engine_holds(target, keep_if_unreachable=True)
@@ -271,8 +273,9 @@ class Agent:
         if self.engine_version != target:
             self._report(AgentState.RELOADING, f"the engine is loading {target}")
             self._reload(target)
-        if self._change_started is not None:
-            self._record_change(target)
+        if self._change_started is not None and not self._change_recorded:
+            self._record_change(target)  # once, even if the report below must be retried
+            self._change_recorded = True
         self._report(AgentState.READY)
         if self._change_started is not None:
             self.metrics.version_changes.observe(self._clock() - self._change_started)
@@ -314,9 +317,9 @@ class Agent:
         self._live = self._in_memory_steps(plan)
         if self._live is None:
             self.engine_version = None  # from here on the weights are not a verified version
-        self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         self.disk_settled = False  # a failure below is settled again on the next pass
-        self.disk_version = None
+        self.disk_version = None  # before the report: it holds the scrub off the disk
+        self._report(AgentState.APPLYING, f"applying {len(plan.steps)} delta(s) to reach {target}")
         read_before, written_before = process_io()
         started = self._clock()
         try:

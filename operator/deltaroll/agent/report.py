@@ -1,4 +1,4 @@
-"""Reporting through the agent's own pod: two annotations and the weights-ready condition.
+"""Reporting through the agent's own pod: three annotations and the weights-ready condition.
 
 - ``deltaroll.dev/current-version``: the version the engine holds, verified (absent before).
 - ``deltaroll.dev/agent-state``: :func:`~deltaroll.api.agent_state.format_agent_state`.

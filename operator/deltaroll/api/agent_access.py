@@ -16,17 +16,18 @@ from typing import Any, Final
 from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
+    POD_LAST_CHANGE,
     WEIGHTS_READY_CONDITION,
 )
 
 AGENT_SERVICE_ACCOUNT: Final = "deltaroll-agent"
-AGENT_ANNOTATIONS: Final = (POD_CURRENT_VERSION, POD_AGENT_STATE)
+AGENT_ANNOTATIONS: Final = (POD_CURRENT_VERSION, POD_AGENT_STATE, POD_LAST_CHANGE)
 """The annotations the agent writes on its own pod (``deltaroll.agent.report``)."""
 POD_NAME_EXTRA: Final = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA: Final = "authentication.kubernetes.io/pod-uid"
 
 AGENT_ROLE_RULES: Final = (
-    # get: waiting for Ready to follow the readiness gate; patch: the two annotations
+    # get: waiting for Ready to follow the readiness gate; patch: the agent's annotations
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
 )
