@@ -163,7 +163,16 @@ def test_status_lists_each_pod(cluster: RunningSandbox, custom: Any) -> None:
     (row,) = json.loads(shown.stdout)["pods"]
     assert (row["name"], row["wants"], row["agentState"]) == ("qwen3-0", "v2", "Pulling")
     table = run(cluster, "status", "qwen3").stdout.split("\n\n", 1)[1].splitlines()
-    assert table[0].split() == ["POD", "WANTS", "SERVES", "AGENT", "READY", "PAUSED"]
+    assert table[0].split() == [
+        "POD",
+        "WANTS",
+        "SERVES",
+        "AGENT",
+        "READY",
+        "PAUSED",
+        "LAST",
+        "CHANGE",
+    ]
     assert table[1].split()[:4] == ["qwen3-0", "v2", "-", "Pulling"]
 
 
