@@ -96,7 +96,7 @@ def test_a_served_tensor_changed_in_memory_is_found_and_reloaded_from_disk(
         )
     )
     reloads = rig.agent.metrics.reloads.labels("ok")._value.get()
-    for _ in range(20):  # the engine answers digests within its duty cycle: a few passes
+    for _ in range(40):  # the engine answers digests within its duty cycle: a few passes
         rig.agent.reconcile_once()
         if rig.agent.metrics.served_mismatches._value.get():
             break
@@ -104,7 +104,7 @@ def test_a_served_tensor_changed_in_memory_is_found_and_reloaded_from_disk(
     assert rig.agent.metrics.served_mismatches._value.get() == 1
     assert rig.agent.metrics.reloads.labels("ok")._value.get() == reloads + 1
     assert rig.agent.state is AgentState.READY and rig.agent.engine_version == v1
-    time.sleep(1)  # past the engine's rate limit
+    time.sleep(1.5)  # past the engine's rate limit (MIN_INTERVAL_S)
     served = in_process.client.served_digests()
     assert served is not None
     assert served.tensors == checkpoint_digests(open_checkpoint(llama.v1))

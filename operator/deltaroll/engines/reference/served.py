@@ -4,7 +4,9 @@ Once an engine patches its weights in memory, the disk scrub no longer proves wh
 the agent asks for these digests and compares them with the version it set. Hashing competes
 with inference for the engine's cores, so a caller may spend at most :data:`DUTY` of the time
 hashing: after a call that took ``t`` seconds, the next is refused (with how long to wait) for
-``t * (1 / DUTY - 1)`` seconds. An agent asks for a few tensors at a time, in rotation.
+``t * (1 / DUTY - 1)`` seconds, and at least :data:`MIN_INTERVAL_S` (hashing a small model takes
+a millisecond; a check it answers a hundred times a second protects nothing more). An agent asks
+for a few tensors at a time, in rotation.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from deltaroll.engines.weights_identity import tensor_identity
 
 #: The share of wall time served-digest requests may spend hashing.
 DUTY = 0.1
+#: The shortest wait between two answered requests, however fast the hashing.
+MIN_INTERVAL_S = 1.0
 
 
 class DigestRateLimitedError(Exception):
@@ -52,5 +56,5 @@ class ServedDigester:
             started = time.monotonic()
             found = {name: tensor_identity(name, held[name]).digest for name in wanted}
             spent = time.monotonic() - started
-            self._next_allowed = time.monotonic() + spent * (1 / DUTY - 1)
+            self._next_allowed = time.monotonic() + max(spent * (1 / DUTY - 1), MIN_INTERVAL_S)
         return found
