@@ -2,8 +2,9 @@
 
 Everything on the path is fetched before anything is applied, so a corrupt or missing object
 stops the agent with the weights untouched. With peers (:mod:`deltaroll.agent.peer_fetch`), the
-objects this agent seeds come from the bucket while the others come from peers, digest-checked;
-what no peer served in time comes from the bucket after all. Objects land in the store's
+objects this agent seeds come from the bucket while the others come from its node's cache when
+that already holds them, else from peers, digest-checked; what no peer served in time comes from
+the bucket after all (through the node cache). Objects land in the store's
 resumable cache on the pod's volume: an agent restarted mid-download fetches only what is still
 missing. The cache may be shared with other agents (a node volume): objects are held while in
 use, and pruning removes only what no live agent holds.
@@ -70,7 +71,7 @@ def fetched_objects(
         missing = [ref for ref in refs if not store.cache.verified(ref.digest)]
         seeds = {ref.digest: peers.seeds(ref.digest) for ref in missing}
         seeded = [ref for ref in missing if seeds[ref.digest]]
-        asked = [ref for ref in missing if not seeds[ref.digest]]
+        asked = _not_on_node(store, [ref for ref in missing if not seeds[ref.digest]], node_cache)
         held += [ref.digest for ref in seeded]
         with ThreadPoolExecutor(1, thread_name_prefix="agent-seed") as pool:
             seeding = pool.submit(_from_bucket, store, model, seeded, should_stop, node_cache)
@@ -85,6 +86,31 @@ def fetched_objects(
         )
     finally:
         store.cache.release(held)
+
+
+def _not_on_node(
+    store: Store, refs: Sequence[ObjectRef], node_cache: NodeCacheClient | None
+) -> list[ObjectRef]:
+    """Take what the node cache already holds of ``refs`` into the cache (verified); the rest.
+
+    A non-seeder asks its node before its peers: bytes already on the node cost no link at all,
+    while a peer's cross the network again (and a peer listing that lags would otherwise send
+    every pod of the node to the bucket on its own)."""
+    if node_cache is None:
+        return list(refs)
+    rest = []
+    for ref in refs:
+        staged = store.cache.staging_path(ref.digest)
+        try:
+            if (
+                node_cache.take(ref, staged)
+                and store.cache.commit(ref.digest, staged) == ref.digest
+            ):
+                continue
+        finally:
+            staged.unlink(missing_ok=True)
+        rest.append(ref)
+    return rest
 
 
 def _from_bucket(
