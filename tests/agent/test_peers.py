@@ -363,8 +363,20 @@ def test_with_every_seeder_gone_the_object_comes_from_the_bucket(
         gone = Peer("127.0.0.1", dying.server_port)
         fetcher = pod.fetcher(StaticPeers({"a": gone, "b": gone}), wait_s=0.5)
         with fetched_objects(pod.store, MODEL, v2_steps(published, pod.store), peers=fetcher) as m:
-            assert m.peer_bytes == 0 and m.bucket_objects == len(refs)
+            assert m.peer_bytes == 0 and m.bucket_objects == len(refs) == m.unpeered_objects
     assert_all_verified(pod.store, refs)
+
+
+def test_an_agent_that_lists_no_peer_seeds_everything_and_says_so(
+    published: Published, make_pod: Any
+) -> None:
+    """A failed or empty peer listing is the intended fallback: every object from the store,
+    each counted as one that peers did not serve (what an operator reads off the metrics)."""
+    pod = make_pod("alone")
+    steps = v2_steps(published, pod.store)
+    with fetched_objects(pod.store, MODEL, steps, peers=pod.fetcher(StaticPeers({}))) as m:
+        assert m.bucket_objects == m.unpeered_objects == len(plan_objects(steps)) > 0
+    assert_all_verified(pod.store, plan_objects(steps))
 
 
 def test_with_the_store_down_the_objects_come_from_peers_that_hold_them(

@@ -33,11 +33,14 @@ def plan_objects(steps: Iterable[Step]) -> list[ObjectRef]:
 
 @dataclass(frozen=True)
 class Transferred:
-    """What one fetch moved: from the store (across the bucket link) and from peers."""
+    """What one fetch moved: from the store (across the bucket link) and from peers;
+    ``unpeered_objects``: those of the store's objects that peers should have served (none did
+    in time, or no peer was listed at all)."""
 
     bucket_bytes: int = 0
     bucket_objects: int = 0
     peer_bytes: int = 0
+    unpeered_objects: int = 0
 
 
 @contextmanager
@@ -70,6 +73,7 @@ def fetched_objects(
         held += [ref.digest for ref in refs]
         missing = [ref for ref in refs if not store.cache.verified(ref.digest)]
         seeds = {ref.digest: peers.seeds(ref.digest) for ref in missing}
+        unlisted = not peers.directory.live()  # alone, or the listing failed: it seeds all
         seeded = [ref for ref in missing if seeds[ref.digest]]
         asked = _not_on_node(store, [ref for ref in missing if not seeds[ref.digest]], node_cache)
         held += [ref.digest for ref in seeded]
@@ -83,6 +87,7 @@ def fetched_objects(
             seed.bucket_bytes + rest.bucket_bytes,
             seed.bucket_objects + rest.bucket_objects,
             peer_bytes,
+            len(left) + (len(seeded) if unlisted else 0),
         )
     finally:
         store.cache.release(held)
