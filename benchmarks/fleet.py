@@ -1,42 +1,47 @@
-"""Fleet delivery over a real link: a rollout's bytes across the bucket's egress, with and without
-deltas and peers.
+"""Fleet delivery over real links: a rollout's bytes across the bucket's egress and the nodes'
+NICs, with full snapshots, deltas through the node cache, and deltas through node cache + peers.
 
 The store is moto's S3 server behind a link of fixed bandwidth (``--bucket-mbps``, the bucket's
-egress for the whole fleet). Two ways to make that link, the first that works:
+egress for the whole fleet). Two ways to make the links, the first that works:
 
 - ``tc``: the benchmark runs itself again in a network namespace it creates (as root), where
-  everything (sandbox, agents, moto) talks over that namespace's loopback and the kernel shapes
-  moto's answers: an htb class of ``--bucket-mbps`` selected by a u32 filter on moto's port
-  (``tc qdisc/class/filter``), every other flow unshaped; the bytes that crossed are the class's
-  own counter. Nothing of the host's network is touched;
+  everything (sandbox, agents, moto) talks over that namespace's loopback and htb shapes it
+  (:class:`KernelLink` says exactly which flows): the bucket's answers to ``--bucket-mbps``, each
+  node's downlink from the bucket and its uplink to peers to ``--node-mbps``; the pods reach the
+  bucket at their node's address (``127.0.1.<i>``), which is what tells the nodes apart on the
+  wire. The bytes that crossed are the classes' own counters. Nothing of the host's network is
+  touched;
 - ``proxy``: a TCP proxy on loopback in this process, sending the store's answers through one
-  shared token bucket (:class:`deltaroll.agent.throttle.TokenBucket`), counting what it sent.
+  shared token bucket (:class:`deltaroll.agent.throttle.TokenBucket`); the nodes' links are not
+  shaped.
 
 The fleet is ``rollout.py``'s: the real operator rolls a ModelDeployment on a Deployment of
 ``--pods`` agent-only pods (each its own agent process, weights volume and cache) reloading one
-shared reference engine. The model is a Llama of 23.9M parameters (47.7 MB in bf16) trained
-for real (v1, then AdamW steps at a fine-tuning learning rate for v2 and v3). Modes, each a fresh
-fleet brought up on v1, then measured on v2 -> v3:
+shared reference engine, spread over ``--nodes`` sandbox nodes (a topology spread constraint),
+each node running the node cache DaemonSet. The model is a Llama of 23.9M parameters (47.7 MB in
+bf16) trained for real (v1, then AdamW steps at a fine-tuning learning rate for v2 and v3).
+Modes, each a fresh fleet brought up on v1 from its own copy of the store (the node caches keep
+what an earlier mode fetched), then measured on v2 -> v3:
 
-- ``full``: the store holds full snapshots only (what a fleet without Deltaroll downloads);
-- ``delta``: deltas, every agent from the store;
-- ``delta_peers``: deltas, agents with ``--peers`` (each object from the store by at most 2
-  seeders, the rest pod to pod).
+- ``full``: full snapshots only, through the same agents as ``delta_peers``;
+- ``delta``: deltas, through the node cache (one download per node);
+- ``delta_peers``: deltas, node cache and ``--peers`` (each object from the store by at most 2
+  seeders, the rest from the node's cache or pod to pod).
 
 Per mode: ``seconds`` (the spec.version patch to every pod Ready on v3), ``transfer_seconds``
 (the patch to every agent past Pulling, i.e. holding the objects), ``bucket_bytes`` (bytes that
-crossed the bucket link), ``agent_bucket_bytes`` and ``peer_bytes`` (the agents' counters),
-``pods``, ``nodes``. The sandbox on this branch has one node, so ``--nodes`` and
-``--node-mbps`` are recorded, not applied (``node_link`` says so). Prints a table on stderr and
-one JSON object as the last line of stdout (and to --json-out).
+crossed the bucket link), ``uplink_bytes`` (bytes the nodes sent peers), the agents' counters
+``agent_bucket_bytes``, ``node_cache_bytes`` and ``peer_bytes``, ``pods``, ``nodes``. Prints a
+table on stderr and one JSON object as the last line of stdout (and to --json-out).
 
-Run (as root for tc): .venv/bin/python benchmarks/fleet.py --pods 4 --bucket-mbps 800
+Run (as root for tc): .venv/bin/python benchmarks/fleet.py --pods 16 --nodes 4
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -46,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +61,12 @@ from deltaroll.agent.throttle import TokenBucket
 from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT, agent_access_objects
 from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.api.annotations import POD_AGENT_STATE, POD_CURRENT_VERSION, POD_VERSION
-from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
+from deltaroll.api.peers import PEER_PORT_NAME
 from deltaroll.store import Store
+from deltaroll_demo.manifests import serve_peers
 from deltaroll_demo.model import train
+from deltaroll_demo.node_cache import node_cache_objects, spread_over_nodes, use_node_cache
+from deltaroll_demo.observe import PORTS_ANNOTATION
 from deltaroll_sandbox.testing import running_sandbox
 from rollout import (
     MODEL,
@@ -84,6 +93,19 @@ CREDENTIALS = {
     "AWS_ALLOW_HTTP": "true",
 }
 MODES = ("full", "delta", "delta_peers")
+STORE_OF = {"full": "full", "delta": "delta", "delta_peers": "delta"}
+PEERS = frozenset({"full", "delta_peers"})  # full: the same agents as delta_peers
+#: The agents' counters of where bytes came from, by the JSON's key.
+COUNTERS = {
+    "agent_bucket_bytes": "deltaroll_agent_downloaded_bytes_total",
+    "peer_bytes": "deltaroll_agent_peer_bytes_total",
+    "node_cache_bytes": "deltaroll_agent_node_cache_bytes_total",
+}
+NODE_LINK = {
+    "tc": "each node's downlink from the bucket and uplink to peers shaped to --node-mbps; "
+    "its downlink from peers not (every sandbox pod answers at 127.0.0.1)",
+    "proxy": "not shaped (the proxy shapes the bucket link only)",
+}
 SECRET = "bucket-credentials"
 
 
@@ -102,42 +124,101 @@ def wait_listening(host: str, port: int, what: str, timeout: float = 60.0) -> No
 
 
 class KernelLink:
-    """moto on this network namespace's loopback, its answers (source port = moto's) put in an
-    htb class of ``mbps`` by a u32 filter; every other loopback flow (the API server, the
-    agents' peers) in an unshaped class. The bytes that crossed are the class's own counter."""
+    """moto on this network namespace (its loopback only), reached by each node's pods at their
+    node's address (``127.0.1.<i>``), shaped by htb on ``lo``:
+
+    - ``1:20`` the bucket's egress (``mbps``): every answer from moto's port; under it one leaf
+      per node (answers from that node's address, ``node_mbps`` at most: the node's NIC
+      downlink from the bucket) and one for the rest (the operator's reads at 127.0.0.1);
+    - ``1:2<i>`` node i's uplink to peers (``node_mbps``): answers from the peer ports of the
+      pods on node i (filters set per fleet, :meth:`shape_peer_uploads`);
+    - ``1:10`` everything else, unshaped: the API server, a node cache to its own node's agents
+      (node-local), and a node's downlink from peers (every sandbox pod's address is 127.0.0.1,
+      so the receiving node of a peer's answer cannot be told apart on the wire).
+
+    The bucket bytes are the sum of the bucket class's leaves' counters."""
 
     kind = "tc"
-    CLASS = "1:20"
+    BUCKET = "1:20"
 
-    def __init__(self, mbps: int) -> None:
+    def __init__(self, mbps: int, node_addresses: list[str], node_mbps: int) -> None:
         from fixtures.s3 import MotoS3
 
-        self.moto = MotoS3()
+        self.moto = MotoS3(listen="0.0.0.0")  # noqa: S104 - the benchmark's own namespace
         self.moto.start()
-        burst = str(max(64 * 1024, mbps * 1_000_000 // 8 // 100))  # 10 ms at the rate
-        for command in (
-            ["ip", "link", "set", "lo", "up"],
+        self.node_addresses = node_addresses
+        self._peer_filters = False
+        per_node = max(1, mbps // len(node_addresses))
+        commands = [
             ["tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10",
              "r2q", "1000"],
             ["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", "1:10", "htb",
              "rate", "100gbit"],
-            ["tc", "class", "add", "dev", "lo", "parent", "1:", "classid", self.CLASS, "htb",
-             "rate", f"{mbps}mbit", "ceil", f"{mbps}mbit", "burst", burst, "cburst", burst],
-            ["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio", "1",
-             "u32", "match", "ip", "sport", str(self.moto.port), "0xffff", "flowid", self.CLASS],
-        ):  # fmt: skip
+            [*_htb_class("1:", self.BUCKET, mbps, mbps)],
+            [*_htb_class(self.BUCKET, "1:1ff", 1, mbps)],
+            [*_u32(3, "1:1ff"), "match", "ip", "sport", str(self.moto.port), "0xffff"],
+        ]  # fmt: skip
+        for i, address in enumerate(node_addresses, start=1):
+            down, up = f"1:{0x100 + i:x}", f"1:{0x200 + i:x}"
+            ceil = min(node_mbps, mbps)
+            commands += [
+                _htb_class(self.BUCKET, down, per_node, ceil),
+                [*_u32(1, down), "match", "ip", "src", f"{address}/32",
+                 "match", "ip", "sport", str(self.moto.port), "0xffff"],
+                _htb_class("1:", up, node_mbps, node_mbps),
+            ]  # fmt: skip
+        for command in commands:
             _run(command)
         self.endpoint = self.moto.endpoint
+        self.pod_endpoint = f"http://$(HOST_IP):{self.moto.port}"  # the pod's node's address
+
+    def shape_peer_uploads(self, peer_ports: dict[str, list[int]]) -> None:
+        """Put the answers from each node's pods' peer ports in that node's uplink class."""
+        self.unshape_peer_uploads()
+        for i, address in enumerate(self.node_addresses, start=1):
+            for port in peer_ports.get(address, []):
+                _run([*_u32(2, f"1:{0x200 + i:x}"), "match", "ip", "sport", str(port), "0xffff"])
+                self._peer_filters = True
+
+    def unshape_peer_uploads(self) -> None:
+        if self._peer_filters:
+            _run(["tc", "filter", "del", "dev", "lo", "parent", "1:", "prio", "2"])
+            self._peer_filters = False
 
     def bytes_sent(self) -> int:
+        return sum(sent for (parent, _), sent in self._sent().items() if parent == self.BUCKET)
+
+    def uplink_bytes(self) -> int:
+        """Bytes the nodes sent their peers across their uplinks."""
+        uplinks = {f"1:{0x200 + i:x}" for i in range(1, len(self.node_addresses) + 1)}
+        return sum(sent for (_, classid), sent in self._sent().items() if classid in uplinks)
+
+    def _sent(self) -> dict[tuple[str, str], int]:
+        """(parent, class id) -> bytes sent, of every htb class (a top one's parent: root)."""
         lines = _run(["tc", "-s", "class", "show", "dev", "lo"]).splitlines()
+        sent = {}
         for i, line in enumerate(lines):
-            if line.startswith(f"class htb {self.CLASS} "):
-                return int(lines[i + 1].split()[1])  # " Sent <bytes> bytes <packets> pkt ..."
-        raise SystemExit(f"tc shows no class {self.CLASS}")
+            words = line.split()
+            if words[:2] == ["class", "htb"]:
+                parent = words[4] if words[3] == "parent" else "root"
+                sent[parent, words[2]] = int(lines[i + 1].split()[1])  # " Sent <bytes> bytes"
+        return sent
 
     def close(self) -> None:
         self.moto.stop()
+
+
+def _htb_class(parent: str, classid: str, rate_mbps: int, ceil_mbps: int) -> list[str]:
+    burst = str(max(64 * 1024, ceil_mbps * 1_000_000 // 8 // 100))  # 10 ms at the ceiling
+    return ["tc", "class", "add", "dev", "lo", "parent", parent, "classid", classid, "htb",
+            "rate", f"{rate_mbps}mbit", "ceil", f"{ceil_mbps}mbit", "burst", burst,
+            "cburst", burst]  # fmt: skip
+
+
+def _u32(prio: int, flowid: str) -> list[str]:
+    """A u32 filter into ``flowid``, its matches to be appended (they must all hold)."""
+    return ["tc", "filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "prio",
+            str(prio), "u32", "flowid", flowid]  # fmt: skip
 
 
 def _run(argv: list[str]) -> str:
@@ -153,6 +234,7 @@ def in_own_netns(argv: list[str]) -> int:
     netns = f"deltaroll-fleet-{os.getpid()}"
     _run(["ip", "netns", "add", netns])
     try:
+        _run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"])
         inside = ["ip", "netns", "exec", netns, sys.executable, __file__, *argv, "--inside-netns"]
         return subprocess.run(inside, check=False).returncode
     finally:
@@ -164,7 +246,8 @@ def kernel_shaping_works() -> bool:
 
 
 class ProxyLink:
-    """moto on loopback behind a TCP proxy that sends its answers through one token bucket."""
+    """moto on loopback behind a TCP proxy that sends its answers through one token bucket; the
+    nodes' links are not shaped."""
 
     kind = "proxy"
 
@@ -178,6 +261,7 @@ class ProxyLink:
         self._lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.pod_endpoint = self.endpoint
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -209,15 +293,24 @@ class ProxyLink:
         with self._lock:
             return self.sent
 
+    def shape_peer_uploads(self, peer_ports: dict[str, list[int]]) -> None:
+        pass  # no node links here
+
+    def unshape_peer_uploads(self) -> None:
+        pass
+
+    def uplink_bytes(self) -> int:
+        return 0
+
     def close(self) -> None:
         self.listener.close()
         self.moto.stop()
 
 
-def open_link(kind: str, mbps: int) -> KernelLink | ProxyLink:
-    if kind == "tc":
-        return KernelLink(mbps)
-    return ProxyLink(mbps)
+def open_link(args: argparse.Namespace, node_addresses: list[str]) -> KernelLink | ProxyLink:
+    if args.inside_netns:
+        return KernelLink(args.bucket_mbps, node_addresses, args.node_mbps)
+    return ProxyLink(args.bucket_mbps)
 
 
 def upload(endpoint: str, store_root: Path, prefix: str) -> str:
@@ -247,35 +340,48 @@ def credentials(endpoint: str) -> dict[str, str]:
     return {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
 
 
-def pod_spec(store_uri: str, engine_url: str, endpoint: str, peers: str | None) -> dict[str, Any]:
-    """``rollout.py``'s agent-only pod, reaching the store through the link, with peers."""
+def pod_spec(
+    store_uri: str, engine_url: str, endpoint: str, app: str, *, peers: bool, node_cache: int
+) -> dict[str, Any]:
+    """``rollout.py``'s agent-only pod, reaching the store through the link (at its node's
+    address), with its node's cache on port ``node_cache``, with peers, spread over the nodes."""
     spec = agent_only_pod_spec(store_uri, engine_url)
     spec["serviceAccountName"] = AGENT_SERVICE_ACCOUNT  # the chart's agent Role: pods list too
     (agent,) = spec["containers"]
     env = credentials(endpoint)
     agent["env"] = [*agent["env"], *({"name": k, "value": v} for k, v in env.items())]
-    if peers is not None:
-        agent["args"] = [*agent["args"], f"--peers=app={peers}", "--peer-host=127.0.0.1",
-                         f"--peer-port={DEFAULT_PEER_PORT}", "--peer-serve-rate=0"]  # fmt: skip
-        agent["ports"] = [
-            *agent["ports"],
-            {"name": PEER_PORT_NAME, "containerPort": DEFAULT_PEER_PORT},
-        ]
+    if peers:
+        serve_peers(agent, app)
+        agent["args"] = [*agent["args"], "--peer-serve-rate=0"]
+    use_node_cache(spec, agent, node_cache)  # HOST_IP first: the endpoint above names it
+    spread_over_nodes(spec, {"app": app})
     return spec
 
 
-def agent_counter(pods: Fleet, name: str) -> int:
-    """The sum over the fleet's agents of one counter of their /metrics."""
+def agent_counters(pods: Fleet) -> dict[str, int]:
+    """The sums over the fleet's agents of the counters of their /metrics that say where bytes
+    came from."""
     import urllib.request
 
-    total = 0.0
+    totals = dict.fromkeys(COUNTERS.values(), 0.0)
     for pod in pods.pods():
         port = pod.ports["agent-health"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
             for line in page.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    total += float(line.rpartition(" ")[2])
-    return int(total)
+                name, _, value = line.rpartition(" ")
+                if name in totals:
+                    totals[name] += float(value)
+    return {key: int(totals[name]) for key, name in COUNTERS.items()}
+
+
+def peer_ports_by_node(pods: Fleet) -> dict[str, list[int]]:
+    """The loopback port each pod's peer server got, by the address of the pod's node."""
+    ports: dict[str, list[int]] = {}
+    for pod in pods.core.list_namespaced_pod(NAMESPACE, label_selector=f"app={pods.name}").items:
+        mapped = json.loads((pod.metadata.annotations or {}).get(PORTS_ANNOTATION, "{}"))
+        if PEER_PORT_NAME in mapped:
+            ports.setdefault(pod.status.host_ip, []).append(int(mapped[PEER_PORT_NAME]))
+    return ports
 
 
 def past_pulling(pods: Fleet, wanted: str, version_id: str) -> set[str]:
@@ -293,22 +399,25 @@ def past_pulling(pods: Fleet, wanted: str, version_id: str) -> set[str]:
 
 
 def measure(
-    sandbox: Any, mode: str, n: int, uri: str, engine_url: str, link: Any, ids: dict[str, str]
+    sandbox: Any, mode: str, setup: Setup, link: Any, ids: dict[str, str]
 ) -> dict[str, Any]:
-    """A fresh fleet of ``n`` pods on v1 (then v2, the agents' warm-up); v2 -> v3 measured."""
-    name = mode.replace("_", "-")
-    peers = name if mode == "delta_peers" else None
+    """A fresh fleet of ``setup.pods`` pods on v1 (then v2, the agents' warm-up); v2 -> v3
+    measured."""
+    name, n = mode.replace("_", "-"), setup.pods
+    uri, engine_url = setup.uris[mode], setup.engine_url
     pods = Fleet(sandbox, name, n)
     deployment, rollout = fleet(name, n, uri, engine_url)
-    deployment["spec"]["template"]["spec"] = pod_spec(uri, engine_url, link.endpoint, peers)
+    deployment["spec"]["template"]["spec"] = pod_spec(
+        uri, engine_url, link.pod_endpoint, name, peers=mode in PEERS, node_cache=setup.cache_port
+    )
     rollout["spec"]["store"]["secretRef"] = {"name": SECRET}  # the operator reads the bucket too
     pods.create(deployment, rollout)
     pods.wait_on("v1", ids["v1"], replace_crashing=True)
     pods.set_version("v2")
     pods.wait_on("v2", ids["v2"])
-    link_before = link.bytes_sent()
-    agents_before = agent_counter(pods, "deltaroll_agent_downloaded_bytes_total")
-    peers_before = agent_counter(pods, "deltaroll_agent_peer_bytes_total")
+    link.shape_peer_uploads(peer_ports_by_node(pods))
+    link_before, uplink_before = link.bytes_sent(), link.uplink_bytes()
+    agents_before = agent_counters(pods)
     started = time.perf_counter()
     pods.set_version("v3")
     transfer_s = None
@@ -319,16 +428,17 @@ def measure(
             time.sleep(0.05)
     pods.wait_on("v3", ids["v3"])
     seconds = time.perf_counter() - started
+    agents = agent_counters(pods)
     result = {
         "seconds": round(seconds, 2),
         "transfer_seconds": round(transfer_s, 2),
         "bucket_bytes": link.bytes_sent() - link_before,
-        "agent_bucket_bytes": agent_counter(pods, "deltaroll_agent_downloaded_bytes_total")
-        - agents_before,
-        "peer_bytes": agent_counter(pods, "deltaroll_agent_peer_bytes_total") - peers_before,
+        **{key: agents[key] - agents_before[key] for key in COUNTERS},
+        "uplink_bytes": link.uplink_bytes() - uplink_before,
         "pods": n,
-        "nodes": 1,
+        "nodes": setup.nodes,
     }
+    link.unshape_peer_uploads()
     pods.delete()
     return result
 
@@ -344,6 +454,39 @@ def object_bytes(store: Store, version: str, *, anchor: bool) -> int:
     return sum({ref.digest: ref.size for ref in refs}.values())
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What every mode's fleet shares."""
+
+    pods: int
+    nodes: int
+    uris: dict[str, str]  # by mode
+    engine_url: str
+    cache_port: int
+
+
+def node_addresses(sandbox: Any) -> list[str]:
+    """Each node's address (its pods' ``status.hostIP``), in the nodes' order."""
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(sandbox.api_client())
+    nodes = sorted(core.list_node().items, key=lambda node: node.metadata.name)
+    return [
+        next(a.address for a in node.status.addresses if a.type == "InternalIP") for node in nodes
+    ]
+
+
+def start_node_caches(sandbox: Any, addresses: list[str]) -> int:
+    """The node cache DaemonSet; its port, once every node's copy answers."""
+    with socket.socket() as probe:
+        probe.bind((addresses[0], 0))
+        port = int(probe.getsockname()[1])
+    sandbox.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_cache_objects(port)))
+    for address in addresses:
+        wait_listening(address, port, "the node cache")
+    return port
+
+
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from deltaroll.checkpoint import checkpoint_version
 
@@ -353,14 +496,18 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     ids = {k: checkpoint_version(p) for k, p in paths.items()}
     stores = publish(root, paths)  # file:// stores: deltas from a v1 anchor, full snapshots
     delta, full = (Store(stores[k], cache_dir=root / "read-cache") for k in ("delta", "full"))
-    link = open_link("tc" if args.inside_netns else "proxy", args.bucket_mbps)
     rows: dict[str, Any] = {}
-    try:
-        uris = {
-            "full": upload(link.endpoint, root / "full-store", "full"),
-            "delta": upload(link.endpoint, root / "delta-store", "delta"),
-        }
-        with running_sandbox(root / "sandbox") as sandbox:
+    with running_sandbox(root / "sandbox", nodes=args.nodes) as sandbox:
+        addresses = node_addresses(sandbox)
+        link = open_link(args, addresses)
+        try:
+            # each mode its own copy (prefix): the node caches keep what one mode fetched
+            uris = {
+                mode: upload(
+                    link.endpoint, root / f"{STORE_OF[mode]}-store", mode.replace("_", "-")
+                )
+                for mode in MODES
+            }
             sandbox.kubectl("apply", "-f", str(REPO / "crds"))
             access = yaml.safe_dump_all(agent_access_objects(NAMESPACE))
             sandbox.kubectl("apply", "-f", "-", input=access)
@@ -368,24 +515,23 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 "create", "secret", "generic", SECRET, "-n", NAMESPACE,
                 *(f"--from-literal={k}={v}" for k, v in credentials(link.endpoint).items()),
             )  # fmt: skip
+            cache_port = start_node_caches(sandbox, addresses)
             # controllers/modeldeployment/target.py opens the store without the Secret (with
             # the operator's environment): give that the bucket's, so it looks nowhere else.
             os.environ.update(credentials(link.endpoint))
             operator = start_operator(sandbox, root / "operator.log")
             port, admin = free_port(), free_port()
             engine = start_engine(paths["v1"], port, admin, root / "engine.log")
+            setup = Setup(args.pods, len(addresses), uris, f"http://127.0.0.1:{admin}", cache_port)
             try:
                 for mode in MODES:
-                    uri = uris["full" if mode == "full" else "delta"]
-                    rows[mode] = measure(
-                        sandbox, mode, args.pods, uri, f"http://127.0.0.1:{admin}", link, ids
-                    )
+                    rows[mode] = measure(sandbox, mode, setup, link, ids)
                     print_row(mode, rows[mode])
             finally:
                 stop(engine)
                 stop(operator)
-    finally:
-        link.close()
+        finally:
+            link.close()
     full_bytes = object_bytes(full, ids["v3"], anchor=True)
     delta_bytes = object_bytes(delta, ids["v3"], anchor=False)
     return {
@@ -393,13 +539,14 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "link": link.kind,
         "bucket_mbps": args.bucket_mbps,
         "node_mbps": args.node_mbps,
-        "nodes_requested": args.nodes,
-        "node_link": "not shaped: the sandbox on this branch runs every pod on one node",
+        "node_link": NODE_LINK[link.kind],
+        "full_mode": "full snapshots through the same agents (node cache and peers on)",
         "model_parameters": checkpoints.parameters,
         "checkpoint_bytes": checkpoints.full_bytes("v3"),
         "delta_bytes": delta_bytes,
         "full_bytes": full_bytes,
         "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         **rows,
         "ratios": {
             "transfer_full_over_delta_peers": round(
@@ -411,6 +558,9 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "bucket_bytes_delta_peers_over_delta_bytes": round(
                 rows["delta_peers"]["bucket_bytes"] / delta_bytes, 2
             ),
+            "bucket_bytes_delta_over_delta_bytes": round(
+                rows["delta"]["bucket_bytes"] / delta_bytes, 2
+            ),
         },
     }
 
@@ -419,6 +569,7 @@ def print_row(mode: str, row: dict[str, Any]) -> None:
     print(
         f"{mode:>12} {row['pods']:>4} pods  {row['seconds']:>7.1f} s  transfer "
         f"{row['transfer_seconds']:>6.1f} s  bucket {row['bucket_bytes'] / 1e6:>8.2f} MB  "
+        f"node cache {row['node_cache_bytes'] / 1e6:>8.2f} MB  "
         f"peers {row['peer_bytes'] / 1e6:>8.2f} MB",
         file=sys.stderr,
     )
@@ -427,9 +578,9 @@ def print_row(mode: str, row: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=4)
-    parser.add_argument("--nodes", type=int, default=1, help="recorded (one sandbox node)")
+    parser.add_argument("--nodes", type=int, default=1, help="sandbox nodes, pods spread over them")
     parser.add_argument("--bucket-mbps", type=int, default=800)
-    parser.add_argument("--node-mbps", type=int, default=2000, help="recorded, not applied")
+    parser.add_argument("--node-mbps", type=int, default=2000, help="each node's link (tc only)")
     parser.add_argument("--link", choices=("auto", "tc", "proxy"), default="auto")
     parser.add_argument(
         "--model", choices=("bench", "demo"), default="bench", help="demo: a quick smoke run"

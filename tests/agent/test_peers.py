@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from agent.helpers import FAST_RETRY, MODEL, Published
+from agent.test_node_cache import Daemon
 from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, peer_of
@@ -35,6 +36,7 @@ from deltaroll.store.backends import open_backend
 from deltaroll.store.cache import file_sha256
 from deltaroll.store.graph import Step
 from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.node_cache import NodeCacheClient
 from deltaroll.store.uri import parse_store_uri
 
 
@@ -361,8 +363,20 @@ def test_with_every_seeder_gone_the_object_comes_from_the_bucket(
         gone = Peer("127.0.0.1", dying.server_port)
         fetcher = pod.fetcher(StaticPeers({"a": gone, "b": gone}), wait_s=0.5)
         with fetched_objects(pod.store, MODEL, v2_steps(published, pod.store), peers=fetcher) as m:
-            assert m.peer_bytes == 0 and m.bucket_objects == len(refs)
+            assert m.peer_bytes == 0 and m.bucket_objects == len(refs) == m.unpeered_objects
     assert_all_verified(pod.store, refs)
+
+
+def test_an_agent_that_lists_no_peer_seeds_everything_and_says_so(
+    published: Published, make_pod: Any
+) -> None:
+    """A failed or empty peer listing is the intended fallback: every object from the store,
+    each counted as one that peers did not serve (what an operator reads off the metrics)."""
+    pod = make_pod("alone")
+    steps = v2_steps(published, pod.store)
+    with fetched_objects(pod.store, MODEL, steps, peers=pod.fetcher(StaticPeers({}))) as m:
+        assert m.bucket_objects == m.unpeered_objects == len(plan_objects(steps)) > 0
+    assert_all_verified(pod.store, plan_objects(steps))
 
 
 def test_with_the_store_down_the_objects_come_from_peers_that_hold_them(
@@ -390,6 +404,35 @@ def test_with_the_store_down_the_objects_come_from_peers_that_hold_them(
     ):
         pass
     assert not any(seeder.store.cache.has(r.digest) for r in refs)
+
+
+def test_a_non_seeder_takes_what_its_node_cache_holds_before_asking_peers(
+    published: Published, make_pod: Any, backend: CountingBackend, tmp_path: Path
+) -> None:
+    """Bytes already on the node cross no link: neither a peer's nor the bucket's."""
+    holders = [make_pod("holder-0"), make_pod("holder-1")]
+    steps = v2_steps(published, holders[0].store)
+    refs = plan_objects(steps)
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0) as daemon:
+
+        def on_node(token: str) -> NodeCacheClient:
+            (tmp_path / token).write_text(token)
+            return NodeCacheClient(daemon.url, tmp_path / token, published.uri)
+
+        for holder, token in zip(holders, ("tok-a1", "tok-a2"), strict=True):
+            with fetched_objects(holder.store, MODEL, steps, node_cache=on_node(token)):
+                pass
+        downloads = backend.downloads.copy()
+        pod = make_pod(leecher_name([r.digest for r in refs], [h.name for h in holders], 2))
+        directory = StaticPeers({h.name: h.peer for h in holders})  # both would serve it
+        node_cache = on_node("tok-a3")
+        with fetched_objects(
+            pod.store, MODEL, steps, peers=pod.fetcher(directory), node_cache=node_cache
+        ) as moved:
+            assert (moved.peer_bytes, moved.bucket_bytes) == (0, 0)
+        assert node_cache.node_bytes == sum(r.size for r in refs)
+        assert backend.downloads == downloads
+        assert_all_verified(pod.store, refs)
 
 
 def test_an_agent_serving_peers_keeps_the_snapshot_it_applied_for_pods_that_start_later(

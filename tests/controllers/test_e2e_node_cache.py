@@ -34,15 +34,11 @@ from controllers.test_e2e_rollout import (  # noqa: F401 - published: the fixtur
     published,
 )
 from deltaroll.api.agent_access import agent_access_objects
-from deltaroll.api.node_cache import AUDIENCE
-from deltaroll_demo.manifests import SERVICE_ACCOUNT_MOUNT, agent_token_volume
+from deltaroll_demo.node_cache import node_cache_objects, spread_over_nodes, use_node_cache
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-SYSTEM = "deltaroll-system"
 NODES = ("deltaroll-sandbox-1", "deltaroll-sandbox-2")
-CACHE_TOKEN_DIR = "/var/run/deltaroll/node-cache"
-HOST_CACHE = "/var/lib/deltaroll/node-cache"
 START_TIMEOUT_S = 480.0  # four engines import torch and transformers on two busy cores
 
 
@@ -57,127 +53,18 @@ def cluster(tmp_path: Path) -> Iterator[RunningSandbox]:
         yield sandbox
 
 
-def field_env(name: str, path: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
-
-
 def free_port_on_nodes() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.1.1", 0))
         return int(probe.getsockname()[1])
 
 
-def node_cache_objects(port: int) -> list[dict[str, Any]]:
-    """The DaemonSet and the least it needs: create tokenreviews, nothing else; its hostPath."""
-    labels = {"app": "deltaroll-node-cache"}
-    token_volume = {**agent_token_volume(), "name": "token"}  # the API token and its CA
-    container = {
-        "name": "node-cache",
-        "image": "ghcr.io/deltaroll/agent:0.1.0",
-        "command": ["deltaroll"],
-        "args": [
-            "agent",
-            "node-cache",
-            "--dir=/cache",
-            f"--port={port}",
-            "--fill-ttl=30",
-            f"--service-account-dir={SERVICE_ACCOUNT_MOUNT}",
-            "--log-format=console",
-        ],  # fmt: skip
-        "env": [field_env("NODE_NAME", "spec.nodeName"), field_env("HOST_IP", "status.hostIP")],
-        "ports": [{"name": "cache", "containerPort": port, "hostPort": port}],
-        "volumeMounts": [
-            {"name": "cache", "mountPath": "/cache"},
-            {"name": "token", "mountPath": SERVICE_ACCOUNT_MOUNT, "readOnly": True},
-        ],
-    }
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM}},
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": "node-cache", "namespace": SYSTEM},
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "deltaroll-node-cache"},
-            "rules": [
-                {
-                    "apiGroups": ["authentication.k8s.io"],
-                    "resources": ["tokenreviews"],
-                    "verbs": ["create"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "deltaroll-node-cache"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "deltaroll-node-cache",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": "node-cache", "namespace": SYSTEM}],
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "DaemonSet",
-            "metadata": {"name": "deltaroll-node-cache", "namespace": SYSTEM},
-            "spec": {
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "serviceAccountName": "node-cache",
-                        "automountServiceAccountToken": False,
-                        "containers": [container],
-                        "volumes": [
-                            {
-                                "name": "cache",
-                                "hostPath": {"path": HOST_CACHE, "type": "DirectoryOrCreate"},
-                            },
-                            token_volume,
-                        ],
-                    },
-                },
-            },
-        },
-    ]
-
-
 def inference_fleet(versions: Published, port: int, replicas: int) -> dict[str, Any]:
     """The tests' inference pod, its agent pointed at its node's cache, spread over the nodes."""
-    manifest = fleet(
-        versions,
-        replicas,
-        agent_args=(
-            f"--node-cache=http://$(HOST_IP):{port}",
-            f"--node-cache-token={CACHE_TOKEN_DIR}/token",
-        ),
-    )
+    manifest = fleet(versions, replicas)
     spec = manifest["spec"]["template"]["spec"]
-    agent = spec["initContainers"][0]
-    cache_token = {"path": "token", "audience": AUDIENCE, "expirationSeconds": 3600}
-    agent["env"].insert(0, field_env("HOST_IP", "status.hostIP"))
-    agent["volumeMounts"].append(
-        {"name": "node-cache-token", "mountPath": CACHE_TOKEN_DIR, "readOnly": True}
-    )
-    spec["volumes"].append(
-        {
-            "name": "node-cache-token",
-            "projected": {"sources": [{"serviceAccountToken": cache_token}]},
-        }
-    )
-    spec["topologySpreadConstraints"] = [
-        {
-            "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "DoNotSchedule",
-            "labelSelector": {"matchLabels": {"app": "tiny-fleet"}},
-        }
-    ]
+    use_node_cache(spec, spec["initContainers"][0], port)
+    spread_over_nodes(spec, {"app": "tiny-fleet"})
     return manifest
 
 

@@ -17,6 +17,9 @@ def test_the_bytes_table_fits_80_columns_with_whole_names_and_percentages() -> N
     outcome = {
         "full_checkpoint_bytes": FULL,
         "bytes_per_pod_per_version": {pod: dict(shipped) for pod in PODS},
+        "peer_bytes_per_pod_per_version": {
+            pod: {"v1": 0, "v2": 1_172_839, "v3": 0} for pod in PODS
+        },
         "pause_per_pod_per_version": {
             pod: {
                 "v1": {
@@ -49,5 +52,7 @@ def test_the_bytes_table_fits_80_columns_with_whole_names_and_percentages() -> N
     assert len(re.findall(r"\b64\.91%", text)) == len(PODS)  # 31,234,567 of 48,123,456
     assert len(re.findall(r"\b4\.87%", text)) == len(PODS)
     assert "x)" not in text  # no raw ratios
+    assert len(re.findall(r"peers 50\.00%", text)) == len(PODS)  # half of v2 from peers
+    assert len(re.findall(r"peers 0\.00%", text)) == len(PODS)  # v1 all from the bucket
     assert len(re.findall(r"12\.3 ms", text)) == len(PODS)  # each pod's in-memory pause
     assert len(re.findall(r"in-memory v2", text)) == 2 * len(PODS)

@@ -2,8 +2,9 @@
 
 Everything on the path is fetched before anything is applied, so a corrupt or missing object
 stops the agent with the weights untouched. With peers (:mod:`deltaroll.agent.peer_fetch`), the
-objects this agent seeds come from the bucket while the others come from peers, digest-checked;
-what no peer served in time comes from the bucket after all. Objects land in the store's
+objects this agent seeds come from the bucket while the others come from its node's cache when
+that already holds them, else from peers, digest-checked; what no peer served in time comes from
+the bucket after all (through the node cache). Objects land in the store's
 resumable cache on the pod's volume: an agent restarted mid-download fetches only what is still
 missing. The cache may be shared with other agents (a node volume): objects are held while in
 use, and pruning removes only what no live agent holds.
@@ -32,11 +33,14 @@ def plan_objects(steps: Iterable[Step]) -> list[ObjectRef]:
 
 @dataclass(frozen=True)
 class Transferred:
-    """What one fetch moved: from the store (across the bucket link) and from peers."""
+    """What one fetch moved: from the store (across the bucket link) and from peers;
+    ``unpeered_objects``: those of the store's objects that peers should have served (none did
+    in time, or no peer was listed at all)."""
 
     bucket_bytes: int = 0
     bucket_objects: int = 0
     peer_bytes: int = 0
+    unpeered_objects: int = 0
 
 
 @contextmanager
@@ -69,8 +73,9 @@ def fetched_objects(
         held += [ref.digest for ref in refs]
         missing = [ref for ref in refs if not store.cache.verified(ref.digest)]
         seeds = {ref.digest: peers.seeds(ref.digest) for ref in missing}
+        unlisted = not peers.directory.live()  # alone, or the listing failed: it seeds all
         seeded = [ref for ref in missing if seeds[ref.digest]]
-        asked = [ref for ref in missing if not seeds[ref.digest]]
+        asked = _not_on_node(store, [ref for ref in missing if not seeds[ref.digest]], node_cache)
         held += [ref.digest for ref in seeded]
         with ThreadPoolExecutor(1, thread_name_prefix="agent-seed") as pool:
             seeding = pool.submit(_from_bucket, store, model, seeded, should_stop, node_cache)
@@ -82,9 +87,35 @@ def fetched_objects(
             seed.bucket_bytes + rest.bucket_bytes,
             seed.bucket_objects + rest.bucket_objects,
             peer_bytes,
+            len(left) + (len(seeded) if unlisted else 0),
         )
     finally:
         store.cache.release(held)
+
+
+def _not_on_node(
+    store: Store, refs: Sequence[ObjectRef], node_cache: NodeCacheClient | None
+) -> list[ObjectRef]:
+    """Take what the node cache already holds of ``refs`` into the cache (verified); the rest.
+
+    A non-seeder asks its node before its peers: bytes already on the node cost no link at all,
+    while a peer's cross the network again (and a peer listing that lags would otherwise send
+    every pod of the node to the bucket on its own)."""
+    if node_cache is None:
+        return list(refs)
+    rest = []
+    for ref in refs:
+        staged = store.cache.staging_path(ref.digest)
+        try:
+            if (
+                node_cache.take(ref, staged)
+                and store.cache.commit(ref.digest, staged) == ref.digest
+            ):
+                continue
+        finally:
+            staged.unlink(missing_ok=True)
+        rest.append(ref)
+    return rest
 
 
 def _from_bucket(

@@ -40,6 +40,12 @@ class AgentMetrics:
             "Bytes of objects received from peer agents and verified.",
             registry=self.registry,
         )
+        self.unpeered_objects = Counter(
+            "deltaroll_agent_unpeered_objects",
+            "Objects downloaded from the store that peers should have served: none did in time, "
+            "or no peer was listed (the agent then seeds everything itself).",
+            registry=self.registry,
+        )
         self.peer_rejected = Counter(
             "deltaroll_agent_peer_rejected",
             "Objects a peer sent whose bytes did not match their name (discarded).",

@@ -470,6 +470,7 @@ class Agent:
     def _count(self, moved: Transferred) -> None:
         self.metrics.downloaded_bytes.inc(moved.bucket_bytes)
         self.metrics.bucket_objects.inc(moved.bucket_objects)
+        self.metrics.unpeered_objects.inc(moved.unpeered_objects)
 
     def _engine_check_due(self) -> bool:
         return self._clock() - self._engine_checked >= self.config.engine_check_s

@@ -79,10 +79,7 @@ class NodeCacheClient:
             log.warning("store.node_cache_unused", digest=ref.digest, error=str(exc))
         else:
             if lease is None:
-                with self._lock:
-                    self.node_bytes += ref.size
-                if self.on_node_bytes is not None:
-                    self.on_node_bytes(ref.size)
+                self._count(ref.size)
                 if progress is not None:
                     progress(ref.size)
                 return True
@@ -95,6 +92,27 @@ class NodeCacheClient:
         if lease is not None:
             self._quietly("PUT", ref, lease, body=staged)
         return False
+
+    def take(self, ref: ObjectRef, staged: Path) -> bool:
+        """Put object ``ref`` at ``staged`` if the node cache holds it now (True); otherwise
+        (a miss, a fill under way, the cache down) False at once, leaving the object to the
+        caller's other sources: a miss's fill lease is handed straight back."""
+        try:
+            lease = self._get(ref, staged, wait_s=0.0)
+        except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
+            log.info("store.node_cache_missed", digest=ref.digest, error=str(exc))
+            return False
+        if lease is not None:
+            self._quietly("POST", ref, lease, suffix=ABANDON_SUFFIX)
+            return False
+        self._count(ref.size)
+        return True
+
+    def _count(self, size: int) -> None:
+        with self._lock:
+            self.node_bytes += size
+        if self.on_node_bytes is not None:
+            self.on_node_bytes(size)
 
     # ---------------------------------------------------------------- requests
 
@@ -109,9 +127,10 @@ class NodeCacheClient:
             headers[LEASE_HEADER] = lease.lease
         return headers
 
-    def _get(self, ref: ObjectRef, staged: Path) -> FillLease | None:
+    def _get(self, ref: ObjectRef, staged: Path, wait_s: float | None = None) -> FillLease | None:
         """The object into ``staged`` (None), or the lease to fill it; raises otherwise."""
-        url = f"{self._object_url(ref)}&{WAIT_PARAM}={self.wait_s}"
+        wait = self.wait_s if wait_s is None else wait_s
+        url = f"{self._object_url(ref)}&{WAIT_PARAM}={wait}"
         response = self._http.request("GET", url, headers=self._headers(), preload_content=False)
         try:
             if response.status == 404:

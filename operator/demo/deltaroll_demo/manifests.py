@@ -18,6 +18,7 @@ from typing import Any
 
 from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT, agent_access_objects
 from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
+from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
 from deltaroll.controllers.pod_defaults import container_security_context, pod_security_context
 
 GROUP, API_VERSION = "deltaroll.dev", "v1alpha1"
@@ -27,6 +28,8 @@ APP = "demo-llm"
 DEPLOYMENT = "demo-llm"
 ANALYSIS = "eval-loss"
 ENGINE_PORT, ENGINE_ADMIN_PORT, AGENT_HEALTH_PORT = 8000, 8001, 8081
+#: A canary step's pods are the only ones pulling: a short wait for peers keeps the demo's length.
+PEER_WAIT_S = 1.0
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 #: The demo holds its namespace to Pod Security "restricted", as a careful admin would.
 RESTRICTED = (
@@ -172,6 +175,16 @@ def engine_container() -> dict[str, Any]:
     }
 
 
+def serve_peers(agent: dict[str, Any], app: str, *, wait_s: float | None = None) -> None:
+    """Let ``agent`` (an :func:`agent_container`) take objects from the agents of the pods
+    labelled ``app=<app>`` and serve them its own; ``wait_s``: how long it waits for a peer to
+    hold an object before the store (a canary's first pod finds no peer holding it)."""
+    wait = [] if wait_s is None else [f"--peer-wait={wait_s:g}"]
+    agent["args"] = [*agent["args"], f"--peers=app={app}", "--peer-host=127.0.0.1",
+                     f"--peer-port={DEFAULT_PEER_PORT}", *wait]  # fmt: skip
+    agent["ports"] = [*agent["ports"], {"name": PEER_PORT_NAME, "containerPort": DEFAULT_PEER_PORT}]
+
+
 def inference_pod_spec(agent: dict[str, Any]) -> dict[str, Any]:
     """An inference pod: ``agent`` (an :func:`agent_container`) as a native sidecar beside the
     reference engine, the pod Ready only while the agent says its weights are; it passes Pod
@@ -198,7 +211,9 @@ def agent_access() -> list[dict[str, Any]]:
 
 def inference_deployment(store_uri: str, replicas: int) -> dict[str, Any]:
     """A Deployment of inference pods; their template names no version (the operator does)."""
-    pod_spec = inference_pod_spec(agent_container(store_uri))
+    agent = agent_container(store_uri)
+    serve_peers(agent, APP, wait_s=PEER_WAIT_S)
+    pod_spec = inference_pod_spec(agent)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from deltaroll_demo.observe import Pod
+from deltaroll_demo.observe import Pod, Received
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Snapshot:
 
     pods: list[Pod] = field(default_factory=list)
     rollout: dict[str, Any] = field(default_factory=dict)
-    downloaded: dict[str, int | None] = field(default_factory=dict)
+    received: dict[str, Received | None] = field(default_factory=dict)
 
 
 class Narrator:
@@ -109,17 +109,18 @@ class Narrator:
 
     def _pods_table(self) -> Table:
         table = Table(title="inference pods", title_justify="left", expand=False)
-        for column in ("pod", "wants", "serves", "agent", "Ready", "downloaded"):
+        for column in ("pod", "wants", "serves", "agent", "Ready", "from bucket", "from peers"):
             table.add_column(column)
         for pod in self.snapshot.pods:
-            downloaded = self.snapshot.downloaded.get(pod.name)
+            received = self.snapshot.received.get(pod.name)
             table.add_row(
                 pod.name,
                 self.name(pod.wanted),
                 self.name(pod.current),
                 pod.agent_state,
                 "yes" if pod.ready else "no",
-                f"{downloaded / 1e6:.2f} MB" if downloaded is not None else "-",
+                f"{received.bucket / 1e6:.2f} MB" if received is not None else "-",
+                f"{received.peers / 1e6:.2f} MB" if received is not None else "-",
             )
         return table
 

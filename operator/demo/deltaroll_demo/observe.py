@@ -25,6 +25,7 @@ from deltaroll_demo.manifests import API_VERSION, APP, DEPLOYMENT, GROUP, NAMESP
 
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"  # host ports the sandbox's kubelet gave the pod
 DOWNLOADED_METRIC = "deltaroll_agent_downloaded_bytes_total"
+PEER_METRIC = "deltaroll_agent_peer_bytes_total"
 
 
 @dataclass(frozen=True)
@@ -172,8 +173,24 @@ class WantedWatch:
         self.counts.append(Counter(self._wanted.values()))
 
 
-def downloaded_bytes(pod: Pod) -> int | None:
-    """The agent's count of bytes it downloaded from the store (cache hits excluded)."""
+@dataclass(frozen=True)
+class Received:
+    """What an agent has received so far: from the store (across the bucket link) and from its
+    peers (cache hits excluded)."""
+
+    bucket: int
+    peers: int
+
+    @property
+    def total(self) -> int:
+        return self.bucket + self.peers
+
+    def __sub__(self, other: Received) -> Received:
+        return Received(self.bucket - other.bucket, self.peers - other.peers)
+
+
+def received_bytes(pod: Pod) -> Received | None:
+    """The agent's counts of bytes it received, from its /metrics; None if it did not answer."""
     port = pod.ports.get("agent-health")
     if port is None:
         return None
@@ -182,7 +199,17 @@ def downloaded_bytes(pod: Pod) -> int | None:
             text = page.read().decode()
     except OSError:
         return None
+    counts = {}
     for line in text.splitlines():
-        if line.startswith(DOWNLOADED_METRIC + " "):
-            return int(float(line.rpartition(" ")[2]))
-    return None
+        name, _, value = line.rpartition(" ")
+        if name in (DOWNLOADED_METRIC, PEER_METRIC):
+            counts[name] = int(float(value))
+    if DOWNLOADED_METRIC not in counts:
+        return None
+    return Received(counts[DOWNLOADED_METRIC], counts.get(PEER_METRIC, 0))
+
+
+def downloaded_bytes(pod: Pod) -> int | None:
+    """The agent's count of bytes it downloaded from the store (cache hits excluded)."""
+    received = received_bytes(pod)
+    return None if received is None else received.bucket

@@ -32,7 +32,7 @@ from deltaroll_demo.manifests import (
 )
 from deltaroll_demo.model import TRAINING_STEPS, Checkpoints, eval_texts, train
 from deltaroll_demo.narration import Narrator, Snapshot
-from deltaroll_demo.observe import Cluster, Pod, WantedWatch, downloaded_bytes
+from deltaroll_demo.observe import Cluster, Pod, Received, WantedWatch, received_bytes
 from deltaroll_sandbox.policy import write_local_policy
 
 REPLICAS = 4
@@ -48,7 +48,8 @@ class Record:
     ids: dict[str, str] = field(default_factory=dict)  # v1/v2/v3 -> version id
     full_checkpoint_bytes: int = 0
     parameters: int = 0
-    downloaded_after: dict[str, dict[str, int]] = field(default_factory=dict)  # version -> pod ->
+    # version -> pod -> what its agent received so far (bucket, peers)
+    received_after: dict[str, dict[str, Received]] = field(default_factory=dict)
     wanted_counts: dict[str, set[int]] = field(default_factory=dict)  # version -> pods asked, seen
     deltas: dict[str, dict[str, Any]] = field(default_factory=dict)  # v2/v3 -> ModelDelta status
     after: dict[str, dict[str, Any]] = field(default_factory=dict)  # v1/v2/v3 -> rollout status
@@ -246,13 +247,13 @@ class Story:
 
         def counted() -> Snapshot | None:  # a busy agent may miss one scrape of its /metrics
             snapshot = self.refresh()
-            return snapshot if None not in snapshot.downloaded.values() else None
+            return snapshot if None not in snapshot.received.values() else None
 
-        snapshot = self.wait(counted, f"{label}: every agent's count of downloaded bytes")
+        snapshot = self.wait(counted, f"{label}: every agent's count of received bytes")
         self.record.after[label] = snapshot.rollout
         self.record.pods_after[label] = snapshot.pods
-        self.record.downloaded_after[label] = {
-            pod: count for pod, count in snapshot.downloaded.items() if count is not None
+        self.record.received_after[label] = {
+            pod: count for pod, count in snapshot.received.items() if count is not None
         }
 
     def _stable_id(self, rollout: dict[str, Any]) -> str | None:
@@ -264,7 +265,7 @@ class Story:
         snapshot = Snapshot(
             pods=pods,
             rollout=self.cluster.deployment_status(),
-            downloaded={pod.name: downloaded_bytes(pod) for pod in pods},
+            received={pod.name: received_bytes(pod) for pod in pods},
         )
         self.narrator.observe(snapshot)
         return snapshot

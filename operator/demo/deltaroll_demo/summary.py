@@ -12,6 +12,7 @@ from rich.table import Table
 
 from deltaroll.api.modeldelta import as_percent
 from deltaroll_demo.manifests import DEPLOYMENT, MODEL
+from deltaroll_demo.observe import Received
 from deltaroll_demo.story import Record
 
 LABELS = ("v1", "v2", "v3")
@@ -32,13 +33,13 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
 
 
-def bytes_per_pod_per_version(record: Record) -> dict[str, dict[str, int]]:
-    """What each pod's agent downloaded while the fleet moved to each version (its /metrics)."""
-    table: dict[str, dict[str, int]] = {}
-    previous: dict[str, int] = {}
+def received_per_pod_per_version(record: Record) -> dict[str, dict[str, Received]]:
+    """What each pod's agent received while the fleet moved to each version (its /metrics)."""
+    table: dict[str, dict[str, Received]] = {}
+    previous: dict[str, Received] = {}
     for label in LABELS:
-        for pod, total in (record.downloaded_after.get(label) or {}).items():
-            table.setdefault(pod, {})[label] = total - previous.get(pod, 0)
+        for pod, total in (record.received_after.get(label) or {}).items():
+            table.setdefault(pod, {})[label] = total - previous.get(pod, Received(0, 0))
             previous[pod] = total
     return table
 
@@ -118,6 +119,7 @@ def result(
     record: Record, seconds: dict[str, float], facts: dict[str, bool], failure: str | None
 ) -> dict[str, Any]:
     """The final JSON line."""
+    received = received_per_pod_per_version(record)
     v2, v3 = record.after.get("v2") or {}, record.after.get("v3") or {}
     history = [_name(record, h.get("version")) for h in v2.get("history") or []]
     last_pods = next((record.pods_after[k] for k in reversed(LABELS) if k in record.pods_after), [])
@@ -128,7 +130,14 @@ def result(
         "promoted": list(reversed(history)),
         "rolled_back": ["v3"] if facts.get("v3_rolled_back") else [],
         "final_version_per_pod": {p.name: _name(record, p.current) for p in last_pods},
-        "bytes_per_pod_per_version": bytes_per_pod_per_version(record),
+        "bytes_per_pod_per_version": {
+            pod: {label: got.total for label, got in per_version.items()}
+            for pod, per_version in received.items()
+        },
+        "peer_bytes_per_pod_per_version": {
+            pod: {label: got.peers for label, got in per_version.items()}
+            for pod, per_version in received.items()
+        },
         "pause_per_pod_per_version": pause_per_pod_per_version(record),
         "full_checkpoint_bytes": record.full_checkpoint_bytes,
         "delta_bytes": {k: (record.deltas.get(k) or {}).get("deltaBytes") for k in ("v2", "v3")},
@@ -152,7 +161,11 @@ def print_summary(console: Console, outcome: dict[str, Any], kubeconfig: str, ke
     full = outcome["full_checkpoint_bytes"]
     # Bytes over their share of the checkpoint, on two lines: a pod name and three versions fit
     # 80 columns whole.
-    table = Table(title=f"bytes shipped per pod (full checkpoint: {full:,} bytes)")
+    peers = outcome.get("peer_bytes_per_pod_per_version") or {}
+    table = Table(
+        title=f"bytes shipped per pod (full checkpoint: {full:,} bytes), the share from peers "
+        "(the rest from the bucket)"
+    )
     table.add_column("pod", overflow="fold")
     for label in LABELS:
         table.add_column(label, justify="right", no_wrap=True)
@@ -160,7 +173,13 @@ def print_summary(console: Console, outcome: dict[str, Any], kubeconfig: str, ke
         cells = []
         for label in LABELS:
             shipped = per_version.get(label)
-            cells.append("-" if shipped is None else f"{shipped:,}\n{as_percent(shipped / full)}")
+            from_peers = peers.get(pod, {}).get(label, 0)
+            cells.append(
+                "-"
+                if shipped is None
+                else f"{shipped:,}\n{as_percent(shipped / full)}\n"
+                + (f"peers {as_percent(from_peers / shipped)}" if shipped else "")
+            )
         table.add_row(pod, *cells)
     console.print(table)
     pauses = outcome.get("pause_per_pod_per_version") or {}
