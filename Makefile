@@ -34,6 +34,9 @@ bench: setup
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/operator_load.py
+	# fleet.py shapes the bucket link with the kernel's tc in a network namespace of its own when
+	# run as root with iproute2 (Debian: apt-get install iproute2), else with a token-bucket proxy.
+	$(BIN)/python benchmarks/fleet.py --pods 4
 
 lint: setup
 	$(BIN)/ruff check operator tests benchmarks

@@ -29,7 +29,6 @@ Run: flock /tmp/bench.lock .venv/bin/python benchmarks/operator_load.py [--sizes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import controllers.simulated_fleet as fleet  # noqa: E402
 from deltaroll.api.annotations import POD_VERSION, PROMOTE  # noqa: E402
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox  # noqa: E402
-from rollout import start_operator, stop  # noqa: E402
+from rollout import print_json, start_operator, stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VERSIONS = ("v1", "v2", "v3", "v4")
@@ -260,10 +259,7 @@ def main() -> None:
         "alone": alone,
         "rows": rows,
     }
-    line = json.dumps(result)
-    if args.json_out:
-        args.json_out.write_text(line + "\n")
-    print(line)
+    print_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from deltaroll.store import Store
 from deltaroll_demo.manifests import agent_container, pod_volumes
 from deltaroll_demo.model import train
 from deltaroll_demo.observe import Pod, downloaded_bytes
+from deltaroll_sandbox.policy import write_local_policy
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,11 +222,16 @@ def measure(
     return result
 
 
-def start_engine(model_path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_engine(
+    model_path: Path, port: int, admin_port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    """The shared reference engine: inference on ``port``, the agents' reload and checksum
+    routes on ``admin_port`` (their --engine-url)."""
     with log.open("ab") as out:
         engine = subprocess.Popen(
             [str(BIN / "deltaroll"), "engine", "serve", "--kind", "reference"]
-            + ["--model-path", str(model_path), "--port", str(port)],
+            + ["--model-path", str(model_path), "--port", str(port)]
+            + ["--admin-port", str(admin_port)],
             env={**os.environ, "OMP_NUM_THREADS": "1"},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -243,9 +249,17 @@ def start_engine(model_path: Path, port: int, log: Path) -> subprocess.Popen[byt
 
 def start_operator(sandbox: RunningSandbox, log: Path) -> subprocess.Popen[bytes]:
     env = {**sandbox.env(), "DELTAROLL_LOG_LEVEL": "warning"}
+    policy = write_local_policy(log.with_suffix(".policy.json"), log.parent)
     with log.open("ab") as out:
         return subprocess.Popen(
-            [str(BIN / "deltaroll"), "operator", "run", "--all-namespaces", "--standalone"],
+            [
+                str(BIN / "deltaroll"),
+                "operator",
+                "run",
+                "--all-namespaces",
+                "--standalone",
+                f"--policy={policy}",
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -288,10 +302,10 @@ def run(sizes: list[int], root: Path) -> dict[str, Any]:
         with running_sandbox(root / f"sandbox-{n}") as sandbox:
             sandbox.kubectl("apply", "-f", str(REPO / "crds"))
             operator = start_operator(sandbox, root / f"operator-{n}.log")
-            port = free_port()
-            engine = start_engine(paths["v1"], port, root / f"engine-{n}.log")
+            port, admin = free_port(), free_port()
+            engine = start_engine(paths["v1"], port, admin, root / f"engine-{n}.log")
             try:
-                url = f"http://127.0.0.1:{port}"
+                url = f"http://127.0.0.1:{admin}"  # the agents reload it on its admin port
                 delta = measure(sandbox, f"delta-{n}", n, stores["delta"], url, ids)
                 full = measure(sandbox, f"full-{n}", n, stores["full"], url, ids)
             finally:
@@ -348,6 +362,14 @@ def print_row(row: dict[str, Any]) -> None:
     )
 
 
+def print_json(result: dict[str, Any], json_out: Path | None) -> None:
+    """The result as one JSON line: the last of stdout, and the whole of ``json_out``."""
+    text = json.dumps(result, sort_keys=True)
+    if json_out:
+        json_out.write_text(text + "\n")
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="4,16,64", help="comma-separated pod counts")
@@ -358,10 +380,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="deltaroll-rollout-") as tmp:
         result = run(sizes, Path(tmp))
-    text = json.dumps(result, sort_keys=True)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    print_json(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "operator" / "deltaroll"
 
 #: Lowest first; a module may import its own part and any part before it. The top-level modules
-#: (``errors``, ``logs``, ``collector``) are beneath every part. Must match deltaroll/__init__.py.
+#: (``errors``, ``logs``, ``redact``, ``collector``) are beneath every part. Must match
+#: deltaroll/__init__.py.
 LAYERS = (
     "api",
     "codec",

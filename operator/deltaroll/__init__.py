@@ -1,8 +1,8 @@
 """Deltaroll: ship new model weights to inference fleets as sparse, lossless deltas.
 
 Parts, lowest layer first; a part imports only the parts above it in this list (and the
-top-level ``errors`` and ``logs``), never one below, and no two parts import each other
-(tests/test_layers.py checks every import, lazy ones included):
+top-level ``errors``, ``logs`` and ``redact``), never one below, and no two parts import each
+other (tests/test_layers.py checks every import, lazy ones included):
 
 - ``api``         the contracts: the custom resources' pydantic models (CRDs are generated from
                   them) and every shape that crosses a process boundary (annotations, the agent's

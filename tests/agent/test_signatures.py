@@ -15,6 +15,7 @@ from agent.test_reconcile import reach, served
 from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
 from deltaroll.store.signing import generate_key_pair, load_signing_key
+from deltaroll.store.vouch import vouch_and_sign
 from engines.processes import RunningEngine
 
 from .helpers import pod_dict, write_downward_file
@@ -113,3 +114,52 @@ def test_a_signature_copied_from_another_version_is_refused(
     (signatures / v3 / name).write_bytes((signatures / v2 / name).read_bytes())
     rig.want(v3)
     assert "does not verify" in refused(rig, v1, engine)
+
+
+def requiring(
+    tmp_path: Path, core: kubernetes.client.CoreV1Api, copied: Published, engine: RunningEngine,
+    keys: dict[str, Path], pod: str,
+) -> AgentRig:  # fmt: skip
+    """An agent for ``pod`` that accepts key ``a`` only (same ``tmp_path``: same volume)."""
+    return make_agent(
+        tmp_path, core, copied.uri, engine.admin_url, pod, verify_keys=[keys["a.pub"]]
+    )
+
+
+def test_a_name_moved_back_is_refused_even_after_the_agent_restarts(
+    tmp_path: Path, core: kubernetes.client.CoreV1Api, copied: Published, engine: RunningEngine,
+    keys: dict[str, Path],
+) -> None:  # fmt: skip
+    store, key = copied.store(), load_signing_key(keys["a"])
+    v1, v2 = copied.ids["v1"], copied.ids["v2"]
+    store.set_name(MODEL, "prod", v1, force=True)
+    store.sign(MODEL, v1, key, names=["prod"])
+    store.set_name(MODEL, "prod", v2, force=True)
+    store.sign(MODEL, v2, key, names=["prod"])
+    rig = requiring(tmp_path, core, copied, engine, keys, "rolled")
+    rig.want("prod")
+    reach(rig, v2)
+
+    # A bucket writer points the name back at v1 (signed under it, at an older sequence); the
+    # pod's agent restarts and reads the name afresh.
+    store.set_name(MODEL, "prod", v1, force=True)
+    restarted = requiring(tmp_path, core, copied, engine, keys, "rolled-again")
+    restarted.want("prod")
+    assert "was moved back" in refused(restarted, v2, engine)
+
+
+def test_a_signature_the_operator_made_for_another_namespace_is_refused(
+    tmp_path: Path, core: kubernetes.client.CoreV1Api, copied: Published, engine: RunningEngine,
+    keys: dict[str, Path],
+) -> None:  # fmt: skip
+    store, key = copied.store(), load_signing_key(keys["a"])
+    v1, v2 = copied.ids["v1"], copied.ids["v2"]
+    store.sign(MODEL, v1, key)
+    store.set_name(MODEL, "team-x-latest", v2)
+    vouch_and_sign(store.catalog, MODEL, v2, key, parent=v1, name="team-x-latest",
+                   origin="operator:modeldelta/team-x/m", namespace="team-x")  # fmt: skip
+    rig = requiring(tmp_path, core, copied, engine, keys, "other-namespace")
+    rig.want(v1)
+    reach(rig, v1)
+    rig.want(v2)
+    assert "signed for namespace 'team-x'" in refused(rig, v1, engine)

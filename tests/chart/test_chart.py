@@ -163,7 +163,7 @@ OPERATOR_RULES = {
     ("", "secrets"): {"get"},
 }
 CRD_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
-AGENT_RULES = {("", "pods"): {"get", "patch"}, ("", "pods/status"): {"patch"}}
+AGENT_RULES = {("", "pods"): {"get", "list", "patch"}, ("", "pods/status"): {"patch"}}
 
 
 def _operator_roles(values: str, kind: str) -> list[dict[str, Any]]:
@@ -421,6 +421,28 @@ def test_readme_vllm_runs_the_disk_backend_in_dev_mode() -> None:
 
 
 @pytest.mark.parametrize("values", VALUES)
+def test_the_policy_reaches_the_operator_and_parses(values: str) -> None:
+    from deltaroll.api.policy import DEFAULT_POLICY, POLICY_ENV, Policy
+
+    configmap = next(
+        c for c in objects(values, "ConfigMap") if c["metadata"]["name"].endswith("-policy")
+    )
+    policy = Policy.model_validate(yaml.safe_load(configmap["data"]["policy.yaml"]))
+    pod = the(values, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    path = next(e["value"] for e in container["env"] if e["name"] == POLICY_ENV)
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    if values == "all-options":
+        team = policy.for_namespace("ml-team-a")
+        assert team.worker.image == "ghcr.io/acme/deltaroll-worker:1.4.0"
+        assert team.worker.resources == policy.default.worker.resources  # inherited
+    else:  # values that set no policy
+        assert policy == DEFAULT_POLICY  # the chart's defaults are the operator's own
+
+
+@pytest.mark.parametrize("values", VALUES)
 def test_the_agent_policy_is_the_api_contract(values: str) -> None:
     """The chart's ValidatingAdmissionPolicy and binding are the objects api.agent_access
     builds (which the sandbox tests evaluate), for the chart's names and namespaces."""
@@ -459,7 +481,10 @@ def test_readme_agent_snippet_gives_the_token_to_the_agent_only() -> None:
     assert tokens[0] in {m["name"] for m in agent["volumeMounts"]}
     for container in pod["containers"]:  # the engine and the proxy
         assert tokens[0] not in {m["name"] for m in container.get("volumeMounts", [])}
-    assert "exec" in agent["startupProbe"] and not agent.get("ports")  # /healthz on loopback
+    assert "exec" in agent["startupProbe"]  # /healthz on loopback: not a declared port
+    from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
+
+    assert agent["ports"] == [{"name": PEER_PORT_NAME, "containerPort": DEFAULT_PEER_PORT}]
 
 
 @pytest.mark.parametrize(
@@ -505,8 +530,14 @@ def test_the_inference_network_policy_is_opt_in_and_opens_only_the_inference_por
         spec = policy["spec"]
         assert spec["podSelector"] == {"matchLabels": options["networkPolicy"]["podSelector"]}
         assert spec["policyTypes"] == ["Ingress"]
-        (rule,) = spec["ingress"]  # one port: the agent's health port and the rest stay closed
+        # the inference port, and the peer port from the inference pods alone: the agent's
+        # health port and the rest stay closed
+        rule, peers = spec["ingress"]
         assert rule["ports"] == [{"protocol": "TCP", "port": options["networkPolicy"]["port"]}]
+        assert peers == {
+            "ports": [{"protocol": "TCP", "port": options["networkPolicy"]["peerPort"]}],
+            "from": [{"podSelector": spec["podSelector"]}],
+        }
         operator, analysis, *clients = rule["from"]
         assert operator["namespaceSelector"]["matchLabels"] == {
             "kubernetes.io/metadata.name": NAMESPACE
@@ -531,6 +562,46 @@ def test_the_network_policy_admits_the_analysis_jobs_pods_by_default() -> None:
     )
     (policy,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "NetworkPolicy"]
     assert policy["spec"]["podSelector"] == {}  # every pod of the namespace
+    assert len(policy["spec"]["ingress"]) == 1  # no peer port unless asked for
     admitted = policy["spec"]["ingress"][0]["from"][1]["podSelector"]["matchLabels"]
     pod_labels = analysis_job()["spec"]["template"]["metadata"]["labels"]
     assert admitted.items() <= pod_labels.items()
+
+
+def test_the_node_cache_is_opt_in_node_local_and_least_privilege() -> None:
+    from deltaroll_sandbox.apiserver.pod_security.standards import (
+        LevelVersion,
+        describe,
+        evaluate,
+    )
+
+    assert not objects("default", "DaemonSet") and not objects("all-options", "DaemonSet")
+    done = helm(
+        "template", "deltaroll", str(CHART), "-n", NAMESPACE,
+        "--set", "nodeCache.enabled=true", "--set", "nodeCache.namespace=deltaroll-node-cache",
+    )  # fmt: skip
+    documents = [d for d in yaml.load_all(done.stdout, Loader=_UniqueKeyLoader) if d]
+    for document in documents:
+        if document["kind"] not in NOT_CORE:
+            kubernetes_validate.validate(document, KUBERNETES_VERSIONS[0], strict=True)
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in documents}
+    role = by_kind[("ClusterRole", "deltaroll-node-cache")]
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    daemonset = by_kind[("DaemonSet", "deltaroll-node-cache")]
+    assert daemonset["metadata"]["namespace"] == "deltaroll-node-cache"
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["command"] == ["deltaroll", "agent", "node-cache"]
+    assert container["ports"] == [{"name": "node-cache", "containerPort": 8470, "hostPort": 8470}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {e["name"] for e in container["env"]} == {"NODE_NAME", "HOST_IP"}
+    assert "--max-bytes=107374182400" in container["args"]
+    # its hostPath and hostPort are all that Pod Security "restricted" refuses in it
+    assert describe(evaluate(LevelVersion("restricted"), {}, pod)) == (
+        'hostPort (container "node-cache" uses hostPort 8470), restricted volume types '
+        '(volume "cache" uses restricted volume type "hostPath")'
+    )

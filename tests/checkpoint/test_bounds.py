@@ -154,7 +154,7 @@ def test_an_honest_delta_is_refused_when_a_buffer_exceeds_the_memory_budget(
     monkeypatch.setenv("DELTAROLL_MEMORY_BUDGET", "16")
     base = steps["sharded"][0]
     before = tree_digest(base)
-    with pytest.raises(DeltaTooLargeError, match=r"aux_files.*DELTAROLL_MEMORY_BUDGET"):
+    with pytest.raises(DeltaTooLargeError, match=r"needs a buffer.*DELTAROLL_MEMORY_BUDGET"):
         apply_delta(base, delta, in_place=True)
     assert tree_digest(base) == before
     monkeypatch.setenv("DELTAROLL_MEMORY_BUDGET", "lots")
@@ -198,3 +198,70 @@ def test_repeated_chunks_of_an_honest_checkpoint_are_stored_so_that_it_applies(
     assert len(entry.target_chunks) == 8 and len(set(entry.target_chunks)) > 1
     apply_delta(base, tmp_path / "delta", out_dir=tmp_path / "out")
     assert torch.equal(read_tensors(tmp_path / "out")["zeros"], tensors["zeros"])
+
+
+def _sparse_row(delta: Path) -> tuple[int, int, int]:
+    """(row, changed, total elements) of the delta's sparse tensor with the most changes."""
+    entries = read_delta_manifest(delta).tensors
+    rows = [i for i, e in enumerate(entries) if e.kind == "sparse"]
+    row = max(rows, key=lambda i: entries[i].changed_elements)
+    return row, entries[row].changed_elements, entries[row].total_elements
+
+
+def _sparse_need(changed: int) -> int:
+    """What the budget counts for a sparse bf16 tensor's changes: old and new values (2 bytes
+    each), a position and an exception rank (8 bytes each) per change."""
+    return changed * (2 * 2 + 16)
+
+
+def test_the_arrays_of_a_sparse_tensors_changes_count_against_the_memory_budget(
+    steps: dict[str, list[Path]], delta: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding (c): on main the positions and values of a sparse tensor were allocated from its
+    count, never budgeted, so this honest delta applied within a budget it exceeds."""
+    row, changed, _ = _sparse_row(delta)
+    monkeypatch.setenv("DELTAROLL_MEMORY_BUDGET", str(_sparse_need(changed) - 1))
+    base = steps["sharded"][0]
+    before = tree_digest(base)
+    name = read_delta_manifest(delta).tensors[row].name
+    with pytest.raises(DeltaTooLargeError, match=rf"tensors\[{name!r}\]\.changed_elements"):
+        apply_delta(base, delta, in_place=True)
+    assert tree_digest(base) == before and not Journal(base).root.exists()
+
+
+def test_a_manifest_lying_about_a_sparse_tensors_changes_is_refused_before_decoding(
+    steps: dict[str, list[Path]], delta: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bucket writer claims every element of a tensor changed (the tensor's shape kept, so it
+    still fits the checkpoint): within a budget the honest delta fits, the claim is refused from
+    the manifest alone; so is a claim of more changes than the tensor's payload can hold."""
+    row, changed, total = _sparse_row(delta)
+    assert changed < total
+    monkeypatch.setenv("DELTAROLL_MEMORY_BUDGET", str(_sparse_need(total) - 1))
+    base = steps["sharded"][0]
+    before = tree_digest(base)
+    apply_delta(base, delta, out_dir=tmp_path / "honest")  # fits the budget
+
+    def claim_all(document: dict[str, Any]) -> None:
+        document["tensors"]["changed_elements"][row] = total
+
+    rewrite_manifest(delta, claim_all)
+    for attempt in ({"out_dir": tmp_path / "out"}, {"in_place": True}):
+        with pytest.raises(DeltaTooLargeError, match=r"changed_elements needs a buffer"):
+            apply_delta(base, delta, **attempt)  # type: ignore[arg-type]
+    assert tree_digest(base) == before and not (tmp_path / "out").exists()
+
+    monkeypatch.delenv("DELTAROLL_MEMORY_BUDGET")
+
+    def claim_more_than_the_payload(document: dict[str, Any]) -> None:
+        tensors = document["tensors"]
+        huge = 1 << 40
+        for side in ("base", "target"):
+            tensors[side]["shape"][row] = [huge]
+        tensors["changed_elements"][row] = tensors["total_elements"][row] = huge
+        reseal_versions(document)
+
+    rewrite_manifest(delta, claim_more_than_the_payload)
+    with pytest.raises(CorruptDeltaError, match=r"changed_elements claims.*payload can hold"):
+        apply_delta(base, delta, out_dir=tmp_path / "out")
+    assert tree_digest(base) == before and not (tmp_path / "out").exists()

@@ -81,6 +81,7 @@ def run_apply(
         "patched",
         "file-renamed",
         "state-recorded:2",  # the first vouches for the base after its full hash
+        "apply-durable",  # the written files fsynced, the journal not yet removed
         "journal-committed",
     ],
 )

@@ -22,7 +22,11 @@ from deltaroll.checkpoint import (
     read_delta_manifest,
     state,
 )
-from deltaroll.checkpoint.errors import ChangesMismatchError, WrongBaseError
+from deltaroll.checkpoint.errors import (
+    ChangesMismatchError,
+    InterruptedApplyError,
+    WrongBaseError,
+)
 from deltaroll.checkpoint.state import TrustedState, make_durable, state_path, trusted_state
 
 from .helpers import tree_digest
@@ -205,8 +209,8 @@ def test_filesystem_type_reads_mountinfo(tmp_path: Path, monkeypatch: pytest.Mon
 def test_write_back_error_voids_the_record(
     chain: tuple[Path, Path, Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    weights, _, _, d12 = chain
-    _first_apply(chain)
+    weights, _, d01, d12 = chain
+    assert apply_delta(weights, d01, in_place=True, durable=False).changed
     assert not TrustedState.model_validate_json(state_path(weights).read_bytes()).durable
 
     real_fsync = os.fsync
@@ -217,20 +221,24 @@ def test_write_back_error_voids_the_record(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    assert trusted_state(open_checkpoint(weights)) is None
+    with pytest.raises(InterruptedApplyError):  # the journal stays, the record goes
+        apply_delta(weights, d12, in_place=True)
     assert not state_path(weights).exists()  # a later fsync would not report the lost pages
     monkeypatch.undo()
+    # The apply run again writes every value again; the next one proves its base in full.
+    assert apply_delta(weights, d01, in_place=True).changed
     full_hash = Counted(monkeypatch, apply_inplace, "checkpoint_digests")
     assert apply_delta(weights, d12, in_place=True).changed
-    assert full_hash.calls == 1  # no record: the base was proven by a full hash
+    assert full_hash.calls == 0  # the resumed apply recorded its target
 
 
 def test_make_durable_marks_the_record(chain: tuple[Path, Path, Path, Path]) -> None:
-    weights = _first_apply(chain)
-    assert make_durable(open_checkpoint(weights))
+    weights, _, d01, _ = chain
+    assert apply_delta(weights, d01, in_place=True, durable=False).changed
+    assert make_durable(weights)
     assert TrustedState.model_validate_json(state_path(weights).read_bytes()).durable
     (weights / "config.json").write_text("{}")
-    assert not make_durable(open_checkpoint(weights))  # the files moved on: nothing to vouch
+    assert not make_durable(weights)  # the files moved on: nothing to vouch
 
 
 def test_gather_and_scatter_cross_windows_and_chunks(

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from controllers.modeldelta_world import Gate, Operator, create_secret, wait_for
+from controllers.modeldelta_world import TEAM_B_KEYS, Gate, Operator, create_secret, wait_for
 from deltaroll.api.agent_access import agent_access_objects
+from deltaroll.store import Store
 from deltaroll_sandbox.pytest_fixtures import sandbox  # noqa: F401 - the fixture itself
 from deltaroll_sandbox.testing import RunningSandbox
 from fixtures.checkpoints import train_checkpoints
@@ -125,4 +126,71 @@ def gated_s3(tmp_path: Path) -> Iterator[tuple[Any, Gate]]:
             aws_secret_access_key="test-secret",
         )
         yield client, gate
+        gate.close()
+
+
+STORE_SECRET = "store-creds-SECRET-5c2e8a-never-print"
+
+
+@pytest.fixture
+def credentialed_s3_store(
+    cluster: RunningSandbox, trained: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """An s3:// store on moto holding step-0 and step-1, reachable only with the credentials of
+    the Secret ``store-creds`` (the operator's environment points nowhere)."""
+    import uuid
+
+    import boto3
+
+    from fixtures.ports import free_port
+    from fixtures.s3 import moto_server
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # a dead one
+    with moto_server() as endpoint:
+        credentials = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "store-creds-key",
+            "AWS_SECRET_ACCESS_KEY": STORE_SECRET,
+        }
+        bucket = f"models-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="store-creds-key",
+            aws_secret_access_key=STORE_SECRET,
+        ).create_bucket(Bucket=bucket)
+        uri = f"s3://{bucket}/prod"
+        store = Store(uri, credentials=credentials, cache_dir=tmp_path / "s3-cache")
+        store.push("tiny", trained[0], name="step-0")
+        store.push("tiny", trained[1], base=trained[0], name="step-1")
+        create_secret(cluster, "store-creds", credentials)
+        yield uri, credentials
+
+
+@pytest.fixture
+def team_b_bucket(trained: list[Path], tmp_path: Path) -> Iterator[tuple[str, Gate]]:
+    """Another team's bucket on moto holding step-0, behind a recording proxy; (uri, proxy).
+    It refuses anonymous requests, as a private bucket does."""
+    import uuid
+
+    import boto3
+
+    with moto_server() as endpoint:
+        bucket = f"team-b-{uuid.uuid4().hex[:12]}"
+        keys = {"aws_access_key_id": "team-b", "aws_secret_access_key": "team-b-secret"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(
+            Bucket=bucket
+        )
+        uri = f"s3://{bucket}/models"
+        credentials = {**TEAM_B_KEYS, "AWS_ENDPOINT_URL": endpoint}
+        Store(uri, credentials=credentials, cache_dir=tmp_path / "b").push(
+            "tiny", trained[0], name="step-0"
+        )
+        gate = Gate(endpoint, opened=True)
+        yield uri, gate
         gate.close()

@@ -19,15 +19,34 @@ from fixtures.cli import DELTAROLL
 from fixtures.ports import free_port
 
 GROUP, VERSION = "deltaroll.dev", "v1alpha1"
+#: The tests' stores and checkpoints live in pytest's temporary directories: file:// is allowed.
+LOCAL_POLICY: dict[str, Any] = {"default": {"storePrefixes": ["file:///", "s3://", "hf://"]}}
+#: The operator's own cloud identity in the policy tests: seen in a bucket's traffic, it was lent.
+OPERATOR_KEY = "AKIAOPERATOR0IDENTITY"
+#: Another team's bucket's credentials (with AWS_ENDPOINT_URL: its Secret's data).
+TEAM_B_KEYS = {
+    "AWS_ALLOW_HTTP": "true",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "team-b",
+    "AWS_SECRET_ACCESS_KEY": "team-b-secret",
+}
 
 
 class Operator:
     """``deltaroll operator run`` against the sandbox, as a real process."""
 
-    def __init__(self, cluster: RunningSandbox, log_path: Path) -> None:
-        self.cluster, self.log_path = cluster, log_path
+    def __init__(
+        self,
+        cluster: RunningSandbox,
+        log_path: Path,
+        policy: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.cluster, self.log_path, self.extra_env = cluster, log_path, env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
+        self.policy_path = log_path.with_name(f"{log_path.stem}-policy.json")
+        self.policy_path.write_text(json.dumps(LOCAL_POLICY if policy is None else policy))
 
     def metrics(self) -> str:
         import urllib.request
@@ -41,10 +60,18 @@ class Operator:
             **self.cluster.env(),
             "DELTAROLL_LOG_FORMAT": "console",
             "DELTAROLL_LOG_LEVEL": "info",
+            **self.extra_env,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(DELTAROLL), "operator", "run", "--all-namespaces", "--standalone"],
+                [
+                    str(DELTAROLL),
+                    "operator",
+                    "run",
+                    "--all-namespaces",
+                    "--standalone",
+                    f"--policy={self.policy_path}",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -131,6 +158,17 @@ def events_for(cluster: RunningSandbox, name: str) -> list[dict[str, Any]]:
     return [e for e in listed["items"] if e["involvedObject"].get("name") == name]
 
 
+def wait_for_warning(cluster: RunningSandbox, name: str, reason: str) -> None:
+    """Until the object ``name`` has a Warning Event with ``reason``."""
+    wait_for(
+        lambda: any(
+            e["type"] == "Warning" and e["reason"] == reason for e in events_for(cluster, name)
+        ),
+        30,
+        f"a {reason} Warning Event",
+    )
+
+
 def jobs_of(cluster: RunningSandbox, name: str) -> list[dict[str, Any]]:
     listed = cluster.kubectl(
         "get", "jobs", "-n", "default", "-l", f"deltaroll.dev/modeldelta={name}", "-o", "json"
@@ -140,15 +178,19 @@ def jobs_of(cluster: RunningSandbox, name: str) -> list[dict[str, Any]]:
 
 class Gate:
     """A TCP proxy to an upstream endpoint that holds every connection until opened: a worker
-    reading through it is provably still running until the test says otherwise."""
+    reading through it is provably still running until the test says otherwise. What clients
+    sent is kept in ``sent`` (who signed a request shows in its Authorization header)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, opened: bool = False) -> None:
         import socket
         import threading
 
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
+        self.sent = bytearray()
         self.opened = threading.Event()
+        if opened:
+            self.opened.set()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -171,7 +213,7 @@ class Gate:
         with client, socket.create_connection(self.upstream) as upstream:
             back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
             back.start()
-            _pipe(client, upstream)
+            _pipe(client, upstream, self.sent)
             back.join(timeout=30)
 
     def close(self) -> None:
@@ -179,9 +221,11 @@ class Gate:
         self.server.close()
 
 
-def _pipe(source: Any, sink: Any) -> None:
+def _pipe(source: Any, sink: Any, record: bytearray | None = None) -> None:
     try:
         while data := source.recv(65536):
+            if record is not None:
+                record.extend(data)
             sink.sendall(data)
     except OSError:
         pass

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import filecmp
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controllers.conftest import STORE_SECRET
 from controllers.modeldelta_world import (
     Gate,
     Operator,
@@ -19,6 +19,7 @@ from controllers.modeldelta_world import (
     jobs_of,
     modeldelta,
     wait_for,
+    wait_for_warning,
 )
 from deltaroll.api.annotations import LAST_HANDLED
 from deltaroll.checkpoint import checkpoint_version
@@ -115,14 +116,7 @@ def test_a_missing_parent_fails_before_any_job(
     assert ready["reason"] == "ParentNotFound"
     assert f"parent step-119 not found in {store_uri}" in ready["message"]
     assert jobs_of(cluster, "step-1") == []
-    wait_for(
-        lambda: any(
-            e["type"] == "Warning" and e["reason"] == "ParentNotFound"
-            for e in events_for(cluster, "step-1")
-        ),
-        30,
-        "a Warning event",
-    )
+    wait_for_warning(cluster, "step-1", "ParentNotFound")
 
 
 def test_an_unreadable_target_fails_the_job_with_the_workers_reason(
@@ -360,49 +354,6 @@ def test_deletion_policy_delete_removes_the_version_unless_a_deployment_uses_it(
     )
 
 
-STORE_SECRET = "store-creds-SECRET-5c2e8a-never-print"
-
-
-@pytest.fixture
-def credentialed_s3_store(
-    cluster: RunningSandbox, trained: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, dict[str, str]]]:
-    """An s3:// store on moto holding step-0 and step-1, reachable only with the credentials of
-    the Secret ``store-creds`` (the operator's environment points nowhere)."""
-    import uuid
-
-    import boto3
-
-    from fixtures.ports import free_port
-    from fixtures.s3 import moto_server
-
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # a dead one
-    with moto_server() as endpoint:
-        credentials = {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "store-creds-key",
-            "AWS_SECRET_ACCESS_KEY": STORE_SECRET,
-        }
-        bucket = f"models-{uuid.uuid4().hex[:12]}"  # moto's state outlives its server
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="store-creds-key",
-            aws_secret_access_key=STORE_SECRET,
-        ).create_bucket(Bucket=bucket)
-        uri = f"s3://{bucket}/prod"
-        store = Store(uri, credentials=credentials, cache_dir=tmp_path / "s3-cache")
-        store.push("tiny", trained[0], name="step-0")
-        store.push("tiny", trained[1], base=trained[0], name="step-1")
-        create_secret(cluster, "store-creds", credentials)
-        yield uri, credentials
-
-
 def _credentialed(manifest: dict[str, Any]) -> dict[str, Any]:
     manifest["spec"]["store"]["secretRef"] = {"name": "store-creds"}
     return manifest
@@ -432,22 +383,31 @@ def test_deletion_policy_delete_removes_the_version_from_a_credentialed_s3_store
     tmp_path: Path,
 ) -> None:
     uri, credentials = credentialed_s3_store
-    manifest = modeldelta("step-1", uri, trained[1], deletionPolicy="Delete")
+    manifest = modeldelta("step-2", uri, trained[2], parent="step-1", deletionPolicy="Delete")
     apply(cluster, _credentialed(manifest))
-    body = wait_for(lambda: _phase(cluster, "step-1", "Ready", "Failed"), 60, "Ready", operator.log)
+    body = wait_for(
+        lambda: (
+            (got := _phase(cluster, "step-2", "Ready", "Failed"))
+            and ("createdVersionId" in got["status"] or got["status"]["phase"] == "Failed")
+            and got
+        ),
+        120,
+        "Ready, created by its Job",
+        operator.log,
+    )
     assert body["status"]["phase"] == "Ready", body["status"]
     version = body["status"]["versionId"]
-    assert version == checkpoint_version(trained[1])
-    assert jobs_of(cluster, "step-1") == []  # read from the store with the Secret's credentials
+    assert version == checkpoint_version(trained[2])
+    assert body["status"]["createdVersionId"] == version  # its Job, with the Secret's credentials
 
-    cluster.kubectl("delete", "modeldelta", "step-1", "--wait=false")
-    wait_for(lambda: get(cluster, "modeldelta", "step-1") is None, 60, "deleted", operator.log)
+    cluster.kubectl("delete", "modeldelta", "step-2", "--wait=false")
+    wait_for(lambda: get(cluster, "modeldelta", "step-2") is None, 60, "deleted", operator.log)
 
     left = Store(uri, credentials=credentials, cache_dir=tmp_path / "check").versions("tiny")
     assert version not in left
-    assert checkpoint_version(trained[0]) in left
+    assert checkpoint_version(trained[1]) in left
     wait_for(
-        lambda: "VersionDeleted" in [e["reason"] for e in events_for(cluster, "step-1")],
+        lambda: "VersionDeleted" in [e["reason"] for e in events_for(cluster, "step-2")],
         30,
         "a VersionDeleted event",  # Kopf posts Events after the handler, as the finalizer goes
     )

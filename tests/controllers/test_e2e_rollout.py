@@ -40,6 +40,7 @@ from agent.helpers import (
 )
 from agent.sandbox_pods import ReadinessRecorder, engine_checksum, inference_pod, view
 from controllers.conftest import Operator, wait_for
+from controllers.modeldelta_world import create_secret
 from deltaroll.api.agent_state import AgentState
 from deltaroll.api.annotations import POD_LAST_CHANGE, PROMOTE
 from deltaroll.api.conditions import now_rfc3339
@@ -250,11 +251,22 @@ def test_canary_to_v2_then_bad_v3_rolled_back(
     client.close()
 
 
-def fleet(published: Published, replicas: int, crash_at: str) -> dict[str, Any]:
+def fleet(
+    published: Published,
+    replicas: int,
+    crash_at: str | None = None,
+    agent_args: tuple[str, ...] = (),
+) -> dict[str, Any]:
     """A Deployment of inference pods whose template asks for no version (the operator does),
-    and whose agents are SIGKILLed once, at ``crash_at``, then restarted by the kubelet."""
+    whose agents get ``agent_args`` and, with ``crash_at``, are SIGKILLed once there, then
+    restarted by the kubelet."""
     pod = inference_pod(
-        "template", store_uri=published.uri, version="unset", store_env={}, crash_at=crash_at
+        "template",
+        store_uri=published.uri,
+        version="unset",
+        store_env={},
+        crash_at=crash_at,
+        agent_args=agent_args,
     )
     return {
         "apiVersion": "apps/v1",
@@ -361,14 +373,12 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
     cluster: RunningSandbox,
     published: Published,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     s3 = S3Server()
     s3.start()
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)  # the operator reads version ids from the store too
     uri = s3.upload_store(published, "rollout-outage")
+    create_secret(cluster, "store-creds", s3.env())  # the operator reads version ids with it
     operator = Operator(cluster, tmp_path / "operator.log")
     operator.start()
     v1, v2 = published.ids["v1"], published.ids["v2"]
@@ -376,7 +386,7 @@ def test_a_store_outage_mid_rollout_waits_and_finishes_when_the_store_is_back(
     try:
         start_pods(core, uri, v1, s3.env())
         manifest = deployment(published, v1)
-        manifest["spec"]["store"]["uri"] = uri
+        manifest["spec"]["store"] = {"uri": uri, "secretRef": {"name": "store-creds"}}
         manifest["spec"]["strategy"]["canary"]["steps"] = [
             {"setWeight": 50},
             {"analysis": {"templates": [{"templateName": "smoke"}]}},

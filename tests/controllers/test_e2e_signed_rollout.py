@@ -144,7 +144,8 @@ def test_a_deployment_requiring_signatures_rolls_out_what_the_operator_signed_an
     assert (delta["status"]["phase"], delta["status"]["versionId"]) == ("Ready", v2), delta
     assert delta["status"]["signedBy"] == key.public.key_id
     signed = store.signed(MODEL, v2, [key.public], name="v2").statement
-    assert signed.origin == f"operator:modeldelta/{NAMESPACE}/v2" and signed.names == ["v2"]
+    assert signed.origin == f"operator:modeldelta/{NAMESPACE}/v2" and list(signed.names) == ["v2"]
+    assert (signed.namespace, signed.store) == (NAMESPACE, store.catalog.backend.uri)
 
     custom.patch_namespaced_custom_object(
         GROUP, VERSION, NAMESPACE, PLURAL, NAME, {"spec": {"version": "v2"}}

@@ -13,6 +13,8 @@ import pytest
 
 from controllers.test_jobs import delta
 from controllers.test_rollout_analysis import template
+from deltaroll.api.common import ResourceRequirements
+from deltaroll.controllers import pod_defaults
 from deltaroll.controllers.analysis.job import build_analysis_job
 from deltaroll.controllers.modeldelta.jobs import build_job
 from deltaroll.controllers.pod_defaults import DEFAULT_RESOURCES, IMAGE_USER
@@ -67,14 +69,34 @@ def test_every_job_pod_passes_restricted_without_a_token(build: Any) -> None:
         assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
-def test_resources_default_per_kind_and_a_resources_own_replace_them_whole() -> None:
+def test_resources_default_per_kind_and_a_resources_own_replace_them_name_by_name() -> None:
     def resources(job: dict[str, Any]) -> dict[str, Any]:
         return dict(job["spec"]["template"]["spec"]["containers"][0]["resources"])
 
     assert resources(worker_job()) == DEFAULT_RESOURCES["worker"].to_wire()
     assert resources(analysis_job()) == DEFAULT_RESOURCES["analysis"].to_wire()
+    # GPU names cpu, memory and the GPU: nothing of the defaults is left
     assert resources(worker_job(job={"resources": GPU})) == GPU
     assert resources(analysis_job(resources=GPU)) == GPU
+    # a name's request and limit come from one layer: no default limit under a bigger request
+    own = {"requests": {"memory": "16Gi"}}
+    assert resources(worker_job(job={"resources": own})) == {
+        "requests": {"memory": "16Gi", "cpu": "1"},
+        "limits": {"cpu": "4"},
+    }
+
+
+def test_the_admins_resources_lie_between_a_resources_own_and_the_built_in_ones() -> None:
+    admin = ResourceRequirements(limits={"memory": "32Gi", "ephemeral-storage": "100Gi"})
+    own = ResourceRequirements(requests={"cpu": "2"})
+    assert pod_defaults.resources("worker", own, admin) == {
+        "requests": {"cpu": "2"},
+        "limits": {"memory": "32Gi", "ephemeral-storage": "100Gi"},
+    }
+    assert pod_defaults.resources("analysis", None, admin) == {
+        "requests": {"cpu": "250m"},
+        "limits": {"memory": "32Gi", "ephemeral-storage": "100Gi", "cpu": "1"},
+    }
 
 
 @pytest.mark.parametrize("image", ["worker", "agent", "operator"])

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from deltaroll.api import ModelDelta, parse_resource
+from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import build_job, job_name, spec_digest
 
 UID = "0b1c2d3e-0000-4000-8000-000000000001"
@@ -37,7 +38,7 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_job_is_owned_by_the_modeldelta_and_runs_worker_compute() -> None:
-    job = build_job(delta(), default_image="registry/worker:1")
+    job = build_job(delta(), defaults=JobDefaults("worker", "registry/worker:1"))
     owner = job["metadata"]["ownerReferences"]
     assert owner == [
         {
@@ -100,7 +101,11 @@ def test_gpu_resources_and_scheduling_knobs_reach_the_pod() -> None:
     )
     pod = job["spec"]["template"]["spec"]
     assert container(job)["image"] == "me/worker:cuda"
-    assert container(job)["resources"] == {"limits": {"nvidia.com/gpu": 1, "memory": "64Gi"}}
+    # memory is the Job's own, request and limit; cpu, which it does not name, the default's
+    assert container(job)["resources"] == {
+        "requests": {"cpu": "1"},
+        "limits": {"nvidia.com/gpu": 1, "memory": "64Gi", "cpu": "4"},
+    }
     assert pod["nodeSelector"] == {"pool": "gpu"}
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

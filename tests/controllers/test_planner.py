@@ -13,6 +13,7 @@ from deltaroll.api.crd import MODEL_DELTA
 from deltaroll.api.facts import VersionFacts
 from deltaroll.api.job_result import JobReport
 from deltaroll.api.modeldelta import ModelDeltaStatus
+from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import build_job, content_digest, spec_digest
 from deltaroll.controllers.modeldelta.observe import JobView, view_job
 from deltaroll.controllers.modeldelta.planner import (
@@ -61,7 +62,7 @@ def delta(status: ModelDeltaStatus | None = None, generation: int = 1, **spec: A
 
 
 def run(d: ModelDelta, observed: Observed, now: str = T0) -> Plan:
-    return plan(d, observed, now=now, default_image="worker:1")
+    return plan(d, observed, now=now, defaults=JobDefaults("worker", "worker:1"))
 
 
 def job(d: ModelDelta, **fields: Any) -> JobView:
@@ -103,7 +104,7 @@ def test_a_valid_new_modeldelta_gets_its_job_and_goes_computing() -> None:
     assert kinds(p) == [CreateJob, PostEvent]
     created = p.actions[0]
     assert isinstance(created, CreateJob)
-    assert created.manifest == build_job(d, default_image="worker:1")
+    assert created.manifest == build_job(d, defaults=JobDefaults("worker", "worker:1"))
     assert p.status.phase == "Computing"
     assert (
         p.status.job_ref is not None

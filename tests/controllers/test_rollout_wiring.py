@@ -1,18 +1,27 @@
-"""The small pure pieces around the planner: label selectors both ways, and what a ModelDelta
-says about spec.version."""
+"""The small pure pieces around the planner: label selectors both ways, what a ModelDelta says
+about spec.version, and whose look at its signature counts for whom."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controllers.rollout_world import make_spec
 from deltaroll.api.modeldeployment import LabelSelector
+from deltaroll.controllers.errors import SecretNotFoundError
+from deltaroll.controllers.modeldeployment import signature
 from deltaroll.controllers.modeldeployment.overlap import selects
 from deltaroll.controllers.modeldeployment.planner import TargetVersion
-from deltaroll.controllers.modeldeployment.target import from_modeldeltas, from_store
+from deltaroll.controllers.modeldeployment.target import (
+    StoreIdentity,
+    from_modeldeltas,
+    from_store,
+)
 from deltaroll.controllers.modeldeployment.writes import label_selector
+from deltaroll.store import Store
+from deltaroll.store.signing import generate_key_pair, load_signing_key
 
 SELECTOR = {
     "matchLabels": {"app": "llm", "tier": "serve"},
@@ -73,6 +82,32 @@ def test_the_modeldelta_of_spec_version_decides() -> None:
 
 def test_without_a_modeldelta_the_store_is_asked(tmp_path: Any) -> None:
     spec = make_spec(store={"uri": f"file://{tmp_path}/store"})
-    missing = from_store(spec, "v2")
+    missing = from_store(spec, "v2", StoreIdentity("ml", lambda: None))
     assert missing.state == "Pending"
     assert "not in file://" in missing.message and "no ModelDelta publishes it" in missing.message
+
+
+def test_a_signature_one_tenant_found_is_not_taken_as_found_for_another(
+    tmp_path: Path, trained: list[Path]
+) -> None:
+    """Team A (its Secret reads the store) has step-0's signature checked; team B names the same
+    store, version and keys with a Secret that does not exist: it is not told "signed"."""
+    generate_key_pair(tmp_path / "key.pem", tmp_path / "key.pub")
+    uri = f"file://{tmp_path / 'store'}"
+    store = Store(uri, cache_dir=tmp_path / "cache")
+    version = store.push("tiny", trained[0], name="step-0").version
+    store.sign("tiny", version, load_signing_key(tmp_path / "key.pem"), names=["step-0"])
+    spec = make_spec(
+        model="tiny",
+        version="step-0",
+        store={"uri": uri, "secretRef": {"name": "creds"}},
+        verification={"publicKeys": [(tmp_path / "key.pub").read_text()]},
+    )
+    target = TargetVersion("Ready", version_id=version)
+
+    def no_secret() -> dict[str, str]:
+        raise SecretNotFoundError("Secret creds (spec.store.secretRef) not found in namespace b")
+
+    assert signature.check(spec, target, StoreIdentity("team-a", dict)) == target
+    theirs = signature.check(spec, target, StoreIdentity("team-b", no_secret))
+    assert theirs.state == "Pending" and "not found in namespace b" in theirs.message

@@ -68,3 +68,30 @@ def test_a_missing_bucket_is_an_access_error(s3_env: str) -> None:
     backend = open_backend(parse_store_uri("s3://no-such-bucket-for-sure/p"))
     with pytest.raises(StoreAccessError, match="bucket does not exist"):
         backend.read("m/versions/v.json")
+
+
+def test_file_writes_are_durable_when_they_return(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish writes a version's objects, then the manifests that name them: on a shared
+    volume each must be on disk (bytes before the rename, the name after it) before the next
+    write, or a power loss keeps a manifest whose objects were lost (recorded from the real
+    ``os.fsync``)."""
+    root = tmp_path / "store"
+    backend = open_backend(parse_store_uri(f"file://{root}"))
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    pack = tmp_path / "pack"
+    pack.write_bytes(os.urandom(10_000))
+    backend.upload_files([(pack, "m/objects/pack")])
+    objects = (root / "m" / "objects").resolve()
+    assert any(p.parent == objects and p.name.startswith(".tmp-") for p in synced)
+    assert synced[-1] == objects  # the rename, after the bytes
+    backend.write("m/versions/v.json", b"{}", create_only=True)
+    assert synced[-1] == (root / "m" / "versions").resolve()

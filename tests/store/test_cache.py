@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,61 @@ def test_an_altered_cache_salt_is_refused_with_the_file_to_remove(tmp_path: Path
     (tmp_path / SALT_NAME).write_bytes(b"short")
     with pytest.raises(ObjectCacheError, match=f"{tmp_path / SALT_NAME}.*remove it"):
         _ = Store("file:///nowhere", cache_dir=tmp_path).cache
+
+
+def _committed(tmp_path: Path, data: bytes) -> tuple[ObjectCache, ObjectRef]:
+    cache = ObjectCache(tmp_path / "cache")
+    ref = ref_of(data)
+    cache.commit(ref.digest, _staged(cache, ref, data))
+    return cache, ref
+
+
+def test_an_object_enters_read_only(tmp_path: Path) -> None:
+    cache, ref = _committed(tmp_path, b"read only")
+    assert stat.S_IMODE(cache.path(ref.digest).stat().st_mode) == 0o444
+
+
+def test_a_rewrite_that_puts_the_mtime_back_is_hashed_again(tmp_path: Path) -> None:
+    """A writer of the cache rewrites a verified object in place and restores its mtime: on
+    main the remembered (dev, inode, size, mtime) still matched and the bytes were trusted."""
+    cache, ref = _committed(tmp_path, b"verified bytes")
+    path = cache.path(ref.digest)
+    assert cache.verified(ref.digest)
+    before = path.stat()
+    path.chmod(0o644)
+    path.write_bytes(b"verified BYTES")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    path.chmod(0o444)
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+    assert not cache.verified(ref.digest) and not path.exists()
+
+
+@pytest.mark.parametrize("swap", ["symlink", "rename"])
+def test_an_object_swapped_after_its_check_is_not_handed_out(tmp_path: Path, swap: str) -> None:
+    """Between a pull's check and its link, a writer of the cache directory replaces the object
+    with a link to its own file, or renames its own file over it: on main ``link_into`` followed
+    the link (or linked the new file) and the delta directory got the writer's bytes."""
+    cache, ref = _committed(tmp_path, b"the object")
+    assert cache.verified(ref.digest)
+    evil = tmp_path / "evil"
+    evil.write_bytes(b"other bytes")
+    path = cache.path(ref.digest)
+    if swap == "symlink":
+        os.symlink(evil, tmp_path / "link")
+        os.replace(tmp_path / "link", path)
+    else:
+        os.replace(evil, path)
+    dest = tmp_path / "delta" / ref.digest
+    dest.parent.mkdir()
+    with pytest.raises(ObjectCacheError, match="changed after it was verified"):
+        cache.link_into(ref.digest, dest)
+    assert not dest.exists() and not os.path.lexists(path)
+
+
+def test_a_link_into_is_the_very_file_checked(tmp_path: Path) -> None:
+    cache, ref = _committed(tmp_path, b"the object")
+    dest = tmp_path / "delta" / ref.digest
+    dest.parent.mkdir()
+    cache.link_into(ref.digest, dest)
+    assert dest.stat().st_ino == cache.path(ref.digest).stat().st_ino
+    assert dest.read_bytes() == b"the object"

@@ -115,6 +115,7 @@ def test_a_damaged_cached_object_is_fetched_again(
     for victim in (delta.manifest, max(delta.payload, key=lambda ref: ref.size)):
         path = store.cache.path(victim.digest)
         data = path.read_bytes()
+        path.chmod(0o644)  # objects are read-only; a neighbour of the same user chmods first
         path.write_bytes(data[: len(data) // 2] if damage == "torn" else bytes(len(data)))
 
         out = tmp_path / f"again-{victim.digest[:8]}"

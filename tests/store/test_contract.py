@@ -429,7 +429,7 @@ def test_a_store_written_by_an_older_deltaroll_is_refused_with_what_to_do(
     document = json.loads(store.catalog.backend.read(key))
     document["schema"] = "deltaroll.store.version/v1"
     store.catalog.backend.write(key, json.dumps(document).encode(), create_only=False)
-    with pytest.raises(InvalidManifestError, match="push the model's checkpoints again"):
+    with pytest.raises(InvalidManifestError, match="deltaroll upgrade-store STORE MODEL"):
         store.catalog.read_version("tiny", versions[1])
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deltaroll.checkpoint import diff_checkpoints, read_delta_manifest
-from deltaroll.store import Store
+from deltaroll.store import Store, leases
 from deltaroll.store.errors import StoreBusyError
 from store.support import FAST_RETRY, make_bucket, pulls_bit_exact
 
@@ -86,3 +86,17 @@ def test_publishers_racing_gc_leave_every_listed_version_whole(
     for version in sorted(listed):
         out = tmp_path / "pulled" / version
         assert pulls_bit_exact(store, version, expected[version], out), version
+
+
+def test_a_name_is_not_set_while_a_gc_holds_the_model(
+    tmp_path: Path, checkpoints: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On main ``set_name`` checked that the version exists and wrote the name with no lease:
+    a gc between the two (it deletes names before versions) left a name pointing at nothing."""
+    store = Store(f"file://{tmp_path / 'store'}", cache_dir=tmp_path / "cache", retry=FAST_RETRY)
+    version = store.push("tiny", checkpoints[0]).version
+    monkeypatch.setattr(leases, "GC_WAIT", timedelta(seconds=0.3))
+    with leases.collecting(store.catalog, "tiny"), pytest.raises(StoreBusyError):
+        store.set_name("tiny", "prod", version)
+    assert store.catalog.read_name("tiny", "prod") is None
+    assert store.set_name("tiny", "prod", version)  # once gc is done

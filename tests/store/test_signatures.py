@@ -118,7 +118,7 @@ def test_a_statement_edited_after_signing_does_not_verify(
     path = root / MODEL / "signatures" / version / f"{key.public.key_id}.json"
     record = load(SignatureRecord, path.read_bytes(), uri="", key="")
     statement = VersionStatement.model_validate_json(base64.b64decode(record.statement))
-    edited = dump(statement.model_copy(update={"names": ["production"]}))
+    edited = dump(statement.model_copy(update={"names": {"production": 1}}))
     path.write_bytes(
         dump(record.model_copy(update={"statement": base64.b64encode(edited).decode()}))
     )

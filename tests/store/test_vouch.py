@@ -51,7 +51,8 @@ def test_a_consistent_version_is_signed_under_its_name(
     vouch(store, s1, key, parent=s0, name="s1")
     vouch(store, s0, key, parent=None, name="s0")  # a root: its anchor is what is checked
     signed = store.signed(MODEL, s1, [key.public], name="s1")
-    assert (signed.statement.names, signed.statement.origin) == (["s1"], "test:vouch")
+    assert (list(signed.statement.names), signed.statement.origin) == (["s1"], "test:vouch")
+    assert signed.statement.store == store.catalog.backend.uri
     assert store.signed(MODEL, s0, [key.public], name="s0").statement.version == s0
 
 

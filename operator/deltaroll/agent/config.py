@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deltaroll.api.peers import DEFAULT_PEER_PORT, DEFAULT_SEEDERS
 from deltaroll.engines.transport import is_loopback
 
 DEFAULT_SCRUB_RATE = 64 << 20  # 64 MiB/s: a 140 GB model every ~37 minutes, a few % of a core
+DEFAULT_PEER_SERVE_RATE = 128 << 20  # 128 MiB/s: about 1 Gbit/s of the pod's NIC at most
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -28,6 +30,20 @@ class AgentConfig(BaseModel):
     pod_name: str = Field(min_length=1)
     pod_namespace: str = Field(min_length=1)
     cache_dir: Path | None = Field(None, description="object cache; default beside the weights")
+    node_cache_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+$",
+        description="the node cache daemon (http://<status.hostIP>:<hostPort>): each object is "
+        "downloaded once per node; none: every agent downloads its own",
+    )
+    node_cache_token: Path | None = Field(
+        None,
+        description="the pod-bound ServiceAccount token for the node cache's audience "
+        "(a projected volume); required with node_cache_url",
+    )
+    node_cache_wait_s: float = Field(
+        60.0, gt=0, le=600, description="longest wait for another agent's fill of an object"
+    )
     service_account_dir: Path = Field(
         SERVICE_ACCOUNT_DIR,
         description="projected ServiceAccount token volume (token, ca.crt), mounted in the agent "
@@ -61,6 +77,39 @@ class AgentConfig(BaseModel):
         description="glob patterns of files beside the weights allowed beyond the data files",
     )
     allow_auto_map: bool = Field(False, description="allow an auto_map in config files")
+    peer_selector: str | None = Field(
+        None,
+        min_length=1,
+        description="label selector of the pods of this pod's ModelDeployment (e.g. app=llm): "
+        "serve them verified objects and fetch from them; None: the store only",
+    )
+    # peers reach it on the pod network; the NetworkPolicy and the bounds below limit it
+    peer_host: str = Field("0.0.0.0", description="address the peer server listens on")  # noqa: S104
+    peer_port: int = Field(DEFAULT_PEER_PORT, ge=0, le=65535)
+    peer_seeders: int = Field(
+        DEFAULT_SEEDERS, ge=1, description="agents that fetch each object from the store"
+    )
+    peer_serve_rate: int = Field(
+        DEFAULT_PEER_SERVE_RATE,
+        ge=0,
+        description="bytes/s served to all peers together; 0: no limit",
+    )
+    peer_serve_max: int = Field(4, ge=1, description="peers served at once (others get 503)")
+    peer_wait_s: float = Field(
+        30.0, ge=0, description="how long an object is awaited from peers before the store"
+    )
+    peer_timeout_s: float = Field(
+        10.0, gt=0, description="a peer silent this long is skipped (slow or gone)"
+    )
+
+    @model_validator(mode="after")
+    def _node_cache_has_a_token(self) -> AgentConfig:
+        if self.node_cache_url and self.node_cache_token is None:
+            raise ValueError(
+                "node_cache_token: a node cache needs the pod's token for its audience "
+                "(a projected serviceAccountToken with audience deltaroll-node-cache)"
+            )
+        return self
 
     @field_validator("engine_url")
     @classmethod

@@ -1,20 +1,26 @@
 """Bringing the objects of a plan into the local cache, verified, and pruning the cache after.
 
 Everything on the path is fetched before anything is applied, so a corrupt or missing object
-stops the agent with the weights untouched. Objects land in the store's resumable cache on the
-pod's volume: an agent restarted mid-download fetches only what is still missing. The cache may
-be shared with other agents (a node volume): objects are held while in use, and pruning removes
-only what no live agent holds.
+stops the agent with the weights untouched. With peers (:mod:`deltaroll.agent.peer_fetch`), the
+objects this agent seeds come from the bucket while the others come from peers, digest-checked;
+what no peer served in time comes from the bucket after all. Objects land in the store's
+resumable cache on the pod's volume: an agent restarted mid-download fetches only what is still
+missing. The cache may be shared with other agents (a node volume): objects are held while in
+use, and pruning removes only what no live agent holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
 from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.node_cache import NodeCacheClient
 from deltaroll.store.transfer import download_objects
 
 
@@ -24,6 +30,15 @@ def plan_objects(steps: Iterable[Step]) -> list[ObjectRef]:
     return list(unique.values())
 
 
+@dataclass(frozen=True)
+class Transferred:
+    """What one fetch moved: from the store (across the bucket link) and from peers."""
+
+    bucket_bytes: int = 0
+    bucket_objects: int = 0
+    peer_bytes: int = 0
+
+
 @contextmanager
 def fetched_objects(
     store: Store,
@@ -31,35 +46,81 @@ def fetched_objects(
     steps: Iterable[Step],
     *,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[int]:
-    """Download every object of ``steps`` into the cache (verified) and hold them there while
-    the block runs (no agent sharing the cache prunes them); yields bytes actually downloaded.
+    peers: PeerFetcher | None = None,
+    node_cache: NodeCacheClient | None = None,
+) -> Iterator[Transferred]:
+    """Bring every object of ``steps`` into the cache (verified) and hold them there while
+    the block runs (no agent sharing the cache prunes them); yields what crossed which link
+    (with ``node_cache``, an object from the store is asked of the node's cache first, and only
+    what this agent itself downloaded from the store counts as bucket bytes).
 
     Raises the store's errors: ``TransientStoreError`` after its own retries (the agent backs
     off and tries again), ``CorruptObjectError`` naming the object (the agent fails), and
     ``TransferCancelledError`` once ``should_stop`` (asked before each object) says True.
     """
     refs = plan_objects(steps)
+    held: list[str] = []
     try:
-        yield download_objects(
-            store.catalog.backend,
-            model,
-            refs,
-            store.cache,
-            policy=store.catalog.policy,
-            should_stop=should_stop,
+        if peers is None:
+            held += [ref.digest for ref in refs]
+            yield _from_bucket(store, model, refs, should_stop, node_cache)
+            return
+        store.cache.hold(ref.digest for ref in refs)
+        held += [ref.digest for ref in refs]
+        missing = [ref for ref in refs if not store.cache.verified(ref.digest)]
+        seeds = {ref.digest: peers.seeds(ref.digest) for ref in missing}
+        seeded = [ref for ref in missing if seeds[ref.digest]]
+        asked = [ref for ref in missing if not seeds[ref.digest]]
+        held += [ref.digest for ref in seeded]
+        with ThreadPoolExecutor(1, thread_name_prefix="agent-seed") as pool:
+            seeding = pool.submit(_from_bucket, store, model, seeded, should_stop, node_cache)
+            peer_bytes, left = peers.fetch(asked, store.cache, should_stop)
+            seed = seeding.result()
+        held += [ref.digest for ref in left]
+        rest = _from_bucket(store, model, left, should_stop, node_cache)
+        yield Transferred(
+            seed.bucket_bytes + rest.bucket_bytes,
+            seed.bucket_objects + rest.bucket_objects,
+            peer_bytes,
         )
     finally:
-        store.cache.release(ref.digest for ref in refs)
+        store.cache.release(held)
 
 
-def prune_cache(store: Store, plan: Plan, kept: Collection[str]) -> frozenset[str]:
+def _from_bucket(
+    store: Store,
+    model: str,
+    refs: Sequence[ObjectRef],
+    should_stop: Callable[[], bool] | None,
+    node_cache: NodeCacheClient | None,
+) -> Transferred:
+    """Download ``refs`` from the store (through the node's cache, when there is one) into the
+    cache, held there: the caller releases."""
+    if not refs:
+        return Transferred()
+    missing = sum(1 for ref in refs if not store.cache.has(ref.digest))
+    received = download_objects(
+        store.catalog.backend,
+        model,
+        refs,
+        store.cache,
+        policy=store.catalog.policy,
+        should_stop=should_stop,
+        node_cache=node_cache,
+    )
+    return Transferred(received, missing)
+
+
+def prune_cache(
+    store: Store, plan: Plan, kept: Collection[str], *, keep_anchors: bool = False
+) -> frozenset[str]:
     """Keep the objects of the plan's deltas (a rollback reverses them for free) instead of
     ``kept`` (what the last call kept); drop the rest, anchors included (a full snapshot is not
-    worth its disk), unless another process sharing the cache holds them. Returns what is kept."""
-    keep = frozenset(
-        ref.digest for ref in plan_objects(s for s in plan.steps if s.kind != "anchor")
-    )
+    worth its disk) unless ``keep_anchors`` (an agent serving peers: pods that start later get
+    the snapshot from it instead of the store), and unless another process sharing the cache
+    holds them. Returns what is kept."""
+    steps = [s for s in plan.steps if keep_anchors or s.kind != "anchor"]
+    keep = frozenset(ref.digest for ref in plan_objects(steps))
     store.cache.hold(keep)
     store.cache.release(kept)
     store.cache.prune()

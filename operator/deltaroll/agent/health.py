@@ -9,13 +9,14 @@ for). Its JSON body says the agent's state either way. ``/metrics`` is Prometheu
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from deltaroll.agent.background_server import BackgroundServer
 
 HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 
@@ -45,26 +46,12 @@ class _Handler(BaseHTTPRequestHandler):
         """Probes every few seconds would flood the log; stay quiet."""
 
 
-class HealthServer(ThreadingHTTPServer):
+class HealthServer(BackgroundServer):
     """Serves the probe and the metrics from a daemon thread."""
-
-    daemon_threads = True
 
     def __init__(
         self, host: str, port: int, check: HealthCheck, registry: CollectorRegistry
     ) -> None:
-        super().__init__((host, port), _Handler)
+        super().__init__(host, port, _Handler, "agent-health")
         self.check = check
         self.registry = registry
-        self._thread = threading.Thread(target=self.serve_forever, name="agent-health", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()

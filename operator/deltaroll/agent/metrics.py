@@ -26,7 +26,33 @@ class AgentMetrics:
         )
         self.downloaded_bytes = Counter(
             "deltaroll_agent_downloaded_bytes",
-            "Bytes of delta objects downloaded from the store (cache hits excluded).",
+            "Bytes of delta objects downloaded from the store, across the bucket link (cache "
+            "hits and objects from peers excluded).",
+            registry=self.registry,
+        )
+        self.bucket_objects = Counter(
+            "deltaroll_agent_bucket_objects",
+            "Objects downloaded from the store (cache hits and objects from peers excluded).",
+            registry=self.registry,
+        )
+        self.peer_bytes = Counter(
+            "deltaroll_agent_peer_bytes",
+            "Bytes of objects received from peer agents and verified.",
+            registry=self.registry,
+        )
+        self.peer_rejected = Counter(
+            "deltaroll_agent_peer_rejected",
+            "Objects a peer sent whose bytes did not match their name (discarded).",
+            registry=self.registry,
+        )
+        self.served_bytes = Counter(
+            "deltaroll_agent_served_bytes",
+            "Bytes of verified objects this agent served to peer agents.",
+            registry=self.registry,
+        )
+        self.node_cache_bytes = Counter(
+            "deltaroll_agent_node_cache_bytes",
+            "Bytes of delta objects received from the node cache instead of the store.",
             registry=self.registry,
         )
         self.applied_deltas = Counter(

@@ -61,7 +61,7 @@ def apply_plan(
             _build_and_swap(store, plan, volume, aux_policy)
         else:
             for index, step in enumerate(plan.steps):
-                delta_dir = _apply_in_place(store, step, volume, index, aux_policy)
+                delta_dir = _apply_in_place(store, step, volume, index, aux_policy, durable=False)
                 if on_step is not None:
                     on_step(step, delta_dir)
     finally:
@@ -71,16 +71,25 @@ def apply_plan(
 def finish_apply(
     store: Store, step: Step, volume: WeightsVolume, aux_policy: AuxPolicy = DEFAULT_AUX_POLICY
 ) -> None:
-    """Run the interrupted in-place apply of ``step`` again: the journal makes it resume."""
+    """Run the interrupted in-place apply of ``step`` again: the journal makes it resume. Made
+    durable before it returns: a restart is no pause to keep short (the engine reloads anyway)."""
     try:
-        _apply_in_place(store, step, volume, 0, aux_policy)
+        _apply_in_place(store, step, volume, 0, aux_policy, durable=True)
     finally:
         shutil.rmtree(volume.deltas, ignore_errors=True)
 
 
 def _apply_in_place(
-    store: Store, step: Step, volume: WeightsVolume, index: int, aux_policy: AuxPolicy
+    store: Store,
+    step: Step,
+    volume: WeightsVolume,
+    index: int,
+    aux_policy: AuxPolicy,
+    *,
+    durable: bool,
 ) -> Path:
+    """``durable=False`` on the way to a new version: fsynced once the engine serves it
+    (:meth:`WeightsVolume.make_durable`), its journal kept until then."""
     delta_dir = volume.fresh_delta_dir(index)
     manifest = materialize_delta(step, store.cache, delta_dir)
     apply_delta(
@@ -90,6 +99,7 @@ def _apply_in_place(
         in_place=True,
         reverse=step.reverse,
         aux_policy=aux_policy,
+        durable=durable,
     )
     log.info("agent.applied", kind=step.kind, source=step.source, target=step.target)
     return delta_dir

@@ -41,7 +41,7 @@ import structlog
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.errors import AgentError, PullSupersededError, ReportError
-from deltaroll.agent.fetch import fetched_objects, prune_cache
+from deltaroll.agent.fetch import Transferred, fetched_objects, prune_cache
 from deltaroll.agent.live_change import InMemorySteps, ServedCheck, reload_change
 from deltaroll.agent.metrics import AgentMetrics, process_io
 from deltaroll.agent.patching import (
@@ -51,6 +51,7 @@ from deltaroll.agent.patching import (
     finish_apply,
     interrupted_step,
 )
+from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.report import Report, Reporter
 from deltaroll.agent.scrub import ScrubGate, ScrubMismatch
 from deltaroll.agent.trust import VersionTrust
@@ -69,6 +70,7 @@ from deltaroll.engines import (
     LivePatchingEngine,
 )
 from deltaroll.errors import DeltarollError
+from deltaroll.redact import scrub
 from deltaroll.store import (
     Store,
     StoreAccessError,
@@ -76,6 +78,8 @@ from deltaroll.store import (
     TransientStoreError,
 )
 from deltaroll.store.graph import Plan
+from deltaroll.store.name_sequences import NameSequences
+from deltaroll.store.node_cache import NodeCacheClient
 from deltaroll.store.signatures import SignedTarget
 
 log = structlog.get_logger(__name__)
@@ -104,16 +108,27 @@ class Agent:
         engine: EngineClient,
         reporter: Reporter,
         metrics: AgentMetrics | None = None,
+        peers: PeerFetcher | None = None,
         clock: Callable[[], float] = time.monotonic,
+        node_cache: NodeCacheClient | None = None,
     ) -> None:
         self.config = config
+        self.peers = peers
         self.store = store
         self.engine = engine
         self.reporter = reporter
         self.metrics = metrics or AgentMetrics()
+        self.node_cache = node_cache
+        if node_cache is not None:
+            node_cache.on_node_bytes = self.metrics.node_cache_bytes.inc
         self.volume = WeightsVolume(config.weights_dir, config.cache_dir)
         self.scrub = ScrubGate()  # shared with the scrub thread, if one runs
-        self.trust = VersionTrust(config.verify_keys, config.annotations_file)
+        self.trust = VersionTrust(
+            config.verify_keys,
+            config.annotations_file,
+            namespace=config.pod_namespace,
+            sequences=NameSequences(self.volume.name_sequences),
+        )
         self.aux_policy = AuxPolicy(tuple(config.allow_aux_files), config.allow_auto_map)
         self._clock = clock
         self.state = AgentState.IDLE
@@ -188,7 +203,7 @@ class Agent:
         return self.had_weights, {
             "healthy": self.had_weights,
             "state": self.state.value,
-            "message": self.message,
+            "message": scrub(self.message),
             "wanted": self.wanted,
             "disk_version": self.disk_version,
             "current_version": self.engine_version,
@@ -217,8 +232,14 @@ class Agent:
                 log.warning("agent.orphaned_apply", error=str(exc))
                 self.volume.discard_weights()
             else:
-                with fetched_objects(self.store, self.config.model, [step]) as downloaded:
-                    self.metrics.downloaded_bytes.inc(downloaded)
+                with fetched_objects(
+                    self.store,
+                    self.config.model,
+                    [step],
+                    peers=self.peers,
+                    node_cache=self.node_cache,
+                ) as moved:
+                    self._count(moved)
                     try:
                         finish_apply(self.store, step, self.volume, self.aux_policy)
                     except CorruptDeltaError as exc:  # refused: never resumed, rebuilt instead
@@ -294,11 +315,20 @@ class Agent:
 
         try:
             with fetched_objects(
-                self.store, self.config.model, plan.steps, should_stop=superseded
-            ) as downloaded:
-                self.metrics.downloaded_bytes.inc(downloaded)
+                self.store,
+                self.config.model,
+                plan.steps,
+                should_stop=superseded,
+                peers=self.peers,
+                node_cache=self.node_cache,
+            ) as moved:
+                self._count(moved)
                 log.info(
-                    "agent.fetched", target=target, path=plan.path, downloaded_bytes=downloaded
+                    "agent.fetched",
+                    target=target,
+                    path=plan.path,
+                    downloaded_bytes=moved.bucket_bytes,
+                    peer_bytes=moved.peer_bytes,
                 )
                 if superseded():  # the last objects were in flight when the annotation moved
                     raise PullSupersededError(target, self._wanted_now())
@@ -309,7 +339,9 @@ class Agent:
         except TransferCancelledError as exc:
             self.metrics.downloaded_bytes.inc(exc.received)
             raise PullSupersededError(target, self._wanted_now()) from exc
-        self.cache_kept = prune_cache(self.store, plan, self.cache_kept)
+        self.cache_kept = prune_cache(
+            self.store, plan, self.cache_kept, keep_anchors=self.peers is not None
+        )
 
     def _apply(self, target: str, plan: Plan) -> None:
         """Apply a fetched and checked plan to the weights volume (and, step by step, to the
@@ -434,6 +466,10 @@ class Agent:
         self._change_started = None
         self._report_quietly(AgentState.PULLING, str(exc))
         return 0.0
+
+    def _count(self, moved: Transferred) -> None:
+        self.metrics.downloaded_bytes.inc(moved.bucket_bytes)
+        self.metrics.bucket_objects.inc(moved.bucket_objects)
 
     def _engine_check_due(self) -> bool:
         return self._clock() - self._engine_checked >= self.config.engine_check_s

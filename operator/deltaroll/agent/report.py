@@ -1,7 +1,8 @@
-"""Reporting through the agent's own pod: three annotations and the weights-ready condition.
+"""Reporting through the agent's own pod: its annotations and the weights-ready condition.
 
 - ``deltaroll.dev/current-version``: the version the engine holds, verified (absent before).
 - ``deltaroll.dev/agent-state``: :func:`~deltaroll.api.agent_state.format_agent_state`.
+- ``deltaroll.dev/peer-port``: where the agent serves its objects to peers, when it does.
 - ``deltaroll.dev/last-change``: the last version change's cost
   (:class:`~deltaroll.api.weight_change.WeightChange`), once there was one.
 - condition ``deltaroll.dev/weights-ready`` (through ``pods/status``): the pod's readiness gate.
@@ -29,6 +30,7 @@ from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
     POD_LAST_CHANGE,
+    POD_PEER_PORT,
     WEIGHTS_READY_CONDITION,
 )
 from deltaroll.api.weight_change import WeightChange
@@ -82,9 +84,12 @@ class Reporter(Protocol):
 class PodReporter:
     """Writes :class:`Report` into one pod with the official Kubernetes client."""
 
-    def __init__(self, api: Any, namespace: str, name: str) -> None:
+    def __init__(
+        self, api: Any, namespace: str, name: str, *, peer_port: int | None = None
+    ) -> None:
         self._api = api  # kubernetes.client.CoreV1Api
         self.namespace, self.name = namespace, name
+        self._serving = {} if peer_port is None else {POD_PEER_PORT: str(peer_port)}
         self._sent_annotations: dict[str, str | None] | None = None
         self._sent_condition: dict[str, Any] | None = None
         self._sent_ready: bool | None = None
@@ -123,7 +128,7 @@ class PodReporter:
             time.sleep(UNREADY_POLL_S)
 
     def _write_annotations(self, report: Report) -> None:
-        annotations = report.annotations()
+        annotations = report.annotations() | self._serving
         if annotations == self._sent_annotations:
             return
         body = {"metadata": {"annotations": annotations}}

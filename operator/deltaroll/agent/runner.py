@@ -1,4 +1,5 @@
-"""Wiring one agent together from its config: store, engine client, reporter, health server."""
+"""Wiring one agent together from its config: store, engine client, reporter, health server and,
+with a peer selector, the peer server and the way to its peers' objects."""
 
 from __future__ import annotations
 
@@ -8,37 +9,86 @@ import structlog
 
 from deltaroll.agent.config import AgentConfig
 from deltaroll.agent.health import HealthServer
+from deltaroll.agent.metrics import AgentMetrics
+from deltaroll.agent.peer_directory import PodPeers
+from deltaroll.agent.peer_fetch import PeerFetcher
+from deltaroll.agent.peer_server import PeerServer
 from deltaroll.agent.reconcile import Agent
 from deltaroll.agent.report import PodReporter, core_v1_api
 from deltaroll.agent.scrub import Scrubber
 from deltaroll.agent.volume import WeightsVolume
 from deltaroll.engines import engine_client
 from deltaroll.store import Store
+from deltaroll.store.node_cache import NodeCacheClient
 
 log = structlog.get_logger(__name__)
 
 
-def build_agent(config: AgentConfig) -> Agent:
-    """An agent for ``config``, talking to the real store, engine and Kubernetes API."""
+def build_agent(config: AgentConfig) -> tuple[Agent, PeerServer | None]:
+    """An agent for ``config``, talking to the real store, engine and Kubernetes API, and its
+    peer server (bound, not started) when it has a peer selector."""
+    engine = engine_client(config.engine, config.engine_url, timeout=config.engine_timeout_s)
     volume = WeightsVolume(config.weights_dir, config.cache_dir)
-    return Agent(
+    store = Store(config.store, cache_dir=volume.cache_dir)
+    api = core_v1_api(config.service_account_dir)
+    metrics = AgentMetrics()
+    server = peers = None
+    if config.peer_selector is not None:
+        server = PeerServer(
+            config.peer_host,
+            config.peer_port,
+            model=config.model,
+            cache=store.cache,
+            rate=config.peer_serve_rate,
+            max_peers=config.peer_serve_max,
+            metrics=metrics,
+        )
+        peers = PeerFetcher(
+            PodPeers(api, config.pod_namespace, config.peer_selector, config.pod_name),
+            config.pod_name,
+            config.model,
+            metrics,
+            seeders=config.peer_seeders,
+            wait_s=config.peer_wait_s,
+            timeout_s=config.peer_timeout_s,
+        )
+    agent = Agent(
         config,
-        store=Store(config.store, cache_dir=volume.cache_dir),
-        engine=engine_client(config.engine, config.engine_url, timeout=config.engine_timeout_s),
+        store=store,
+        engine=engine,
         reporter=PodReporter(
-            core_v1_api(config.service_account_dir), config.pod_namespace, config.pod_name
+            api,
+            config.pod_namespace,
+            config.pod_name,
+            peer_port=server.port if server is not None else None,
         ),
+        node_cache=(
+            NodeCacheClient(
+                config.node_cache_url,
+                config.node_cache_token,
+                config.store,
+                wait_s=config.node_cache_wait_s,
+            )
+            if config.node_cache_url and config.node_cache_token
+            else None
+        ),
+        metrics=metrics,
+        peers=peers,
     )
+    return agent, server
 
 
 def run_agent(config: AgentConfig, stop: threading.Event) -> None:
-    """Serve ``/healthz`` and ``/metrics`` and reconcile until ``stop`` is set."""
-    agent = build_agent(config)
+    """Serve ``/healthz``, ``/metrics`` and the peers, and reconcile until ``stop`` is set."""
+    agent, peer_server = build_agent(config)
     server = HealthServer(
         config.health_host, config.health_port, agent.healthz, agent.metrics.registry
     )
     server.start()
     log.info("agent.health_listening", host=config.health_host, port=server.port)
+    if peer_server is not None:
+        peer_server.start()
+        log.info("agent.peers_listening", host=config.peer_host, port=peer_server.port)
     scrub = None
     if config.scrub_rate > 0:
         scrubber = Scrubber(
@@ -56,4 +106,6 @@ def run_agent(config: AgentConfig, stop: threading.Event) -> None:
         agent.scrub.close()
         if scrub is not None:
             scrub.join(timeout=10)
+        if peer_server is not None:
+            peer_server.stop()
         server.stop()

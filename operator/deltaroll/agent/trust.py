@@ -7,7 +7,10 @@ on the pod from its ModelDeployment's ``spec.verification.publicKeys``
 wanted version). With no key from either, versions are not checked (as before signing existed);
 with any, a version that no accepted key signed is refused before anything is fetched, and the
 manifest that would produce it is checked against the signed digest before the weights are
-touched: the pod stays on its verified version and reports Failed.
+touched: the pod stays on its verified version and reports Failed. A signature must be made
+for this pod's store and, when it names a namespace (the operator's), for the pod's; a version
+chosen by name must be named at a sequence no lower than the highest this pod accepted
+(remembered beside the weights volume, so a restart does not forget it).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from deltaroll.agent.errors import AgentConfigError
 from deltaroll.agent.wanted import read_pod_keys
 from deltaroll.store import Store
+from deltaroll.store.name_sequences import NameSequences
 from deltaroll.store.pull import chosen_name
 from deltaroll.store.signatures import SignedTarget
 from deltaroll.store.signing import KeyFileError, PublicKey, load_public_keys, parse_inline_key
@@ -26,12 +30,21 @@ from deltaroll.store.signing import KeyFileError, PublicKey, load_public_keys, p
 class VersionTrust:
     """The keys one agent accepts; remembers the last version it found signed."""
 
-    def __init__(self, configured: Sequence[Path], annotations_file: Path) -> None:
+    def __init__(
+        self,
+        configured: Sequence[Path],
+        annotations_file: Path,
+        *,
+        namespace: str,
+        sequences: NameSequences,
+    ) -> None:
         try:
             self.configured = load_public_keys(configured)
         except KeyFileError as exc:
             raise AgentConfigError(f"--verify-key: {exc}") from exc
         self.annotations_file = annotations_file
+        self.namespace = namespace
+        self.sequences = sequences
         self._signed: SignedTarget | None = None
 
     def keys(self) -> list[PublicKey]:
@@ -54,5 +67,7 @@ class VersionTrust:
         ):
             return cached
         name = None if wanted == target else chosen_name(store.catalog, model, wanted)
-        self._signed = store.signed(model, target, trusted, name=name)
+        self._signed = store.signed(
+            model, target, trusted, name=name, namespace=self.namespace, sequences=self.sequences
+        )
         return self._signed

@@ -7,7 +7,9 @@ filesystem so renames are atomic:
 - ``.weights.built``     a fresh copy that verified, waiting to be swapped in,
 - ``.weights.retired``   the previous copy, between the two renames of a swap,
 - ``.weights.deltas``    delta directories rebuilt from the object cache for one apply,
-- ``.deltaroll-cache``   the verified object cache (default), so a restarted agent resumes.
+- ``.deltaroll-cache``   the verified object cache (default), so a restarted agent resumes,
+- ``.weights.name-sequences.json``  the highest signed sequence accepted per name
+  (:mod:`deltaroll.store.name_sequences`), so a restarted agent still refuses a name moved back.
 
 Deltas between versions are applied to ``weights`` in place, behind the checkpoint layer's
 journal; only a plan that starts from nothing (an anchor) builds a fresh copy and swaps it in.
@@ -23,7 +25,6 @@ from pathlib import Path
 
 import structlog
 
-from deltaroll.checkpoint import open_checkpoint
 from deltaroll.checkpoint.journal import Journal, JournalState
 from deltaroll.checkpoint.staging import fsync_directory
 from deltaroll.checkpoint.state import make_durable, proven_version
@@ -43,6 +44,7 @@ class WeightsVolume:
         self.built = parent / f".{name}.built"
         self.retired = parent / f".{name}.retired"
         self.deltas = parent / f".{name}.deltas"
+        self.name_sequences = parent / f".{name}.name-sequences.json"
         self.cache_dir = Path(cache_dir) if cache_dir else parent / DEFAULT_CACHE_NAME
 
     def recover(self) -> None:
@@ -81,7 +83,7 @@ class WeightsVolume:
 
     def make_durable(self) -> None:
         """fsync the patched weights and mark their record durable (after the pod is Ready)."""
-        if self.weights.exists() and not make_durable(open_checkpoint(self.weights)):
+        if self.weights.exists() and not make_durable(self.weights):
             log.info("agent.weights_not_recorded", weights=str(self.weights))
 
     def discard_weights(self) -> None:

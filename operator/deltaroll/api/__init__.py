@@ -10,7 +10,8 @@ Layers: ``common`` (shared shapes: names, store, conditions, Job knobs), ``model
 ``agent_state`` (the agent's state, as written into its pod's annotation), ``job_result`` (what a
 worker Job reports in its termination message, and its exit codes), ``facts`` (what a published
 version is, as a ModelDelta reports it), ``object_cache`` (the layout that processes sharing
-an object cache directory keep to),
+an object cache directory keep to), ``peers`` (agents serving each other objects: the route, the
+annotation, who seeds),
 ``parse`` (a body from the API server to a typed model or a named error), ``crd`` (pydantic JSON
 schema to structural openAPIV3Schema).
 

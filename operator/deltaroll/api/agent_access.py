@@ -17,18 +17,20 @@ from deltaroll.api.annotations import (
     POD_AGENT_STATE,
     POD_CURRENT_VERSION,
     POD_LAST_CHANGE,
+    POD_PEER_PORT,
     WEIGHTS_READY_CONDITION,
 )
 
 AGENT_SERVICE_ACCOUNT: Final = "deltaroll-agent"
-AGENT_ANNOTATIONS: Final = (POD_CURRENT_VERSION, POD_AGENT_STATE, POD_LAST_CHANGE)
+AGENT_ANNOTATIONS: Final = (POD_CURRENT_VERSION, POD_AGENT_STATE, POD_PEER_PORT, POD_LAST_CHANGE)
 """The annotations the agent writes on its own pod (``deltaroll.agent.report``)."""
 POD_NAME_EXTRA: Final = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA: Final = "authentication.kubernetes.io/pod-uid"
 
 AGENT_ROLE_RULES: Final = (
-    # get: waiting for Ready to follow the readiness gate; patch: the agent's annotations
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]},
+    # get: waiting for Ready to follow the readiness gate; patch: its annotations; list: the
+    # peers of its ModelDeployment (a label selector, read-only; no watch)
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
 )
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from deltaroll.redact import scrub
+
 #: Annotations are small; a message is cut so a pod object never grows unbounded.
 MAX_MESSAGE_CHARS = 1000
 
@@ -27,8 +29,8 @@ class AgentState(StrEnum):
 
 
 def format_agent_state(state: AgentState, message: str = "") -> str:
-    """The annotation value for ``state`` and an optional message (one line, bounded)."""
-    one_line = " ".join(message.split())
+    """The annotation value for ``state`` and an optional message (one line, scrubbed, bounded)."""
+    one_line = " ".join(scrub(message).split())
     if len(one_line) > MAX_MESSAGE_CHARS:
         one_line = one_line[: MAX_MESSAGE_CHARS - 3] + "..."
     return f"{state.value}: {one_line}" if one_line else state.value

@@ -3,7 +3,8 @@
 On inference pods: the operator writes :data:`POD_VERSION` (what the pod should serve, read by
 the agent through a downwardAPI volume) and, when its ModelDeployment names publisher keys,
 :data:`POD_VERIFY_KEYS` (the keys whose signature the agent requires); the agent reports
-:data:`POD_CURRENT_VERSION` and :data:`POD_AGENT_STATE` and sets the pod condition
+:data:`POD_CURRENT_VERSION`, :data:`POD_AGENT_STATE`, :data:`POD_LAST_CHANGE` (what its last
+version change cost) and, when it serves peers, :data:`POD_PEER_PORT`, and sets the pod condition
 :data:`WEIGHTS_READY_CONDITION`, a readiness gate, so a pod that is swapping weights takes no
 traffic.
 
@@ -24,6 +25,9 @@ POD_VERIFY_KEYS: Final = f"{PREFIX}/verify-keys"
 """Comma-separated ``ed25519:<base64 of the raw 32-byte key>``: the publisher keys whose
 signature the pod's agent requires of every version (``spec.verification.publicKeys``)."""
 POD_CURRENT_VERSION: Final = f"{PREFIX}/current-version"
+POD_PEER_PORT: Final = f"{PREFIX}/peer-port"
+"""The port on ``status.podIP`` where the pod's agent serves its verified objects to the other
+agents of its ModelDeployment (:mod:`deltaroll.api.peers`); absent: the pod serves none."""
 POD_AGENT_STATE: Final = f"{PREFIX}/agent-state"
 POD_LAST_CHANGE: Final = f"{PREFIX}/last-change"
 """The pod's last version change (:class:`~deltaroll.api.weight_change.WeightChange`, JSON):

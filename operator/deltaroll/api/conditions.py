@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from deltaroll.api.common import Condition, ConditionStatus
+from deltaroll.redact import scrub
 
 # Condition types. Ready/Progressing/Degraded are what people and Argo CD read; kstatus (Flux,
 # kpt, cli-utils) only knows Ready plus the "abnormal-true" Reconciling and Stalled, so a
@@ -63,7 +64,7 @@ def set_condition(
     """A new list with the condition of ``type_`` set (added or replaced; order kept).
 
     lastTransitionTime is kept when the status is unchanged and set to ``now`` otherwise; reason,
-    message and observedGeneration are always updated.
+    message and observedGeneration are always updated. The message is scrubbed (tenants read it).
     """
     previous = find_condition(conditions, type_)
     transition_time = (
@@ -75,7 +76,7 @@ def set_condition(
         type=type_,
         status=status,
         reason=reason,
-        message=message,
+        message=scrub(message),
         last_transition_time=transition_time,
         observed_generation=observed_generation,
     )

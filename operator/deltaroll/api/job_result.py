@@ -27,6 +27,10 @@ PATH_ENV: Final = "DELTAROLL_TERMINATION_LOG"
 JOB_ENV: Final = "DELTAROLL_JOB"
 LIMIT_BYTES: Final = 4096
 
+#: A success report's field: True when this run created the version in the store (it was not
+#: there before), so the ModelDelta may delete it later.
+CREATED_FIELD: Final = "created"
+
 EXIT_RETRYABLE: Final = 1
 EXIT_PERMANENT: Final = 3
 

@@ -275,6 +275,13 @@ class ModelDeltaStatus(ApiModel):
     parent_version_id: Annotated[str, StringConstraints(max_length=128)] | None = Field(
         default=None, description="Content-derived id of the parent version."
     )
+    created_version_id: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None,
+        description=(
+            "The version this ModelDelta's own Job created in the store (not one that was "
+            "there already): the only version deletionPolicy: Delete removes."
+        ),
+    )
     changed_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(
         default=None, description="Fraction of elements that differ from the parent, 0 to 1."
     )

@@ -51,6 +51,7 @@ def apply_delta(
     reverse: bool = False,
     on_bytes: OnBytes | None = None,
     aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
+    durable: bool = True,
 ) -> ApplySummary:
     """Apply ``delta_dir`` to ``base`` (its target instead, with ``reverse``).
 
@@ -58,7 +59,8 @@ def apply_delta(
     ``base`` behind a journal). ``base`` is None only for an anchor applied forward.
     ``manifest`` is the delta's manifest where the caller has already parsed and checked the
     bytes it put in ``delta_dir`` (read from there otherwise). The side it produces may ship
-    only the auxiliary files ``aux_policy`` allows.
+    only the auxiliary files ``aux_policy`` allows. ``durable=False`` leaves an in-place
+    apply's fsync (and its journal) to :func:`~deltaroll.checkpoint.state.make_durable`.
     """
     if (out_dir is None) == (not in_place):
         raise CheckpointError("choose exactly one of an output directory (-o) or --in-place")
@@ -83,7 +85,9 @@ def apply_delta(
         )
     if in_place:
         assert base is not None
-        changed = apply_in_place(manifest, payload, Path(base), from_side, on_bytes)
+        changed = apply_in_place(
+            manifest, payload, Path(base), from_side, on_bytes, durable=durable
+        )
         output = Path(base)
     else:
         assert out_dir is not None

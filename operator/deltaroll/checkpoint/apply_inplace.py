@@ -17,10 +17,16 @@ Steps:
 2. commit: the journal's ``state.json`` is written. From here on the apply always finishes, and
    the trusted-state record is not trusted while the journal is there.
 3. patching and finishing: the redo log is written into the files (idempotent), removed files
-   go, staged files are renamed in, auxiliary files rewritten; then a new record vouches for the
-   target (``durable: false`` until :func:`~deltaroll.checkpoint.state.make_durable` fsyncs the
-   files, off the pause path) and the journal is dropped. Only the commit and the redo log are
-   fsynced on the way.
+   go, staged files are renamed in (the directory fsynced), auxiliary files rewritten; then a new
+   record vouches for the target.
+4. durability: the files the redo log wrote into are fsynced, and only then is the journal
+   dropped, so a power loss finds either the journal (and replays it) or the target on disk.
+   With ``durable=False`` (the agent, whose engine reloads first) the journal stays until
+   :func:`~deltaroll.checkpoint.state.make_durable` does this off the pause path; the record it
+   wrote in this boot proves the patching finished, and the next apply does it first.
+
+fsyncs: the files written, before the commit (the base under the redo log) and after the
+patching, and the journal's own files and folders: O(files touched), not O(files).
 """
 
 from __future__ import annotations
@@ -61,7 +67,17 @@ from deltaroll.checkpoint.packs import PackReader
 from deltaroll.checkpoint.reader import INDEX_NAME, Checkpoint, TensorRef, open_checkpoint
 from deltaroll.checkpoint.scatter import ValueSource, scatter, write_whole
 from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
-from deltaroll.checkpoint.state import fsync_files, record_side, record_state, trusted_state
+from deltaroll.checkpoint.state import (
+    fingerprints_trustworthy,
+    finish_durably,
+    forget_state,
+    fsync_files,
+    make_durable,
+    mark_durable,
+    record_side,
+    record_state,
+    trusted_state,
+)
 from deltaroll.checkpoint.transform import OnBytes, Side, aux_file_bytes, other
 from deltaroll.checkpoint.writer import layout_header, write_weight_file
 from deltaroll.codec.gaps import PositionCursor
@@ -92,6 +108,7 @@ class _Apply:
     path: Path
     from_side: Side
     on_bytes: OnBytes | None
+    durable: bool
 
     @property
     def to_side(self) -> Side:
@@ -113,13 +130,16 @@ def apply_in_place(
     path: Path,
     from_side: Side,
     on_bytes: OnBytes | None = None,
+    *,
+    durable: bool = True,
 ) -> bool:
     """Turn the checkpoint at ``path`` from ``from_side`` into the other side; False if it
-    already was the other side (nothing changed)."""
+    already was the other side (nothing changed). ``durable=False`` returns before the patched
+    files are fsynced, keeping the journal until :func:`make_durable` (see step 4 above)."""
     if not path.exists():
         raise InvalidCheckpointError(f"{path} does not exist: pass the checkpoint to patch")
     with exclusive_lock(path):
-        return _apply_locked(_Apply(manifest, objects, path, from_side, on_bytes))
+        return _apply_locked(_Apply(manifest, objects, path, from_side, on_bytes, durable))
 
 
 def _apply_locked(apply: _Apply) -> bool:
@@ -136,8 +156,11 @@ def _apply_locked(apply: _Apply) -> bool:
         )
     direction: Literal["forward", "reverse"] = "forward" if apply.from_side == "base" else "reverse"
     journal = Journal(path)
+    if journal.pending():
+        make_durable(path)  # the last apply finished and left this for later: done first
     state = journal.load()
     plan = _plan(from_layout, to_layout)
+    written = _written_files(apply, plan)
     held: _Held | None = None
     if state is None:
         journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
@@ -151,12 +174,17 @@ def _apply_locked(apply: _Apply) -> bool:
             raise
         # The base's bytes on disk, not only in the page cache, before the commit: after a power
         # loss the redo log must land on them (cheap when they are clean, as they usually are).
-        _fsync_files(apply, plan)
+        if not fsync_files(written):
+            raise CheckpointError(
+                f"{path} could not be written back to disk (an I/O error); nothing was "
+                "changed: check the volume, then apply again"
+            )
         state = JournalState(
             manifest_digest=manifest.manifest_digest,
             direction=direction,
             from_version=from_version,
             to_version=to_version,
+            written=tuple(written),
         )
         journal.save(state)  # the commit point: from here on the apply always finishes
         crash_point("journal-created")
@@ -171,8 +199,21 @@ def _apply_locked(apply: _Apply) -> bool:
     crash_point("patched")
     _finish(apply, journal, plan)
     record_side(apply.path, apply.manifest, apply.to_side)
-    journal.remove()
+    # Without a record (a file system whose fingerprints prove nothing) no later step could
+    # tell this apply finished: it is made durable now.
+    if apply.durable or not fingerprints_trustworthy(path):
+        _make_durable_now(apply, written)
     return True
+
+
+def _make_durable_now(apply: _Apply, written: dict[str, Path]) -> None:
+    if not finish_durably(apply.path, written):
+        forget_state(apply.path)
+        raise CheckpointError(
+            f"{apply.path} could not be written back to disk (an I/O error); its journal is "
+            "kept: check the volume, then apply again (it writes every value again)"
+        )
+    mark_durable(apply.path)
 
 
 def _check_from_side(
@@ -220,13 +261,16 @@ def _check_from_side(
     return True
 
 
-def _fsync_files(apply: _Apply, plan: _Plan) -> None:
-    kind = apply.layout(apply.to_side).kind
-    if not fsync_files({f.name: _weight_path(apply.path, kind, f.name) for f in plan.patched}):
-        raise CheckpointError(
-            f"{apply.path} could not be written back to disk (an I/O error); nothing was "
-            "changed: check the volume, then apply again"
-        )
+def _written_files(apply: _Apply, plan: _Plan) -> dict[str, Path]:
+    """The weight files the redo log writes into (by the name the checkpoint lists them
+    under): those kept in place that hold a changed tensor."""
+    kind, entries = apply.layout(apply.to_side).kind, apply.entries
+    paths = (
+        _weight_path(apply.path, kind, file.name)
+        for file in plan.patched
+        if any(entries[name].payload is not None for name in apply.manifest.names_in(file))
+    )
+    return {path.name: path for path in paths}
 
 
 def _plan(from_layout: CheckpointLayout, to_layout: CheckpointLayout) -> _Plan:

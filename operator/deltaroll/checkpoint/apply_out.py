@@ -7,6 +7,7 @@ is written as that one file inside the output directory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,3 +54,5 @@ def apply_to_directory(
             path = child_path(staging, aux.name)
             with path.open("xb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # durable before the directory is renamed into place

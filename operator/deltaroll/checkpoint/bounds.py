@@ -10,9 +10,11 @@ listed eight times), allocated whole first. So, in one pass over the manifest:
   chunks listed from one blob claim no more in all than it can decompress to once (zstd's
   bound: an RLE block, 4 bytes, yields at most 128 KiB), so listing a blob again buys nothing;
   and all chunks together claim no more than the payload bytes they name can hold (blobs that
-  overlap share their bytes);
-- :func:`check_limits`: the largest buffer a claim sizes (an auxiliary file, a carried tensor)
-  fits the memory budget, and what the apply writes fits the destination's free disk.
+  overlap share their bytes); a sparse tensor's changed elements fit its payload (their values
+  are one zstd frame inside it);
+- :func:`check_limits`: the largest buffer a claim sizes (an auxiliary file, a carried tensor,
+  the arrays a sparse tensor's changes are decoded into) fits the memory budget, and what the
+  apply writes fits the destination's free disk.
 
 Both are deterministic refusals of the delta, so an agent restarted after one refuses the same
 delta again in O(manifest) instead of resuming into it.
@@ -42,6 +44,9 @@ from deltaroll.checkpoint.transform import other
 #: container's cgroup) has available.
 MEMORY_BUDGET_ENV: Final = "DELTAROLL_MEMORY_BUDGET"
 _CGROUP: Final = Path("/sys/fs/cgroup")
+#: Bytes a sparse apply holds per changed element besides two values (old, new): its position
+#: and, at worst, an exception rank (both int64).
+_SPARSE_INDEX_BYTES: Final = 16
 
 
 def check_claims(manifest: DeltaManifest, side: Side) -> None:
@@ -77,6 +82,13 @@ def check_claims(manifest: DeltaManifest, side: Side) -> None:
             f"the {side}'s chunks claim {claimed} bytes, more than the {payload} bytes of "
             "payload they name can hold (their blobs overlap); the manifest is corrupt"
         )
+    for name, changed, itemsize, blob in _sparse_changes(manifest):
+        if changed * itemsize > frame_capacity(blob.length):
+            raise CorruptDeltaError(
+                f"tensors[{name!r}].changed_elements claims {changed} changed elements "
+                f"({changed * itemsize} bytes of values), more than its {blob.length}-byte "
+                "payload can hold; the manifest is corrupt"
+            )
 
 
 def check_limits(
@@ -86,9 +98,14 @@ def check_limits(
     writes exceed the free disk of ``destination`` (the checkpoint, or the output directory)."""
     to_side = other(from_side)
     budget = memory_budget()
-    largest = max(_chunk_lists(manifest, to_side), key=lambda claim: claim[1], default=None)
+    claims = [(field, nbytes) for field, nbytes, _ in _chunk_lists(manifest, to_side)]
+    claims += [
+        (f"tensors[{name!r}].changed_elements", changed * (2 * itemsize + _SPARSE_INDEX_BYTES))
+        for name, changed, itemsize, _ in _sparse_changes(manifest)
+    ]
+    largest = max(claims, key=lambda claim: claim[1], default=None)
     if largest is not None and largest[1] > budget:
-        field, nbytes, _ = largest
+        field, nbytes = largest
         raise DeltaTooLargeError(
             f"{field.removesuffix('.chunks').removesuffix('_chunks')} needs a buffer of {nbytes} "
             f"bytes, more than the memory budget of {budget} (what is available, or "
@@ -169,6 +186,22 @@ def _chunk_lists(
         if kind == "carried" and dtype is not None and shape is not None:
             nbytes = math.prod(shape) * ITEMSIZE[dtype]
             yield f"tensors[{name!r}].{side}_chunks", nbytes, [BlobRef._make(b) for b in blobs]
+
+
+def _sparse_changes(manifest: DeltaManifest) -> Iterator[tuple[str, int, int, BlobRef]]:
+    """(name, changed elements, bytes per value, payload) of every sparse tensor: an apply
+    decodes its positions and values whole, sized by the count."""
+    columns = manifest.columns
+    for name, kind, dtype, changed, blob in zip(
+        columns.name,
+        columns.kind,
+        columns.base.dtype,
+        columns.changed_elements,
+        columns.payload,
+        strict=True,
+    ):
+        if kind == "sparse" and dtype is not None and blob is not None:
+            yield name, changed, ITEMSIZE[dtype], BlobRef._make(blob)
 
 
 def _union_length(spans: list[tuple[int, int]]) -> int:

@@ -147,6 +147,9 @@ class JournalState(BaseModel):
     direction: Literal["forward", "reverse"]
     from_version: str
     to_version: str
+    # The weight files the redo log writes into (names as the checkpoint lists them): fsynced
+    # before the journal goes. None in a journal of an older Deltaroll: every file is.
+    written: tuple[str, ...] | None = None
 
 
 @contextmanager

@@ -67,7 +67,7 @@ MAX_MANIFEST_BYTES: Final = 1 << 30
 #: zstd level of the manifest: its digests are incompressible, the rest (names, shapes) is not.
 MANIFEST_ZSTD_LEVEL: Final = 9
 _OLDER_FORMAT_HELP: Final = (
-    "recompute it with `deltaroll diff BASE TARGET -o DELTA` (a store: push its versions again)"
+    "recompute it with `deltaroll diff BASE TARGET -o DELTA` (a store: `deltaroll upgrade-store`)"
 )
 
 

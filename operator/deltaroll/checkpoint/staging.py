@@ -68,7 +68,12 @@ def write_file_atomically(
 
 def fsync_directory(directory: Path) -> None:
     """Make renames and creations inside ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
+    fsync_path(directory)
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file (or directory) that is not open: its bytes written so far are durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -14,7 +14,9 @@ plus the kernel's boot id. The next apply trusts the record only if all of it st
   never trusted and every apply hashes in full;
 - a record written after a patch says ``durable: false`` until the patched files are fsynced
   (:func:`make_durable`, off the pause path); an apply that meets such a record fsyncs first,
-  and a write-back error (EIO) voids the record rather than vouching for lost bytes.
+  and a write-back error (EIO) voids the record rather than vouching for lost bytes. An apply
+  that leaves durability for later (the agent's) keeps its journal until then: a power loss
+  before the fsync finds the redo log and replays it, never a file that is neither version.
 
 The record checks its own digest, so an edit by hand (that does not also recompute it) is caught;
 a record that fails any check is ignored, never an error: the apply falls back to a full hash.
@@ -35,7 +37,7 @@ from deltaroll.checkpoint.crashpoints import crash_point
 from deltaroll.checkpoint.journal import Journal
 from deltaroll.checkpoint.manifest import DeltaManifest
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
-from deltaroll.checkpoint.staging import fsync_directory, write_file_atomically
+from deltaroll.checkpoint.staging import fsync_directory, fsync_path, write_file_atomically
 
 log = structlog.get_logger(__name__)
 
@@ -225,18 +227,20 @@ def trusted_state(checkpoint: Checkpoint) -> TrustedState | None:
         log.info("checkpoint.state_ignored", path=str(checkpoint.path), why=why)
         return None
     if not state.durable:
-        if not fsync_files(_files(checkpoint)):
-            # The error is reported once: a later fsync would succeed over the lost pages.
-            forget_state(checkpoint.path)
+        if not make_durable(checkpoint.path, checkpoint):
             return None
         state = state.model_copy(update={"durable": True})
-        _write(checkpoint.path, state)
     return state
 
 
 def _distrust(checkpoint: Checkpoint, state: TrustedState) -> str:
     if Journal(checkpoint.path).pending():
         return "an in-place apply is unfinished"
+    return _stale(checkpoint, state)
+
+
+def _stale(checkpoint: Checkpoint, state: TrustedState) -> str:
+    """Why the record no longer describes the files as they are in this boot ("" if it does)."""
     if not fingerprints_trustworthy(checkpoint.path):
         return f"file system {filesystem_type(checkpoint.path)!r} cannot prove files unchanged"
     if state.boot_id != boot_id() or not state.boot_id:
@@ -258,29 +262,60 @@ def fsync_files(files: Mapping[str, Path]) -> bool:
     """fsync each file; False (logged) at the first write-back error."""
     for name, path in files.items():
         try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(path)
         except OSError as exc:
             log.warning("checkpoint.writeback_failed", file=name, error=exc.strerror)
             return False
     return True
 
 
-def make_durable(checkpoint: Checkpoint) -> bool:
-    """fsync the checkpoint's files and mark its record durable; False if there is no record
-    that still matches, or write-back failed (then the record is removed)."""
-    state = load_state(checkpoint.path)
-    if state is None or _distrust(checkpoint, state):
+def make_durable(checkpoint_path: Path, checkpoint: Checkpoint | None = None) -> bool:
+    """fsync what the last apply wrote, drop its journal and mark its record durable.
+
+    An in-place apply that left this for later (off the pause path) kept its journal; its
+    record, written once the patching finished, in this boot, over files it still matches, is
+    what proves the apply finished. False if no record proves that or matches the files (an
+    apply a crash interrupted: running it again finishes it), or write-back failed (then the
+    record is removed and a journal stays, so the apply run again writes every value again)."""
+    state = load_state(checkpoint_path)
+    if state is None:
         return False
-    if state.durable:
+    pending = Journal(checkpoint_path).load()
+    if pending is not None and pending.to_version != state.version:
+        return False  # the record is the base's: the patching never finished
+    checkpoint = checkpoint or open_checkpoint(checkpoint_path)
+    if _stale(checkpoint, state):
+        return False
+    if state.durable and pending is None:
         return True
-    if not fsync_files(_files(checkpoint)):
-        forget_state(checkpoint.path)
+    files = _files(checkpoint)
+    if pending is not None and pending.written is not None:
+        files = {name: files[name] for name in pending.written if name in files}
+    if not finish_durably(checkpoint_path, files):
+        forget_state(checkpoint_path)
         return False
-    _write(checkpoint.path, state.model_copy(update={"durable": True}))
+    mark_durable(checkpoint_path)
+    return True
+
+
+def mark_durable(checkpoint_path: Path) -> None:
+    """Mark the record durable once the caller fsynced what the record vouches for."""
+    state = load_state(checkpoint_path)
+    if state is not None and not state.durable:
+        _write(checkpoint_path, state.model_copy(update={"durable": True}))
+
+
+def finish_durably(checkpoint_path: Path, written: Mapping[str, Path]) -> bool:
+    """fsync the files an apply wrote in place, then (only then) drop its journal: a power loss
+    before the journal's removal replays its redo log, after it finds the values on disk.
+    Renamed-in files and the directory were fsynced when they moved. False (journal kept) at a
+    write-back error."""
+    if not fsync_files(written):
+        return False
+    crash_point("apply-durable")
+    journal = Journal(checkpoint_path)
+    if journal.pending():
+        journal.remove()
     return True
 
 

@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-from deltaroll.agent.config import DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
+from deltaroll.agent.config import DEFAULT_PEER_SERVE_RATE, DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
+from deltaroll.api.node_cache import DEFAULT_PORT as DEFAULT_NODE_CACHE_PORT
+from deltaroll.api.peers import DEFAULT_PEER_PORT, DEFAULT_SEEDERS
 from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt
 
 #: Config fields whose flag is not simply the field's name with dashes.
@@ -22,6 +24,11 @@ _FLAGS = {
     "failed_retry_s": "--failed-retry",
     "engine_timeout_s": "--engine-timeout",
     "scrub_interval_s": "--scrub-interval",
+    "node_cache_url": "--node-cache",
+    "node_cache_wait_s": "--node-cache-wait",
+    "peer_selector": "--peers",
+    "peer_wait_s": "--peer-wait",
+    "peer_timeout_s": "--peer-timeout",
 }
 
 
@@ -29,6 +36,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``agent`` command group."""
     agent = typer.Typer(help="The pod agent: pull, apply and reload new weights, report.")
     agent.command("run")(run)
+    agent.command("node-cache")(node_cache)
     app.add_typer(agent, name="agent")
 
 
@@ -75,6 +83,26 @@ def run(
         Path | None,
         typer.Option("--cache-dir", help="Object cache (default: beside the weights directory)."),
     ] = None,
+    node_cache: Annotated[
+        str | None,
+        typer.Option(
+            "--node-cache",
+            envvar="DELTAROLL_NODE_CACHE",
+            help="The node cache daemon's URL (http://$(HOST_IP):8470): objects are downloaded "
+            "once per node.",
+        ),
+    ] = None,
+    node_cache_token: Annotated[
+        Path | None,
+        typer.Option(
+            "--node-cache-token",
+            help="The pod's projected ServiceAccount token for the deltaroll-node-cache audience.",
+        ),
+    ] = None,
+    node_cache_wait: Annotated[
+        float,
+        typer.Option("--node-cache-wait", help="Longest wait in seconds for another agent's fill."),
+    ] = 60.0,
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", help="Seconds between reads of the annotations.")
     ] = 1.0,
@@ -112,6 +140,44 @@ def run(
     ] = None,
     allow_aux_file: AllowAuxOpt = None,
     allow_auto_map: AllowAutoMapOpt = False,
+    peers: Annotated[
+        str | None,
+        typer.Option(
+            "--peers",
+            help="Label selector of the pods of this pod's ModelDeployment (its spec.selector, "
+            "e.g. app=llm): serve them verified objects and fetch objects from them, so each "
+            "object crosses the store link --peer-seeders times, not once per pod. Needs pods "
+            "list in the agent's Role.",
+        ),
+    ] = None,
+    peer_host: Annotated[
+        str, typer.Option("--peer-host", help="Address the peer server listens on.")
+    ] = "0.0.0.0",  # noqa: S104 (peers reach it on the pod network)
+    peer_port: Annotated[
+        int, typer.Option("--peer-port", help="Port of the peer server (a containerPort).")
+    ] = DEFAULT_PEER_PORT,
+    peer_seeders: Annotated[
+        int, typer.Option("--peer-seeders", help="Agents that fetch each object from the store.")
+    ] = DEFAULT_SEEDERS,
+    peer_serve_rate: Annotated[
+        int,
+        typer.Option(
+            "--peer-serve-rate",
+            help="Bytes/s served to all peers together (128 MiB/s by default; 0: no limit).",
+        ),
+    ] = DEFAULT_PEER_SERVE_RATE,
+    peer_serve_max: Annotated[
+        int, typer.Option("--peer-serve-max", help="Peers served at once; more wait.")
+    ] = 4,
+    peer_wait: Annotated[
+        float,
+        typer.Option(
+            "--peer-wait", help="Seconds an object is awaited from peers before the store."
+        ),
+    ] = 30.0,
+    peer_timeout: Annotated[
+        float, typer.Option("--peer-timeout", help="Seconds of silence before a peer is skipped.")
+    ] = 10.0,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -150,6 +216,9 @@ def run(
             pod_name=pod_name,
             pod_namespace=pod_namespace,
             cache_dir=cache_dir,
+            node_cache_url=node_cache,
+            node_cache_token=node_cache_token,
+            node_cache_wait_s=node_cache_wait,
             service_account_dir=service_account_dir,
             health_host=health_host,
             health_port=health_port,
@@ -164,6 +233,14 @@ def run(
             verify_keys=verify_key or [],
             allow_aux_files=allow_aux_file or [],
             allow_auto_map=allow_auto_map,
+            peer_selector=peers,
+            peer_host=peer_host,
+            peer_port=peer_port,
+            peer_seeders=peer_seeders,
+            peer_serve_rate=peer_serve_rate,
+            peer_serve_max=peer_serve_max,
+            peer_wait_s=peer_wait,
+            peer_timeout_s=peer_timeout,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -177,3 +254,68 @@ def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     run_agent(config, stop)
+
+
+def node_cache(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="The node's cache folder (a hostPath of the DaemonSet).")
+    ],
+    node_name: Annotated[
+        str,
+        typer.Option(
+            "--node-name", envvar="NODE_NAME", help="This node (downward API spec.nodeName)."
+        ),
+    ],
+    host: Annotated[
+        str,
+        typer.Option("--host", envvar="HOST_IP", help="Address to listen on (status.hostIP)."),
+    ],
+    port: Annotated[int, typer.Option("--port", help="Port (the DaemonSet's hostPort).")] = (
+        DEFAULT_NODE_CACHE_PORT
+    ),
+    fill_ttl: Annotated[
+        float,
+        typer.Option(
+            "--fill-ttl",
+            help="Seconds an agent has to fetch and upload an object before another may.",
+        ),
+    ] = 120.0,
+    max_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-bytes",
+            min=1,
+            help="Disk budget: least recently used objects go once the cache holds more.",
+        ),
+    ] = 100 << 30,
+    service_account_dir: Annotated[
+        Path,
+        typer.Option(
+            "--service-account-dir",
+            envvar="DELTAROLL_SERVICE_ACCOUNT_DIR",
+            help="The daemon's own token volume (RBAC: create tokenreviews, nothing else).",
+        ),
+    ] = SERVICE_ACCOUNT_DIR,
+    log_format: Annotated[str | None, typer.Option("--log-format")] = None,
+    log_level: Annotated[str | None, typer.Option("--log-level")] = None,
+) -> None:
+    """Run the node cache daemon until SIGTERM: one download per node for the node's agents."""
+    import asyncio
+    import signal
+
+    from deltaroll.agent.node_cache_auth import TokenAuthenticator, token_review_call
+    from deltaroll.agent.node_cache_server import NodeCache, serve
+    from deltaroll.logs import configure_logging
+
+    configure_logging(log_format, log_level)
+    authenticator = TokenAuthenticator(token_review_call(service_account_dir), node_name)
+    cache = NodeCache(directory, authenticator, fill_ttl_s=fill_ttl, max_bytes=max_bytes)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(cache, host, port, stop)
+
+    asyncio.run(main())

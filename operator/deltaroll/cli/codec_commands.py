@@ -16,6 +16,7 @@ import typer
 
 from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt, aux_policy
 from deltaroll.cli.output import JsonOpt, emit, progress_bar
+from deltaroll.cli.store_commands import VerifyKeyOpt
 
 if TYPE_CHECKING:
     from deltaroll.checkpoint import DeltaManifest
@@ -111,6 +112,7 @@ def apply(
     reverse: Annotated[
         bool, typer.Option("--reverse", help="BASE is the delta's target; produce its base.")
     ] = False,
+    verify_key: VerifyKeyOpt = None,
     allow_aux_file: AllowAuxOpt = None,
     allow_auto_map: AllowAutoMapOpt = False,
     as_json: JsonOpt = False,
@@ -122,6 +124,11 @@ def apply(
     if (out is None) == (not in_place):
         raise CheckpointError("choose exactly one of -o OUT_DIR or --in-place")
     manifest = read_delta_manifest(delta)
+    if verify_key:  # before anything is read from BASE or written
+        from deltaroll.store.delta_signatures import signed_delta
+        from deltaroll.store.signing import load_public_keys
+
+        signed_delta(delta, manifest, load_public_keys(verify_key), "base" if reverse else "target")
     # The base is read once to check its version, then the result is written (or patched).
     total = _side_bytes(manifest, "base") + _side_bytes(manifest, "target")
     policy = aux_policy(allow_aux_file, allow_auto_map)

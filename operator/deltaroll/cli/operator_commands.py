@@ -2,10 +2,12 @@
 
     deltaroll operator run --liveness=http://0.0.0.0:8080/healthz --all-namespaces --standalone
     deltaroll operator run --namespace=ml --namespace=ml-staging --peering=deltaroll
+    deltaroll operator run -A --standalone --policy=policy.yaml
 
 Environment (set by the chart): DELTAROLL_WORKER_IMAGE (default image of worker Jobs),
 DELTAROLL_AGENT_IMAGE, DELTAROLL_LOG_FORMAT (json|console), DELTAROLL_LOG_LEVEL,
 DELTAROLL_METRICS_PORT (Prometheus metrics; unset: none), POD_NAME/POD_NAMESPACE (identity),
+DELTAROLL_POLICY (the admin's policy file, as --policy; see :mod:`deltaroll.api.policy`),
 DELTAROLL_SIGNING_KEY (the same as --signing-key: the chart's mounted signing-key Secret).
 """
 
@@ -48,6 +50,15 @@ def run(
             "--liveness", help="Serve a liveness probe, e.g. http://0.0.0.0:8080/healthz."
         ),
     ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            envvar="DELTAROLL_POLICY",
+            help="The admin's policy (YAML): which stores, images and ServiceAccounts each "
+            "namespace may use. Unset: the built-in defaults (s3:// and hf:// stores only).",
+        ),
+    ] = None,
     signing_key: Annotated[
         Path | None,
         typer.Option(
@@ -69,6 +80,14 @@ def run(
     if standalone and peering:
         raise OperatorConfigError("pass either --standalone or --peering=NAME, not both")
 
+    if policy is not None:
+        import os
+
+        from deltaroll.api.policy import POLICY_ENV
+        from deltaroll.controllers.policy import read_policy
+
+        read_policy(policy)  # a bad policy stops here, in one line, before Kopf starts
+        os.environ[POLICY_ENV] = str(policy.resolve())
     from deltaroll.store.signing import load_signing_key
 
     key = load_signing_key(signing_key) if signing_key is not None else None  # before Kopf starts

@@ -20,6 +20,8 @@ from deltaroll.cli.output import JsonOpt, emit, progress_bar
 
 if TYPE_CHECKING:
     from deltaroll.store import Store
+    from deltaroll.store.manifests import VersionStatement
+    from deltaroll.store.signing import SigningKey
 
 StoreArg = Annotated[
     str,
@@ -53,6 +55,7 @@ def register(app: typer.Typer) -> None:
         ("gc", gc),
         ("squash", squash),
         ("sign", sign),
+        ("upgrade-store", upgrade_store),
     ):
         app.command(name)(command)
 
@@ -134,9 +137,11 @@ def pull(
     as_json: JsonOpt = False,
 ) -> None:
     """Write VERSION of MODEL to OUT_DIR, downloading only the deltas on the cheapest path."""
+    from deltaroll.store.name_sequences import NameSequences, default_sequences_path
     from deltaroll.store.signing import load_public_keys
 
     trusted = load_public_keys(verify_key or [])
+    sequences = NameSequences(default_sequences_path()) if trusted else None
     with progress_bar("downloading", None) as advance:
         result = _open(store).pull(
             model,
@@ -146,6 +151,7 @@ def pull(
             keep_cache=keep_cache,
             progress=advance,
             verify_keys=trusted,
+            name_sequences=sequences,
             aux_policy=aux_policy(allow_aux_file, allow_auto_map),
         )
     report: dict[str, Any] = {**asdict(result), "out_dir": str(result.out_dir)}
@@ -222,23 +228,65 @@ def squash(
 
 
 def sign(
-    store: StoreArg,
-    model: ModelArg,
-    version: Annotated[str, typer.Argument(help="Version id, unique id prefix, or name.")],
-    key: Annotated[Path, typer.Option("--key", help="The publisher's Ed25519 private key (PEM).")],
+    target: Annotated[
+        str, typer.Argument(metavar="STORE|DELTA", help="A store URI, or a local delta directory.")
+    ],
+    model: Annotated[str | None, typer.Argument(help="Model name (with a STORE).")] = None,
+    version: Annotated[
+        str | None, typer.Argument(help="Version id, unique id prefix, or name (with a STORE).")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="The publisher's Ed25519 private key (PEM).")
+    ] = None,
     name: Annotated[
         list[str] | None,
         typer.Option("--name", help="A name the signature vouches for (repeatable)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sign a published VERSION of MODEL (its content is read back from the store and checked)."""
+    """Sign a published VERSION of MODEL in STORE (its content is read back from the store and
+    checked), or the version a local DELTA directory produces (for `apply --verify-key`)."""
+    from deltaroll.store.errors import StoreError
     from deltaroll.store.signing import load_signing_key
 
+    if key is None:
+        raise StoreError("pass the private key to sign with: --key PRIVATE.pem")
     signer = load_signing_key(key)
-    statement = _open(store).sign(model, version, signer, names=name or [], origin="cli")
+    if model is None:
+        statement = _sign_delta_dir(Path(target), signer, names=name or [])
+    elif version is None:
+        raise StoreError("sign STORE MODEL VERSION: name the version to sign")
+    else:
+        statement = _open(target).sign(model, version, signer, names=name or [], origin="cli")
     emit(
         {**statement.model_dump(by_alias=True), "key_id": signer.public.key_id},
         as_json=as_json,
-        human=f"signed {statement.version} of {model} with key {signer.public.key_id[:16]}",
+        human=f"signed {statement.version} of {statement.model or target} with key "
+        f"{signer.public.key_id[:16]}",
     )
+
+
+def upgrade_store(store: StoreArg, model: ModelArg, as_json: JsonOpt = False) -> None:
+    """Convert MODEL's versions written by an older Deltaroll (delta format v1) to today's
+    format: each version is rebuilt, checked and pushed again, names follow. Safe to run again
+    after a crash; v1 records are kept under MODEL/legacy-v1/."""
+    from deltaroll.store.upgrade import upgrade_model
+
+    result = upgrade_model(_open(store), model)
+    lines = [f"{old} -> {new}" for old, new in result.versions.items()]
+    lines += [f"name {name} -> {new}" for name, new in result.names.items()]
+    emit(
+        {"model": model, "versions": result.versions, "names": result.names},
+        as_json=as_json,
+        human="\n".join(lines) if lines else f"{model}: no v1 versions to convert",
+    )
+
+
+def _sign_delta_dir(delta: Path, signer: SigningKey, *, names: list[str]) -> VersionStatement:
+    from deltaroll.checkpoint import read_delta_manifest
+    from deltaroll.store.delta_signatures import sign_delta
+    from deltaroll.store.errors import StoreError
+
+    if names:
+        raise StoreError("--name signs a name in a store; a delta directory has none")
+    return sign_delta(delta, read_delta_manifest(delta), signer)

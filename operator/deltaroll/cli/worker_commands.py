@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -104,8 +105,9 @@ def compute(
     def work(opened: Store, scratch: Path) -> dict[str, Any]:
         from deltaroll.worker.compute import compute_version
 
+        started = _now()
         if shards > 1 and parent is not None:
-            return _compute_share(opened, scratch)
+            return _with_created(opened, model, _compute_share(opened, scratch), started)
 
         facts = compute_version(
             opened,
@@ -118,7 +120,7 @@ def compute(
             work_dir=scratch,
             parent_cache=parent_cache,
         )
-        return {**facts.to_dict(), "name": name}
+        return _with_created(opened, model, {**facts.to_dict(), "name": name}, started)
 
     def _compute_share(opened: Store, scratch: Path) -> dict[str, Any]:
         from deltaroll.worker.shards import compute_share
@@ -169,6 +171,7 @@ def import_patch(
     def work(opened: Store, scratch: Path) -> dict[str, Any]:
         from deltaroll.worker.compute import import_version
 
+        started = _now()
         facts = import_version(
             opened,
             model,
@@ -180,7 +183,7 @@ def import_patch(
             work_dir=scratch,
             parent_cache=parent_cache,
         )
-        return {**facts.to_dict(), "name": name}
+        return _with_created(opened, model, {**facts.to_dict(), "name": name}, started)
 
     _run("import", store, work, work_dir, termination_log, as_json)
 
@@ -228,6 +231,24 @@ def squash(
     _run("squash", store, work, work_dir, termination_log, as_json)
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _with_created(
+    opened: Store, model: str, result: dict[str, Any], started: datetime
+) -> dict[str, Any]:
+    """``result`` saying whether this run created its version (its record is no older than the
+    run; same clock): the ModelDelta may delete only a version it created."""
+    from deltaroll.api.job_result import CREATED_FIELD
+
+    version = result.get("version")
+    if not version:
+        return result
+    created = opened.catalog.read_version(model, str(version)).created_at >= started
+    return {**result, CREATED_FIELD: created}
+
+
 def _run(
     command: str,
     store_uri: str,
@@ -266,8 +287,8 @@ def _run(
 def _describe_failure(exc: Exception) -> tuple[str, str, int]:
     from deltaroll.api.job_result import EXIT_PERMANENT, EXIT_RETRYABLE
     from deltaroll.errors import DeltarollError
-    from deltaroll.store.redact import reason as scrubbed
-    from deltaroll.store.redact import scrub
+    from deltaroll.redact import reason as scrubbed
+    from deltaroll.redact import scrub
     from deltaroll.worker.errors import reason_for
 
     reason, permanent = reason_for(exc)

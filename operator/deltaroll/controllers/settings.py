@@ -11,6 +11,8 @@
 - Peering follows the command line (``--standalone`` or ``--peering=NAME``, see
   ``deltaroll operator run``): with several replicas only one is active.
 - Metrics are served on $DELTAROLL_METRICS_PORT.
+- The admin's policy ($DELTAROLL_POLICY) is read before anything is reconciled: a bad one stops
+  the operator with the field to fix.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import structlog
 
 from deltaroll.api.annotations import FINALIZER, KOPF_PREFIX, LAST_HANDLED_KEY
 from deltaroll.controllers import metrics
+from deltaroll.controllers.policy import start_with_policy
 
 log = structlog.get_logger("deltaroll.operator")
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    policy = start_with_policy()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -50,4 +54,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         peering=settings.peering.name,
         standalone=settings.peering.standalone,
         metrics_port=port,
+        policy_namespaces=sorted(policy.namespaces),
+        instance_metadata=policy.allow_instance_metadata,
     )

@@ -2,9 +2,11 @@
 
 Names live in ``<model>/names/<name>.json``. Setting a name that already points elsewhere is
 refused unless forced, because a name is what a deployment or a colleague refers to: silently
-moving it would change what they get. Names may not look like version ids (32 hex characters),
-so a reference always means one thing. Resolution order: a name, an exact version id, then a
-unique version-id prefix of at least 6 characters (as ``git`` does)."""
+moving it would change what they get. A name is set under a publish lease, so a gc never
+deletes the version between the check that it exists and the name's write. Names may not look
+like version ids (32 hex characters), so a reference always means one thing. Resolution order:
+a name, an exact version id, then a unique version-id prefix of at least 6 characters (as
+``git`` does)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import re
 
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import InvalidNameError, NameConflictError, VersionNotFoundError
+from deltaroll.store.leases import publishing
 from deltaroll.store.manifests import NameRecord, now
 from deltaroll.store.names import validate_name
 
@@ -26,21 +29,22 @@ def set_name(catalog: Catalog, model: str, name: str, version: str, *, force: bo
         raise InvalidNameError(
             f"name {name!r} looks like a version id; choose a name like step-120"
         )
-    if catalog.find_version(model, version) is None:
-        raise VersionNotFoundError(
-            f"{catalog.backend.uri}: cannot name {version}: it is not a version of {model!r}"
-        )
-    record = NameRecord(model=model, name=name, version=version, updated_at=now())
-    if catalog.write_name(record, create_only=True):
+    with publishing(catalog, model):  # no gc deletes the version between check and write
+        if catalog.find_version(model, version) is None:
+            raise VersionNotFoundError(
+                f"{catalog.backend.uri}: cannot name {version}: it is not a version of {model!r}"
+            )
+        record = NameRecord(model=model, name=name, version=version, updated_at=now())
+        if catalog.write_name(record, create_only=True):
+            return True
+        current = catalog.read_name(model, name)
+        if current is not None and current.version == version:
+            return False
+        if not force:
+            pointed = current.version if current is not None else "another version"
+            raise _conflict(catalog, model, name, pointed)
+        catalog.write_name(record, create_only=False)
         return True
-    current = catalog.read_name(model, name)
-    if current is not None and current.version == version:
-        return False
-    if not force:
-        pointed = current.version if current is not None else "another version"
-        raise _conflict(catalog, model, name, pointed)
-    catalog.write_name(record, create_only=False)
-    return True
 
 
 def check_name_free(catalog: Catalog, model: str, name: str, version: str) -> None:

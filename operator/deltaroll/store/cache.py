@@ -8,8 +8,12 @@ picks it), so an agent never obtains an object it could not have fetched itself.
 - **Entering**: a download lands in ``.partial/``, is checked against its sha256, fsynced, renamed
   into place and the directory fsynced, so a power loss never leaves a torn file under its name.
 - **Reading**: :meth:`ObjectCache.verified` trusts a file only once its bytes were hashed (once per
-  process per file identity: device, inode, size, mtime); a torn or wrong file is removed, if it
-  is still the file that was hashed, and the caller fetches it again.
+  process per file identity: device, inode, size, mtime and ctime, which no ``utime`` can set
+  back); a torn or wrong file is removed, if it is still the file that was hashed, and the
+  caller fetches it again. Objects are read-only (0444) and opened without following links: a
+  writer of the cache directory who swaps an object for a link or rewrites it gets it refused.
+- **Handing out**: :meth:`ObjectCache.link_into` links the very file it opened and checked
+  (through its descriptor), never whatever the name points at by then.
 - **Sharing**: a process names the objects it uses in its lease (:meth:`ObjectCache.hold`) before
   it looks for them; :meth:`ObjectCache.prune` removes only what no live lease names.
 
@@ -28,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import stat
 import threading
 import uuid
@@ -42,6 +45,7 @@ import structlog
 from deltaroll.api.object_cache import PARTIAL_DIR
 from deltaroll.checkpoint.staging import fsync_directory
 from deltaroll.store.cache_leases import CacheLeases
+from deltaroll.store.errors import ObjectCacheError
 from deltaroll.store.manifests import ObjectRef
 from deltaroll.store.names import is_digest, validate_digest
 
@@ -50,7 +54,9 @@ log = structlog.get_logger(__name__)
 _READ_BLOCK = 8 << 20
 #: How many verified file identities a process remembers (then it hashes the oldest again).
 _REMEMBERED: Final = 65536
-FileIdentity = tuple[int, int, int, int]
+FileIdentity = tuple[int, int, int, int, int]
+#: Objects are never written after they enter: read-only for everyone.
+_READ_ONLY: Final = 0o444
 
 
 def default_cache_dir() -> Path:
@@ -124,6 +130,7 @@ class ObjectCache:
                 if discard_mismatch:
                     staged.unlink(missing_ok=True)
                 return actual
+            os.fchmod(handle.fileno(), _READ_ONLY)
             os.fsync(handle.fileno())
             identity = _identity(os.fstat(handle.fileno()))
         with self._leases.locked(exclusive=False):  # never while a bad file is being removed
@@ -150,13 +157,32 @@ class ObjectCache:
         return adopted
 
     def link_into(self, digest: str, dest: Path) -> None:
-        """Make ``dest`` a copy of a cached object: a hard link when the filesystem allows."""
-        source = self.path(digest)
-        dest.unlink(missing_ok=True)
+        """Make ``dest`` the cached object: a hard link to the very file opened (no link
+        followed) and known to hold ``digest`` (hashed again if it is not that known file),
+        or a copy from it when the filesystem cannot link. :class:`ObjectCacheError` when the
+        file is not the object any more (it is removed: fetch again)."""
         try:
-            os.link(source, dest)
-        except OSError:
-            shutil.copyfile(source, dest)
+            fd = os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            self._discard(digest, None)
+            raise _changed(digest, self.root) from exc
+        try:
+            info = os.fstat(fd)
+            identity = _identity(info)
+            good = stat.S_ISREG(info.st_mode) and (
+                _VERIFIED.known(identity, digest) or _sha256(fd) == digest
+            )
+            if not good:
+                self._discard(digest, identity)
+                raise _changed(digest, self.root)
+            _VERIFIED.remember(identity, digest)
+            dest.unlink(missing_ok=True)
+            try:
+                _link_open_file(fd, dest)
+            except OSError:
+                _copy_from(fd, dest)
+        finally:
+            os.close(fd)
 
     def hold(self, digests: Iterable[str]) -> None:
         """Name ``digests`` in this process's lease: no prune (by any process) removes them
@@ -223,8 +249,40 @@ _VERIFIED = _VerifiedFiles()
 
 
 def _identity(info: os.stat_result) -> FileIdentity:
-    """What changes when a file is replaced or rewritten (a new inode, size or mtime)."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    """What changes when a file is replaced or rewritten: a new inode, size, mtime, or ctime
+    (which the kernel sets on every write or chmod, and no process can set back)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _changed(digest: str, root: Path) -> ObjectCacheError:
+    return ObjectCacheError(
+        f"{root / digest}: the cached object changed after it was verified (replaced, linked "
+        "elsewhere or rewritten); it was removed and nothing was applied: run again to fetch it"
+    )
+
+
+def _link_open_file(fd: int, dest: Path) -> None:
+    """linkat(2) of the open file itself through /proc/self/fd with AT_SYMLINK_FOLLOW, as
+    open(2) documents for O_TMPFILE (a directory descriptor makes Python call linkat with
+    that flag rather than link(2), which would not follow the magic link)."""
+    directory = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(f"/proc/self/fd/{fd}", dest.name, dst_dir_fd=directory, follow_symlinks=True)
+    finally:
+        os.close(directory)
+
+
+def _copy_from(fd: int, dest: Path) -> None:
+    """Copy the open file ``fd`` (from its start) to the new file ``dest``."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _READ_ONLY)
+    try:
+        while block := os.read(fd, _READ_BLOCK):
+            view = memoryview(block)
+            while view:
+                view = view[os.write(out, view) :]
+    finally:
+        os.close(out)
 
 
 def _sha256(fd: int) -> str:

@@ -14,8 +14,10 @@ import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Unpack
 
 from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
+from deltaroll.redact import remember_secrets
 from deltaroll.store.aliases import resolve, set_name
 from deltaroll.store.backends import Backend, ProgressCallback, open_backend
 from deltaroll.store.cache import ObjectCache, default_cache_dir
@@ -25,12 +27,12 @@ from deltaroll.store.gc import DEFAULT_GRACE, GcResult, gc
 from deltaroll.store.graph import Plan, VersionGraph
 from deltaroll.store.log import LogEntry, version_log
 from deltaroll.store.manifests import VersionManifest, VersionStatement
+from deltaroll.store.name_sequences import NameSequences
 from deltaroll.store.publish import PublishOutcome, publish_delta
 from deltaroll.store.pull import PullResult, load_graph, plan_pull, pull
 from deltaroll.store.push import PushResult, push
-from deltaroll.store.redact import remember_secrets
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy
-from deltaroll.store.signatures import SignedTarget, sign_version, signed_statement
+from deltaroll.store.signatures import Expected, SignedTarget, sign_version, signed_statement
 from deltaroll.store.signing import PublicKey, SigningKey
 from deltaroll.store.squash import SquashResult, squash
 from deltaroll.store.uri import StoreUri, parse_store_uri
@@ -140,6 +142,7 @@ class Store:
         keep_cache: bool = False,
         progress: ProgressCallback | None = None,
         verify_keys: Sequence[PublicKey] = (),
+        name_sequences: NameSequences | None = None,
         aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
     ) -> PullResult:
         return pull(
@@ -152,6 +155,7 @@ class Store:
             keep_cache=keep_cache,
             progress=progress,
             verify_keys=verify_keys,
+            name_sequences=name_sequences,
             aux_policy=aux_policy,
         )
 
@@ -170,11 +174,11 @@ class Store:
         )
 
     def signed(
-        self, model: str, version: str, trusted: Sequence[PublicKey], *, name: str | None = None
+        self, model: str, version: str, trusted: Sequence[PublicKey], **expected: Unpack[Expected]
     ) -> SignedTarget:
-        """The statement of ``version`` one of ``trusted`` signed; the store's
-        :class:`SignatureError` otherwise."""
-        return signed_statement(self.catalog, model, version, trusted, name=name)
+        """The statement of ``version`` one of ``trusted`` signed for this store, as
+        ``expected``; the store's :class:`SignatureError` otherwise."""
+        return signed_statement(self.catalog, model, version, trusted, **expected)
 
     def gc(
         self,

@@ -1,7 +1,7 @@
 """Named errors of the store layer.
 
 Every message names the store URI and the object it concerns and says what to do. Messages are
-built from our own words plus a scrubbed one-line reason (see :mod:`deltaroll.store.redact`), so
+built from our own words plus a scrubbed one-line reason (see :mod:`deltaroll.redact`), so
 credentials from the environment never reach a log line, an exception or ``--json`` output.
 """
 

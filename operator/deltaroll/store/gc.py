@@ -13,8 +13,9 @@ publish reuses is either referenced by the graph gc reads, or checked (and sent 
 publish after gc. The graph is read under the lease, and the keep-set resolved against it.
 Staged parts of a group are kept while its Job exists, when the caller says which Jobs do.
 
-Order is chosen so readers never see a broken version: names, then version manifests, then
-anchors, then staged parts, then objects. Objects younger than the grace period are never
+Order is chosen so readers never see a broken version: names, then signature records of the
+versions it deletes (and any whose version is gone), then version manifests, then anchors,
+then staged parts, then objects. Objects younger than the grace period are never
 deleted, because a push in progress uploads its objects before its manifest makes them
 referenced; nor are objects that a kept staged part lists, because a sharded computation uploads
 its shares' objects long before its version manifest refers to them."""
@@ -110,6 +111,13 @@ def _collect(
     cutoff = now() - grace
     staging = review_staging(catalog, model, set(graph.versions), cutoff, live_jobs)
     referenced |= staging.referenced
+    surviving = keep_versions & set(graph.versions)
+    signed_prefix = keys.model_prefix(model) + "signatures/"
+    doomed_signatures = [
+        info.key
+        for info in catalog.list_keys(signed_prefix)
+        if info.key[len(signed_prefix) :].split("/", 1)[0] not in surviving
+    ]
     prefix = keys.objects_prefix(model)
     listed = catalog.list_keys(prefix)
     doomed_objects = [
@@ -123,6 +131,7 @@ def _collect(
     if not dry_run:
         lease.check()
         catalog.delete([keys.name_key(model, n) for n in doomed_names])
+        catalog.delete(doomed_signatures)
         for version in rerooted:
             old = graph.versions[version]
             catalog.replace_version(

@@ -133,32 +133,43 @@ class NameRecord(_Record):
 
 
 class VersionStatement(_Record):
-    """What a publisher key vouches for: this content, under this id, for this model, by these
-    names. ``digest`` is the whole 256-bit version digest (every tensor's name, dtype, shape and
-    BLAKE3 digest and every file a pod loads), so no path to the version (an anchor, a chain, a
+    """What a publisher key vouches for: this content, under this id, for this model in this
+    store (and, when the operator signed for a ModelDelta, this namespace), by these names.
+    ``digest`` is the whole 256-bit version digest (every tensor's name, dtype, shape and BLAKE3
+    digest and every file a pod loads), so no path to the version (an anchor, a chain, a
     squashed delta) needs a signature of its own, and the 128-bit id is never all that is
-    trusted. ``origin`` says who asked for the signature (audit only)."""
+    trusted. ``store`` is the canonical URI of the store it was signed in, so the same bytes
+    planted in another store do not verify there; a signed local delta directory has no store
+    and no model. ``names`` maps each name to its sequence number: a verifier refuses a name
+    whose sequence is lower than one it accepted before (a name moved back). ``origin`` says who
+    asked for the signature (audit only)."""
 
-    schema_: Literal["deltaroll.signed-version/v1"] = Field(
-        default="deltaroll.signed-version/v1", alias="schema"
+    schema_: Literal["deltaroll.signed-version/v2"] = Field(
+        default="deltaroll.signed-version/v2", alias="schema"
     )
-    model: str
+    store: str | None = Field(default=None, max_length=1024)
+    namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    model: str | None = None
     version: str
     digest: str = Field(pattern=r"^[0-9a-f]{64}$")
-    names: list[str] = Field(default_factory=list, max_length=64)
+    names: dict[str, int] = Field(default_factory=dict, max_length=64)
     origin: str | None = Field(default=None, max_length=256)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_validator("model", "version")
     @classmethod
-    def _ids(cls, value: str) -> str:
-        return validate_name(value, what="version")
+    def _ids(cls, value: str | None) -> str | None:
+        return None if value is None else validate_name(value, what="version")
 
     @field_validator("names")
     @classmethod
-    def _names(cls, value: list[str]) -> list[str]:
-        return sorted({validate_name(name, what="name") for name in value})
+    def _names(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, sequence in value.items():
+            validate_name(name, what="name")
+            if not 0 < sequence < 1 << 63:
+                raise ValueError(f"the sequence of name {name!r} is out of range")
+        return dict(sorted(value.items()))
 
 
 class SignatureRecord(_Record):
@@ -201,8 +212,8 @@ def load(cls: type[R], data: bytes, *, uri: str, key: str) -> R:
         if first["loc"] == ("schema",) and first.get("input") in OLDER_RECORD_SCHEMAS:
             raise InvalidManifestError(
                 f"{uri}: {key!r} is a {first['input']} record, written by an older Deltaroll "
-                "whose deltas this one does not apply; push the model's checkpoints again "
-                "(`deltaroll push`) into a new store or prefix"
+                "whose deltas this one does not apply; convert the model with `deltaroll "
+                "upgrade-store STORE MODEL` (it keeps the old records)"
             ) from exc
         raise InvalidManifestError(
             f"{uri}: {key!r} is not a valid {cls.__name__} ({where}: {first['msg']}); "

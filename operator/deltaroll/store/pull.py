@@ -29,6 +29,7 @@ from deltaroll.store.catalog import Catalog
 from deltaroll.store.errors import InvalidManifestError, NoPathError, StoreError
 from deltaroll.store.graph import Plan, Step, VersionGraph
 from deltaroll.store.manifests import DeltaRecord, ObjectRef
+from deltaroll.store.name_sequences import NameSequences
 from deltaroll.store.signatures import SignedTarget, signed_statement
 from deltaroll.store.signing import PublicKey
 from deltaroll.store.transfer import download_objects
@@ -78,18 +79,22 @@ def pull(
     keep_cache: bool = False,
     progress: ProgressCallback | None = None,
     verify_keys: Sequence[PublicKey] = (),
+    name_sequences: NameSequences | None = None,
     aux_policy: AuxPolicy = DEFAULT_AUX_POLICY,
 ) -> PullResult:
     """Materialize version ``ref`` of ``model`` at ``out_dir`` (which must not exist); with
-    ``verify_keys``, only a version one of them signed (checked before anything is fetched,
-    and against the manifest that produces it before anything is written)."""
+    ``verify_keys``, only a version one of them signed for this store (checked before anything
+    is fetched, and against the manifest that produces it before anything is written), and a
+    name only at a sequence ``name_sequences`` accepts."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise StoreError(f"{out_dir} already exists; choose a new output directory or remove it")
     version = resolve(catalog, model, ref)
     named = chosen_name(catalog, model, ref)
     signed = (
-        signed_statement(catalog, model, version, verify_keys, name=named) if verify_keys else None
+        signed_statement(catalog, model, version, verify_keys, name=named, sequences=name_sequences)
+        if verify_keys
+        else None
     )
     have = [checkpoint_version(Path(base))] if base is not None else []
     plan = plan_pull(catalog, model, version, have, cache)

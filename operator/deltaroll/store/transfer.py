@@ -24,6 +24,7 @@ from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.cache import ObjectCache, file_sha256
 from deltaroll.store.errors import CorruptObjectError, StoreError, TransferCancelledError
 from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.node_cache import NodeCacheClient
 from deltaroll.store.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
 
 log = structlog.get_logger(__name__)
@@ -80,9 +81,13 @@ def download_objects(
     policy: RetryPolicy = DEFAULT_POLICY,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    node_cache: NodeCacheClient | None = None,
 ) -> int:
     """Bring every object of ``refs`` into ``cache``, verified, and hold them there (no prune
-    removes them until the caller calls ``cache.release``); bytes downloaded.
+    removes them until the caller calls ``cache.release``); bytes downloaded from the store.
+
+    With ``node_cache``, each object is asked of the node's cache first (one object per call,
+    as with ``should_stop``); what it serves is not counted here (it counts it itself).
 
     With ``should_stop``, it is asked before each object starts; once it says True no further
     object starts (those in flight finish and are kept) and :class:`TransferCancelledError` is
@@ -101,11 +106,14 @@ def download_objects(
             (keys.object_key(model, ref.digest), cache.staging_path(ref.digest)) for ref in missing
         ]
         completed = False
+        from_node: set[str] = set()
         try:
-            if should_stop is None:
+            if should_stop is None and node_cache is None:
                 backend.download_files(items, progress=progress)
             else:
-                not_started = _download_until_stopped(backend, items, progress, should_stop)
+                not_started = _download_one_by_one(
+                    backend, items, progress, should_stop, node_cache, missing, from_node
+                )
             completed = True
         finally:
             # Keep whatever arrived complete and correct, whatever happened to the rest.
@@ -114,7 +122,7 @@ def download_objects(
                     continue
                 actual = cache.commit(ref.digest, staged)
                 if actual == ref.digest:
-                    received += ref.size
+                    received += 0 if ref.digest in from_node else ref.size
                 elif completed:
                     raise CorruptObjectError(backend.uri, key, actual)
 
@@ -126,26 +134,35 @@ def download_objects(
     return received
 
 
-def _download_until_stopped(
+def _download_one_by_one(
     backend: Backend,
     items: Sequence[tuple[str, Path]],
     progress: ProgressCallback | None,
-    should_stop: Callable[[], bool],
+    should_stop: Callable[[], bool] | None,
+    node_cache: NodeCacheClient | None,
+    refs: Sequence[ObjectRef],
+    from_node: set[str],
 ) -> int:
-    """Download ``items`` one object per backend call (as many at once as the backends' pool
-    allows), asking ``should_stop`` before each; returns how many were never started."""
+    """Download ``items`` one object per call (as many at once as the backends' pool allows),
+    through ``node_cache`` if given (adding what it served to ``from_node``), asking
+    ``should_stop`` before each; returns how many were never started."""
     lock = threading.Lock()
     stopped = False
     skipped = 0
 
-    def download(item: tuple[str, Path]) -> None:
+    def download(item: tuple[tuple[str, Path], ObjectRef]) -> None:
         nonlocal stopped, skipped
+        (key, staged), ref = item
         with lock:  # once stopped, stay stopped: no object starts after the answer True
-            stopped = stopped or should_stop()
+            stopped = stopped or (should_stop is not None and should_stop())
             if stopped:
                 skipped += 1
                 return
-        backend.download_files([item], progress=progress)
+        if node_cache is None:
+            backend.download_files([(key, staged)], progress=progress)
+        elif node_cache.bring(backend, key, ref, staged, progress):
+            with lock:
+                from_node.add(ref.digest)
 
-    run_all(download, items)
+    run_all(download, list(zip(items, refs, strict=True)))
     return skipped

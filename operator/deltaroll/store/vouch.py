@@ -38,9 +38,11 @@ def vouch_and_sign(
     parent: str | None,
     name: str,
     origin: str,
+    namespace: str | None = None,
 ) -> VersionStatement:
-    """Sign ``version`` (naming ``name``) once it is consistent with its records and with
-    ``parent``; :class:`InconsistentVersionError` (nothing signed) otherwise."""
+    """Sign ``version`` (naming ``name``, for this store and ``namespace``) once it is
+    consistent with its records and with ``parent``; :class:`InconsistentVersionError`
+    (nothing signed) otherwise."""
     delta, manifest = checked_manifest(catalog, model, version)
     uri = catalog.backend.uri
     where = f"{uri}: {version} of {model!r}"
@@ -75,4 +77,6 @@ def vouch_and_sign(
             "signed; sign it by hand (`deltaroll sign`) if an admin allows them"
         )
     digest = side_digest(manifest.tensors, "target", layout)
-    return sign_digest(catalog, model, version, digest, key, names=[name], origin=origin)
+    return sign_digest(
+        catalog, model, version, digest, key, names=[name], origin=origin, namespace=namespace
+    )

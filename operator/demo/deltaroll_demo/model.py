@@ -17,7 +17,7 @@ import codecs
 import contextlib
 import copy
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,24 +65,30 @@ def train(
     root: Path,
     on_step: Callable[[str, int, int], None] | None = None,
     schedule: Sequence[tuple[str, int, float]] = DEMO_SCHEDULE,
+    shape: Mapping[str, int] | None = None,
 ) -> Checkpoints:
     """Train and save each version of ``schedule`` under ``root`` (v1, v2, v3 by default);
-    ``on_step(version, step, total)`` reports."""
+    ``on_step(version, step, total)`` reports. ``shape`` replaces LlamaConfig sizes (a bigger
+    model for a benchmark)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     torch.manual_seed(SEED)
+    sizes: dict[str, Any] = {
+        "vocab_size": 256,
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        **(shape or {}),
+    }
     config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=SEQUENCE,
         tie_word_embeddings=False,
+        **sizes,
     )
     model = LlamaForCausalLM(config)
     data = torch.tensor(list(zen_of_python().encode()))

@@ -33,6 +33,7 @@ from deltaroll_demo.manifests import (
 from deltaroll_demo.model import TRAINING_STEPS, Checkpoints, eval_texts, train
 from deltaroll_demo.narration import Narrator, Snapshot
 from deltaroll_demo.observe import Cluster, Pod, WantedWatch, downloaded_bytes
+from deltaroll_sandbox.policy import write_local_policy
 
 REPLICAS = 4
 WAIT_S = float(os.environ.get("DELTAROLL_DEMO_WAIT_S", "300"))  # per step of the rollout
@@ -100,10 +101,18 @@ class Story:
             **self.sandbox.env(),
             "DELTAROLL_LOG_FORMAT": "console",
         }
+        policy = write_local_policy(self.workdir / "policy.json", self.workdir)
         with (self.workdir / "operator.log").open("ab") as log:
             self.operator = subprocess.Popen(
                 # Namespace scope, as the Helm chart installs it by default.
-                [str(DELTAROLL), "operator", "run", f"--namespace={NAMESPACE}", "--standalone"],
+                [
+                    str(DELTAROLL),
+                    "operator",
+                    "run",
+                    f"--namespace={NAMESPACE}",
+                    "--standalone",
+                    f"--policy={policy}",
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -52,6 +52,14 @@ def up(
         Path, typer.Option("--dir", help="Folder for the kubeconfig, pod folders and logs.")
     ] = DEFAULT_DIR,
     port: Annotated[int, typer.Option("--port", help="Port of the HTTPS API (0: a free one).")] = 0,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes",
+            help="How many Nodes (1: this machine; more: each with its own address and "
+            "hostPath folders, pods spread by the scheduler).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the sandbox until Ctrl-C or SIGTERM; prints the kubeconfig path once it is ready."""
     import asyncio
@@ -73,7 +81,7 @@ def up(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Sandbox(directory, port=port) as sandbox:
+        async with Sandbox(directory, port=port, nodes=nodes) as sandbox:
             sys.stdout.write(f"{sandbox.kubeconfig_path}\n")
             sys.stdout.flush()
             sys.stderr.write(

@@ -17,16 +17,22 @@ import structlog
 
 from deltaroll_sandbox import certs, kubeconfig
 from deltaroll_sandbox.apiserver.server import RunningServer, SandboxApiServer, serve
+from deltaroll_sandbox.controllers.daemonsets import DaemonSetController
 from deltaroll_sandbox.controllers.deployments import DeploymentController
 from deltaroll_sandbox.controllers.jobs import JobController
+from deltaroll_sandbox.controllers.scheduler import Scheduler
 from deltaroll_sandbox.errors import SandboxStartError
+from deltaroll_sandbox.kubelet import node
 from deltaroll_sandbox.kubelet.kubelet import Kubelet
+from deltaroll_sandbox.kubelet.logs import PodLogs
+from deltaroll_sandbox.kubelet.processes import ProcessTable
 
 log = structlog.get_logger("deltaroll_sandbox")
 
 
 class Sandbox:
-    """A Kubernetes API plus a kubelet that runs pods as local processes, in one folder."""
+    """A Kubernetes API plus ``nodes`` kubelets that run pods as local processes, in one folder
+    (see :mod:`deltaroll_sandbox.kubelet.node` for what a node is here)."""
 
     def __init__(
         self,
@@ -36,15 +42,18 @@ class Sandbox:
         host: str = "127.0.0.1",
         run_pods: bool = True,
         history_limit: int = 20000,
+        nodes: int = 1,
     ) -> None:
         self.directory = Path(directory).resolve()
+        self.nodes = node.sandbox_nodes(nodes, self.directory)
         self.host = host
         self.requested_port = port
         self.run_pods = run_pods
         self.api = SandboxApiServer(history_limit=history_limit)
         self._server: RunningServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.kubelet: Kubelet | None = None
+        self.kubelets: list[Kubelet] = []
+        self.processes = ProcessTable()  # the machine's: every node's pods run on it
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -77,19 +86,31 @@ class Sandbox:
             ) from exc
         kubeconfig.write(self.kubeconfig_path, self.api_url, tls.ca_cert)
         if self.run_pods:
-            self.kubelet = Kubelet(
-                self.api.store,
-                self.directory,
-                self.api_url,
-                self.api.tokens,
-                tls.ca_cert.read_text(),
-            )
-            self.api.pod_logs = self.kubelet
-            for controller in (
-                self.kubelet,
+            self.kubelets = [
+                Kubelet(
+                    self.api.store,
+                    each,
+                    self.directory,
+                    self.api_url,
+                    self.api.tokens,
+                    tls.ca_cert.read_text(),
+                    self.processes,
+                )
+                for each in self.nodes
+            ]
+            for each in self.nodes:  # before any pod: the first is scheduled at once
+                node.register(self.api.store, each)
+            self.api.pod_logs = PodLogs(self.api.store, self.directory, self.kubelets)
+            controllers: list[
+                Kubelet | Scheduler | JobController | DeploymentController | DaemonSetController
+            ] = [
+                *self.kubelets,
+                Scheduler(self.api.store),
                 JobController(self.api.store),
                 DeploymentController(self.api.store),
-            ):
+                DaemonSetController(self.api.store),
+            ]
+            for controller in controllers:
                 self._tasks.append(
                     asyncio.create_task(controller.run(), name=type(controller).__name__)
                 )
@@ -108,8 +129,8 @@ class Sandbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self.kubelet is not None:
-            await self.kubelet.shutdown()
+        await asyncio.gather(*(kubelet.shutdown() for kubelet in self.kubelets))
+        await self.processes.stop_all(grace_s=1.0)
         if self._server is not None:
             await self._server.close()
             self._server = None

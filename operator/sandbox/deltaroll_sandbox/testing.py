@@ -93,16 +93,22 @@ class RunningSandbox:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
 
     def live_pids(self) -> set[int]:
-        kubelet = self.sandbox.kubelet
-        return self.call(kubelet.processes.live_pids) if kubelet is not None else set()
+        return self.call(self.sandbox.processes.live_pids)
 
 
 @contextmanager
 def running_sandbox(
-    directory: Path | str, *, port: int = 0, run_pods: bool = True, history_limit: int = 20000
+    directory: Path | str,
+    *,
+    port: int = 0,
+    run_pods: bool = True,
+    history_limit: int = 20000,
+    nodes: int = 1,
 ) -> Iterator[RunningSandbox]:
     """A sandbox in a background thread; stopped (every pod process killed) on exit."""
-    sandbox = Sandbox(directory, port=port, run_pods=run_pods, history_limit=history_limit)
+    sandbox = Sandbox(
+        directory, port=port, run_pods=run_pods, history_limit=history_limit, nodes=nodes
+    )
     loop = asyncio.new_event_loop()
     started = threading.Event()
     stop: asyncio.Event | None = None

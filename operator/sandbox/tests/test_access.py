@@ -101,8 +101,15 @@ def world(http: Http) -> dict[str, Any]:
     return {name: make(http, f"/api/v1/namespaces/{NS}/pods", pod(name)) for name in "ab"}
 
 
-def token_for(http: Http, bound: dict[str, Any] | None, account: str = "agent") -> str:
+def token_for(
+    http: Http,
+    bound: dict[str, Any] | None,
+    account: str = "agent",
+    audiences: list[str] | None = None,
+) -> str:
     spec: dict[str, Any] = {"expirationSeconds": 3600}
+    if audiences is not None:
+        spec["audiences"] = audiences
     if bound is not None:
         meta = bound["metadata"]
         spec["boundObjectRef"] = {
@@ -242,3 +249,34 @@ def test_the_kubelet_mounts_a_pod_bound_token_and_the_ca(
     assert (folder / "namespace").read_text() == NS
     assert http("GET", f"/api/v1/namespaces/{NS}/pods/c", token).status_code == 200  # its own
     assert http("GET", f"/api/v1/namespaces/{NS}/pods", token).status_code == 403
+
+
+def test_a_token_review_answers_for_the_audience_asked(http: Http, world: dict[str, Any]) -> None:
+    wait_for(lambda: http("GET", f"/api/v1/namespaces/{NS}/pods/a").json()["spec"].get("nodeName"))
+    token = token_for(http, world["a"], audiences=["node-cache"])
+    reviews = "/apis/authentication.k8s.io/v1/tokenreviews"
+
+    def review(audiences: list[str] | None, caller: str | None = "") -> requests.Response:
+        spec: dict[str, Any] = {"token": token}
+        if audiences is not None:
+            spec["audiences"] = audiences
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        return http("POST", reviews, *([caller] if caller != "" else []), json=body)
+
+    answer = review(["node-cache"])
+    assert answer.status_code == 201, answer.text
+    status = answer.json()["status"]
+    assert status["authenticated"] is True and status["audiences"] == ["node-cache"]
+    assert status["user"]["username"] == f"system:serviceaccount:{NS}:agent"
+    assert status["user"]["extra"] == {
+        "authentication.kubernetes.io/pod-name": ["a"],
+        "authentication.kubernetes.io/pod-uid": [world["a"]["metadata"]["uid"]],
+        "authentication.kubernetes.io/node-name": ["deltaroll-sandbox"],
+    }
+    # the API's own audience: not this token; and the token opens nothing in the API
+    assert review(None).json()["status"]["authenticated"] is False
+    assert http("GET", f"/api/v1/namespaces/{NS}/pods", token).status_code == 401
+    # reviewing tokens takes RBAC: the agent's own API token may not
+    refused = review(["node-cache"], token_for(http, world["a"]))
+    assert refused.status_code == 403
+    assert "tokenreviews" in refused.json()["message"]

@@ -17,8 +17,8 @@ from typing import Any, Final, Literal
 
 from deltaroll.api.modeldeployment import KIND, AnalysisJob
 from deltaroll.controllers import pod_defaults
+from deltaroll.controllers.job_defaults import RELEASE_ANALYSIS_DEFAULTS, JobDefaults
 from deltaroll.controllers.modeldelta.jobs import (
-    DEFAULT_IMAGE,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     controller_reference,
@@ -49,7 +49,7 @@ def build_analysis_job(
     canary: str,
     stable: str,
     canary_pods: Sequence[str],
-    default_image: str = DEFAULT_IMAGE,
+    defaults: JobDefaults = RELEASE_ANALYSIS_DEFAULTS,
 ) -> dict[str, Any]:
     """The Job manifest for one measurement of ``template`` (``key`` names the measurement)."""
     meta = owner["metadata"]
@@ -65,10 +65,10 @@ def build_analysis_job(
     ]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": job.image or default_image,
+        "image": defaults.image_of(job),
         "env": env,
         "securityContext": pod_defaults.container_security_context(),
-        "resources": pod_defaults.resources("analysis", job.resources),
+        "resources": defaults.resources_of(job),
     }
     if job.command:
         container["command"] = list(job.command)
@@ -78,7 +78,7 @@ def build_analysis_job(
         container["imagePullPolicy"] = job.image_pull_policy
     pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
     optional = {
-        "serviceAccountName": job.service_account_name,
+        "serviceAccountName": defaults.service_account_of(job),
         "priorityClassName": job.priority_class_name,
         "nodeSelector": job.node_selector,
         "tolerations": [t.to_wire() for t in job.tolerations] if job.tolerations else None,

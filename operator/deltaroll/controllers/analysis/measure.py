@@ -9,16 +9,19 @@ canary pod serves the new version yet.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from deltaroll.api.modeldeployment import AnalysisResult, EngineSpec, MetricTemplate
+from deltaroll.api.policy import NamespacePolicy
+from deltaroll.controllers.admission import http_target_refusal
 from deltaroll.controllers.analysis import http_probe, prometheus
 from deltaroll.controllers.analysis.endpoints import engine_url
 from deltaroll.controllers.analysis.errors import ConditionError, MeasurementError
-from deltaroll.controllers.analysis.job import DEFAULT_IMAGE, build_analysis_job, job_outcome
+from deltaroll.controllers.analysis.job import build_analysis_job, job_outcome
 from deltaroll.controllers.analysis.runs import Measurement, taken
 from deltaroll.controllers.analysis.verdict import judge
+from deltaroll.controllers.job_defaults import RELEASE_ANALYSIS_DEFAULTS, JobDefaults
 
 Body = Mapping[str, Any]
 EnsureJob = Callable[[dict[str, Any]], Body]
@@ -36,7 +39,8 @@ class Context:
     stable_pods: Sequence[Body] = ()
     owner: Body | None = None  # the ModelDeployment, owner of analysis Jobs
     ensure_job: EnsureJob | None = None
-    default_image: str = DEFAULT_IMAGE  # of analysis Jobs that name no image
+    job_defaults: JobDefaults = RELEASE_ANALYSIS_DEFAULTS  # the admin's, for analysis Jobs
+    policy: NamespacePolicy = field(default_factory=NamespacePolicy)  # which targets are allowed
 
 
 def take(template: MetricTemplate, run: AnalysisResult, context: Context) -> Measurement | None:
@@ -49,6 +53,7 @@ def take(template: MetricTemplate, run: AnalysisResult, context: Context) -> Mea
                 return None
             canary = [engine_url(p, context.engine) for p in context.canary_pods]
             stable = [engine_url(p, context.engine) for p in context.stable_pods]
+            _check_targets([*canary, *stable], context.policy)
             probed = http_probe.measure(canary, stable, provider.http)
             return _judged(template, probed.result, probed.baseline)
         if provider.prometheus is not None:
@@ -61,6 +66,13 @@ def take(template: MetricTemplate, run: AnalysisResult, context: Context) -> Mea
         return _job(template, run, context)
     except (MeasurementError, ConditionError) as exc:
         return Measurement("Error", message=str(exc))
+
+
+def _check_targets(urls: list[str], policy: NamespacePolicy) -> None:
+    """Refuse to probe an engine URL the admin's policy does not allow (no request is sent)."""
+    for url in urls:
+        if (refusal := http_target_refusal(url, policy)) is not None:
+            raise MeasurementError(refusal)
 
 
 def _judged(template: MetricTemplate, value: float, baseline: float | None) -> Measurement:
@@ -84,7 +96,7 @@ def _job(template: MetricTemplate, run: AnalysisResult, context: Context) -> Mea
         canary_pods=[
             engine_url(p, context.engine).removeprefix("http://") for p in context.canary_pods
         ],
-        default_image=context.default_image,
+        defaults=context.job_defaults,
     )
     outcome = job_outcome(context.ensure_job(manifest))
     if outcome is None:

@@ -7,24 +7,28 @@ Triggers, all converging on :func:`reconcile` (level-triggered, idempotent):
 - one of its Jobs changes (the Job is labelled and owned by it);
 - its parent ModelDelta becomes Ready (children waiting for it are reconciled).
 
+The admin's policy is checked first: a ModelDelta asking for a store, image or ServiceAccount
+its namespace may not use is refused (PolicyDenied) before any store is opened or Job created.
+Stores are opened with the tenant's secretRef credentials (:mod:`..store_access`).
+
 With the operator's signing key (:mod:`deltaroll.controllers.modeldelta.signer`), what a Job
 published is checked and signed before the ModelDelta turns Ready.
 
 Store hiccups raise :class:`kopf.TemporaryError`, so Kopf retries with backoff. Deleting a
-ModelDelta with ``deletionPolicy: Delete`` removes its version from the store (the only case
-with a finalizer); its Jobs go with it by ownerReference in every case.
+ModelDelta with ``deletionPolicy: Delete`` removes the version its own Job created from the
+store (the only case with a finalizer), never one that was there before; its Jobs go with it by
+ownerReference in every case.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import kopf
 import structlog
@@ -33,17 +37,17 @@ from deltaroll.api import ModelDelta
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import now_rfc3339, parse_rfc3339
 from deltaroll.api.modeldelta import PLURAL, ModelDeltaStatus, publishes
+from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers import kube, metrics
+from deltaroll.controllers.admission import REASON as POLICY_DENIED
+from deltaroll.controllers.admission import modeldelta_refusals
+from deltaroll.controllers.disclosure import post_event, scrubbed_status
 from deltaroll.controllers.errors import SecretNotFoundError
-from deltaroll.controllers.invalid import parse_or_mark
+from deltaroll.controllers.invalid import mark_refused, parse_or_mark
+from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta import signer
-from deltaroll.controllers.modeldelta.jobs import (
-    DEFAULT_IMAGE,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
-    job_selector,
-)
-from deltaroll.controllers.modeldelta.observe import view_job
+from deltaroll.controllers.modeldelta.jobs import LABEL_MANAGED_BY, MANAGED_BY, job_selector
+from deltaroll.controllers.modeldelta.observe import JobView, view_job
 from deltaroll.controllers.modeldelta.planner import (
     CreateJob,
     DeleteJob,
@@ -58,6 +62,8 @@ from deltaroll.controllers.modeldelta.planner import (
 )
 from deltaroll.controllers.modeldelta.retention import blocking_use, uses_of
 from deltaroll.controllers.modeldelta.storeview import look_up
+from deltaroll.controllers.policy import namespace_policy, operator_image, worker_env
+from deltaroll.controllers.store_access import store_credentials
 
 GROUP_VERSION_PLURAL: Final = (GROUP, VERSION, PLURAL)
 INPUTS_ANNOTATION: Final = "deltaroll.dev/published-inputs"
@@ -92,31 +98,54 @@ def _deletes_version(spec: kopf.Spec, **_: Any) -> bool:
 
 @kopf.on.delete(*GROUP_VERSION_PLURAL, when=_deletes_version)
 def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-    """Remove the version from the store unless a ModelDeployment (or a child) still needs it.
+    """Remove the version this ModelDelta's own Job created, unless a ModelDeployment (or a
+    child) still needs it. A version that was in the store before (``status.createdVersionId``
+    is not it) is never deleted: a tenant naming another team's version must not remove it.
 
-    The store is opened with its secretRef Secret's credentials, as the Jobs are. A store that
-    refuses access (or whose Secret is gone) gets a Warning Event naming the version to remove by
-    hand instead of a finalizer that never goes; a store that is briefly unavailable is retried
-    by Kopf."""
+    The store is opened with its secretRef Secret's credentials, as the Jobs are, and only if
+    the policy still allows it. A store that refuses access (or whose Secret is gone) gets a
+    Warning Event naming the version to remove by hand instead of a finalizer that never goes;
+    a store that is briefly unavailable is retried by Kopf."""
     from deltaroll.store import InvalidStoreUriError, StoreAccessError
 
     delta = _parse(dict(body))
-    version_id = delta.status.version_id if delta is not None and delta.status else None
-    if delta is None or version_id is None:
+    status = delta.status if delta is not None else None
+    if delta is None or status is None or status.version_id is None:
         return  # nothing was published by this ModelDelta
+    version_id = status.version_id
+    jobs = _own_jobs(dict(body)["metadata"])
+    created = status.created_version_id == version_id or any(
+        job.succeeded and job.created_version == version_id for job in jobs
+    )
+    if not created and any(not (job.succeeded or job.failed) for job in jobs):
+        # Published before its Job reported: wait for the worker's word (the finalizer holds).
+        raise kopf.TemporaryError("waiting for the Job to report what it created", delay=5)
+    if not created:
+        post_event(
+            body,
+            "Normal",
+            "VersionKept",
+            f"kept {version_id}: not created by this ModelDelta's Job (it was in the store "
+            "already)",
+        )
+        return
     bound = log.bind(namespace=namespace, name=name, version=version_id)
     uri = delta.spec.store.uri
     manual = f"remove {version_id} by hand: deltaroll gc {uri} {delta.spec.model} --keep ..."
+    policy = namespace_policy(_namespaced(namespace))
+    if refusals := modeldelta_refusals(delta, policy, default_image=operator_image()):
+        post_event(body, "Warning", "VersionNotDeleted", f"{'; '.join(refusals)}; {manual}")
+        return
     try:
-        credentials = _store_credentials(_namespaced(namespace), delta)
+        credentials = store_credentials(_namespaced(namespace), delta.spec.store, policy)
         reason, message = _delete_unless_used(
             delta, version_id, _namespaced(namespace), credentials
         )
     except (StoreAccessError, InvalidStoreUriError, SecretNotFoundError) as exc:
-        kopf.warn(body, reason="VersionNotDeleted", message=f"{exc}; {manual}")
+        post_event(body, "Warning", "VersionNotDeleted", f"{exc}; {manual}")
         bound.warning("modeldelta.version_not_deleted", error=str(exc))
         return
-    kopf.info(body, reason=reason, message=message)
+    post_event(body, "Normal", reason, message)
     bound.info("modeldelta.version_retention", reason=reason)
 
 
@@ -154,8 +183,14 @@ def reconcile(namespace: str, name: str) -> Plan | None:
         delta = _parse(body)
         if delta is None:
             return None
+        policy = namespace_policy(namespace)
+        if refusals := modeldelta_refusals(delta, policy, default_image=operator_image()):
+            message = "; ".join(refusals)
+            mark_refused(body, invalid_spec_status, kube.patch_status, POLICY_DENIED, message)
+            bound.warning("modeldelta.policy_denied", refusals=refusals)
+            return None
         try:
-            outcome = _sign(delta, _observe(delta, body))
+            outcome = _sign(delta, _observe(delta, body, policy), policy)
             _apply(body, outcome)
         except Exception:
             metrics.RECONCILE_ERRORS.labels("ModelDelta").inc()
@@ -167,31 +202,29 @@ def reconcile(namespace: str, name: str) -> Plan | None:
     return outcome
 
 
-def _sign(delta: ModelDelta, observed: Observed) -> Plan:
+def _sign(delta: ModelDelta, observed: Observed, policy: NamespacePolicy) -> Plan:
     """The plan, after signing the version it asks to sign; planned again as refused when the
-    store's records did not pass the checks (signing comes before the status says Ready)."""
-    outcome = _plan(delta, observed)
+    store's records did not pass the checks (signing comes before the status says Ready). The
+    checks read the store as the tenant (its secretRef, under the admin's policy), as
+    :func:`_observe` does: a tenant cannot have the operator vouch for what it cannot read."""
+    outcome = _plan(delta, observed, policy)
     for action in outcome.actions:
         if isinstance(action, SignVersion):
-            credentials = _store_credentials(_namespaced(delta.metadata.get("namespace")), delta)
+            namespace = _namespaced(delta.metadata.get("namespace"))
+            credentials = store_credentials(namespace, delta.spec.store, policy)
             refused = signer.sign(delta, action, credentials=credentials, cache_dir=_cache_dir())
             if refused is not None:
-                return _plan(delta, dataclasses.replace(observed, sign_refused=refused))
+                return _plan(delta, dataclasses.replace(observed, sign_refused=refused), policy)
     return outcome
 
 
-def _plan(delta: ModelDelta, observed: Observed) -> Plan:
+def _plan(delta: ModelDelta, observed: Observed, policy: NamespacePolicy) -> Plan:
     return plan(
         delta,
         observed,
         now=now_rfc3339(),
-        default_image=os.environ.get("DELTAROLL_WORKER_IMAGE") or DEFAULT_IMAGE,
+        defaults=JobDefaults.of("worker", policy.worker, operator_image(), worker_env()),
     )
-
-
-def _kopf_body(body: dict[str, Any]) -> kopf.Body:
-    """A body read with the official client, in the type Kopf's event posting takes."""
-    return kopf.Body(cast("kopf.RawBody", body))
 
 
 def _namespaced(namespace: str | None) -> str:
@@ -207,12 +240,12 @@ def _parse(body: dict[str, Any]) -> ModelDelta | None:
     return parsed
 
 
-def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
+def _observe(delta: ModelDelta, body: dict[str, Any], policy: NamespacePolicy) -> Observed:
     meta, spec = body["metadata"], delta.spec
     namespace = meta["namespace"]
     key = signer.key()
     try:
-        credentials = _store_credentials(namespace, delta)
+        credentials = store_credentials(namespace, spec.store, policy)
     except SecretNotFoundError:
         secret_missing, store = True, StoreView()
     else:
@@ -226,10 +259,7 @@ def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
     parent_phase = None
     if spec.parent is not None and store.parent_id is None and store.problem is None:
         parent_phase = _parent_phase(namespace, delta)
-    jobs = tuple(
-        view_job(job, pods)
-        for job, pods in kube.owned_jobs(namespace, job_selector(meta["name"]), meta["uid"])
-    )
+    jobs = _own_jobs(meta)
     return Observed(
         store=store,
         secret_missing=secret_missing,
@@ -240,18 +270,10 @@ def _observe(delta: ModelDelta, body: dict[str, Any]) -> Observed:
     )
 
 
-def _store_credentials(namespace: str, delta: ModelDelta) -> Mapping[str, str] | None:
-    """The secretRef Secret's data to open the store with, as the Jobs get it (envFrom); None
-    without a secretRef, for the operator's own environment."""
-    secret = delta.spec.store.secret_ref
-    if secret is None:
-        return None
-    data = kube.read_secret_data(namespace, secret.name)
-    if data is None:
-        raise SecretNotFoundError(
-            f"Secret {secret.name} (spec.store.secretRef) not found in namespace {namespace}"
-        )
-    return data
+def _own_jobs(meta: Mapping[str, Any]) -> tuple[JobView, ...]:
+    """This ModelDelta's Jobs (by label and controller ownerReference), with their pods."""
+    found = kube.owned_jobs(meta["namespace"], job_selector(meta["name"]), meta["uid"])
+    return tuple(view_job(job, pods) for job, pods in found)
 
 
 def _parent_phase(namespace: str, delta: ModelDelta) -> str | None:
@@ -279,13 +301,13 @@ def _apply(body: dict[str, Any], outcome: Plan) -> None:
         elif isinstance(action, RecordInputs):
             kube.patch_annotations(namespace, name, {INPUTS_ANNOTATION: action.digest})
     before = body.get("status") or {}
-    after = outcome.status.to_wire()
+    after = scrubbed_status(outcome.status.to_wire())
     if after != before:
         cleared = {key: None for key in before if key not in after}
         kube.patch_status(namespace, name, {**after, **cleared})
     for action in outcome.actions:
         if isinstance(action, PostEvent):
-            _post(body, action)
+            post_event(body, action.type, action.reason, action.message)
             metrics.TRANSITIONS.labels(outcome.status.phase, action.reason).inc()
             bound.info(
                 "modeldelta.transition",
@@ -295,13 +317,6 @@ def _apply(body: dict[str, Any], outcome: Plan) -> None:
             )
     if _became(body, outcome, "Ready") or _became(body, outcome, "Failed"):
         _observe_finish(before, outcome.status)
-
-
-def _post(body: dict[str, Any], event: PostEvent) -> None:
-    if event.type == "Warning":
-        kopf.warn(_kopf_body(body), reason=event.reason, message=event.message)
-    else:
-        kopf.info(_kopf_body(body), reason=event.reason, message=event.message)
 
 
 def _observe_finish(before: dict[str, Any], status: ModelDeltaStatus) -> None:

@@ -23,6 +23,7 @@ from deltaroll.api.job_result import EXIT_PERMANENT, JOB_ENV
 from deltaroll.api.job_result import PATH_ENV as TERMINATION_ENV
 from deltaroll.api.modeldelta import KIND, ModelDelta, ModelDeltaSpec
 from deltaroll.controllers import pod_defaults
+from deltaroll.controllers.job_defaults import RELEASE_DEFAULTS, JobDefaults
 
 CONTAINER: Final = "worker"
 WORK_DIR: Final = "/work"
@@ -33,7 +34,6 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "deltaroll-operator"
 ANNOTATION_SPEC_DIGEST: Final = "deltaroll.dev/spec-digest"
 ANNOTATION_GENERATION: Final = "deltaroll.dev/generation"
-DEFAULT_IMAGE: Final = "ghcr.io/deltaroll/worker:latest"
 _MAX_JOB_NAME: Final = 63  # Job names end up in the pods' job-name label
 
 
@@ -112,8 +112,9 @@ def worker_args(delta: ModelDelta) -> list[str]:
     return ["worker", "compute", *common, "--target", spec.source.checkpoint.uri, *parent]
 
 
-def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[str, Any]:
-    """The Job manifest for ``delta`` (which must carry metadata name, namespace and uid)."""
+def build_job(delta: ModelDelta, *, defaults: JobDefaults = RELEASE_DEFAULTS) -> dict[str, Any]:
+    """The Job manifest for ``delta`` (which must carry metadata name, namespace and uid), with
+    the admin's ``defaults`` for what its spec.job leaves unset."""
     meta, spec, job = delta.metadata, delta.spec, delta.spec.job
     digest = spec_digest(spec)
     labels = {
@@ -137,7 +138,7 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
         },
         "template": {
             "metadata": {"labels": dict(labels)},
-            "spec": _pod_spec(delta, default_image, digest),
+            "spec": _pod_spec(delta, defaults, digest),
         },
     }
     if sharded(delta):
@@ -167,14 +168,14 @@ def build_job(delta: ModelDelta, *, default_image: str = DEFAULT_IMAGE) -> dict[
     }
 
 
-def _pod_spec(delta: ModelDelta, default_image: str, digest: str) -> dict[str, Any]:
+def _pod_spec(delta: ModelDelta, defaults: JobDefaults, digest: str) -> dict[str, Any]:
     meta, spec, job = delta.metadata, delta.spec, delta.spec.job
     args = worker_args(delta)
     if sharded(delta):
         args += ["--shards", str(job.parallelism)]
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": job.image or default_image,
+        "image": defaults.image_of(job),
         "command": ["deltaroll"],
         "args": args,
         "env": [
@@ -183,6 +184,7 @@ def _pod_spec(delta: ModelDelta, default_image: str, digest: str) -> dict[str, A
             {"name": "HF_HOME", "value": f"{WORK_DIR}/hf-home"},
             # Said explicitly so a kubelet that relocates the path (the sandbox's) can map it.
             {"name": TERMINATION_ENV, "value": TERMINATION_PATH},
+            *defaults.env_list(),
             {"name": JOB_ENV, "value": f"{meta['namespace']}/{job_name(meta['name'], digest)}"},
         ],
         "terminationMessagePath": TERMINATION_PATH,
@@ -195,7 +197,7 @@ def _pod_spec(delta: ModelDelta, default_image: str, digest: str) -> dict[str, A
             **pod_defaults.container_security_context(),
             "readOnlyRootFilesystem": True,  # it writes only to its emptyDirs
         },
-        "resources": pod_defaults.resources("worker", job.resources),
+        "resources": defaults.resources_of(job),
     }
     if job.image_pull_policy is not None:
         container["imagePullPolicy"] = job.image_pull_policy
@@ -222,7 +224,7 @@ def _pod_spec(delta: ModelDelta, default_image: str, digest: str) -> dict[str, A
         "volumes": volumes,
     }
     optional = {
-        "serviceAccountName": job.service_account_name,
+        "serviceAccountName": defaults.service_account_of(job),
         "priorityClassName": job.priority_class_name,
         "nodeSelector": job.node_selector,
         "tolerations": [t.to_wire() for t in job.tolerations] if job.tolerations else None,

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deltaroll.api.job_result import JobReport
+from deltaroll.api.job_result import CREATED_FIELD, JobReport
 from deltaroll.controllers.modeldelta.jobs import ANNOTATION_SPEC_DIGEST
 
 Body = Mapping[str, Any]
@@ -42,6 +42,15 @@ class JobView:
     message: str | None = None  # what happened, for people
     waiting: str | None = None  # e.g. "ImagePullBackOff: ..." while a pod cannot start
     reports: tuple[JobReport, ...] = field(default_factory=tuple)  # workers' reports
+
+    @property
+    def created_version(self) -> str | None:
+        """The version id a worker of this Job reports having created in the store."""
+        for report in self.reports:
+            extra = report.model_extra or {}
+            if report.ok and extra.get(CREATED_FIELD) is True and extra.get("version"):
+                return str(extra["version"])
+        return None
 
 
 def view_job(job: Body, pods: Sequence[Body]) -> JobView:

@@ -45,6 +45,7 @@ from deltaroll.api.modeldelta import (
     ModelDeltaStatus,
     as_percent,
 )
+from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import build_job, content_digest, spec_digest
 from deltaroll.controllers.modeldelta.observe import JobView
 
@@ -118,8 +119,9 @@ class Plan:
     actions: list[Action] = field(default_factory=list)
 
 
-def plan(delta: ModelDelta, observed: Observed, *, now: str, default_image: str) -> Plan:
-    """The status ``delta`` should have and what to do to get there."""
+def plan(delta: ModelDelta, observed: Observed, *, now: str, defaults: JobDefaults) -> Plan:
+    """The status ``delta`` should have and what to do to get there (``defaults``: the admin's
+    for what spec.job leaves unset)."""
     generation = int(delta.metadata.get("generation") or 0)
     before = delta.status or ModelDeltaStatus()
     digest, content = spec_digest(delta.spec), content_digest(delta.spec)
@@ -139,7 +141,7 @@ def plan(delta: ModelDelta, observed: Observed, *, now: str, default_image: str)
     elif current is None:
         status, create = _validate(delta, observed, builder)
         if create:
-            manifest = build_job(delta, default_image=default_image)
+            manifest = build_job(delta, defaults=defaults)
             actions.append(CreateJob(manifest))
             name = str(manifest["metadata"]["name"])
             status = builder.computing("JobCreated", f"created Job {name}", job_name=name)
@@ -163,6 +165,8 @@ def plan(delta: ModelDelta, observed: Observed, *, now: str, default_image: str)
     if status.phase == "Ready" and observed.signer is not None and published is not None:
         status, signing = _vouch(delta, observed, published, current, builder, status)
         actions.extend(signing)
+    if status.phase == "Ready":
+        status = _with_created(status, before, observed.jobs)
     if status.phase == "Ready" and observed.published_inputs != content:
         actions.append(RecordInputs(content))
     actions.extend(_transition_events(before, status))
@@ -202,16 +206,33 @@ def _vouch(
     ), []
 
 
-def invalid_spec_status(
-    before: Mapping[str, Any] | None, generation: int, message: str, now: str
+def _with_created(
+    status: ModelDeltaStatus, before: ModelDeltaStatus, jobs: tuple[JobView, ...]
 ) -> ModelDeltaStatus:
-    """Failed with reason InvalidSpec: the object does not parse (e.g. stored under an older
-    CRD, or by an API server that does not run the CRD's CEL rules)."""
+    """Remember that one of this ModelDelta's Jobs created the published version (its worker
+    said so); once remembered, kept for as long as that version is the published one."""
+    version = status.version_id
+    created = before.created_version_id == version or any(
+        job.succeeded and job.created_version == version for job in jobs
+    )
+    return status.model_copy(update={"created_version_id": version if created else None})
+
+
+def invalid_spec_status(
+    before: Mapping[str, Any] | None,
+    generation: int,
+    message: str,
+    now: str,
+    reason: str = "InvalidSpec",
+) -> ModelDeltaStatus:
+    """Failed with ``reason``: InvalidSpec when the object does not parse (e.g. stored under an
+    older CRD, or by an API server that does not run the CRD's CEL rules), PolicyDenied when the
+    admin's policy refuses what it asks for."""
     try:
         previous = ModelDeltaStatus.model_validate(before or {})
     except ValueError:
         previous = ModelDeltaStatus()
-    return _StatusBuilder(previous, generation, now, None).failed("InvalidSpec", message)
+    return _StatusBuilder(previous, generation, now, None).failed(reason, message)
 
 
 def _validate(
@@ -304,6 +325,7 @@ class _StatusBuilder:
             version=before.version,
             version_id=before.version_id,
             parent_version_id=before.parent_version_id,
+            created_version_id=before.created_version_id,
             changed_fraction=before.changed_fraction,
             changed_percent=before.changed_percent,
             delta_bytes=before.delta_bytes,

@@ -59,6 +59,7 @@ def sign(
             parent=action.parent,
             name=action.name,
             origin=origin,
+            namespace=meta.get("namespace"),
         )
     except (TransientStoreError, StoreAccessError):
         raise

@@ -61,7 +61,10 @@ def _signed(store: Store, delta: ModelDelta, version: str, signer: PublicKey) ->
     """Whether ``version`` carries ``signer``'s signature naming the ModelDelta's version name
     (a missing or bad one is signed again, after the checks)."""
     try:
-        store.signed(delta.spec.model, version, [signer], name=delta.version_name)
+        store.signed(
+            delta.spec.model, version, [signer],
+            name=delta.version_name, namespace=delta.metadata.get("namespace"),
+        )  # fmt: skip
     except SignatureError:
         return False
     return True

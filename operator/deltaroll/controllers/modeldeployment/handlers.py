@@ -22,6 +22,10 @@ time it sees the object, as no handler requires it any more.
 Two ModelDeployments selecting one pod do not fight over it: the older keeps it and the younger
 changes no pod until the overlap ends (:mod:`deltaroll.controllers.modeldeployment.overlap`).
 
+The admin's policy is checked first: a ModelDeployment asking for a store, an analysis image,
+ServiceAccount or Prometheus address its namespace may not use is refused (PolicyDenied) and
+changes no pod. Its store is opened with its secretRef credentials (:mod:`..store_access`).
+
 The rollout itself is :func:`deltaroll.controllers.modeldeployment.planner.plan`, a pure function.
 With ``spec.verification``, spec.version must carry an accepted signature
 (:mod:`deltaroll.controllers.modeldeployment.signature`) before any pod moves, and every pod
@@ -30,7 +34,6 @@ carries the accepted keys for its agent.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
@@ -45,17 +48,21 @@ from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldelta import PLURAL as MODELDELTAS
-from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentSpec, ModelDeploymentStatus
+from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentStatus
+from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers import kube
+from deltaroll.controllers.admission import REASON as POLICY_DENIED
+from deltaroll.controllers.admission import modeldeployment_refusals
 from deltaroll.controllers.analysis.job import (
     ANALYSIS_COMPONENT,
-    DEFAULT_IMAGE,
     LABEL_MODELDEPLOYMENT,
     job_outcome,
 )
 from deltaroll.controllers.analysis.measure import Context, take
 from deltaroll.controllers.analysis.runs import is_due, record
-from deltaroll.controllers.invalid import parse_or_mark
+from deltaroll.controllers.disclosure import post_event, scrubbed_status
+from deltaroll.controllers.invalid import mark_refused, parse_or_mark
+from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import LABEL_COMPONENT
 from deltaroll.controllers.modeldeployment import routing, signature, writes
 from deltaroll.controllers.modeldeployment.overlap import claimant, older_claims
@@ -68,8 +75,11 @@ from deltaroll.controllers.modeldeployment.pods import (
     view_pod,
 )
 from deltaroll.controllers.modeldeployment.routing import Lookups, PodRoutes
+from deltaroll.controllers.modeldeployment.target import StoreIdentity
 from deltaroll.controllers.modeldeployment.target import look_up as look_up_target
 from deltaroll.controllers.modeldeployment.wakeups import Wakeups
+from deltaroll.controllers.policy import namespace_policy, operator_image
+from deltaroll.controllers.store_access import store_credentials
 
 RESOURCE: Final = (GROUP, VERSION, PLURAL)
 
@@ -243,8 +253,16 @@ def reconcile(
         if body is None or deployment is None:
             WAKEUPS.at(key, None)
             return None
+        policy = namespace_policy(namespace)
+        if refusals := modeldeployment_refusals(deployment, policy, default_image=operator_image()):
+            message = "; ".join(refusals)
+            mark_refused(body, invalid_spec_status, writes.patch_status, POLICY_DENIED, message)
+            log.warning("modeldeployment.policy_denied", namespace=namespace, name=name)
+            WAKEUPS.at(key, None)  # refused until its spec changes: nothing to wake it for
+            return None
         now = now or datetime.now(UTC).replace(microsecond=0)
         spec = deployment.spec
+        who = StoreIdentity(namespace, lambda: store_credentials(namespace, spec.store, policy))
         pod_bodies = writes.list_pods(namespace, spec.selector)
         views = [v for v in (view_pod(p) for p in pod_bodies) if v is not None]
         # Before anything is written: an older ModelDeployment selecting our pods keeps them.
@@ -252,13 +270,15 @@ def reconcile(
             claimant(body), lookups.claimants_of(namespace, pod_bodies), pod_bodies
         )
         modeldeltas = lookups.modeldeltas_of(namespace, spec.model, spec.store.uri)
-        target = look_up_target(modeldeltas, spec, spec.version)
+        target = look_up_target(modeldeltas, spec, spec.version, who)
         if spec.verification is not None and overlap is None:
-            target = signature.check(spec, target, _store_credentials(namespace, spec))
+            target = signature.check(spec, target, who)
         status = deployment.status or ModelDeploymentStatus()
-        ids = _version_ids(modeldeltas, deployment, target.version_id)
+        ids = _version_ids(modeldeltas, deployment, target.version_id, who)
         if overlap is None:  # a yielding deployment does not judge pods it does not drive
-            status = _measure(body, deployment, status, pod_bodies, views, VersionAliases(ids), now)
+            status = _measure(
+                body, deployment, status, (pod_bodies, views), VersionAliases(ids), now, policy
+            )
         observed = Observed(
             generation=int(body["metadata"].get("generation") or 0),
             pods=tuple(views),
@@ -280,15 +300,11 @@ def _parse(body: dict[str, Any]) -> ModelDeployment | None:
     return parsed
 
 
-def _store_credentials(namespace: str, spec: ModelDeploymentSpec) -> dict[str, str] | None:
-    """The secretRef Secret's data, as the agents get it (None without one, or when it is
-    missing: the store then answers for itself)."""
-    ref = spec.store.secret_ref
-    return kube.read_secret_data(namespace, ref.name) if ref is not None else None
-
-
 def _version_ids(
-    modeldeltas: Sequence[Mapping[str, Any]], deployment: ModelDeployment, target_id: str | None
+    modeldeltas: Sequence[Mapping[str, Any]],
+    deployment: ModelDeployment,
+    target_id: str | None,
+    who: StoreIdentity,
 ) -> dict[str, str]:
     """Name -> content id of spec.version, the stable version and a superseded canary (agents
     report ids; the operator writes what spec.version says)."""
@@ -297,7 +313,7 @@ def _version_ids(
     others = (status.stable_version, status.canary_version) if status else ()
     for ref in others:
         if ref and ref not in ids:
-            known = look_up_target(modeldeltas, spec, ref)
+            known = look_up_target(modeldeltas, spec, ref, who)
             if known.version_id:
                 ids[ref] = known.version_id
     return ids
@@ -307,12 +323,14 @@ def _measure(
     body: dict[str, Any],
     deployment: ModelDeployment,
     status: ModelDeploymentStatus,
-    pod_bodies: Sequence[dict[str, Any]],
-    views: Sequence[PodView],
+    pods: tuple[Sequence[dict[str, Any]], Sequence[PodView]],
     aliases: VersionAliases,
     now: datetime,
+    policy: NamespacePolicy,
 ) -> ModelDeploymentStatus:
-    """Take the measurements that are due, before planning, and record them in the runs."""
+    """Take the measurements that are due, before planning, and record them in the runs (pods:
+    the selected pods' bodies and views)."""
+    pod_bodies, views = pods
     templates = {t.name: t for t in deployment.spec.analysis_templates or []}
     runs = list(status.analysis_results or [])
     due = [
@@ -339,7 +357,8 @@ def _measure(
         ],
         owner=body,
         ensure_job=writes.ensure_job,
-        default_image=os.environ.get("DELTAROLL_WORKER_IMAGE") or DEFAULT_IMAGE,
+        job_defaults=JobDefaults.of("analysis", policy.analysis, operator_image()),
+        policy=policy,
     )
     for index in due:
         run = runs[index]
@@ -373,15 +392,14 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
             bound.info("modeldeployment.pod_version", pod=pod, version=version)
         writes.annotate_pod(namespace, pod, annotations)
     before = body.get("status") or {}
-    after = outcome.status.to_wire()
+    after = scrubbed_status(outcome.status.to_wire())
     if after != before:
         cleared = {key: None for key in before if key not in after}
         writes.patch_status(namespace, name, {**after, **cleared})
     if outcome.handled_requests:
         writes.remove_annotations(namespace, name, outcome.handled_requests)
     for event in outcome.events:
-        post = kopf.warn if event.type == "Warning" else kopf.info
-        post(cast(kopf.Body, body), reason=event.reason, message=event.message)
+        post_event(body, event.type, event.reason, event.message)
         bound.info("modeldeployment.event", reason=event.reason, message=event.message)
     if outcome.status.phase != before.get("phase"):
         bound.info("modeldeployment.phase", phase=outcome.status.phase, was=before.get("phase"))

@@ -70,6 +70,7 @@ from deltaroll.controllers.modeldeployment.pods import (
 MAX_HISTORY = 20
 MAX_RESULTS = 32
 INVALID_SPEC = "InvalidSpec"
+POLICY_DENIED = "PolicyDenied"
 RECHECK_STORE_S = 10
 """How often the store is asked again about a version only it can speak for: one no ModelDelta
 publishes, or one not signed yet (the store sends no events)."""
@@ -415,8 +416,12 @@ class _Pass:
         self.status.canary_version = target
         degraded = cond.find_condition(self.status.conditions, cond.DEGRADED)
         # aborted by an older operator, or the reason was overwritten while yielding its pods or
-        # while the spec did not parse
-        overwritten = degraded is not None and degraded.reason in (SELECTOR_OVERLAP, INVALID_SPEC)
+        # while the spec did not parse or was refused by the policy
+        overwritten = degraded is not None and degraded.reason in (
+            SELECTOR_OVERLAP,
+            INVALID_SPEC,
+            POLICY_DENIED,
+        )
         if degraded is None or degraded.status != "True" or overwritten:
             degraded = Condition(
                 type=cond.DEGRADED,
@@ -680,16 +685,21 @@ def key_changes(spec: ModelDeploymentSpec, pods: Sequence[PodView]) -> dict[str,
 
 
 def invalid_spec_status(
-    before: Mapping[str, Any] | None, generation: int, message: str, now: str
+    before: Mapping[str, Any] | None,
+    generation: int,
+    message: str,
+    now: str,
+    reason: str = INVALID_SPEC,
 ) -> ModelDeploymentStatus:
-    """Degraded with reason InvalidSpec, and kstatus' Ready=False and Stalled=True: the object
-    does not parse (stored under an older CRD, or by an API server without the CRD's CEL rules).
-    What the rollout remembered (stable version, history) is kept for when the spec is fixed."""
+    """Degraded with ``reason``, and kstatus' Ready=False and Stalled=True: InvalidSpec when the
+    object does not parse (stored under an older CRD, or by an API server without the CRD's CEL
+    rules), PolicyDenied when the admin's policy refuses what it asks for. What the rollout
+    remembered (stable version, history) is kept for when the spec is fixed."""
     try:
         previous = ModelDeploymentStatus.model_validate(before or {})
     except ValueError:
         previous = ModelDeploymentStatus()
-    outcome = _Outcome("Degraded", INVALID_SPEC, message)
+    outcome = _Outcome("Degraded", reason, message)
     conditions = _conditions(previous.conditions, outcome, generation, parse_rfc3339(now))
     return previous.model_copy(
         update={

@@ -4,13 +4,17 @@ A ModelDelta in the same namespace, for the same model and store, whose version 
 ``spec.version``, else its own name) or published id is spec.version decides: Ready goes,
 Failed is Degraded, anything else holds the rollout in Progressing with the ModelDelta's own
 message. Without one, the store is asked (a version pushed with ``deltaroll push``), reading
-manifests only. Ids are remembered per process: a published version never changes.
+manifests only, with the identity :mod:`..store_access` chose (the tenant's secretRef
+credentials, never the operator's own unless the admin allowed it). Ids are remembered per
+process and per identity (namespace and Secret): a published version never changes, but what
+one tenant could read says nothing about another.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,16 @@ from deltaroll.api.modeldelta import publishes
 from deltaroll.api.modeldeployment import ModelDeploymentSpec
 from deltaroll.controllers.modeldeployment.planner import TargetVersion
 
-_ids: dict[tuple[str, str, str], str] = {}
+_ids: dict[tuple[str, str, str, str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class StoreIdentity:
+    """Who asks the store: the namespace, and how to get the credentials to open it with
+    (called only when the store is asked; None: the operator's own environment)."""
+
+    namespace: str
+    credentials: Callable[[], Mapping[str, str] | None]
 
 
 def from_modeldeltas(
@@ -40,16 +53,24 @@ def from_modeldeltas(
     return None
 
 
-def from_store(spec: ModelDeploymentSpec, ref: str) -> TargetVersion:
+def from_store(spec: ModelDeploymentSpec, ref: str, who: StoreIdentity) -> TargetVersion:
     """Whether the store publishes ``ref`` (Pending with the store's reason when not)."""
+    from deltaroll.controllers.errors import SecretNotFoundError
     from deltaroll.store import Store, StoreError
 
-    key = (spec.store.uri, spec.model, ref)
+    secret = spec.store.secret_ref.name if spec.store.secret_ref else ""
+    key = (who.namespace, secret, spec.store.uri, spec.model, ref)
     if key in _ids:
         return TargetVersion("Ready", version_id=_ids[key])
     try:
-        store = Store(spec.store.uri, cache_dir=Path(tempfile.gettempdir()) / "deltaroll-operator")
+        store = Store(
+            spec.store.uri,
+            credentials=who.credentials(),
+            cache_dir=Path(tempfile.gettempdir()) / "deltaroll-operator",
+        )
         version_id = str(store.resolve(spec.model, ref))
+    except SecretNotFoundError as exc:
+        return TargetVersion("Pending", f"{exc}: create it with the store's credentials")
     except StoreError as exc:
         return TargetVersion(
             "Pending",
@@ -62,7 +83,10 @@ def from_store(spec: ModelDeploymentSpec, ref: str) -> TargetVersion:
 
 
 def look_up(
-    modeldeltas: Iterable[Mapping[str, Any]], spec: ModelDeploymentSpec, ref: str
+    modeldeltas: Iterable[Mapping[str, Any]],
+    spec: ModelDeploymentSpec,
+    ref: str,
+    who: StoreIdentity,
 ) -> TargetVersion:
     """The ModelDelta's word if there is one, else the store's."""
-    return from_modeldeltas(list(modeldeltas), spec, ref) or from_store(spec, ref)
+    return from_modeldeltas(list(modeldeltas), spec, ref) or from_store(spec, ref, who)

@@ -3,7 +3,11 @@
 Every write goes to a temporary file in the target's directory and is then renamed into place,
 so readers never see partial content. A conditional create links the finished temporary file to
 the final name: ``link`` fails if the name exists, which gives O_EXCL semantics with the whole
-content already in place (on local filesystems and NFSv3+)."""
+content already in place (on local filesystems and NFSv3+).
+
+A write returns once its bytes and its name are durable (the file fsynced before the rename, its
+directory after): a publish writes objects before the manifests that name them, and a power loss
+must never keep a manifest whose objects it lost."""
 
 from __future__ import annotations
 
@@ -17,10 +21,11 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from deltaroll.checkpoint.staging import fsync_directory, fsync_path
+from deltaroll.redact import reason
 from deltaroll.store.backends.base import ObjectInfo, ProgressCallback
 from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.errors import ObjectNotFoundError, StoreAccessError
-from deltaroll.store.redact import reason
 from deltaroll.store.uri import StoreUri
 
 _TMP_PREFIX = ".tmp-"
@@ -57,11 +62,12 @@ class FileBackend:
             try:
                 if not create_only:
                     os.replace(tmp, path)
-                    return True
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    return False
+                else:
+                    try:
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        return False
+                fsync_directory(path.parent)
                 return True
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -81,7 +87,9 @@ class FileBackend:
                 tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
                 try:
                     shutil.copyfile(source, tmp)
+                    fsync_path(tmp)
                     os.replace(tmp, path)
+                    fsync_directory(path.parent)
                 finally:
                     with contextlib.suppress(FileNotFoundError):
                         tmp.unlink()

@@ -33,6 +33,7 @@ from huggingface_hub.errors import (
     HfHubHTTPError,
 )
 
+from deltaroll.redact import reason, scrub
 from deltaroll.store.backends.base import ObjectInfo, ProgressCallback
 from deltaroll.store.errors import (
     ObjectNotFoundError,
@@ -41,7 +42,6 @@ from deltaroll.store.errors import (
     StoreRefusedError,
     TransientStoreError,
 )
-from deltaroll.store.redact import reason, scrub
 from deltaroll.store.uri import StoreUri
 
 if TYPE_CHECKING:

@@ -3,7 +3,14 @@
 obstore reads the standard AWS environment itself (AWS_ENDPOINT_URL, AWS_REGION,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP=true for a plain-http
 endpoint). Explicit ``credentials`` under the same names (the operator's copy of a Secret) are
-passed as the store's config instead and override the environment for this store. Conditional
+passed as the store's config instead and override the environment for this store.
+
+Requests are signed only with credentials someone gave: explicit keys, or (without explicit
+credentials) the environment's keys, web identity (IRSA) or container credentials. Otherwise the
+store is read anonymously (``skip_signature``) instead of falling back, as object_store would,
+to the cloud instance metadata service: on a cloud node that is the node's own role, which a
+tenant must never borrow. ``$DELTAROLL_ALLOW_INSTANCE_METADATA=true`` (the admin's choice) allows
+that fallback for a process without explicit credentials. Conditional
 creates are ``PUT`` with ``If-None-Match: *`` (obstore ``mode="create"``); large uploads are
 multipart. obstore's own retry is kept short: the store's retry policy
 (:mod:`deltaroll.store.retry`) is the one that counts."""
@@ -26,6 +33,8 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
+from deltaroll.api.policy import INSTANCE_METADATA_ENV
+from deltaroll.redact import reason
 from deltaroll.store.backends.base import ObjectInfo, ProgressCallback
 from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.errors import (
@@ -33,7 +42,6 @@ from deltaroll.store.errors import (
     StoreAccessError,
     TransientStoreError,
 )
-from deltaroll.store.redact import reason
 from deltaroll.store.uri import StoreUri
 
 if TYPE_CHECKING:
@@ -56,6 +64,13 @@ _CONFIG_OF_ENV = {
     "AWS_ENDPOINT_URL": "endpoint",
     "AWS_REGION": "region",
 }
+# Where object_store finds credentials in the environment before it falls back to IMDS.
+_ENV_IDENTITIES = (
+    ("AWS_ACCESS_KEY_ID",),
+    ("AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"),
+    ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",),
+    ("AWS_CONTAINER_CREDENTIALS_FULL_URI",),
+)
 
 
 class S3Backend:
@@ -63,11 +78,15 @@ class S3Backend:
 
     def __init__(self, uri: StoreUri, credentials: Mapping[str, str] | None = None) -> None:
         self.uri = str(uri)
-        settings = os.environ if credentials is None else credentials
+        # Anonymous (an empty mapping): the environment's endpoint and flags, none of its keys.
+        settings = credentials or os.environ
+        config = _config(credentials) if credentials is not None else {}
+        if not _signs(credentials):
+            config["skip_signature"] = True
         self._store = S3Store(
             uri.location,
             prefix=uri.prefix or None,
-            config=_config(credentials) if credentials is not None else None,
+            config=cast("S3Config", config),
             retry_config=_RETRY,
             client_options={
                 "timeout": timedelta(minutes=5),
@@ -166,14 +185,24 @@ class S3Backend:
             self._guard(batch[0], partial(obstore.delete, self._store, batch))
 
 
-def _config(credentials: Mapping[str, str]) -> S3Config:
+def _config(credentials: Mapping[str, str]) -> dict[str, str | bool]:
     """obstore config from explicit credentials; set values override the environment's."""
-    config: dict[str, str] = {
+    config: dict[str, str | bool] = {
         key: credentials[var] for var, key in _CONFIG_OF_ENV.items() if credentials.get(var)
     }
     if "region" not in config and credentials.get("AWS_DEFAULT_REGION"):
         config["region"] = credentials["AWS_DEFAULT_REGION"]
-    return cast("S3Config", config)
+    return config
+
+
+def _signs(credentials: Mapping[str, str] | None) -> bool:
+    """Whether requests are signed: with explicit credentials only by their keys (never the
+    environment's), else by an identity the environment names, IMDS only when allowed."""
+    if credentials is not None:
+        return bool(credentials.get("AWS_ACCESS_KEY_ID"))
+    if any(all(os.environ.get(var) for var in names) for names in _ENV_IDENTITIES):
+        return True
+    return _flag(os.environ.get(INSTANCE_METADATA_ENV))
 
 
 def _flag(value: str | None) -> bool:

@@ -58,6 +58,7 @@ AUDIT_LIMIT = 100_000
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 # What system:public-info-viewer lets anyone, even without credentials, read.
 PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"  # noqa: S105 - a path
 
 
 class PodLogSource(Protocol):
@@ -199,6 +200,8 @@ class SandboxApiServer(kmock.KubernetesScaffold):
                 )
             if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
                 return self._serve_openapi(path)
+            if path == TOKEN_REVIEWS:
+                return await self._serve_token_review(raw_request, user)
             parsed = parse_api_path(path)
             rtype = None
             if parsed is not None:
@@ -242,6 +245,16 @@ class SandboxApiServer(kmock.KubernetesScaffold):
         if found is None:
             raise not_found("groupversions", f"{res.group}/{res.version}")
         return found
+
+    async def _serve_token_review(
+        self, request: aiohttp.web.BaseRequest, user: UserInfo
+    ) -> aiohttp.web.StreamResponse:
+        if request.method != "POST":
+            raise method_not_allowed("a TokenReview is created with POST")
+        authorize(
+            self.store, user, "create", "authentication.k8s.io", "tokenreviews", None, None, None
+        )
+        return _json(self.tokens.review(await _read_body(request)), status=201)
 
     def _serve_openapi(self, path: str) -> aiohttp.web.Response:
         if path.rstrip("/") == "/openapi/v3":

@@ -604,12 +604,27 @@ def _pod_grace_s(rtype: ResourceType, obj: Obj, requested: int | None) -> int:
     return max(0, int(grace))
 
 
+#: Status fields Go serializes even when zero (no ``omitempty``): clients require them.
+_ZERO_STATUS: dict[StorageKey, dict[str, int]] = {
+    ("apps", "daemonsets"): dict.fromkeys(
+        (
+            "currentNumberScheduled",
+            "desiredNumberScheduled",
+            "numberMisscheduled",
+            "numberReady",
+        ),
+        0,
+    )
+}
+
+
 def _clear_status(rtype: ResourceType, obj: Obj) -> None:
-    """No status: typed builtins still serialize an empty one, as kube-apiserver does."""
+    """No status: typed builtins still serialize an empty one (with the fields Go always
+    writes), as kube-apiserver does."""
     if rtype.custom:
         obj.pop("status", None)
     else:
-        obj["status"] = {}
+        obj["status"] = dict(_ZERO_STATUS.get(rtype.storage_key, {}))
 
 
 def _comparable(obj: Obj) -> Obj:

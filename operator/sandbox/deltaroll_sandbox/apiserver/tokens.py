@@ -4,9 +4,13 @@
 TokenRequest) and the kubelet's projected ``serviceAccountToken`` volumes get a token here. A
 token bound to a pod (``spec.boundObjectRef``) authenticates as its ServiceAccount with the pod
 in ``extra`` (``authentication.kubernetes.io/pod-name`` and ``pod-uid``, kube-apiserver's
-ServiceAccountTokenPodNodeInfo), and only while that pod (same uid) and the ServiceAccount exist
-and the token has not expired; its audiences must include the API server's. The tokens are
-random (the sandbox signs no JWTs): only what a client can observe matters here.
+ServiceAccountTokenPodNodeInfo, with the pod's node as ``node-name``), and only while that pod
+(same uid) and the ServiceAccount exist and the token has not expired; its audiences must include
+the API server's. ``POST /apis/authentication.k8s.io/v1/tokenreviews`` (TokenReview) lets a
+component holding ``create`` on ``tokenreviews`` check a token for its own audiences, as an
+authenticating webhook or a node daemon does; a token issued for another audience only is no
+key to the API. The tokens are random (the sandbox signs no JWTs): only what a client can observe
+matters here.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ MIN_EXPIRATION_S = 600  # kube-apiserver refuses shorter tokens
 MAX_EXPIRATION_S = 48 * 3600
 POD_NAME = "authentication.kubernetes.io/pod-name"
 POD_UID = "authentication.kubernetes.io/pod-uid"
+NODE_NAME = "authentication.kubernetes.io/node-name"
 
 
 @dataclass(frozen=True)
@@ -122,10 +127,44 @@ class TokenIssuer:
             "status": {"token": token, "expirationTimestamp": expires.strftime(_RFC3339)},
         }
 
-    def authenticate(self, token: str) -> UserInfo | None:
-        """The user of a valid token for this API server, else None (401)."""
+    def review(self, body: Any) -> dict[str, Any]:
+        """Answer a TokenReview: who the token is, for the audiences asked (default: the API)."""
+        spec = (body or {}).get("spec") or {}
+        token = spec.get("token")
+        audiences = spec.get("audiences") or [API_AUDIENCE]
+        if not isinstance(token, str) or not token:
+            raise bad_request("spec.token: Required value")
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise bad_request("spec.audiences must be a list of strings")
         issued = self._tokens.get(token)
-        if issued is None or issued.expires <= _now() or API_AUDIENCE not in issued.audiences:
+        user = self.authenticate(token, tuple(audiences))
+        status: dict[str, Any] = {"authenticated": user is not None}
+        if user is None:
+            status["error"] = "[invalid bearer token, token lookup failed]"
+        else:
+            assert issued is not None
+            status["audiences"] = [a for a in audiences if a in issued.audiences]
+            status["user"] = {
+                "username": user.username,
+                "uid": user.uid,
+                "groups": list(user.groups),
+                "extra": user.extra,
+            }
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "metadata": {"creationTimestamp": None},
+            "spec": {"token": token, "audiences": audiences},
+            "status": status,
+        }
+
+    def authenticate(
+        self, token: str, audiences: tuple[str, ...] = (API_AUDIENCE,)
+    ) -> UserInfo | None:
+        """The user of a valid token for one of ``audiences`` (default: this API server), else
+        None (401)."""
+        issued = self._tokens.get(token)
+        if issued is None or issued.expires <= _now() or not set(audiences) & set(issued.audiences):
             return None
         account = self._lookup("serviceaccounts", issued.namespace, issued.service_account)
         if account is None or account["metadata"]["uid"] != issued.service_account_uid:
@@ -136,6 +175,8 @@ class TokenIssuer:
             if pod is None or pod["metadata"]["uid"] != issued.pod.uid:
                 return None  # the pod it was bound to is gone: so is the token
             extra = {POD_NAME: [issued.pod.name], POD_UID: [issued.pod.uid]}
+            if node := pod["spec"].get("nodeName"):
+                extra[NODE_NAME] = [node]
         return UserInfo(
             f"system:serviceaccount:{issued.namespace}:{issued.service_account}",
             (

@@ -12,7 +12,6 @@ the Deployment or its pods tries again.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 
@@ -26,6 +25,7 @@ from deltaroll_sandbox.apiserver.store import (
     now_rfc3339,
 )
 from deltaroll_sandbox.controllers import events, informers
+from deltaroll_sandbox.controllers.templates import create_owned_pod
 
 HASH_LABEL = "pod-template-hash"
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
@@ -36,7 +36,7 @@ def template_hash(template: Obj) -> str:
     return "".join(_SAFE[b % len(_SAFE)] for b in digest[:10])
 
 
-def _ready(pod: Obj) -> bool:
+def ready(pod: Obj) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (pod.get("status") or {}).get("conditions") or []
@@ -87,10 +87,10 @@ class DeploymentController:
         ]:
             self._delete(namespace, pod)
             new.remove(pod)
-        ready_new = sum(1 for p in new if _ready(p))
+        ready_new = sum(1 for p in new if ready(p))
         # Rolling: an old pod goes once a new one is Ready (at once if no old one is Ready).
         removable = (
-            max(0, ready_new + len(old) - replicas) if any(_ready(p) for p in old) else len(old)
+            max(0, ready_new + len(old) - replicas) if any(ready(p) for p in old) else len(old)
         )
         for pod in old[:removable]:
             self._delete(namespace, pod)
@@ -102,31 +102,19 @@ class DeploymentController:
             self.store.delete(self.pods, namespace, pod["metadata"]["name"], "Background")
 
     def _create_pod(self, deployment: Obj, pod_hash: str) -> Obj:
-        meta = deployment["metadata"]
-        template = copy.deepcopy(deployment["spec"]["template"])
-        pod_meta = template.get("metadata") or {}
-        pod_meta.pop("name", None)
-        pod_meta["generateName"] = f"{meta['name']}-{pod_hash}-"
-        pod_meta.setdefault("labels", {})[HASH_LABEL] = pod_hash
-        pod_meta["ownerReferences"] = [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": meta["name"],
-                "uid": meta["uid"],
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
-        template["metadata"] = pod_meta
-        return self.store.create(
-            self.pods, meta["namespace"], {"apiVersion": "v1", "kind": "Pod", **template}
+        return create_owned_pod(
+            self.store,
+            self.pods,
+            deployment,
+            "Deployment",
+            f"{deployment['metadata']['name']}-{pod_hash}-",
+            {HASH_LABEL: pod_hash},
         )
 
     def _write_status(self, deployment: Obj, new: list[Obj], old: list[Obj]) -> None:
         replicas = int(deployment["spec"].get("replicas", 1))
-        ready = sum(1 for p in new + old if _ready(p))
-        available = ready >= replicas
+        ready_count = sum(1 for p in new + old if ready(p))
+        available = ready_count >= replicas
 
         def apply(obj: Obj) -> None:
             status = obj.setdefault("status", {})
@@ -162,9 +150,9 @@ class DeploymentController:
                 observedGeneration=obj["metadata"].get("generation", 1),
                 replicas=len(new) + len(old),
                 updatedReplicas=len(new),
-                readyReplicas=ready,
-                availableReplicas=ready,
-                unavailableReplicas=max(0, replicas - ready),
+                readyReplicas=ready_count,
+                availableReplicas=ready_count,
+                unavailableReplicas=max(0, replicas - ready_count),
                 conditions=list(conditions.values()),
             )
 

@@ -8,7 +8,8 @@ How a pod maps onto one machine (documented for everyone writing manifests for t
   (``CreateContainerError``): the sandbox has no image entrypoints.
 - **Files.** Each pod gets a folder ``<sandbox>/pods/<namespace>/<name>-<uid8>/``. Processes cannot
   mount, so each ``volumeMount.mountPath`` maps to a real folder (emptyDir, configMap, secret and
-  downwardAPI volumes under the pod folder; hostPath as is; a persistentVolumeClaim to
+  downwardAPI volumes under the pod folder; hostPath a folder of the pod's node, see
+  :mod:`.node`, the machine's own with one node; a persistentVolumeClaim to
   ``<sandbox>/pvcs/<namespace>/<claim>``, shared by all pods using the claim). The kubelet
   rewrites every occurrence of a mountPath (as a path prefix) in command, args, env values and
   workingDir to its folder, and also tells the process ``DELTAROLL_SANDBOX_MOUNTS`` (JSON
@@ -21,7 +22,9 @@ How a pod maps onto one machine (documented for everyone writing manifests for t
   any argument or env value naming one of the pod's container ports (``8000``, ``--port=8000``,
   ``localhost:8000``, ``http://localhost:8000/v1``) is rewritten to the host port. The
   pod's ``status.podIP`` is ``127.0.0.1`` and the annotation ``sandbox.deltaroll.dev/ports`` maps
-  each port name and number to its host port. Probes' ports map the same way.
+  each port name and number to its host port. A port with a ``hostPort`` keeps that number, on
+  the node's address: its process binds ``status.hostIP`` (each node has its own, see
+  :mod:`.node`), so one hostPort per node, as on a cluster. Probes' ports map the same way.
 - **API access.** ``KUBERNETES_SERVICE_HOST``/``PORT`` name the API server; no container gets
   credentials by default (there is no ``/var/run/secrets`` to mount a default token at). A
   projected volume's ``serviceAccountToken`` source gets a token of the pod's ServiceAccount

@@ -7,12 +7,12 @@ from typing import Any
 
 from deltaroll_sandbox.apiserver.store import Store
 from deltaroll_sandbox.controllers import events
-from deltaroll_sandbox.kubelet.node import NODE_NAME
 
 
 def record(
-    store: Store, pod: dict[str, Any], reason: str, message: str, kind: str = "Normal"
+    store: Store, pod: dict[str, Any], reason: str, message: str, kind: str = "Normal", *, host: str
 ) -> None:
-    """Post one core/v1 Event about ``pod``; a pod that is already gone gets none."""
+    """Post one core/v1 Event about ``pod`` from the kubelet of node ``host``; a pod that is
+    already gone gets none."""
     about = {"apiVersion": "v1", "kind": "Pod", **pod}
-    events.record(store, about, reason, message, kind, component="kubelet", host=NODE_NAME)
+    events.record(store, about, reason, message, kind, component="kubelet", host=host)

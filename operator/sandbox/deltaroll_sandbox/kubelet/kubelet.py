@@ -1,39 +1,43 @@
-"""The sandbox's kubelet: watches pods in the store and runs each with a :class:`PodWorker`.
-
-Also serves ``pods/<name>/log`` for the API server (``kubectl logs``, ``deltaroll sandbox
-logs``) from the log files the workers write.
-"""
+"""The sandbox's kubelet: one per node; runs each pod bound to its node with a :class:`PodWorker`
+(:mod:`.logs` serves their logs)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from deltaroll_sandbox.apiserver.statuses import bad_request
 from deltaroll_sandbox.apiserver.store import PODS, Store, WatchEvent
 from deltaroll_sandbox.apiserver.tokens import TokenIssuer
 from deltaroll_sandbox.controllers import informers
 from deltaroll_sandbox.kubelet import node
 from deltaroll_sandbox.kubelet.environment import base_environment
-from deltaroll_sandbox.kubelet.pod import MAX_GRACE_S, PodWorker, log_path, pod_dir
+from deltaroll_sandbox.kubelet.node import SandboxNode
+from deltaroll_sandbox.kubelet.pod import MAX_GRACE_S, PodWorker
 from deltaroll_sandbox.kubelet.processes import ProcessTable
 
 log = structlog.get_logger("deltaroll_sandbox.kubelet")
-FOLLOW_POLL_S = 0.2
 ROOT_CA = "kube-root-ca.crt"
 
 
 class Kubelet:
-    """Runs every pod of the store as local processes."""
+    """Runs the pods bound to its node as local processes (in the sandbox's process table)."""
 
     def __init__(
-        self, store: Store, sandbox_dir: Path, api_url: str, tokens: TokenIssuer, ca_pem: str
+        self,
+        store: Store,
+        node: SandboxNode,
+        sandbox_dir: Path,
+        api_url: str,
+        tokens: TokenIssuer,
+        ca_pem: str,
+        processes: ProcessTable,
     ) -> None:
         self.store = store
+        self.node = node
         self.sandbox_dir = sandbox_dir
         self.pods = informers.resource(store, "", "v1", "pods")
         self._kinds = {
@@ -43,7 +47,7 @@ class Kubelet:
         self.base_env = base_environment(sandbox_dir, api_url)
         self.tokens = tokens
         self.ca_pem = ca_pem
-        self.processes = ProcessTable()
+        self.processes = processes
         self.workers: dict[str, PodWorker] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
@@ -56,7 +60,7 @@ class Kubelet:
         return found
 
     async def run(self) -> None:
-        node.register(self.store)
+        node.register(self.store, self.node)
         async for event in informers.events(self.store, {PODS}):
             informers.guarded(self._on_event, event)
 
@@ -64,6 +68,8 @@ class Kubelet:
         pod = event.obj
         uid = pod["metadata"]["uid"]
         worker = self.workers.get(uid)
+        if worker is None and pod["spec"].get("nodeName") != self.node.name:
+            return  # another node's pod, or one the scheduler has not placed yet
         if event.type == "DELETED":
             if worker is not None:
                 del self.workers[uid]
@@ -74,7 +80,7 @@ class Kubelet:
             self._in_background(self._terminate(pod, worker))
         elif worker is not None:
             worker.on_update(pod)
-        elif event.type == "ADDED" and (pod.get("status") or {}).get("phase") in (
+        elif (pod.get("status") or {}).get("phase") in (
             None,
             "Pending",
         ):
@@ -82,6 +88,7 @@ class Kubelet:
                 self.store,
                 self.pods,
                 pod,
+                self.node,
                 self.sandbox_dir,
                 self.base_env,
                 self.processes,
@@ -105,65 +112,7 @@ class Kubelet:
             self.store.delete(self.pods, meta["namespace"], meta["name"], grace_period_s=0)
 
     async def shutdown(self) -> None:
-        """Stop every pod and every process; nothing the kubelet started outlives this."""
+        """Stop every pod of the node (the sandbox then stops every process left)."""
         workers = list(self.workers.values())
         self.workers.clear()
         await asyncio.gather(*(w.stop(grace_s=1.0) for w in workers), *self._stopping)
-        await self.processes.stop_all(grace_s=1.0)
-
-    async def stream(
-        self,
-        namespace: str,
-        name: str,
-        container: str | None,
-        previous: bool,
-        tail_lines: int | None,
-        follow: bool,
-    ) -> AsyncIterator[bytes]:
-        pod = self.store.get(self.pods, namespace, name)
-        names = [c["name"] for c in pod["spec"]["containers"]]
-        names += [c["name"] for c in pod["spec"].get("initContainers") or []]
-        if container is None:
-            if len(pod["spec"]["containers"]) != 1:
-                raise bad_request(
-                    f"a container name must be specified for pod {name}, choose one of: {names}"
-                )
-            container = names[0]
-        if container not in names:
-            raise bad_request(f"container {container} is not valid for pod {name}")
-        statuses = (pod.get("status") or {}).get("containerStatuses", []) + (
-            (pod.get("status") or {}).get("initContainerStatuses", [])
-        )
-        restarts = next((s["restartCount"] for s in statuses if s["name"] == container), 0)
-        if previous and restarts == 0:
-            raise bad_request(
-                f'previous terminated container "{container}" in pod "{name}" not found'
-            )
-        path = log_path(
-            pod_dir(self.sandbox_dir, pod), container, restarts - 1 if previous else restarts
-        )
-        if not path.exists():
-            if follow:
-                while not path.exists() and self.workers.get(pod["metadata"]["uid"]) is not None:
-                    await asyncio.sleep(FOLLOW_POLL_S)
-            if not path.exists():
-                yield b""
-                return
-        data = path.read_bytes()
-        offset = len(data)  # not the file's size now: it may have grown since the read
-        if tail_lines is not None:
-            data = b"".join(data.splitlines(keepends=True)[-tail_lines:]) if tail_lines > 0 else b""
-        yield data
-        while follow and not previous:
-            worker = self.workers.get(pod["metadata"]["uid"])
-            running = worker is not None and not worker.finished and container in worker._running
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-            offset += len(chunk)
-            if chunk:
-                yield chunk
-            elif not running:
-                return
-            else:
-                await asyncio.sleep(FOLLOW_POLL_S)

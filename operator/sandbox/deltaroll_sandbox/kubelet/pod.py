@@ -37,7 +37,7 @@ from deltaroll_sandbox.kubelet.environment import (
     container_environment,
     mapped_probe,
 )
-from deltaroll_sandbox.kubelet.node import NODE_NAME
+from deltaroll_sandbox.kubelet.node import SandboxNode
 from deltaroll_sandbox.kubelet.processes import Process, ProcessTable
 
 log = structlog.get_logger("deltaroll_sandbox.kubelet")
@@ -138,6 +138,7 @@ class PodWorker:
         store: Store,
         pods: ResourceType,
         pod: dict[str, Any],
+        node: SandboxNode,
         sandbox_dir: Path,
         base_env: dict[str, str],
         processes: ProcessTable,
@@ -153,6 +154,7 @@ class PodWorker:
             lookup,
         )
         self.tokens = tokens
+        self.node = node
         self.dir = pod_dir(sandbox_dir, pod)
         spec = pod["spec"]
         self.records = {
@@ -251,27 +253,25 @@ class PodWorker:
             self.pod["spec"].get("initContainers") or []
         ):
             for port in container.get("ports") or []:
-                host_port = _reserve_port()
+                # a hostPort is that port on the node's address (the process binds $(HOST_IP))
+                host_port = int(port["hostPort"]) if port.get("hostPort") else _reserve_port()
                 self.ports[str(port["containerPort"])] = host_port
                 if port.get("name"):
                     self.ports[port["name"]] = host_port
 
-        def bind(pod: dict[str, Any]) -> None:
-            pod["spec"]["nodeName"] = NODE_NAME
-            if self.ports:
-                pod["metadata"].setdefault("annotations", {})[PORTS_ANNOTATION] = json.dumps(
-                    self.ports, sort_keys=True
-                )
+        def annotate_ports(pod: dict[str, Any]) -> None:
+            pod["metadata"].setdefault("annotations", {})[PORTS_ANNOTATION] = json.dumps(
+                self.ports, sort_keys=True
+            )
 
-        self.store.mutate(self.pods, self.namespace, self.name, bind)
-        self._event(
-            "Scheduled", f"Successfully assigned {self.namespace}/{self.name} to {NODE_NAME}"
-        )
+        if self.ports:
+            self.store.mutate(self.pods, self.namespace, self.name, annotate_ports)
         self._publish()
+        self.pod = self.store.find(self.pods, self.namespace, self.name) or self.pod  # hostIP
         while not self.stopping:
             try:
                 self.volumes = volumes.prepare(
-                    self.pod, self.dir, self.sandbox_dir, self.lookup, self.tokens
+                    self.pod, self.dir, self.node, self.sandbox_dir, self.lookup, self.tokens
                 )
                 return
             except volumes.VolumeError as exc:
@@ -477,7 +477,7 @@ class PodWorker:
         return "Pending"
 
     def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
-        events.record(self.store, self.pod, reason, message, kind)
+        events.record(self.store, self.pod, reason, message, kind, host=self.node.name)
 
     def _publish(self) -> None:
         """Write the kubelet-owned parts of status; conditions written by others stay."""
@@ -512,8 +512,8 @@ class PodWorker:
             )
             status.update(
                 phase=phase,
-                hostIP="127.0.0.1",
-                hostIPs=[{"ip": "127.0.0.1"}],
+                hostIP=self.node.address,
+                hostIPs=[{"ip": self.node.address}],
                 podIP="127.0.0.1",
                 podIPs=[{"ip": "127.0.0.1"}],
                 containerStatuses=[r.as_status() for r in self.records.values()],

@@ -18,6 +18,7 @@ from typing import Any
 from deltaroll_sandbox.apiserver.statuses import ApiError
 from deltaroll_sandbox.apiserver.tokens import BoundPod, TokenIssuer
 from deltaroll_sandbox.errors import SandboxError
+from deltaroll_sandbox.kubelet.node import SandboxNode
 
 _SAFE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -51,6 +52,7 @@ def field_text(pod: dict[str, Any], field_path: str) -> str:
         return _format_map(meta.get("labels") or {})
     if match := re.fullmatch(r"metadata\.(annotations|labels)\['(.+)'\]", field_path):
         return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+    host_ip = (pod.get("status") or {}).get("hostIP") or "127.0.0.1"
     simple = {
         "metadata.name": meta.get("name"),
         "metadata.namespace": meta.get("namespace"),
@@ -59,8 +61,8 @@ def field_text(pod: dict[str, Any], field_path: str) -> str:
         "spec.serviceAccountName": pod.get("spec", {}).get("serviceAccountName"),
         "status.podIP": "127.0.0.1",
         "status.podIPs": "127.0.0.1",
-        "status.hostIP": "127.0.0.1",
-        "status.hostIPs": "127.0.0.1",
+        "status.hostIP": host_ip,
+        "status.hostIPs": host_ip,
     }
     if field_path not in simple:
         raise VolumeError(f"unsupported fieldPath {field_path!r}")
@@ -83,10 +85,16 @@ class PodVolumes:
 
 
 def prepare(
-    pod: dict[str, Any], pod_dir: Path, sandbox_dir: Path, lookup: Any, tokens: TokenIssuer
+    pod: dict[str, Any],
+    pod_dir: Path,
+    node: SandboxNode,
+    sandbox_dir: Path,
+    lookup: Any,
+    tokens: TokenIssuer,
 ) -> PodVolumes:
-    """Create the folders and files of every volume; ``lookup(kind, ns, name)`` reads objects,
-    ``tokens`` issues the pod-bound ServiceAccount tokens of projected volumes."""
+    """Create the folders and files of every volume; a hostPath is a folder of ``node``;
+    ``lookup(kind, ns, name)`` reads objects, ``tokens`` issues the pod-bound ServiceAccount
+    tokens of projected volumes."""
     namespace = pod["metadata"]["namespace"]
     folders: dict[str, Path] = {}
     downward: dict[str, list[dict[str, Any]]] = {}
@@ -94,7 +102,7 @@ def prepare(
         name = volume["name"]
         own = pod_dir / "volumes" / name
         if "hostPath" in volume:
-            folder = Path(volume["hostPath"]["path"])
+            folder = node.host_path(volume["hostPath"]["path"])
             kind = volume["hostPath"].get("type", "")
             if kind in ("DirectoryOrCreate", "") and not folder.exists():
                 folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,58 @@
+"""The node cache's HTTP API: the contract between agents and the per-node cache DaemonSet.
+
+One daemon per node keeps the objects its agents fetched, so each object crosses the bucket
+link once per node. It holds no store credentials: an agent that misses is granted a *fill
+lease*, fetches the object from the store with its own credentials and uploads it; the daemon
+checks the bytes against the digest before anyone reads them. Objects are partitioned by the
+requester's namespace and the store URI it names: the namespace comes from the agent's
+pod-bound ServiceAccount token (checked with a TokenReview for :data:`AUDIENCE`, a token the API
+server itself refuses), never from the request, so tenant A never reads what tenant B fetched.
+
+- ``GET  /v1/objects/<sha256>?store=<uri>&size=<bytes>&wait=<s>``, ``Authorization: Bearer``:
+  200 with the object (checked against its digest as it is read); 404 with a
+  :class:`FillLease` (nobody has it: fetch it and ``PUT`` it); 409 with a :class:`NodeCacheBusy`
+  (another agent was filling it and did not finish within ``wait``: fetch it yourself).
+- ``PUT  /v1/objects/<sha256>?store=<uri>&size=<bytes>`` with header :data:`LEASE_HEADER`: the
+  bytes; 201 once verified and cached, 422 if they are not the object, 409 if the lease is not
+  (or no longer) the caller's.
+- ``POST /v1/objects/<sha256>/abandon?store=<uri>`` with :data:`LEASE_HEADER`: the fill failed;
+  waiters stop waiting at once (one of them gets the next lease).
+- ``GET /metrics`` (Prometheus) and ``GET /healthz``: no token.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+AUDIENCE: Final = "deltaroll-node-cache"
+OBJECTS_PATH: Final = "/v1/objects"
+ABANDON_SUFFIX: Final = "/abandon"
+LEASE_HEADER: Final = "X-Deltaroll-Fill-Lease"
+STORE_PARAM: Final = "store"
+SIZE_PARAM: Final = "size"
+WAIT_PARAM: Final = "wait"
+MAX_STORE_URI: Final = 1024
+#: The longest a GET may ask to wait for another agent's fill.
+MAX_WAIT_S: Final = 600.0
+DEFAULT_PORT: Final = 8470
+
+LeaseId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+
+
+class FillLease(BaseModel):
+    """The body of a 404: the caller fetches the object and uploads it within ``ttl_s``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lease: LeaseId
+    ttl_s: float = Field(gt=0, description="after this the lease passes to the next agent")
+
+
+class NodeCacheBusy(BaseModel):
+    """The body of a 409: why the caller should fetch the object from the store itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str

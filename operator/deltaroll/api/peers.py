@@ -1,0 +1,60 @@
+"""Agents serving their verified objects to the other agents of their ModelDeployment.
+
+The contract every agent keeps, so that a fleet moves each object across the bucket link a few
+times, not once per pod:
+
+- **Where.** A pod whose agent serves peers says so with the annotation
+  :data:`~deltaroll.api.annotations.POD_PEER_PORT`; the address is ``status.podIP``. Agents find
+  each other by listing the pods of their namespace that match the ModelDeployment's selector.
+- **What.** ``GET`` :func:`object_path` answers 200 with the object's bytes (only objects the
+  serving agent holds verified, of its own model), 404 when it holds none, 503 when it already
+  serves as many peers as it allows. The receiver hashes what it got and keeps it only if the
+  sha256 is the name it asked for: a peer cannot make another pod load anything.
+- **Who seeds.** :func:`seeders`: for each object the same few live peers (rendezvous hashing of
+  the pod names by the object's digest) fetch it from the bucket; the rest ask the peers, seeders
+  first, and fall back to the bucket when no peer has served it in time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import Final
+
+PEER_PORT_NAME: Final = "deltaroll-peer"
+"""The containerPort name of the agent's peer server in the chart's pod snippet."""
+DEFAULT_PEER_PORT: Final = 8082
+DEFAULT_SEEDERS: Final = 2
+"""How many agents fetch each object from the bucket (one more than one survives a seeder dying
+mid-transfer without every other pod waiting out the fallback)."""
+
+_OBJECT_PATH = re.compile(
+    r"^/v1/models/(?P<model>[A-Za-z0-9][A-Za-z0-9._-]{0,199})/objects/(?P<digest>[0-9a-f]{64})$"
+)
+
+
+def object_path(model: str, digest: str) -> str:
+    """The route of one object on a peer's server."""
+    return f"/v1/models/{model}/objects/{digest}"
+
+
+def parse_object_path(path: str) -> tuple[str, str] | None:
+    """(model, digest) of a request path; None for anything else (a query, ``..``, a bad name)."""
+    match = _OBJECT_PATH.match(path)
+    return None if match is None else (match["model"], match["digest"])
+
+
+def rank(digest: str, names: Iterable[str]) -> list[str]:
+    """``names`` (pod names) in the order every agent agrees on for ``digest``: highest
+    rendezvous weight first. A pod joining or leaving moves only the objects it ranks first."""
+
+    def weight(name: str) -> bytes:
+        return hashlib.sha256(f"{digest}\0{name}".encode()).digest()
+
+    return sorted(set(names), key=weight, reverse=True)
+
+
+def seeders(digest: str, names: Iterable[str], count: int = DEFAULT_SEEDERS) -> list[str]:
+    """The pods among ``names`` that fetch ``digest`` from the bucket."""
+    return rank(digest, names)[:count]

@@ -1,0 +1,165 @@
+"""An agent's side of its node's cache (:mod:`deltaroll.api.node_cache`): one download per node.
+
+For each object it lacks, the agent asks the node cache first. A hit is streamed into the
+agent's own cache staging and hashed on the way (a wrong byte and it is fetched from the store
+instead); a miss comes with a fill lease: the agent downloads from the store with its own
+credentials, as without a node cache, and uploads the bytes for the node's other agents. An
+agent that another is filling for waits up to ``wait_s``; any failure of the node cache (down,
+busy, refusing the token) is logged and the agent downloads the object itself: the node cache
+can make a pull cheaper, never stop it. The token is the agent's pod-bound ServiceAccount token
+for the node cache's audience (re-read per request: the kubelet rotates it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+from urllib.parse import quote
+
+import structlog
+import urllib3
+
+from deltaroll.api.node_cache import (
+    ABANDON_SUFFIX,
+    LEASE_HEADER,
+    OBJECTS_PATH,
+    SIZE_PARAM,
+    STORE_PARAM,
+    WAIT_PARAM,
+    FillLease,
+)
+from deltaroll.store.backends import Backend, ProgressCallback
+from deltaroll.store.manifests import ObjectRef
+
+log = structlog.get_logger(__name__)
+
+_BLOCK: Final = 1 << 20
+DEFAULT_WAIT_S: Final = 60.0
+
+
+class NodeCacheClient:
+    """Brings objects of one store through the node cache at ``url``."""
+
+    def __init__(
+        self,
+        url: str,
+        token_file: Path,
+        store_uri: str,
+        *,
+        wait_s: float = DEFAULT_WAIT_S,
+        on_node_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token_file = token_file
+        self.store_uri = store_uri
+        self.wait_s = wait_s
+        self.on_node_bytes = on_node_bytes
+        timeout = urllib3.Timeout(connect=5.0, read=wait_s + 30.0)
+        self._http = urllib3.PoolManager(timeout=timeout, retries=False, maxsize=8)
+        self._lock = threading.Lock()
+        self.node_bytes = 0
+
+    def bring(
+        self,
+        backend: Backend,
+        key: str,
+        ref: ObjectRef,
+        staged: Path,
+        progress: ProgressCallback | None = None,
+    ) -> bool:
+        """Put object ``ref`` (store key ``key``) at ``staged``: from the node cache if it has it
+        (True), else from the store (False), uploading it when the node cache granted a lease."""
+        lease: FillLease | None = None
+        try:
+            lease = self._get(ref, staged)
+        except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
+            log.warning("store.node_cache_unused", digest=ref.digest, error=str(exc))
+        else:
+            if lease is None:
+                with self._lock:
+                    self.node_bytes += ref.size
+                if self.on_node_bytes is not None:
+                    self.on_node_bytes(ref.size)
+                if progress is not None:
+                    progress(ref.size)
+                return True
+        try:
+            backend.download_files([(key, staged)], progress=progress)
+        except BaseException:
+            if lease is not None:
+                self._quietly("POST", ref, lease, suffix=ABANDON_SUFFIX)
+            raise
+        if lease is not None:
+            self._quietly("PUT", ref, lease, body=staged)
+        return False
+
+    # ---------------------------------------------------------------- requests
+
+    def _object_url(self, ref: ObjectRef, suffix: str = "") -> str:
+        query = f"{STORE_PARAM}={quote(self.store_uri, safe='')}&{SIZE_PARAM}={ref.size}"
+        return f"{self.url}{OBJECTS_PATH}/{ref.digest}{suffix}?{query}"
+
+    def _headers(self, lease: FillLease | None = None) -> dict[str, str]:
+        token = self.token_file.read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        if lease is not None:
+            headers[LEASE_HEADER] = lease.lease
+        return headers
+
+    def _get(self, ref: ObjectRef, staged: Path) -> FillLease | None:
+        """The object into ``staged`` (None), or the lease to fill it; raises otherwise."""
+        url = f"{self._object_url(ref)}&{WAIT_PARAM}={self.wait_s}"
+        response = self._http.request("GET", url, headers=self._headers(), preload_content=False)
+        try:
+            if response.status == 404:
+                return FillLease.model_validate_json(response.read(1 << 16))
+            if response.status != 200:
+                raise NodeCacheRefused(response.status, response.read(4096))
+            hasher = hashlib.sha256()
+            written = 0
+            with open(staged, "wb") as handle:
+                for block in response.stream(_BLOCK):
+                    written += len(block)
+                    if written > ref.size:
+                        break
+                    hasher.update(block)
+                    handle.write(block)
+            if written != ref.size or hasher.hexdigest() != ref.digest:
+                staged.unlink(missing_ok=True)
+                raise NodeCacheRefused(200, b"the bytes served are not the object")
+            return None
+        finally:
+            response.release_conn()
+
+    def _quietly(
+        self,
+        method: str,
+        ref: ObjectRef,
+        lease: FillLease,
+        *,
+        suffix: str = "",
+        body: Path | None = None,
+    ) -> None:
+        """Upload or abandon a fill; a failure only costs the node's other agents a download."""
+        url = self._object_url(ref, suffix)
+        try:
+            if body is None:
+                response = self._http.request(method, url, headers=self._headers(lease))
+            else:
+                with open(body, "rb") as data:
+                    headers = self._headers(lease) | {"Content-Length": str(ref.size)}
+                    response = self._http.request(method, url, headers=headers, body=data)
+            if response.status >= 300:
+                raise NodeCacheRefused(response.status, response.data[:4096])
+        except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
+            log.warning("store.node_cache_fill_failed", digest=ref.digest, error=str(exc))
+
+
+class NodeCacheRefused(Exception):
+    """The node cache answered, but not with the object or a lease."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"node cache answered {status}: {body.decode(errors='replace')[:300]}")

@@ -1,0 +1,276 @@
+"""The node cache daemon and its client: one download per node, partitions from the token,
+crashes and tampering. The daemon runs for real on loopback; TokenReview answers come from a
+table here (the sandbox's real TokenReview is exercised by the sandbox test)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import urllib3
+
+from deltaroll.agent.node_cache_auth import TokenAuthenticator
+from deltaroll.agent.node_cache_server import NodeCache, serve
+from deltaroll.api.node_cache import LEASE_HEADER
+from deltaroll.store import keys
+from deltaroll.store.backends import open_backend
+from deltaroll.store.cache import ObjectCache
+from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.node_cache import NodeCacheClient
+from deltaroll.store.transfer import download_objects
+from deltaroll.store.uri import parse_store_uri
+from fixtures.ports import free_port
+
+NODE = "node-1"
+MODEL = "tiny"
+
+# token -> (namespace, pod uid, node, audience ok)
+TOKENS = {
+    "tok-a1": ("tenant-a", "uid-a1", NODE, True),
+    "tok-a2": ("tenant-a", "uid-a2", NODE, True),
+    "tok-a3": ("tenant-a", "uid-a3", NODE, True),
+    "tok-b1": ("tenant-b", "uid-b1", NODE, True),
+    "tok-elsewhere": ("tenant-a", "uid-x", "node-2", True),
+    "tok-api-audience": ("tenant-a", "uid-y", NODE, False),
+}
+
+
+def review(body: Any) -> Any:
+    """What kube-apiserver answers (the kubernetes client's V1TokenReview shape)."""
+    known = TOKENS.get(body.spec.token)
+    if known is None or not known[3]:
+        return SimpleNamespace(status=SimpleNamespace(authenticated=False, audiences=None))
+    namespace, uid, node, _ = known
+    user = SimpleNamespace(
+        username=f"system:serviceaccount:{namespace}:agent",
+        extra={
+            "authentication.kubernetes.io/pod-name": [f"pod-{uid}"],
+            "authentication.kubernetes.io/pod-uid": [uid],
+            "authentication.kubernetes.io/node-name": [node],
+        },
+    )
+    return SimpleNamespace(
+        status=SimpleNamespace(authenticated=True, audiences=body.spec.audiences, user=user)
+    )
+
+
+class Daemon:
+    def __init__(self, directory: Path, fill_ttl_s: float, max_bytes: int = 1 << 30) -> None:
+        self.cache = NodeCache(
+            directory,
+            TokenAuthenticator(review, NODE),
+            fill_ttl_s=fill_ttl_s,
+            max_bytes=max_bytes,
+        )
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),))
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        await serve(self.cache, "127.0.0.1", self.port, self._stop)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.cache.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def __enter__(self) -> Daemon:
+        self._thread.start()
+        http = urllib3.PoolManager()
+        for _ in range(200):
+            try:
+                if http.request("GET", f"{self.url}/healthz").status == 200:
+                    return self
+            except urllib3.exceptions.HTTPError:
+                threading.Event().wait(0.02)
+        raise RuntimeError("the node cache did not start")
+
+    def __exit__(self, *_: object) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0) as running:
+        yield running
+
+
+class CountingStore:
+    """A file:// store that counts what is downloaded from it, and can hold a download."""
+
+    def __init__(self, root: Path) -> None:
+        self.uri = f"file://{root}"
+        self.backend = open_backend(parse_store_uri(self.uri))
+        self.downloads: list[str] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.started = threading.Event()
+        self._lock = threading.Lock()
+        original = self.backend.download_files
+
+        def download_files(items: Any, *, progress: Any = None) -> None:
+            with self._lock:
+                self.downloads += [key for key, _ in items]
+            self.started.set()
+            assert self.hold.wait(30)
+            original(items, progress=progress)
+
+        self.backend.download_files = download_files  # type: ignore[method-assign]
+
+    def put(self, data: bytes) -> ObjectRef:
+        digest = hashlib.sha256(data).hexdigest()
+        path = Path(self.uri[len("file://") :]) / keys.object_key(MODEL, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return ObjectRef(digest=digest, size=len(data))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CountingStore:
+    return CountingStore(tmp_path / "bucket")
+
+
+def agent_pull(
+    tmp_path: Path,
+    daemon: Daemon,
+    store: CountingStore,
+    token: str,
+    refs: list[ObjectRef],
+    **kw: Any,
+) -> tuple[int, NodeCacheClient, ObjectCache]:
+    """One agent's pull, with its own cache folder and token file; (store bytes, client, cache)."""
+    home = tmp_path / token
+    home.mkdir(exist_ok=True)
+    (home / "token").write_text(token)
+    client = NodeCacheClient(daemon.url, home / "token", store.uri, **kw)
+    cache = ObjectCache(home / "cache")
+    received = download_objects(store.backend, MODEL, refs, cache, node_cache=client)
+    for ref in refs:
+        assert hashlib.sha256(cache.path(ref.digest).read_bytes()).hexdigest() == ref.digest
+    return received, client, cache
+
+
+def test_agents_of_one_node_download_each_object_once(tmp_path, daemon, store):
+    refs = [store.put(os.urandom(300_000 + i)) for i in range(3)]
+    store.hold.clear()  # the first agent's downloads wait until all three agents asked
+    results: dict[str, tuple[int, NodeCacheClient, ObjectCache]] = {}
+
+    def pull(token: str) -> None:
+        results[token] = agent_pull(tmp_path, daemon, store, token, refs)
+
+    threads = [threading.Thread(target=pull, args=(t,)) for t in ("tok-a1", "tok-a2", "tok-a3")]
+    for thread in threads:
+        thread.start()
+    assert store.started.wait(10)
+    threading.Event().wait(0.5)  # the others are waiting on the fills now
+    store.hold.set()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(store.downloads) == sorted(keys.object_key(MODEL, r.digest) for r in refs)
+    total = sum(r.size for r in refs)
+    assert sum(received for received, _, _ in results.values()) == total  # from the bucket
+    assert sum(client.node_bytes for _, client, _ in results.values()) == 2 * total
+    assert daemon.metric("deltaroll_node_cache_filled_objects_total") == 3
+    assert daemon.metric("deltaroll_node_cache_served_bytes_total") == 2 * total
+
+
+def test_another_tenant_never_gets_what_one_fetched(tmp_path, daemon, store):
+    refs = [store.put(b"tenant a's weights" * 1000)]
+    agent_pull(tmp_path, daemon, store, "tok-a1", refs)
+    received, client, _ = agent_pull(tmp_path, daemon, store, "tok-b1", refs)
+    # same store URI, same digest: tenant b still fetches it with its own credentials
+    assert (received, client.node_bytes) == (refs[0].size, 0)
+    assert len(store.downloads) == 2
+
+
+@pytest.mark.parametrize("token", ["tok-elsewhere", "tok-api-audience", "unknown"])
+def test_a_refused_token_falls_back_to_the_store(tmp_path, daemon, store, token):
+    refs = [store.put(b"x" * 5000)]
+    agent_pull(tmp_path, daemon, store, "tok-a1", refs)
+    received, client, _ = agent_pull(tmp_path, daemon, store, token, refs)
+    assert (received, client.node_bytes) == (refs[0].size, 0)
+    assert daemon.metric("deltaroll_node_cache_refused_total", reason="unauthenticated") == 1
+
+
+def test_an_agent_that_dies_mid_fill_does_not_wedge_the_others(tmp_path, store):
+    ref = store.put(os.urandom(100_000))
+    with Daemon(tmp_path / "node", fill_ttl_s=1.0) as daemon:
+        http = urllib3.PoolManager()
+        url = f"{daemon.url}/v1/objects/{ref.digest}?store={store.uri}&size={ref.size}"
+        granted = http.request("GET", url, headers={"Authorization": "Bearer tok-a1"})
+        assert granted.status == 404  # a1 holds the lease... and never comes back
+        received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a2", [ref], wait_s=20)
+        assert (received, client.node_bytes) == (ref.size, 0)  # a2 took the next lease
+        assert daemon.metric("deltaroll_node_cache_leases_total", outcome="expired") == 1
+        # and filled it: a3 reads it from the node
+        received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a3", [ref])
+        assert (received, client.node_bytes) == (0, ref.size)
+        # a1's late upload with its dead lease is refused
+        late = http.request(
+            "PUT",
+            url,
+            body=b"\0" * ref.size,
+            headers={"Authorization": "Bearer tok-a1", LEASE_HEADER: granted.json()["lease"]},
+        )
+        assert late.status == 409
+
+
+def test_bytes_that_are_not_the_object_never_enter_the_cache(tmp_path, daemon, store):
+    ref = store.put(os.urandom(50_000))
+    http = urllib3.PoolManager()
+    url = f"{daemon.url}/v1/objects/{ref.digest}?store={store.uri}&size={ref.size}"
+    granted = http.request("GET", url, headers={"Authorization": "Bearer tok-a1"})
+    lease = granted.json()["lease"]
+    forged = http.request(
+        "PUT",
+        url,
+        body=b"\0" * ref.size,
+        headers={"Authorization": "Bearer tok-a1", LEASE_HEADER: lease},
+    )
+    assert forged.status == 422
+    received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a2", [ref])
+    assert (received, client.node_bytes) == (ref.size, 0)
+
+
+def test_a_tampered_cache_file_is_refused_on_read(tmp_path, daemon, store):
+    ref = store.put(os.urandom(80_000))
+    agent_pull(tmp_path, daemon, store, "tok-a1", [ref])
+    (cached,) = [p for p in (tmp_path / "node").rglob(ref.digest) if ".partial" not in p.parts]
+    data = bytearray(cached.read_bytes())
+    data[1000] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    received, client, cache = agent_pull(tmp_path, daemon, store, "tok-a2", [ref])
+    assert (received, client.node_bytes) == (ref.size, 0)  # refused, fetched from the store
+    assert daemon.metric("deltaroll_node_cache_served_bytes_total") == 0
+    # and the node cache holds the right bytes again, from a2's fill
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == ref.digest
+
+
+def test_the_least_recently_used_objects_go_to_keep_the_disk_budget(tmp_path, store):
+    first, second, third = (store.put(os.urandom(40_000)) for _ in range(3))
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0, max_bytes=100_000) as daemon:
+        agent_pull(tmp_path, daemon, store, "tok-a1", [first])
+        agent_pull(tmp_path, daemon, store, "tok-a1", [second])
+        agent_pull(tmp_path, daemon, store, "tok-a2", [first])  # read: second is now the oldest
+        agent_pull(tmp_path, daemon, store, "tok-a1", [third])  # 120 kB > 100 kB: one goes
+        kept = {p.name for p in (tmp_path / "node").glob("*/*") if len(p.name) == 64}
+        assert kept == {first.digest, third.digest}
+        assert daemon.metric("deltaroll_node_cache_evicted_objects_total") == 1
+        # an object larger than the whole budget is refused, and the agent fetches it itself
+        big = store.put(os.urandom(150_000))
+        received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a3", [big])
+        assert (received, client.node_bytes) == (big.size, 0)
+    # a restarted daemon knows what it holds (oldest first) and keeps to the budget
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0, max_bytes=100_000) as daemon:
+        assert daemon.cache.budget.total == 80_000

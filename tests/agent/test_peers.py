@@ -1,0 +1,407 @@
+"""Agents serving verified objects to their peers: real peer servers on loopback, real caches,
+the real store of v1 -> v2 -> v3, and peers that misbehave (cut off mid-object, wrong bytes,
+silent); the store counts what crossed the bucket link.
+
+Every fetch ends with each object in the cache under its name with the right bytes, or the
+object left to the store; nothing a peer sent is kept unless its sha256 is the name asked for.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.helpers import FAST_RETRY, MODEL, Published
+from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
+from deltaroll.agent.metrics import AgentMetrics
+from deltaroll.agent.peer_directory import Peer, peer_of
+from deltaroll.agent.peer_fetch import PeerFetcher
+from deltaroll.agent.peer_server import PeerServer
+from deltaroll.agent.throttle import TokenBucket
+from deltaroll.api.annotations import POD_PEER_PORT
+from deltaroll.api.peers import object_path, parse_object_path, rank, seeders
+from deltaroll.store import Store, TransientStoreError
+from deltaroll.store.backends import open_backend
+from deltaroll.store.cache import file_sha256
+from deltaroll.store.graph import Step
+from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.uri import parse_store_uri
+
+
+class CountingBackend:
+    """The store's real backend, counting each object key downloaded; ``down`` makes every
+    call fail as an unreachable store does."""
+
+    def __init__(self, uri: str) -> None:
+        self.inner = open_backend(parse_store_uri(uri))
+        self.downloads: Counter[str] = Counter()
+        self.down = False
+        self.lock = threading.Lock()
+
+    def download_files(self, items: Sequence[tuple[str, Path]], **kw: Any) -> None:
+        if self.down:
+            raise TransientStoreError(self.inner.uri, "download", "the store is down (test)")
+        with self.lock:
+            self.downloads.update(key for key, _ in items)
+        self.inner.download_files(items, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@dataclass
+class StaticPeers:
+    """A directory the test controls: the peers it lists are the live ones."""
+
+    peers: dict[str, Peer]
+
+    def live(self) -> dict[str, Peer]:
+        return dict(self.peers)
+
+
+@dataclass
+class Pod:
+    name: str
+    store: Store
+    metrics: AgentMetrics
+    server: PeerServer
+
+    @property
+    def peer(self) -> Peer:
+        return Peer("127.0.0.1", self.server.port)
+
+    def fetcher(self, directory: StaticPeers, **kw: Any) -> PeerFetcher:
+        kw.setdefault("wait_s", 10.0)
+        return PeerFetcher(directory, self.name, MODEL, self.metrics, timeout_s=2.0, **kw)
+
+
+@pytest.fixture
+def backend(published: Published) -> CountingBackend:
+    return CountingBackend(published.uri)
+
+
+@pytest.fixture
+def make_pod(tmp_path: Path, published: Published, backend: CountingBackend) -> Iterator[Any]:
+    servers: list[PeerServer] = []
+
+    def make(name: str, *, rate: int = 0, max_peers: int = 4) -> Pod:
+        store = Store(
+            published.uri, cache_dir=tmp_path / name / "cache", retry=FAST_RETRY, backend=backend
+        )
+        metrics = AgentMetrics()
+        server = PeerServer(
+            "127.0.0.1", 0, model=MODEL, cache=store.cache, rate=rate, max_peers=max_peers,
+            metrics=metrics,
+        )  # fmt: skip
+        server.start()
+        servers.append(server)
+        return Pod(name, store, metrics, server)
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def v2_steps(published: Published, store: Store) -> list[Step]:
+    return store.plan(MODEL, published.ids["v2"], [published.ids["v1"]]).steps
+
+
+def assert_all_verified(store: Store, refs: list[ObjectRef]) -> None:
+    for ref in refs:
+        assert file_sha256(store.cache.path(ref.digest)) == ref.digest
+
+
+# ------------------------------------------------------------------ the contract
+
+
+def test_every_agent_names_the_same_seeders_and_a_leaver_moves_only_its_own() -> None:
+    names = [f"pod-{i}" for i in range(8)]
+    digest = "ab" * 32
+    assert seeders(digest, names) == seeders(digest, list(reversed(names)))
+    assert len(seeders(digest, names)) == 2
+    first, second = seeders(digest, names)
+    without_first = [n for n in names if n != first]
+    assert seeders(digest, without_first)[0] == second  # the survivor stays a seeder
+    spread = Counter(rank(f"{i:064x}", names)[0] for i in range(400))
+    assert len(spread) == 8 and min(spread.values()) > 20  # seeding spreads over the fleet
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/models/{MODEL}/objects/{'ab' * 32}?x=1",
+        f"/v1/models/../objects/{'ab' * 32}",
+        f"/v1/models/{MODEL}/objects/{'AB' * 32}",
+        f"/v1/models/{MODEL}/objects/{'ab' * 31}",
+        "/metrics",
+    ],
+)
+def test_the_peer_route_takes_one_model_and_one_digest(path: str) -> None:
+    assert parse_object_path(path) is None
+    assert parse_object_path(object_path(MODEL, "ab" * 32)) == (MODEL, "ab" * 32)
+
+
+def test_a_pod_is_a_peer_only_running_with_an_address_and_a_port() -> None:
+    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodStatus
+
+    def pod(port: str, ip: str | None = "10.0.0.7", phase: str = "Running") -> V1Pod:
+        meta = V1ObjectMeta(name="p", annotations={POD_PEER_PORT: port})
+        return V1Pod(metadata=meta, status=V1PodStatus(phase=phase, pod_ip=ip))
+
+    assert peer_of(pod("8082")) == Peer("10.0.0.7", 8082)
+    assert peer_of(pod("8082", phase="Pending")) is None
+    assert peer_of(pod("8082", ip=None)) is None
+    assert peer_of(pod("8082", ip="10.0.0.7:80")) is None
+    assert peer_of(pod("70000")) is None
+    assert peer_of(pod("-1")) is None
+
+
+def test_the_token_bucket_holds_every_caller_together_to_its_rate() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    bucket = TokenBucket(1000, clock=lambda: now[0], sleep=sleep)
+    for _ in range(10):
+        bucket.take(500)  # 5000 bytes: the first second's burst, then 4 s of waiting
+    assert sum(slept) == pytest.approx(4.0)
+    assert TokenBucket(0, sleep=sleep).take(10**9) is None and sum(slept) == pytest.approx(4.0)
+
+
+# ------------------------------------------------------------------ the server
+
+
+def test_the_server_serves_only_verified_objects_of_its_model(
+    published: Published, make_pod: Any
+) -> None:
+    seeder = make_pod("seeder")
+    refs = plan_objects(v2_steps(published, seeder.store))
+    with fetched_objects(seeder.store, MODEL, v2_steps(published, seeder.store)):
+        pass
+    ref = refs[0]
+
+    def get(path: str) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        return response.status, body
+
+    status, body = get(object_path(MODEL, ref.digest))
+    assert status == 200 and len(body) == ref.size
+    assert get(object_path("another-model", ref.digest))[0] == 404
+    assert get(object_path(MODEL, "0" * 64))[0] == 404
+    assert get("/v1/models/tiny/objects/../../etc/passwd")[0] == 404
+    # bytes that went bad on its disk are not served (and not kept)
+    seeder.store.cache.path(ref.digest).write_bytes(b"rot" + body[3:])
+    assert get(object_path(MODEL, ref.digest))[0] == 404
+    assert not seeder.store.cache.has(ref.digest)
+    assert seeder.metrics.served_bytes._value.get() == ref.size
+
+
+def test_the_server_turns_away_peers_beyond_its_limit(published: Published, make_pod: Any) -> None:
+    seeder = make_pod("busy", rate=1, max_peers=1)  # one byte per second: the first GET lasts
+    ref = max(plan_objects(v2_steps(published, seeder.store)), key=lambda r: r.size)
+    with fetched_objects(seeder.store, MODEL, v2_steps(published, seeder.store)):
+        pass
+    first = socket.create_connection(("127.0.0.1", seeder.server.port))
+    first.sendall(f"GET {object_path(MODEL, ref.digest)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert first.recv(12).startswith(b"HTTP/1.1 200")
+    connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
+    connection.request("GET", object_path(MODEL, ref.digest))
+    response = connection.getresponse()
+    assert response.status == 503 and response.getheader("Retry-After") == "1"
+    connection.close()
+    first.close()
+
+
+# ------------------------------------------------------------------ a fleet
+
+
+def test_three_pods_fetch_each_object_from_the_bucket_at_most_twice(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    pods = [make_pod(f"pod-{i}") for i in range(4)]
+    directory = {pod.name: pod.peer for pod in pods}
+    moved: dict[str, Any] = {}
+
+    def pull(pod: Pod) -> None:
+        others = StaticPeers({n: p for n, p in directory.items() if n != pod.name})
+        steps = v2_steps(published, pod.store)
+        with fetched_objects(pod.store, MODEL, steps, peers=pod.fetcher(others)) as result:
+            moved[pod.name] = result
+            assert_all_verified(pod.store, plan_objects(steps))
+
+    threads = [threading.Thread(target=pull, args=(pod,)) for pod in pods]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    refs = plan_objects(v2_steps(published, pods[0].store))
+    assert len(moved) == 4
+    assert set(backend.downloads.values()) <= {1, 2}
+    assert len(backend.downloads) == len(refs)
+    total = sum(ref.size for ref in refs)
+    assert sum(m.peer_bytes for m in moved.values()) == 4 * total - sum(
+        m.bucket_bytes for m in moved.values()
+    )
+    assert sum(m.bucket_bytes for m in moved.values()) <= 2 * total
+    assert sum(pod.metrics.served_bytes._value.get() for pod in pods) == sum(
+        pod.metrics.peer_bytes._value.get() for pod in pods
+    )
+
+
+# ------------------------------------------------------------------ faults
+
+
+class _BadPeer(BaseHTTPRequestHandler):
+    """A peer that answers 200 for every object with the wrong bytes or half of them."""
+
+    server: Any
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        size = self.server.sizes[self.path]
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        if self.server.mode == "corrupt":
+            self.wfile.write(b"\x00" * size)
+        else:  # killed mid-transfer: half the bytes, then the connection drops
+            self.wfile.write(b"\x00" * (size // 2))
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        self.server.served += 1
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def bad_peer(mode: str, refs: list[ObjectRef]) -> Iterator[Any]:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _BadPeer)
+    server.daemon_threads = True
+    server.mode, server.served = mode, 0
+    server.sizes = {object_path(MODEL, ref.digest): ref.size for ref in refs}
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def leecher_name(digests: list[str], others: list[str], count: int) -> str:
+    """A pod name that seeds none of ``digests`` among ``others`` (so it asks the peers)."""
+    for i in range(1000):
+        name = f"leecher-{i}"
+        if all(name not in seeders(d, [*others, name], count) for d in digests):
+            return name
+    raise AssertionError("no such name")
+
+
+def test_a_peer_serving_wrong_bytes_poisons_nothing(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    probe = make_pod("probe")
+    refs = plan_objects(v2_steps(published, probe.store))
+    pod = make_pod(leecher_name([r.digest for r in refs], ["evil"], 1))
+    with bad_peer("corrupt", refs) as evil:
+        fetcher = pod.fetcher(StaticPeers({"evil": Peer("127.0.0.1", evil.server_port)}),
+                              seeders=1, wait_s=0.5)  # fmt: skip
+        with fetched_objects(pod.store, MODEL, v2_steps(published, pod.store), peers=fetcher) as m:
+            assert m.peer_bytes == 0 and m.bucket_bytes == sum(r.size for r in refs)
+    assert evil.served == len(refs)  # asked once each, then distrusted
+    assert pod.metrics.peer_rejected._value.get() == len(refs)
+    assert_all_verified(pod.store, refs)
+    assert not list(pod.store.cache.partial.iterdir())  # nothing of the peer's bytes left
+
+
+def test_a_seeder_killed_mid_transfer_leaves_the_object_to_the_other_seeder(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    good = make_pod("good")
+    steps = v2_steps(published, good.store)
+    refs = plan_objects(steps)
+    with fetched_objects(good.store, MODEL, steps):
+        pass
+    backend.downloads.clear()
+    name = leecher_name([r.digest for r in refs], ["dying", "good"], 2)
+    pod = make_pod(name)
+    with bad_peer("truncate", refs) as dying:
+        directory = StaticPeers({"dying": Peer("127.0.0.1", dying.server_port), "good": good.peer})
+        with fetched_objects(pod.store, MODEL, steps, peers=pod.fetcher(directory)) as moved:
+            assert moved.bucket_bytes == 0 and moved.peer_bytes == sum(r.size for r in refs)
+    assert not backend.downloads
+    assert pod.metrics.peer_rejected._value.get() == 0  # cut off is not lying
+    assert_all_verified(pod.store, refs)
+
+
+def test_with_every_seeder_gone_the_object_comes_from_the_bucket(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    probe = make_pod("probe")
+    refs = plan_objects(v2_steps(published, probe.store))
+    name = leecher_name([r.digest for r in refs], ["a", "b"], 2)
+    pod = make_pod(name)
+    with bad_peer("truncate", refs) as dying:
+        gone = Peer("127.0.0.1", dying.server_port)
+        fetcher = pod.fetcher(StaticPeers({"a": gone, "b": gone}), wait_s=0.5)
+        with fetched_objects(pod.store, MODEL, v2_steps(published, pod.store), peers=fetcher) as m:
+            assert m.peer_bytes == 0 and m.bucket_objects == len(refs)
+    assert_all_verified(pod.store, refs)
+
+
+def test_with_the_store_down_the_objects_come_from_peers_that_hold_them(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    holders = [make_pod("holder-0"), make_pod("holder-1")]
+    steps = v2_steps(published, holders[0].store)
+    refs = plan_objects(steps)
+    for holder in holders:
+        with fetched_objects(holder.store, MODEL, steps):
+            pass
+    name = leecher_name([r.digest for r in refs], [h.name for h in holders], 2)
+    pod = make_pod(name)
+    backend.down = True
+    directory = StaticPeers({h.name: h.peer for h in holders})
+    with fetched_objects(pod.store, MODEL, steps, peers=pod.fetcher(directory)) as moved:
+        assert moved.peer_bytes == sum(r.size for r in refs) and moved.bucket_bytes == 0
+    assert_all_verified(pod.store, refs)
+    # and a pod that must seed waits on the store instead of taking anything unverified
+    seeder = make_pod(holders[0].name + "-twin")
+    alone = seeder.fetcher(StaticPeers({}))
+    with (
+        pytest.raises(TransientStoreError),
+        fetched_objects(seeder.store, MODEL, steps, peers=alone),
+    ):
+        pass
+    assert not any(seeder.store.cache.has(r.digest) for r in refs)
+
+
+def test_an_agent_serving_peers_keeps_the_snapshot_it_applied_for_pods_that_start_later(
+    published: Published, make_pod: Any
+) -> None:
+    pod = make_pod("first")
+    plan = pod.store.plan(MODEL, published.ids["v1"], [])
+    anchors = plan_objects(s for s in plan.steps if s.kind == "anchor")
+    assert anchors
+    with fetched_objects(pod.store, MODEL, plan.steps):
+        pass
+    kept = prune_cache(pod.store, plan, frozenset(), keep_anchors=True)
+    assert all(pod.store.cache.has(ref.digest) for ref in anchors)
+    prune_cache(pod.store, plan, kept)  # without peers the snapshot is not worth its disk
+    assert not any(pod.store.cache.has(ref.digest) for ref in anchors)
