@@ -5,7 +5,10 @@ steady stream of ``/eval`` requests from client threads while its version change
 sizes: the demo's Llama shape and one over 10x larger, each trained for real (AdamW on the
 demo's schedule: v1 after six AdamW steps at 1e-3, v2 two more at a fine-tuning rate of 1e-5,
 saved in bf16 with ``save_pretrained``; the demo model on its text, the larger one on the
-standard library's source). The delta v1 -> v2 is computed with ``diff_checkpoints``.
+standard library's source). The delta v1 -> v2 is computed with ``diff_checkpoints``. A third
+run, ``large@demo-count``, compares the sizes at the same number of changed elements: the larger
+model's v1 with as many of its v2's changed elements (drawn uniformly, seeded) as the demo's
+v1 -> v2 changes.
 
 Per size, in the same engine process and the same run:
 
@@ -14,7 +17,8 @@ Per size, in the same engine process and the same run:
   reload's duration;
 - ``in-memory``: ``POST /apply_delta`` with the delta (v1 -> v2, then back, ``--repeats``
   times). The engine holds new requests and drains the ones in flight; the pause is the engine's
-  own measure (first request held -> requests admitted on the new version), drain reported too.
+  own measure (first request held, or the drain's end if later -> requests admitted on the new
+  version), the drain reported apart.
 
 Every response is checked against both versions' answers (v1's from the engine before any
 change, v2's from the engine after the full reload: the in-memory apply must give bit-identical
@@ -50,6 +54,8 @@ from rollout import free_port  # noqa: E402
 
 EVAL_TEXTS = ["def main(argv=None):\n    parser = argparse.ArgumentParser()"]
 CLIENTS = 2
+#: The larger model with as many changed elements as the demo's v1 -> v2 (the 1.3x target).
+EQUAL = "large@demo-count"
 
 
 #: The larger model: the demo's Llama scaled up (over 10x its parameters).
@@ -171,11 +177,75 @@ class Stream:
             thread.join()
 
 
-def measure(name: str, workdir: Path, repeats: int) -> dict[str, Any]:
+def changed_positions(v1: Path, v2: Path) -> dict[str, Any]:
+    """``{tensor name: flat positions where v2's bits differ from v1's}`` (torch tensors)."""
+    from safetensors.torch import load_file
+
+    old, new = load_file(v1 / "model.safetensors"), load_file(v2 / "model.safetensors")
+    return {
+        name: (old[name].view(-1).view(torch_int(old[name])) != new[name].view(-1).view(
+            torch_int(new[name]))).nonzero().view(-1)
+        for name in old
+    }  # fmt: skip
+
+
+def torch_int(tensor: Any) -> Any:
+    import torch
+
+    return {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[tensor.element_size()]
+
+
+def count_changed(v1: Path, v2: Path) -> int:
+    return sum(int(p.shape[0]) for p in changed_positions(v1, v2).values())
+
+
+def with_changed_count(v1: Path, v2: Path, count: int, out: Path) -> Path:
+    """v1 with ``count`` of v2's changed elements (drawn uniformly over the whole model, seeded):
+    the same real AdamW values, as many of them as the smaller model changes, so the two sizes
+    are compared at the same number of changed elements."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if (out / "config.json").exists():
+        return out
+    where = changed_positions(v1, v2)
+    names = sorted(where)
+    sizes = torch.tensor([where[n].shape[0] for n in names])
+    offsets = torch.cumsum(sizes, 0) - sizes
+    generator = torch.Generator().manual_seed(18)
+    chosen = torch.randperm(int(sizes.sum()), generator=generator)[:count].sort().values
+    old, new = load_file(v1 / "model.safetensors"), load_file(v2 / "model.safetensors")
+    for index, name in enumerate(names):
+        mine = chosen[(chosen >= offsets[index]) & (chosen < offsets[index] + sizes[index])]
+        positions = where[name][mine - offsets[index]]
+        flat = old[name].view(-1)
+        flat[positions] = new[name].view(-1)[positions]
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(v2, partial, ignore=shutil.ignore_patterns("*.safetensors"))
+    save_file(old, partial / "model.safetensors", metadata={"format": "pt"})
+    partial.rename(out)
+    return out
+
+
+def variants(workdir: Path, names: list[str]) -> list[tuple[str, Path, Path, int]]:
+    """(name, v1, v2, parameters) per size, and the larger model at the demo's changed count."""
+    models = workdir / "models"
+    trained = {name: (train_demo if name == "demo" else train_large)(models) for name in names}
+    out = [(name, v1, v2, parameters) for name, (v1, v2, parameters) in trained.items()]
+    if len(trained) == 2:
+        (demo_v1, demo_v2, _), (v1, v2, parameters) = trained["demo"], trained["large"]
+        count = count_changed(demo_v1, demo_v2)
+        out.append((EQUAL, v1, with_changed_count(v1, v2, count, models / "large" / "v2-equal"),
+                    parameters))  # fmt: skip
+    return out
+
+
+def measure(
+    name: str, v1: Path, v2: Path, parameters: int, workdir: Path, repeats: int
+) -> dict[str, Any]:
     from deltaroll.checkpoint import diff_checkpoints
 
-    trainer = train_demo if name == "demo" else train_large
-    v1, v2, parameters = trainer(workdir / "models")
     delta = workdir / "deltas" / name
     if not (delta / "manifest.json.zst").exists():
         shutil.rmtree(delta, ignore_errors=True)
@@ -247,8 +317,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="demo,large", help="demo, large or both")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    sizes = [measure(name, args.workdir, args.repeats) for name in args.sizes.split(",")]
-    per_element = [s["inmemory_pause_s"] / s["changed_elements"] for s in sizes]
+    runs = variants(args.workdir, args.sizes.split(","))
+    sizes = [measure(*run, args.workdir, args.repeats) for run in runs]
+    per_element = {s["name"]: s["inmemory_pause_s"] / s["changed_elements"] for s in sizes}
     out: dict[str, Any] = {
         "sizes": sizes,
         "inmemory_vs_reload": [s["inmemory_pause_s"] / s["reload_pause_s"] for s in sizes],
@@ -256,13 +327,16 @@ def main() -> None:
             1000 * s["inmemory_pause_s"] / (100 * s["changed_fraction"]) for s in sizes
         ],
     }
-    if len(sizes) == 2:
+    if EQUAL in per_element:
         out["large_vs_demo_parameters"] = sizes[1]["parameters"] / sizes[0]["parameters"]
-        out["pause_per_changed_element_large_vs_demo"] = per_element[1] / per_element[0]
+        out["pause_per_changed_element_large_vs_demo"] = per_element["large"] / per_element["demo"]
+        out["pause_large_vs_demo_at_same_changed_elements"] = (
+            per_element[EQUAL] / per_element["demo"]
+        )
     for s in sizes:
         ms = {k: 1000 * s[k] for k in s if k.endswith("_s")}
         print(
-            f"{s['name']:>6} {s['parameters']:>11,} params  changed {s['changed_fraction']:.2%}  "
+            f"{s['name']:>16} {s['parameters']:>11,} params  changed {s['changed_fraction']:.2%}  "
             f"reload {ms['reload_pause_s']:8.1f} ms  in-memory {ms['inmemory_pause_s']:6.1f} ms "
             f"(write {ms['inmemory_write_s']:.1f}, drain {ms['inmemory_drain_s']:.1f})  "
             f"failed {s['failed_requests']}/{s['requests']}  p99 {s['p99_ms']:.1f} ms",

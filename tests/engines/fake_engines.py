@@ -26,7 +26,14 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from safetensors.numpy import save_file
 
-from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, VLLM_METHOD, VLLM_PROBE
+from deltaroll.api.engine_patch import (
+    PROTOCOL,
+    SGLANG_REQUEST_ENV,
+    VLLM_DIGESTS,
+    VLLM_METHOD,
+    VLLM_PROBE,
+    RankDigestRequest,
+)
 
 NO_BODY = object()  # a request sent without a body (distinct from JSON null)
 
@@ -326,6 +333,9 @@ class FakeVLLM(FakeEngine):
 
     def __post_init__(self) -> None:
         super().__init__()
+        from deltaroll.engines.extension.ranked_digests import DutyLimit
+
+        self._digest_limit = DutyLimit()
         self.model_path = self.served_dir
         self._routes: dict[tuple[str, str], Any] = {
             ("GET", "/health"): lambda s: (200, None),
@@ -478,7 +488,7 @@ class FakeVLLM(FakeEngine):
             return 422, {"detail": f"unknown fields {sorted(unknown)}"}
         if seen.body["method"] == VLLM_PROBE and self.extension_model is not None:
             return 200, {"results": [PROTOCOL]}
-        if seen.body["method"] == VLLM_METHOD and self.extension_model is not None:
+        if seen.body["method"] in (VLLM_METHOD, VLLM_DIGESTS) and self.extension_model is not None:
             return self._run_extension(seen.body)
         if seen.body["method"] != "reload_weights":
             return vllm_error(500, f"'Worker' object has no attribute {seen.body['method']!r}")
@@ -497,8 +507,15 @@ class FakeVLLM(FakeEngine):
 
         assert hasattr(DeltarollWorkerExtension, body["method"])
         from deltaroll.api.weight_change import LiveApplyRequest
+        from deltaroll.engines.extension.ranked_digests import digests_on_rank
         from deltaroll.engines.extension.ranked_patch import patch_on_rank
 
+        if body["method"] == VLLM_DIGESTS:
+            asked = RankDigestRequest.model_validate_json(kwargs["request"])
+            answer = digests_on_rank(
+                self.extension_model, asked, rank=0, reduce_max=None, limit=self._digest_limit
+            )
+            return 200, {"results": [answer.model_dump()]}
         request = LiveApplyRequest.model_validate_json(kwargs["request"])
         result = patch_on_rank(self.extension_model, request, rank=0, reduce_max=None)
         return 200, {"results": [result.model_dump()]}

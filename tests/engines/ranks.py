@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from deltaroll.api.engine_patch import HeldTensor, RankDigestRequest
 from deltaroll.api.weight_change import LiveApplyRequest
 from deltaroll.engines.extension import ranked_patch
 from engines.parallel_standin import LlamaForCausalLM, Parallel, Shape
@@ -67,6 +68,24 @@ def corrupt_a_changed_q_element(model: LlamaForCausalLM, work: Path, par: Parall
     qkv.weight.data.view(torch.int16)[row, col] += 1
 
 
+def _digests(model, work: Path, scenario: str, par: Parallel, rank: int, reduce_max) -> dict:
+    """Hash every checkpoint tensor as the ranks hold it (twice: the second is rate-limited);
+    with "digests-tampered", rank 1's slice of a q_proj element is changed first."""
+    from deltaroll.checkpoint import open_checkpoint
+    from deltaroll.engines.extension.ranked_digests import DutyLimit, digests_on_rank
+
+    if scenario == "digests-tampered" and rank == 1:
+        corrupt_a_changed_q_element(model, work, par)
+    refs = open_checkpoint(work / "base").tensors
+    request = RankDigestRequest(
+        tensors=[HeldTensor(name=n, dtype=r.dtype, shape=list(r.shape)) for n, r in refs.items()]
+    )
+    limit = DutyLimit()
+    first = digests_on_rank(model, request, rank=rank, reduce_max=reduce_max, limit=limit)
+    again = digests_on_rank(model, request, rank=rank, reduce_max=reduce_max, limit=limit)
+    return {"first": first.model_dump(), "again": again.model_dump()}
+
+
 def _rank_main(
     rank: int, world: int, work_text: str, mode: str, scenario: str, request: str
 ) -> None:
@@ -93,6 +112,12 @@ def _rank_main(
 
         def reduce_max(tensor: torch.Tensor) -> None:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+
+        if scenario.startswith("digests"):
+            (work / f"rank{rank}.json").write_text(
+                json.dumps(_digests(model, work, scenario, par, rank, reduce_max))
+            )
+            return
 
         result = ranked_patch.patch_on_rank(
             model, LiveApplyRequest.model_validate_json(request), rank=rank, reduce_max=reduce_max

@@ -5,12 +5,15 @@ the engine forwards none of the routes this path uses."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from deltaroll.api.engine_patch import SGLANG_LOADER, SGLANG_REQUEST_ENV
+from deltaroll.checkpoint import open_checkpoint
+from deltaroll.checkpoint.digests import checkpoint_digests
 from deltaroll.engines import engine_client
 from deltaroll.engines.errors import LayoutChangeError, LivePatchError
 from deltaroll.engines.inference_routes import allowed_routes, forwardable
@@ -19,6 +22,8 @@ from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_reques
 from engines.ranks import SHAPE, bits, loaded, parallel
 
 pytestmark = pytest.mark.slow
+
+VERSION = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +65,27 @@ def test_vllm_patches_every_worker_through_collective_rpc(versions, model, tmp_p
         assert_admin_only(fake, "vllm")
     assert all(torch.equal(bits(model)[n], expected[n]) for n in expected)
     assert result.changed_elements > 0 and result.bytes_applied == 2 * result.changed_elements
+
+
+def test_vllm_served_digests_find_a_changed_element_in_a_worker(versions, model) -> None:
+    expected = checkpoint_digests(open_checkpoint(versions / "base"))
+    names = sorted(expected)
+    with FakeVLLM(served_dir=str(versions / "base"), extension_model=model) as fake:
+        fake.weight_version = VERSION
+        client = engine_client("vllm", fake.url)
+        served = client.served_digests(names)
+        assert served is not None and served.version == VERSION
+        assert served.tensors == expected
+        assert client.served_digests(names) is None  # rate-limited: asked again at once
+        qkv = model.model.layers[0].self_attn.qkv_proj.weight
+        qkv.data.view(torch.int16)[0, 0] += 1  # the served q_proj changes in the worker
+        deadline = time.monotonic() + 10
+        while (served := client.served_digests(names)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert served is not None
+        assert [n for n in names if served.tensors[n] != expected[n]] == [
+            "model.layers.0.self_attn.q_proj.weight"
+        ]
 
 
 def test_vllm_without_the_extension_says_how_to_start_it_before_pausing(versions, tmp_path):

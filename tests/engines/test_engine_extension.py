@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, PatchResult
+from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, PatchResult, RankDigests
+from deltaroll.checkpoint import open_checkpoint
+from deltaroll.checkpoint.digests import checkpoint_digests
 from deltaroll.engines.extension.placement import Placement, narrowed
 from deltaroll.engines.extension.ranked_patch import patch_on_rank
+from deltaroll.engines.rank_answers import agreed_digests
 from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
 from engines.ranks import SHAPE, loaded, parallel, run_ranks
 
@@ -77,6 +80,34 @@ def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
         assert reports[0]["parameters"] == reports[1]["parameters"]
     else:  # the stages hold different layers
         assert reports[0]["parameters"] != reports[1]["parameters"]
+
+
+def hashed_by_ranks(
+    versions: Path, tmp_path: Path, mode: str, scenario: str
+) -> tuple[dict[str, list[RankDigests]], dict[str, str]]:
+    """Each rank's digests (asked twice at once: "first", "again"), and the base's digests."""
+    reports = run_ranks(
+        work_dir(versions, tmp_path), mode, scenario, live_request(versions / "delta")
+    )
+    answers = {k: [RankDigests.model_validate(r[k]) for r in reports] for k in ("first", "again")}
+    return answers, checkpoint_digests(open_checkpoint(versions / "base"))
+
+
+@pytest.mark.parametrize("mode", ["tp", "pp"])
+def test_ranks_hash_each_whole_checkpoint_tensor_from_their_slices(
+    versions: Path, tmp_path: Path, mode: str
+) -> None:
+    answers, expected = hashed_by_ranks(versions, tmp_path, mode, "digests")
+    assert agreed_digests(answers["first"]) == expected
+    # Asked again at once: every rank refuses together, and says when to ask.
+    assert all(a.retry_after_s > 0 and not a.digests for a in answers["again"])
+
+
+def test_a_tampered_shard_on_one_rank_is_found(versions: Path, tmp_path: Path) -> None:
+    answers, expected = hashed_by_ranks(versions, tmp_path, "tp", "digests-tampered")
+    served = agreed_digests(answers["first"])
+    wrong = sorted(n for n in expected if served[n] != expected[n])
+    assert wrong == ["model.layers.0.self_attn.q_proj.weight"]
 
 
 @pytest.mark.parametrize("scenario", ["corrupt", "write-fails"])

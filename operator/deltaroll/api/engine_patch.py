@@ -52,3 +52,42 @@ class PatchResult(BaseModel):
         description="false only when writing failed and restoring the old values failed too: "
         "the rank serves a mix, and the agent must reload a known version",
     )
+
+
+#: The worker-extension method that hashes checkpoint tensors as the ranks hold them now.
+VLLM_DIGESTS: Final = "deltaroll_served_digests"
+
+
+class HeldTensor(BaseModel):
+    """A checkpoint tensor to hash as the ranks hold it: its name, and the dtype and shape the
+    served checkpoint gives it (a rank needs them to place its slice; a wrong one only makes a
+    digest that matches nothing)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=1024)
+    dtype: str = Field(min_length=1, max_length=16)
+    shape: list[int] = Field(max_length=8)
+
+
+class RankDigestRequest(BaseModel):
+    """What the agent asks every rank to hash (a few tensors at a time, in rotation)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensors: list[HeldTensor] = Field(min_length=1, max_length=256)
+
+
+class RankDigests(BaseModel):
+    """One rank's answer: BLAKE3 of each whole checkpoint tensor, gathered from every rank's
+    slice (so every rank answers the same), or ``retry_after_s`` > 0 when rate-limited (nothing
+    hashed), or ``unhashable`` tensors with the reason (MoE experts, quantized parameters)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rank: int = Field(ge=0)
+    digests: dict[str, str] = Field(default_factory=dict)
+    unhashable: dict[str, str] = Field(default_factory=dict)
+    #: Tensors whose replicated elements differ between ranks (what is served is no version).
+    replicas_differ: list[str] = Field(default_factory=list)
+    retry_after_s: float = Field(default=0.0, ge=0)

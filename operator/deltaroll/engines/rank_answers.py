@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deltaroll.api.engine_patch import PatchResult
+from deltaroll.api.engine_patch import PatchResult, RankDigests
 from deltaroll.api.weight_change import LiveApplyResult
 from deltaroll.engines.errors import LayoutChangeError, LivePatchError
 
@@ -62,3 +62,34 @@ def combined(
     if any(a.outcome == "failed" for a in answers) or not kept:
         raise LivePatchError(message, old_weights_kept=kept)
     raise LayoutChangeError(message)
+
+
+#: What a tensor whose ranks hold differing copies reports: the digest of no version.
+REPLICAS_DIFFER = "0" * 64
+
+
+def parse_digests(raw: Any) -> list[RankDigests]:
+    """Each rank's :class:`RankDigests` from a JSON list; LivePatchError for anything else."""
+    if not isinstance(raw, list) or not raw:
+        raise LivePatchError(f"the engine's ranks answered {str(raw)[:200]!r}, not digests each")
+    try:
+        return [RankDigests.model_validate(item) for item in raw]
+    except ValidationError as exc:
+        raise LivePatchError(
+            f"a rank's answer is not Deltaroll digests ({exc.error_count()} problems): is the "
+            "engine's Deltaroll extension the agent's version?"
+        ) from exc
+
+
+def agreed_digests(answers: Sequence[RankDigests]) -> dict[str, str]:
+    """The digests every rank reports (they hash the same gathered bytes); a tensor whose
+    replicas differ gets :data:`REPLICAS_DIFFER`. LivePatchError when a tensor cannot be
+    hashed, or when the ranks disagree."""
+    for answer in answers:
+        for name, reason in answer.unhashable.items():
+            raise LivePatchError(f"rank {answer.rank} cannot hash {name}: {reason}")
+    first = answers[0]
+    if any(a.digests != first.digests for a in answers[1:]):
+        raise LivePatchError("the engine's ranks hashed the same tensors to different digests")
+    differ = {n: REPLICAS_DIFFER for a in answers for n in a.replicas_differ}
+    return {**first.digests, **differ}

@@ -56,6 +56,13 @@ worker reads the delta from the shared volume and scatters its slice::
     POST /reset_prefix_cache?reset_running_requests=true
     POST /resume                                          always
 
+The agent's check of what is served asks the same workers, without a pause (the engine core runs
+it between two steps; the extension keeps it to 10 % of the time)::
+
+    POST /collective_rpc {"method": "deltaroll_served_digests",
+                          "kwargs": {"request": "<RankDigestRequest as JSON>"}}
+    200  {"results": [<RankDigests of rank 0>, ...]}      (every rank: the same digests)
+
 The engine core runs a ``collective_rpc`` between two steps, so reading and checking the delta
 (``prepare_s``) is inside the pause along with the scatter (``write_s``). A rank that cannot
 apply the delta leaves every rank's weights as they were, and the agent reloads from disk as
@@ -74,15 +81,23 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
-from deltaroll.api.engine_patch import PROTOCOL, VLLM_METHOD, VLLM_PROBE
+from deltaroll.api.engine_patch import (
+    PROTOCOL,
+    VLLM_DIGESTS,
+    VLLM_METHOD,
+    VLLM_PROBE,
+    HeldTensor,
+    RankDigestRequest,
+)
 from deltaroll.api.weight_change import LiveApplyRequest, LiveApplyResult, ServedDigests
 from deltaroll.engines.errors import (
     EngineReloadError,
     EngineUnreachableError,
     LivePatchError,
 )
-from deltaroll.engines.rank_answers import combined, parse_answers
+from deltaroll.engines.rank_answers import agreed_digests, combined, parse_answers, parse_digests
 from deltaroll.engines.transport import HEALTH_TIMEOUT_S, EngineHttp, HttpReply
 
 log = structlog.get_logger(__name__)
@@ -178,9 +193,47 @@ class VLLMEngineClient:
             )
 
     def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
-        """vLLM's workers hold slices of fused tensors; hashing the checkpoint's tensors would
-        gather whole tensors across ranks, which the extension does not offer (None)."""
-        return None
+        """Digests of ``tensors`` (all: None) as the workers hold them, each gathered from
+        every rank's slice by the extension; None when the workers ask to be asked later.
+
+        The dtype and shape a rank needs to place a tensor come from the headers of the
+        checkpoint vLLM serves (``/v1/models`` ``root``, on the shared volume). A tensor whose
+        replicas differ gets :data:`REPLICAS_DIFFER`, which no version's digest is; one the
+        workers cannot hash (MoE experts, quantized) makes the whole check an error."""
+        from deltaroll.checkpoint import open_checkpoint
+
+        root = self._served_directory()
+        if root is None:
+            raise EngineReloadError(self.endpoint, "-", "vLLM names no served directory", 0)
+        refs = open_checkpoint(Path(root)).tensors
+        names = sorted(refs) if tensors is None else tensors
+        unknown = [n for n in names if n not in refs]
+        if unknown:
+            raise LivePatchError(f"the checkpoint vLLM serves has no tensor {unknown[0]!r}")
+        request = RankDigestRequest(
+            tensors=[
+                HeldTensor(name=n, dtype=refs[n].dtype, shape=list(refs[n].shape)) for n in names
+            ]
+        )
+        reply = self._http.post(
+            "/collective_rpc",
+            {"method": VLLM_DIGESTS, "kwargs": {"request": request.model_dump_json()}},
+        )
+        if not (reply.ok and isinstance(reply.body, dict)):
+            raise LivePatchError(
+                f"vLLM at {self.endpoint} did not hash its tensors (HTTP {reply.status}): "
+                f"{reply.message()}"
+            )
+        answers = parse_digests(reply.body.get("results"))
+        if any(a.retry_after_s > 0 for a in answers):
+            return None
+        version = self.loaded_version()
+        try:
+            return ServedDigests(version=version or "", tensors=agreed_digests(answers))
+        except ValidationError as exc:
+            raise LivePatchError(
+                f"vLLM at {self.endpoint} serves weight version {version!r}, not one Deltaroll set"
+            ) from exc
 
     def _post_without_raising(self, path: str, failure: str) -> None:
         """POST ``path``, logging a failure instead of raising it, so it cannot hide why a

@@ -44,10 +44,14 @@ if TYPE_CHECKING:
 #: ``all_reduce(MAX)`` of an int64 tensor over every rank, in place; None in a single process.
 ReduceMax = Callable[["torch.Tensor"], None]
 
-_OK, _FALLBACK, _FAILED = 0, 1, 2
+_OK, FALLBACK, _FAILED = 0, 1, 2
 _NOT_HELD = -1  # bits are unsigned and at most 32 bits wide here, so -1 is never a value
 _NONE_HELD = -(2**62)
 _WIDTHS = {1: "int8", 2: "int16", 4: "int32"}
+
+
+class ReplicasDifferError(LivePatchError):
+    """Ranks that should hold the same copy of some elements hold different values."""
 
 
 class ShardedTensor:
@@ -94,7 +98,7 @@ class ShardedTensor:
         if (high == _NOT_HELD).any():
             raise LivePatchError(f"the ranks of the engine hold only part of tensor {self.name}")
         if (high != low).any():
-            raise LivePatchError(f"the ranks' copies of tensor {self.name} differ: reload")
+            raise ReplicasDifferError(f"the ranks' copies of tensor {self.name} differ: reload")
         return high.astype(self._unsigned)
 
     def stage(self, positions: np.ndarray | None, bits: np.ndarray) -> None:
@@ -148,7 +152,7 @@ class ShardedTensor:
 
 
 def _raise_for(status: int, reason: str) -> None:
-    if status == _FALLBACK:
+    if status == FALLBACK:
         raise LayoutChangeError(reason or "another rank cannot patch this delta in memory")
     if status == _FAILED:
         raise LivePatchError(reason or "another rank failed to read its weights")
@@ -169,10 +173,10 @@ def patch_on_rank(
     try:
         sides = _sides(request)
     except LayoutChangeError as exc:
-        status, reason = _FALLBACK, str(exc)
+        status, reason = FALLBACK, str(exc)
     except Exception as exc:  # noqa: BLE001 - it must reach the vote
         status, reason = _FAILED, f"{type(exc).__name__}: {exc}"
-    status = _vote(status, reduce_max)
+    status = vote(status, reduce_max)
     patch: LivePatch | None = None
     if status == _OK:
         layout = ModelLayout(model)
@@ -184,16 +188,16 @@ def patch_on_rank(
                     raise NotPlaceable(f"{name} has 64-bit elements, which are not exchanged")
                 region = layout.region(name, side.dtype, tuple(side.shape))
             except NotPlaceable as exc:
-                problem = (_FALLBACK, str(exc))
+                problem = (FALLBACK, str(exc))
             return ShardedTensor(name, side, region, problem, reduce_max)
 
         try:
             patch = prepare_patch(Path(request.delta_path), resolve, reverse=request.reverse)
         except LayoutChangeError as exc:
-            status, reason = _FALLBACK, str(exc)
+            status, reason = FALLBACK, str(exc)
         except Exception as exc:  # noqa: BLE001 - it must reach the vote
             status, reason = _FAILED, str(exc)
-        status = _vote(status, reduce_max)
+        status = vote(status, reduce_max)
     kept, write_s = True, 0.0
     if status == _OK and patch is not None:
         status, reason, kept, write_s = _commit(patch, reduce_max)
@@ -202,7 +206,7 @@ def patch_on_rank(
     applied = status == _OK and patch is not None
     return PatchResult(
         rank=rank,
-        outcome="applied" if applied else ("fallback" if status == _FALLBACK else "failed"),
+        outcome="applied" if applied else ("fallback" if status == FALLBACK else "failed"),
         reason=reason,
         bytes_applied=_bytes_written(patch) if applied else 0,
         changed_elements=patch.changed_elements if applied and patch else 0,
@@ -240,7 +244,7 @@ def _commit(patch: LivePatch, reduce_max: ReduceMax | None) -> tuple[int, str, b
     except LivePatchError as exc:
         status, reason, kept = _FAILED, str(exc), exc.old_weights_kept
     write_s = time.perf_counter() - started
-    status = _vote(status, reduce_max)
+    status = vote(status, reduce_max)
     if status != _OK and written:
         try:
             patch.undo()
@@ -258,7 +262,7 @@ def _bytes_written(patch: LivePatch | None) -> int:
     )
 
 
-def _vote(status: int, reduce_max: ReduceMax | None) -> int:
+def vote(status: int, reduce_max: ReduceMax | None) -> int:
     """The worst status of any rank."""
     if reduce_max is None:
         return status

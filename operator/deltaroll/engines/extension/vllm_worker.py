@@ -5,17 +5,19 @@ with ``VLLM_SERVER_DEV_MODE=1``, which passes only strings as ``kwargs``) mixes 
 every ``Worker``; ``self.model_runner.get_model()`` is the rank's model (unwrapped from a CUDA
 graph wrapper, where there is one) and ``get_world_group()``
 spans every tensor- and pipeline-parallel rank, whose ``cpu_group`` (gloo) carries the
-exchange of changed values. Each worker returns its :class:`PatchResult` as a dict, which the
-route puts in ``{"results": [...]}``.
+exchange of changed values. Each worker returns its :class:`PatchResult` (or, asked for the
+digests of what it serves, its :class:`RankDigests`) as a dict, which the route puts in
+``{"results": [...]}``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from deltaroll.api.engine_patch import PROTOCOL
+from deltaroll.api.engine_patch import PROTOCOL, RankDigestRequest
 from deltaroll.api.weight_change import LiveApplyRequest
-from deltaroll.engines.extension.ranked_patch import patch_on_rank
+from deltaroll.engines.extension.ranked_digests import DutyLimit, digests_on_rank
+from deltaroll.engines.extension.ranked_patch import ReduceMax, patch_on_rank
 
 
 class DeltarollWorkerExtension:
@@ -30,16 +32,37 @@ class DeltarollWorkerExtension:
 
     def deltaroll_patch_in_memory(self, request: str) -> dict[str, Any]:
         """Apply the delta ``request`` (a :class:`LiveApplyRequest` as JSON) on this rank."""
-        import torch.distributed as dist
-        from vllm.distributed import get_world_group
-
-        group = get_world_group()
-
-        def reduce_max(tensor: Any) -> None:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group.cpu_group)
-
         parsed = LiveApplyRequest.model_validate_json(request)
+        rank, reduce_max = _world()
+        return patch_on_rank(self._model(), parsed, rank=rank, reduce_max=reduce_max).model_dump()
+
+    def deltaroll_served_digests(self, request: str) -> dict[str, Any]:
+        """Digests of the checkpoint tensors ``request`` (a :class:`RankDigestRequest` as JSON)
+        names, gathered from every rank's slice; rate-limited (see :mod:`.ranked_digests`)."""
+        parsed = RankDigestRequest.model_validate_json(request)
+        limit = getattr(self, "_deltaroll_digest_limit", None)
+        if limit is None:
+            limit = self._deltaroll_digest_limit = DutyLimit()
+        rank, reduce_max = _world()
+        answer = digests_on_rank(
+            self._model(), parsed, rank=rank, reduce_max=reduce_max, limit=limit
+        )
+        return answer.model_dump()
+
+    def _model(self) -> Any:
         runner = self.model_runner
-        model = runner.get_model() if hasattr(runner, "get_model") else runner.model
-        world = reduce_max if group.world_size > 1 else None
-        return patch_on_rank(model, parsed, rank=group.rank, reduce_max=world).model_dump()
+        return runner.get_model() if hasattr(runner, "get_model") else runner.model
+
+
+def _world() -> tuple[int, ReduceMax | None]:
+    """This worker's rank in vLLM's world group, and a MAX reduction over the group's gloo side
+    (None alone)."""
+    import torch.distributed as dist
+    from vllm.distributed import get_world_group
+
+    group = get_world_group()
+
+    def reduce_max(tensor: Any) -> None:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group.cpu_group)
+
+    return group.rank, reduce_max if group.world_size > 1 else None

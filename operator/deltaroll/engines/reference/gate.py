@@ -3,8 +3,10 @@
 A patch writes into the tensors requests compute with, so no request may run while it writes:
 closing the gate holds new requests at the door, waits until the requests in flight have
 finished (the drain), and the change runs with the engine idle; reopening admits the held
-requests, which then see only the new weights. The pause is measured where requests feel it:
-from the first request held to the moment the held requests are admitted again.
+requests, which then see only the new weights. The pause is what the change costs requests: from
+the later of the first request held and the end of the drain, to the moment the held requests are
+admitted again. The drain is reported on its own: it lasts as long as the longest request in
+flight (longer on a larger model, whatever changed), and the engine is busy serving meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class DrainTimeoutError(Exception):
 
 @dataclass
 class HoldTiming:
-    """What one closing of the gate cost (seconds; ``pause_s`` is 0 when no request waited)."""
+    """What one closing of the gate cost (seconds; ``pause_s`` is 0 when no request waited;
+    ``held_s`` is the longest any held request could have waited: drain and change)."""
 
     drain_s: float = 0.0
     held_s: float = 0.0
@@ -66,10 +69,11 @@ class RequestGate:
         with self._cond:
             self._closed, self._first_held, self._held = True, None, 0
             started = time.perf_counter()
-            drained = self._cond.wait_for(lambda: self._in_flight == 0, timeout=drain_timeout_s)
-            timing.drain_s = time.perf_counter() - started
-            if not drained:
-                self._reopen(timing, started)
+            idle = self._cond.wait_for(lambda: self._in_flight == 0, timeout=drain_timeout_s)
+            drained = time.perf_counter()
+            timing.drain_s = drained - started
+            if not idle:
+                self._reopen(timing, started, drained)
                 raise DrainTimeoutError(
                     f"requests in flight did not finish within {drain_timeout_s:g} s"
                 )
@@ -77,12 +81,13 @@ class RequestGate:
             yield timing
         finally:
             with self._cond:
-                self._reopen(timing, started)
+                self._reopen(timing, started, drained)
 
-    def _reopen(self, timing: HoldTiming, started: float) -> None:
+    def _reopen(self, timing: HoldTiming, started: float, drained: float) -> None:
         reopened = time.perf_counter()
         timing.held_s = reopened - started
-        timing.pause_s = reopened - self._first_held if self._first_held is not None else 0.0
+        if self._first_held is not None:
+            timing.pause_s = reopened - max(self._first_held, drained)
         timing.held_requests = self._held
         self._closed = False
         self._cond.notify_all()

@@ -2,7 +2,8 @@
 model while the request gate holds new requests and the ones in flight have drained.
 
 The delta is read and checked against the live values (:func:`prepare_patch`) while requests
-are still served; only the writes happen behind the closed gate. The model keeps its identity:
+are still served, on a thread of low CPU priority so that they keep their cores (see
+:mod:`.low_priority`); only the writes happen behind the closed gate. The model keeps its identity:
 the changed tensors' digests come from the delta's to-side (whose change digests were checked
 against the live values), and the new version id is recomputed from them and must be the one
 the agent asked for before anything is written. Any failure leaves the old weights served (the
@@ -21,6 +22,7 @@ from deltaroll.engines.errors import LivePatchError, LiveWeightsMismatchError
 from deltaroll.engines.live_patch import LivePatch, prepare_patch
 from deltaroll.engines.reference.gate import DrainTimeoutError, RequestGate
 from deltaroll.engines.reference.loading import LoadedModel
+from deltaroll.engines.reference.low_priority import run_at_low_priority
 from deltaroll.engines.weights_identity import version_id
 
 #: How long a change waits for the requests in flight before it gives up (then: a reload).
@@ -60,7 +62,7 @@ def apply_live(
     if not path.is_absolute():
         raise LivePatchError(f"delta_path {request.delta_path!r} must be an absolute path")
     held = loaded.model.state_dict()
-    patch = prepare_patch(path, held.get, reverse=request.reverse)
+    patch = run_at_low_priority(lambda: prepare_patch(path, held.get, reverse=request.reverse))
     if (patch.from_version, patch.to_version) != (request.from_version, request.to_version):
         raise LivePatchError(
             f"the delta in {path} leads from {patch.from_version} to {patch.to_version}, not "

@@ -55,6 +55,7 @@ from deltaroll.engines.errors import (
     LivePatchError,
     ModelLoadError,
 )
+from deltaroll.engines.live_patch import warm_live_patch
 from deltaroll.engines.reference.gate import RequestGate
 from deltaroll.engines.reference.inference import complete, mean_token_loss
 from deltaroll.engines.reference.live_apply import apply_live
@@ -370,6 +371,7 @@ def serve(model_path: Path, *, host: str, port: int, admin_port: int, device: st
     import signal
 
     loaded = load_model(model_path, device=device)
+    warm_live_patch()  # before serving: the first change would load it beside requests
     engine = ReferenceEngine(loaded, device=device)
     servers = [make_server(engine, host, port), make_admin_server(engine, admin_port)]
     for server, role in zip(servers, ("inference", "admin"), strict=True):
