@@ -326,8 +326,10 @@ def test_a_peer_serving_wrong_bytes_poisons_nothing(
                               seeders=1, wait_s=0.5)  # fmt: skip
         with fetched_objects(pod.store, MODEL, v2_steps(published, pod.store), peers=fetcher) as m:
             assert m.peer_bytes == 0 and m.bucket_bytes == sum(r.size for r in refs)
-    assert evil.served == len(refs)  # asked once each, then distrusted
-    assert pod.metrics.peer_rejected._value.get() == len(refs)
+    # Distrusted after its first wrong object: objects already asked of it at that moment were
+    # asked once each, the rest never.
+    assert 1 <= evil.served <= len(refs)
+    assert pod.metrics.peer_rejected._value.get() == evil.served
     assert_all_verified(pod.store, refs)
     assert not list(pod.store.cache.partial.iterdir())  # nothing of the peer's bytes left
 
