@@ -18,13 +18,11 @@ from typing import Any, Final
 
 import structlog
 
+from deltaroll.api.agent_access import NODE_NAME_EXTRA, POD_NAME_EXTRA, POD_UID_EXTRA
 from deltaroll.api.node_cache import AUDIENCE
 
 log = structlog.get_logger(__name__)
 
-POD_NAME: Final = "authentication.kubernetes.io/pod-name"
-POD_UID: Final = "authentication.kubernetes.io/pod-uid"
-NODE_NAME: Final = "authentication.kubernetes.io/node-name"
 SERVICE_ACCOUNT_PREFIX: Final = "system:serviceaccount:"
 REMEMBER_S: Final = 30.0
 MAX_REMEMBERED: Final = 4096
@@ -84,13 +82,13 @@ class TokenAuthenticator:
         user = status.user
         extra = (user.extra or {}) if user else {}
         username = (user.username or "") if user else ""
-        if not username.startswith(SERVICE_ACCOUNT_PREFIX) or not extra.get(POD_UID):
+        if not username.startswith(SERVICE_ACCOUNT_PREFIX) or not extra.get(POD_UID_EXTRA):
             return "the token is not a pod-bound ServiceAccount token"
-        node = (extra.get(NODE_NAME) or [""])[0]
+        node = (extra.get(NODE_NAME_EXTRA) or [""])[0]
         if node != self.node_name:
             return f"the token's pod runs on node {node or '(unknown)'}, not {self.node_name}"
         namespace = username[len(SERVICE_ACCOUNT_PREFIX) :].split(":", 1)[0]
-        return Requester(namespace, (extra.get(POD_NAME) or [""])[0], extra[POD_UID][0])
+        return Requester(namespace, (extra.get(POD_NAME_EXTRA) or [""])[0], extra[POD_UID_EXTRA][0])
 
 
 def token_review_call(service_account_dir: Any) -> ReviewCall:

@@ -26,6 +26,8 @@ AGENT_ANNOTATIONS: Final = (POD_CURRENT_VERSION, POD_AGENT_STATE, POD_PEER_PORT,
 """The annotations the agent writes on its own pod (``deltaroll.agent.report``)."""
 POD_NAME_EXTRA: Final = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA: Final = "authentication.kubernetes.io/pod-uid"
+NODE_NAME_EXTRA: Final = "authentication.kubernetes.io/node-name"
+"""What kube-apiserver puts into a pod-bound token's user extra (also answered by TokenReview)."""
 
 AGENT_ROLE_RULES: Final = (
     # get: waiting for Ready to follow the readiness gate; patch: its annotations; list: the
