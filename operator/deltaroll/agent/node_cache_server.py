@@ -184,7 +184,7 @@ class NodeCache:
         try:
             with open(staged, "xb") as handle:
                 async for block in request.content.iter_chunked(_BLOCK):
-                    handle.write(block)
+                    await asyncio.to_thread(handle.write, block)  # a slow disk holds no GET
             actual = await asyncio.to_thread(cache.commit, digest, staged)
         finally:
             staged.unlink(missing_ok=True)
@@ -262,7 +262,8 @@ class NodeCache:
         """Send the cached object if the file is the object (hashed before the first byte)."""
         handle = await asyncio.to_thread(_open_checked, cache, digest, size)
         if handle is None:
-            self.budget.forget(cache.path(digest))
+            if not cache.path(digest).exists():  # removed as wrong, or never there
+                self.budget.forget(cache.path(digest))
             return None
         self.budget.used(cache.path(digest))
         try:
@@ -299,14 +300,16 @@ def _open_checked(cache: ObjectCache, digest: str, size: int) -> BufferedReader 
     wrong (a wrong one is removed, as the cache removes any file that fails its check)."""
     path = cache.path(digest)
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - handed to the caller
-    except FileNotFoundError:
+        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+    except (FileNotFoundError, OSError):
         return None
-    info = os.fstat(handle.fileno())
+    if os.fstat(handle.fileno()).st_size != size:  # the request's size is wrong, or the file
+        handle.close()
+        return None
     hasher = hashlib.sha256()
     while block := handle.read(_BLOCK):
         hasher.update(block)
-    if info.st_size == size and hasher.hexdigest() == digest:
+    if hasher.hexdigest() == digest:
         handle.seek(0)
         return handle
     handle.close()

@@ -70,18 +70,15 @@ class PeerFetcher:
         """Bring what peers serve of ``refs`` into ``cache`` (the caller holds them there);
         (bytes received, the objects left to the bucket)."""
         left: list[ObjectRef] = []
-        received = 0
 
         def one(ref: ObjectRef) -> None:
-            nonlocal received
-            if self._fetch_one(ref, cache, should_stop):
-                received += ref.size
-            else:
+            if not self._fetch_one(ref, cache, should_stop):
                 left.append(ref)
 
         self._distrusted = set()
         run_all(one, refs, workers=PEER_WORKERS)
-        return received, left
+        unserved = {ref.digest for ref in left}
+        return sum(ref.size for ref in refs if ref.digest not in unserved), left
 
     def _fetch_one(
         self, ref: ObjectRef, cache: ObjectCache, should_stop: Callable[[], bool] | None

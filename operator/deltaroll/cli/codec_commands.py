@@ -135,7 +135,7 @@ def apply(
     with progress_bar("apply", total) as on_bytes:
         summary = apply_delta(
             base, delta, out_dir=out, in_place=in_place, reverse=reverse, on_bytes=on_bytes,
-            aux_policy=policy,
+            aux_policy=policy, manifest=manifest,
         )  # fmt: skip
     human = f"{summary.output} is {summary.to_version}" + (
         "" if summary.changed else " already; nothing changed"

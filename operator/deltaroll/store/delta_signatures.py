@@ -16,6 +16,7 @@ from typing import Final
 
 from deltaroll.checkpoint.digests import check_version_ids, side_digest
 from deltaroll.checkpoint.manifest import DeltaManifest
+from deltaroll.checkpoint.staging import write_file_atomically
 from deltaroll.checkpoint.transform import Side
 from deltaroll.store.errors import InvalidManifestError, SignatureError
 from deltaroll.store.manifests import SignatureRecord, VersionStatement, dump, load
@@ -36,7 +37,7 @@ def sign_delta(delta_dir: Path, manifest: DeltaManifest, key: SigningKey) -> Ver
     )
     folder = Path(delta_dir) / SIGNATURES_DIR
     folder.mkdir(exist_ok=True)
-    (folder / f"{key.public.key_id}.json").write_bytes(dump(seal(statement, key)))
+    write_file_atomically(folder / f"{key.public.key_id}.json", dump(seal(statement, key)))
     return statement
 
 

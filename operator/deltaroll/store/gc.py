@@ -111,12 +111,11 @@ def _collect(
     cutoff = now() - grace
     staging = review_staging(catalog, model, set(graph.versions), cutoff, live_jobs)
     referenced |= staging.referenced
-    surviving = keep_versions & set(graph.versions)
-    signed_prefix = keys.model_prefix(model) + "signatures/"
+    signed_prefix = keys.all_signatures_prefix(model)
     doomed_signatures = [
         info.key
         for info in catalog.list_keys(signed_prefix)
-        if info.key[len(signed_prefix) :].split("/", 1)[0] not in surviving
+        if info.key[len(signed_prefix) :].split("/", 1)[0] not in keep_versions
     ]
     prefix = keys.objects_prefix(model)
     listed = catalog.list_keys(prefix)

@@ -45,8 +45,12 @@ def signature_key(model: str, version: str, key_id: str) -> str:
     return f"{signatures_prefix(model, version)}{validate_digest(key_id)}.json"
 
 
+def all_signatures_prefix(model: str) -> str:
+    return f"{model_prefix(model)}signatures/"
+
+
 def signatures_prefix(model: str, version: str) -> str:
-    return f"{model_prefix(model)}signatures/{validate_name(version, what='version')}/"
+    return f"{all_signatures_prefix(model)}{validate_name(version, what='version')}/"
 
 
 def versions_prefix(model: str) -> str:
