@@ -142,3 +142,20 @@ def test_what_a_tenant_reads_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> Non
         assert "abc123" not in shown and "AKIA" not in shown
         assert "169.254" not in shown
         assert "user:pw" not in shown
+
+
+def test_a_file_store_cannot_leave_its_allowed_prefix_through_a_link(tmp_path: Any) -> None:
+    """The prefix is checked on the path the store will open, not on the text (``..`` is
+    refused by the API types already)."""
+    (tmp_path / "team-a").mkdir()
+    (tmp_path / "team-b").mkdir()
+    (tmp_path / "team-a" / "link").symlink_to(tmp_path / "team-b")
+    store = f"file://{tmp_path}/team-a/link/m"
+    policy = Policy.model_validate(
+        {"default": {"storePrefixes": [f"file://{tmp_path}/team-a/"]}}
+    ).for_namespace("team-a")
+    refused = modeldelta_refusals(delta("team-a", store), policy, default_image="x")
+    assert refused and refused[0].startswith(f"spec.store.uri {store} is not allowed")
+    inside = delta("team-a", f"file://{tmp_path}/team-a/m")
+    kept = modeldelta_refusals(inside, policy, default_image="x")
+    assert not [r for r in kept if r.startswith("spec.store.uri")]

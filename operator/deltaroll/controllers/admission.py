@@ -9,6 +9,8 @@ use.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from deltaroll.api import ModelDelta, ModelDeployment
 from deltaroll.api.common import PodTemplateKnobs
@@ -58,13 +60,18 @@ def http_target_refusal(url: str, policy: NamespacePolicy) -> str | None:
     return f"HTTP analysis target {url} is not allowed" + _instead(policy.http_targets)
 
 
-def image_of(knobs: PodTemplateKnobs, policy: JobPolicy, default_image: str) -> str:
-    """The image a Job runs: the resource's, else the policy's default, else the operator's."""
-    return knobs.image or policy.image or default_image
+def _opened(uri: str) -> str:
+    """``uri`` as the path a ``file://`` store will open (links resolved: a link under an allowed
+    prefix may point anywhere); other schemes as written (the API types refuse ``..``)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file" or not parts.path.startswith("/"):
+        return uri
+    slash = "/" if parts.path.endswith("/") else ""
+    return f"file://{Path(parts.path).resolve()}{slash}"
 
 
 def _uri(field: str, uri: str, policy: NamespacePolicy) -> list[str]:
-    if allowed(uri, policy.store_prefixes):
+    if allowed(_opened(uri), policy.store_prefixes):
         return []
     return [f"{field} {uri} is not allowed" + _instead(policy.store_prefixes)]
 

@@ -53,6 +53,7 @@ from deltaroll.api.modeldeployment import (
     PromotedVersion,
 )
 from deltaroll.api.public_keys import verify_keys_value
+from deltaroll.controllers.admission import REASON as POLICY_DENIED
 from deltaroll.controllers.analysis.runs import next_due, seconds, start_run, taken
 from deltaroll.controllers.modeldeployment.overlap import (
     SELECTOR_OVERLAP,
@@ -70,7 +71,6 @@ from deltaroll.controllers.modeldeployment.pods import (
 MAX_HISTORY = 20
 MAX_RESULTS = 32
 INVALID_SPEC = "InvalidSpec"
-POLICY_DENIED = "PolicyDenied"
 RECHECK_STORE_S = 10
 """How often the store is asked again about a version only it can speak for: one no ModelDelta
 publishes, or one not signed yet (the store sends no events)."""
