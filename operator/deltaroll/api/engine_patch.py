@@ -11,7 +11,8 @@ request. Paths are inside the shared volume, as both containers mount it.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from pathlib import Path
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +68,7 @@ class HeldTensor(BaseModel):
 
     name: str = Field(min_length=1, max_length=1024)
     dtype: str = Field(min_length=1, max_length=16)
-    shape: list[int] = Field(max_length=8)
+    shape: list[Annotated[int, Field(ge=1)]] = Field(max_length=8)
 
 
 class RankDigestRequest(BaseModel):
@@ -91,3 +92,8 @@ class RankDigests(BaseModel):
     #: Tensors whose replicated elements differ between ranks (what is served is no version).
     replicas_differ: list[str] = Field(default_factory=list)
     retry_after_s: float = Field(default=0.0, ge=0)
+
+
+def rank_answer_path(request_path: Path, rank: int) -> Path:
+    """Where rank ``rank`` of an SGLang engine answers the request in ``request_path``."""
+    return request_path.with_name(f"{request_path.name}.rank{rank}.json")

@@ -22,6 +22,8 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from deltaroll.redact import scrub
+
 #: How a version got into the engine's memory.
 ChangeMethod = Literal["in-memory", "disk-reload"]
 IN_MEMORY: Final = "in-memory"
@@ -114,6 +116,7 @@ def parse_weight_change(value: str | None) -> WeightChange | None:
 
 
 def short_reason(message: str) -> str:
-    """One line of ``message`` that fits :data:`MAX_REASON_CHARS`."""
-    line = " ".join(message.split())
+    """One scrubbed line of ``message`` that fits :data:`MAX_REASON_CHARS` (an engine's message
+    goes onto a pod annotation whoever reads the pod sees)."""
+    line = " ".join(scrub(message).split())
     return line if len(line) <= MAX_REASON_CHARS else line[: MAX_REASON_CHARS - 3] + "..."

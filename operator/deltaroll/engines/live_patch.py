@@ -116,7 +116,10 @@ class FlatTensor:
 
     def read_bits(self, positions: np.ndarray | None) -> np.ndarray:
         index = self._positions(positions)
-        values = self._bits.clone() if index is None else self._bits[index]
+        if index is not None:
+            values = self._bits[index]
+        else:  # .cpu() of a device tensor is a copy already; a CPU tensor needs one (undo)
+            values = self._bits.clone() if self._bits.device.type == "cpu" else self._bits
         return values.cpu().numpy().view(self._unsigned)
 
     def stage(self, positions: np.ndarray | None, bits: np.ndarray) -> None:

@@ -45,8 +45,14 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from deltaroll.api.engine_patch import SGLANG_LOADER, SGLANG_REQUEST_ENV, PatchResult
+from deltaroll.api.engine_patch import (
+    SGLANG_LOADER,
+    SGLANG_REQUEST_ENV,
+    PatchResult,
+    rank_answer_path,
+)
 from deltaroll.api.weight_change import LiveApplyRequest, LiveApplyResult, ServedDigests
+from deltaroll.checkpoint.staging import write_file_atomically
 from deltaroll.engines.errors import EngineReloadError, LivePatchError
 from deltaroll.engines.rank_answers import combined, parse_answers
 from deltaroll.engines.transport import HEALTH_TIMEOUT_S, EngineHttp
@@ -97,14 +103,10 @@ class SGLangEngineClient:
             reverse=reverse,
         )
         tp_size, ranks = self._parallel_sizes()
-        answer_files = [
-            request_file.with_name(f"{request_file.name}.rank{r}.json") for r in range(ranks)
-        ]
+        answer_files = [rank_answer_path(request_file, r) for r in range(ranks)]
         for stale in answer_files:
             stale.unlink(missing_ok=True)
-        partial = request_file.with_name(request_file.name + ".partial")
-        partial.write_text(request.model_dump_json())
-        partial.replace(request_file)
+        write_file_atomically(request_file, request.model_dump_json().encode(), durable=False)
         started = time.perf_counter()
         reply = self._http.post(
             "/update_weights_from_tensor",

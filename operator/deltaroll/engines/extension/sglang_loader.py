@@ -18,14 +18,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from deltaroll.api.engine_patch import SGLANG_REQUEST_ENV, PatchResult
+from deltaroll.api.engine_patch import SGLANG_REQUEST_ENV, PatchResult, rank_answer_path
 from deltaroll.api.weight_change import LiveApplyRequest
+from deltaroll.checkpoint.staging import write_file_atomically
 from deltaroll.engines.extension.ranked_patch import ReduceMax, patch_on_rank
-
-
-def result_path(request_path: Path, rank: int) -> Path:
-    """Where rank ``rank`` answers the request in ``request_path``."""
-    return request_path.with_name(f"{request_path.name}.rank{rank}.json")
 
 
 def patch_in_memory_on(
@@ -38,10 +34,9 @@ def patch_in_memory_on(
         result = PatchResult(rank=rank, outcome="failed", reason=f"{request_path}: {exc}")
     else:
         result = patch_on_rank(model, request, rank=rank, reduce_max=reduce_max)
-    answer = result_path(request_path, rank)
-    partial = answer.with_name(answer.name + ".partial")
-    partial.write_text(result.model_dump_json())
-    partial.replace(answer)
+    write_file_atomically(
+        rank_answer_path(request_path, rank), result.model_dump_json().encode(), durable=False
+    )
     return result
 
 
