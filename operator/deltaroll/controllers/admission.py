@@ -66,12 +66,14 @@ def _opened(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.scheme != "file" or not parts.path.startswith("/"):
         return uri
-    slash = "/" if parts.path.endswith("/") else ""
-    return f"file://{Path(parts.path).resolve()}{slash}"
+    resolved = str(Path(parts.path).resolve())
+    if parts.path.endswith("/") and not resolved.endswith("/"):
+        resolved += "/"
+    return f"file://{resolved}"
 
 
 def _uri(field: str, uri: str, policy: NamespacePolicy) -> list[str]:
-    if allowed(_opened(uri), policy.store_prefixes):
+    if allowed(_opened(uri), [_opened(prefix) for prefix in policy.store_prefixes]):
         return []
     return [f"{field} {uri} is not allowed" + _instead(policy.store_prefixes)]
 
