@@ -4,6 +4,7 @@ and no admin route however it spells one; the agent still reloads the engine ove
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 from collections.abc import Iterator
@@ -11,17 +12,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from deltaroll.engines import EngineReloadError, engine_client
 from deltaroll.engines.errors import EngineConfigError
 from deltaroll.engines.inference_routes import (
     ADMIN_PATHS,
     INFERENCE_ROUTES,
+    OPENAI_ROUTES,
     allowed_routes,
     forwardable,
     parse_route,
 )
+from deltaroll.engines.proxy import build_app
 from engines.fake_engines import FakeEngine, FakeSGLang, FakeVLLM, checkpoint_dir
 from engines.processes import RunningProxy, start_proxy
 from fixtures.cli import run_deltaroll
@@ -219,3 +225,52 @@ def test_only_exact_inference_targets_are_forwardable() -> None:
     with pytest.raises(EngineConfigError):
         parse_route("POST /update_weights_from_disk")
     assert parse_route("GET /metrics") == ("GET", "/metrics")
+
+
+def test_the_engine_gets_at_most_the_bound_and_a_request_beyond_it_is_told_to_retry() -> None:
+    """A flood of slow requests holds at most ``max_engine_connections`` engine connections;
+    one that waits past the queue timeout gets 503 with Retry-After, and once the engine answers,
+    the next request passes again."""
+    asyncio.run(_flood_a_slow_engine())
+
+
+async def _flood_a_slow_engine() -> None:
+    release = asyncio.Event()
+    open_now, most_open = 0, 0
+
+    async def slow_completion(request: web.Request) -> web.Response:
+        nonlocal open_now, most_open
+        open_now += 1
+        most_open = max(most_open, open_now)
+        try:
+            await release.wait()
+            return web.json_response({"choices": []})
+        finally:
+            open_now -= 1
+
+    engine_app = web.Application()
+    engine_app.router.add_post("/v1/completions", slow_completion)
+    async with TestServer(engine_app, host="127.0.0.1") as engine:
+        proxy_app = build_app(
+            str(engine.make_url("")), OPENAI_ROUTES, max_engine_connections=2, queue_timeout_s=0.5
+        )
+        async with (
+            TestServer(proxy_app, host="127.0.0.1") as proxy,
+            aiohttp.ClientSession() as client,
+        ):
+            url = proxy.make_url("/v1/completions")
+            held = [asyncio.create_task(client.post(url, json={"prompt": "a"})) for _ in range(4)]
+            await asyncio.wait(held, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(0.5)  # every waiter is past its queue timeout now
+            refused = [task for task in held if task.done()]
+            assert len(refused) == 2, (len(refused), most_open)
+            for task in refused:
+                reply = task.result()
+                assert reply.status == 503 and reply.headers["Retry-After"] == "1"
+            assert most_open == 2
+            release.set()
+            for task in held:
+                if task not in refused:
+                    assert (await task).status == 200
+            async with client.post(url, json={"prompt": "b"}) as again:
+                assert again.status == 200

@@ -83,6 +83,14 @@ def proxy(
     max_request_bytes: Annotated[
         int, typer.Option("--max-request-bytes", min=1, help="Largest request body passed.")
     ] = 64 << 20,
+    max_engine_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-engine-connections",
+            min=1,
+            help="Requests with the engine at once; more wait a while, then get 503.",
+        ),
+    ] = 1024,
 ) -> None:
     """Serve the inference routes of an engine on loopback; every other route answers 404."""
     from deltaroll.engines.errors import EngineConfigError
@@ -107,6 +115,7 @@ def proxy(
         host=host.strip("[]"),
         port=int(port),
         max_request_bytes=max_request_bytes,
+        max_engine_connections=max_engine_connections,
     )
 
 

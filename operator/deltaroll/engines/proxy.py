@@ -8,12 +8,18 @@ client's end-to-end headers. Responses are streamed back chunk by chunk as the e
 them, so server-sent events (``"stream": true``) reach the client token by token; a client that
 goes away cancels its request to the engine (``handler_cancellation``), which aborts it there.
 
+At most ``max_engine_connections`` requests are with the engine at once (the connection pool is
+bounded by the same number): a request beyond them waits up to ``QUEUE_TIMEOUT_S`` for one to
+finish, then gets 503 with ``Retry-After``, so a flood of slow clients holds a bounded number of
+sockets and file descriptors on the engine's side, and a client learns to back off.
+
 It runs in a container of its own without a ServiceAccount token: the one process that faces the
 Service's clients holds nothing but the engine's loopback address.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
@@ -25,6 +31,9 @@ from deltaroll.engines.inference_routes import Route, forwardable
 log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+DEFAULT_MAX_ENGINE_CONNECTIONS = 1024  # above vLLM's and SGLang's running batch; they queue more
+QUEUE_TIMEOUT_S = 30.0
+RETRY_AFTER_S = 1
 CONNECT_TIMEOUT_S = 10.0
 # Per connection (RFC 9110 7.6.1), plus what each side's client library sets for itself.
 _NOT_FORWARDED = frozenset(
@@ -47,16 +56,22 @@ def end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in pairs if k.lower() not in _NOT_FORWARDED | named]
 
 
+def error_reply(status: int, kind: str, message: str, **headers: str) -> web.Response:
+    """An OpenAI-style error body, as the engines answer theirs."""
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
 def refusal() -> web.Response:
-    return web.json_response(
-        {
-            "error": {
-                "message": "not an inference route of this pod",
-                "type": "NotFound",
-                "code": 404,
-            }
-        },
-        status=404,
+    return error_reply(404, "NotFound", "not an inference route of this pod")
+
+
+def busy() -> web.Response:
+    return error_reply(
+        503,
+        "ServiceUnavailable",
+        "the engine has as many requests as this pod passes; retry shortly",
+        **{"Retry-After": str(RETRY_AFTER_S)},
     )
 
 
@@ -65,16 +80,20 @@ def build_app(
     routes: frozenset[Route],
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_engine_connections: int = DEFAULT_MAX_ENGINE_CONNECTIONS,
+    queue_timeout_s: float = QUEUE_TIMEOUT_S,
 ) -> web.Application:
     """The proxy as an aiohttp application (one catch-all route: matching is ours, on the raw
     target, not the router's on the decoded one)."""
     base = upstream.rstrip("/")
     app = web.Application(client_max_size=max_request_bytes)
     session_key = web.AppKey("session", aiohttp.ClientSession)
+    slots_key = web.AppKey("slots", asyncio.Semaphore)
 
     async def session(app: web.Application) -> AsyncIterator[None]:
+        app[slots_key] = asyncio.Semaphore(max_engine_connections)
         app[session_key] = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),  # the engine queues; the proxy does not
+            connector=aiohttp.TCPConnector(limit=max_engine_connections),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
             auto_decompress=False,  # bytes pass as the engine encoded them
         )
@@ -88,6 +107,18 @@ def build_app(
             return refusal()
         body = await request.read()
         try:
+            async with asyncio.timeout(queue_timeout_s):
+                await app[slots_key].acquire()
+        except TimeoutError:
+            log.warning("proxy.busy", in_flight=max_engine_connections)
+            return busy()
+        try:
+            return await relay(request, target, body)
+        finally:
+            app[slots_key].release()
+
+    async def relay(request: web.Request, target: str, body: bytes) -> web.StreamResponse:
+        try:
             upstream_reply = await app[session_key].request(
                 request.method,
                 base + target,  # yarl keeps the path; the query stays equivalent
@@ -97,9 +128,7 @@ def build_app(
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("proxy.engine_unreachable", error=str(exc))
-            return web.json_response(
-                {"error": {"message": "the engine is not answering", "code": 502}}, status=502
-            )
+            return error_reply(502, "BadGateway", "the engine is not answering")
         async with upstream_reply:
             response = web.StreamResponse(
                 status=upstream_reply.status,
@@ -126,6 +155,7 @@ def serve(
     host: str,
     port: int,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_engine_connections: int = DEFAULT_MAX_ENGINE_CONNECTIONS,
 ) -> None:
     """Serve until SIGTERM or SIGINT; requests in flight get a grace period to finish."""
     log.info(
@@ -135,7 +165,12 @@ def serve(
         routes=sorted(f"{method} {path}" for method, path in routes),
     )
     web.run_app(
-        build_app(upstream, routes, max_request_bytes=max_request_bytes),
+        build_app(
+            upstream,
+            routes,
+            max_request_bytes=max_request_bytes,
+            max_engine_connections=max_engine_connections,
+        ),
         host=host,
         port=port,
         handler_cancellation=True,
