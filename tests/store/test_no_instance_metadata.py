@@ -7,8 +7,6 @@ obstore's metadata endpoint is pointed at a loopback listener that records every
 from __future__ import annotations
 
 import contextlib
-import http.server
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +15,7 @@ import pytest
 
 from deltaroll.api.policy import INSTANCE_METADATA_ENV
 from deltaroll.store import Store, StoreError
-from store.support import FAST_RETRY
+from store.support import FAST_RETRY, recording_listener
 
 AWS_VARS = (
     "AWS_ACCESS_KEY_ID",
@@ -34,25 +32,8 @@ AWS_VARS = (
 @pytest.fixture
 def metadata_requests() -> Iterator[tuple[str, list[str]]]:
     """(endpoint, requests seen) of a listener standing in for 169.254.169.254."""
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            seen.append(f"{self.command} {self.path}")
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_PUT = _answer
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
+    with recording_listener() as recorded:
+        yield recorded.endpoint, recorded.requests
 
 
 @pytest.fixture

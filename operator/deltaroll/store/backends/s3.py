@@ -2,8 +2,10 @@
 
 obstore reads the standard AWS environment itself (AWS_ENDPOINT_URL, AWS_REGION,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP=true for a plain-http
-endpoint). Explicit ``credentials`` under the same names (the operator's copy of a Secret) are
-passed as the store's config instead and override the environment for this store.
+endpoint). Explicit ``credentials`` under the same names (the operator's copy of a Secret) replace
+the environment for this store: their endpoint and region override the environment's, and the
+request is signed by a credential provider that hands out their keys and nothing else, so none of
+the environment's keys (a session token beside a tenant's key pair, say) ever reaches the bucket.
 
 Requests are signed only with credentials someone gave: explicit keys, or (without explicit
 credentials) the environment's keys, web identity (IRSA) or container credentials. Otherwise the
@@ -45,7 +47,7 @@ from deltaroll.store.errors import (
 from deltaroll.store.uri import StoreUri
 
 if TYPE_CHECKING:
-    from obstore.store import RetryConfig, S3Config
+    from obstore.store import RetryConfig, S3Config, S3Credential
 
 T = TypeVar("T")
 MULTIPART_CHUNK = 16 * 1024 * 1024
@@ -56,14 +58,8 @@ _RETRY: RetryConfig = {
     "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2)},
     "retry_timeout": timedelta(seconds=60),
 }
-# Environment variable -> obstore S3 config key, for explicitly given credentials.
-_CONFIG_OF_ENV = {
-    "AWS_ACCESS_KEY_ID": "access_key_id",
-    "AWS_SECRET_ACCESS_KEY": "secret_access_key",
-    "AWS_SESSION_TOKEN": "session_token",
-    "AWS_ENDPOINT_URL": "endpoint",
-    "AWS_REGION": "region",
-}
+# Environment variable -> obstore S3 config key: where explicitly given credentials send to.
+_CONFIG_OF_ENV = {"AWS_ENDPOINT_URL": "endpoint", "AWS_REGION": "region"}
 # Where object_store finds credentials in the environment before it falls back to IMDS.
 _ENV_IDENTITIES = (
     ("AWS_ACCESS_KEY_ID",),
@@ -87,6 +83,7 @@ class S3Backend:
             uri.location,
             prefix=uri.prefix or None,
             config=cast("S3Config", config),
+            credential_provider=_keys_of(credentials) if _signs(credentials) else None,
             retry_config=_RETRY,
             client_options={
                 "timeout": timedelta(minutes=5),
@@ -193,6 +190,32 @@ def _config(credentials: Mapping[str, str]) -> dict[str, str | bool]:
     if "region" not in config and credentials.get("AWS_DEFAULT_REGION"):
         config["region"] = credentials["AWS_DEFAULT_REGION"]
     return config
+
+
+def _keys_of(credentials: Mapping[str, str] | None) -> _ExplicitKeys | None:
+    """The provider of explicitly given keys; None for the environment's identity."""
+    if credentials is None:
+        return None
+    return _ExplicitKeys(
+        {
+            "access_key_id": credentials["AWS_ACCESS_KEY_ID"],
+            "secret_access_key": credentials.get("AWS_SECRET_ACCESS_KEY", ""),
+            "token": credentials.get("AWS_SESSION_TOKEN") or None,
+            "expires_at": None,
+        }
+    )
+
+
+class _ExplicitKeys:
+    """A credential provider of fixed keys: with one, obstore reads no keys from the
+    environment (its config would only override those it names and keep, e.g., the
+    environment's session token)."""
+
+    def __init__(self, credential: S3Credential) -> None:
+        self._credential = credential
+
+    def __call__(self) -> S3Credential:
+        return self._credential
 
 
 def _signs(credentials: Mapping[str, str] | None) -> bool:
