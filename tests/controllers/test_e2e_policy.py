@@ -4,6 +4,7 @@ tenant's credentials and never the operator's, and a ModelDelta deletes only wha
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,11 @@ from controllers.modeldelta_world import (
     get,
     wait_for,
 )
+from deltaroll.api.job_result import CREATED_FIELD
+from deltaroll.api.job_result import DEFAULT_PATH as TERMINATION_PATH
+from deltaroll.api.job_result import PATH_ENV as TERMINATION_ENV
 from deltaroll.checkpoint import checkpoint_version
+from deltaroll.controllers import pod_defaults
 from deltaroll.store import Store
 from deltaroll_demo.manifests import modeldeployment_manifest
 from deltaroll_sandbox.testing import RunningSandbox
@@ -233,3 +238,81 @@ def test_deleting_a_modeldelta_keeps_a_version_it_did_not_create(
         30,
         "a VersionKept Event",
     )
+
+
+FORGE = "import os, sys; open(os.environ[sys.argv[1]], 'w').write(sys.argv[2])"
+
+
+def _forged_pod(job: dict[str, Any], message: str) -> dict[str, Any]:
+    """A pod any user who may create pods in the namespace can create: the Job's pod labels, an
+    ownerReference naming the Job as controller (nothing checks who sets one), and a container
+    that ends with ``message`` as its termination message."""
+    meta = job["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "forged-worker",
+            "namespace": meta["namespace"],
+            "labels": dict(job["spec"]["template"]["metadata"]["labels"]),
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": pod_defaults.locked_down(
+            {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "worker",
+                        "image": "docker.io/tenant/anything:1",
+                        "command": ["python", "-c", FORGE, TERMINATION_ENV, message],
+                        "env": [{"name": TERMINATION_ENV, "value": TERMINATION_PATH}],
+                        "terminationMessagePath": TERMINATION_PATH,
+                        "securityContext": pod_defaults.container_security_context(),
+                        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+                    }
+                ],
+            }
+        ),
+    }
+
+
+def test_a_forged_created_message_does_not_get_another_teams_version_deleted(
+    cluster: RunningSandbox, operator: Operator, tmp_path: Path, trained: list[Path]
+) -> None:
+    """A tenant's ModelDelta names weights another team published; its Job finds them there.
+    The tenant then makes a pod that looks like the Job's and says ``created: true``, and
+    deletes the ModelDelta: the operator must not believe the message and remove the version."""
+    store = f"file://{tmp_path / 'shared-store'}"
+    theirs = Store(store, cache_dir=tmp_path / "cache").push("tiny", trained[0], name="step-0")
+    # Under a name of its own, so its Job runs (and finds the weights published already).
+    apply(
+        cluster, world.modeldelta("mine", store, trained[0], parent=None, deletionPolicy="Delete")
+    )
+    wait_for(lambda: _phase(cluster, "mine") == "Ready", 60, "Ready", operator.log)
+    [job] = world.jobs_of(cluster, "mine")  # done; its worker said it created nothing
+    forged = {"ok": True, "command": "compute", "version": theirs.version, CREATED_FIELD: True}
+    apply(cluster, _forged_pod(job, json.dumps(forged)))
+    wait_for(
+        lambda: (
+            (get(cluster, "pod", "forged-worker") or {}).get("status", {}).get("phase")
+            == "Succeeded"
+        ),
+        60,
+        "the forged pod done",
+        operator.log,
+    )
+
+    cluster.kubectl("delete", "modeldelta", "mine", "--wait=false")
+    wait_for(lambda: get(cluster, "modeldelta", "mine") is None, 60, "deleted", operator.log)
+
+    assert theirs.version in Store(store, cache_dir=tmp_path / "check").versions("tiny")
+    reasons = {e["reason"] for e in events_for(cluster, "mine")}
+    assert "VersionDeleted" not in reasons

@@ -11,7 +11,7 @@ import pytest
 from deltaroll.api import ModelDelta, parse_resource
 from deltaroll.api.crd import MODEL_DELTA
 from deltaroll.api.facts import VersionFacts
-from deltaroll.api.job_result import JobReport
+from deltaroll.api.job_result import CREATED_FIELD, JobReport
 from deltaroll.api.modeldelta import ModelDeltaStatus
 from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import build_job, content_digest, spec_digest
@@ -37,6 +37,7 @@ FACTS = VersionFacts(
     delta_bytes=4567,
     full_bytes=890123,
     anchored=False,
+    published_at="2026-11-28T10:03:12.345678+00:00",  # after T0, the Job's creation
 )
 FOUND = StoreView(parent_id=PARENT_ID)
 
@@ -349,6 +350,33 @@ def test_a_version_no_job_of_ours_reported_is_ready_but_not_signed(jobs: Any) ->
     assert SignVersion not in kinds(p)
     assert "not signed: no Job of this ModelDelta published it" in str(p.status.message)
     assert "`deltaroll sign`" in ready_condition(p).message
+
+
+def _claimed(d: ModelDelta) -> JobView:
+    """A finished Job one of whose pods says ``created: true`` for FACTS' version: what a pod
+    anyone in the namespace may create can say, with this Job's labels and ownerReference."""
+    report = JobReport.success(
+        "compute", {"version": FACTS.version, "name": "step-120", CREATED_FIELD: True}
+    )
+    return job(d, succeeded=True, reports=(report,))
+
+
+def test_a_version_its_job_created_after_the_job_was_made_is_remembered_as_created() -> None:
+    d = delta()
+    p = run(d, Observed(store=PUBLISHED, jobs=(_claimed(d),), signer=SIGNER))
+    assert p.status.created_version_id == FACTS.version and p.status.signed_by == SIGNER
+
+
+def test_a_report_claiming_a_version_older_than_the_job_is_not_believed() -> None:
+    """The store says the version was there before this Job existed: no message makes it this
+    ModelDelta's (deletionPolicy: Delete must not remove it) or gets it signed."""
+    d = delta()
+    older = dataclasses.replace(FACTS, published_at="2026-11-28T09:59:59+00:00")
+    store = StoreView(parent_id=PARENT_ID, published=older)
+    p = run(d, Observed(store=store, jobs=(_claimed(d),), signer=SIGNER))
+    assert p.status.phase == "Ready"
+    assert p.status.created_version_id is None and p.status.signed_by is None
+    assert SignVersion not in kinds(p)
 
 
 def test_a_version_whose_job_is_still_finishing_waits_for_its_report() -> None:

@@ -63,8 +63,10 @@ def test_a_failed_cleanup_does_not_fail_the_publish_and_gc_finishes_it(
             for index in (2, 0, 1)
         ]
 
-    published = outcomes[-1].published
-    assert [o.published is None for o in outcomes] == [True, True, False] and published
+    publication = outcomes[-1].published
+    assert [o.published is None for o in outcomes] == [True, True, False] and publication
+    assert publication.created  # the store said this publish wrote the manifest
+    published = publication.facts
     assert published.version == checkpoint_version(checkpoints[1])
     assert store.resolve("tiny", "step-1") == published.version  # named after the publish
     warnings = [e for e in logs if e["event"] == "worker.staging_not_discarded"]

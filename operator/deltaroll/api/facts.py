@@ -22,6 +22,9 @@ class VersionFacts:
     delta_bytes: int  # the delta from the parent (a root: its anchor), as `deltaroll log` counts
     full_bytes: int | None  # the checkpoint's files on disk; None when no manifest describes it
     anchored: bool
+    #: When the version's manifest was written (RFC 3339, the publisher's clock): the operator
+    #: believes a Job published it only if this is no earlier than the Job itself.
+    published_at: str
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

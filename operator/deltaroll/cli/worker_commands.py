@@ -15,7 +15,6 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +24,7 @@ from deltaroll.cli.output import JsonOpt, emit
 
 if TYPE_CHECKING:
     from deltaroll.store import Store
+    from deltaroll.worker.compute import Publication
 
 worker_app = typer.Typer(
     name="worker",
@@ -105,11 +105,10 @@ def compute(
     def work(opened: Store, scratch: Path) -> dict[str, Any]:
         from deltaroll.worker.compute import compute_version
 
-        started = _now()
         if shards > 1 and parent is not None:
-            return _with_created(opened, model, _compute_share(opened, scratch), started)
+            return _compute_share(opened, scratch)
 
-        facts = compute_version(
+        publication = compute_version(
             opened,
             model,
             target_uri=target,
@@ -120,7 +119,7 @@ def compute(
             work_dir=scratch,
             parent_cache=parent_cache,
         )
-        return _with_created(opened, model, {**facts.to_dict(), "name": name}, started)
+        return _reported(publication, name)
 
     def _compute_share(opened: Store, scratch: Path) -> dict[str, Any]:
         from deltaroll.worker.shards import compute_share
@@ -142,12 +141,7 @@ def compute(
         share = {"index": index, "shards": shards, "files": outcome.files}
         if outcome.published is None:
             return {**share, "published_by_this_index": False}
-        return {
-            **outcome.published.to_dict(),
-            "name": name,
-            **share,
-            "published_by_this_index": True,
-        }
+        return {**_reported(outcome.published, name), **share, "published_by_this_index": True}
 
     _run("compute", store, work, work_dir, termination_log, as_json)
 
@@ -171,8 +165,7 @@ def import_patch(
     def work(opened: Store, scratch: Path) -> dict[str, Any]:
         from deltaroll.worker.compute import import_version
 
-        started = _now()
-        facts = import_version(
+        publication = import_version(
             opened,
             model,
             patch_uri=patch,
@@ -183,7 +176,7 @@ def import_patch(
             work_dir=scratch,
             parent_cache=parent_cache,
         )
-        return _with_created(opened, model, {**facts.to_dict(), "name": name}, started)
+        return _reported(publication, name)
 
     _run("import", store, work, work_dir, termination_log, as_json)
 
@@ -231,22 +224,12 @@ def squash(
     _run("squash", store, work, work_dir, termination_log, as_json)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _with_created(
-    opened: Store, model: str, result: dict[str, Any], started: datetime
-) -> dict[str, Any]:
-    """``result`` saying whether this run created its version (its record is no older than the
-    run; same clock): the ModelDelta may delete only a version it created."""
+def _reported(publication: Publication, name: str | None) -> dict[str, Any]:
+    """A success report's fields: the version's facts, its name, and whether this run created
+    it (the store's own answer to the publish; the operator checks it against the store)."""
     from deltaroll.api.job_result import CREATED_FIELD
 
-    version = result.get("version")
-    if not version:
-        return result
-    created = opened.catalog.read_version(model, str(version)).created_at >= started
-    return {**result, CREATED_FIELD: created}
+    return {**publication.facts.to_dict(), "name": name, CREATED_FIELD: publication.created}
 
 
 def _run(

@@ -3,6 +3,7 @@ the store's manifests: what the worker reports and the controller writes into st
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from deltaroll.api.facts import VersionFacts
@@ -27,6 +28,7 @@ def version_facts(store: Store, model: str, version: str) -> VersionFacts:
         delta_bytes=record.total_bytes if record is not None else 0,
         full_bytes=record.full_bytes if record is not None else None,
         anchored=anchor is not None,
+        published_at=_utc(manifest.created_at).isoformat(),
     )
 
 
@@ -39,3 +41,8 @@ def changed_fraction(delta: DeltaRecord) -> float:
 def _has_anchor(store: Store, model: str, version: str) -> bool:
     key = keys.anchor_key(model, version)
     return bool(store.catalog.backend.existing([key]))
+
+
+def _utc(moment: datetime) -> datetime:
+    """A manifest's time with its zone; one written without (by hand) counts as UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

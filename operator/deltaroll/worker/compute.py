@@ -11,6 +11,7 @@ bytes, and so the version, are the same either way (the codec guarantees it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,15 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Publication:
+    """A version a worker published: its facts, and whether this run's publish wrote its
+    manifest (``store.publish``'s own answer: False when it was in the store already)."""
+
+    facts: VersionFacts
+    created: bool
+
+
 def compute_version(
     store: Store,
     model: str,
@@ -39,21 +49,21 @@ def compute_version(
     level: int,
     work_dir: Path,
     parent_cache: Path | None = None,
-) -> VersionFacts:
+) -> Publication:
     """Diff the target against ``parent`` (None: publish an anchor) and publish the result."""
     target = fetch_source(target_uri, work_dir)
     if parent is None:
-        version = publish_anchor(store, model, target, work_dir / "anchor", level)
+        version, created = publish_anchor(store, model, target, work_dir / "anchor", level)
     else:
         _, parent_path = fetch_parent(store, model, parent, work_dir, parent_cache)
         summary = diff_checkpoints(
             parent_path, target, work_dir / "delta", level=level, device=diff_device()
         )
-        store.publish(model, work_dir / "delta")
+        created = store.publish(model, work_dir / "delta").published
         version = summary.target_version
         if anchor:
             publish_anchor(store, model, target, work_dir / "anchor", level)
-    return finish_version(store, model, version, name)
+    return finish_version(store, model, version, name, created=created)
 
 
 def import_version(
@@ -67,17 +77,17 @@ def import_version(
     level: int,
     work_dir: Path,
     parent_cache: Path | None = None,
-) -> VersionFacts:
+) -> Publication:
     """Apply a TRL sparse patch to ``parent`` as a new version and publish it."""
     patch = fetch_source(patch_uri, work_dir)
     _, parent_path = fetch_parent(store, model, parent, work_dir, parent_cache)
     summary = import_trl_patch(parent_path, patch, work_dir / "delta", level=level)
-    store.publish(model, work_dir / "delta")
+    created = store.publish(model, work_dir / "delta").published
     if anchor:
         patched = work_dir / "patched"
         store.pull(model, summary.target_version, patched, base=parent_path)
         publish_anchor(store, model, patched, work_dir / "anchor", level)
-    return finish_version(store, model, summary.target_version, name)
+    return finish_version(store, model, summary.target_version, name, created=created)
 
 
 def diff_device() -> str | None:
@@ -89,17 +99,23 @@ def diff_device() -> str | None:
     return device
 
 
-def publish_anchor(store: Store, model: str, checkpoint: Path, out: Path, level: int) -> str:
-    """Publish a full snapshot of ``checkpoint``; its version id."""
+def publish_anchor(
+    store: Store, model: str, checkpoint: Path, out: Path, level: int
+) -> tuple[str, bool]:
+    """Publish a full snapshot of ``checkpoint``; its version id and whether this call wrote it."""
     summary = diff_checkpoints(None, checkpoint, out, level=level)
-    store.publish(model, out)
-    return summary.target_version
+    return summary.target_version, store.publish(model, out).published
 
 
-def finish_version(store: Store, model: str, version: str, name: str | None) -> VersionFacts:
+def finish_version(
+    store: Store, model: str, version: str, name: str | None, *, created: bool
+) -> Publication:
     """Point ``name`` at the published ``version``; the version's facts from the store."""
     if name is not None:
         store.set_name(model, name, version)
     facts = version_facts(store, model, version)
-    log.info("worker.published", model=model, version=version, name=name, parent=facts.parent)
-    return facts
+    log.info(
+        "worker.published",
+        model=model, version=version, name=name, parent=facts.parent, created=created,
+    )  # fmt: skip
+    return Publication(facts, created)

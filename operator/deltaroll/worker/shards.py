@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from deltaroll.api.facts import VersionFacts
 from deltaroll.api.job_result import JOB_ENV
 from deltaroll.checkpoint import (
     Checkpoint,
@@ -60,7 +59,7 @@ from deltaroll.store.staging import (
     record_part,
 )
 from deltaroll.store.transfer import download_objects, upload_objects
-from deltaroll.worker.compute import diff_device, finish_version, publish_anchor
+from deltaroll.worker.compute import Publication, diff_device, finish_version, publish_anchor
 from deltaroll.worker.errors import ShareMismatchError
 from deltaroll.worker.parent import fetch_parent
 from deltaroll.worker.sources import fetch_source
@@ -78,7 +77,7 @@ class ShareOutcome:
     index: int
     shares: int
     files: list[str]
-    published: VersionFacts | None
+    published: Publication | None
 
 
 def assign_files(checkpoint: Checkpoint, shares: int) -> list[list[str]]:
@@ -173,13 +172,13 @@ def compute_share(
         return ShareOutcome(index, shares, files, None)
     delta_dir = work_dir / "delta"
     assemble(base, target, parts, delta_dir, store=store, model=model, level=level)
-    store.publish(model, delta_dir)
+    created = store.publish(model, delta_dir).published
     version = read_delta_manifest(delta_dir).target_version
     if anchor:
         publish_anchor(store, model, target_path, work_dir / "anchor", level)
-    facts = finish_version(store, model, version, name)
+    publication = finish_version(store, model, version, name, created=created)
     _discard_parts(store, model, group, shares)
-    return ShareOutcome(index, shares, files, facts)
+    return ShareOutcome(index, shares, files, publication)
 
 
 def assemble(

@@ -28,7 +28,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import kopf
 import structlog
@@ -64,6 +64,9 @@ from deltaroll.controllers.modeldelta.retention import blocking_use, uses_of
 from deltaroll.controllers.modeldelta.storeview import look_up
 from deltaroll.controllers.policy import namespace_policy, operator_image, worker_env
 from deltaroll.controllers.store_access import store_credentials
+
+if TYPE_CHECKING:
+    from deltaroll.store import Store
 
 GROUP_VERSION_PLURAL: Final = (GROUP, VERSION, PLURAL)
 INPUTS_ANNOTATION: Final = "deltaroll.dev/published-inputs"
@@ -106,7 +109,8 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
     the policy still allows it. A store that refuses access (or whose Secret is gone) gets a
     Warning Event naming the version to remove by hand instead of a finalizer that never goes;
     a store that is briefly unavailable is retried by Kopf."""
-    from deltaroll.store import InvalidStoreUriError, StoreAccessError
+    from deltaroll.store import InvalidStoreUriError, Store, StoreAccessError
+    from deltaroll.store.facts import version_facts
 
     delta = _parse(dict(body))
     status = delta.status if delta is not None else None
@@ -114,20 +118,15 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
         return  # nothing was published by this ModelDelta
     version_id = status.version_id
     jobs = _own_jobs(dict(body)["metadata"])
-    created = status.created_version_id == version_id or any(
+    claimed = status.created_version_id == version_id or any(
         job.succeeded and job.created_version == version_id for job in jobs
     )
-    if not created and any(not (job.succeeded or job.failed) for job in jobs):
+    if not claimed and any(not (job.succeeded or job.failed) for job in jobs):
         # Published before its Job reported: wait for the worker's word (the finalizer holds).
         raise kopf.TemporaryError("waiting for the Job to report what it created", delay=5)
-    if not created:
-        post_event(
-            body,
-            "Normal",
-            "VersionKept",
-            f"kept {version_id}: not created by this ModelDelta's Job (it was in the store "
-            "already)",
-        )
+    kept = f"kept {version_id}: not created by this ModelDelta's Job (it was in the store already)"
+    if not claimed:
+        post_event(body, "Normal", "VersionKept", kept)
         return
     bound = log.bind(namespace=namespace, name=name, version=version_id)
     uri = delta.spec.store.uri
@@ -138,9 +137,13 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
         return
     try:
         credentials = store_credentials(_namespaced(namespace), delta.spec.store, policy)
-        reason, message = _delete_unless_used(
-            delta, version_id, _namespaced(namespace), credentials
-        )
+        store = Store(uri, credentials=credentials, cache_dir=_cache_dir())
+        if status.created_version_id != version_id:  # a worker's word only: check the store
+            facts = version_facts(store, delta.spec.model, version_id)
+            if not any(job.verified_create(facts) for job in jobs):
+                post_event(body, "Normal", "VersionKept", kept)
+                return
+        reason, message = _delete_unless_used(delta, store, version_id, _namespaced(namespace))
     except (StoreAccessError, InvalidStoreUriError, SecretNotFoundError) as exc:
         post_event(body, "Warning", "VersionNotDeleted", f"{exc}; {manual}")
         bound.warning("modeldelta.version_not_deleted", error=str(exc))
@@ -150,13 +153,10 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
 
 
 def _delete_unless_used(
-    delta: ModelDelta, version_id: str, namespace: str, credentials: Mapping[str, str] | None
+    delta: ModelDelta, store: Store, version_id: str, namespace: str
 ) -> tuple[str, str]:
     """(Event reason, message) after deleting ``version_id`` or deciding to keep it."""
-    from deltaroll.store import Store
-
     uri, model = delta.spec.store.uri, delta.spec.model
-    store = Store(uri, credentials=credentials, cache_dir=_cache_dir())
     uses = uses_of(kube.list_visible_modeldeployments(namespace), model, uri)
     resolved = {use.ref: _resolve_or_none(store, model, use.ref) for use in uses}
     if use := blocking_use(version_id, resolved, uses):

@@ -4,6 +4,12 @@ A failed Job's reason comes from the most telling source available: the worker's
 its termination message ("ParentNotFound: ..."), else a container's terminated reason
 ("OOMKilled", "Error" with its exit code), else a waiting reason ("ImagePullBackOff"), else the
 Job's Failed condition ("BackoffLimitExceeded", "DeadlineExceeded").
+
+A termination message is anyone's word: whoever may create pods in the namespace can make one
+that carries this Job's labels and ownerReference and ends with any message. So a worker's
+"created" (and "published") counts only for a version whose manifest in the store was written
+after the Job itself was created (:meth:`JobView.verified_publish`): the Job's creationTimestamp
+comes from the API server, the manifest from the store, read with the tenant's own identity.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from deltaroll.api.conditions import parse_rfc3339
+from deltaroll.api.facts import VersionFacts
 from deltaroll.api.job_result import CREATED_FIELD, JobReport
 from deltaroll.controllers.modeldelta.jobs import ANNOTATION_SPEC_DIGEST
 
@@ -45,12 +53,35 @@ class JobView:
 
     @property
     def created_version(self) -> str | None:
-        """The version id a worker of this Job reports having created in the store."""
+        """The version id a worker of this Job reports having created in the store (a claim:
+        see :meth:`verified_create`)."""
         for report in self.reports:
             extra = report.model_extra or {}
             if report.ok and extra.get(CREATED_FIELD) is True and extra.get("version"):
                 return str(extra["version"])
         return None
+
+    @property
+    def reported_versions(self) -> set[str]:
+        """The version ids this Job's workers report having published (claims)."""
+        extra = [r.model_extra or {} for r in self.reports if r.ok]
+        return {str(e["version"]) for e in extra if e.get("version")}
+
+    def verified_publish(self, facts: VersionFacts) -> bool:
+        """Whether this Job published ``facts``'s version, as far as the operator can verify:
+        it succeeded, a worker reports the version, and the store's manifest is no older than
+        the Job (a version that was there before cannot be claimed by a forged message)."""
+        return (
+            self.succeeded
+            and facts.version in self.reported_versions
+            and self.created is not None
+            and parse_rfc3339(facts.published_at) >= parse_rfc3339(self.created)
+        )
+
+    def verified_create(self, facts: VersionFacts) -> bool:
+        """Whether this Job created ``facts``'s version: :meth:`verified_publish`, and its worker's
+        own publish wrote the manifest (not a racer publishing the same weights)."""
+        return self.verified_publish(facts) and self.created_version == facts.version
 
 
 def view_job(job: Body, pods: Sequence[Body]) -> JobView:

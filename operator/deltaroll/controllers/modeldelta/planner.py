@@ -165,8 +165,8 @@ def plan(delta: ModelDelta, observed: Observed, *, now: str, defaults: JobDefaul
     if status.phase == "Ready" and observed.signer is not None and published is not None:
         status, signing = _vouch(delta, observed, published, current, builder, status)
         actions.extend(signing)
-    if status.phase == "Ready":
-        status = _with_created(status, before, observed.jobs)
+    if status.phase == "Ready" and published is not None:
+        status = _with_created(status, before, published, observed.jobs)
     if status.phase == "Ready" and observed.published_inputs != content:
         actions.append(RecordInputs(content))
     actions.extend(_transition_events(before, status))
@@ -192,8 +192,8 @@ def _vouch(
         return builder.computing(
             "Publishing", f"{facts.version} is in the store; Job {job.name} is finishing"
         ), []
-    reported = {(r.model_extra or {}).get("version") for r in job.reports if r.ok} if job else set()
-    if job is not None and job.succeeded and facts.version in reported:
+    reported = job.reported_versions if job else set()
+    if job is not None and job.verified_publish(facts):
         sign = SignVersion(facts.version, delta.version_name, observed.store.parent_id)
         message = f"signed {facts.version} as {delta.version_name} with the operator's key"
         return signed, [sign, PostEvent("Normal", "Signed", message)]
@@ -207,13 +207,17 @@ def _vouch(
 
 
 def _with_created(
-    status: ModelDeltaStatus, before: ModelDeltaStatus, jobs: tuple[JobView, ...]
+    status: ModelDeltaStatus,
+    before: ModelDeltaStatus,
+    published: VersionFacts,
+    jobs: tuple[JobView, ...],
 ) -> ModelDeltaStatus:
     """Remember that one of this ModelDelta's Jobs created the published version (its worker
-    said so); once remembered, kept for as long as that version is the published one."""
+    said so and the store agrees, :meth:`JobView.verified_create`); once remembered, kept for
+    as long as that version is the published one."""
     version = status.version_id
     created = before.created_version_id == version or any(
-        job.succeeded and job.created_version == version for job in jobs
+        job.verified_create(published) for job in jobs
     )
     return status.model_copy(update={"created_version_id": version if created else None})
 
