@@ -39,6 +39,10 @@ def _phase(cluster: RunningSandbox, name: str) -> str | None:
     return ((get(cluster, "modeldelta", name) or {}).get("status") or {}).get("phase")
 
 
+def _pod_phase(cluster: RunningSandbox, name: str) -> str | None:
+    return ((get(cluster, "pod", name) or {}).get("status") or {}).get("phase")
+
+
 def _failed(cluster: RunningSandbox, name: str) -> dict[str, Any] | None:
     body = get(cluster, "modeldelta", name)
     return body if ((body or {}).get("status") or {}).get("phase") == "Failed" else None
@@ -218,15 +222,7 @@ def test_deleting_a_modeldelta_keeps_a_version_it_did_not_create(
     apply(
         cluster, world.modeldelta("step-0", store, trained[0], parent=None, deletionPolicy="Delete")
     )
-    wait_for(
-        lambda: (
-            ((get(cluster, "modeldelta", "step-0") or {}).get("status") or {}).get("phase")
-            == "Ready"
-        ),
-        60,
-        "Ready (the version was there already)",
-        operator.log,
-    )
+    wait_for(lambda: _phase(cluster, "step-0") == "Ready", 60, "Ready (found)", operator.log)
 
     cluster.kubectl("delete", "modeldelta", "step-0", "--wait=false")
     wait_for(lambda: get(cluster, "modeldelta", "step-0") is None, 60, "deleted", operator.log)
@@ -300,14 +296,9 @@ def test_a_forged_created_message_does_not_get_another_teams_version_deleted(
     [job] = world.jobs_of(cluster, "mine")  # done; its worker said it created nothing
     forged = {"ok": True, "command": "compute", "version": theirs.version, CREATED_FIELD: True}
     apply(cluster, _forged_pod(job, json.dumps(forged)))
+    forged_phase = lambda: (get(cluster, "pod", "forged-worker") or {}).get("status", {})  # noqa: E731
     wait_for(
-        lambda: (
-            (get(cluster, "pod", "forged-worker") or {}).get("status", {}).get("phase")
-            == "Succeeded"
-        ),
-        60,
-        "the forged pod done",
-        operator.log,
+        lambda: forged_phase().get("phase") == "Succeeded", 60, "forged pod done", operator.log
     )
 
     cluster.kubectl("delete", "modeldelta", "mine", "--wait=false")
