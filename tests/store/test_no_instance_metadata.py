@@ -15,6 +15,7 @@ import pytest
 
 from deltaroll.api.policy import INSTANCE_METADATA_ENV
 from deltaroll.store import Store, StoreError
+from deltaroll.store.backends import metadata_access
 from store.support import FAST_RETRY, recording_listener
 
 AWS_VARS = (
@@ -44,6 +45,7 @@ def keyless_env(
     in moto. Returns the store URI."""
     for var in AWS_VARS:
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(metadata_access, "_decided", None)  # a process that is not the operator
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
@@ -78,5 +80,18 @@ def test_instance_metadata_is_asked_only_when_the_admin_allows_it(
     keyless_env: str, metadata_requests: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(INSTANCE_METADATA_ENV, "true")
+    _read(keyless_env)
+    assert any("/latest/api/token" in request for request in metadata_requests[1])
+
+
+def test_a_process_told_one_store_asks_instance_metadata_for_that_store_only(
+    keyless_env: str, metadata_requests: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker Job's environment names exactly its own store (``operatorIdentityStores``): a
+    source or store the tenant names besides it is read anonymously, never with the node's role."""
+    monkeypatch.setenv(INSTANCE_METADATA_ENV, "s3://the-lent-store/models")
+    _read(keyless_env)  # another bucket
+    assert metadata_requests[1] == []
+    monkeypatch.setenv(INSTANCE_METADATA_ENV, keyless_env)
     _read(keyless_env)
     assert any("/latest/api/token" in request for request in metadata_requests[1])

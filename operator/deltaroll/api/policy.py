@@ -19,14 +19,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from deltaroll.api.common import ObjectName, ResourceRequirements
 
 POLICY_ENV: Final = "DELTAROLL_POLICY"
-#: "true" lets this process's S3 clients ask the cloud instance metadata service for credentials
-#: (set by the operator on itself and on its worker Jobs when the policy allows it).
+#: Lets this process's S3 clients ask the cloud instance metadata service for credentials: "true"
+#: for every store, else the store URIs (whitespace-separated patterns) it may do so for. The
+#: operator gives a worker Job exactly its store, only for an operatorIdentityStores entry.
 INSTANCE_METADATA_ENV: Final = "DELTAROLL_ALLOW_INSTANCE_METADATA"
 DEFAULT_WORKER_IMAGE: Final = "ghcr.io/deltaroll/worker:latest"
 _PREFIX_ENDS: Final = ("/", ":", "@", ".")
@@ -112,19 +120,22 @@ class Policy(_PolicyModel):
         "credentials: on a cloud node, the node's role.",
     )
 
+    _resolved: dict[str, NamespacePolicy] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
     def _namespaces_parse(self) -> Policy:
-        for namespace in self.namespaces:
-            self.for_namespace(namespace)
+        """Resolve every namespace's policy once, as the file is read (and refuse a bad one)."""
+        default = self.default.model_dump(by_alias=True, exclude_none=True)
+        self._resolved = {
+            namespace: NamespacePolicy.model_validate(_merged(default, override))
+            for namespace, override in self.namespaces.items()
+            if override
+        }
         return self
 
     def for_namespace(self, namespace: str) -> NamespacePolicy:
         """The default with the namespace's own fields over it."""
-        override = self.namespaces.get(namespace)
-        if not override:
-            return self.default
-        default = self.default.model_dump(by_alias=True, exclude_none=True)
-        return NamespacePolicy.model_validate(_merged(default, override))
+        return self._resolved.get(namespace, self.default)
 
 
 DEFAULT_POLICY: Final = Policy()

@@ -86,10 +86,10 @@ def run(
         import os
 
         from deltaroll.api.policy import POLICY_ENV
-        from deltaroll.controllers.policy import read_policy
+        from deltaroll.controllers.policy import current_policy
 
-        read_policy(policy)  # a bad policy stops here, in one line, before Kopf starts
         os.environ[POLICY_ENV] = str(policy.resolve())
+        current_policy()  # parsed (once) here: a bad policy stops here, before Kopf starts
     from deltaroll.store.signing import load_signing_key
 
     key = load_signing_key(signing_key) if signing_key is not None else None  # before Kopf starts

@@ -4,6 +4,8 @@ else the built-in defaults.
 
 A policy file that does not parse stops the operator at start-up with the field to fix; one that
 breaks later keeps the last good policy in force and logs why (a typo must not open the doors).
+Each version of the file is parsed once (namespaces' overrides resolved with it); a new one also
+sets whether the operator's own S3 clients may use instance metadata.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import structlog
 import yaml
 from pydantic import ValidationError
 
+from deltaroll.api.common import StoreSpec
 from deltaroll.api.policy import (
     DEFAULT_POLICY,
     DEFAULT_WORKER_IMAGE,
@@ -23,8 +26,10 @@ from deltaroll.api.policy import (
     POLICY_ENV,
     NamespacePolicy,
     Policy,
+    allowed,
 )
 from deltaroll.controllers.errors import OperatorConfigError
+from deltaroll.store.backends.metadata_access import allow_in_this_process
 
 WORKER_IMAGE_ENV = "DELTAROLL_WORKER_IMAGE"
 log = structlog.get_logger("deltaroll.controllers.policy")
@@ -50,7 +55,7 @@ def current_policy() -> Policy:
     """The policy in force now."""
     name = os.environ.get(POLICY_ENV)
     if not name:
-        return DEFAULT_POLICY
+        return _in_force(DEFAULT_POLICY)
     path = Path(name)
     with _lock:
         try:
@@ -66,19 +71,17 @@ def current_policy() -> Policy:
             if cached is None:
                 raise
             log.error("operator.policy_kept", error=str(exc))
+            _loaded[name] = (stamp, cached[1])  # parsed once per change, good or bad
             return cached[1]
         _loaded[name] = (stamp, policy)
-        return policy
+        if cached is not None:
+            log.info("operator.policy_reloaded", instance_metadata=policy.allow_instance_metadata)
+        return _in_force(policy)
 
 
-def start_with_policy() -> Policy:
-    """Read the policy at start-up (fail fast on a bad one) and let this process's S3 clients
-    use instance metadata only when the policy says so."""
-    policy = current_policy()
-    if policy.allow_instance_metadata:
-        os.environ[INSTANCE_METADATA_ENV] = "true"
-    else:
-        os.environ.pop(INSTANCE_METADATA_ENV, None)
+def _in_force(policy: Policy) -> Policy:
+    """``policy``, with this process's S3 clients told whether it allows instance metadata."""
+    allow_in_this_process(policy.allow_instance_metadata)
     return policy
 
 
@@ -93,6 +96,11 @@ def operator_image() -> str:
     return os.environ.get(WORKER_IMAGE_ENV) or DEFAULT_WORKER_IMAGE
 
 
-def worker_env() -> dict[str, str]:
-    """Environment the policy adds to every worker Job."""
-    return {INSTANCE_METADATA_ENV: "true"} if current_policy().allow_instance_metadata else {}
+def worker_env(store: StoreSpec, policy: NamespacePolicy) -> dict[str, str]:
+    """Environment the policy adds to a worker Job of ``store``: instance metadata for exactly
+    that store, when the admin allows instance metadata and lends the operator's identity to
+    that store in this namespace (a Job with the store's Secret has keys of its own)."""
+    lends = store.secret_ref is None and allowed(store.uri, policy.operator_identity_stores)
+    if lends and current_policy().allow_instance_metadata:
+        return {INSTANCE_METADATA_ENV: store.uri}
+    return {}

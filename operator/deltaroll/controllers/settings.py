@@ -26,14 +26,14 @@ import structlog
 
 from deltaroll.api.annotations import FINALIZER, KOPF_PREFIX, LAST_HANDLED_KEY
 from deltaroll.controllers import metrics
-from deltaroll.controllers.policy import start_with_policy
+from deltaroll.controllers.policy import current_policy
 
 log = structlog.get_logger("deltaroll.operator")
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    policy = start_with_policy()
+    policy = current_policy()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -223,7 +223,9 @@ def _plan(delta: ModelDelta, observed: Observed, policy: NamespacePolicy) -> Pla
         delta,
         observed,
         now=now_rfc3339(),
-        defaults=JobDefaults.of("worker", policy.worker, operator_image(), worker_env()),
+        defaults=JobDefaults.of(
+            "worker", policy.worker, operator_image(), worker_env(delta.spec.store, policy)
+        ),
     )
 
 

@@ -11,8 +11,8 @@ Requests are signed only with credentials someone gave: explicit keys, or (witho
 credentials) the environment's keys, web identity (IRSA) or container credentials. Otherwise the
 store is read anonymously (``skip_signature``) instead of falling back, as object_store would,
 to the cloud instance metadata service: on a cloud node that is the node's own role, which a
-tenant must never borrow. ``$DELTAROLL_ALLOW_INSTANCE_METADATA=true`` (the admin's choice) allows
-that fallback for a process without explicit credentials. Conditional
+tenant must never borrow; the admin's choice allows that fallback for a store opened without
+explicit credentials (:mod:`.metadata_access`). Conditional
 creates are ``PUT`` with ``If-None-Match: *`` (obstore ``mode="create"``); large uploads are
 multipart. obstore's own retry is kept short: the store's retry policy
 (:mod:`deltaroll.store.retry`) is the one that counts."""
@@ -35,10 +35,10 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
-from deltaroll.api.policy import INSTANCE_METADATA_ENV
 from deltaroll.redact import reason
 from deltaroll.store.backends.base import ObjectInfo, ProgressCallback
 from deltaroll.store.backends.concurrency import run_all
+from deltaroll.store.backends.metadata_access import is_true, may_ask_instance_metadata
 from deltaroll.store.errors import (
     ObjectNotFoundError,
     StoreAccessError,
@@ -77,17 +77,18 @@ class S3Backend:
         # Anonymous (an empty mapping): the environment's endpoint and flags, none of its keys.
         settings = credentials or os.environ
         config = _config(credentials) if credentials is not None else {}
-        if not _signs(credentials):
+        signs = _signs(credentials, self.uri)
+        if not signs:
             config["skip_signature"] = True
         self._store = S3Store(
             uri.location,
             prefix=uri.prefix or None,
             config=cast("S3Config", config),
-            credential_provider=_keys_of(credentials) if _signs(credentials) else None,
+            credential_provider=_keys_of(credentials) if signs else None,
             retry_config=_RETRY,
             client_options={
                 "timeout": timedelta(minutes=5),
-                "allow_http": _flag(settings.get("AWS_ALLOW_HTTP")),
+                "allow_http": is_true(settings.get("AWS_ALLOW_HTTP")),
             },
         )
 
@@ -218,16 +219,11 @@ class _ExplicitKeys:
         return self._credential
 
 
-def _signs(credentials: Mapping[str, str] | None) -> bool:
+def _signs(credentials: Mapping[str, str] | None, uri: str) -> bool:
     """Whether requests are signed: with explicit credentials only by their keys (never the
-    environment's), else by an identity the environment names, IMDS only when allowed."""
+    environment's), else by an identity the environment names, IMDS only where allowed."""
     if credentials is not None:
         return bool(credentials.get("AWS_ACCESS_KEY_ID"))
     if any(all(os.environ.get(var) for var in names) for names in _ENV_IDENTITIES):
         return True
-    return _flag(os.environ.get(INSTANCE_METADATA_ENV))
-
-
-def _flag(value: str | None) -> bool:
-    """An explicit client option replaces obstore's env parsing, so read this flag ourselves."""
-    return (value or "").strip().lower() in ("1", "true", "yes")
+    return may_ask_instance_metadata(uri)
