@@ -57,7 +57,10 @@ class Stream:
 
 
 class FakeEngine:
-    """A threaded HTTP server on a free loopback port; subclasses implement :meth:`answer`."""
+    """A threaded HTTP server on a free loopback port (``bind_port``: that one instead);
+    subclasses implement :meth:`answer`."""
+
+    bind_port = 0
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
@@ -123,7 +126,7 @@ class FakeEngine:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.bind_port), Handler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
