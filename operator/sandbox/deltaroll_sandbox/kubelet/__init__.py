@@ -31,7 +31,9 @@ How a pod maps onto one machine (documented for everyone writing manifests for t
   bound to the pod (RBAC and admission policies apply to it), a ``configMap``
   ``kube-root-ca.crt`` the API's CA (served by the kubelet, not stored as an object): point the
   client at that folder (the agent's
-  ``--service-account-dir``). Tokens are not rotated (they last ``expirationSeconds``).
+  ``--service-account-dir``). Tokens are rotated as the kubelet does: a new one replaces the file
+  (atomically) once the old one is 80 % through its ``expirationSeconds`` or 24 h old; the old
+  one stays valid until it expires, so a container must read its token file again.
 - **Restarts.** ``restartPolicy`` is honoured with a back-off of 0.5 s doubling to 10 s (shorter
   than a cluster's 10 s to 5 min, so tests stay quick); waiting containers show
   ``CrashLoopBackOff``. Logs go to ``<pod folder>/logs/<container>/<restartCount>.log`` and are

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import socket
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ log = structlog.get_logger("deltaroll_sandbox.kubelet")
 
 PORTS_ANNOTATION = "sandbox.deltaroll.dev/ports"
 MAX_GRACE_S = 5.0
+TOKEN_CHECK_S = 10.0  # how often the pod's ServiceAccount tokens are checked for age
 BACKOFF_START_S, BACKOFF_MAX_S = 0.5, 10.0
 
 
@@ -177,6 +179,7 @@ class PodWorker:
         self.stopping = False
         self._running: dict[str, Process] = {}
         self.task: asyncio.Task[None] | None = None
+        self._rotation: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -190,10 +193,11 @@ class PodWorker:
         grace = min(float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)), MAX_GRACE_S)
         grace = grace if grace_s is None else grace_s
         await asyncio.gather(*(self.processes.stop(p, grace) for p in list(self._running.values())))
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in (self.task, self._rotation):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         _reserved_ports.difference_update(self.ports.values())
 
     def on_update(self, pod: dict[str, Any]) -> None:
@@ -273,12 +277,25 @@ class PodWorker:
                 self.volumes = volumes.prepare(
                     self.pod, self.dir, self.node, self.sandbox_dir, self.lookup, self.tokens
                 )
+                if self.volumes.tokens:
+                    self._rotation = asyncio.create_task(self._rotate_tokens(self.volumes))
                 return
             except volumes.VolumeError as exc:
                 for record in [*self.init_records.values(), *self.records.values()]:
                     record.state = {"waiting": {"reason": "ContainerCreating", "message": str(exc)}}
                 self._publish()
                 await asyncio.sleep(1.0)
+
+    async def _rotate_tokens(self, pod_volumes: volumes.PodVolumes) -> None:
+        """Replace the pod's ServiceAccount tokens as they age, as the kubelet does: a
+        container must read its token file again, not keep the first one."""
+        while not self.stopping and not self.finished:
+            await asyncio.sleep(TOKEN_CHECK_S)
+            try:
+                now = datetime.datetime.now(datetime.UTC)
+                volumes.rotate_tokens(pod_volumes, self.pod, self.tokens, now)
+            except volumes.VolumeError as exc:  # the pod or its ServiceAccount is gone
+                log.warning("kubelet.token_not_rotated", pod=self.name, error=str(exc))
 
     # ---------------------------------------------------------------- containers
 

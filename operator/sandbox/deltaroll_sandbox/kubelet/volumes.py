@@ -8,10 +8,11 @@ half-written annotations file, as with the real kubelet's ``..data`` swap.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +78,27 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 @dataclass(frozen=True)
+class ProjectedToken:
+    """A pod's ServiceAccount token file, which the kubelet replaces before it expires."""
+
+    folder: Path  # the projected volume's
+    source: dict[str, Any]  # its serviceAccountToken source (path, audience, expirationSeconds)
+    issued: datetime.datetime
+    expires: datetime.datetime
+
+    def due(self, now: datetime.datetime) -> bool:
+        """As the kubelet's token manager: older than 80 % of its lifetime or than 24 h."""
+        age = now - self.issued
+        return age >= (self.expires - self.issued) * 0.8 or age >= datetime.timedelta(hours=24)
+
+
+@dataclass(frozen=True)
 class PodVolumes:
     """The local folder of every volume of one pod."""
 
     folders: dict[str, Path]
     downward: dict[str, list[dict[str, Any]]]  # volume name -> downwardAPI items (incl. projected)
+    tokens: list[ProjectedToken] = field(default_factory=list)
 
 
 def prepare(
@@ -98,6 +115,7 @@ def prepare(
     namespace = pod["metadata"]["namespace"]
     folders: dict[str, Path] = {}
     downward: dict[str, list[dict[str, Any]]] = {}
+    projected_tokens: list[ProjectedToken] = []
     for volume in pod["spec"].get("volumes") or []:
         name = volume["name"]
         own = pod_dir / "volumes" / name
@@ -127,7 +145,8 @@ def prepare(
                     if kind in source:
                         _write_keys(folder, source[kind], kind, namespace, lookup)
                 if "serviceAccountToken" in source:
-                    _write_token(folder, source["serviceAccountToken"], pod, tokens)
+                    token_source = source["serviceAccountToken"]
+                    projected_tokens.append(_write_token(folder, token_source, pod, tokens))
             downward[name] = items
         elif "configMap" in volume or "secret" in volume:
             folder = own
@@ -137,7 +156,7 @@ def prepare(
             folder = own
         folder.mkdir(parents=True, exist_ok=True)
         folders[name] = folder
-    volumes = PodVolumes(folders, downward)
+    volumes = PodVolumes(folders, downward, projected_tokens)
     refresh_downward(volumes, pod)
     return volumes
 
@@ -163,13 +182,14 @@ def _write_keys(
 
 def _write_token(
     folder: Path, source: dict[str, Any], pod: dict[str, Any], tokens: TokenIssuer
-) -> None:
+) -> ProjectedToken:
     """A token of the pod's ServiceAccount, bound to the pod, as the kubelet requests it."""
     meta = pod["metadata"]
     account = pod["spec"].get("serviceAccountName") or "default"
     audience = source.get("audience")
+    issued = datetime.datetime.now(datetime.UTC)
     try:
-        token, _ = tokens.issue(
+        token, expires = tokens.issue(
             meta["namespace"],
             account,
             audiences=[audience] if audience else None,
@@ -181,6 +201,20 @@ def _write_token(
     _write_atomic(
         folder / _safe_relative(source["path"], "serviceAccountToken path"), token.encode()
     )
+    return ProjectedToken(folder, source, issued, expires)
+
+
+def rotate_tokens(
+    volumes: PodVolumes, pod: dict[str, Any], tokens: TokenIssuer, now: datetime.datetime
+) -> int:
+    """Replace every token file that is :meth:`ProjectedToken.due` with a new token (the old
+    one stays valid until it expires, as on a cluster); how many were replaced."""
+    replaced = 0
+    for number, token in enumerate(volumes.tokens):
+        if token.due(now):
+            volumes.tokens[number] = _write_token(token.folder, token.source, pod, tokens)
+            replaced += 1
+    return replaced
 
 
 def refresh_downward(volumes: PodVolumes, pod: dict[str, Any]) -> None:
