@@ -110,7 +110,6 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
     Warning Event naming the version to remove by hand instead of a finalizer that never goes;
     a store that is briefly unavailable is retried by Kopf."""
     from deltaroll.store import InvalidStoreUriError, Store, StoreAccessError
-    from deltaroll.store.facts import version_facts
 
     delta = _parse(dict(body))
     status = delta.status if delta is not None else None
@@ -138,11 +137,10 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
     try:
         credentials = store_credentials(_namespaced(namespace), delta.spec.store, policy)
         store = Store(uri, credentials=credentials, cache_dir=_cache_dir())
-        if status.created_version_id != version_id:  # a worker's word only: check the store
-            facts = version_facts(store, delta.spec.model, version_id)
-            if not any(job.verified_create(facts) for job in jobs):
-                post_event(body, "Normal", "VersionKept", kept)
-                return
+        verified = status.created_version_id == version_id
+        if not verified and not _job_created(store, delta.spec.model, version_id, jobs):
+            post_event(body, "Normal", "VersionKept", kept)
+            return
         reason, message = _delete_unless_used(delta, store, version_id, _namespaced(namespace))
     except (StoreAccessError, InvalidStoreUriError, SecretNotFoundError) as exc:
         post_event(body, "Warning", "VersionNotDeleted", f"{exc}; {manual}")
@@ -150,6 +148,19 @@ def delete_version(body: kopf.Body, namespace: str | None, name: str, **_: Any) 
         return
     post_event(body, "Normal", reason, message)
     bound.info("modeldelta.version_retention", reason=reason)
+
+
+def _job_created(store: Store, model: str, version_id: str, jobs: tuple[JobView, ...]) -> bool:
+    """Whether one of ``jobs`` created ``version_id``, checked against the store: a worker's
+    report alone is the word of whoever could create a pod in the namespace."""
+    from deltaroll.store import VersionNotFoundError
+    from deltaroll.store.facts import version_facts
+
+    try:
+        facts = version_facts(store, model, version_id)
+    except VersionNotFoundError:
+        return False  # gone already: nothing of this ModelDelta's to delete
+    return any(job.verified_create(facts) for job in jobs)
 
 
 def _delete_unless_used(
