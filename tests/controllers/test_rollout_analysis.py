@@ -14,6 +14,7 @@ import pytest
 
 from controllers.rollout_world import T0
 from deltaroll.api.modeldeployment import EngineSpec, HttpProbe, MetricTemplate
+from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers.analysis import http_probe, prometheus
 from deltaroll.controllers.analysis.endpoints import engine_url
 from deltaroll.controllers.analysis.errors import ConditionError, MeasurementError
@@ -289,6 +290,27 @@ def test_take_turns_pods_into_a_judged_measurement(serve: Any) -> None:
     )
     errored = take(spec.model_copy(update={"provider": spec.provider}), run, unreachable)
     assert errored is not None and errored.verdict == "Error"
+
+
+def test_an_http_probe_calls_no_engine_the_admins_http_targets_leave_out(serve: Any) -> None:
+    """SSRF: the probe's targets come from pods a tenant controls (their IPs and the sandbox's
+    port annotation); an address outside ``httpTargets`` is an Error, and gets no request."""
+    canary, seen = serve(eval_engine(2.0))
+    port = urlsplit(canary).port
+    spec = template(provider={"http": {"body": '{"texts": ["x"]}'}}, successCondition="true")
+    run = start_run("loss", step_index=2, version="v3", now=T0)
+    ports = {"sandbox.deltaroll.dev/ports": json.dumps({"8000": port})}
+    context = Context(
+        engine=EngineSpec(kind="reference"),
+        canary_version="v3",
+        stable_version="v2",
+        canary_pods=[pod("p", "127.0.0.1", **ports)],
+        policy=NamespacePolicy(http_targets=["http://10.20."]),
+    )
+    measured = take(spec, run, context)
+    assert measured is not None and measured.verdict == "Error"
+    assert f"HTTP analysis target http://127.0.0.1:{port} is not allowed" in measured.message
+    assert "allowed: http://10.20." in measured.message and seen == []
 
 
 def prometheus_server(result: dict[str, Any]) -> Handler:
