@@ -115,9 +115,10 @@ class Policy(_PolicyModel):
     )
     allow_instance_metadata: bool = Field(
         default=False,
-        description="Whether the operator's S3 clients (for stores it opens with its own "
-        "identity) and its worker Jobs may ask the cloud instance metadata service for "
-        "credentials: on a cloud node, the node's role.",
+        description="Whether S3 clients may ask the cloud instance metadata service for "
+        "credentials (on a cloud node, the node's role): the operator's, for the stores it "
+        "opens with its own identity, and a worker Job's, for exactly its own store when that "
+        "store is one of its namespace's operatorIdentityStores (no other Job gets it).",
     )
 
     _resolved: dict[str, NamespacePolicy] = PrivateAttr(default_factory=dict)
