@@ -5,8 +5,10 @@ kept, and a crash in the middle finished by running the command again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ import xxhash
 from deltaroll.checkpoint.reader import open_checkpoint
 from deltaroll.store import InvalidManifestError, Store
 from deltaroll.store import upgrade as upgrade_module
+from deltaroll.store.errors import StoreBusyError
 from deltaroll.store.upgrade import upgrade_model
 from fixtures.cli import deltaroll_json
 
@@ -121,3 +124,63 @@ def test_a_damaged_v1_object_is_refused_by_name(v1_store: Path) -> None:
     ):
         upgrade_model(Store(f"file://{v1_store}"), "tiny")
     assert len(Store(f"file://{v1_store}").log("tiny")) == 1  # the anchor, before the damage
+
+
+def test_a_gc_during_an_upgrade_is_refused_and_loses_nothing(
+    v1_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gc between two of the upgrade's pushes (another Store, as another process or the
+    operator after a ModelDelta deletion would be): on main it found the v1 objects referenced
+    by nothing live (their records set aside, their v2 versions not pushed yet), deleted them,
+    and the upgrade failed halfway. The upgrade holds the publish lease: gc is refused; after
+    it, gc runs and every version still pulls to its v1 content."""
+    uri = f"file://{v1_store}"
+    store = Store(uri, cache_dir=tmp_path / "cache")
+    real_push = store.push
+    refusals: list[str] = []
+
+    def push_then_gc(*args: object, **kwargs: object) -> object:
+        result = real_push(*args, **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(StoreBusyError, match="publish to 'tiny'.*in progress") as caught:
+            Store(uri, cache_dir=tmp_path / "gc-cache").gc("tiny", None, grace=timedelta(0))
+        refusals.append(str(caught.value))
+        return result
+
+    monkeypatch.setattr(store, "push", push_then_gc)
+    result = upgrade_model(store, "tiny")
+    assert len(refusals) == len(result.versions) == 3
+
+    after = Store(uri, cache_dir=tmp_path / "cache")
+    assert after.gc("tiny", None, grace=timedelta(0)).deleted_versions == []
+    for old, new in result.versions.items():
+        pulled = tmp_path / "pulled" / old
+        after.pull("tiny", new, pulled)
+        assert _checksums(pulled) == _v1_target_checksums(v1_store, old)
+
+
+def test_a_v1_chunk_list_longer_than_its_tensor_is_refused_before_anything_is_fetched(
+    v1_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A v1 anchor whose tensor lists one chunk many times (a decompression bomb: on main every
+    listed chunk was decompressed and joined before the size was checked) is refused by its
+    count, before any chunk is read."""
+    record_path = v1_store / "tiny" / "anchors" / f"{V1_NAMES['step-0']}.json"
+    record = json.loads(record_path.read_text())
+    manifest = json.loads(record["delta"]["manifest_json"])
+    carried = manifest["tensors"][0]
+    carried["target_chunks"] = carried["target_chunks"] * 1000
+    text = json.dumps(manifest)
+    record["delta"]["manifest_json"] = text
+    record["delta"]["manifest_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    record_path.write_text(json.dumps(record))
+    fetched: list[str] = []
+    real_object = upgrade_module._object
+
+    def counted(catalog: object, model: str, digest: str) -> bytes:
+        fetched.append(digest)
+        return real_object(catalog, model, digest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upgrade_module, "_object", counted)
+    with pytest.raises(InvalidManifestError, match="1 chunk.*its manifest lists 1000"):
+        upgrade_model(Store(f"file://{v1_store}"), "tiny")
+    assert carried["target_chunks"][0] not in fetched
