@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
 from deltaroll.agent.fetch import fetched_objects, prune_cache
 from deltaroll.api.object_cache import LOCK_NAME, UNUSED_SCOPE_TTL
 from deltaroll.store import Store
+from deltaroll.store.cache_leases import CacheLeases
+from deltaroll.store.scope_prune import prune_unused_scopes
 from store.support import FAST_RETRY
 from store.test_cache_sharing import objects_of, published, start_reader  # noqa: F401
 
@@ -105,3 +108,39 @@ def test_a_pull_removes_unused_scopes_unless_told_to_keep_the_cache(
     assert unused.cache.root.is_dir() and leftover.is_dir()
     puller.pull("tiny", versions[2], tmp_path / "out", base=checkpoints[1])
     assert not unused.cache.root.exists() and not leftover.exists()
+
+
+def test_two_agents_pruning_the_same_unused_scope_at_once_both_finish(
+    published: tuple[str, list[str]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The second waits for the scope's lock while the first removes the scope: it finds the
+    scope gone and goes on (it must not fail the agent's pass)."""
+    uri, versions = published
+    cache = tmp_path / "cache"
+    unused = fetched_and_released(copy_of_store(tmp_path, "rotated"), cache, *versions[:2])
+    age(unused)
+    own = Store(uri, cache_dir=cache, retry=FAST_RETRY).cache.root
+    lock = unused.cache.root / LOCK_NAME
+    outcome: list[object] = []
+    with CacheLeases(unused.cache.root).locked(exclusive=True):  # the first pruner, midway
+        second = threading.Thread(
+            target=lambda: outcome.append(prune_unused_scopes(own)), daemon=True
+        )
+        second.start()
+        wait_until_blocked_on(lock)
+        os.rename(unused.cache.root, cache / ".removing-first")
+    second.join(timeout=30)
+    assert outcome == [[]]
+    assert not unused.cache.root.exists()
+
+
+def wait_until_blocked_on(lock: Path) -> None:
+    """Until some process waits for ``lock``'s flock (a ``->`` line of /proc/locks)."""
+    inode = f":{lock.stat().st_ino} "
+    deadline = time.monotonic() + 30
+    while not any(
+        "->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines()
+    ):
+        assert time.monotonic() < deadline, "the second pruner never waited for the lock"
+        time.sleep(0.01)

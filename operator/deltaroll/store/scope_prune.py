@@ -60,7 +60,10 @@ def _set_aside_if_unused(scope: Path, unused_for: timedelta) -> bool:
     leases = CacheLeases(scope)
     aside = scope.parent / f"{REMOVING_PREFIX}{uuid.uuid4().hex}"
     with leases.locked(exclusive=True):
-        last_use = (scope / LOCK_NAME).stat().st_mtime
+        try:
+            last_use = (scope / LOCK_NAME).stat().st_mtime
+        except FileNotFoundError:  # another process removed it while we waited for its lock
+            return False
         if time.time() - last_use < unused_for.total_seconds() or leases.live() != set():
             return False
         os.rename(scope, aside)
