@@ -57,15 +57,23 @@ def _is_other_scope(entry: Path, own: Path) -> bool:
 
 def _set_aside_if_unused(scope: Path, unused_for: timedelta) -> bool:
     """Delete ``scope`` if it is unused (checked and renamed away under its exclusive lock)."""
+    if not _unused_since(scope, unused_for):  # a scope in use is not even locked
+        return False
     leases = CacheLeases(scope)
     aside = scope.parent / f"{REMOVING_PREFIX}{uuid.uuid4().hex}"
     with leases.locked(exclusive=True):
-        try:
-            last_use = (scope / LOCK_NAME).stat().st_mtime
-        except FileNotFoundError:  # another process removed it while we waited for its lock
-            return False
-        if time.time() - last_use < unused_for.total_seconds() or leases.live() != set():
+        if not _unused_since(scope, unused_for) or leases.live() != set():
             return False
         os.rename(scope, aside)
     shutil.rmtree(aside, ignore_errors=True)
     return True
+
+
+def _unused_since(scope: Path, unused_for: timedelta) -> bool:
+    """Whether nobody took the scope's lock shared for ``unused_for`` (False once the scope is
+    gone: another process removed it, maybe while we waited for its lock)."""
+    try:
+        last_use = (scope / LOCK_NAME).stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return time.time() - last_use >= unused_for.total_seconds()
