@@ -11,11 +11,13 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xxhash
 
 from deltaroll.checkpoint.reader import open_checkpoint
-from deltaroll.store import InvalidManifestError, Store
+from deltaroll.codec.delta import encode_tensor_delta
+from deltaroll.store import InvalidManifestError, Store, keys
 from deltaroll.store import upgrade as upgrade_module
 from deltaroll.store.errors import StoreBusyError
 from deltaroll.store.upgrade import upgrade_model
@@ -184,3 +186,32 @@ def test_a_v1_chunk_list_longer_than_its_tensor_is_refused_before_anything_is_fe
     with pytest.raises(InvalidManifestError, match="1 chunk.*its manifest lists 1000"):
         upgrade_model(Store(f"file://{v1_store}"), "tiny")
     assert carried["target_chunks"][0] not in fetched
+
+
+@pytest.mark.parametrize("changed", [0.0, 0.01, 0.6])  # unchanged, sparse, dense
+def test_a_changed_tensor_is_rebuilt_a_window_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: float
+) -> None:
+    """The rebuild streams the base through windows (made small here, so a tensor spans many)
+    and writes exactly what applying the whole delta to the whole tensor gives."""
+    monkeypatch.setattr(upgrade_module, "_WINDOW_BYTES", 4096)
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 1 << 16, 100_003, dtype=np.uint16)
+    target = base.copy()
+    flipped = rng.choice(base.shape[0], int(changed * base.shape[0]), replace=False)
+    target[flipped] ^= rng.integers(1, 1 << 16, flipped.shape[0], dtype=np.uint16)
+    encoded = encode_tensor_delta(base, target)
+    expected_kind = {0.0: "unchanged", 0.01: "sparse", 0.6: "dense"}[changed]
+    assert encoded.kind.value == expected_kind
+    store = Store(f"file://{tmp_path / 'store'}", cache_dir=tmp_path / "cache")
+    digest = hashlib.sha256(encoded.payload).hexdigest()
+    store.catalog.write_bytes(keys.object_key("m", digest), encoded.payload, create_only=True)
+    (tmp_path / "base.bin").write_bytes(b"header" + base.tobytes())
+    entry = {"kind": encoded.kind.value, "delta_object": digest,
+             "changed_elements": encoded.changed_elements,
+             "total_elements": encoded.total_elements}  # fmt: skip
+    source = upgrade_module._TensorFile(tmp_path / "base.bin", 6, np.dtype(np.uint16), base.nbytes)
+    with (tmp_path / "out.bin").open("wb") as out:
+        checksum = upgrade_module._patched_copy(store.catalog, "m", entry, source, out)
+    assert (tmp_path / "out.bin").read_bytes() == target.tobytes()
+    assert checksum == xxhash.xxh3_128_hexdigest(target.tobytes())

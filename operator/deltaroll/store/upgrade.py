@@ -43,11 +43,12 @@ import numpy as np
 import xxhash
 import zstandard
 
-from deltaroll.checkpoint.dtypes import bits_view, itemsize
+from deltaroll.checkpoint.dtypes import bits_view, byte_view, itemsize
 from deltaroll.checkpoint.names import check_file_name, child_path
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
-from deltaroll.codec.delta import apply_tensor_delta
+from deltaroll.codec.delta import decode_changes, decode_dense
 from deltaroll.codec.errors import CodecError
+from deltaroll.codec.gaps import gaps_to_positions
 from deltaroll.codec.model import EncodedTensor, TensorKind
 from deltaroll.store import keys
 from deltaroll.store.aliases import set_name
@@ -62,6 +63,8 @@ V1_ANCHOR_SCHEMA = "deltaroll.store.anchor/v1"
 V1_DELTA_SCHEMA = "deltaroll.delta/v1"
 LEGACY = "legacy-v1"
 V1_CHUNK_BYTES = 64 << 20
+#: How much of a base tensor a rebuild reads at once.
+_WINDOW_BYTES = 16 << 20
 
 
 @dataclass
@@ -305,25 +308,95 @@ def _write_tensor(
             raise InvalidManifestError(
                 f"v1 delta of tensor {name!r} makes {nbytes} bytes from {ref.end - ref.begin}"
             )
-        data = bytearray(nbytes)  # the one copy of the tensor, patched in place
-        with ref.path.open("rb") as f:
-            f.seek(ref.begin)
-            f.readinto(data)
-        if kind != "unchanged":
-            values = np.frombuffer(data, np.dtype(bits_view(ref.dtype)))
-            encoded = EncodedTensor(
-                TensorKind(kind),
-                _object(catalog, model, entry["delta_object"]),
-                entry["changed_elements"],
-                entry["total_elements"],
-            )
-            try:
-                apply_tensor_delta(values, encoded, side="base")
-            except CodecError as exc:
-                raise InvalidManifestError(f"v1 delta of tensor {name!r}: {exc}") from exc
-        checksum = xxhash.xxh3_128_hexdigest(data)
-        out.write(data)
+        base = _TensorFile(ref.path, ref.begin, np.dtype(bits_view(ref.dtype)), nbytes)
+        try:
+            checksum = _patched_copy(catalog, model, entry, base, out)
+        except CodecError as exc:
+            raise InvalidManifestError(f"v1 delta of tensor {name!r}: {exc}") from exc
     if checksum != target["checksum"]:
         raise InvalidManifestError(
             f"tensor {name!r} rebuilt from the v1 delta does not match its v1 checksum"
         )
+
+
+@dataclass(frozen=True)
+class _TensorFile:
+    """A base tensor's bytes in its checkpoint file, read a window at a time."""
+
+    path: Path
+    begin: int
+    dtype: np.dtype[Any]
+    nbytes: int
+
+    @property
+    def total(self) -> int:
+        return self.nbytes // self.dtype.itemsize
+
+    def windows(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first element, its values) of consecutive windows (one writable buffer, reused)."""
+        step = max(1, _WINDOW_BYTES // self.dtype.itemsize)
+        buffer = np.empty(min(step, self.total), self.dtype)
+        with self.path.open("rb") as f:
+            f.seek(self.begin)
+            for first in range(0, self.total, step):
+                window = buffer[: min(step, self.total - first)]
+                if f.readinto(byte_view(window)) != window.nbytes:
+                    raise InvalidManifestError(f"{self.path} ends inside a tensor")
+                yield first, window
+
+    def read(self, first: int, count: int) -> np.ndarray:
+        with self.path.open("rb") as f:
+            f.seek(self.begin + first * self.dtype.itemsize)
+            values = np.fromfile(f, self.dtype, count)
+        if values.shape[0] != count:
+            raise InvalidManifestError(f"{self.path} ends inside a tensor")
+        return values
+
+
+def _patched_copy(
+    catalog: Catalog, model: str, entry: dict[str, Any], base: _TensorFile, out: BinaryIO
+) -> str:
+    """Write ``base`` with the v1 change of ``entry`` applied, a window at a time (memory: a
+    window and the changed elements, never the tensor); returns the xxh3-128 written."""
+    hasher = xxhash.xxh3_128()
+    kind = TensorKind(entry["kind"])
+    if kind is TensorKind.UNCHANGED:
+        for _, window in base.windows():
+            _emit(window, hasher, out)
+        return hasher.hexdigest()
+    encoded = EncodedTensor(
+        kind,
+        _object(catalog, model, entry["delta_object"]),
+        entry["changed_elements"],
+        entry["total_elements"],
+    )
+    if kind is TensorKind.DENSE:
+        expected = 0
+        for first, xor in decode_dense(encoded, base.dtype):
+            if first != expected:
+                raise CodecError(f"a dense chunk starts at {first}, not {expected}")
+            values = base.read(first, xor.shape[0])
+            values ^= xor
+            _emit(values, hasher, out)
+            expected = first + xor.shape[0]
+        if expected != base.total:
+            raise CodecError(f"the dense chunks cover {expected} of {base.total} elements")
+        return hasher.hexdigest()
+    changes = decode_changes(encoded, base.dtype)
+    positions = gaps_to_positions(changes.gaps, changes.total)
+    values = np.empty(positions.shape, base.dtype)
+    for first, window in base.windows():  # gather the base's values at the changes
+        lo, hi = np.searchsorted(positions, (first, first + window.shape[0]))
+        values[lo:hi] = window[positions[lo:hi] - first]
+    changes.resolve(values, forward=True)
+    for first, window in base.windows():  # then write the target, window by window
+        lo, hi = np.searchsorted(positions, (first, first + window.shape[0]))
+        window[positions[lo:hi] - first] = values[lo:hi]
+        _emit(window, hasher, out)
+    return hasher.hexdigest()
+
+
+def _emit(values: np.ndarray, hasher: xxhash.xxh3_128, out: BinaryIO) -> None:
+    view = byte_view(values)
+    hasher.update(view)
+    out.write(view)
