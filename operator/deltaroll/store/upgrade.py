@@ -20,9 +20,9 @@ The whole conversion holds the model's publish lease (:mod:`deltaroll.store.leas
 it goes): until its v2 versions exist nothing live refers to the v1 objects, so a ``gc`` started
 meanwhile is refused, and one already running is waited for before anything is set aside.
 
-Memory is bounded by one tensor, held once: carried data is decompressed chunk by chunk straight
-into the rebuilt file (the chunk count checked against the tensor's size first), and a changed
-tensor is read into one buffer and patched in place.
+Memory never holds a whole tensor: carried data is decompressed chunk by chunk straight into the
+rebuilt file (the chunk count checked against the tensor's size first), and a changed tensor is
+streamed from its base a window at a time (plus its changed elements).
 """
 
 from __future__ import annotations
