@@ -172,3 +172,16 @@ def test_a_link_into_is_the_very_file_checked(tmp_path: Path) -> None:
     cache.link_into(ref.digest, dest)
     assert dest.stat().st_ino == cache.path(ref.digest).stat().st_ino
     assert dest.read_bytes() == b"the object"
+
+
+def test_a_missing_object_is_reported_as_missing(tmp_path: Path) -> None:
+    """An object gone from the cache is not an object that changed (on main it was reported as
+    "changed after it was verified", which sent people looking for a tamperer)."""
+    cache, ref = _committed(tmp_path, b"the object")
+    cache.path(ref.digest).unlink()
+    dest = tmp_path / "delta" / ref.digest
+    dest.parent.mkdir()
+    with pytest.raises(ObjectCacheError, match="the cached object is missing") as caught:
+        cache.link_into(ref.digest, dest)
+    assert "changed" not in str(caught.value) and "run again to fetch it" in str(caught.value)
+    assert not dest.exists()

@@ -100,3 +100,23 @@ def test_a_name_is_not_set_while_a_gc_holds_the_model(
         store.set_name("tiny", "prod", version)
     assert store.catalog.read_name("tiny", "prod") is None
     assert store.set_name("tiny", "prod", version)  # once gc is done
+
+
+def test_a_renewed_publish_lease_keeps_gc_out_past_its_first_time_to_live(tmp_path: Path) -> None:
+    """A long holder (``upgrade-store``) renews its lease: gc counts its age from the last
+    write, so it is still refused after the first write's time to live has passed; a holder
+    that stopped renewing past half of it is told to stop."""
+    catalog = Store(f"file://{tmp_path / 'store'}", cache_dir=tmp_path / "cache").catalog
+    ttl = timedelta(seconds=2)
+    with leases.publishing(catalog, "tiny", ttl=ttl) as lease:
+        for _ in range(6):  # 3 s in all: past the first write's 2 s
+            time.sleep(0.5)
+            lease.renew(catalog)
+        with (
+            pytest.raises(StoreBusyError, match="in progress"),
+            leases.collecting(catalog, "tiny", ttl=ttl),
+        ):
+            pass
+        time.sleep(1.1)
+        with pytest.raises(StoreBusyError, match="longer than half"):
+            lease.renew(catalog)

@@ -188,3 +188,25 @@ def test_a_statement_signed_by_an_older_deltaroll_asks_to_be_signed_again(
         store.signed(MODEL, version, [key.public])
     store.sign(MODEL, version, key)
     assert store.signed(MODEL, version, [key.public]).statement.store == f"file://{root}"
+
+
+def test_a_key_whose_statement_names_another_store_gives_way_to_the_next_accepted_key(
+    checkpoints: list[Path], tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    """Two accepted keys (rotation): key a's statement was copied in from another store, key b
+    signed the version here. The version is signed for this store, so it verifies (on main the
+    first key's binding error ended the search); with only key a it is refused, by name."""
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    a, b = load_signing_key(keys["a"]), load_signing_key(keys["b"])
+    their_store = Store(f"file://{theirs}", cache_dir=tmp_path / "cache")
+    version = their_store.push(MODEL, checkpoints[0], name="prod").version
+    their_store.sign(MODEL, version, a, names=["prod"])
+    shutil.copytree(theirs, ours)
+    our_store = Store(f"file://{ours}", cache_dir=tmp_path / "cache")
+    our_store.sign(MODEL, version, b, names=["prod"])
+
+    for trusted in ([a.public, b.public], [b.public, a.public]):
+        found = our_store.signed(MODEL, version, trusted, name="prod")
+        assert (found.key_id, found.statement.store) == (b.public.key_id, f"file://{ours}")
+    with pytest.raises(SignatureError, match=f"signed for file://{theirs}, not for this store"):
+        our_store.signed(MODEL, version, [a.public], name="prod")

@@ -22,6 +22,7 @@ from deltaroll.store import Store
 from deltaroll.store.graph import Plan, Step
 from deltaroll.store.manifests import ObjectRef
 from deltaroll.store.node_cache import NodeCacheClient
+from deltaroll.store.scope_prune import prune_unused_scopes
 from deltaroll.store.transfer import download_objects
 
 
@@ -149,10 +150,12 @@ def prune_cache(
     ``kept`` (what the last call kept); drop the rest, anchors included (a full snapshot is not
     worth its disk) unless ``keep_anchors`` (an agent serving peers: pods that start later get
     the snapshot from it instead of the store), and unless another process sharing the cache
-    holds them. Returns what is kept."""
+    holds them; and the scopes of the cache directory nobody used for a day (old credentials,
+    another store). Returns what is kept."""
     steps = [s for s in plan.steps if keep_anchors or s.kind != "anchor"]
     keep = frozenset(ref.digest for ref in plan_objects(steps))
     store.cache.hold(keep)
     store.cache.release(kept)
     store.cache.prune()
+    prune_unused_scopes(store.cache.root)
     return keep

@@ -6,6 +6,7 @@ never a half-written delta or checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -78,3 +79,18 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_directories(directory: Path) -> None:
+    """``mkdir -p`` whose result survives a power loss: each folder it makes is fsynced into its
+    parent (a folder that already exists costs one ``stat``)."""
+    missing: list[Path] = []
+    current = Path(directory)
+    while not current.is_dir() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        # Made by a concurrent writer meanwhile (or not a folder: the write will say so).
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+        fsync_directory(folder.parent)

@@ -160,9 +160,15 @@ class ObjectCache:
         """Make ``dest`` the cached object: a hard link to the very file opened (no link
         followed) and known to hold ``digest`` (hashed again if it is not that known file),
         or a copy from it when the filesystem cannot link. :class:`ObjectCacheError` when the
-        file is not the object any more (it is removed: fetch again)."""
+        file is not the object any more (it is removed: fetch again) or is missing."""
         try:
             fd = os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError as exc:
+            raise ObjectCacheError(
+                f"{self.path(digest)}: the cached object is missing (removed since it was "
+                "fetched, by hand or by a process that did not hold it); nothing was applied: "
+                "run again to fetch it"
+            ) from exc
         except OSError as exc:
             self._discard(digest, None)
             raise _changed(digest, self.root) from exc

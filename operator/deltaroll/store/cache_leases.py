@@ -52,11 +52,15 @@ class CacheLeases:
 
     @contextlib.contextmanager
     def locked(self, *, exclusive: bool) -> Iterator[None]:
-        """Hold the scope's lock: shared to enter objects or change a lease, exclusive to prune."""
+        """Hold the scope's lock: shared to enter objects or change a lease (a use of the scope:
+        the lock file's mtime says when it was last used), exclusive to prune."""
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            if not exclusive:
+                with contextlib.suppress(OSError):  # a lock file of another user's: no mark
+                    os.utime(fd)
             yield
         finally:
             os.close(fd)  # closing the only descriptor releases the lock

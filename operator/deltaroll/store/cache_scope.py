@@ -69,6 +69,12 @@ def _settings(source: Mapping[str, str], prefixes: tuple[str, ...]) -> dict[str,
     return {name: value for name, value in source.items() if name.startswith(prefixes)}
 
 
+def is_scope_name(name: str) -> bool:
+    """Whether ``name`` is what :func:`scoped_directory` names a scope (a cache's own folders,
+    the salt and anything a person put there are not)."""
+    return len(name) == 2 * int(_SCRYPT["dklen"]) and all(c in "0123456789abcdef" for c in name)
+
+
 @functools.lru_cache(maxsize=64)
 def _scope_name(salt: bytes, material: bytes) -> str:
     return hashlib.scrypt(material, salt=salt, **_SCRYPT).hex()

@@ -41,12 +41,12 @@ GC_WAIT: Final = timedelta(minutes=2)
 _POLL_S: Final = 0.2
 
 
-@dataclass(frozen=True)
+@dataclass
 class Lease:
     key: str
     what: str
     ttl: timedelta
-    started: float  # time.monotonic() when it was written
+    started: float  # time.monotonic() when it was last written
 
     def check(self) -> None:
         """Refuse to go on once half the lease is spent (others ignore it after all of it)."""
@@ -55,6 +55,15 @@ class Lease:
                 f"{self.what} took longer than half its {self.ttl} lease and stopped before its "
                 "next write; run it again"
             )
+
+    def renew(self, catalog: Catalog) -> None:
+        """Write the lease again once a quarter of it is spent (others count its age from the
+        last write), so a long holder keeps it; after half, :meth:`check` refuses instead."""
+        if time.monotonic() - self.started > self.ttl.total_seconds() / 4:
+            self.check()
+            started = time.monotonic()
+            catalog.write_bytes(self.key, _record(self.key), create_only=False)
+            self.started = started
 
 
 @contextmanager
@@ -88,12 +97,16 @@ def collecting(catalog: Catalog, model: str, *, ttl: timedelta = LEASE_TTL) -> I
 def _held(catalog: Catalog, model: str, kind: LeaseKind, ttl: timedelta) -> Iterator[Lease]:
     key = keys.lease_key(model, kind, uuid.uuid4().hex)
     started = time.monotonic()
-    record = {"kind": kind, "model": model, "since": now().isoformat()}
-    catalog.write_bytes(key, json.dumps(record).encode(), create_only=True)
+    catalog.write_bytes(key, _record(key), create_only=True)
     try:
         yield Lease(key, f"{kind} of {model!r}", ttl, started)
     finally:
         catalog.delete([key])
+
+
+def _record(key: str) -> bytes:
+    """A lease's content, for people reading the store (its age is the write's own time)."""
+    return json.dumps({"lease": key, "written": now().isoformat()}).encode()
 
 
 def _others(catalog: Catalog, model: str, kind: LeaseKind, ttl: timedelta) -> bool:

@@ -30,6 +30,7 @@ from deltaroll.store.errors import InvalidManifestError, NoPathError, StoreError
 from deltaroll.store.graph import Plan, Step, VersionGraph
 from deltaroll.store.manifests import DeltaRecord, ObjectRef
 from deltaroll.store.name_sequences import NameSequences
+from deltaroll.store.scope_prune import prune_unused_scopes
 from deltaroll.store.signatures import SignedTarget, signed_statement
 from deltaroll.store.signing import PublicKey
 from deltaroll.store.transfer import download_objects
@@ -114,6 +115,7 @@ def pull(
         cache.release(obj.digest for obj in refs)
     if not keep_cache:  # unless another process holds them
         cache.prune(among=[obj.digest for obj in refs])
+        prune_unused_scopes(cache.root)
     log.info("store.pulled", model=model, version=version, path=plan.path, bytes=downloaded)
     return PullResult(
         version=version,

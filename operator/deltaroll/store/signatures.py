@@ -187,6 +187,7 @@ def signed_statement(
     uri = catalog.backend.uri
     bad = 0
     outdated: SignatureError | None = None
+    refused: SignatureError | None = None  # a genuine statement, but not for this use
     for key in {key.key_id: key for key in trusted}.values():
         record = _read_record(catalog, model, version, key.key_id)
         if record is None:
@@ -199,13 +200,19 @@ def signed_statement(
         if statement is None or (statement.model, statement.version) != (model, version):
             bad += 1
             continue
-        _check_binding(statement, uri, namespace)
-        if name is not None:
-            _check_name(statement, uri, name)
-            if sequences is not None:
-                sequences.accept(uri, model, name, statement.names[name], version)
+        try:
+            _check_binding(statement, uri, namespace)
+            if name is not None:
+                _check_name(statement, uri, name)
+                if sequences is not None:
+                    sequences.accept(uri, model, name, statement.names[name], version)
+        except SignatureError as exc:  # another accepted key may have signed it for here
+            refused = refused or exc
+            continue
         return SignedTarget(statement, key.key_id)
     accepted = ", ".join(key.key_id[:16] for key in trusted)
+    if refused is not None:
+        raise refused
     if outdated is not None:
         raise SignatureError(f"{uri}: {version} of {model!r}: {outdated}")
     if bad:

@@ -16,14 +16,20 @@ Order, so that nothing of v1 is lost and a crash is finished by running the comm
    same version again, so a repeat publishes nothing new);
 3. the names are moved (idempotent). The copies stay: they are the only record of the v1 ids.
 
-Do not run ``gc`` on the model while it converts: until its v2 versions exist, nothing live
-refers to the v1 objects.
+The whole conversion holds the model's publish lease (:mod:`deltaroll.store.leases`, renewed as
+it goes): until its v2 versions exist nothing live refers to the v1 objects, so a ``gc`` started
+meanwhile is refused, and one already running is waited for before anything is set aside.
+
+Memory never holds a whole tensor: carried data is decompressed chunk by chunk straight into the
+rebuilt file (the chunk count checked against the tensor's size first), and a changed tensor is
+streamed from its base a window at a time (plus its changed elements).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import struct
 import tempfile
@@ -31,23 +37,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import xxhash
 import zstandard
 
-from deltaroll.checkpoint.dtypes import bits_view
+from deltaroll.checkpoint.dtypes import bits_view, byte_view, itemsize
 from deltaroll.checkpoint.names import check_file_name, child_path
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
-from deltaroll.codec.delta import apply_tensor_delta
+from deltaroll.codec.delta import decode_changes, decode_dense
 from deltaroll.codec.errors import CodecError
+from deltaroll.codec.gaps import gaps_to_positions
 from deltaroll.codec.model import EncodedTensor, TensorKind
 from deltaroll.store import keys
 from deltaroll.store.aliases import set_name
 from deltaroll.store.catalog import Catalog
 from deltaroll.store.client import Store
 from deltaroll.store.errors import InvalidManifestError
+from deltaroll.store.leases import Lease, publishing
 from deltaroll.store.names import validate_digest, validate_name
 
 V1_VERSION_SCHEMA = "deltaroll.store.version/v1"
@@ -55,6 +63,8 @@ V1_ANCHOR_SCHEMA = "deltaroll.store.anchor/v1"
 V1_DELTA_SCHEMA = "deltaroll.delta/v1"
 LEGACY = "legacy-v1"
 V1_CHUNK_BYTES = 64 << 20
+#: How much of a base tensor a rebuild reads at once.
+_WINDOW_BYTES = 16 << 20
 
 
 @dataclass
@@ -80,23 +90,27 @@ class UpgradeResult:
 def upgrade_model(store: Store, model: str, work_dir: Path | None = None) -> UpgradeResult:
     """Convert ``model``'s v1 versions in ``store`` (see the module docstring)."""
     catalog = store.catalog
-    _set_aside_v1_records(catalog, model)
-    versions = _read_legacy(catalog, model)
-    converted: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="deltaroll-upgrade-", dir=work_dir) as tmp:
-        for version, built, parent_built in _rebuilt(catalog, model, versions, Path(tmp)):
-            info = versions[version]
-            result = store.push(
-                model, built, base=parent_built, anchor=info.anchor is not None or not parent_built
-            )
-            converted[version] = result.version
-            if parent_built is not None and not _still_needed(parent_built, versions, converted):
-                shutil.rmtree(parent_built)
-    names: dict[str, str] = {}
-    for name, record in catalog.all_names(model).items():
-        if record.version in converted:
-            set_name(catalog, model, name, converted[record.version], force=True)
-            names[name] = converted[record.version]
+    with publishing(catalog, model) as lease:  # no gc while the v1 objects are only ours
+        versions = _read_legacy(catalog, model, _set_aside_v1_records(catalog, model))
+        converted: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="deltaroll-upgrade-", dir=work_dir) as tmp:
+            rebuilt = _rebuilt(catalog, model, versions, Path(tmp), lease)
+            for version, built, parent_built in rebuilt:
+                lease.renew(catalog)
+                anchor = versions[version].anchor is not None or not parent_built
+                converted[version] = store.push(
+                    model, built, base=parent_built, anchor=anchor
+                ).version
+                if parent_built is not None and not _still_needed(
+                    parent_built, versions, converted
+                ):
+                    shutil.rmtree(parent_built)
+        names: dict[str, str] = {}
+        for name, record in catalog.all_names(model).items():
+            if record.version in converted:
+                lease.renew(catalog)
+                set_name(catalog, model, name, converted[record.version], force=True)
+                names[name] = converted[record.version]
     return UpgradeResult(model, converted, names)
 
 
@@ -104,32 +118,41 @@ def _legacy_key(key: str, model: str) -> str:
     return f"{keys.model_prefix(model)}{LEGACY}/{key.removeprefix(keys.model_prefix(model))}"
 
 
-def _set_aside_v1_records(catalog: Catalog, model: str) -> None:
-    """Copy each v1 record under ``legacy-v1/`` (durably, first), then remove the original."""
+def _set_aside_v1_records(catalog: Catalog, model: str) -> dict[str, Any]:
+    """Copy each v1 record under ``legacy-v1/`` (durably, first), then remove the original;
+    returns the records set aside now, parsed, by their new key."""
+    moved: dict[str, Any] = {}
     for prefix in (keys.versions_prefix(model), keys.anchors_prefix(model)):
         for info in catalog.list_keys(prefix):
             data = catalog.read_bytes(info.key)
-            if _schema(data) not in (V1_VERSION_SCHEMA, V1_ANCHOR_SCHEMA):
+            record = _v1_record(data)
+            if record is None:
                 continue
-            catalog.write_bytes(_legacy_key(info.key, model), data, create_only=False)
+            legacy_key = _legacy_key(info.key, model)
+            catalog.write_bytes(legacy_key, data, create_only=False)
             catalog.delete([info.key])
+            moved[legacy_key] = record
+    return moved
 
 
-def _schema(data: bytes) -> object:
+def _v1_record(data: bytes) -> Any:
+    """The parsed record if ``data`` is a v1 version or anchor record, else None."""
     try:
         document = json.loads(data)
     except ValueError:
         return None
-    return document.get("schema") if isinstance(document, dict) else None
+    schema = document.get("schema") if isinstance(document, dict) else None
+    return document if schema in (V1_VERSION_SCHEMA, V1_ANCHOR_SCHEMA) else None
 
 
-def _read_legacy(catalog: Catalog, model: str) -> dict[str, _V1Version]:
-    """The v1 graph from the set-aside records, every embedded manifest checked."""
+def _read_legacy(catalog: Catalog, model: str, parsed: dict[str, Any]) -> dict[str, _V1Version]:
+    """The v1 graph from the set-aside records (those in ``parsed`` not read again), every
+    embedded manifest checked."""
     versions: dict[str, _V1Version] = {}
     legacy = f"{keys.model_prefix(model)}{LEGACY}/"
     for info in catalog.list_keys(legacy):
         with _malformed(info.key):
-            record = json.loads(catalog.read_bytes(info.key))
+            record = parsed.get(info.key) or json.loads(catalog.read_bytes(info.key))
             version = validate_name(record["version"], what="version")
             # A version record with no delta: the first version, whose anchor carries it.
             manifest = _embedded_manifest(record, info.key) if record["delta"] else None
@@ -174,7 +197,7 @@ def _embedded_manifest(record: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _rebuilt(
-    catalog: Catalog, model: str, versions: dict[str, _V1Version], work: Path
+    catalog: Catalog, model: str, versions: dict[str, _V1Version], work: Path, lease: Lease
 ) -> Iterator[tuple[str, Path, Path | None]]:
     """(version, its rebuilt checkpoint, its parent's) in an order where parents come first:
     from each anchor without a parent down its children."""
@@ -191,7 +214,7 @@ def _rebuilt(
         if manifest is None:
             raise InvalidManifestError(f"v1 version {version} has no parent and no anchor")
         with _malformed(f"the v1 delta of {version}"):
-            _materialize(catalog, model, manifest, parent_dir, out)
+            _materialize(catalog, model, manifest, parent_dir, out, lease)
         yield version, out, parent_dir
         stack.extend((child, out) for child in sorted(info.children))
 
@@ -208,22 +231,44 @@ def _object(catalog: Catalog, model: str, digest: str) -> bytes:
     return bytes(data)
 
 
-def _chunks(catalog: Catalog, model: str, digests: list[str]) -> bytes:
-    """Whole data v1 carried: zstd-compressed chunks of at most 64 MiB each, in order."""
-    decompressor = zstandard.ZstdDecompressor()
-    try:
-        return b"".join(
-            decompressor.decompress(_object(catalog, model, d), max_output_size=V1_CHUNK_BYTES)
-            for d in digests
-        )
-    except zstandard.ZstdError as exc:
+def _copy_chunks(
+    catalog: Catalog, model: str, digests: list[str], nbytes: int, out: BinaryIO
+) -> str:
+    """Write the ``nbytes`` v1 carried as zstd chunks of 64 MiB (the last one shorter) to
+    ``out``, one chunk in memory at a time; returns the xxh3-128 of what was written. The chunk
+    count is checked against ``nbytes`` before anything is fetched."""
+    if len(digests) != -(-nbytes // V1_CHUNK_BYTES):
         raise InvalidManifestError(
-            f"a v1 chunk of {digests[:1]} does not decompress: {exc}"
-        ) from exc
+            f"v1 data of {nbytes} bytes must come in {-(-nbytes // V1_CHUNK_BYTES)} chunk(s) of "
+            f"{V1_CHUNK_BYTES >> 20} MiB, its manifest lists {len(digests)}"
+        )
+    hasher = xxhash.xxh3_128()
+    decompressor = zstandard.ZstdDecompressor()
+    for index, digest in enumerate(digests):
+        expected = min(V1_CHUNK_BYTES, nbytes - index * V1_CHUNK_BYTES)
+        try:
+            chunk = decompressor.decompress(
+                _object(catalog, model, digest), max_output_size=expected
+            )
+        except zstandard.ZstdError as exc:
+            raise InvalidManifestError(f"v1 chunk {digest} does not decompress: {exc}") from exc
+        if len(chunk) != expected:
+            raise InvalidManifestError(
+                f"v1 chunk {digest} holds {len(chunk)} bytes, its place holds {expected}"
+            )
+        hasher.update(chunk)
+        out.write(chunk)
+        del chunk
+    return hasher.hexdigest()
 
 
 def _materialize(
-    catalog: Catalog, model: str, manifest: dict[str, Any], parent: Path | None, out: Path
+    catalog: Catalog,
+    model: str,
+    manifest: dict[str, Any],
+    parent: Path | None,
+    out: Path,
+    lease: Lease,
 ) -> None:
     """Write the target side of a v1 delta into ``out``, every tensor and file checked against
     the v1 checksums."""
@@ -237,43 +282,121 @@ def _materialize(
             f.write(struct.pack("<Q", len(header)))
             f.write(header)
             for name in file["tensors"]:
-                f.write(_tensor_bytes(catalog, model, entries[name], source))
+                lease.renew(catalog)
+                _write_tensor(catalog, model, entries[name], source, f)
     for aux in layout["aux_files"]:
-        data = _chunks(catalog, model, aux["chunks"])
-        if xxhash.xxh3_128_hexdigest(data) != aux["checksum"]:
+        with child_path(out, check_file_name(aux["name"])).open("wb") as f:
+            checksum = _copy_chunks(catalog, model, aux["chunks"], int(aux["size"]), f)
+        if checksum != aux["checksum"]:
             raise InvalidManifestError(f"v1 file {aux['name']} does not match its checksum")
-        child_path(out, check_file_name(aux["name"])).write_bytes(data)
     open_checkpoint(out)  # a well-formed checkpoint, or a clear error
 
 
-def _tensor_bytes(
-    catalog: Catalog, model: str, entry: dict[str, Any], source: Checkpoint | None
-) -> bytes:
+def _write_tensor(
+    catalog: Catalog, model: str, entry: dict[str, Any], source: Checkpoint | None, out: BinaryIO
+) -> None:
+    """Append the target of ``entry`` to ``out``, checked against its v1 checksum."""
     name, kind, target = entry["name"], entry["kind"], entry["target"]
+    nbytes = itemsize(target["dtype"]) * math.prod(int(d) for d in target["shape"])
     if kind == "carried":
-        data = _chunks(catalog, model, entry["target_chunks"])
+        checksum = _copy_chunks(catalog, model, entry["target_chunks"], nbytes, out)
     else:
         if source is None:
             raise InvalidManifestError(f"v1 anchor keeps tensor {name!r} as a change, not whole")
         ref = source.tensors[name]
-        with ref.path.open("rb") as f:
-            f.seek(ref.begin)
-            data = f.read(ref.end - ref.begin)
-        if kind != "unchanged":
-            values = np.frombuffer(data, np.dtype(bits_view(ref.dtype))).copy()
-            encoded = EncodedTensor(
-                TensorKind(kind),
-                _object(catalog, model, entry["delta_object"]),
-                entry["changed_elements"],
-                entry["total_elements"],
+        if ref.end - ref.begin != nbytes:
+            raise InvalidManifestError(
+                f"v1 delta of tensor {name!r} makes {nbytes} bytes from {ref.end - ref.begin}"
             )
-            try:
-                apply_tensor_delta(values, encoded, side="base")
-            except CodecError as exc:
-                raise InvalidManifestError(f"v1 delta of tensor {name!r}: {exc}") from exc
-            data = values.tobytes()
-    if xxhash.xxh3_128_hexdigest(data) != target["checksum"]:
+        base = _TensorFile(ref.path, ref.begin, np.dtype(bits_view(ref.dtype)), nbytes)
+        try:
+            checksum = _patched_copy(catalog, model, entry, base, out)
+        except CodecError as exc:
+            raise InvalidManifestError(f"v1 delta of tensor {name!r}: {exc}") from exc
+    if checksum != target["checksum"]:
         raise InvalidManifestError(
             f"tensor {name!r} rebuilt from the v1 delta does not match its v1 checksum"
         )
-    return data
+
+
+@dataclass(frozen=True)
+class _TensorFile:
+    """A base tensor's bytes in its checkpoint file, read a window at a time."""
+
+    path: Path
+    begin: int
+    dtype: np.dtype[Any]
+    nbytes: int
+
+    @property
+    def total(self) -> int:
+        return self.nbytes // self.dtype.itemsize
+
+    def windows(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first element, its values) of consecutive windows (one writable buffer, reused)."""
+        step = max(1, _WINDOW_BYTES // self.dtype.itemsize)
+        buffer = np.empty(min(step, self.total), self.dtype)
+        with self.path.open("rb") as f:
+            f.seek(self.begin)
+            for first in range(0, self.total, step):
+                window = buffer[: min(step, self.total - first)]
+                if f.readinto(byte_view(window)) != window.nbytes:
+                    raise InvalidManifestError(f"{self.path} ends inside a tensor")
+                yield first, window
+
+    def read(self, first: int, count: int) -> np.ndarray:
+        with self.path.open("rb") as f:
+            f.seek(self.begin + first * self.dtype.itemsize)
+            values = np.fromfile(f, self.dtype, count)
+        if values.shape[0] != count:
+            raise InvalidManifestError(f"{self.path} ends inside a tensor")
+        return values
+
+
+def _patched_copy(
+    catalog: Catalog, model: str, entry: dict[str, Any], base: _TensorFile, out: BinaryIO
+) -> str:
+    """Write ``base`` with the v1 change of ``entry`` applied, a window at a time (memory: a
+    window and the changed elements, never the tensor); returns the xxh3-128 written."""
+    hasher = xxhash.xxh3_128()
+    kind = TensorKind(entry["kind"])
+    if kind is TensorKind.UNCHANGED:
+        for _, window in base.windows():
+            _emit(window, hasher, out)
+        return hasher.hexdigest()
+    encoded = EncodedTensor(
+        kind,
+        _object(catalog, model, entry["delta_object"]),
+        entry["changed_elements"],
+        entry["total_elements"],
+    )
+    if kind is TensorKind.DENSE:
+        expected = 0
+        for first, xor in decode_dense(encoded, base.dtype):
+            if first != expected:
+                raise CodecError(f"a dense chunk starts at {first}, not {expected}")
+            values = base.read(first, xor.shape[0])
+            values ^= xor
+            _emit(values, hasher, out)
+            expected = first + xor.shape[0]
+        if expected != base.total:
+            raise CodecError(f"the dense chunks cover {expected} of {base.total} elements")
+        return hasher.hexdigest()
+    changes = decode_changes(encoded, base.dtype)
+    positions = gaps_to_positions(changes.gaps, changes.total)
+    values = np.empty(positions.shape, base.dtype)
+    for first, window in base.windows():  # gather the base's values at the changes
+        lo, hi = np.searchsorted(positions, (first, first + window.shape[0]))
+        values[lo:hi] = window[positions[lo:hi] - first]
+    changes.resolve(values, forward=True)
+    for first, window in base.windows():  # then write the target, window by window
+        lo, hi = np.searchsorted(positions, (first, first + window.shape[0]))
+        window[positions[lo:hi] - first] = values[lo:hi]
+        _emit(window, hasher, out)
+    return hasher.hexdigest()
+
+
+def _emit(values: np.ndarray, hasher: xxhash.xxh3_128, out: BinaryIO) -> None:
+    view = byte_view(values)
+    hasher.update(view)
+    out.write(view)

@@ -6,8 +6,9 @@ the final name: ``link`` fails if the name exists, which gives O_EXCL semantics 
 content already in place (on local filesystems and NFSv3+).
 
 A write returns once its bytes and its name are durable (the file fsynced before the rename, its
-directory after): a publish writes objects before the manifests that name them, and a power loss
-must never keep a manifest whose objects it lost."""
+directory after, every folder it had to make fsynced into its parent): a publish writes objects
+before the manifests that name them, and a power loss must never keep a manifest whose objects
+it lost."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from deltaroll.checkpoint.staging import fsync_directory, fsync_path
+from deltaroll.checkpoint.staging import fsync_directory, fsync_path, make_directories
 from deltaroll.redact import reason
 from deltaroll.store.backends.base import ObjectInfo, ProgressCallback
 from deltaroll.store.backends.concurrency import run_all
@@ -83,7 +84,7 @@ class FileBackend:
 
             def action() -> None:
                 path = self._path(key)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_directories(path.parent)
                 tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
                 try:
                     shutil.copyfile(source, tmp)
@@ -139,7 +140,7 @@ class FileBackend:
 
 def _write_temp(path: Path, data: bytes) -> Path:
     """Write ``data`` durably to a fresh temporary file next to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directories(path.parent)
     tmp = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     with open(tmp, "xb") as handle:
         handle.write(data)
