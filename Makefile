@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml operator/sandbox/pyproject.toml operator/demo/pyproject
 demo: setup
 	$(BIN)/python -m deltaroll_demo
 
+# Most of the suite's time is sandbox e2e tests waiting on processes (operator, kubelet, engines),
+# so two workers share two cores well; tests that must not run beside each other share an
+# xdist_group. TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: setup
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: setup
 	$(BIN)/python benchmarks/codec.py
