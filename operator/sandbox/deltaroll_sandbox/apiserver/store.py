@@ -138,12 +138,14 @@ class Store:
         namespace: str | None = None,
         predicate: Callable[[Obj], bool] | None = None,
     ) -> list[Obj]:
+        # Filter first, then sort only what is returned: a selective list (a ModelDeployment's
+        # pods by label) costs a pass over the objects, not a sort of all of them.
         items = [
-            obj
-            for (ns, _), obj in sorted(self._objects[rtype.storage_key].items())
-            if namespace is None or ns == namespace
+            (key, obj)
+            for key, obj in self._objects[rtype.storage_key].items()
+            if (namespace is None or key[0] == namespace) and (predicate is None or predicate(obj))
         ]
-        return [self._present(rtype, obj) for obj in items if predicate is None or predicate(obj)]
+        return [self._present(rtype, obj) for _, obj in sorted(items, key=lambda item: item[0])]
 
     def all_objects(self) -> Iterator[tuple[StorageKey, Obj]]:
         for key, objs in list(self._objects.items()):
