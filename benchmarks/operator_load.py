@@ -21,9 +21,14 @@ For each N, in a fresh sandbox, with the ModelDeployments and pods created first
   promote`` writes) to the next step's pod patch. The ratios divide them by the same numbers
   with the probe alone (N = 1), measured in the same run.
 
+With ``--baseline DIR`` (a source tree of the code to compare with, e.g. ``git archive main``
+unpacked), each N is measured twice in the same run, the baseline's operator first, and each row
+says which code ran and the load average before and after it (this machine is shared).
+
 Prints a table on stderr and one JSON object as the last line of stdout (and to --json-out).
 
 Run: flock /tmp/bench.lock .venv/bin/python benchmarks/operator_load.py [--sizes 100,300,1000]
+[--baseline DIR]
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ def statuses(sandbox: RunningSandbox) -> list[dict[str, Any]]:
             dict(o.get("status") or {}) for o in store.list_objects(rtype, fleet.NAMESPACE, None)
         ]
 
-    return list(sandbox.call(listed))
+    return list(sandbox.call(listed, timeout=fleet.LOOP_WAIT_S))
 
 
 def populate(sandbox: RunningSandbox, store_uri: str, n: int) -> None:
@@ -157,14 +162,19 @@ def roll(sandbox: RunningSandbox, custom: Any, version: str) -> tuple[float, flo
     return start_s, promote_s
 
 
-def measure(root: Path, store_uri: str, n: int, idle_window_s: float) -> dict[str, Any]:
+def measure(
+    root: Path, store_uri: str, n: int, idle_window_s: float, code: Path | None = None
+) -> dict[str, Any]:
+    """One N in a fresh sandbox; ``code``: the source tree whose operator runs (None: ours)."""
     import kubernetes
 
-    with running_sandbox(root / f"sandbox-{n}", run_pods=False) as sandbox:
+    label = "baseline" if code else "change"
+    load_before = os.getloadavg()[0]
+    with running_sandbox(root / f"sandbox-{n}-{label}", run_pods=False) as sandbox:
         sandbox.kubectl("apply", "-f", str(REPO / "crds"))
         populate(sandbox, store_uri, n)
         started, sandbox_cpu = time.perf_counter(), time.process_time()
-        operator = start_operator(sandbox, root / f"operator-{n}.log")
+        operator = start_operator(sandbox, root / f"operator-{n}-{label}.log", code)
         try:
             wait_until(lambda: all(s.get("phase") for s in statuses(sandbox)), "every status", 0.1)
             first_status_s = time.perf_counter() - started
@@ -196,7 +206,9 @@ def measure(root: Path, store_uri: str, n: int, idle_window_s: float) -> dict[st
         finally:
             stop(operator)
     return {
+        "code": label,
         "deployments": n,
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "first_status_s": round(first_status_s, 2),
         "first_status_cpu_s": cpu,
         "idle_cores": round(idle_cores, 4),
@@ -211,6 +223,7 @@ def measure(root: Path, store_uri: str, n: int, idle_window_s: float) -> dict[st
 
 
 COLUMNS = (
+    ("code", "code", 8),
     ("N", "deployments", 6),
     ("first status s", "first_status_s", 15),
     ("idle cores", "idle_cores", 11),
@@ -220,13 +233,14 @@ COLUMNS = (
     ("x alone", "start_ratio", 8),
     ("promote s", "promote_s", 10),
     ("x alone", "promote_ratio", 8),
+    ("load", "load_average", 12),
 )
 
 
 def print_line(cells: list[Any]) -> None:
     widths = [width for _, _, width in COLUMNS]
     print(
-        " ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)),
+        " ".join(f"{str(cell):>{width}}" for cell, width in zip(cells, widths, strict=True)),
         file=sys.stderr,
     )
 
@@ -236,7 +250,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,300,1000", help="comma-separated N")
     parser.add_argument("--idle-window", type=float, default=20.0, help="seconds at rest")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--baseline", type=Path, help="source tree to compare with, measured before each N"
+    )
     args = parser.parse_args()
+    if args.baseline and not (args.baseline / "operator" / "deltaroll").is_dir():
+        raise SystemExit(f"--baseline {args.baseline}: no operator/deltaroll in it")
     sizes = [int(s) for s in args.sizes.split(",") if s]
     with tempfile.TemporaryDirectory(prefix="operator-load-") as tmp:
         root = Path(tmp)
@@ -247,15 +266,17 @@ def main() -> None:
         print_line([alone[key] for _, key, _ in COLUMNS])
         rows = []
         for n in sizes:
-            row = measure(root, store_uri, n, args.idle_window)
-            row["start_ratio"] = round(row["start_s"] / alone["start_s"], 2)
-            row["promote_ratio"] = round(row["promote_s"] / alone["promote_s"], 2)
-            rows.append(row)
-            print_line([row[key] for _, key, _ in COLUMNS])
+            for code in (args.baseline, None) if args.baseline else (None,):
+                row = measure(root, store_uri, n, args.idle_window, code)
+                row["start_ratio"] = round(row["start_s"] / alone["start_s"], 2)
+                row["promote_ratio"] = round(row["promote_s"] / alone["promote_s"], 2)
+                rows.append(row)
+                print_line([row[key] for _, key, _ in COLUMNS])
     result = {
         "benchmark": "operator_load",
         "cpu_count": os.cpu_count(),
         "pods": "simulated (agent annotations and Ready written through the API)",
+        "baseline": str(args.baseline) if args.baseline else None,
         "alone": alone,
         "rows": rows,
     }

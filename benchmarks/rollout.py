@@ -247,8 +247,14 @@ def start_engine(
     raise SystemExit(f"the shared engine did not start; see {log}")
 
 
-def start_operator(sandbox: RunningSandbox, log: Path) -> subprocess.Popen[bytes]:
+def start_operator(
+    sandbox: RunningSandbox, log: Path, code: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The operator; ``code``: another source tree's (a baseline to compare with), not ours."""
     env = {**sandbox.env(), "DELTAROLL_LOG_LEVEL": "warning"}
+    if code is not None:
+        parts = ("operator", "operator/sandbox", "operator/demo")
+        env["PYTHONPATH"] = os.pathsep.join(str(code / part) for part in parts)
     policy = write_local_policy(log.with_suffix(".policy.json"), log.parent)
     with log.open("ab") as out:
         return subprocess.Popen(
