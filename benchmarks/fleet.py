@@ -58,7 +58,7 @@ from typing import Any
 import yaml
 
 from deltaroll.agent.throttle import TokenBucket
-from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT, agent_access_objects
+from deltaroll.api.agent_access import agent_access_objects
 from deltaroll.api.agent_state import AgentState, parse_agent_state
 from deltaroll.api.annotations import POD_AGENT_STATE, POD_CURRENT_VERSION, POD_VERSION
 from deltaroll.api.peers import PEER_PORT_NAME
@@ -346,7 +346,6 @@ def pod_spec(
     """``rollout.py``'s agent-only pod, reaching the store through the link (at its node's
     address), with its node's cache on port ``node_cache``, with peers, spread over the nodes."""
     spec = agent_only_pod_spec(store_uri, engine_url)
-    spec["serviceAccountName"] = AGENT_SERVICE_ACCOUNT  # the chart's agent Role: pods list too
     (agent,) = spec["containers"]
     env = credentials(endpoint)
     agent["env"] = [*agent["env"], *({"name": k, "value": v} for k, v in env.items())]

@@ -41,9 +41,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT
 from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
 from deltaroll.store import Store
-from deltaroll_demo.manifests import agent_container, pod_volumes
+from deltaroll_demo.manifests import agent_access, agent_container, pod_volumes
 from deltaroll_demo.model import train
 from deltaroll_demo.observe import Pod, downloaded_bytes
 from deltaroll_sandbox.policy import write_local_policy
@@ -71,6 +74,7 @@ def agent_only_pod_spec(store_uri: str, engine_url: str) -> dict[str, Any]:
     agent["args"] = [*agent["args"], "--log-level=warning"]
     agent["env"] = [*agent["env"], {"name": "OMP_NUM_THREADS", "value": "1"}]
     return {
+        "serviceAccountName": AGENT_SERVICE_ACCOUNT,  # the chart's agent identity and Role
         "terminationGracePeriodSeconds": 2,
         "readinessGates": [{"conditionType": WEIGHTS_READY_CONDITION}],
         "containers": [agent],
@@ -307,6 +311,7 @@ def run(sizes: list[int], root: Path) -> dict[str, Any]:
     for n in sizes:
         with running_sandbox(root / f"sandbox-{n}") as sandbox:
             sandbox.kubectl("apply", "-f", str(REPO / "crds"))
+            sandbox.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(agent_access()))
             operator = start_operator(sandbox, root / f"operator-{n}.log")
             port, admin = free_port(), free_port()
             engine = start_engine(paths["v1"], port, admin, root / f"engine-{n}.log")

@@ -61,7 +61,6 @@ def signing_operator(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Operator]:
     """``deltaroll operator run`` with DELTAROLL_SIGNING_KEY, as the chart's signing values set."""
-    monkeypatch.setenv("DELTAROLL_ROLLOUT_INTERVAL_S", "1")
     monkeypatch.setenv("DELTAROLL_SIGNING_KEY", str(tmp_path / "operator.pem"))
     running = Operator(cluster, tmp_path / "operator.log")
     running.start()
