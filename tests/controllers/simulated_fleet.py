@@ -24,6 +24,9 @@ from deltaroll_demo.manifests import modeldeployment_manifest
 
 MODEL = "tiny"
 NAMESPACE = "default"
+# How long a read waits for the sandbox's loop: with a thousand objects on loaded cores its queue
+# of requests can hold it for more than the default 10 s.
+LOOP_WAIT_S = 120.0
 GROUP, VERSION, PLURAL = "deltaroll.dev", "v1alpha1", "modeldeployments"
 
 
@@ -140,14 +143,14 @@ def read(sandbox: Any, plural: str, name: str, namespace: str = NAMESPACE) -> di
         rtype = store.registry.lookup(group, version, plural)
         return store.find(rtype, namespace, name)
 
-    found = sandbox.call(find)
+    found = sandbox.call(find, timeout=LOOP_WAIT_S)
     return dict(found) if found is not None else {}
 
 
 def requests_since(sandbox: Any, since: float) -> list[Any]:
     """The one-off requests the sandbox served after ``since`` (time.monotonic()), watch streams
     and Events left out: what a client asked of the objects themselves."""
-    records = sandbox.call(lambda: list(sandbox.sandbox.api.audit))
+    records = sandbox.call(lambda: list(sandbox.sandbox.api.audit), timeout=LOOP_WAIT_S)
     return [r for r in records if r.at > since and not r.watch and "/events" not in r.path]
 
 

@@ -84,13 +84,14 @@ class RunningSandbox:
             timeout=timeout,
         )
 
-    def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(*args)`` in the sandbox's loop (e.g. to read its store); return its result."""
+    def call(self, fn: Any, *args: Any, timeout: float = 10) -> Any:
+        """Run ``fn(*args)`` in the sandbox's loop (e.g. to read its store); return its result.
+        ``timeout``: how long to wait for the loop (a loaded one serves its queue first)."""
 
         async def run() -> Any:
             return fn(*args)
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=timeout)
 
     def live_pids(self) -> set[int]:
         return self.call(self.sandbox.processes.live_pids)
