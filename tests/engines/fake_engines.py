@@ -333,7 +333,7 @@ class FakeVLLM(FakeEngine):
 
     def __post_init__(self) -> None:
         super().__init__()
-        from deltaroll.engines.extension.ranked_digests import DutyLimit
+        from deltaroll.engines.served_duty import DutyLimit
 
         self._digest_limit = DutyLimit()
         self.model_path = self.served_dir

@@ -121,6 +121,7 @@ class VocabParallelEmbedding(nn.Module):
     def __init__(self, vocab: int, hidden: int, par: Parallel) -> None:
         super().__init__()
         self.tp_rank, self.tp_size = par.tp_rank, par.tp_size
+        self.org_vocab_size = vocab
         padded = math.ceil(vocab / 64) * 64
         per_rank = padded // par.tp_size
         start = min(par.tp_rank * per_rank, vocab)
@@ -128,6 +129,7 @@ class VocabParallelEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(per_rank, hidden), requires_grad=False)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor) -> None:
+        assert loaded.shape[0] == self.org_vocab_size
         start = self.shard_indices.org_vocab_start_index
         size = self.shard_indices.org_vocab_end_index - start
         param.data[:size].copy_(loaded.narrow(0, start, size))

@@ -72,7 +72,8 @@ def _digests(model, work: Path, scenario: str, par: Parallel, rank: int, reduce_
     """Hash every checkpoint tensor as the ranks hold it (twice: the second is rate-limited);
     with "digests-tampered", rank 1's slice of a q_proj element is changed first."""
     from deltaroll.checkpoint import open_checkpoint
-    from deltaroll.engines.extension.ranked_digests import DutyLimit, digests_on_rank
+    from deltaroll.engines.extension.ranked_digests import digests_on_rank
+    from deltaroll.engines.served_duty import DutyLimit
 
     if scenario == "digests-tampered" and rank == 1:
         corrupt_a_changed_q_element(model, work, par)

@@ -47,7 +47,7 @@ def test_placement_translates_positions_like_narrowing(shape, dim, start, length
 
 def test_a_slice_along_two_dimensions_is_refused() -> None:
     with pytest.raises(ValueError, match="not a slice"):
-        narrowed("w", (8, 8), (4, 4), 1)
+        narrowed("w", (8, 8), (4, 4), 1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +164,53 @@ def test_a_layout_change_falls_back_and_changes_nothing(versions: Path, tmp_path
     assert result.outcome == "fallback"
     assert "adds, removes or reshapes" in result.reason and "extra.weight" in result.reason
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "grown"),
+    [
+        ("model.layers.0.self_attn.o_proj.weight", 1),  # a row-parallel layer's columns
+        ("model.layers.0.self_attn.q_proj.weight", 0),  # a fused layer's part
+        ("model.embed_tokens.weight", 0),  # the vocabulary (padded in the parameter)
+    ],
+)
+def test_a_checkpoint_larger_than_what_the_engine_loaded_falls_back(
+    versions: Path, tmp_path: Path, name: str, grown: int
+) -> None:
+    """A manifest whose tensor is larger than the engine's slices add up to (a checkpoint the
+    engine was not started on), changed only where the two overlap: every changed position
+    lands in a parameter, and the values there are the delta's base, so without the shape
+    check the engine would take it and report a version it does not serve."""
+    base = checkpoint_tensors(SHAPE, seed=1)
+    tensor = base[name]
+    extra = list(tensor.shape)
+    extra[grown] = 8
+    base[name] = torch.cat([tensor, torch.ones(extra, dtype=tensor.dtype)], dim=grown)
+    target = dict(base)
+    target[name] = base[name].clone()
+    target[name][0, :4] += 1  # inside the part the engine holds
+    write_versions(tmp_path, base, target)
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = patch_on_rank(model, live_request(tmp_path / "delta"), rank=0, reduce_max=None)
+    assert result.outcome == "fallback", result
+    assert "not the one the engine loaded" in result.reason or "does not hold" in result.reason
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_rank_parses_the_delta_manifest_once(versions: Path, monkeypatch) -> None:
+    from deltaroll.checkpoint import manifest
+
+    request = live_request(versions / "delta")
+    parsed = []
+    parse = manifest.parse_delta_manifest
+    monkeypatch.setattr(
+        manifest, "parse_delta_manifest", lambda *a: parsed.append(a[1]) or parse(*a)
+    )
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    result = patch_on_rank(model, request, rank=0, reduce_max=None)
+    assert result.outcome == "applied"
+    assert len(parsed) == 1, parsed
 
 
 def test_a_delta_for_other_versions_is_refused(versions: Path) -> None:
