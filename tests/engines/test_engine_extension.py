@@ -17,7 +17,7 @@ from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, PatchResult
 from deltaroll.checkpoint import open_checkpoint
 from deltaroll.checkpoint.digests import checkpoint_digests
 from deltaroll.engines.extension.placement import Placement, narrowed
-from deltaroll.engines.extension.ranked_patch import patch_on_rank
+from deltaroll.engines.extension.ranked_patch import CHUNK_ELEMENTS, patch_on_rank
 from deltaroll.engines.rank_answers import agreed_digests
 from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
 from engines.ranks import SHAPE, loaded, parallel, run_ranks
@@ -64,13 +64,16 @@ def work_dir(versions: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("mode", ["tp", "pp"])
+@pytest.mark.parametrize(
+    ("mode", "chunk"),
+    [("tp", None), ("pp", None), ("tp", 50)],  # 50: the dense norm and every sparse set in parts
+)
 def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
-    versions: Path, tmp_path: Path, mode: str
+    versions: Path, tmp_path: Path, mode: str, chunk: int | None
 ) -> None:
-    reports = run_ranks(
-        work_dir(versions, tmp_path), mode, "apply", live_request(versions / "delta")
-    )
+    request = live_request(versions / "delta")
+    work = work_dir(versions, tmp_path)
+    reports = run_ranks(work, mode, "apply", request, chunk_elements=chunk or CHUNK_ELEMENTS)
     for report in reports:
         assert report["result"]["outcome"] == "applied", report["result"]
         assert report["differs_from_target"] == []
@@ -83,21 +86,21 @@ def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
 
 
 def hashed_by_ranks(
-    versions: Path, tmp_path: Path, mode: str, scenario: str
+    versions: Path, tmp_path: Path, mode: str, scenario: str, chunk: int | None = None
 ) -> tuple[dict[str, list[RankDigests]], dict[str, str]]:
     """Each rank's digests (asked twice at once: "first", "again"), and the base's digests."""
-    reports = run_ranks(
-        work_dir(versions, tmp_path), mode, scenario, live_request(versions / "delta")
-    )
+    request = live_request(versions / "delta")
+    work = work_dir(versions, tmp_path)
+    reports = run_ranks(work, mode, scenario, request, chunk_elements=chunk or CHUNK_ELEMENTS)
     answers = {k: [RankDigests.model_validate(r[k]) for r in reports] for k in ("first", "again")}
     return answers, checkpoint_digests(open_checkpoint(versions / "base"))
 
 
-@pytest.mark.parametrize("mode", ["tp", "pp"])
+@pytest.mark.parametrize(("mode", "chunk"), [("tp", None), ("pp", None), ("tp", 1000)])
 def test_ranks_hash_each_whole_checkpoint_tensor_from_their_slices(
-    versions: Path, tmp_path: Path, mode: str
+    versions: Path, tmp_path: Path, mode: str, chunk: int | None
 ) -> None:
-    answers, expected = hashed_by_ranks(versions, tmp_path, mode, "digests")
+    answers, expected = hashed_by_ranks(versions, tmp_path, mode, "digests", chunk)
     assert agreed_digests(answers["first"]) == expected
     # Asked again at once: every rank refuses together, and says when to ask.
     assert all(a.retry_after_s > 0 and not a.digests for a in answers["again"])

@@ -131,8 +131,9 @@ class ShardedTensor:
             self._staged[id(bits)] = (None, None)
             return
         flat = self._flat()
-        if positions is None:
-            where, values = None, self._local_slice(bits)
+        if positions is None:  # a replicated tensor is written from ``bits`` themselves
+            replicated = self._region.placement.dim is None
+            where, values = None, bits if replicated else self._local_slice(bits)
         else:
             mask, local = self._region.placement.local_positions(positions)
             where, values = torch.from_numpy(local).to(flat.device), bits[mask]
