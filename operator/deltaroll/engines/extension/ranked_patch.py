@@ -4,12 +4,13 @@
 tensors. On a tensor- or pipeline-parallel engine each rank holds a slice of some tensors and
 none of others, while a change set is checked (and a sparse payload resolved) against the base
 values at *all* its positions. So the resolver here hands the core a :class:`ShardedTensor` for
-every changed tensor, on every rank: its ``read_bits`` gathers the values this rank holds and one
+every changed tensor, on every rank: its ``read_bits`` gathers the values this rank holds and an
 ``all_reduce(MAX)`` over the world group gives every rank every value (a holder contributes it,
-the others a sentinel; the minimum, reduced in the same call, proves that replicas agree); its
-``write_bits`` writes this rank's slice only. Every rank then runs the same checks on the same
-values, so all accept or refuse the same tensor. Collectives and memory grow with the changed
-elements, never with the model.
+the others a sentinel; the minimum, reduced in the same call, proves that replicas agree), one
+per :data:`CHUNK_ELEMENTS` positions, so the exchange's buffers stay bounded even for a dense
+change of a large embedding; its ``write_bits`` writes this rank's slice only. Every rank then
+runs the same checks on the same values, so all accept or refuse the same tensor. Collectives
+and memory grow with the changed elements, never with the model.
 
 A rank-local problem (a parameter that cannot be placed, a failed device copy) travels in the
 same reduction, so every rank stops at the same tensor instead of leaving the others waiting
