@@ -259,16 +259,21 @@ def checkpoint_tensors(shape: Shape, seed: int) -> dict[str, torch.Tensor]:
     return tensors
 
 
+#: Tensors :func:`fine_tuned` changes everywhere (dense deltas): one every rank holds whole,
+#: one split by columns across tensor-parallel ranks, one split by (padded) vocabulary rows.
+DENSE = ("model.norm.weight", "model.layers.0.self_attn.o_proj.weight", "model.embed_tokens.weight")
+
+
 def fine_tuned(
     tensors: dict[str, torch.Tensor], fraction: float, seed: int
 ) -> dict[str, torch.Tensor]:
     """``tensors`` with about ``fraction`` of every matrix's elements nudged (an optimizer
-    step's pattern: scattered, small), and the final norm changed everywhere (dense)."""
+    step's pattern: scattered, small), and :data:`DENSE` changed everywhere."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, tensor in tensors.items():
         changed = tensor.clone()
-        if name == "model.norm.weight":
+        if name in DENSE:
             changed += 1
         else:
             mask = torch.rand(tensor.shape, generator=gen) < fraction

@@ -14,12 +14,18 @@ import pytest
 import torch
 
 from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, PatchResult, RankDigests
-from deltaroll.checkpoint import open_checkpoint
+from deltaroll.checkpoint import open_checkpoint, read_delta_manifest
 from deltaroll.checkpoint.digests import checkpoint_digests
 from deltaroll.engines.extension.placement import Placement, narrowed
 from deltaroll.engines.extension.ranked_patch import CHUNK_ELEMENTS, patch_on_rank
 from deltaroll.engines.rank_answers import agreed_digests
-from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
+from engines.parallel_standin import (
+    DENSE,
+    checkpoint_tensors,
+    fine_tuned,
+    live_request,
+    write_versions,
+)
 from engines.ranks import SHAPE, loaded, parallel, run_ranks
 
 pytestmark = pytest.mark.slow
@@ -71,6 +77,8 @@ def work_dir(versions: Path, tmp_path: Path) -> Path:
 def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
     versions: Path, tmp_path: Path, mode: str, chunk: int | None
 ) -> None:
+    dense = [e.name for e in read_delta_manifest(versions / "delta").tensors if e.kind == "dense"]
+    assert sorted(dense) == sorted(DENSE)  # whole, by columns, by padded vocabulary rows
     request = live_request(versions / "delta")
     work = work_dir(versions, tmp_path)
     reports = run_ranks(work, mode, "apply", request, chunk_elements=chunk or CHUNK_ELEMENTS)
