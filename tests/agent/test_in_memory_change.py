@@ -1,6 +1,7 @@
 """An agent whose engine patches its weights in memory: when the engine's apply fails midway,
 the old weights stay served until the agent reloads from disk, and the pod says why; a served
-tensor that changes in the engine's memory is found by the served-copy check and reloaded."""
+tensor that changes in the engine's memory is found by the served-copy check and reloaded; a
+vLLM that does not pause is not patched, and the agent reloads it with the reason."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ from typing import Any
 
 import kubernetes
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from agent.helpers import Published, last_change, make_agent
 from agent.test_reconcile import reach
 from deltaroll.api.agent_state import AgentState
+from deltaroll.api.engine_patch import VLLM_METHOD
 from deltaroll.checkpoint import open_checkpoint
 from deltaroll.checkpoint.digests import checkpoint_digests
 from deltaroll.engines.live_patch import FlatTensor
 from deltaroll.engines.reference.server import ReferenceEngine
 from engines.checkpoints import TinyCheckpoints
+from engines.fake_engines import FakeVLLM, vllm_error
 from engines.processes import InProcessEngine, serving_copy
 
 
@@ -108,3 +113,46 @@ def test_a_served_tensor_changed_in_memory_is_found_and_reloaded_from_disk(
     served = in_process.client.served_digests()
     assert served is not None
     assert served.tensors == checkpoint_digests(open_checkpoint(llama.v1))
+
+
+def holding(checkpoint: Path) -> torch.nn.Module:
+    """A worker's model holding the checkpoint's tensors as parameters under their own names
+    (one rank, nothing fused): what the vLLM extension patches."""
+    root = torch.nn.Module()
+    for file in sorted(checkpoint.glob("*.safetensors")):
+        for name, tensor in load_file(file).items():
+            *path, leaf = name.split(".")
+            module = root
+            for part in path:
+                if not hasattr(module, part):
+                    module.add_module(part, torch.nn.Module())
+                module = getattr(module, part)
+            module.register_parameter(leaf, torch.nn.Parameter(tensor, requires_grad=False))
+    return root
+
+
+def test_a_vllm_that_does_not_pause_is_not_patched_and_the_agent_reloads_with_the_reason(
+    tmp_path: Path,
+    core: kubernetes.client.CoreV1Api,
+    published: Published,
+) -> None:
+    """Requests would run on half-patched weights: the extension is not asked to patch, the
+    workers keep the old weights, and the agent reloads from disk and says why."""
+    v1, v2 = published.ids["v1"], published.ids["v2"]
+    model = holding(published.paths["v1"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    weights = tmp_path / "models" / "weights"  # make_agent's volume
+    with FakeVLLM(served_dir=str(weights), extension_model=model) as engine:
+        rig = make_agent(tmp_path, core, published.uri, engine.url, "no-pause", engine_kind="vllm")
+        rig.want(v1)
+        reach(rig, v1)
+        engine.pause_error = vllm_error(500, "the engine core is busy")
+        engine.seen.clear()
+        rig.want(v2)
+        reach(rig, v2)
+        rpc = [s.body.get("method") for s in engine.seen if s.path == "/collective_rpc"]
+        assert VLLM_METHOD not in rpc and ("POST", "/update_weights") in engine.calls()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    change = last_change(core, "no-pause")
+    assert change is not None and (change.version, change.method) == (v2, "disk-reload")
+    assert "did not pause" in change.reason and "the engine core is busy" in change.reason

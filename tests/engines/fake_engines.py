@@ -333,10 +333,12 @@ class FakeVLLM(FakeEngine):
     #: With ``--worker-extension-cls``: a stand-in of the worker's model (one rank), patched in
     #: this process as vLLM's worker would run the extension's method.
     extension_model: Any = None
+    #: What ``/pause`` answers instead of pausing (None: it pauses).
+    pause_error: Answer | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
-        from deltaroll.engines.extension.ranked_digests import DutyLimit
+        from deltaroll.engines.served_duty import DutyLimit
 
         self._digest_limit = DutyLimit()
         self.model_path = self.served_dir
@@ -384,6 +386,8 @@ class FakeVLLM(FakeEngine):
     def _pause(self, seen: Seen) -> Answer:
         if seen.query.get("mode", ["abort"]) not in (["abort"], ["wait"], ["keep"]):
             return 422, {"detail": "mode must be abort, wait or keep"}
+        if self.pause_error is not None:
+            return self.pause_error
         self.paused = True
         return 200, {"status": "paused"}
 

@@ -121,6 +121,7 @@ class VocabParallelEmbedding(nn.Module):
     def __init__(self, vocab: int, hidden: int, par: Parallel) -> None:
         super().__init__()
         self.tp_rank, self.tp_size = par.tp_rank, par.tp_size
+        self.org_vocab_size = vocab
         padded = math.ceil(vocab / 64) * 64
         per_rank = padded // par.tp_size
         start = min(par.tp_rank * per_rank, vocab)
@@ -128,6 +129,7 @@ class VocabParallelEmbedding(nn.Module):
         self.weight = nn.Parameter(torch.empty(per_rank, hidden), requires_grad=False)
 
     def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor) -> None:
+        assert loaded.shape[0] == self.org_vocab_size
         start = self.shard_indices.org_vocab_start_index
         size = self.shard_indices.org_vocab_end_index - start
         param.data[:size].copy_(loaded.narrow(0, start, size))
@@ -257,16 +259,21 @@ def checkpoint_tensors(shape: Shape, seed: int) -> dict[str, torch.Tensor]:
     return tensors
 
 
+#: Tensors :func:`fine_tuned` changes everywhere (dense deltas): one every rank holds whole,
+#: one split by columns across tensor-parallel ranks, one split by (padded) vocabulary rows.
+DENSE = ("model.norm.weight", "model.layers.0.self_attn.o_proj.weight", "model.embed_tokens.weight")
+
+
 def fine_tuned(
     tensors: dict[str, torch.Tensor], fraction: float, seed: int
 ) -> dict[str, torch.Tensor]:
     """``tensors`` with about ``fraction`` of every matrix's elements nudged (an optimizer
-    step's pattern: scattered, small), and the final norm changed everywhere (dense)."""
+    step's pattern: scattered, small), and :data:`DENSE` changed everywhere."""
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, tensor in tensors.items():
         changed = tensor.clone()
-        if name == "model.norm.weight":
+        if name in DENSE:
             changed += 1
         else:
             mask = torch.rand(tensor.shape, generator=gen) < fraction

@@ -20,12 +20,18 @@ SHAPE = Shape()
 
 
 def run_ranks(
-    work: Path, mode: str, scenario: str, request: LiveApplyRequest, world: int = 2
+    work: Path,
+    mode: str,
+    scenario: str,
+    request: LiveApplyRequest,
+    world: int = 2,
+    chunk_elements: int = ranked_patch.CHUNK_ELEMENTS,
 ) -> list[dict]:
-    """Start ``world`` ranks (``mode`` "tp" or "pp"), wait, return each rank's report."""
+    """Start ``world`` ranks (``mode`` "tp" or "pp"), wait, return each rank's report; the
+    ranks exchange values ``chunk_elements`` at a time."""
     mp.start_processes(
         _rank_main,
-        args=(world, str(work), mode, scenario, request.model_dump_json()),
+        args=(world, str(work), mode, scenario, request.model_dump_json(), chunk_elements),
         nprocs=world,
         join=True,
         start_method="spawn",
@@ -72,7 +78,8 @@ def _digests(model, work: Path, scenario: str, par: Parallel, rank: int, reduce_
     """Hash every checkpoint tensor as the ranks hold it (twice: the second is rate-limited);
     with "digests-tampered", rank 1's slice of a q_proj element is changed first."""
     from deltaroll.checkpoint import open_checkpoint
-    from deltaroll.engines.extension.ranked_digests import DutyLimit, digests_on_rank
+    from deltaroll.engines.extension.ranked_digests import digests_on_rank
+    from deltaroll.engines.served_duty import DutyLimit
 
     if scenario == "digests-tampered" and rank == 1:
         corrupt_a_changed_q_element(model, work, par)
@@ -87,9 +94,10 @@ def _digests(model, work: Path, scenario: str, par: Parallel, rank: int, reduce_
 
 
 def _rank_main(
-    rank: int, world: int, work_text: str, mode: str, scenario: str, request: str
+    rank: int, world: int, work_text: str, mode: str, scenario: str, request: str, chunk: int
 ) -> None:
     work = Path(work_text)
+    ranked_patch.CHUNK_ELEMENTS = chunk
     dist.init_process_group(
         "gloo", init_method=f"file://{work / 'rendezvous'}", rank=rank, world_size=world
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from deltaroll.api.engine_patch import SGLANG_LOADER, SGLANG_REQUEST_ENV
 from deltaroll.checkpoint import open_checkpoint
@@ -17,7 +18,7 @@ from deltaroll.checkpoint.digests import checkpoint_digests
 from deltaroll.engines import engine_client
 from deltaroll.engines.errors import LayoutChangeError, LivePatchError
 from deltaroll.engines.inference_routes import allowed_routes, forwardable
-from engines.fake_engines import FakeEngine, FakeSGLang, FakeVLLM, checkpoint_dir
+from engines.fake_engines import FakeEngine, FakeSGLang, FakeVLLM, checkpoint_dir, vllm_error
 from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
 from engines.ranks import SHAPE, bits, loaded, parallel
 
@@ -67,20 +68,28 @@ def test_vllm_patches_every_worker_through_collective_rpc(versions, model, tmp_p
     assert result.changed_elements > 0 and result.bytes_applied == 2 * result.changed_elements
 
 
-def test_vllm_served_digests_find_a_changed_element_in_a_worker(versions, model) -> None:
+def test_vllm_served_digests_find_a_changed_element_in_a_worker(versions, model, tmp_path) -> None:
+    """The shapes that place each tensor come from the agent's own weights; the directory vLLM
+    names (here one with other shapes under the same names) is never read."""
     expected = checkpoint_digests(open_checkpoint(versions / "base"))
     names = sorted(expected)
-    with FakeVLLM(served_dir=str(versions / "base"), extension_model=model) as fake:
+    elsewhere = tmp_path / "named-by-vllm"
+    elsewhere.mkdir()
+    shapes = {n: torch.zeros(1, 1, dtype=torch.bfloat16) for n in names}
+    save_file(shapes, elsewhere / "model.safetensors")
+    with FakeVLLM(served_dir=str(elsewhere), extension_model=model) as fake:
         fake.weight_version = VERSION
         client = engine_client("vllm", fake.url)
-        served = client.served_digests(names)
+        weights = versions / "base"
+        served = client.served_digests(names, checkpoint=weights)
         assert served is not None and served.version == VERSION
         assert served.tensors == expected
-        assert client.served_digests(names) is None  # rate-limited: asked again at once
+        assert client.served_digests(names, checkpoint=weights) is None  # asked again at once
         qkv = model.model.layers[0].self_attn.qkv_proj.weight
         qkv.data.view(torch.int16)[0, 0] += 1  # the served q_proj changes in the worker
         deadline = time.monotonic() + 10
-        while (served := client.served_digests(names)) is None and time.monotonic() < deadline:
+        while (served := client.served_digests(names, checkpoint=weights)) is None:
+            assert time.monotonic() < deadline
             time.sleep(0.05)
         assert served is not None
         assert [n for n in names if served.tensors[n] != expected[n]] == [
@@ -95,6 +104,21 @@ def test_vllm_without_the_extension_says_how_to_start_it_before_pausing(versions
         assert caught.value.old_weights_kept
         assert [seen.path for seen in fake.seen] == ["/collective_rpc"]  # no drain for nothing
         assert fake.weight_version is None
+
+
+def test_vllm_that_does_not_pause_is_not_patched(versions, model, tmp_path):
+    """Requests would run on half-patched weights: nothing is applied, the engine resumes."""
+    before = bits(model)
+    refused = vllm_error(500, "engine core is not running")
+    fake = FakeVLLM(
+        served_dir=str(checkpoint_dir(tmp_path / "s")), extension_model=model, pause_error=refused
+    )
+    with fake:
+        with pytest.raises(LivePatchError, match="did not pause .*engine core is not running"):
+            apply("vllm", fake, versions / "delta")
+        assert [seen.path for seen in fake.seen] == ["/collective_rpc", "/pause", "/resume"]
+        assert fake.weight_version is None
+    assert all(torch.equal(bits(model)[n], before[n]) for n in before)
 
 
 def test_vllm_reports_a_rank_fallback_as_a_layout_change(versions, model, tmp_path):

@@ -14,12 +14,18 @@ import pytest
 import torch
 
 from deltaroll.api.engine_patch import PROTOCOL, SGLANG_REQUEST_ENV, PatchResult, RankDigests
-from deltaroll.checkpoint import open_checkpoint
+from deltaroll.checkpoint import open_checkpoint, read_delta_manifest
 from deltaroll.checkpoint.digests import checkpoint_digests
 from deltaroll.engines.extension.placement import Placement, narrowed
-from deltaroll.engines.extension.ranked_patch import patch_on_rank
+from deltaroll.engines.extension.ranked_patch import CHUNK_ELEMENTS, patch_on_rank
 from deltaroll.engines.rank_answers import agreed_digests
-from engines.parallel_standin import checkpoint_tensors, fine_tuned, live_request, write_versions
+from engines.parallel_standin import (
+    DENSE,
+    checkpoint_tensors,
+    fine_tuned,
+    live_request,
+    write_versions,
+)
 from engines.ranks import SHAPE, loaded, parallel, run_ranks
 
 pytestmark = pytest.mark.slow
@@ -47,7 +53,7 @@ def test_placement_translates_positions_like_narrowing(shape, dim, start, length
 
 def test_a_slice_along_two_dimensions_is_refused() -> None:
     with pytest.raises(ValueError, match="not a slice"):
-        narrowed("w", (8, 8), (4, 4), 1)
+        narrowed("w", (8, 8), (4, 4), 1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +70,18 @@ def work_dir(versions: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("mode", ["tp", "pp"])
+@pytest.mark.parametrize(
+    ("mode", "chunk"),
+    [("tp", None), ("pp", None), ("tp", 50)],  # 50: the dense norm and every sparse set in parts
+)
 def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
-    versions: Path, tmp_path: Path, mode: str
+    versions: Path, tmp_path: Path, mode: str, chunk: int | None
 ) -> None:
-    reports = run_ranks(
-        work_dir(versions, tmp_path), mode, "apply", live_request(versions / "delta")
-    )
+    dense = [e.name for e in read_delta_manifest(versions / "delta").tensors if e.kind == "dense"]
+    assert sorted(dense) == sorted(DENSE)  # whole, by columns, by padded vocabulary rows
+    request = live_request(versions / "delta")
+    work = work_dir(versions, tmp_path)
+    reports = run_ranks(work, mode, "apply", request, chunk_elements=chunk or CHUNK_ELEMENTS)
     for report in reports:
         assert report["result"]["outcome"] == "applied", report["result"]
         assert report["differs_from_target"] == []
@@ -83,21 +94,21 @@ def test_two_ranks_patch_fused_sharded_parameters_bit_for_bit(
 
 
 def hashed_by_ranks(
-    versions: Path, tmp_path: Path, mode: str, scenario: str
+    versions: Path, tmp_path: Path, mode: str, scenario: str, chunk: int | None = None
 ) -> tuple[dict[str, list[RankDigests]], dict[str, str]]:
     """Each rank's digests (asked twice at once: "first", "again"), and the base's digests."""
-    reports = run_ranks(
-        work_dir(versions, tmp_path), mode, scenario, live_request(versions / "delta")
-    )
+    request = live_request(versions / "delta")
+    work = work_dir(versions, tmp_path)
+    reports = run_ranks(work, mode, scenario, request, chunk_elements=chunk or CHUNK_ELEMENTS)
     answers = {k: [RankDigests.model_validate(r[k]) for r in reports] for k in ("first", "again")}
     return answers, checkpoint_digests(open_checkpoint(versions / "base"))
 
 
-@pytest.mark.parametrize("mode", ["tp", "pp"])
+@pytest.mark.parametrize(("mode", "chunk"), [("tp", None), ("pp", None), ("tp", 1000)])
 def test_ranks_hash_each_whole_checkpoint_tensor_from_their_slices(
-    versions: Path, tmp_path: Path, mode: str
+    versions: Path, tmp_path: Path, mode: str, chunk: int | None
 ) -> None:
-    answers, expected = hashed_by_ranks(versions, tmp_path, mode, "digests")
+    answers, expected = hashed_by_ranks(versions, tmp_path, mode, "digests", chunk)
     assert agreed_digests(answers["first"]) == expected
     # Asked again at once: every rank refuses together, and says when to ask.
     assert all(a.retry_after_s > 0 and not a.digests for a in answers["again"])
@@ -164,6 +175,53 @@ def test_a_layout_change_falls_back_and_changes_nothing(versions: Path, tmp_path
     assert result.outcome == "fallback"
     assert "adds, removes or reshapes" in result.reason and "extra.weight" in result.reason
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "grown"),
+    [
+        ("model.layers.0.self_attn.o_proj.weight", 1),  # a row-parallel layer's columns
+        ("model.layers.0.self_attn.q_proj.weight", 0),  # a fused layer's part
+        ("model.embed_tokens.weight", 0),  # the vocabulary (padded in the parameter)
+    ],
+)
+def test_a_checkpoint_larger_than_what_the_engine_loaded_falls_back(
+    versions: Path, tmp_path: Path, name: str, grown: int
+) -> None:
+    """A manifest whose tensor is larger than the engine's slices add up to (a checkpoint the
+    engine was not started on), changed only where the two overlap: every changed position
+    lands in a parameter, and the values there are the delta's base, so without the shape
+    check the engine would take it and report a version it does not serve."""
+    base = checkpoint_tensors(SHAPE, seed=1)
+    tensor = base[name]
+    extra = list(tensor.shape)
+    extra[grown] = 8
+    base[name] = torch.cat([tensor, torch.ones(extra, dtype=tensor.dtype)], dim=grown)
+    target = dict(base)
+    target[name] = base[name].clone()
+    target[name][0, :4] += 1  # inside the part the engine holds
+    write_versions(tmp_path, base, target)
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = patch_on_rank(model, live_request(tmp_path / "delta"), rank=0, reduce_max=None)
+    assert result.outcome == "fallback", result
+    assert "not the one the engine loaded" in result.reason or "does not hold" in result.reason
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_a_rank_parses_the_delta_manifest_once(versions: Path, monkeypatch) -> None:
+    from deltaroll.checkpoint import manifest
+
+    request = live_request(versions / "delta")
+    parsed = []
+    parse = manifest.parse_delta_manifest
+    monkeypatch.setattr(
+        manifest, "parse_delta_manifest", lambda *a: parsed.append(a[1]) or parse(*a)
+    )
+    model = loaded(versions / "base", parallel("tp", 0, 1))
+    result = patch_on_rank(model, request, rank=0, reduce_max=None)
+    assert result.outcome == "applied"
+    assert len(parsed) == 1, parsed
 
 
 def test_a_delta_for_other_versions_is_refused(versions: Path) -> None:

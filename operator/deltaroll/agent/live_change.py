@@ -110,7 +110,7 @@ class ServedCheck:
         start = self._next % len(names)
         chosen = (names[start:] + names[:start])[:SERVED_CHECK_TENSORS]
         try:
-            served = self.engine.served_digests(chosen)
+            served = self.engine.served_digests(chosen, checkpoint=self.weights)
         except EngineError as exc:
             log.info("agent.served_check_skipped", reason=str(exc))
             return None

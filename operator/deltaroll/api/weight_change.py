@@ -22,6 +22,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from deltaroll.api.digests import Blake3Hex
 from deltaroll.redact import scrub
 
 #: How a version got into the engine's memory.
@@ -87,7 +88,7 @@ class ServedDigests(_Contract):
     """BLAKE3 of the named tensors' bytes in the engine's memory, and the version it serves."""
 
     version: VersionId
-    tensors: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]]
+    tensors: dict[str, Blake3Hex]
 
 
 class WeightChange(_Contract):

@@ -37,9 +37,9 @@ from pydantic import (
     model_validator,
 )
 
+from deltaroll.api.digests import Blake3Hex
 from deltaroll.checkpoint.errors import CorruptDeltaError, UnsupportedFormatError
 from deltaroll.checkpoint.manifest_tensors import (
-    Blake3Hex,
     BlobRef,
     BlobTriple,
     Count,

@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Annotated, Any, Final, Literal, NamedTuple, get_args, overload
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from deltaroll.checkpoint.dtypes import ITEMSIZE
 from deltaroll.collector import collector_paused
@@ -25,8 +25,6 @@ from deltaroll.collector import collector_paused
 TensorKindName = Literal["unchanged", "sparse", "dense", "carried"]
 Side = Literal["base", "target"]
 
-#: A BLAKE3-256 digest, 64 lowercase hex characters.
-Blake3Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 #: A safetensors dtype name (the keys of ``ITEMSIZE``; a Literal is a table lookup in pydantic's
 #: core, where a pattern ran a regex per tensor and side).
 DtypeName = Literal[

@@ -70,8 +70,12 @@ class LivePatchingEngine(EngineClient, Protocol):
         can apply the delta."""
         ...
 
-    def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
-        """The digests of ``tensors`` (all: None) as held now; None when rate-limited."""
+    def served_digests(
+        self, tensors: list[str] | None = None, *, checkpoint: Path
+    ) -> ServedDigests | None:
+        """The digests of ``tensors`` (all: None) as held now; None when rate-limited.
+        ``checkpoint`` is the agent's weights directory, where an engine that holds slices of
+        tensors finds their dtypes and shapes (never in a directory the engine names)."""
         ...
 
 

@@ -78,7 +78,8 @@ class LiveTensor(Protocol):
 #: Checkpoint tensor name -> what the engine holds for it (None: nothing).
 Resolver = Callable[[str], "torch.Tensor | LiveTensor | None"]
 
-_SIGNED_OF_WIDTH = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+#: The signed torch dtype of each element width (every indexing op exists for them).
+SIGNED_OF_WIDTH = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
 
 
 class FlatTensor:
@@ -100,7 +101,7 @@ class FlatTensor:
                 "the engine must reload"
             )
         width = tensor.element_size()
-        self._bits = tensor.detach().view(-1).view(getattr(torch, _SIGNED_OF_WIDTH[width]))
+        self._bits = tensor.detach().view(-1).view(getattr(torch, SIGNED_OF_WIDTH[width]))
         self._unsigned = np.dtype(f"<u{width}")
         self._array = (
             self._bits.numpy().view(self._unsigned) if self._bits.device.type == "cpu" else None
@@ -235,9 +236,17 @@ def warm_live_patch() -> None:
     from deltaroll.codec import kernels  # noqa: F401
 
 
-def prepare_patch(delta_dir: Path, resolve: Resolver, *, reverse: bool = False) -> LivePatch:
+def prepare_patch(
+    delta_dir: Path,
+    resolve: Resolver,
+    *,
+    reverse: bool = False,
+    manifest: DeltaManifest | None = None,
+) -> LivePatch:
     """Read the delta in ``delta_dir``, check it against the live tensors, and return the
     patch that turns them from its base (its target, with ``reverse``) into the other side.
+    ``manifest`` is the delta's manifest where the caller has parsed it already (it is checked
+    here all the same).
 
     Writes nothing. Raises :class:`LayoutChangeError` when the delta cannot be applied in
     memory (reload instead), :class:`LiveWeightsMismatchError` when the live values are not the
@@ -246,7 +255,8 @@ def prepare_patch(delta_dir: Path, resolve: Resolver, *, reverse: bool = False) 
     from_side: Side = "target" if reverse else "base"
     to_side = other(from_side)
     try:
-        manifest = read_delta_manifest(Path(delta_dir))
+        if manifest is None:
+            manifest = read_delta_manifest(Path(delta_dir))
         check_claims(manifest, to_side)
         check_version_ids(manifest)
         objects = ObjectDir(Path(delta_dir))

@@ -133,7 +133,9 @@ class SGLangEngineClient:
                 )
         return combined(answers, to_version, pause_s=held, drain_s=0.0)
 
-    def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
+    def served_digests(
+        self, tensors: list[str] | None = None, *, checkpoint: Path | None = None
+    ) -> ServedDigests | None:
         """SGLang's schedulers hold slices of fused tensors; the loader offers no digest of the
         checkpoint's tensors (None)."""
         return None

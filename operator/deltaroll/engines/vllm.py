@@ -49,6 +49,7 @@ worker reads the delta from the shared volume and scatters its slice::
 
     POST /collective_rpc {"method": "deltaroll_patch_protocol"}   {"results": [1, ...]}
     POST /pause?mode=wait                                 hold new requests, drain running ones
+                                                          (refused: nothing is patched, reload)
     POST /collective_rpc {"method": "deltaroll_patch_in_memory",
                           "kwargs": {"request": "<LiveApplyRequest as JSON>"}}
     200  {"results": [<PatchResult of rank 0>, ...]}      (vLLM passes only strings as kwargs)
@@ -150,7 +151,7 @@ class VLLMEngineClient:
         )
         self._check_extension()
         started = time.perf_counter()
-        paused = self._http.post("/pause?mode=wait").ok
+        self._pause_for(request.delta_path)
         drained = time.perf_counter()
         try:
             rpc = self._http.post(
@@ -172,10 +173,22 @@ class VLLMEngineClient:
                 )
                 self._http.post("/reset_prefix_cache?reset_running_requests=true")
         finally:
-            if paused:
-                self._post_without_raising("/resume", "vllm did not resume")
+            self._post_without_raising("/resume", "vllm did not resume")
         held = time.perf_counter() - started
         return combined(answers, to_version, pause_s=held, drain_s=drained - started)
+
+    def _pause_for(self, delta_path: str) -> None:
+        """Hold new requests and drain running ones, or raise :class:`LivePatchError` with
+        nothing changed: a patch while requests run would give them a mix of versions. A refused
+        pause is followed by a resume, in case the engine paused before it failed."""
+        reply = self._http.post("/pause?mode=wait")
+        if reply.ok:
+            return
+        self._post_without_raising("/resume", "vllm did not resume")
+        raise LivePatchError(
+            f"vLLM at {self.endpoint} did not pause (HTTP {reply.status}: {reply.message()}), so "
+            f"the delta in {delta_path} was not applied in memory; its weights are unchanged"
+        )
 
     def _check_extension(self) -> None:
         """Refuse, before vLLM is paused, when its workers lack the extension or speak another
@@ -192,24 +205,24 @@ class VLLMEngineClient:
                 "with this Deltaroll version"
             )
 
-    def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
+    def served_digests(
+        self, tensors: list[str] | None = None, *, checkpoint: Path
+    ) -> ServedDigests | None:
         """Digests of ``tensors`` (all: None) as the workers hold them, each gathered from
         every rank's slice by the extension; None when the workers ask to be asked later.
 
-        The dtype and shape a rank needs to place a tensor come from the headers of the
-        checkpoint vLLM serves (``/v1/models`` ``root``, on the shared volume). A tensor whose
-        replicas differ gets :data:`REPLICAS_DIFFER`, which no version's digest is; one the
-        workers cannot hash (MoE experts, quantized) makes the whole check an error."""
+        The dtype and shape a rank needs to place a tensor come from the headers of
+        ``checkpoint``, the agent's own weights, never from a directory vLLM names (what the
+        engine's container says is not trusted for being there). A tensor whose replicas
+        differ gets :data:`REPLICAS_DIFFER`, which no version's digest is; one the workers
+        cannot hash (MoE experts, quantized) makes the whole check an error."""
         from deltaroll.checkpoint import open_checkpoint
 
-        root = self._served_directory()
-        if root is None:
-            raise EngineReloadError(self.endpoint, "-", "vLLM names no served directory", 0)
-        refs = open_checkpoint(Path(root)).tensors
+        refs = open_checkpoint(Path(checkpoint)).tensors
         names = sorted(refs) if tensors is None else tensors
         unknown = [n for n in names if n not in refs]
         if unknown:
-            raise LivePatchError(f"the checkpoint vLLM serves has no tensor {unknown[0]!r}")
+            raise LivePatchError(f"the checkpoint in {checkpoint} has no tensor {unknown[0]!r}")
         request = RankDigestRequest(
             tensors=[
                 HeldTensor(name=n, dtype=refs[n].dtype, shape=list(refs[n].shape)) for n in names

@@ -112,18 +112,28 @@ class ModelLayout:
         if indices is not None:  # VocabParallelEmbedding / ParallelLMHead: padded rows
             start = int(indices.org_vocab_start_index)
             length = int(indices.org_vocab_end_index) - start
-            if shape[1:] != tuple(param.shape[1:]) or length > param.shape[0]:
-                raise NotPlaceable(f"{name}: {list(param.shape)} does not hold {list(shape)}")
+            vocab = getattr(module, "org_vocab_size", None)
+            if (
+                shape[:1] != (vocab,)
+                or shape[1:] != tuple(param.shape[1:])
+                or not 0 <= start <= start + length <= shape[0]
+                or length > param.shape[0]
+            ):  # the weight loader asserts shape[0] == org_vocab_size before it narrows
+                raise NotPlaceable(
+                    f"{name}: {list(param.shape)} (vocabulary {vocab}) does not hold {list(shape)}"
+                )
             return Region(Placement(name, shape, 0, start, length), param)
         rank = int(getattr(module, "tp_rank", 0) or 0)
+        ranks = int(getattr(module, "tp_size", 1) or 1)
         try:
-            return Region(narrowed(name, shape, tuple(param.shape), rank), param)
+            return Region(narrowed(name, shape, tuple(param.shape), rank, ranks), param)
         except ValueError as exc:
             raise NotPlaceable(str(exc)) from exc
 
     def _fused(self, fused_name: str, module: Any, index: int, shape: tuple[int, ...]) -> Region:
         param = self._params[fused_name]
         tp_rank = int(getattr(module, "tp_rank", 0) or 0)
+        tp_size = int(getattr(module, "tp_size", 1) or 1)
         if all(hasattr(module, a) for a in ("num_heads", "num_kv_heads", "head_size")):
             head = int(module.head_size)
             v_head = int(getattr(module, "v_head_size", head) or head)
@@ -134,17 +144,20 @@ class ModelLayout:
             ]
             replicas = int(getattr(module, "num_kv_head_replicas", 1) or 1)
             shard_rank = tp_rank if index == 0 else tp_rank // replicas
+            shards = tp_size if index == 0 else tp_size // replicas
         elif hasattr(module, "output_sizes"):
-            tp_size = int(getattr(module, "tp_size", 1) or 1)
             sizes = [int(size) // tp_size for size in module.output_sizes]
-            shard_rank = tp_rank
+            shard_rank, shards = tp_rank, tp_size
         else:
             raise NotPlaceable(f"{fused_name}: a fused layer of unknown kind {type(module)}")
         if index >= len(sizes):
             raise NotPlaceable(f"{fused_name} has {len(sizes)} parts, not a part {index}")
         size, offset = sizes[index], sum(sizes[:index])
-        if (shard_rank + 1) * size > shape[0] or offset + size > param.shape[0]:
-            raise NotPlaceable(f"{fused_name}: part {index} of {list(shape)} does not fit")
+        if shards * size != shape[0] or shard_rank >= shards or offset + size > param.shape[0]:
+            raise NotPlaceable(
+                f"{fused_name}: part {index} is {shards} slices of {size} rows, not "
+                f"{list(shape)}: the checkpoint's shape is not the one the engine loaded"
+            )
         if tuple(param.shape[1:]) != shape[1:]:
             raise NotPlaceable(f"{fused_name} is {list(param.shape)}, its part is {list(shape)}")
         placement = Placement(fused_name, shape, 0, shard_rank * size, size, offset)

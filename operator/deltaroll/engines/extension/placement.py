@@ -51,10 +51,15 @@ class Placement:
         return held, local
 
 
-def narrowed(param: str, shape: tuple[int, ...], local: tuple[int, ...], rank: int) -> Placement:
+def narrowed(
+    param: str, shape: tuple[int, ...], local: tuple[int, ...], rank: int, ranks: int
+) -> Placement:
     """The placement of a tensor whose rank-local copy has shape ``local``: the whole tensor
-    when the shapes agree (replicated), else the ``rank``-th equal slice along the one dimension
-    that differs (vLLM's ``start_idx = tp_rank * shard_size``). ValueError for anything else."""
+    when the shapes agree (replicated), else the ``rank``-th of ``ranks`` equal slices along the
+    one dimension that differs (vLLM's ``start_idx = tp_rank * shard_size``, where the layer
+    holds ``divide(size, tp_size)``). ValueError for anything else: a checkpoint shape that is
+    not exactly ``ranks`` slices would move every position past the first row to another
+    element."""
     if tuple(local) == tuple(shape):
         return Placement(param, shape)
     differing = [d for d, (a, b) in enumerate(zip(shape, local, strict=True)) if a != b]
@@ -65,6 +70,9 @@ def narrowed(param: str, shape: tuple[int, ...], local: tuple[int, ...], rank: i
         )
     dim = differing[0]
     size = local[dim]
-    if (rank + 1) * size > shape[dim]:
-        raise ValueError(f"{param}: rank {rank}'s slice of {size} lies outside {list(shape)}")
+    if size * ranks != shape[dim] or not 0 <= rank < ranks:
+        raise ValueError(
+            f"{param}: {list(shape)} is not {ranks} slices of {list(local)} along dimension "
+            f"{dim} (rank {rank}): the checkpoint's shape is not the one the engine loaded"
+        )
     return Placement(param, shape, dim, rank * size, size)

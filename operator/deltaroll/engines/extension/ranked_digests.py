@@ -3,12 +3,12 @@ of what is served.
 
 Once a patch lives in the engine's memory, the disk scrub no longer proves what is served. A
 rank holds a slice of a fused or sharded tensor (or none of it), so each whole checkpoint tensor
-is gathered the way the patch reads its changed values (:class:`ShardedTensor`: one
-``all_reduce(MAX)`` per chunk of :data:`CHUNK_ELEMENTS`, which also proves that replicas agree)
-and hashed as the checkpoint's BLAKE3 is, chunk by chunk; every rank ends with the same digests.
-Memory grows with the chunk, not the tensor. Hashing stops the engine's steps (vLLM runs a
-``collective_rpc`` between two of them), so the ranks spend at most :data:`DUTY` of the time on
-it: all refuse together (one vote) until the last call's cost has been paid back.
+is gathered the way the patch reads its changed values (:meth:`ShardedTensor.chunks`: one
+``all_reduce(MAX)`` per chunk, which also proves that replicas agree) and hashed as the
+checkpoint's BLAKE3 is, chunk by chunk; every rank ends with the same digests. Memory grows with
+the chunk, not the tensor. Hashing stops the engine's steps (vLLM runs a ``collective_rpc``
+between two of them), so the ranks keep to :mod:`deltaroll.engines.served_duty`'s limit: all
+refuse together (one vote) until the last call's cost has been paid back.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import math
 import time
 
 import blake3
-import numpy as np
 
 from deltaroll.api.engine_patch import HeldTensor, RankDigestRequest, RankDigests
 from deltaroll.checkpoint.dtypes import byte_view
@@ -31,24 +30,7 @@ from deltaroll.engines.extension.ranked_patch import (
     ShardedTensor,
     vote,
 )
-
-#: The share of wall time served-digest calls may take from serving (as the reference engine's).
-DUTY = 0.1
-#: Elements gathered per collective (16 MiB of int64 pairs).
-CHUNK_ELEMENTS = 1 << 20
-
-
-class DutyLimit:
-    """After a call that took ``t`` seconds, refuse for ``t * (1 / DUTY - 1)`` seconds."""
-
-    def __init__(self) -> None:
-        self._next_allowed = 0.0
-
-    def wait_s(self) -> float:
-        return max(0.0, self._next_allowed - time.monotonic())
-
-    def spent(self, seconds: float) -> None:
-        self._next_allowed = time.monotonic() + seconds * (1 / DUTY - 1)
+from deltaroll.engines.served_duty import DutyLimit
 
 
 def digests_on_rank(
@@ -69,7 +51,7 @@ def digests_on_rank(
     digests, unhashable, differ = {}, {}, []
     for held in request.tensors:
         try:  # every rank sees the same gathered values, so each raises alike
-            digests[held.name] = _digest(_sharded(layout, held, reduce_max), held)
+            digests[held.name] = _digest(_sharded(layout, held, reduce_max))
         except ReplicasDifferError:
             differ.append(held.name)
         except (LayoutChangeError, LivePatchError) as exc:
@@ -88,10 +70,8 @@ def _sharded(layout: ModelLayout, held: HeldTensor, reduce_max: ReduceMax | None
     return ShardedTensor(held.name, side, region, problem, reduce_max)
 
 
-def _digest(tensor: ShardedTensor, held: HeldTensor) -> str:
+def _digest(tensor: ShardedTensor) -> str:
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    total = math.prod(held.shape)
-    for start in range(0, total, CHUNK_ELEMENTS):
-        positions = np.arange(start, min(total, start + CHUNK_ELEMENTS), dtype=np.int64)
-        hasher.update(byte_view(np.ascontiguousarray(tensor.read_bits(positions))))
+    for _, bits in tensor.chunks(None):
+        hasher.update(byte_view(bits))
     return hasher.hexdigest()

@@ -21,7 +21,7 @@ from typing import Any
 from deltaroll.api.engine_patch import SGLANG_REQUEST_ENV, PatchResult, rank_answer_path
 from deltaroll.api.weight_change import LiveApplyRequest
 from deltaroll.checkpoint.staging import write_file_atomically
-from deltaroll.engines.extension.ranked_patch import ReduceMax, patch_on_rank
+from deltaroll.engines.extension.ranked_patch import ReduceMax, patch_on_rank, world_reduction
 
 
 def patch_in_memory_on(
@@ -43,17 +43,10 @@ def patch_in_memory_on(
 def patch_in_memory(model: Any, named_tensors: list[Any]) -> None:
     """``--custom-weight-loader deltaroll.engines.extension.sglang_loader.patch_in_memory``;
     ``named_tensors`` is empty (the delta is on the shared volume)."""
-    import torch.distributed as dist
     from sglang.srt.distributed import get_world_group
 
-    group = get_world_group()
-
-    def reduce_max(tensor: Any) -> None:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group.cpu_group)
-
+    rank, reduce_max = world_reduction(get_world_group())
     configured = os.environ.get(SGLANG_REQUEST_ENV)
     if not configured:
         return  # no answer file: the agent reports that the engine lacks the setting
-    request_path = Path(configured)
-    world = reduce_max if group.world_size > 1 else None
-    patch_in_memory_on(model, request_path, rank=group.rank, reduce_max=world)
+    patch_in_memory_on(model, Path(configured), rank=rank, reduce_max=reduce_max)

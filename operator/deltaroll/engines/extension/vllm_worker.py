@@ -16,8 +16,9 @@ from typing import Any
 
 from deltaroll.api.engine_patch import PROTOCOL, RankDigestRequest
 from deltaroll.api.weight_change import LiveApplyRequest
-from deltaroll.engines.extension.ranked_digests import DutyLimit, digests_on_rank
-from deltaroll.engines.extension.ranked_patch import ReduceMax, patch_on_rank
+from deltaroll.engines.extension.ranked_digests import digests_on_rank
+from deltaroll.engines.extension.ranked_patch import ReduceMax, patch_on_rank, world_reduction
+from deltaroll.engines.served_duty import DutyLimit
 
 
 class DeltarollWorkerExtension:
@@ -55,14 +56,7 @@ class DeltarollWorkerExtension:
 
 
 def _world() -> tuple[int, ReduceMax | None]:
-    """This worker's rank in vLLM's world group, and a MAX reduction over the group's gloo side
-    (None alone)."""
-    import torch.distributed as dist
+    """This worker's rank in vLLM's world group, and a MAX reduction over the group."""
     from vllm.distributed import get_world_group
 
-    group = get_world_group()
-
-    def reduce_max(tensor: Any) -> None:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group.cpu_group)
-
-    return group.rank, reduce_max if group.world_size > 1 else None
+    return world_reduction(get_world_group())

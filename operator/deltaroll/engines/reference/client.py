@@ -55,9 +55,12 @@ class ReferenceEngineClient:
             raise error(refusal.message, old_weights_kept=refusal.old_weights_kept)
         raise EngineReloadError(self.endpoint, str(delta_dir), reply.message(), reply.status)
 
-    def served_digests(self, tensors: list[str] | None = None) -> ServedDigests | None:
+    def served_digests(
+        self, tensors: list[str] | None = None, *, checkpoint: Path | None = None
+    ) -> ServedDigests | None:
         """Digests of ``tensors`` (all: None) as the engine holds them now; None when the
-        engine asks to be asked later (rate-limited)."""
+        engine asks to be asked later (rate-limited). The engine holds whole checkpoint
+        tensors, so it needs nothing from ``checkpoint``."""
         request = ServedDigestRequest(tensors=tensors)
         reply = self._http.post("/served_digest", request.model_dump())
         if reply.status == 429:

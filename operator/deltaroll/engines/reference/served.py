@@ -1,12 +1,8 @@
 """Digests of the tensors the engine holds in memory right now, on request and rate-limited.
 
 Once an engine patches its weights in memory, the disk scrub no longer proves what is served:
-the agent asks for these digests and compares them with the version it set. Hashing competes
-with inference for the engine's cores, so a caller may spend at most :data:`DUTY` of the time
-hashing: after a call that took ``t`` seconds, the next is refused (with how long to wait) for
-``t * (1 / DUTY - 1)`` seconds, and at least :data:`MIN_INTERVAL_S` (hashing a small model takes
-a millisecond; a check it answers a hundred times a second protects nothing more). An agent asks
-for a few tensors at a time, in rotation.
+the agent asks for these digests and compares them with the version it set. Answers keep to
+:mod:`deltaroll.engines.served_duty`'s limit (the vLLM extension's too).
 """
 
 from __future__ import annotations
@@ -15,12 +11,8 @@ import threading
 import time
 
 from deltaroll.engines.reference.loading import LoadedModel
+from deltaroll.engines.served_duty import DutyLimit
 from deltaroll.engines.weights_identity import tensor_identity
-
-#: The share of wall time served-digest requests may spend hashing.
-DUTY = 0.1
-#: The shortest wait between two answered requests, however fast the hashing.
-MIN_INTERVAL_S = 1.0
 
 
 class DigestRateLimitedError(Exception):
@@ -36,11 +28,11 @@ class UnknownTensorError(Exception):
 
 
 class ServedDigester:
-    """Hashes live tensors for whoever asks, within :data:`DUTY`."""
+    """Hashes live tensors for whoever asks, within the duty limit."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._next_allowed = 0.0
+        self._limit = DutyLimit()
 
     def digests(self, loaded: LoadedModel, names: list[str] | None) -> dict[str, str]:
         """``{name: digest}`` of the named tensors (all when None) as they are in memory."""
@@ -50,11 +42,10 @@ class ServedDigester:
         if unknown:
             raise UnknownTensorError(f"the engine holds no tensor {unknown[0]!r}")
         with self._lock:
-            now = time.monotonic()
-            if now < self._next_allowed:
-                raise DigestRateLimitedError(self._next_allowed - now)
+            wait = self._limit.wait_s()
+            if wait > 0:
+                raise DigestRateLimitedError(wait)
             started = time.monotonic()
             found = {name: tensor_identity(name, held[name]).digest for name in wanted}
-            spent = time.monotonic() - started
-            self._next_allowed = time.monotonic() + max(spent * (1 / DUTY - 1), MIN_INTERVAL_S)
+            self._limit.spent(time.monotonic() - started)
         return found
