@@ -30,6 +30,7 @@ from controllers.test_e2e_rollout import (
 )
 from deltaroll.api.annotations import POD_PEER_PORT
 from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
+from deltaroll_demo.manifests import peer_token_args
 from deltaroll_sandbox.testing import RunningSandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -42,7 +43,7 @@ def peer_pod(name: str, store: Published, version: str) -> dict[str, Any]:
     pod = inference_pod(
         name, store_uri=store.uri, version=version, store_env={},
         agent_args=("--peers=app=tiny-llm", "--peer-host=127.0.0.1",
-                    f"--peer-port={DEFAULT_PEER_PORT}", "--peer-wait=60"),
+                    f"--peer-port={DEFAULT_PEER_PORT}", "--peer-wait=60", *peer_token_args()),
     )  # fmt: skip
     pod["metadata"]["labels"] = {"app": "tiny-llm"}
     for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
