@@ -274,9 +274,14 @@ def test_the_least_recently_used_objects_go_to_keep_the_disk_budget(tmp_path, st
         big = store.put(os.urandom(150_000))
         received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a3", [big])
         assert (received, client.node_bytes) == (big.size, 0)
-    # a restarted daemon knows what it holds (oldest first) and keeps to the budget
+    # a restarted daemon knows what it holds (oldest first) and keeps to the budget; objects of
+    # the layout before namespace folders (<partition>/<sha256>), which no budget counts, go
+    old = tmp_path / "node" / ("ab" * 16) / first.digest
+    old.parent.mkdir()
+    old.write_bytes(b"x" * 1000)
     with Daemon(tmp_path / "node", fill_ttl_s=30.0, **one_tenant) as daemon:
         assert daemon.cache.budget.total == 80_000
+        assert not old.exists()
 
 
 def test_attack_a_tenant_filling_the_cache_evicts_no_other_tenants_object(tmp_path, store):

@@ -121,10 +121,18 @@ class NodeCache:
         self.fills: dict[tuple[str, str], Fill] = {}
         self.metrics = NodeCacheMetrics()
 
-    def clear_partial(self) -> None:
-        """Remove uploads a previous run of the daemon left half-done (it is their only writer)."""
-        for partial in self.directory.glob(f"*/*/{PARTIAL_DIR}"):
+    def clear_leftovers(self) -> None:
+        """Remove what a previous run left and no budget counts: uploads left half-done (the
+        daemon is their only writer) and objects of the layout before each namespace had its
+        folder (``<partition>/<sha256>``; a namespace folder holds only partition folders)."""
+        for partial in [
+            *self.directory.glob(f"*/*/{PARTIAL_DIR}"),
+            *self.directory.glob(f"*/{PARTIAL_DIR}"),
+        ]:
             shutil.rmtree(partial, ignore_errors=True)
+        for path in self.directory.glob("*/*"):
+            if is_digest(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -332,7 +340,7 @@ def _model(model: FillLease | NodeCacheBusy, status: int) -> web.Response:
 
 async def serve(cache: NodeCache, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``cache`` on ``host:port`` until ``stop`` is set."""
-    cache.clear_partial()
+    cache.clear_leftovers()
     runner = web.AppRunner(cache.app(), access_log=None)
     await runner.setup()
     try:
