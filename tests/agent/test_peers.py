@@ -26,7 +26,7 @@ from agent.helpers import FAST_RETRY, MODEL, Published
 from agent.test_node_cache import Daemon
 from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
-from deltaroll.agent.peer_directory import Peer, peer_of
+from deltaroll.agent.peer_directory import Peer, PodPeers, peer_of
 from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.peer_server import PeerServer
 from deltaroll.agent.pod_tokens import TokenAuthenticator
@@ -602,3 +602,41 @@ def test_a_failed_peer_listing_waits_for_the_peers_instead_of_seeding_everything
         assert moved.peer_bytes == sum(r.size for r in refs)
     assert not backend.downloads  # before, a failed listing made the pod seed everything
     assert_all_verified(pod.store, refs)
+
+
+def test_the_pod_listing_stands_a_while_when_the_api_fails_and_finds_new_members() -> None:
+    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
+    from kubernetes.client.exceptions import ApiException
+
+    def pod(name: str) -> V1Pod:
+        meta = V1ObjectMeta(
+            name=name, annotations={POD_PEER_PORT: "8082", "deltaroll.dev/version": "v2"}
+        )
+        return V1Pod(metadata=meta, status=V1PodStatus(phase="Running", pod_ip="10.0.0.7"))
+
+    class Api:
+        pods = [pod("me"), pod("a")]
+        down = False
+        calls = 0
+
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> V1PodList:
+            self.calls += 1
+            if self.down:
+                raise ApiException(status=503)
+            return V1PodList(items=list(self.pods))
+
+    now = [0.0]
+    api = Api()
+    directory = PodPeers(api, TENANT, "app=x", "me", refresh_s=2, stale_s=60, clock=lambda: now[0])
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v2")}
+    api.down = True
+    now[0] = 30.0
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v2")}  # the last good one stands
+    now[0] = 61.0
+    assert directory.live() is None  # too old: unknown, not "alone"
+    api.down = False
+    api.pods.append(pod("new"))
+    now[0] = 61.6
+    assert directory.member("new")  # listed again at once for a caller it does not know
+    calls = api.calls
+    assert not directory.member("stranger") and api.calls == calls  # relisted < 0.5 s ago
