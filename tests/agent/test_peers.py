@@ -93,6 +93,9 @@ class StaticPeers:
     def live(self) -> dict[str, Peer] | None:
         return None if self.peers is None else dict(self.peers)
 
+    def refresh(self) -> None:
+        """Always current."""
+
     def member(self, name: str) -> bool:
         return name in self.members
 
@@ -640,3 +643,28 @@ def test_the_pod_listing_stands_a_while_when_the_api_fails_and_finds_new_members
     assert directory.member("new")  # listed again at once for a caller it does not know
     calls = api.calls
     assert not directory.member("stranger") and api.calls == calls  # relisted < 0.5 s ago
+
+
+def test_a_pull_lists_the_peers_again_to_see_who_was_just_told_to_move() -> None:
+    """The operator tells every pod of a step at once; a listing cached from before would show
+    the others on the old version, and each pod would seed every object alone."""
+    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
+
+    wants = {"a": "v1", "b": "v1"}
+
+    class Api:
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> V1PodList:
+            return V1PodList(items=[
+                V1Pod(metadata=V1ObjectMeta(name=n, annotations={POD_PEER_PORT: "8082",
+                                                                 "deltaroll.dev/version": v}),
+                      status=V1PodStatus(phase="Running", pod_ip="10.0.0.7"))
+                for n, v in wants.items()
+            ])  # fmt: skip
+
+    directory = PodPeers(Api(), TENANT, "app=x", "me", refresh_s=60, clock=lambda: 0.0)
+    fetcher = PeerFetcher(directory, "me", MODEL, AgentMetrics(), seeders=1)
+    digests = [f"{i:064x}" for i in range(40)]
+    assert all(fetcher.seeds(d, "v2") for d in digests)  # alone on v2 in this listing
+    wants.update(a="v2", b="v2")
+    directory.refresh()
+    assert sum(bool(fetcher.seeds(d, "v2")) for d in digests) < 30  # one in three, roughly

@@ -74,6 +74,9 @@ def fetched_objects(
         store.cache.hold(ref.digest for ref in refs)
         held += [ref.digest for ref in refs]
         missing = [ref for ref in refs if not store.cache.verified(ref.digest)]
+        # the operator has just told the pods that move (this one too): see them, not a listing
+        # from before, or each would think itself the only one pulling and seed everything
+        peers.directory.refresh()
         # None (the peers cannot be listed now): wait for them like a non-seeder, rather than
         # every pod of the fleet fetching everything from the bucket at once
         seeds = {ref.digest: peers.seeds(ref.digest, wanted) for ref in missing}

@@ -46,6 +46,10 @@ class PeerDirectory(Protocol):
 
     def live(self) -> dict[str, Peer] | None: ...
 
+    def refresh(self) -> None:
+        """The next :meth:`live` lists again (a pull starts: who pulls the same version now)."""
+        ...
+
     def member(self, name: str) -> bool:
         """Whether pod ``name`` belongs to this agent's ModelDeployment (it may be served)."""
         ...
@@ -81,6 +85,9 @@ class PodPeers:
     def live(self) -> dict[str, Peer] | None:
         listing = self._listing(self._refresh_s)
         return None if listing is None else listing.peers
+
+    def refresh(self) -> None:
+        self._tried = float("-inf")
 
     def member(self, name: str) -> bool:
         listing = self._listing(self._refresh_s)

@@ -44,15 +44,16 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed is None or parsed[0] != self.server.model:
             self._empty(HTTPStatus.NOT_FOUND)
             return
-        refusal = self.server.refusal(self.headers.get("Authorization", ""))
-        if refusal is not None:
-            self._refuse(*refusal)
-            return
+        # a review is a call to the API server: at most max_peers at once, whoever asks
         if not self.server.slots.acquire(blocking=False):
             self._empty(HTTPStatus.SERVICE_UNAVAILABLE, retry_after=True)
             return
         try:
-            self._send_object(parsed[1])
+            refusal = self.server.refusal(self.headers.get("Authorization", ""))
+            if refusal is not None:
+                self._refuse(*refusal)
+            else:
+                self._send_object(parsed[1])
         finally:
             self.server.slots.release()
 

@@ -25,6 +25,7 @@ _FLAGS = {
     "engine_timeout_s": "--engine-timeout",
     "scrub_interval_s": "--scrub-interval",
     "node_cache_url": "--node-cache",
+    "node_cache_token": "--node-cache-token",
     "node_cache_wait_s": "--node-cache-wait",
     "peer_selector": "--peers",
     "peer_token": "--peer-token",
@@ -254,9 +255,11 @@ def run(
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
+        field, message = (str(first["loc"][0]) if first["loc"] else ""), first["msg"]
+        if not field:  # a check across fields names the field it blames first
+            field, _, message = message.removeprefix("Value error, ").partition(": ")
         flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
-        raise AgentConfigError(f"{flag}: {first['msg']}") from None
+        raise AgentConfigError(f"{flag}: {message}") from None
 
     from deltaroll.agent.runner import run_agent
 
