@@ -46,6 +46,15 @@ def test_a_bad_interval_names_the_flag(tmp_path: Path) -> None:
     assert done.stderr.strip().startswith("error: --poll-interval:")
 
 
+def test_peers_without_a_token_name_the_flag_and_the_audience(tmp_path: Path) -> None:
+    done = run_agent(
+        tmp_path, "--engine=reference", "--peers=app=x", POD_NAME="p", POD_NAMESPACE="ns"
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: --peer-token:") and "audience deltaroll-peer" in line
+
+
 def test_the_charts_sidecar_snippet_is_what_the_command_accepts() -> None:
     import re
 

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 import urllib3
 
-from deltaroll.agent.node_cache_auth import TokenAuthenticator
+from deltaroll.agent.node_cache_budget import DiskBudget, Limits
 from deltaroll.agent.node_cache_server import NodeCache, serve
-from deltaroll.api.node_cache import LEASE_HEADER
+from deltaroll.agent.pod_tokens import TokenAuthenticator
+from deltaroll.api.node_cache import AUDIENCE, LEASE_HEADER
+from deltaroll.store import cache as cache_module
 from deltaroll.store import keys
 from deltaroll.store.backends import open_backend
 from deltaroll.store.cache import ObjectCache
@@ -62,12 +64,12 @@ def review(body: Any) -> Any:
 
 
 class Daemon:
-    def __init__(self, directory: Path, fill_ttl_s: float, max_bytes: int = 1 << 30) -> None:
+    def __init__(self, directory: Path, fill_ttl_s: float, max_bytes: int = 1 << 30, **kw: int):
         self.cache = NodeCache(
             directory,
-            TokenAuthenticator(review, NODE),
+            TokenAuthenticator(review, AUDIENCE, node_name=NODE),
             fill_ttl_s=fill_ttl_s,
-            max_bytes=max_bytes,
+            limits=Limits.of(max_bytes, **kw),
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -259,18 +261,84 @@ def test_a_tampered_cache_file_is_refused_on_read(tmp_path, daemon, store):
 
 def test_the_least_recently_used_objects_go_to_keep_the_disk_budget(tmp_path, store):
     first, second, third = (store.put(os.urandom(40_000)) for _ in range(3))
-    with Daemon(tmp_path / "node", fill_ttl_s=30.0, max_bytes=100_000) as daemon:
+    one_tenant = {"max_bytes": 100_000, "namespace": 100_000, "object": 100_000}
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0, **one_tenant) as daemon:
         agent_pull(tmp_path, daemon, store, "tok-a1", [first])
         agent_pull(tmp_path, daemon, store, "tok-a1", [second])
         agent_pull(tmp_path, daemon, store, "tok-a2", [first])  # read: second is now the oldest
         agent_pull(tmp_path, daemon, store, "tok-a1", [third])  # 120 kB > 100 kB: one goes
-        kept = {p.name for p in (tmp_path / "node").glob("*/*") if len(p.name) == 64}
+        kept = {p.name for p in (tmp_path / "node").glob("*/*/*") if len(p.name) == 64}
         assert kept == {first.digest, third.digest}
         assert daemon.metric("deltaroll_node_cache_evicted_objects_total") == 1
         # an object larger than the whole budget is refused, and the agent fetches it itself
         big = store.put(os.urandom(150_000))
         received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a3", [big])
         assert (received, client.node_bytes) == (big.size, 0)
-    # a restarted daemon knows what it holds (oldest first) and keeps to the budget
-    with Daemon(tmp_path / "node", fill_ttl_s=30.0, max_bytes=100_000) as daemon:
+    # a restarted daemon knows what it holds (oldest first) and keeps to the budget; objects of
+    # the layout before namespace folders (<partition>/<sha256>), which no budget counts, go
+    old = tmp_path / "node" / ("ab" * 16) / first.digest
+    old.parent.mkdir()
+    old.write_bytes(b"x" * 1000)
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0, **one_tenant) as daemon:
         assert daemon.cache.budget.total == 80_000
+        assert not old.exists()
+
+
+def test_attack_a_tenant_filling_the_cache_evicts_no_other_tenants_object(tmp_path, store):
+    """Tenant b uploads bytes of its own choosing (any bytes are "the object" of their own
+    digest) until the node's budget overflows: tenant a's object must stay cached."""
+    theirs = store.put(os.urandom(40_000))
+    with Daemon(tmp_path / "node", fill_ttl_s=30.0, max_bytes=100_000, object=40_000) as daemon:
+        agent_pull(tmp_path, daemon, store, "tok-a1", [theirs])
+        for _ in range(5):
+            agent_pull(tmp_path, daemon, store, "tok-b1", [store.put(os.urandom(40_000))])
+        received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a2", [theirs])
+        assert (received, client.node_bytes) == (0, theirs.size)
+        assert daemon.cache.budget.held("tenant-b") <= 50_000  # half the node, by default
+        # an object over the cap is refused up front: the agent fetches it itself
+        big = store.put(os.urandom(40_001))
+        received, client, _ = agent_pull(tmp_path, daemon, store, "tok-b1", [big])
+        assert (received, client.node_bytes) == (big.size, 0)
+        assert daemon.metric("deltaroll_node_cache_refused_total", reason="too_large") == 1
+
+
+def test_when_the_node_is_full_the_namespace_holding_the_most_gives_way(tmp_path: Path) -> None:
+    budget = DiskBudget(tmp_path, Limits.of(100, namespace=70, object=30))
+
+    def add(namespace: str, name: str, size: int = 30) -> list[str]:
+        path = tmp_path / namespace / "p" / (name * 64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+        return [p.name[0] for p in budget.added(namespace, path, size)]
+
+    assert add("a", "1") + add("a", "2") + add("b", "3") == []  # 90 of 100
+    assert add("b", "4") == ["3"]  # 120: a and b hold as much: the filler's own goes
+    assert add("a", "5") == ["1"]  # a over its 70: only a's own go
+    assert add("c", "6", 20) == ["2"]  # 110: a holds the most (60 vs 30, 20)
+    assert (budget.held("a"), budget.held("b"), budget.held("c"), budget.total) == (30, 30, 20, 80)
+
+
+def test_a_peek_takes_no_lease_and_a_hit_is_hashed_once_by_the_agent(
+    tmp_path, daemon, store, monkeypatch
+):
+    """A non-seeder peeks at its node cache on every poll: a miss must not take (and drop) a
+    fill lease each time. A hit is hashed by the agent as it arrives, and not again on commit;
+    the daemon sends a file it hashed when it entered without hashing it again."""
+    ref = store.put(os.urandom(70_000))
+    home = tmp_path / "peek"
+    home.mkdir()
+    (home / "token").write_text("tok-a1")
+    client = NodeCacheClient(daemon.url, home / "token", store.uri)
+    cache = ObjectCache(home / "cache")
+    assert client.take(ref, cache.staging_path(ref.digest)) is None
+    assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 0
+    agent_pull(tmp_path, daemon, store, "tok-a2", [ref])  # a2 fills it: one lease
+    assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 1
+    files_hashed = []
+    real = cache_module._sha256
+    monkeypatch.setattr(cache_module, "_sha256", lambda fd: files_hashed.append(fd) or real(fd))
+    staged = cache.staging_path(ref.digest)
+    hashed = client.take(ref, staged)
+    assert hashed is not None and cache.commit(ref.digest, staged, hashed=hashed) == ref.digest
+    assert files_hashed == []
+    assert daemon.metric("deltaroll_node_cache_served_bytes_total") == ref.size

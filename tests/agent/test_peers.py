@@ -14,9 +14,10 @@ import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,12 +26,14 @@ from agent.helpers import FAST_RETRY, MODEL, Published
 from agent.test_node_cache import Daemon
 from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
-from deltaroll.agent.peer_directory import Peer, peer_of
+from deltaroll.agent.peer_directory import Peer, PodPeers, peer_of
 from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.peer_server import PeerServer
+from deltaroll.agent.pod_tokens import TokenAuthenticator
 from deltaroll.agent.throttle import TokenBucket
+from deltaroll.api.agent_access import POD_NAME_EXTRA, POD_UID_EXTRA
 from deltaroll.api.annotations import POD_PEER_PORT
-from deltaroll.api.peers import object_path, parse_object_path, rank, seeders
+from deltaroll.api.peers import AUDIENCE, object_path, parse_object_path, rank, seeders
 from deltaroll.store import Store, TransientStoreError
 from deltaroll.store.backends import open_backend
 from deltaroll.store.cache import file_sha256
@@ -61,14 +64,40 @@ class CountingBackend:
         return getattr(self.inner, name)
 
 
+TENANT = "tenant-a"
+
+
+def review(body: Any) -> Any:
+    """What kube-apiserver answers a TokenReview (the client's V1TokenReview shape): here a
+    token ``<namespace>/<pod>`` is that pod's, for the peers' audience only."""
+    namespace, _, pod = body.spec.token.partition("/")
+    if not pod or body.spec.audiences != [AUDIENCE]:
+        return SimpleNamespace(status=SimpleNamespace(authenticated=False, audiences=None))
+    user = SimpleNamespace(
+        username=f"system:serviceaccount:{namespace}:deltaroll-agent",
+        extra={POD_NAME_EXTRA: [pod], POD_UID_EXTRA: [f"uid-{pod}"]},
+    )
+    return SimpleNamespace(
+        status=SimpleNamespace(authenticated=True, audiences=body.spec.audiences, user=user)
+    )
+
+
 @dataclass
 class StaticPeers:
-    """A directory the test controls: the peers it lists are the live ones."""
+    """A directory the test controls: the peers it lists are the live ones (None: the
+    listing fails), its members the pods of the ModelDeployment."""
 
-    peers: dict[str, Peer]
+    peers: dict[str, Peer] | None
+    members: set[str] = field(default_factory=set)
 
-    def live(self) -> dict[str, Peer]:
-        return dict(self.peers)
+    def live(self) -> dict[str, Peer] | None:
+        return None if self.peers is None else dict(self.peers)
+
+    def refresh(self) -> None:
+        """Always current."""
+
+    def member(self, name: str) -> bool:
+        return name in self.members
 
 
 @dataclass
@@ -77,6 +106,7 @@ class Pod:
     store: Store
     metrics: AgentMetrics
     server: PeerServer
+    token: Path
 
     @property
     def peer(self) -> Peer:
@@ -84,7 +114,9 @@ class Pod:
 
     def fetcher(self, directory: StaticPeers, **kw: Any) -> PeerFetcher:
         kw.setdefault("wait_s", 10.0)
-        return PeerFetcher(directory, self.name, MODEL, self.metrics, timeout_s=2.0, **kw)
+        return PeerFetcher(
+            directory, self.name, MODEL, self.metrics, token_file=self.token, timeout_s=2.0, **kw
+        )
 
 
 @pytest.fixture
@@ -93,7 +125,15 @@ def backend(published: Published) -> CountingBackend:
 
 
 @pytest.fixture
-def make_pod(tmp_path: Path, published: Published, backend: CountingBackend) -> Iterator[Any]:
+def fleet() -> StaticPeers:
+    """The pods of the ModelDeployment (every pod ``make_pod`` makes), as its servers see it."""
+    return StaticPeers({})
+
+
+@pytest.fixture
+def make_pod(
+    tmp_path: Path, published: Published, backend: CountingBackend, fleet: StaticPeers
+) -> Iterator[Any]:
     servers: list[PeerServer] = []
 
     def make(name: str, *, rate: int = 0, max_peers: int = 4) -> Pod:
@@ -103,11 +143,15 @@ def make_pod(tmp_path: Path, published: Published, backend: CountingBackend) -> 
         metrics = AgentMetrics()
         server = PeerServer(
             "127.0.0.1", 0, model=MODEL, cache=store.cache, rate=rate, max_peers=max_peers,
-            metrics=metrics,
+            metrics=metrics, authenticator=TokenAuthenticator(review, AUDIENCE),
+            namespace=TENANT, directory=fleet,
         )  # fmt: skip
         server.start()
         servers.append(server)
-        return Pod(name, store, metrics, server)
+        fleet.members.add(name)
+        token = tmp_path / name / "token"
+        token.write_text(f"{TENANT}/{name}")
+        return Pod(name, store, metrics, server, token)
 
     yield make
     for server in servers:
@@ -197,7 +241,7 @@ def test_the_server_serves_only_verified_objects_of_its_model(
 
     def get(path: str) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
-        connection.request("GET", path)
+        connection.request("GET", path, headers={"Authorization": f"Bearer {TENANT}/seeder"})
         response = connection.getresponse()
         body = response.read()
         connection.close()
@@ -221,10 +265,15 @@ def test_the_server_turns_away_peers_beyond_its_limit(published: Published, make
     with fetched_objects(seeder.store, MODEL, v2_steps(published, seeder.store)):
         pass
     first = socket.create_connection(("127.0.0.1", seeder.server.port))
-    first.sendall(f"GET {object_path(MODEL, ref.digest)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    first.sendall(
+        f"GET {object_path(MODEL, ref.digest)} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TENANT}/busy\r\n\r\n".encode()
+    )
     assert first.recv(12).startswith(b"HTTP/1.1 200")
     connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
-    connection.request("GET", object_path(MODEL, ref.digest))
+    connection.request(
+        "GET", object_path(MODEL, ref.digest), headers={"Authorization": f"Bearer {TENANT}/busy"}
+    )
     response = connection.getresponse()
     assert response.status == 503 and response.getheader("Retry-After") == "1"
     connection.close()
@@ -306,6 +355,18 @@ def bad_peer(mode: str, refs: list[ObjectRef]) -> Iterator[Any]:
     server.server_close()
 
 
+def holding(
+    published: Published, make_pod: Any, *names: str
+) -> tuple[list[Pod], list[Step], list[ObjectRef]]:
+    """Pods that hold every object of v1 -> v2: (the pods, the steps, the objects)."""
+    holders = [make_pod(name) for name in names]
+    steps = v2_steps(published, holders[0].store)
+    for holder in holders:
+        with fetched_objects(holder.store, MODEL, steps):
+            pass
+    return holders, steps, plan_objects(steps)
+
+
 def leecher_name(digests: list[str], others: list[str], count: int) -> str:
     """A pod name that seeds none of ``digests`` among ``others`` (so it asks the peers)."""
     for i in range(1000):
@@ -337,11 +398,7 @@ def test_a_peer_serving_wrong_bytes_poisons_nothing(
 def test_a_seeder_killed_mid_transfer_leaves_the_object_to_the_other_seeder(
     published: Published, make_pod: Any, backend: CountingBackend
 ) -> None:
-    good = make_pod("good")
-    steps = v2_steps(published, good.store)
-    refs = plan_objects(steps)
-    with fetched_objects(good.store, MODEL, steps):
-        pass
+    (good,), steps, refs = holding(published, make_pod, "good")
     backend.downloads.clear()
     name = leecher_name([r.digest for r in refs], ["dying", "good"], 2)
     pod = make_pod(name)
@@ -384,12 +441,7 @@ def test_an_agent_that_lists_no_peer_seeds_everything_and_says_so(
 def test_with_the_store_down_the_objects_come_from_peers_that_hold_them(
     published: Published, make_pod: Any, backend: CountingBackend
 ) -> None:
-    holders = [make_pod("holder-0"), make_pod("holder-1")]
-    steps = v2_steps(published, holders[0].store)
-    refs = plan_objects(steps)
-    for holder in holders:
-        with fetched_objects(holder.store, MODEL, steps):
-            pass
+    holders, steps, refs = holding(published, make_pod, "holder-0", "holder-1")
     name = leecher_name([r.digest for r in refs], [h.name for h in holders], 2)
     pod = make_pod(name)
     backend.down = True
@@ -421,9 +473,11 @@ def test_a_non_seeder_takes_what_its_node_cache_holds_before_asking_peers(
             (tmp_path / token).write_text(token)
             return NodeCacheClient(daemon.url, tmp_path / token, published.uri)
 
+        bucket_objects = []
         for holder, token in zip(holders, ("tok-a1", "tok-a2"), strict=True):
-            with fetched_objects(holder.store, MODEL, steps, node_cache=on_node(token)):
-                pass
+            with fetched_objects(holder.store, MODEL, steps, node_cache=on_node(token)) as m:
+                bucket_objects.append(m.bucket_objects)
+        assert bucket_objects == [len(refs), 0]  # the second got them all from the node
         downloads = backend.downloads.copy()
         pod = make_pod(leecher_name([r.digest for r in refs], [h.name for h in holders], 2))
         directory = StaticPeers({h.name: h.peer for h in holders})  # both would serve it
@@ -450,3 +504,167 @@ def test_an_agent_serving_peers_keeps_the_snapshot_it_applied_for_pods_that_star
     assert all(pod.store.cache.has(ref.digest) for ref in anchors)
     prune_cache(pod.store, plan, kept)  # without peers the snapshot is not worth its disk
     assert not any(pod.store.cache.has(ref.digest) for ref in anchors)
+
+
+# ------------------------------------------------------------------ who may ask
+
+
+def test_attack_only_pods_of_the_same_namespace_and_deployment_get_an_object(
+    published: Published, make_pod: Any
+) -> None:
+    """Any pod that reaches a peer port and knows a digest used to get the object, from any
+    namespace: now only a pod the API server vouches for, of this ModelDeployment."""
+    seeder = make_pod("seeder")
+    make_pod("member")
+    with fetched_objects(seeder.store, MODEL, v2_steps(published, seeder.store)):
+        pass
+    ref = plan_objects(v2_steps(published, seeder.store))[0]
+
+    def get(token: str | None) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        connection.request("GET", object_path(MODEL, ref.digest), headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        return response.status, body
+
+    assert get(None)[0] == 401
+    assert get("")[0] == 401
+    status, reason = get("tenant-b/member")  # another namespace, even under a member's name
+    assert status == 403 and b"namespace tenant-a only" in reason
+    status, reason = get(f"{TENANT}/other-deployment")  # same namespace, not of the selector
+    assert status == 403 and b"own ModelDeployment" in reason
+    assert get("forged")[0] == 403  # the API server does not vouch for it
+    assert seeder.metrics.served_bytes._value.get() == 0
+    assert seeder.metrics.peer_refused._value.get() == 5
+    status, body = get(f"{TENANT}/member")
+    assert status == 200 and len(body) == ref.size
+
+
+def test_a_pod_refused_by_its_peers_gets_the_objects_from_the_bucket(
+    published: Published, make_pod: Any, fleet: StaticPeers
+) -> None:
+    (holder,), steps, refs = holding(published, make_pod, "holder")
+    name = leecher_name([r.digest for r in refs], ["holder"], 1)
+    outsider = make_pod(name)
+    fleet.members.discard(name)  # not (or no longer) a pod of the deployment
+    fetcher = outsider.fetcher(StaticPeers({"holder": holder.peer}), seeders=1, wait_s=0.5)
+    with fetched_objects(outsider.store, MODEL, steps, peers=fetcher) as moved:
+        assert moved.peer_bytes == 0 and moved.bucket_objects == len(refs)
+    assert holder.metrics.served_bytes._value.get() == 0
+    assert_all_verified(outsider.store, refs)
+
+
+# ------------------------------------------------------------------ who seeds
+
+
+def test_pods_pulling_a_version_seed_among_themselves_not_waiting_for_idle_ones(
+    published: Published, make_pod: Any
+) -> None:
+    """A canary step: two pods stay on v1, one is told v2. It ranks only among pods told v2
+    (itself), so it seeds every object at once instead of waiting for idle pods to fetch."""
+    idle = [make_pod("idle-0"), make_pod("idle-1")]
+    pod = make_pod("canary")
+    steps = v2_steps(published, pod.store)
+    refs = plan_objects(steps)
+    directory = StaticPeers({p.name: Peer("127.0.0.1", p.server.port, wants="v1") for p in idle})
+
+    def no_waiting(_: float) -> None:
+        raise AssertionError("the canary waited for pods that do not pull v2")
+
+    fetcher = pod.fetcher(directory, sleep=no_waiting)
+    with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+        assert moved.bucket_objects == len(refs) and moved.peer_bytes == 0
+    assert all(fetcher.seeds(r.digest, "v2") for r in refs)
+    everyone = ["idle-0", "idle-1", "canary"]  # without a version: ranked among all pods
+    assert [fetcher.seeds(r.digest, None) for r in refs] == [
+        "canary" in seeders(r.digest, everyone) for r in refs
+    ]
+
+
+def test_a_failed_peer_listing_waits_for_the_peers_instead_of_seeding_everything(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    holders, steps, refs = holding(published, make_pod, "holder-0", "holder-1")
+    backend.downloads.clear()
+    pod = make_pod(leecher_name([r.digest for r in refs], [h.name for h in holders], 2))
+
+    class Flaky(StaticPeers):
+        """The API server fails the first listings, then answers."""
+
+        failures = 3
+
+        def live(self) -> dict[str, Peer] | None:
+            self.failures -= 1
+            return None if self.failures >= 0 else super().live()
+
+    directory = Flaky({h.name: h.peer for h in holders})
+    fetcher = pod.fetcher(directory, sleep=lambda _: None)
+    with fetched_objects(pod.store, MODEL, steps, peers=fetcher) as moved:
+        assert moved.peer_bytes == sum(r.size for r in refs)
+    assert not backend.downloads  # before, a failed listing made the pod seed everything
+    assert_all_verified(pod.store, refs)
+
+
+def test_the_pod_listing_stands_a_while_when_the_api_fails_and_finds_new_members() -> None:
+    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
+    from kubernetes.client.exceptions import ApiException
+
+    def pod(name: str) -> V1Pod:
+        meta = V1ObjectMeta(
+            name=name, annotations={POD_PEER_PORT: "8082", "deltaroll.dev/version": "v2"}
+        )
+        return V1Pod(metadata=meta, status=V1PodStatus(phase="Running", pod_ip="10.0.0.7"))
+
+    class Api:
+        pods = [pod("me"), pod("a")]
+        down = False
+        calls = 0
+
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> V1PodList:
+            self.calls += 1
+            if self.down:
+                raise ApiException(status=503)
+            return V1PodList(items=list(self.pods))
+
+    now = [0.0]
+    api = Api()
+    directory = PodPeers(api, TENANT, "app=x", "me", refresh_s=2, stale_s=60, clock=lambda: now[0])
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v2")}
+    api.down = True
+    now[0] = 30.0
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v2")}  # the last good one stands
+    now[0] = 61.0
+    assert directory.live() is None  # too old: unknown, not "alone"
+    api.down = False
+    api.pods.append(pod("new"))
+    now[0] = 61.6
+    assert directory.member("new")  # listed again at once for a caller it does not know
+    calls = api.calls
+    assert not directory.member("stranger") and api.calls == calls  # relisted < 0.5 s ago
+
+
+def test_a_pull_lists_the_peers_again_to_see_who_was_just_told_to_move() -> None:
+    """The operator tells every pod of a step at once; a listing cached from before would show
+    the others on the old version, and each pod would seed every object alone."""
+    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
+
+    wants = {"a": "v1", "b": "v1"}
+
+    class Api:
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> V1PodList:
+            return V1PodList(items=[
+                V1Pod(metadata=V1ObjectMeta(name=n, annotations={POD_PEER_PORT: "8082",
+                                                                 "deltaroll.dev/version": v}),
+                      status=V1PodStatus(phase="Running", pod_ip="10.0.0.7"))
+                for n, v in wants.items()
+            ])  # fmt: skip
+
+    directory = PodPeers(Api(), TENANT, "app=x", "me", refresh_s=60, clock=lambda: 0.0)
+    fetcher = PeerFetcher(directory, "me", MODEL, AgentMetrics(), seeders=1)
+    digests = [f"{i:064x}" for i in range(40)]
+    assert all(fetcher.seeds(d, "v2") for d in digests)  # alone on v2 in this listing
+    wants.update(a="v2", b="v2")
+    directory.refresh()
+    assert sum(bool(fetcher.seeds(d, "v2")) for d in digests) < 30  # one in three, roughly

@@ -183,7 +183,7 @@ def test_cluster_scope_rbac_is_exact() -> None:
         ("", "namespaces"): {"list", "watch"},
     }
     assert _operator_roles("cluster", "Role") == []
-    binding = the("cluster", "ClusterRoleBinding")
+    (binding,) = _operator_roles("cluster", "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     assert (
         binding["subjects"][0]["name"]
@@ -605,3 +605,30 @@ def test_the_node_cache_is_opt_in_node_local_and_least_privilege() -> None:
         'hostPort (container "node-cache" uses hostPort 8470), restricted volume types '
         '(volume "cache" uses restricted volume type "hostPath")'
     )
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_agents_may_review_tokens_and_nothing_else_cluster_wide(values: str) -> None:
+    """The peer servers' TokenReviews: the ClusterRole is api.agent_access's rules, bound to
+    the agent's ServiceAccount in each of its namespaces and to no one else."""
+    from deltaroll.api.agent_access import AGENT_CLUSTER_RULES
+
+    (role,) = [
+        r
+        for r in objects(values, "ClusterRole")
+        if r["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
+    ]
+    assert role["rules"] == [dict(rule) for rule in AGENT_CLUSTER_RULES]
+    (binding,) = [
+        b
+        for b in objects(values, "ClusterRoleBinding")
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
+    namespaces = {
+        r["metadata"]["namespace"]
+        for r in objects(values, "RoleBinding")
+        if r["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
+    }
+    assert {(s["namespace"], s["name"]) for s in binding["subjects"]} == {
+        (namespace, "deltaroll-agent") for namespace in namespaces
+    }

@@ -8,6 +8,7 @@ Ready on v2 with the engine holding v2's bytes."""
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from functools import partial
 from typing import Any
@@ -28,8 +29,11 @@ from controllers.test_e2e_rollout import (
     published,  # noqa: F401 - the module's fixture
     wait_phase,
 )
+from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT
 from deltaroll.api.annotations import POD_PEER_PORT
-from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
+from deltaroll.api.peers import AUDIENCE as PEER_AUDIENCE
+from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME, object_path
+from deltaroll_demo.manifests import peer_token_args
 from deltaroll_sandbox.testing import RunningSandbox
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -42,7 +46,7 @@ def peer_pod(name: str, store: Published, version: str) -> dict[str, Any]:
     pod = inference_pod(
         name, store_uri=store.uri, version=version, store_env={},
         agent_args=("--peers=app=tiny-llm", "--peer-host=127.0.0.1",
-                    f"--peer-port={DEFAULT_PEER_PORT}", "--peer-wait=60"),
+                    f"--peer-port={DEFAULT_PEER_PORT}", "--peer-wait=60", *peer_token_args()),
     )  # fmt: skip
     pod["metadata"]["labels"] = {"app": "tiny-llm"}
     for container in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]:
@@ -66,6 +70,7 @@ def totals(core: kubernetes.client.CoreV1Api) -> dict[str, float]:
         "deltaroll_agent_downloaded_bytes_total",
         "deltaroll_agent_peer_bytes_total",
         "deltaroll_agent_peer_rejected_total",
+        "deltaroll_agent_peer_refused_total",
         "deltaroll_agent_served_bytes_total",
         "deltaroll_agent_unpeered_objects_total",
     )
@@ -128,6 +133,36 @@ def test_three_pods_take_the_delta_from_the_store_at_most_twice_per_object(
     ] == 3 * sum(objects.values())
     assert moved["deltaroll_agent_served_bytes_total"] == moved["deltaroll_agent_peer_bytes_total"]
     assert moved["deltaroll_agent_peer_rejected_total"] == 0
+    assert moved["deltaroll_agent_peer_refused_total"] == 0  # the API vouched for every peer
     for name in PODS:
         assert engine_checksum(view(core, name))["version"] == v2
+    assert_strangers_are_refused(core, PODS[0], next(iter(objects)))
     client.close()
+
+
+def assert_strangers_are_refused(core: kubernetes.client.CoreV1Api, pod: str, digest: str) -> None:
+    """The sandbox's real TokenReview behind a peer server: no token, a token of the agent's
+    ServiceAccount bound to no pod, and its API token all get nothing."""
+    port = int(core.read_namespaced_pod(pod, NAMESPACE).metadata.annotations[POD_PEER_PORT])
+
+    def status(token: str | None) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{object_path('tiny', digest)}")
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def token(audiences: list[str]) -> str:
+        spec = kubernetes.client.V1TokenRequestSpec(audiences=audiences, expiration_seconds=600)
+        body = kubernetes.client.AuthenticationV1TokenRequest(spec=spec)
+        answer = core.create_namespaced_service_account_token(
+            AGENT_SERVICE_ACCOUNT, NAMESPACE, body
+        )
+        return str(answer.status.token)
+
+    assert status(None) == 401
+    assert status(token([PEER_AUDIENCE])) == 403  # not bound to a pod of the deployment
+    assert status(token(["https://kubernetes.default.svc.cluster.local"])) == 403

@@ -13,7 +13,7 @@ import pytest
 from deltaroll.api.object_cache import SALT_NAME
 from deltaroll.store import ObjectCacheError, Store
 from deltaroll.store import cache as cache_module
-from deltaroll.store.cache import ObjectCache
+from deltaroll.store.cache import ObjectCache, staged_hash
 from deltaroll.store.manifests import ObjectRef
 
 
@@ -185,3 +185,26 @@ def test_a_missing_object_is_reported_as_missing(tmp_path: Path) -> None:
         cache.link_into(ref.digest, dest)
     assert "changed" not in str(caught.value) and "run again to fetch it" in str(caught.value)
     assert not dest.exists()
+
+
+def test_a_writers_hash_is_trusted_only_for_the_file_it_wrote(tmp_path: Path) -> None:
+    """A download hashed as it was written is committed without reading it again; a file put
+    in its place since (a new inode) is hashed, and refused when it is not the object."""
+    cache = ObjectCache(tmp_path)
+    data = b"weights" * 1000
+    digest = hashlib.sha256(data).hexdigest()
+    staged = cache.staging_path(digest)
+    with open(staged, "wb") as handle:
+        handle.write(data)
+        hashed = staged_hash(handle, digest)
+    swapped = staged.with_name(staged.name + ".evil")
+    swapped.write_bytes(b"poison!" * 1000)
+    os.replace(swapped, staged)
+    assert cache.commit(digest, staged, hashed=hashed) != digest
+    assert not cache.has(digest)
+    # the untouched file goes in on the writer's hash
+    staged = cache.staging_path(digest)
+    with open(staged, "wb") as handle:
+        handle.write(data)
+        hashed = staged_hash(handle, digest)
+    assert cache.commit(digest, staged, hashed=hashed) == digest and cache.verified(digest)

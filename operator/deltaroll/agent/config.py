@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deltaroll.api.peers import AUDIENCE as PEER_AUDIENCE
 from deltaroll.api.peers import DEFAULT_PEER_PORT, DEFAULT_SEEDERS
 from deltaroll.engines.transport import is_loopback
 
@@ -83,7 +84,12 @@ class AgentConfig(BaseModel):
         description="label selector of the pods of this pod's ModelDeployment (e.g. app=llm): "
         "serve them verified objects and fetch from them; None: the store only",
     )
-    # peers reach it on the pod network; the NetworkPolicy and the bounds below limit it
+    peer_token: Path | None = Field(
+        None,
+        description="the pod-bound ServiceAccount token for the peers' audience (a projected "
+        "volume), shown to every peer asked; required with peer_selector",
+    )
+    # peers reach it on the pod network; tokens, the NetworkPolicy and the bounds below limit it
     peer_host: str = Field("0.0.0.0", description="address the peer server listens on")  # noqa: S104
     peer_port: int = Field(DEFAULT_PEER_PORT, ge=0, le=65535)
     peer_seeders: int = Field(
@@ -108,6 +114,15 @@ class AgentConfig(BaseModel):
             raise ValueError(
                 "node_cache_token: a node cache needs the pod's token for its audience "
                 "(a projected serviceAccountToken with audience deltaroll-node-cache)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _peers_have_a_token(self) -> AgentConfig:
+        if self.peer_selector is not None and self.peer_token is None:
+            raise ValueError(
+                f"peer_token: peers serve only pods that show a token for the {PEER_AUDIENCE} "
+                f"audience (a projected serviceAccountToken with audience {PEER_AUDIENCE})"
             )
         return self
 

@@ -2,9 +2,9 @@
 
 Everything on the path is fetched before anything is applied, so a corrupt or missing object
 stops the agent with the weights untouched. With peers (:mod:`deltaroll.agent.peer_fetch`), the
-objects this agent seeds come from the bucket while the others come from its node's cache when
-that already holds them, else from peers, digest-checked; what no peer served in time comes from
-the bucket after all (through the node cache). Objects land in the store's
+objects this agent seeds come from the bucket while it waits for the others: from its node's
+cache as soon as that holds them, else from peers, digest-checked; what nothing served in time
+comes from the bucket after all (through the node cache). Objects land in the store's
 resumable cache on the pod's volume: an agent restarted mid-download fetches only what is still
 missing. The cache may be shared with other agents (a node volume): objects are held while in
 use, and pruning removes only what no live agent holds.
@@ -52,12 +52,14 @@ def fetched_objects(
     *,
     should_stop: Callable[[], bool] | None = None,
     peers: PeerFetcher | None = None,
+    wanted: str | None = None,
     node_cache: NodeCacheClient | None = None,
 ) -> Iterator[Transferred]:
     """Bring every object of ``steps`` into the cache (verified) and hold them there while
     the block runs (no agent sharing the cache prunes them); yields what crossed which link
     (with ``node_cache``, an object from the store is asked of the node's cache first, and only
-    what this agent itself downloaded from the store counts as bucket bytes).
+    what this agent itself downloaded from the store counts as bucket bytes). With ``peers``,
+    seeders are ranked among the pods told to serve ``wanted`` (the pod's own annotation).
 
     Raises the store's errors: ``TransientStoreError`` after its own retries (the agent backs
     off and tries again), ``CorruptObjectError`` naming the object (the agent fails), and
@@ -73,14 +75,21 @@ def fetched_objects(
         store.cache.hold(ref.digest for ref in refs)
         held += [ref.digest for ref in refs]
         missing = [ref for ref in refs if not store.cache.verified(ref.digest)]
-        seeds = {ref.digest: peers.seeds(ref.digest) for ref in missing}
-        unlisted = not peers.directory.live()  # alone, or the listing failed: it seeds all
+        # the operator has just told the pods that move (this one too): see them, not a listing
+        # from before, or each would think itself the only one pulling and seed everything
+        peers.directory.refresh()
+        # None (the peers cannot be listed now): wait for them like a non-seeder, rather than
+        # every pod of the fleet fetching everything from the bucket at once
+        seeds = {ref.digest: peers.seeds(ref.digest, wanted) for ref in missing}
+        alone = peers.directory.live() == {}  # listed, and no other pod serves
         seeded = [ref for ref in missing if seeds[ref.digest]]
-        asked = _not_on_node(store, [ref for ref in missing if not seeds[ref.digest]], node_cache)
+        asked = [ref for ref in missing if not seeds[ref.digest]]
         held += [ref.digest for ref in seeded]
         with ThreadPoolExecutor(1, thread_name_prefix="agent-seed") as pool:
             seeding = pool.submit(_from_bucket, store, model, seeded, should_stop, node_cache)
-            peer_bytes, left = peers.fetch(asked, store.cache, should_stop)
+            peer_bytes, left = peers.fetch(
+                asked, store.cache, should_stop, wanted=wanted, node_cache=node_cache
+            )
             seed = seeding.result()
         held += [ref.digest for ref in left]
         rest = _from_bucket(store, model, left, should_stop, node_cache)
@@ -88,35 +97,10 @@ def fetched_objects(
             seed.bucket_bytes + rest.bucket_bytes,
             seed.bucket_objects + rest.bucket_objects,
             peer_bytes,
-            len(left) + (len(seeded) if unlisted else 0),
+            len(left) + (len(seeded) if alone else 0),
         )
     finally:
         store.cache.release(held)
-
-
-def _not_on_node(
-    store: Store, refs: Sequence[ObjectRef], node_cache: NodeCacheClient | None
-) -> list[ObjectRef]:
-    """Take what the node cache already holds of ``refs`` into the cache (verified); the rest.
-
-    A non-seeder asks its node before its peers: bytes already on the node cost no link at all,
-    while a peer's cross the network again (and a peer listing that lags would otherwise send
-    every pod of the node to the bucket on its own)."""
-    if node_cache is None:
-        return list(refs)
-    rest = []
-    for ref in refs:
-        staged = store.cache.staging_path(ref.digest)
-        try:
-            if (
-                node_cache.take(ref, staged)
-                and store.cache.commit(ref.digest, staged) == ref.digest
-            ):
-                continue
-        finally:
-            staged.unlink(missing_ok=True)
-        rest.append(ref)
-    return rest
 
 
 def _from_bucket(
@@ -127,10 +111,11 @@ def _from_bucket(
     node_cache: NodeCacheClient | None,
 ) -> Transferred:
     """Download ``refs`` from the store (through the node's cache, when there is one) into the
-    cache, held there: the caller releases."""
+    cache, held there: the caller releases. Objects the node cache served are not the bucket's."""
     if not refs:
         return Transferred()
-    missing = sum(1 for ref in refs if not store.cache.has(ref.digest))
+    missing = {ref.digest for ref in refs if not store.cache.has(ref.digest)}
+    from_node: set[str] = set()
     received = download_objects(
         store.catalog.backend,
         model,
@@ -139,8 +124,9 @@ def _from_bucket(
         policy=store.catalog.policy,
         should_stop=should_stop,
         node_cache=node_cache,
+        served_by_node=from_node,
     )
-    return Transferred(received, missing)
+    return Transferred(received, len(missing - from_node))
 
 
 def prune_cache(

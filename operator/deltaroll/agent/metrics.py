@@ -51,6 +51,12 @@ class AgentMetrics:
             "Objects a peer sent whose bytes did not match their name (discarded).",
             registry=self.registry,
         )
+        self.peer_refused = Counter(
+            "deltaroll_agent_peer_refused",
+            "Requests to this agent's peer server refused: no token, a token the API server did "
+            "not vouch for, or a pod of another namespace or ModelDeployment.",
+            registry=self.registry,
+        )
         self.served_bytes = Counter(
             "deltaroll_agent_served_bytes",
             "Bytes of verified objects this agent served to peer agents.",

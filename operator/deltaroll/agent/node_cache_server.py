@@ -1,14 +1,16 @@
 """The node cache daemon: one per node, so each object crosses the bucket link once per node.
 
 The contract is :mod:`deltaroll.api.node_cache`. Objects live under the daemon's host folder in
-one :class:`~deltaroll.store.cache.ObjectCache` per partition, the sha256 of (namespace, store
-URI); the namespace is the requester's, from its token (:mod:`.node_cache_auth`); what it keeps
-stays within a disk budget (:mod:`.node_cache_budget`). A miss grants
+one :class:`~deltaroll.store.cache.ObjectCache` per partition, ``<namespace>/<sha256 of
+(namespace, store URI)>``; the namespace is the requester's, from its token
+(:mod:`.pod_tokens`); what it keeps stays within the disk budgets of the node and of each
+namespace (:mod:`.node_cache_budget`). A miss grants
 one agent a fill lease; others asking for the same object wait for that fill (up to their
 ``wait``), then read it, or, if the fill failed or its lease ran out (the agent crashed), one of
 them gets the next lease. An upload is hashed as it lands and enters the cache only if it is the
-object, and every read hashes the file before the first byte is sent: a file altered on disk is
-removed and reported as a miss, never served.
+object; a read sends only a file known to be the object (hashed when it entered, and again if
+it changed on disk since): a file altered on disk is removed and reported as a miss, never
+served. The agent hashes what it receives as well: it trusts no daemon either.
 """
 
 from __future__ import annotations
@@ -21,19 +23,19 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
-from io import BufferedReader
 from pathlib import Path
-from typing import Final
+from typing import Any, BinaryIO, Final
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from deltaroll.agent.node_cache_auth import Refused, Requester, TokenAuthenticator
-from deltaroll.agent.node_cache_budget import DiskBudget
+from deltaroll.agent.node_cache_budget import DiskBudget, Limits
+from deltaroll.agent.pod_tokens import Refused, Requester, TokenAuthenticator, bearer_token
 from deltaroll.api.node_cache import (
     ABANDON_SUFFIX,
     LEASE_HEADER,
+    LEASE_PARAM,
     MAX_STORE_URI,
     MAX_WAIT_S,
     OBJECTS_PATH,
@@ -44,7 +46,7 @@ from deltaroll.api.node_cache import (
     NodeCacheBusy,
 )
 from deltaroll.api.object_cache import PARTIAL_DIR
-from deltaroll.store.cache import ObjectCache
+from deltaroll.store.cache import ObjectCache, staged_hash
 from deltaroll.store.names import is_digest
 
 log = structlog.get_logger(__name__)
@@ -110,19 +112,27 @@ class NodeCache:
         authenticator: TokenAuthenticator,
         *,
         fill_ttl_s: float = DEFAULT_FILL_TTL_S,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        limits: Limits | None = None,
     ) -> None:
         self.directory = directory
         self.authenticator = authenticator
         self.fill_ttl_s = fill_ttl_s
-        self.budget = DiskBudget(directory, max_bytes)
+        self.budget = DiskBudget(directory, limits or Limits.of(DEFAULT_MAX_BYTES))
         self.fills: dict[tuple[str, str], Fill] = {}
         self.metrics = NodeCacheMetrics()
 
-    def clear_partial(self) -> None:
-        """Remove uploads a previous run of the daemon left half-done (it is their only writer)."""
-        for partial in self.directory.glob(f"*/{PARTIAL_DIR}"):
+    def clear_leftovers(self) -> None:
+        """Remove what a previous run left and no budget counts: uploads left half-done (the
+        daemon is their only writer) and objects of the layout before each namespace had its
+        folder (``<partition>/<sha256>``; a namespace folder holds only partition folders)."""
+        for partial in [
+            *self.directory.glob(f"*/*/{PARTIAL_DIR}"),
+            *self.directory.glob(f"*/{PARTIAL_DIR}"),
+        ]:
             shutil.rmtree(partial, ignore_errors=True)
+        for path in self.directory.glob("*/*"):
+            if is_digest(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
@@ -151,7 +161,8 @@ class NodeCache:
         key = (str(cache.root), digest)
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
-            if (served := await self._serve(request, cache, digest, size)) is not None:
+            served = await self._serve(request, requester.namespace, cache, digest, size)
+            if served is not None:
                 return served
             fill = self.fills.get(key)
             now = time.monotonic()
@@ -159,6 +170,8 @@ class NodeCache:
                 self.metrics.leases.labels("expired").inc()
                 self._end_fill(key, fill)
                 fill = None
+            if fill is None and request.query.get(LEASE_PARAM) == "0":
+                return web.json_response({"reason": "not cached"}, status=404)
             if fill is None or fill.holder == requester.pod_uid:
                 return self._grant(key, requester, fill)
             remaining = min(deadline, fill.deadline) - now
@@ -181,18 +194,22 @@ class NodeCache:
         if request.content_length != size:
             raise self._refuse("bad_request", 400, f"the body must be {size} bytes")
         staged = cache.staging_path(digest)
+        hasher = hashlib.sha256()
         try:
             with open(staged, "xb") as handle:
                 async for block in request.content.iter_chunked(_BLOCK):
-                    await asyncio.to_thread(handle.write, block)  # a slow disk holds no GET
-            actual = await asyncio.to_thread(cache.commit, digest, staged)
+                    # off the loop: a slow disk holds no GET
+                    await asyncio.to_thread(_write_hashed, handle, hasher, block)
+                hashed = staged_hash(handle, hasher.hexdigest())
+            actual = await asyncio.to_thread(cache.commit, digest, staged, hashed=hashed)
         finally:
             staged.unlink(missing_ok=True)
             self._end_fill(key, fill)
         if actual != digest:
             self.metrics.leases.labels("corrupt").inc()
             raise self._refuse("corrupt_upload", 422, f"the bytes uploaded are {actual}")
-        self.metrics.evicted.inc(len(self.budget.added(cache.path(digest), size)))
+        evicted = self.budget.added(requester.namespace, cache.path(digest), size)
+        self.metrics.evicted.inc(len(evicted))
         self.metrics.leases.labels("filled").inc()
         self.metrics.filled.inc()
         self.metrics.filled_bytes.inc(size)
@@ -218,11 +235,11 @@ class NodeCache:
         self, request: web.Request, *, size_needed: bool = True
     ) -> tuple[Requester, ObjectCache, str, int]:
         """The requester (from its token), its partition, the digest and the declared size."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request.headers.get("Authorization", ""))
+        if token is None:
             raise self._refuse("unauthenticated", 401, "a bearer token is required")
         try:
-            requester = await self.authenticator.requester(token.strip())
+            requester = await self.authenticator.requester(token)
         except Refused as exc:
             raise self._refuse("unauthenticated", 403, str(exc)) from None
         digest = request.match_info["digest"]
@@ -235,12 +252,16 @@ class NodeCache:
                 size = int(request.query.get(SIZE_PARAM, ""))
             except ValueError:
                 raise self._refuse("bad_request", 400, f"{SIZE_PARAM} must be a number") from None
-            if not 0 <= size <= self.budget.max_bytes:
+            if not 0 <= size <= self.budget.limits.object:
                 raise self._refuse(
-                    "bad_request", 400, f"{SIZE_PARAM} must be within 0..{self.budget.max_bytes}"
+                    "too_large",
+                    400,
+                    f"{SIZE_PARAM} must be within 0..{self.budget.limits.object} "
+                    "(the node cache's largest object): fetch it from the store",
                 )
         partition = hashlib.sha256(json.dumps([requester.namespace, store]).encode()).hexdigest()
-        return requester, ObjectCache(self.directory / partition[:32]), digest, size
+        folder = self.directory / requester.namespace / partition[:32]
+        return requester, ObjectCache(folder), digest, size
 
     def _grant(self, key: tuple[str, str], requester: Requester, fill: Fill | None) -> web.Response:
         if fill is None:
@@ -257,15 +278,15 @@ class NodeCache:
         fill.done.set()
 
     async def _serve(
-        self, request: web.Request, cache: ObjectCache, digest: str, size: int
+        self, request: web.Request, namespace: str, cache: ObjectCache, digest: str, size: int
     ) -> web.StreamResponse | None:
         """Send the cached object if the file is the object (hashed before the first byte)."""
         handle = await asyncio.to_thread(_open_checked, cache, digest, size)
         if handle is None:
             if not cache.path(digest).exists():  # removed as wrong, or never there
-                self.budget.forget(cache.path(digest))
+                self.budget.forget(namespace, cache.path(digest))
             return None
-        self.budget.used(cache.path(digest))
+        self.budget.used(namespace, cache.path(digest))
         try:
             response = web.StreamResponse(
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)}
@@ -295,27 +316,20 @@ _ERRORS: Final[dict[int, type[web.HTTPException]]] = {
 }
 
 
-def _open_checked(cache: ObjectCache, digest: str, size: int) -> BufferedReader | None:
-    """The cached file, open and checked against ``digest`` and ``size``; None if absent or
-    wrong (a wrong one is removed, as the cache removes any file that fails its check)."""
-    path = cache.path(digest)
-    try:
-        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
-    except (FileNotFoundError, OSError):
-        return None
-    if os.fstat(handle.fileno()).st_size != size:  # the request's size is wrong, or the file
+def _open_checked(cache: ObjectCache, digest: str, size: int) -> BinaryIO | None:
+    """The cached file, open and known to hold ``digest`` (hashed when it entered, again only
+    if the file changed since), if it has ``size`` bytes; None if absent or wrong (a wrong one
+    is removed, as the cache removes any file that fails its check)."""
+    handle = cache.open_verified(digest)
+    if handle is not None and os.fstat(handle.fileno()).st_size != size:  # the request is wrong
         handle.close()
         return None
-    hasher = hashlib.sha256()
-    while block := handle.read(_BLOCK):
-        hasher.update(block)
-    if hasher.hexdigest() == digest:
-        handle.seek(0)
-        return handle
-    handle.close()
-    log.warning("node_cache.object_refused", digest=digest, found=hasher.hexdigest())
-    cache.verified(digest)  # hashes it again and removes it if it is still the wrong file
-    return None
+    return handle
+
+
+def _write_hashed(handle: BinaryIO, hasher: Any, block: bytes) -> None:
+    hasher.update(block)
+    handle.write(block)
 
 
 def _model(model: FillLease | NodeCacheBusy, status: int) -> web.Response:
@@ -326,7 +340,7 @@ def _model(model: FillLease | NodeCacheBusy, status: int) -> web.Response:
 
 async def serve(cache: NodeCache, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``cache`` on ``host:port`` until ``stop`` is set."""
-    cache.clear_partial()
+    cache.clear_leftovers()
     runner = web.AppRunner(cache.app(), access_log=None)
     await runner.setup()
     try:

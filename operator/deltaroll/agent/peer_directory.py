@@ -2,10 +2,14 @@
 
 A peer is a pod of the agent's namespace that matches the ModelDeployment's selector, is
 Running and not being deleted, and whose agent wrote the
-:data:`~deltaroll.api.annotations.POD_PEER_PORT` annotation; its address is ``status.podIP``.
-One list call (RBAC: pods ``list``, read-only), remembered for ``refresh_s``: a fleet of agents
-polling for objects costs the API server one request per agent per few seconds. When the list
-fails the agent has no peers and fetches from the bucket, as it did before peers existed.
+:data:`~deltaroll.api.annotations.POD_PEER_PORT` annotation; its address is ``status.podIP``,
+and the version it is told to serve (:data:`~deltaroll.api.annotations.POD_VERSION`) says
+whether it pulls the same objects. The same listing names the *members* (every pod of the
+selector), the only pods whose agents the peer server serves. One list call (RBAC: pods
+``list``, read-only), remembered for ``refresh_s``: a fleet of agents polling for objects costs
+the API server one request per agent per few seconds. When a list fails, the last good one
+stands for ``stale_s``; with none, :meth:`PodPeers.live` says so (None) rather than "alone", so
+an agent does not seed every object because the API server hiccuped.
 """
 
 from __future__ import annotations
@@ -18,25 +22,44 @@ from typing import Any, Protocol
 
 import structlog
 
-from deltaroll.api.annotations import POD_PEER_PORT
+from deltaroll.api.annotations import POD_PEER_PORT, POD_VERSION
 
 log = structlog.get_logger(__name__)
 
 LIST_TIMEOUT_S = 10.0
+#: An unknown caller makes the server list again, at most this often (a new pod is served at
+#: once; a stranger costs the API server at most this rate).
+RELIST_UNKNOWN_S = 0.5
 
 
 @dataclass(frozen=True)
 class Peer:
-    """Where one peer agent serves its objects."""
+    """Where one peer agent serves its objects, and the version it is told to serve."""
 
     host: str
     port: int
+    wants: str | None = None
 
 
 class PeerDirectory(Protocol):
-    """The live peers (not this pod), by pod name."""
+    """The live peers (not this pod), by pod name; None when they cannot be known now."""
 
-    def live(self) -> dict[str, Peer]: ...
+    def live(self) -> dict[str, Peer] | None: ...
+
+    def refresh(self) -> None:
+        """The next :meth:`live` lists again (a pull starts: who pulls the same version now)."""
+        ...
+
+    def member(self, name: str) -> bool:
+        """Whether pod ``name`` belongs to this agent's ModelDeployment (it may be served)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Listing:
+    at: float
+    peers: dict[str, Peer]
+    members: frozenset[str]
 
 
 class PodPeers:
@@ -50,22 +73,38 @@ class PodPeers:
         own_name: str,
         *,
         refresh_s: float = 2.0,
+        stale_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api  # kubernetes.client.CoreV1Api
         self.namespace, self.selector, self.own_name = namespace, selector, own_name
-        self._refresh_s, self._clock = refresh_s, clock
-        self._listed: tuple[float, dict[str, Peer]] | None = None
+        self._refresh_s, self._stale_s, self._clock = refresh_s, stale_s, clock
+        self._good: _Listing | None = None
+        self._tried = float("-inf")
 
-    def live(self) -> dict[str, Peer]:
+    def live(self) -> dict[str, Peer] | None:
+        listing = self._listing(self._refresh_s)
+        return None if listing is None else listing.peers
+
+    def refresh(self) -> None:
+        self._tried = float("-inf")
+
+    def member(self, name: str) -> bool:
+        listing = self._listing(self._refresh_s)
+        if listing is None or name not in listing.members:
+            listing = self._listing(RELIST_UNKNOWN_S)  # it may have started since
+        return listing is not None and name in listing.members
+
+    def _listing(self, max_age_s: float) -> _Listing | None:
         now = self._clock()
-        if self._listed is not None and now - self._listed[0] < self._refresh_s:
-            return self._listed[1]
-        peers = self._list()
-        self._listed = (now, peers)
-        return peers
+        if now - self._tried >= max_age_s:
+            self._tried = now
+            self._good = self._list(now) or self._good
+        if self._good is None or now - self._good.at > self._stale_s:
+            return None
+        return self._good
 
-    def _list(self) -> dict[str, Peer]:
+    def _list(self, now: float) -> _Listing | None:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -77,15 +116,18 @@ class PodPeers:
             log.warning(
                 "agent.peers_unlisted",
                 error=f"{type(exc).__name__}: {getattr(exc, 'status', '')}",
-                hint="give the agent's ServiceAccount pods list; fetching from the store",
+                hint="give the agent's ServiceAccount pods list; the last listing stands a while",
             )
-            return {}
+            return None
         peers: dict[str, Peer] = {}
+        members = set()
         for pod in listed.items:
+            if pod.metadata.deletion_timestamp is None:
+                members.add(pod.metadata.name)
             peer = peer_of(pod)
             if peer is not None and pod.metadata.name != self.own_name:
                 peers[pod.metadata.name] = peer
-        return peers
+        return _Listing(now, peers, frozenset(members))
 
 
 def peer_of(pod: Any) -> Peer | None:
@@ -101,4 +143,5 @@ def peer_of(pod: Any) -> Peer | None:
         address = ipaddress.ip_address(status.pod_ip or "")
     except ValueError:
         return None
-    return Peer(str(address), int(raw_port))
+    wants = (meta.annotations or {}).get(POD_VERSION) or None
+    return Peer(str(address), int(raw_port), wants)

@@ -1,13 +1,17 @@
 """Getting objects from peer agents instead of the bucket, without trusting any peer.
 
-For each object the agent either seeds it (it ranks among the first ``seeders`` live pods for
-the object's digest, :func:`deltaroll.api.peers.seeders`: it fetches from the bucket) or asks
-the peers, in the rank every agent agrees on (seeders first). A peer's bytes go to the cache's
-staging area, at most the object's size, and enter the cache only if their sha256 is the
-object's name; a peer that sent wrong bytes is not asked again in this pull. A peer that is gone,
-silent for ``timeout_s`` or cut off mid-object is skipped; when no peer has served the object
-within ``wait_s``, or this agent has become a seeder (one left), the object is left to the
-bucket.
+For each object the agent either seeds it (it ranks among the first ``seeders`` of the pods that
+want the same version, :func:`deltaroll.api.peers.seeders`: it fetches from the bucket) or waits
+for it: on each poll it takes the object from its node's cache if that holds it by now (no link
+crossed at all), else asks the peers, in the rank every agent agrees on (seeders first, then
+pods that hold other versions). Pods told to serve another version are never counted as
+seeders: in a canary step the pulling pods seed among themselves instead of waiting for idle
+ones. A peer's bytes go to the cache's staging area, at most the object's size, and enter the
+cache only if their sha256 is the object's name; a peer that sent wrong bytes is not asked again
+in this pull. A peer that is gone, silent for ``timeout_s``, cut off mid-object or refusing this
+agent's token is skipped; when nothing served the object within ``wait_s``, or this agent has
+become a seeder (one left), the object is left to the bucket (through the node cache's fill
+lease: once per node). Each request carries the agent's pod-bound token for the peers' audience.
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ import http.client
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, PeerDirectory
-from deltaroll.api.peers import DEFAULT_SEEDERS, object_path, rank, seeders
+from deltaroll.api.peers import DEFAULT_SEEDERS, object_path, rank
 from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.cache import ObjectCache
 from deltaroll.store.manifests import ObjectRef
+from deltaroll.store.node_cache import NodeCacheClient
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +43,8 @@ PEER_WORKERS = 4
 class _Outcome(enum.Enum):
     RECEIVED = "received"
     NOT_THERE = "not there"  # 404 or 503: it may hold it later
-    GONE = "gone"  # refused, silent, cut off
+    REFUSED = "refused"  # 401 or 403: our token, or we are not of its ModelDeployment
+    GONE = "gone"  # refused the connection, silent, cut off
     WRONG = "wrong bytes"
 
 
@@ -49,6 +56,7 @@ class PeerFetcher:
     own_name: str
     model: str
     metrics: AgentMetrics
+    token_file: Path | None = None
     seeders: int = DEFAULT_SEEDERS
     wait_s: float = 30.0
     timeout_s: float = 10.0
@@ -56,60 +64,97 @@ class PeerFetcher:
     sleep: Callable[[float], None] = time.sleep
     _distrusted: set[str] = field(default_factory=set)
 
-    def seeds(self, digest: str) -> bool:
-        """Whether this agent fetches ``digest`` from the bucket."""
-        names = [*self.directory.live(), self.own_name]
-        return self.own_name in seeders(digest, names, self.seeders)
+    def seeds(self, digest: str, wanted: str | None) -> bool | None:
+        """Whether this agent fetches ``digest`` from the bucket, ranked among the pods told to
+        serve ``wanted``; None while the peers cannot be listed."""
+        peers = self.directory.live()
+        return None if peers is None else self._is_seeder(digest, peers, wanted)
 
     def fetch(
         self,
         refs: Sequence[ObjectRef],
         cache: ObjectCache,
         should_stop: Callable[[], bool] | None = None,
+        *,
+        wanted: str | None = None,
+        node_cache: NodeCacheClient | None = None,
     ) -> tuple[int, list[ObjectRef]]:
-        """Bring what peers serve of ``refs`` into ``cache`` (the caller holds them there);
-        (bytes received, the objects left to the bucket)."""
+        """Bring what the node cache or peers serve of ``refs`` into ``cache`` (the caller holds
+        them there); (bytes received from peers, the objects left to the bucket)."""
         left: list[ObjectRef] = []
+        from_peers: list[int] = []
 
         def one(ref: ObjectRef) -> None:
-            if not self._fetch_one(ref, cache, should_stop):
+            outcome = self._fetch_one(ref, cache, should_stop, wanted, node_cache)
+            if outcome is None:
                 left.append(ref)
+            elif outcome is _Outcome.RECEIVED:
+                from_peers.append(ref.size)
 
         self._distrusted = set()
         run_all(one, refs, workers=PEER_WORKERS)
-        unserved = {ref.digest for ref in left}
-        return sum(ref.size for ref in refs if ref.digest not in unserved), left
+        return sum(from_peers), left
+
+    def _is_seeder(self, digest: str, peers: dict[str, Peer], wanted: str | None) -> bool:
+        pulling = [name for name, peer in peers.items() if wanted is None or peer.wants == wanted]
+        return self.own_name in rank(digest, [*pulling, self.own_name])[: self.seeders]
 
     def _fetch_one(
-        self, ref: ObjectRef, cache: ObjectCache, should_stop: Callable[[], bool] | None
-    ) -> bool:
+        self,
+        ref: ObjectRef,
+        cache: ObjectCache,
+        should_stop: Callable[[], bool] | None,
+        wanted: str | None,
+        node_cache: NodeCacheClient | None,
+    ) -> _Outcome | None:
+        """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
+        or None (left to the bucket)."""
         deadline = self.clock() + self.wait_s
         while not (should_stop is not None and should_stop()):
             if cache.verified(ref.digest):  # another agent sharing the cache brought it
-                return True
+                return _Outcome.NOT_THERE
+            if node_cache is not None and _from_node(node_cache, ref, cache):
+                return _Outcome.NOT_THERE
             peers = self.directory.live()
-            order = rank(ref.digest, [*peers, self.own_name])
-            if self.own_name in order[: self.seeders]:
-                return False  # a seeder left: this agent seeds it now
-            for name in order:
-                if name in peers and name not in self._distrusted:
+            if peers is not None:
+                if self._is_seeder(ref.digest, peers, wanted):
+                    return None  # a seeder left (or none was listed before): it seeds it now
+                for name in self._order(ref.digest, peers, wanted):
                     outcome = self._get(name, peers[name], ref, cache)
                     if outcome is _Outcome.RECEIVED:
-                        return True
+                        return outcome
                     if outcome is _Outcome.WRONG:
                         self._distrusted.add(name)
             if self.clock() >= deadline:
                 log.info("agent.peers_too_slow", digest=ref.digest, waited_s=self.wait_s)
-                return False
+                return None
             self.sleep(POLL_S)
-        return False
+        return None
+
+    def _order(self, digest: str, peers: dict[str, Peer], wanted: str | None) -> list[str]:
+        """Peers to ask: those pulling ``wanted`` (seeders first), then the others (they may
+        hold it from an earlier version), none that lied in this pull."""
+        trusted = [name for name in peers if name not in self._distrusted]
+        pulling = [name for name in trusted if wanted is None or peers[name].wants == wanted]
+        return rank(digest, pulling) + rank(digest, set(trusted) - set(pulling))
+
+    def _headers(self) -> dict[str, str]:
+        if self.token_file is None:
+            return {}
+        return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
 
     def _get(self, name: str, peer: Peer, ref: ObjectRef, cache: ObjectCache) -> _Outcome:
         staged = cache.staging_path(ref.digest)
         connection = http.client.HTTPConnection(peer.host, peer.port, timeout=self.timeout_s)
         try:
-            connection.request("GET", object_path(self.model, ref.digest))
+            connection.request("GET", object_path(self.model, ref.digest), headers=self._headers())
             response = connection.getresponse()
+            if response.status in (401, 403):
+                reason = response.read(4096).decode(errors="replace")
+                log.warning("agent.peer_refused_us", peer=name, status=response.status,
+                            reason=reason, hint="project a ServiceAccount token for the "
+                            "deltaroll-peer audience and pass it as --peer-token")  # fmt: skip
+                return _Outcome.REFUSED
             if response.status != 200:
                 return _Outcome.NOT_THERE
             written = 0
@@ -133,3 +178,13 @@ class PeerFetcher:
             return _Outcome.WRONG
         self.metrics.peer_bytes.inc(ref.size)
         return _Outcome.RECEIVED
+
+
+def _from_node(node_cache: NodeCacheClient, ref: ObjectRef, cache: ObjectCache) -> bool:
+    """Take ``ref`` into ``cache`` if the node cache holds it now (a peek: no fill lease)."""
+    staged = cache.staging_path(ref.digest)
+    try:
+        hashed = node_cache.take(ref, staged)
+        return hashed is not None and cache.commit(ref.digest, staged, hashed=hashed) == ref.digest
+    finally:
+        staged.unlink(missing_ok=True)

@@ -1,8 +1,12 @@
-"""Serving the agent's verified objects to the other agents of its ModelDeployment.
+"""Serving the agent's verified objects to the other agents of its ModelDeployment, and no one
+else.
 
-``GET /v1/models/<model>/objects/<sha256>`` (:mod:`deltaroll.api.peers`): 200 with the bytes of an
-object this agent's cache holds verified (hashed once per file, as the agent's own reads are),
-404 for anything else, 503 while it already serves ``max_peers`` peers. Every response is sent
+``GET /v1/models/<model>/objects/<sha256>`` (:mod:`deltaroll.api.peers`) with the caller's
+pod-bound token for :data:`~deltaroll.api.peers.AUDIENCE`: 401 without one, 403 unless the API
+server vouches (TokenReview, :mod:`.pod_tokens`) that it is a pod of this agent's namespace and
+ModelDeployment (the peer listing's members); then 200 with the bytes of an object this agent's
+cache holds verified (hashed once per file, as the agent's own reads are), 404 for anything
+else, 503 while it already serves ``max_peers`` peers. Every response is sent
 through one :class:`~deltaroll.agent.throttle.TokenBucket`, so serving never takes more of the
 pod's network or disk than allowed, whatever the number of peers. The server reads nothing but
 the cache scope of the agent's own store and model, and never writes.
@@ -20,8 +24,10 @@ import structlog
 
 from deltaroll.agent.background_server import BackgroundServer
 from deltaroll.agent.metrics import AgentMetrics
+from deltaroll.agent.peer_directory import PeerDirectory
+from deltaroll.agent.pod_tokens import Refused, TokenAuthenticator, bearer_token
 from deltaroll.agent.throttle import TokenBucket
-from deltaroll.api.peers import parse_object_path
+from deltaroll.api.peers import AUDIENCE, parse_object_path
 from deltaroll.store.cache import ObjectCache
 
 log = structlog.get_logger(__name__)
@@ -38,26 +44,26 @@ class _Handler(BaseHTTPRequestHandler):
         if parsed is None or parsed[0] != self.server.model:
             self._empty(HTTPStatus.NOT_FOUND)
             return
+        # a review is a call to the API server: at most max_peers at once, whoever asks
         if not self.server.slots.acquire(blocking=False):
             self._empty(HTTPStatus.SERVICE_UNAVAILABLE, retry_after=True)
             return
         try:
-            self._send_object(parsed[1])
+            refusal = self.server.refusal(self.headers.get("Authorization", ""))
+            if refusal is not None:
+                self._refuse(*refusal)
+            else:
+                self._send_object(parsed[1])
         finally:
             self.server.slots.release()
 
     def _send_object(self, digest: str) -> None:
-        cache = self.server.cache
-        if not cache.verified(digest):
+        handle = self.server.cache.open_verified(digest)  # a prune later leaves this read whole
+        if handle is None:
             self._empty(HTTPStatus.NOT_FOUND)
             return
-        try:  # opened now: a prune that unlinks it later leaves this read whole
-            fd = os.open(cache.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            self._empty(HTTPStatus.NOT_FOUND)
-            return
-        with os.fdopen(fd, "rb") as handle:
-            size = os.fstat(fd).st_size
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(size))
@@ -69,6 +75,14 @@ class _Handler(BaseHTTPRequestHandler):
                 sent += len(block)
                 self.server.metrics.served_bytes.inc(len(block))
         log.debug("agent.peer_served", digest=digest, bytes=sent, peer=self.client_address[0])
+
+    def _refuse(self, status: HTTPStatus, reason: str) -> None:
+        body = reason.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _empty(self, status: HTTPStatus, *, retry_after: bool = False) -> None:
         self.send_response(status)
@@ -94,8 +108,35 @@ class PeerServer(BackgroundServer):
         rate: int,
         max_peers: int,
         metrics: AgentMetrics,
+        authenticator: TokenAuthenticator,
+        namespace: str,
+        directory: PeerDirectory,
     ) -> None:
         super().__init__(host, port, _Handler, "agent-peers")
         self.model, self.cache, self.metrics = model, cache, metrics
+        self.authenticator, self.namespace, self.directory = authenticator, namespace, directory
         self.bucket = TokenBucket(rate)
         self.slots = threading.BoundedSemaphore(max_peers)
+
+    def refusal(self, authorization: str) -> tuple[HTTPStatus, str] | None:
+        """Why a request with this ``Authorization`` header is not served, or None."""
+        token = bearer_token(authorization)
+        if token is None:
+            status = HTTPStatus.UNAUTHORIZED
+            reason = f"a bearer token for the {AUDIENCE} audience is needed"
+        else:
+            status = HTTPStatus.FORBIDDEN
+            try:
+                requester = self.authenticator.check(token)
+            except Refused as exc:
+                reason = str(exc)
+            else:
+                if requester.namespace != self.namespace:
+                    reason = f"this agent serves the pods of namespace {self.namespace} only"
+                elif not self.directory.member(requester.pod_name):
+                    reason = "this agent serves the pods of its own ModelDeployment only"
+                else:
+                    return None
+        self.metrics.peer_refused.inc()
+        log.info("agent.peer_refused", status=int(status), reason=reason)
+        return status, reason

@@ -237,6 +237,7 @@ class Agent:
                     self.config.model,
                     [step],
                     peers=self.peers,
+                    wanted=self.wanted,
                     node_cache=self.node_cache,
                 ) as moved:
                     self._count(moved)
@@ -320,6 +321,7 @@ class Agent:
                 plan.steps,
                 should_stop=superseded,
                 peers=self.peers,
+                wanted=self.wanted,
                 node_cache=self.node_cache,
             ) as moved:
                 self._count(moved)

@@ -13,10 +13,12 @@ from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import PodPeers
 from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.peer_server import PeerServer
+from deltaroll.agent.pod_tokens import TokenAuthenticator, token_review_call
 from deltaroll.agent.reconcile import Agent
 from deltaroll.agent.report import PodReporter, core_v1_api
 from deltaroll.agent.scrub import Scrubber
 from deltaroll.agent.volume import WeightsVolume
+from deltaroll.api.peers import AUDIENCE as PEER_AUDIENCE
 from deltaroll.engines import engine_client
 from deltaroll.store import Store
 from deltaroll.store.node_cache import NodeCacheClient
@@ -34,6 +36,7 @@ def build_agent(config: AgentConfig) -> tuple[Agent, PeerServer | None]:
     metrics = AgentMetrics()
     server = peers = None
     if config.peer_selector is not None:
+        directory = PodPeers(api, config.pod_namespace, config.peer_selector, config.pod_name)
         server = PeerServer(
             config.peer_host,
             config.peer_port,
@@ -42,12 +45,18 @@ def build_agent(config: AgentConfig) -> tuple[Agent, PeerServer | None]:
             rate=config.peer_serve_rate,
             max_peers=config.peer_serve_max,
             metrics=metrics,
+            authenticator=TokenAuthenticator(
+                token_review_call(config.service_account_dir), PEER_AUDIENCE
+            ),
+            namespace=config.pod_namespace,
+            directory=directory,
         )
         peers = PeerFetcher(
-            PodPeers(api, config.pod_namespace, config.peer_selector, config.pod_name),
+            directory,
             config.pod_name,
             config.model,
             metrics,
+            token_file=config.peer_token,
             seeders=config.peer_seeders,
             wait_s=config.peer_wait_s,
             timeout_s=config.peer_timeout_s,

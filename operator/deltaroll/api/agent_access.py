@@ -36,6 +36,13 @@ AGENT_ROLE_RULES: Final = (
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
 )
 
+AGENT_CLUSTER_RULES: Final = (
+    # create: ask the API server whose pod-bound token a peer showed (TokenReview); it reads no
+    # object and grants nothing: a TokenReview only answers for a token the caller already has
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+)
+"""The one cluster-wide right of the agent, for its peer server (``--peers``)."""
+
 # Metadata the API server itself moves on every write; everything else must stay as it was.
 _SERVER_METADATA = ("annotations", "resourceVersion", "managedFields", "generation")
 
@@ -209,7 +216,8 @@ def agent_access_objects(
     namespace: str, prefix: str = "deltaroll", service_account: str = AGENT_SERVICE_ACCOUNT
 ) -> list[dict[str, Any]]:
     """Everything the chart installs for the agent in one namespace, as the sandbox applies it:
-    ServiceAccount, Role, RoleBinding, the policy and its binding."""
+    ServiceAccount, Role, RoleBinding, the TokenReview right of its peer server, the policy and
+    its binding."""
     role = f"{prefix}-agent"
     return [
         {
@@ -224,6 +232,25 @@ def agent_access_objects(
             "kind": "RoleBinding",
             "metadata": {"name": role, "namespace": namespace},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": f"{role}-token-reviews"},
+            "rules": [dict(rule) for rule in AGENT_CLUSTER_RULES],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{role}-token-reviews-{namespace}"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": f"{role}-token-reviews",
+            },
             "subjects": [
                 {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
             ],

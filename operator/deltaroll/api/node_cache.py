@@ -11,7 +11,10 @@ server itself refuses), never from the request, so tenant A never reads what ten
 - ``GET  /v1/objects/<sha256>?store=<uri>&size=<bytes>&wait=<s>``, ``Authorization: Bearer``:
   200 with the object (checked against its digest as it is read); 404 with a
   :class:`FillLease` (nobody has it: fetch it and ``PUT`` it); 409 with a :class:`NodeCacheBusy`
-  (another agent was filling it and did not finish within ``wait``: fetch it yourself).
+  (another agent was filling it and did not finish within ``wait``: fetch it yourself). With
+  ``lease=0`` (a peek: the caller has other sources) a miss is a 404 without a lease.
+  Each namespace keeps at most its share of the node's disk and no object is larger than the
+  daemon's cap (400 for a larger ``size``: fetch it yourself).
 - ``PUT  /v1/objects/<sha256>?store=<uri>&size=<bytes>`` with header :data:`LEASE_HEADER`: the
   bytes; 201 once verified and cached, 422 if they are not the object, 409 if the lease is not
   (or no longer) the caller's.
@@ -33,6 +36,7 @@ LEASE_HEADER: Final = "X-Deltaroll-Fill-Lease"
 STORE_PARAM: Final = "store"
 SIZE_PARAM: Final = "size"
 WAIT_PARAM: Final = "wait"
+LEASE_PARAM: Final = "lease"
 MAX_STORE_URI: Final = 1024
 #: The longest a GET may ask to wait for another agent's fill.
 MAX_WAIT_S: Final = 600.0

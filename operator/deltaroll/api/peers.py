@@ -6,13 +6,21 @@ times, not once per pod:
 - **Where.** A pod whose agent serves peers says so with the annotation
   :data:`~deltaroll.api.annotations.POD_PEER_PORT`; the address is ``status.podIP``. Agents find
   each other by listing the pods of their namespace that match the ModelDeployment's selector.
+- **Who may ask.** Every request carries ``Authorization: Bearer <token>``: the caller's
+  pod-bound ServiceAccount token for :data:`AUDIENCE` (a projected volume; a token the API
+  server itself refuses, so a peer that receives it holds no key to anything). The server asks
+  the API server who it is (TokenReview) and serves only pods of its own namespace that its
+  ModelDeployment's selector lists: 401 without a token, 403 otherwise (the body says why).
+  A tenant's other ModelDeployments may read other stores with other credentials: they get
+  nothing from it either.
 - **What.** ``GET`` :func:`object_path` answers 200 with the object's bytes (only objects the
   serving agent holds verified, of its own model), 404 when it holds none, 503 when it already
   serves as many peers as it allows. The receiver hashes what it got and keeps it only if the
   sha256 is the name it asked for: a peer cannot make another pod load anything.
-- **Who seeds.** :func:`seeders`: for each object the same few live peers (rendezvous hashing of
-  the pod names by the object's digest) fetch it from the bucket; the rest ask the peers, seeders
-  first, and fall back to the bucket when no peer has served it in time.
+- **Who seeds.** :func:`seeders`: for each object the same few live peers told to serve the same
+  version (rendezvous hashing of the pod names by the object's digest) fetch it from the bucket;
+  the rest ask the peers, seeders first, and fall back to the bucket when no peer has served it
+  in time.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+AUDIENCE: Final = "deltaroll-peer"
+"""The audience of the token an agent presents to its peers (and only to them)."""
 PEER_PORT_NAME: Final = "deltaroll-peer"
 """The containerPort name of the agent's peer server in the chart's pod snippet."""
 DEFAULT_PEER_PORT: Final = 8082

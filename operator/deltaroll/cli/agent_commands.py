@@ -25,8 +25,10 @@ _FLAGS = {
     "engine_timeout_s": "--engine-timeout",
     "scrub_interval_s": "--scrub-interval",
     "node_cache_url": "--node-cache",
+    "node_cache_token": "--node-cache-token",
     "node_cache_wait_s": "--node-cache-wait",
     "peer_selector": "--peers",
+    "peer_token": "--peer-token",
     "peer_wait_s": "--peer-wait",
     "peer_timeout_s": "--peer-timeout",
 }
@@ -147,7 +149,15 @@ def run(
             help="Label selector of the pods of this pod's ModelDeployment (its spec.selector, "
             "e.g. app=llm): serve them verified objects and fetch objects from them, so each "
             "object crosses the store link --peer-seeders times, not once per pod. Needs pods "
-            "list in the agent's Role.",
+            "list in the agent's Role, create tokenreviews and --peer-token.",
+        ),
+    ] = None,
+    peer_token: Annotated[
+        Path | None,
+        typer.Option(
+            "--peer-token",
+            help="The pod's projected ServiceAccount token for the deltaroll-peer audience: "
+            "shown to peers, which serve only pods of their own ModelDeployment.",
         ),
     ] = None,
     peer_host: Annotated[
@@ -234,6 +244,7 @@ def run(
             allow_aux_files=allow_aux_file or [],
             allow_auto_map=allow_auto_map,
             peer_selector=peers,
+            peer_token=peer_token,
             peer_host=peer_host,
             peer_port=peer_port,
             peer_seeders=peer_seeders,
@@ -244,9 +255,11 @@ def run(
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
+        field, message = (str(first["loc"][0]) if first["loc"] else ""), first["msg"]
+        if not field:  # a check across fields names the field it blames first
+            field, _, message = message.removeprefix("Value error, ").partition(": ")
         flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
-        raise AgentConfigError(f"{flag}: {first['msg']}") from None
+        raise AgentConfigError(f"{flag}: {message}") from None
 
     from deltaroll.agent.runner import run_agent
 
@@ -288,6 +301,24 @@ def node_cache(
             help="Disk budget: least recently used objects go once the cache holds more.",
         ),
     ] = 100 << 30,
+    namespace_max_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--namespace-max-bytes",
+            min=1,
+            help="What one namespace may keep (its own objects go first beyond it); "
+            "default: half of --max-bytes.",
+        ),
+    ] = None,
+    object_max_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--object-max-bytes",
+            min=1,
+            help="The largest object kept (larger ones agents fetch themselves); "
+            "default: an eighth of --max-bytes.",
+        ),
+    ] = None,
     service_account_dir: Annotated[
         Path,
         typer.Option(
@@ -303,13 +334,18 @@ def node_cache(
     import asyncio
     import signal
 
-    from deltaroll.agent.node_cache_auth import TokenAuthenticator, token_review_call
+    from deltaroll.agent.node_cache_budget import Limits
     from deltaroll.agent.node_cache_server import NodeCache, serve
+    from deltaroll.agent.pod_tokens import TokenAuthenticator, token_review_call
+    from deltaroll.api.node_cache import AUDIENCE
     from deltaroll.logs import configure_logging
 
     configure_logging(log_format, log_level)
-    authenticator = TokenAuthenticator(token_review_call(service_account_dir), node_name)
-    cache = NodeCache(directory, authenticator, fill_ttl_s=fill_ttl, max_bytes=max_bytes)
+    authenticator = TokenAuthenticator(
+        token_review_call(service_account_dir), AUDIENCE, node_name=node_name
+    )
+    limits = Limits.of(max_bytes, namespace_max_bytes, object_max_bytes)
+    cache = NodeCache(directory, authenticator, fill_ttl_s=fill_ttl, limits=limits)
 
     async def main() -> None:
         stop = asyncio.Event()

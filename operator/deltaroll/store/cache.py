@@ -37,8 +37,9 @@ import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import structlog
 
@@ -91,28 +92,41 @@ class ObjectCache:
     def verified(self, digest: str) -> bool:
         """Whether the cache holds ``digest`` with the right bytes. A torn or wrong file is
         removed (so the caller fetches it again); a file hashed before is not hashed again."""
+        handle = self.open_verified(digest)
+        if handle is None:
+            return False
+        handle.close()
+        return True
+
+    def open_verified(self, digest: str) -> BinaryIO | None:
+        """The file of ``digest`` opened (no link followed) and known to hold its bytes, at its
+        start, or None (a torn or wrong file is removed); hashed once per file identity, so a
+        server reading an object for many clients hashes it once, and again only if it changed."""
         path = self.path(digest)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            return False
+            return None
         except OSError:  # a link or something else that is not our file
             self._discard(digest, None)
-            return False
+            return None
         try:
             info = os.fstat(fd)
             identity = _identity(info)
-            if stat.S_ISREG(info.st_mode) and _VERIFIED.known(identity, digest):
-                return True
-            actual = _sha256(fd) if stat.S_ISREG(info.st_mode) else None
-        finally:
+            regular = stat.S_ISREG(info.st_mode)
+            known = regular and _VERIFIED.known(identity, digest)
+            actual = digest if known else (_sha256(fd) if regular else None)
+        except BaseException:
             os.close(fd)
+            raise
         if actual == digest:
             _VERIFIED.remember(identity, digest)
-            return True
+            os.lseek(fd, 0, os.SEEK_SET)
+            return os.fdopen(fd, "rb")
+        os.close(fd)
         log.warning("store.cache_object_discarded", digest=digest, found=actual)
         self._discard(digest, identity)
-        return False
+        return None
 
     def staging_path(self, digest: str) -> Path:
         """A fresh place for a download of ``digest`` before it is verified (unique, so two
@@ -120,21 +134,35 @@ class ObjectCache:
         self.partial.mkdir(parents=True, exist_ok=True)
         return self.partial / f"{validate_digest(digest)}.{uuid.uuid4().hex[:12]}"
 
-    def commit(self, digest: str, staged: Path, *, discard_mismatch: bool = True) -> str:
+    def commit(
+        self,
+        digest: str,
+        staged: Path,
+        *,
+        discard_mismatch: bool = True,
+        hashed: StagedHash | None = None,
+    ) -> str:
         """Verify a staged download and move it into the cache if it is ``digest`` (fsynced
         before the rename, the directory after); a mismatch is deleted unless
-        ``discard_mismatch`` is False. Returns the file's actual sha256."""
-        with open(staged, "rb") as handle:
-            actual = _sha256(handle.fileno())
+        ``discard_mismatch`` is False. ``hashed``: the writer hashed the bytes as it wrote them
+        (:func:`staged_hash`); trusted only while the file is still the one it wrote. Returns
+        the file's actual sha256."""
+        with open(staged, "rb", opener=_no_follow) as handle:
+            info = os.fstat(handle.fileno())
+            if hashed is not None and hashed.identity == _identity(info):
+                actual = hashed.digest
+            else:
+                actual = _sha256(handle.fileno())
             if actual != digest:
                 if discard_mismatch:
                     staged.unlink(missing_ok=True)
                 return actual
             os.fchmod(handle.fileno(), _READ_ONLY)
             os.fsync(handle.fileno())
+            with self._leases.locked(exclusive=False):  # never while a bad file is removed
+                os.replace(staged, self.path(digest))
+            # after the rename (which moves ctime), of the file itself: readers skip hashing
             identity = _identity(os.fstat(handle.fileno()))
-        with self._leases.locked(exclusive=False):  # never while a bad file is being removed
-            os.replace(staged, self.path(digest))
         fsync_directory(self.root)
         _VERIFIED.remember(identity, digest)
         return actual
@@ -230,6 +258,26 @@ class ObjectCache:
         with self._leases.locked(exclusive=True), contextlib.suppress(FileNotFoundError):
             if identity is None or _identity(os.lstat(path)) == identity:
                 path.unlink()
+
+
+@dataclass(frozen=True)
+class StagedHash:
+    """The sha256 of a staged file from its bytes as they were written, and the file's
+    identity right after (any later write or replacement changes it)."""
+
+    digest: str
+    identity: FileIdentity
+
+
+def staged_hash(handle: BinaryIO, digest: str) -> StagedHash:
+    """What :meth:`ObjectCache.commit` needs to skip hashing a file again: ``handle`` is the
+    staged file just written, ``digest`` the sha256 of every byte written to it."""
+    handle.flush()
+    return StagedHash(digest, _identity(os.fstat(handle.fileno())))
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
 
 
 class _VerifiedFiles:

@@ -1,13 +1,14 @@
 """An agent's side of its node's cache (:mod:`deltaroll.api.node_cache`): one download per node.
 
 For each object it lacks, the agent asks the node cache first. A hit is streamed into the
-agent's own cache staging and hashed on the way (a wrong byte and it is fetched from the store
-instead); a miss comes with a fill lease: the agent downloads from the store with its own
-credentials, as without a node cache, and uploads the bytes for the node's other agents. An
-agent that another is filling for waits up to ``wait_s``; any failure of the node cache (down,
-busy, refusing the token) is logged and the agent downloads the object itself: the node cache
-can make a pull cheaper, never stop it. The token is the agent's pod-bound ServiceAccount token
-for the node cache's audience (re-read per request: the kubelet rotates it).
+agent's own cache staging and hashed on the way, once (a wrong byte and it is fetched from the
+store instead; the cache commits it with that hash); a miss comes with a fill lease: the agent
+downloads from the store with its own credentials, as without a node cache, and uploads the
+bytes for the node's other agents. An agent that another is filling for waits up to ``wait_s``;
+any failure of the node cache (down, busy, refusing the token) is logged and the agent downloads
+the object itself: the node cache can make a pull cheaper, never stop it. The token is the
+agent's pod-bound ServiceAccount token for the node cache's audience (re-read per request: the
+kubelet rotates it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import urllib3
 from deltaroll.api.node_cache import (
     ABANDON_SUFFIX,
     LEASE_HEADER,
+    LEASE_PARAM,
     OBJECTS_PATH,
     SIZE_PARAM,
     STORE_PARAM,
@@ -32,6 +34,7 @@ from deltaroll.api.node_cache import (
     FillLease,
 )
 from deltaroll.store.backends import Backend, ProgressCallback
+from deltaroll.store.cache import StagedHash, staged_hash
 from deltaroll.store.manifests import ObjectRef
 
 log = structlog.get_logger(__name__)
@@ -69,20 +72,22 @@ class NodeCacheClient:
         ref: ObjectRef,
         staged: Path,
         progress: ProgressCallback | None = None,
-    ) -> bool:
+    ) -> StagedHash | None:
         """Put object ``ref`` (store key ``key``) at ``staged``: from the node cache if it has it
-        (True), else from the store (False), uploading it when the node cache granted a lease."""
+        (its hash, taken as it arrived: commit it with that), else from the store (None),
+        uploading it when the node cache granted a lease."""
         lease: FillLease | None = None
         try:
-            lease = self._get(ref, staged)
+            got = self._get(ref, staged)
         except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
             log.warning("store.node_cache_unused", digest=ref.digest, error=str(exc))
         else:
-            if lease is None:
+            if isinstance(got, StagedHash):
                 self._count(ref.size)
                 if progress is not None:
                     progress(ref.size)
-                return True
+                return got
+            lease = got
         try:
             backend.download_files([(key, staged)], progress=progress)
         except BaseException:
@@ -91,22 +96,21 @@ class NodeCacheClient:
             raise
         if lease is not None:
             self._quietly("PUT", ref, lease, body=staged)
-        return False
+        return None
 
-    def take(self, ref: ObjectRef, staged: Path) -> bool:
-        """Put object ``ref`` at ``staged`` if the node cache holds it now (True); otherwise
-        (a miss, a fill under way, the cache down) False at once, leaving the object to the
-        caller's other sources: a miss's fill lease is handed straight back."""
+    def take(self, ref: ObjectRef, staged: Path) -> StagedHash | None:
+        """Put object ``ref`` at ``staged`` if the node cache holds it now (its hash, to commit
+        it with); otherwise (a miss, a fill under way, the cache down) None at once, leaving
+        the object to the caller's other sources: it asks for no fill lease."""
         try:
-            lease = self._get(ref, staged, wait_s=0.0)
+            got = self._get(ref, staged, wait_s=0.0, lease=False)
         except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
             log.info("store.node_cache_missed", digest=ref.digest, error=str(exc))
-            return False
-        if lease is not None:
-            self._quietly("POST", ref, lease, suffix=ABANDON_SUFFIX)
-            return False
+            return None
+        if not isinstance(got, StagedHash):
+            return None
         self._count(ref.size)
-        return True
+        return got
 
     def _count(self, size: int) -> None:
         with self._lock:
@@ -127,14 +131,19 @@ class NodeCacheClient:
             headers[LEASE_HEADER] = lease.lease
         return headers
 
-    def _get(self, ref: ObjectRef, staged: Path, wait_s: float | None = None) -> FillLease | None:
-        """The object into ``staged`` (None), or the lease to fill it; raises otherwise."""
+    def _get(
+        self, ref: ObjectRef, staged: Path, wait_s: float | None = None, *, lease: bool = True
+    ) -> StagedHash | FillLease | None:
+        """The object into ``staged`` (its hash), the lease to fill it, or (``lease`` False)
+        None on a miss; raises otherwise."""
         wait = self.wait_s if wait_s is None else wait_s
         url = f"{self._object_url(ref)}&{WAIT_PARAM}={wait}"
+        if not lease:
+            url += f"&{LEASE_PARAM}=0"
         response = self._http.request("GET", url, headers=self._headers(), preload_content=False)
         try:
             if response.status == 404:
-                return FillLease.model_validate_json(response.read(1 << 16))
+                return FillLease.model_validate_json(response.read(1 << 16)) if lease else None
             if response.status != 200:
                 raise NodeCacheRefused(response.status, response.read(4096))
             hasher = hashlib.sha256()
@@ -146,10 +155,11 @@ class NodeCacheClient:
                         break
                     hasher.update(block)
                     handle.write(block)
-            if written != ref.size or hasher.hexdigest() != ref.digest:
+                hashed = staged_hash(handle, hasher.hexdigest())
+            if written != ref.size or hashed.digest != ref.digest:
                 staged.unlink(missing_ok=True)
                 raise NodeCacheRefused(200, b"the bytes served are not the object")
-            return None
+            return hashed
         finally:
             response.release_conn()
 

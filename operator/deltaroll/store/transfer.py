@@ -21,7 +21,7 @@ import structlog
 from deltaroll.store import keys
 from deltaroll.store.backends import Backend, ProgressCallback
 from deltaroll.store.backends.concurrency import run_all
-from deltaroll.store.cache import ObjectCache, file_sha256
+from deltaroll.store.cache import ObjectCache, StagedHash, file_sha256
 from deltaroll.store.errors import CorruptObjectError, StoreError, TransferCancelledError
 from deltaroll.store.manifests import ObjectRef
 from deltaroll.store.node_cache import NodeCacheClient
@@ -82,18 +82,21 @@ def download_objects(
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     node_cache: NodeCacheClient | None = None,
+    served_by_node: set[str] | None = None,
 ) -> int:
     """Bring every object of ``refs`` into ``cache``, verified, and hold them there (no prune
     removes them until the caller calls ``cache.release``); bytes downloaded from the store.
 
     With ``node_cache``, each object is asked of the node's cache first (one object per call,
-    as with ``should_stop``); what it serves is not counted here (it counts it itself).
+    as with ``should_stop``); what it serves is not counted here (it counts it itself), and
+    its digests are added to ``served_by_node``.
 
     With ``should_stop``, it is asked before each object starts; once it says True no further
     object starts (those in flight finish and are kept) and :class:`TransferCancelledError` is
     raised. Without it, the backend gets the whole list at once to batch as it likes.
     """
     unique = {ref.digest: ref for ref in refs}
+    served_by_node = set() if served_by_node is None else served_by_node
     received = 0
     not_started = 0
     cache.hold(unique)  # before looking: a prune by another process keeps them from now on
@@ -106,7 +109,7 @@ def download_objects(
             (keys.object_key(model, ref.digest), cache.staging_path(ref.digest)) for ref in missing
         ]
         completed = False
-        from_node: set[str] = set()
+        from_node: dict[str, StagedHash] = {}
         try:
             if should_stop is None and node_cache is None:
                 backend.download_files(items, progress=progress)
@@ -120,9 +123,12 @@ def download_objects(
             for ref, (key, staged) in zip(missing, items, strict=True):
                 if not staged.is_file():
                     continue
-                actual = cache.commit(ref.digest, staged)
+                actual = cache.commit(ref.digest, staged, hashed=from_node.get(ref.digest))
                 if actual == ref.digest:
-                    received += 0 if ref.digest in from_node else ref.size
+                    if ref.digest in from_node:
+                        served_by_node.add(ref.digest)
+                    else:
+                        received += ref.size
                 elif completed:
                     raise CorruptObjectError(backend.uri, key, actual)
 
@@ -141,10 +147,10 @@ def _download_one_by_one(
     should_stop: Callable[[], bool] | None,
     node_cache: NodeCacheClient | None,
     refs: Sequence[ObjectRef],
-    from_node: set[str],
+    from_node: dict[str, StagedHash],
 ) -> int:
     """Download ``items`` one object per call (as many at once as the backends' pool allows),
-    through ``node_cache`` if given (adding what it served to ``from_node``), asking
+    through ``node_cache`` if given (adding what it served, and its hash, to ``from_node``), asking
     ``should_stop`` before each; returns how many were never started."""
     lock = threading.Lock()
     stopped = False
@@ -160,9 +166,9 @@ def _download_one_by_one(
                 return
         if node_cache is None:
             backend.download_files([(key, staged)], progress=progress)
-        elif node_cache.bring(backend, key, ref, staged, progress):
+        elif (hashed := node_cache.bring(backend, key, ref, staged, progress)) is not None:
             with lock:
-                from_node.add(ref.digest)
+                from_node[ref.digest] = hashed
 
     run_all(download, list(zip(items, refs, strict=True)))
     return skipped

@@ -18,6 +18,7 @@ from typing import Any
 
 from deltaroll.api.agent_access import AGENT_SERVICE_ACCOUNT, agent_access_objects
 from deltaroll.api.annotations import WEIGHTS_READY_CONDITION
+from deltaroll.api.peers import AUDIENCE as PEER_AUDIENCE
 from deltaroll.api.peers import DEFAULT_PEER_PORT, PEER_PORT_NAME
 from deltaroll.controllers.pod_defaults import container_security_context, pod_security_context
 
@@ -31,6 +32,7 @@ ENGINE_PORT, ENGINE_ADMIN_PORT, AGENT_HEALTH_PORT = 8000, 8001, 8081
 #: A canary step's pods are the only ones pulling: a short wait for peers keeps the demo's length.
 PEER_WAIT_S = 1.0
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+PEER_TOKEN_PATH = "peer-token"  # noqa: S105 - a file name
 #: The demo holds its namespace to Pod Security "restricted", as a careful admin would.
 RESTRICTED = (
     "pod-security.kubernetes.io/enforce=restricted",
@@ -105,14 +107,17 @@ def health_probe(port: int) -> str:
     )
 
 
-def agent_token_volume() -> dict[str, Any]:
+def agent_token_volume(*, for_peers: bool = True) -> dict[str, Any]:
     """What kube-apiserver's default token volume holds (a pod-bound token, the API's CA, the
-    namespace), mounted in the agent's container only."""
+    namespace), mounted in the agent's container only; ``for_peers``: and a token for the
+    peers' audience (``--peer-token``), which opens nothing but other agents' peer servers."""
+    peer_token = {"path": PEER_TOKEN_PATH, "audience": PEER_AUDIENCE, "expirationSeconds": 3600}
     return {
         "name": "agent-token",
         "projected": {
             "sources": [
                 {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                *([{"serviceAccountToken": peer_token}] if for_peers else []),
                 {
                     "configMap": {
                         "name": "kube-root-ca.crt",
@@ -181,8 +186,13 @@ def serve_peers(agent: dict[str, Any], app: str, *, wait_s: float | None = None)
     hold an object before the store (a canary's first pod finds no peer holding it)."""
     wait = [] if wait_s is None else [f"--peer-wait={wait_s:g}"]
     agent["args"] = [*agent["args"], f"--peers=app={app}", "--peer-host=127.0.0.1",
-                     f"--peer-port={DEFAULT_PEER_PORT}", *wait]  # fmt: skip
+                     f"--peer-port={DEFAULT_PEER_PORT}", *wait, *peer_token_args()]  # fmt: skip
     agent["ports"] = [*agent["ports"], {"name": PEER_PORT_NAME, "containerPort": DEFAULT_PEER_PORT}]
+
+
+def peer_token_args() -> list[str]:
+    """The agent's token for its peers, from :func:`agent_token_volume`."""
+    return [f"--peer-token={SERVICE_ACCOUNT_MOUNT}/{PEER_TOKEN_PATH}"]
 
 
 def inference_pod_spec(agent: dict[str, Any]) -> dict[str, Any]:

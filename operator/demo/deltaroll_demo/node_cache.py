@@ -26,7 +26,7 @@ def field_env(name: str, path: str) -> dict[str, Any]:
 def node_cache_objects(port: int) -> list[dict[str, Any]]:
     """The DaemonSet and the least it needs: create tokenreviews, nothing else; its hostPath."""
     labels = {"app": "deltaroll-node-cache"}
-    token_volume = {**agent_token_volume(), "name": "token"}  # the API token and its CA
+    token_volume = {**agent_token_volume(for_peers=False), "name": "token"}  # API token, CA
     container = {
         "name": "node-cache",
         "image": "ghcr.io/deltaroll/agent:0.1.0",
