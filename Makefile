@@ -26,11 +26,11 @@ demo: setup
 	$(BIN)/python -m deltaroll_demo
 
 # Most of the suite's time is sandbox e2e tests waiting on processes (operator, kubelet, engines),
-# so two workers share two cores well; tests that must not run beside each other share an
-# xdist_group. TEST_WORKERS=0 runs the suite in one process.
+# so two workers share two cores well. A test file runs whole on one worker, in order (some build
+# on the state the one before left in a module-scoped sandbox). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: setup
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(BIN)/python benchmarks/codec.py

@@ -37,9 +37,7 @@ from deltaroll.api.agent_access import agent_access_objects
 from deltaroll_demo.node_cache import node_cache_objects, spread_over_nodes, use_node_cache
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
-# Sandbox nodes share the addresses 127.0.1.<i> (hostPorts on them) across sandboxes: under
-# `pytest -n`, every multi-node test runs on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("multi-node")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 NODES = ("deltaroll-sandbox-1", "deltaroll-sandbox-2")
 START_TIMEOUT_S = 480.0  # four engines import torch and transformers on two busy cores
 

@@ -19,9 +19,6 @@ from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
 ZONE = "topology.kubernetes.io/zone"
 HOST = "kubernetes.io/hostname"
-# Sandbox nodes share the addresses 127.0.1.<i> (hostPorts on them) across sandboxes: under
-# `pytest -n`, every multi-node test runs on one worker.
-pytestmark = pytest.mark.xdist_group("multi-node")
 
 
 @pytest.fixture
