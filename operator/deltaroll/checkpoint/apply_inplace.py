@@ -58,7 +58,7 @@ from deltaroll.checkpoint.errors import (
     WrongBaseError,
 )
 from deltaroll.checkpoint.header import read_header
-from deltaroll.checkpoint.journal import Journal, JournalState, exclusive_lock
+from deltaroll.checkpoint.journal import Journal, JournalState, LoggedValues, exclusive_lock
 from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, WeightFileLayout
 from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.materialize import write_to_side
@@ -161,14 +161,14 @@ def _apply_locked(apply: _Apply) -> bool:
     state = journal.load()
     plan = _plan(from_layout, to_layout)
     written = _written_files(apply, plan)
-    held: _Held | None = None
+    staged: _Staged | None = None
     if state is None:
         journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
         checkpoint = open_checkpoint(path)
         if not _check_from_side(apply, checkpoint, from_version, to_version):
             return False
         try:
-            held = _stage(apply, journal, checkpoint, plan)
+            staged = _stage(apply, journal, checkpoint, plan)
         except DeltarollError:
             journal.discard_leftovers()  # refused: the checkpoint was not touched
             raise
@@ -195,7 +195,7 @@ def _apply_locked(apply: _Apply) -> bool:
             f"again to finish it first (journal: {journal.root})"
         )
     # Everything below is idempotent: a crash anywhere is finished by running the apply again.
-    _patch(apply, journal, _patched_tensors(apply, plan), held)
+    _patch(apply, journal, _patched_tensors(apply, plan), staged)
     crash_point("patched")
     _finish(apply, journal, plan)
     record_side(apply.path, apply.manifest, apply.to_side)
@@ -308,14 +308,16 @@ def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: b
 # Sparse tensors' new values, checked, kept from staging for the patching (dense ones never
 # are: they are as large as their tensors, and go through the log a window at a time).
 _Held = dict[str, CheckedChanges]
+# What staging hands the patching: the values held, or the redo log's records it just wrote.
+_Staged = _Held | list[LoggedValues]
 
 
-def _stage(apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan) -> _Held | None:
+def _stage(apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan) -> _Staged:
     """Build every rebuilt file in ``staged/`` and the redo log, from the untouched checkpoint.
 
-    Returns the new values too while every change is sparse and they fit
-    :data:`HELD_CHANGES_BYTES`, so the patching that follows in this process need not read the
-    log back; None otherwise."""
+    Returns what the patching that follows in this process writes: the new values themselves
+    while every change is sparse and they fit :data:`HELD_CHANGES_BYTES`, else the log's
+    records as written (read a range at a time, not checked against the log's digest again)."""
     entries = apply.entries
     journal.reset_staged()
     for file in plan.rebuilt:
@@ -359,7 +361,7 @@ def _stage(apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan)
                 if apply.on_bytes:
                     apply.on_bytes(ref.nbytes)
                 crash_point("tensor-staged", name)
-    return held
+    return held if held is not None else log.records
 
 
 # What the patching writes into one tensor: the whole tensor's new values, or new values at
@@ -368,15 +370,18 @@ _Writes = ValueSource | tuple[PositionCursor, ValueSource]
 
 
 def _patch(
-    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], held: _Held | None
+    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], staged: _Staged | None
 ) -> None:
     """Write every new value of the redo log (or the same values, still held) into the
-    checkpoint; idempotent."""
-    writes = (
-        ((name, _held_writes(change)) for name, change in held.items())
-        if held is not None
-        else _logged_writes(apply, journal, tensors)
-    )
+    checkpoint; idempotent. Without ``staged`` (a resumed apply) the log is read from disk and
+    checked against its digest first."""
+    if isinstance(staged, dict):
+        writes: Iterator[tuple[str, _Writes]] = (
+            (name, _held_writes(change)) for name, change in staged.items()
+        )
+    else:
+        records = staged if staged is not None else journal.changes()
+        writes = _logged_writes(apply, journal.root, records, tensors)
     for name, write in writes:
         span = span_of(tensors[name])
         if isinstance(write, tuple):
@@ -396,11 +401,11 @@ def _held_writes(change: CheckedChanges) -> _Writes:
 
 
 def _logged_writes(
-    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef]
+    apply: _Apply, log: Path, records: list[LoggedValues], tensors: dict[str, TensorRef]
 ) -> Iterator[tuple[str, _Writes]]:
     """The redo log's records, every one checked against the tensor and the entry it names
     before the first is written; the positions of a sparse record are its entry's payload's."""
-    records, entries = journal.changes(), apply.entries
+    entries = apply.entries
     for record in records:
         ref = tensors.get(record.tensor)
         entry = entries.get(record.tensor)
@@ -413,7 +418,7 @@ def _logged_writes(
             or entry.total_elements != ref.numel
         ):
             raise CheckpointError(
-                f"the redo log in {journal.root} names tensor {record.tensor!r}, which this "
+                f"the redo log in {log} names tensor {record.tensor!r}, which this "
                 "checkpoint or delta does not hold as recorded; restore the checkpoint from a "
                 "snapshot"
             )
