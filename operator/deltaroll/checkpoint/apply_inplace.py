@@ -54,11 +54,10 @@ from deltaroll.checkpoint.errors import (
     CheckpointError,
     CorruptDeltaError,
     InterruptedApplyError,
-    InvalidCheckpointError,
     WrongBaseError,
 )
 from deltaroll.checkpoint.header import read_header
-from deltaroll.checkpoint.journal import Journal, JournalState, LoggedValues, exclusive_lock
+from deltaroll.checkpoint.journal import Journal, JournalState, LoggedValues
 from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, WeightFileLayout
 from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.materialize import write_to_side
@@ -72,7 +71,7 @@ from deltaroll.checkpoint.state import (
     finish_durably,
     forget_state,
     fsync_files,
-    make_durable,
+    make_pending_durable,
     mark_durable,
     record_side,
     record_state,
@@ -109,6 +108,7 @@ class _Apply:
     from_side: Side
     on_bytes: OnBytes | None
     durable: bool
+    pending: JournalState | None  # the journal as the caller read it under the lock
 
     @property
     def to_side(self) -> Side:
@@ -132,14 +132,15 @@ def apply_in_place(
     on_bytes: OnBytes | None = None,
     *,
     durable: bool = True,
+    pending: JournalState | None = None,
 ) -> bool:
     """Turn the checkpoint at ``path`` from ``from_side`` into the other side; False if it
     already was the other side (nothing changed). ``durable=False`` returns before the patched
-    files are fsynced, keeping the journal until :func:`make_durable` (see step 4 above)."""
-    if not path.exists():
-        raise InvalidCheckpointError(f"{path} does not exist: pass the checkpoint to patch")
-    with exclusive_lock(path):
-        return _apply_locked(_Apply(manifest, objects, path, from_side, on_bytes, durable))
+    files are fsynced, keeping the journal until :func:`make_durable` (see step 4 above).
+
+    The caller holds :func:`~deltaroll.checkpoint.journal.exclusive_lock` on ``path`` and
+    passes the journal it read under it as ``pending``."""
+    return _apply_locked(_Apply(manifest, objects, path, from_side, on_bytes, durable, pending))
 
 
 def _apply_locked(apply: _Apply) -> bool:
@@ -155,13 +156,13 @@ def _apply_locked(apply: _Apply) -> bool:
             "cannot be done in place: apply it with -o OUT_DIR"
         )
     direction: Literal["forward", "reverse"] = "forward" if apply.from_side == "base" else "reverse"
-    journal = Journal(path)
-    if journal.pending():
-        make_durable(path)  # the last apply finished and left this for later: done first
-    state = journal.load()
+    journal, state = Journal(path), apply.pending
+    if state is not None and make_pending_durable(path, state):
+        state = None  # the last apply finished and left this for later: done, journal gone
     plan = _plan(from_layout, to_layout)
     written = _written_files(apply, plan)
     staged: _Staged | None = None
+    checkpoint: Checkpoint | None = None  # opened (headers parsed) once, unless resuming
     if state is None:
         journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
         checkpoint = open_checkpoint(path)
@@ -195,10 +196,11 @@ def _apply_locked(apply: _Apply) -> bool:
             f"again to finish it first (journal: {journal.root})"
         )
     # Everything below is idempotent: a crash anywhere is finished by running the apply again.
-    _patch(apply, journal, _patched_tensors(apply, plan), staged)
+    _patch(apply, journal, _patched_tensors(apply, plan, checkpoint), staged)
     crash_point("patched")
     _finish(apply, journal, plan)
-    record_side(apply.path, apply.manifest, apply.to_side)
+    same_files = checkpoint is not None and _keeps_files(apply, plan)
+    record_side(apply.path, apply.manifest, apply.to_side, checkpoint if same_files else None)
     # Without a record (a file system whose fingerprints prove nothing) no later step could
     # tell this apply finished: it is made durable now.
     if apply.durable or not fingerprints_trustworthy(path):
@@ -430,10 +432,26 @@ def _logged_writes(
             yield record.tensor, (changes.positions(), record.read)
 
 
-def _patched_tensors(apply: _Apply, plan: _Plan) -> dict[str, TensorRef]:
-    """The tensors of the files patched in place, from those files' own headers: a resumed
-    apply may find the directory between layouts (shards renamed or removed, the index not yet
-    rewritten), which opening the whole checkpoint would refuse."""
+def _keeps_files(apply: _Apply, plan: _Plan) -> bool:
+    """Whether the apply left the same files (weight and auxiliary) under the same names: the
+    checkpoint opened before it then still lists them as they are."""
+    names = [{a.name for a in apply.layout(side).aux_files} for side in ("base", "target")]
+    return not plan.rebuilt and not plan.removed and names[0] == names[1]
+
+
+def _patched_tensors(
+    apply: _Apply, plan: _Plan, checkpoint: Checkpoint | None
+) -> dict[str, TensorRef]:
+    """The tensors of the files patched in place: from ``checkpoint`` when this apply opened it
+    (its headers were checked against the delta's layout), else from those files' own headers:
+    a resumed apply may find the directory between layouts (shards renamed or removed, the
+    index not yet rewritten), which opening the whole checkpoint would refuse."""
+    if checkpoint is not None:
+        patched = {file.name for file in plan.patched}
+        single = checkpoint.kind == "file"
+        return {
+            name: ref for name, ref in checkpoint.tensors.items() if single or ref.file in patched
+        }
     kind = apply.layout(apply.to_side).kind
     tensors: dict[str, TensorRef] = {}
     for file in plan.patched:
