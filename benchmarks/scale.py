@@ -344,6 +344,10 @@ def measure_point(work: Path, size_gb: float, changed: int, label: str) -> dict[
         "apply_warm_s": warm["seconds"],
         "apply_cold_s": cold_apply["seconds"] if cold_apply else None,
         "apply_warm_vs_bare": warm["seconds"] / bare["seconds"],
+        # The same in CPU seconds (every thread): steadier than wall time on a loaded machine.
+        "bare_write_cpu_s": bare["cpu_s"],
+        "apply_warm_cpu_s": warm["cpu_s"],
+        "apply_warm_cpu_vs_bare": warm["cpu_s"] / bare["cpu_s"],
         "apply_peak_rss_mb": max(r["peak_rss_mb"] for r in (first, warm, cold_apply) if r),
         "apply_warm_read_bytes": warm["read_bytes"],
         "apply_warm_rchar": warm["rchar"],
