@@ -169,12 +169,29 @@ def _peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _child_report(elapsed: float) -> dict[str, Any]:
+class _Clock:
+    """Wall and CPU seconds (every thread's, BLAKE3's pool included) of the timed part: on a
+    shared machine wall time carries the neighbours' load, CPU time much less of it."""
+
+    def start(self) -> None:
+        self._wall, self._usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+
+    def stop(self) -> None:
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        self.seconds = time.perf_counter() - self._wall
+        self.user_s = after.ru_utime - self._usage.ru_utime
+        self.system_s = after.ru_stime - self._usage.ru_stime
+
+
+def _child_report(clock: _Clock) -> dict[str, Any]:
     io = dict(
         line.split(": ") for line in Path("/proc/self/io").read_text().splitlines() if ": " in line
     )
     return {
-        "seconds": elapsed,
+        "seconds": clock.seconds,
+        "cpu_s": clock.user_s + clock.system_s,
+        "user_s": clock.user_s,
+        "system_s": clock.system_s,
         "peak_rss_mb": _peak_rss_kb() / 1024,
         "read_bytes": int(io.get("read_bytes", 0)),
         "write_bytes": int(io.get("write_bytes", 0)),
@@ -186,6 +203,7 @@ def child_main(argv: list[str]) -> None:
     """``scale.py _child OP ARGS``: run one operation, print its measurements as JSON."""
     op, *args = argv
     extra: dict[str, Any] = {}
+    clock = _Clock()
     if op == "apply":
         # Loaded before the clock starts, as in the long-running agent: the compiled kernels.
         import deltaroll.codec.kernels  # noqa: F401
@@ -193,41 +211,37 @@ def child_main(argv: list[str]) -> None:
         from deltaroll.checkpoint.state import make_durable
 
         weights, delta, reverse = Path(args[0]), Path(args[1]), args[2] == "reverse"
-        start = time.perf_counter()
+        clock.start()
         apply_delta(weights, delta, in_place=True, reverse=reverse, durable=False)
-        elapsed = time.perf_counter() - start
+        clock.stop()
         # What the agent does after the engine reloaded, off the pause path: the fsync of the
         # patched files, then the journal's removal.
-        start = time.perf_counter()
+        durable_start = time.perf_counter()
         make_durable(weights)
-        extra["durable_s"] = time.perf_counter() - start
+        extra["durable_s"] = time.perf_counter() - durable_start
     elif op == "diff":
         from deltaroll.checkpoint import diff_checkpoints
 
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        start = time.perf_counter()
+        # user_s against system_s says where the time goes: user code (hashing, diffing,
+        # compressing) against the kernel (copying pages out of the page cache, faults).
+        clock.start()
         diff_checkpoints(Path(args[0]), Path(args[1]), Path(args[2]))
-        elapsed = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        # Where the time goes: user code (hashing, diffing, compressing) against the kernel
-        # (copying pages out of the page cache, faulting in fresh memory).
-        extra["user_s"] = after.ru_utime - before.ru_utime
-        extra["system_s"] = after.ru_stime - before.ru_stime
+        clock.stop()
     elif op == "verify":
         from deltaroll.checkpoint import verify_checkpoint
 
-        start = time.perf_counter()
+        clock.start()
         report = verify_checkpoint(Path(args[0]), Path(args[1]), side="target")
-        elapsed = time.perf_counter() - start
+        clock.stop()
         if not report.matches:
             raise SystemExit(f"verify found problems: {report.problems}")
     elif op == "apply_out":
         import deltaroll.codec.kernels  # noqa: F401
         from deltaroll.checkpoint import apply_delta
 
-        start = time.perf_counter()
+        clock.start()
         apply_delta(Path(args[0]), Path(args[1]), out_dir=Path(args[2]))
-        elapsed = time.perf_counter() - start
+        clock.stop()
     elif op == "bare":
         weights, writes = Path(args[0]), Path(args[1])
         files = weight_files(weights)
@@ -241,17 +255,17 @@ def child_main(argv: list[str]) -> None:
             else (np.empty(0, np.int64), np.empty(0, np.uint16))
             for i in range(len(files))
         ]
-        start = time.perf_counter()
+        clock.start()
         for (file, offset, numel), (positions, values) in zip(files, arrays, strict=True):
             data = np.memmap(file, dtype=np.uint16, mode="r+", offset=offset, shape=(numel,))
             for first in range(0, positions.shape[0], STEP_WINDOW):
                 chunk = slice(first, first + STEP_WINDOW)
                 data[positions[chunk]] = values[chunk]
             del data
-        elapsed = time.perf_counter() - start
+        clock.stop()
     else:
         raise SystemExit(f"unknown op {op}")
-    print(json.dumps({**_child_report(elapsed), **extra}))
+    print(json.dumps({**_child_report(clock), **extra}))
 
 
 def measure(*args: str) -> dict[str, Any]:
@@ -330,6 +344,10 @@ def measure_point(work: Path, size_gb: float, changed: int, label: str) -> dict[
         "apply_warm_s": warm["seconds"],
         "apply_cold_s": cold_apply["seconds"] if cold_apply else None,
         "apply_warm_vs_bare": warm["seconds"] / bare["seconds"],
+        # The same in CPU seconds (every thread): steadier than wall time on a loaded machine.
+        "bare_write_cpu_s": bare["cpu_s"],
+        "apply_warm_cpu_s": warm["cpu_s"],
+        "apply_warm_cpu_vs_bare": warm["cpu_s"] / bare["cpu_s"],
         "apply_peak_rss_mb": max(r["peak_rss_mb"] for r in (first, warm, cold_apply) if r),
         "apply_warm_read_bytes": warm["read_bytes"],
         "apply_warm_rchar": warm["rchar"],

@@ -18,8 +18,10 @@ from deltaroll.checkpoint import (
     apply_delta,
     apply_inplace,
     diff_checkpoints,
+    journal,
     open_checkpoint,
     read_delta_manifest,
+    reader,
     state,
 )
 from deltaroll.checkpoint.errors import (
@@ -79,6 +81,27 @@ def test_second_apply_reads_only_the_changed_tensors(
     record = trusted_state(open_checkpoint(weights))
     assert record is not None and record.version == read_delta_manifest(d12).target_version
     assert record.durable  # the trust check made the patched files durable first
+
+
+def test_an_apply_reads_its_journal_once_and_each_header_once(
+    chain: tuple[Path, Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-version fixed cost: the journal is read once (it was three times: the bounds
+    check, the durability of the last apply, the apply), each weight file's header once (it
+    was up to four times), and the redo log just written is not read back whole to check."""
+    weights, v2, d01, d12 = chain
+    assert apply_delta(weights, d01, in_place=True, durable=False).changed  # journal left
+    loads = Counted(monkeypatch, journal.Journal, "load")
+    headers = Counted(monkeypatch, reader, "read_header")
+    log_read_back = Counted(monkeypatch, journal.Journal, "changes")
+    make_durable(weights)  # what the agent does once the engine reloaded
+    assert loads.calls == 1
+    loads.calls = headers.calls = 0
+    assert apply_delta(weights, d12, in_place=True).changed
+    assert loads.calls == 1
+    assert headers.calls == len(open_checkpoint(weights).weight_files)
+    assert log_read_back.calls == 0
+    assert tree_digest(weights) == tree_digest(v2)
 
 
 def test_reverse_apply_from_trusted_state_restores_the_base(

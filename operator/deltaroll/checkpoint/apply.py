@@ -15,8 +15,13 @@ from deltaroll.checkpoint.apply_out import apply_to_directory
 from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.checkpoint.bounds import check_claims, check_limits
 from deltaroll.checkpoint.digests import check_version_ids, checkpoint_digests, version_of
-from deltaroll.checkpoint.errors import CheckpointError, CorruptDeltaError, WrongBaseError
-from deltaroll.checkpoint.journal import Journal
+from deltaroll.checkpoint.errors import (
+    CheckpointError,
+    CorruptDeltaError,
+    InvalidCheckpointError,
+    WrongBaseError,
+)
+from deltaroll.checkpoint.journal import Journal, JournalState, exclusive_lock
 from deltaroll.checkpoint.manifest import DeltaManifest, read_delta_manifest
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.packs import PackReader
@@ -64,10 +69,43 @@ def apply_delta(
     """
     if (out_dir is None) == (not in_place):
         raise CheckpointError("choose exactly one of an output directory (-o) or --in-place")
+    if not in_place or base is None:
+        return _apply(base, delta_dir, manifest, out_dir, reverse, on_bytes, aux_policy, durable)
+    if not Path(base).exists():
+        raise InvalidCheckpointError(f"{base} does not exist: pass the checkpoint to patch")
+    # One in-place apply at a time; its journal is read once, under the lock, for the bounds
+    # and for the apply (a journal left by the last apply is finished first).
+    with exclusive_lock(Path(base)):
+        return _apply(
+            base,
+            delta_dir,
+            manifest,
+            out_dir,
+            reverse,
+            on_bytes,
+            aux_policy,
+            durable,
+            pending=Journal(Path(base)).load(),
+        )
+
+
+def _apply(
+    base: Path | None,
+    delta_dir: Path,
+    manifest: DeltaManifest | None,
+    out_dir: Path | None,
+    reverse: bool,
+    on_bytes: OnBytes | None,
+    aux_policy: AuxPolicy,
+    durable: bool,
+    *,
+    pending: JournalState | None = None,
+) -> ApplySummary:
+    in_place = out_dir is None
     if manifest is None:
         manifest = read_delta_manifest(Path(delta_dir))
     from_side: Side = "target" if reverse else "base"
-    check_bounds(manifest, from_side, base, out_dir, in_place=in_place)
+    check_bounds(manifest, from_side, base, out_dir, in_place=in_place, pending=pending)
     check_version_ids(manifest)
     objects = ObjectDir(Path(delta_dir))
     verify_objects(manifest, objects)
@@ -86,7 +124,7 @@ def apply_delta(
     if in_place:
         assert base is not None
         changed = apply_in_place(
-            manifest, payload, Path(base), from_side, on_bytes, durable=durable
+            manifest, payload, Path(base), from_side, on_bytes, durable=durable, pending=pending
         )
         output = Path(base)
     else:
@@ -111,11 +149,12 @@ def check_bounds(
     out_dir: Path | None,
     *,
     in_place: bool,
+    pending: JournalState | None = None,
 ) -> None:
     """Refuse, before anything is read, allocated or written, a delta whose claims its payload
     cannot hold or whose apply exceeds the memory budget or the free disk. An unfinished apply
-    of a refused delta (committed by an older Deltaroll) is not resumed into it."""
-    pending = Journal(Path(base)).load() if in_place and base is not None else None
+    of a refused delta (committed by an older Deltaroll; ``pending``, the checkpoint's journal)
+    is not resumed into it."""
     resuming = pending is not None and pending.manifest_digest == manifest.manifest_digest
     try:
         check_claims(manifest, other(from_side))

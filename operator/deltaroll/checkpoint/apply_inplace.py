@@ -54,11 +54,10 @@ from deltaroll.checkpoint.errors import (
     CheckpointError,
     CorruptDeltaError,
     InterruptedApplyError,
-    InvalidCheckpointError,
     WrongBaseError,
 )
 from deltaroll.checkpoint.header import read_header
-from deltaroll.checkpoint.journal import Journal, JournalState, exclusive_lock
+from deltaroll.checkpoint.journal import Journal, JournalState, LoggedValues
 from deltaroll.checkpoint.manifest import CheckpointLayout, DeltaManifest, WeightFileLayout
 from deltaroll.checkpoint.manifest_tensors import TensorEntry
 from deltaroll.checkpoint.materialize import write_to_side
@@ -72,7 +71,7 @@ from deltaroll.checkpoint.state import (
     finish_durably,
     forget_state,
     fsync_files,
-    make_durable,
+    make_pending_durable,
     mark_durable,
     record_side,
     record_state,
@@ -109,6 +108,7 @@ class _Apply:
     from_side: Side
     on_bytes: OnBytes | None
     durable: bool
+    pending: JournalState | None  # the journal as the caller read it under the lock
 
     @property
     def to_side(self) -> Side:
@@ -132,14 +132,15 @@ def apply_in_place(
     on_bytes: OnBytes | None = None,
     *,
     durable: bool = True,
+    pending: JournalState | None = None,
 ) -> bool:
     """Turn the checkpoint at ``path`` from ``from_side`` into the other side; False if it
     already was the other side (nothing changed). ``durable=False`` returns before the patched
-    files are fsynced, keeping the journal until :func:`make_durable` (see step 4 above)."""
-    if not path.exists():
-        raise InvalidCheckpointError(f"{path} does not exist: pass the checkpoint to patch")
-    with exclusive_lock(path):
-        return _apply_locked(_Apply(manifest, objects, path, from_side, on_bytes, durable))
+    files are fsynced, keeping the journal until :func:`make_durable` (see step 4 above).
+
+    The caller holds :func:`~deltaroll.checkpoint.journal.exclusive_lock` on ``path`` and
+    passes the journal it read under it as ``pending``."""
+    return _apply_locked(_Apply(manifest, objects, path, from_side, on_bytes, durable, pending))
 
 
 def _apply_locked(apply: _Apply) -> bool:
@@ -155,20 +156,20 @@ def _apply_locked(apply: _Apply) -> bool:
             "cannot be done in place: apply it with -o OUT_DIR"
         )
     direction: Literal["forward", "reverse"] = "forward" if apply.from_side == "base" else "reverse"
-    journal = Journal(path)
-    if journal.pending():
-        make_durable(path)  # the last apply finished and left this for later: done first
-    state = journal.load()
+    journal, state = Journal(path), apply.pending
+    if state is not None and make_pending_durable(path, state):
+        state = None  # the last apply finished and left this for later: done, journal gone
     plan = _plan(from_layout, to_layout)
     written = _written_files(apply, plan)
-    held: _Held | None = None
+    staged: _Staged | None = None
+    checkpoint: Checkpoint | None = None  # opened (headers parsed) once, unless resuming
     if state is None:
         journal.discard_leftovers()  # a staging a crash interrupted: nothing to resume
         checkpoint = open_checkpoint(path)
         if not _check_from_side(apply, checkpoint, from_version, to_version):
             return False
         try:
-            held = _stage(apply, journal, checkpoint, plan)
+            staged = _stage(apply, journal, checkpoint, plan)
         except DeltarollError:
             journal.discard_leftovers()  # refused: the checkpoint was not touched
             raise
@@ -195,10 +196,11 @@ def _apply_locked(apply: _Apply) -> bool:
             f"again to finish it first (journal: {journal.root})"
         )
     # Everything below is idempotent: a crash anywhere is finished by running the apply again.
-    _patch(apply, journal, _patched_tensors(apply, plan), held)
+    _patch(apply, journal, _patched_tensors(apply, plan, checkpoint), staged)
     crash_point("patched")
     _finish(apply, journal, plan)
-    record_side(apply.path, apply.manifest, apply.to_side)
+    same_files = checkpoint is not None and _keeps_files(apply, plan)
+    record_side(apply.path, apply.manifest, apply.to_side, checkpoint if same_files else None)
     # Without a record (a file system whose fingerprints prove nothing) no later step could
     # tell this apply finished: it is made durable now.
     if apply.durable or not fingerprints_trustworthy(path):
@@ -308,14 +310,16 @@ def _has_layout(checkpoint: Checkpoint, layout: CheckpointLayout, *, with_aux: b
 # Sparse tensors' new values, checked, kept from staging for the patching (dense ones never
 # are: they are as large as their tensors, and go through the log a window at a time).
 _Held = dict[str, CheckedChanges]
+# What staging hands the patching: the values held, or the redo log's records it just wrote.
+_Staged = _Held | list[LoggedValues]
 
 
-def _stage(apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan) -> _Held | None:
+def _stage(apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan) -> _Staged:
     """Build every rebuilt file in ``staged/`` and the redo log, from the untouched checkpoint.
 
-    Returns the new values too while every change is sparse and they fit
-    :data:`HELD_CHANGES_BYTES`, so the patching that follows in this process need not read the
-    log back; None otherwise."""
+    Returns what the patching that follows in this process writes: the new values themselves
+    while every change is sparse and they fit :data:`HELD_CHANGES_BYTES`, else the log's
+    records as written (read a range at a time, not checked against the log's digest again)."""
     entries = apply.entries
     journal.reset_staged()
     for file in plan.rebuilt:
@@ -359,7 +363,7 @@ def _stage(apply: _Apply, journal: Journal, checkpoint: Checkpoint, plan: _Plan)
                 if apply.on_bytes:
                     apply.on_bytes(ref.nbytes)
                 crash_point("tensor-staged", name)
-    return held
+    return held if held is not None else log.records
 
 
 # What the patching writes into one tensor: the whole tensor's new values, or new values at
@@ -368,15 +372,18 @@ _Writes = ValueSource | tuple[PositionCursor, ValueSource]
 
 
 def _patch(
-    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], held: _Held | None
+    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef], staged: _Staged | None
 ) -> None:
     """Write every new value of the redo log (or the same values, still held) into the
-    checkpoint; idempotent."""
-    writes = (
-        ((name, _held_writes(change)) for name, change in held.items())
-        if held is not None
-        else _logged_writes(apply, journal, tensors)
-    )
+    checkpoint; idempotent. Without ``staged`` (a resumed apply) the log is read from disk and
+    checked against its digest first."""
+    if isinstance(staged, dict):
+        writes: Iterator[tuple[str, _Writes]] = (
+            (name, _held_writes(change)) for name, change in staged.items()
+        )
+    else:
+        records = staged if staged is not None else journal.changes()
+        writes = _logged_writes(apply, journal.root, records, tensors)
     for name, write in writes:
         span = span_of(tensors[name])
         if isinstance(write, tuple):
@@ -396,11 +403,11 @@ def _held_writes(change: CheckedChanges) -> _Writes:
 
 
 def _logged_writes(
-    apply: _Apply, journal: Journal, tensors: dict[str, TensorRef]
+    apply: _Apply, log: Path, records: list[LoggedValues], tensors: dict[str, TensorRef]
 ) -> Iterator[tuple[str, _Writes]]:
     """The redo log's records, every one checked against the tensor and the entry it names
     before the first is written; the positions of a sparse record are its entry's payload's."""
-    records, entries = journal.changes(), apply.entries
+    entries = apply.entries
     for record in records:
         ref = tensors.get(record.tensor)
         entry = entries.get(record.tensor)
@@ -413,7 +420,7 @@ def _logged_writes(
             or entry.total_elements != ref.numel
         ):
             raise CheckpointError(
-                f"the redo log in {journal.root} names tensor {record.tensor!r}, which this "
+                f"the redo log in {log} names tensor {record.tensor!r}, which this "
                 "checkpoint or delta does not hold as recorded; restore the checkpoint from a "
                 "snapshot"
             )
@@ -425,10 +432,26 @@ def _logged_writes(
             yield record.tensor, (changes.positions(), record.read)
 
 
-def _patched_tensors(apply: _Apply, plan: _Plan) -> dict[str, TensorRef]:
-    """The tensors of the files patched in place, from those files' own headers: a resumed
-    apply may find the directory between layouts (shards renamed or removed, the index not yet
-    rewritten), which opening the whole checkpoint would refuse."""
+def _keeps_files(apply: _Apply, plan: _Plan) -> bool:
+    """Whether the apply left the same files (weight and auxiliary) under the same names: the
+    checkpoint opened before it then still lists them as they are."""
+    names = [{a.name for a in apply.layout(side).aux_files} for side in ("base", "target")]
+    return not plan.rebuilt and not plan.removed and names[0] == names[1]
+
+
+def _patched_tensors(
+    apply: _Apply, plan: _Plan, checkpoint: Checkpoint | None
+) -> dict[str, TensorRef]:
+    """The tensors of the files patched in place: from ``checkpoint`` when this apply opened it
+    (its headers were checked against the delta's layout), else from those files' own headers:
+    a resumed apply may find the directory between layouts (shards renamed or removed, the
+    index not yet rewritten), which opening the whole checkpoint would refuse."""
+    if checkpoint is not None:
+        patched = {file.name for file in plan.patched}
+        single = checkpoint.kind == "file"
+        return {
+            name: ref for name, ref in checkpoint.tensors.items() if single or ref.file in patched
+        }
     kind = apply.layout(apply.to_side).kind
     tensors: dict[str, TensorRef] = {}
     for file in plan.patched:

@@ -71,15 +71,21 @@ class LoggedValues:
 
 
 class ChangesWriter:
-    """Appends one record per tensor to the redo log, hashing as it goes."""
+    """Appends one record per tensor to the redo log, hashing as it goes; keeps the records it
+    wrote, so the process that wrote the log patches from it without reading it back whole to
+    check its digest (which guards a log a crash left behind, not one written a moment ago)."""
 
-    def __init__(self, f: IO[bytes]) -> None:
+    def __init__(self, f: IO[bytes], path: Path) -> None:
         self._f = f
+        self._path = path
         self._hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+        self._offset = 0
+        self.records: list[LoggedValues] = []
 
     def _write(self, data: bytes | memoryview) -> None:
         self._f.write(data)
         self._hasher.update(data)
+        self._offset += len(data)
 
     def add(self, tensor: str, values: np.ndarray, *, whole: bool) -> None:
         """Log a tensor's new values: the whole tensor, or one per position of its payload."""
@@ -94,7 +100,7 @@ class ChangesWriter:
             {"tensor": tensor, "dtype": np.dtype(dtype).str, "count": count, "whole": whole}
         ).encode()
         self._write(_META.pack(len(meta)) + meta)
-        written = 0
+        offset, written = self._offset, 0
         for chunk in chunks:
             if chunk.dtype != dtype or written + chunk.shape[0] > count:
                 raise ValueError(f"the values of {tensor!r} do not fit their record")
@@ -102,6 +108,7 @@ class ChangesWriter:
             written += chunk.shape[0]
         if written != count:
             raise ValueError(f"{tensor!r}: {written} values logged, {count} announced")
+        self.records.append(LoggedValues(tensor, np.dtype(dtype), count, whole, self._path, offset))
 
     def digest(self) -> bytes:
         return self._hasher.digest()
@@ -208,10 +215,11 @@ class Journal:
 
     @contextmanager
     def changes_writer(self) -> Iterator[ChangesWriter]:
-        """Write the redo log; it exists (complete and durable) only once the block ends."""
+        """Write the redo log; it exists (complete and durable) only once the block ends, at
+        the path its records name."""
         temp = self.root / ".changes.bin.tmp"
         with temp.open("wb") as f:
-            writer = ChangesWriter(f)
+            writer = ChangesWriter(f, self._changes)
             yield writer
             f.write(writer.digest())
             f.flush()

@@ -84,22 +84,29 @@ class PackReader:
     def digest(self, index: int) -> str:
         return self._refs[index].digest if 0 <= index < len(self._refs) else f"#{index}"
 
-    def read(self, blob: BlobRef) -> bytes:
+    def read(self, blob: BlobRef) -> bytes | bytearray:
+        """A blob's bytes. One that spans objects is read into a single buffer of its size
+        (not grown piece by piece and then copied: a dense payload is hundreds of MB)."""
         index, offset, length = blob
         if 0 <= index < len(self._refs) and offset + length <= self._refs[index].size:
             return _read_at(self.objects, self._refs[index], offset, length)  # no copy
-        out = bytearray()
-        while len(out) < length:
+        out = bytearray(length)
+        view, filled = memoryview(out), 0
+        while filled < length:
             if index >= len(self._refs):
                 raise CorruptDeltaError(f"blob {list(blob)} runs past the delta's last object")
             ref = self._refs[index]
-            want = min(length - len(out), ref.size - offset)
-            out += _read_at(self.objects, ref, offset, want)
+            want = min(length - filled, ref.size - offset)
+            _read_at(self.objects, ref, offset, want, into=view[filled : filled + want])
+            filled += want
             index, offset = index + 1, 0
-        return bytes(out)
+        return out
 
 
-def _read_at(objects: ObjectDir, ref: ObjectRef, offset: int, length: int) -> bytes:
+def _read_at(
+    objects: ObjectDir, ref: ObjectRef, offset: int, length: int, into: memoryview | None = None
+) -> bytes:
+    """``length`` bytes of an object from ``offset``; with ``into``, read there (b"" returned)."""
     path = objects.path(ref.digest)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -112,9 +119,13 @@ def _read_at(objects: ObjectDir, ref: ObjectRef, offset: int, length: int) -> by
             raise CorruptDeltaError(
                 f"object {ref.digest} in {objects.root} has the wrong size; fetch the delta again"
             )
-        data = os.pread(fd, length, offset)
+        if into is None:
+            data = os.pread(fd, length, offset)
+            got = len(data)
+        else:
+            data, got = b"", os.preadv(fd, [into], offset)
     finally:
         os.close(fd)
-    if len(data) != length:
+    if got != length:
         raise CorruptDeltaError(f"object {ref.digest} ended early; fetch the delta again")
     return data

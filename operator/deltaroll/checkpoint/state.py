@@ -34,7 +34,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deltaroll.checkpoint.crashpoints import crash_point
-from deltaroll.checkpoint.journal import Journal
+from deltaroll.checkpoint.journal import Journal, JournalState
 from deltaroll.checkpoint.manifest import DeltaManifest
 from deltaroll.checkpoint.reader import Checkpoint, open_checkpoint
 from deltaroll.checkpoint.staging import fsync_directory, fsync_path, write_file_atomically
@@ -180,14 +180,21 @@ def record_state(
     crash_point("state-recorded")
 
 
-def record_side(checkpoint_path: Path, manifest: DeltaManifest, side: Side) -> None:
+def record_side(
+    checkpoint_path: Path,
+    manifest: DeltaManifest,
+    side: Side,
+    checkpoint: Checkpoint | None = None,
+) -> None:
     """Vouch that the checkpoint just written or patched is ``side`` of ``manifest``: call only
-    when every byte came from a checked base and a checked delta."""
+    when every byte came from a checked base and a checked delta. ``checkpoint``: the same
+    checkpoint as opened before a patching that kept its files (its headers are not read
+    again)."""
     version, layout = manifest.version(side), manifest.layout(side)
     assert version is not None and layout is not None  # the side an apply produced
     tensors = manifest.tensors.digests(side)
     files = {aux.name: aux.digest for aux in layout.aux_files}
-    record_state(open_checkpoint(checkpoint_path), version, tensors, files)
+    record_state(checkpoint or open_checkpoint(checkpoint_path), version, tensors, files)
 
 
 def forget_state(checkpoint_path: Path) -> None:
@@ -277,10 +284,16 @@ def make_durable(checkpoint_path: Path, checkpoint: Checkpoint | None = None) ->
     what proves the apply finished. False if no record proves that or matches the files (an
     apply a crash interrupted: running it again finishes it), or write-back failed (then the
     record is removed and a journal stays, so the apply run again writes every value again)."""
+    return make_pending_durable(checkpoint_path, Journal(checkpoint_path).load(), checkpoint)
+
+
+def make_pending_durable(
+    checkpoint_path: Path, pending: JournalState | None, checkpoint: Checkpoint | None = None
+) -> bool:
+    """:func:`make_durable` with the journal the caller already read (under the apply's lock)."""
     state = load_state(checkpoint_path)
     if state is None:
         return False
-    pending = Journal(checkpoint_path).load()
     if pending is not None and pending.to_version != state.version:
         return False  # the record is the base's: the patching never finished
     checkpoint = checkpoint or open_checkpoint(checkpoint_path)

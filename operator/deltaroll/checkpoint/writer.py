@@ -25,7 +25,7 @@ def layout_header(
 ) -> SafetensorsHeader:
     """The stored header of ``layout`` (whose tensors are ``names``), checked against the
     manifest's tensors on ``side``."""
-    header = parse_header(objects.read(layout.header), source=f"the header of {layout.name}")
+    header = parse_header(bytes(objects.read(layout.header)), source=f"the header of {layout.name}")
     described = []
     for tensor in header.tensors:
         entry = entries.get(tensor.name)

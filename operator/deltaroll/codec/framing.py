@@ -24,6 +24,8 @@ from deltaroll.codec.errors import CodecError
 from deltaroll.codec.planes import from_planes, to_planes
 
 _CHECKSUM = struct.Struct("<Q")
+# A last section this large is turned into the payload where it lies (see PayloadWriter.finish).
+_BUILD_IN_PLACE_BYTES = 1 << 20
 _MAX_VARINT_BYTES = 10  # enough for any 64-bit value
 ELEMENT_DTYPES: dict[int, np.dtype] = {
     1: np.dtype(np.uint8),
@@ -56,7 +58,7 @@ class PayloadWriter:
     """Builds a payload: header, then integers and sections appended in order."""
 
     def __init__(self, header: Header) -> None:
-        self._parts: list[bytes] = [
+        self._parts: list[bytes | bytearray] = [
             bytes((header.format_id, header.width)),
             _varint(header.total_elements),
             _varint(header.changed_elements),
@@ -65,7 +67,7 @@ class PayloadWriter:
     def small_int(self, value: int) -> None:
         self._parts.append(_varint(value))
 
-    def section(self, data: bytes) -> None:
+    def section(self, data: bytes | bytearray) -> None:
         self._parts.append(_varint(len(data)))
         self._parts.append(data)
 
@@ -77,15 +79,24 @@ class PayloadWriter:
         """A stream whose byte planes the caller built (uint8): what :meth:`stream` writes."""
         self.section(compress(planes, level) if planes.size else b"")
 
-    def finish(self) -> bytes:
-        body = b"".join(self._parts)
+    def finish(self) -> bytes | bytearray:
+        """The payload. A large last section built in a bytearray (a dense frame: hundreds of
+        MB) becomes the payload itself, the header moved in front of it, rather than joined
+        into a second copy of it."""
+        *head, last = self._parts
+        self._parts = []
+        if isinstance(last, bytearray) and len(last) >= _BUILD_IN_PLACE_BYTES:
+            last[0:0] = b"".join(head)  # grows the buffer in place (realloc), one memmove
+            last += _CHECKSUM.pack(xxhash.xxh3_64_intdigest(last))
+            return last
+        body = b"".join([*head, last])
         return body + _CHECKSUM.pack(xxhash.xxh3_64_intdigest(body))
 
 
 class PayloadReader:
     """Reads a payload written by :class:`PayloadWriter`, checking every bound."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes | bytearray) -> None:
         view = memoryview(payload)
         if len(view) < 2 + _CHECKSUM.size:
             raise CodecError(

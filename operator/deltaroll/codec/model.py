@@ -24,7 +24,7 @@ class EncodedTensor:
     """
 
     kind: TensorKind
-    payload: bytes
+    payload: bytes | bytearray  # a bytearray when read from a delta in one buffer
     changed_elements: int
     total_elements: int
     #: BLAKE3 of the change set (see :mod:`deltaroll.codec.changes`); None when unchanged, and

@@ -83,7 +83,7 @@ class SparseEncoder:
         self._exception_ranks.append(np.flatnonzero(contexts == EXCEPTION_CONTEXT) + self._count)
         self._count += count
 
-    def payload(self, level: int) -> bytes:
+    def payload(self, level: int) -> bytes | bytearray:
         """The payload of every change added (emptying this encoder)."""
         writer = PayloadWriter(
             Header(FORMAT_SPARSE, self._dtype.itemsize, self._total, self._count)
