@@ -583,6 +583,26 @@ def test_pods_pulling_a_version_seed_among_themselves_not_waiting_for_idle_ones(
     ]
 
 
+def test_once_a_pod_serves_the_version_the_next_step_takes_it_from_there_not_the_bucket(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """The canary's next step: the canary serves v2, one more pod is told v2. Ranked among the
+    two, the newcomer would seed some objects from the bucket although the canary holds them
+    all; a pod that serves the version makes seeding needless (the demo's 50 % step pulled the
+    whole delta from the bucket again)."""
+    (canary,), steps, refs = holding(published, make_pod, "canary")
+    backend.downloads.clear()
+    pod = make_pod("next")
+    assert any("next" in seeders(r.digest, ["canary", "next"]) for r in refs)  # would seed
+    directory = StaticPeers({"canary": Peer("127.0.0.1", canary.server.port, "v2", "v2")})
+    fetcher = pod.fetcher(directory)
+    with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+        assert moved.bucket_objects == 0 and moved.peer_bytes == sum(r.size for r in refs)
+    assert not backend.downloads  # nothing from the bucket
+    assert not any(fetcher.seeds(r.digest, "v2") for r in refs)
+    assert_all_verified(pod.store, refs)
+
+
 def test_a_failed_peer_listing_waits_for_the_peers_instead_of_seeding_everything(
     published: Published, make_pod: Any, backend: CountingBackend
 ) -> None:

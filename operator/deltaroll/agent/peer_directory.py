@@ -1,15 +1,17 @@
 """Which peers serve objects right now: the pods of the agent's ModelDeployment, from the API.
 
-A peer is a pod of the agent's namespace that matches the ModelDeployment's selector, is
-Running and not being deleted, and whose agent wrote the
+A peer is a pod of the agent's namespace that matches the ModelDeployment's selector, is Running
+and not being deleted, and whose agent wrote the
 :data:`~deltaroll.api.annotations.POD_PEER_PORT` annotation; its address is ``status.podIP``,
 and the version it is told to serve (:data:`~deltaroll.api.annotations.POD_VERSION`) says
-whether it pulls the same objects. The same listing names the *members* (every pod of the
-selector), the only pods whose agents the peer server serves. One list call (RBAC: pods
-``list``, read-only), remembered for ``refresh_s``: a fleet of agents polling for objects costs
-the API server one request per agent per few seconds. When a list fails, the last good one
-stands for ``stale_s``; with none, :meth:`PodPeers.live` says so (None) rather than "alone", so
-an agent does not seed every object because the API server hiccuped.
+whether it pulls the same objects, the one its agent reports serving
+(:data:`~deltaroll.api.annotations.POD_CURRENT_VERSION`) whether it holds them all already. The
+same listing names the *members* (every pod of the selector), the only pods whose agents the
+peer server serves. One list call (RBAC: pods ``list``, read-only), remembered for
+``refresh_s``: a fleet of agents polling for objects costs the API server one request per agent
+per few seconds. When a list fails, the last good one stands for ``stale_s``; with none,
+:meth:`PodPeers.live` says so (None) rather than "alone", so an agent does not seed every object
+because the API server hiccuped.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from deltaroll.api.annotations import POD_PEER_PORT, POD_VERSION
+from deltaroll.api.annotations import POD_CURRENT_VERSION, POD_PEER_PORT, POD_VERSION
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +36,13 @@ RELIST_UNKNOWN_S = 0.5
 
 @dataclass(frozen=True)
 class Peer:
-    """Where one peer agent serves its objects, and the version it is told to serve."""
+    """Where one peer agent serves its objects, the version it is told to serve and the one
+    it serves."""
 
     host: str
     port: int
     wants: str | None = None
+    serves: str | None = None
 
 
 class PeerDirectory(Protocol):
@@ -143,5 +147,6 @@ def peer_of(pod: Any) -> Peer | None:
         address = ipaddress.ip_address(status.pod_ip or "")
     except ValueError:
         return None
-    wants = (meta.annotations or {}).get(POD_VERSION) or None
-    return Peer(str(address), int(raw_port), wants)
+    annotations = meta.annotations or {}
+    wants = annotations.get(POD_VERSION) or None
+    return Peer(str(address), int(raw_port), wants, annotations.get(POD_CURRENT_VERSION) or None)

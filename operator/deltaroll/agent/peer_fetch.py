@@ -4,9 +4,10 @@ For each object the agent either seeds it (it ranks among the first ``seeders`` 
 want the same version, :func:`deltaroll.api.peers.seeders`: it fetches from the bucket) or waits
 for it: on each poll it takes the object from its node's cache if that holds it by now (no link
 crossed at all), else asks the peers, in the rank every agent agrees on (seeders first, then
-pods that hold other versions). Pods told to serve another version are never counted as
-seeders: in a canary step the pulling pods seed among themselves instead of waiting for idle
-ones. A peer's bytes go to the cache's staging area, at most the object's size, and enter the
+pods that hold other versions). Pods told to serve another version are never counted as seeders:
+in a canary step the pulling pods seed among themselves instead of waiting for idle ones; and
+once a pod reports serving the version (a canary's later steps), nobody seeds: it holds every
+object. A peer's bytes go to the cache's staging area, at most the object's size, and enter the
 cache only if their sha256 is the object's name; a peer that sent wrong bytes is not asked again
 in this pull. A peer that is gone, silent for ``timeout_s``, cut off mid-object or refusing this
 agent's token is skipped; when nothing served the object within ``wait_s``, or this agent has
@@ -96,6 +97,8 @@ class PeerFetcher:
         return sum(from_peers), left
 
     def _is_seeder(self, digest: str, peers: dict[str, Peer], wanted: str | None) -> bool:
+        if wanted is not None and any(peer.serves == wanted for peer in peers.values()):
+            return False  # a pod serves it already and holds its objects (else: wait, bucket)
         pulling = [name for name, peer in peers.items() if wanted is None or peer.wants == wanted]
         return self.own_name in rank(digest, [*pulling, self.own_name])[: self.seeders]
 
