@@ -203,6 +203,13 @@ def test_status_watch_shows_each_change_until_ctrl_c(cluster: RunningSandbox, cu
         )
         wait_for(lambda: seen[-1]["phase"] == "Paused", what="the new phase")
     finally:
+        # the signal state it runs with, should it not end (it once hung under pytest-xdist)
+        state = Path(f"/proc/{watcher.pid}/status").read_text() if watcher.poll() is None else ""
         watcher.send_signal(signal.SIGINT)
-        _, stderr = watcher.communicate(timeout=30)
+        try:
+            _, stderr = watcher.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            masks = [line for line in state.splitlines() if line.startswith("Sig")]
+            raise AssertionError(f"--watch did not end on SIGINT; {masks}") from None
     assert watcher.returncode == 0 and stderr == ""

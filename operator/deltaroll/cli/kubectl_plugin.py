@@ -193,6 +193,7 @@ def status(
         return
     from deltaroll.cli.follow import follow
 
+    _take_ctrl_c()
     shown = None
     try:
         for body, pods in follow(api, core, namespace, name, selector):
@@ -203,6 +204,16 @@ def status(
                 shown = text
     except KeyboardInterrupt:
         return  # the way out of --watch, not an error
+
+
+def _take_ctrl_c() -> None:
+    """Ctrl-C ends ``--watch`` even when the parent left SIGINT ignored or blocked (a test
+    runner's worker, a script's background job): kubectl's own ``--watch`` takes it the same
+    way (Go's signal.Notify installs a handler over an inherited ignore)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _pod_selector(body: dict[str, Any]) -> str | None:
