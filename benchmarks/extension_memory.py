@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from source_tree import operator_tree
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "model.embed_tokens.weight"
 WIDTH = 4096
@@ -108,15 +110,6 @@ def build(workdir: Path, elements: int) -> dict[str, Any]:
     return {"elements": rows * WIDTH, "tensor_bytes": rows * WIDTH * 2, "kinds": kinds}
 
 
-def baseline_tree(ref: str, into: Path) -> Path:
-    """The ``operator`` directory of ``ref``, extracted from this repository."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref, "operator"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into / "operator"
-
-
 def run_child(workdir: Path, operator_dir: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=f"{operator_dir}{os.pathsep}{REPO / 'benchmarks'}")
     env |= {"OMP_NUM_THREADS": "1"}
@@ -141,7 +134,7 @@ def main() -> None:
         setup = build(workdir, int(args.elements))
         (workdir / "baseline").mkdir()
         sides = {
-            "baseline": run_child(workdir, baseline_tree(args.baseline_ref, workdir / "baseline")),
+            "baseline": run_child(workdir, operator_tree(args.baseline_ref, workdir / "baseline")),
             "this": run_child(workdir, REPO / "operator"),
         }
     per_element = {

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from source_tree import operator_tree
+
 REPO = Path(__file__).resolve().parents[1]
 V1_REF = "0b2162e^"
 MODEL = "big"
@@ -45,16 +47,6 @@ if sys.argv[2] == "rebuild":
 result = upgrade.upgrade_model(Store("file://" + sys.argv[1]), "big")
 assert len(result.versions) == 2, result
 """
-
-
-def extract(ref: str, into: Path) -> Path:
-    """The ``operator`` tree of ``ref``, for PYTHONPATH."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref, "operator"], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into / "operator"
 
 
 def write_checkpoints(work: Path, mib: int) -> tuple[Path, Path]:
@@ -112,9 +104,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="upgrade-memory-") as tmp:
         work = Path(tmp)
         step0, step1 = write_checkpoints(work, args.mib)
-        store = v1_store(work, extract(V1_REF, work / "v1"), step0, step1)
+        store = v1_store(work, operator_tree(V1_REF, work / "v1"), step0, step1)
         shutil.rmtree(step0), shutil.rmtree(step1)
-        trees = {"baseline": extract(args.baseline_ref, work / "baseline"),
+        trees = {"baseline": operator_tree(args.baseline_ref, work / "baseline"),
                  "this": REPO / "operator"}  # fmt: skip
         peaks = {
             (tree, mode): peak_rss_mib(code, store, mode, work)

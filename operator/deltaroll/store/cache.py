@@ -102,11 +102,17 @@ class ObjectCache:
         """The file of ``digest`` opened (no link followed) and known to hold its bytes, at its
         start, or None (a torn or wrong file is removed); hashed once per file identity, so a
         server reading an object for many clients hashes it once, and again only if it changed."""
-        path = self.path(digest)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            return self._open_checked(digest)
         except FileNotFoundError:
             return None
+
+    def _open_checked(self, digest: str) -> BinaryIO | None:
+        """:meth:`open_verified`, raising FileNotFoundError when there is no file at all."""
+        try:
+            fd = os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise
         except OSError:  # a link or something else that is not our file
             self._discard(digest, None)
             return None
@@ -190,33 +196,21 @@ class ObjectCache:
         or a copy from it when the filesystem cannot link. :class:`ObjectCacheError` when the
         file is not the object any more (it is removed: fetch again) or is missing."""
         try:
-            fd = os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+            handle = self._open_checked(digest)
         except FileNotFoundError as exc:
             raise ObjectCacheError(
                 f"{self.path(digest)}: the cached object is missing (removed since it was "
                 "fetched, by hand or by a process that did not hold it); nothing was applied: "
                 "run again to fetch it"
             ) from exc
-        except OSError as exc:
-            self._discard(digest, None)
-            raise _changed(digest, self.root) from exc
-        try:
-            info = os.fstat(fd)
-            identity = _identity(info)
-            good = stat.S_ISREG(info.st_mode) and (
-                _VERIFIED.known(identity, digest) or _sha256(fd) == digest
-            )
-            if not good:
-                self._discard(digest, identity)
-                raise _changed(digest, self.root)
-            _VERIFIED.remember(identity, digest)
+        if handle is None:
+            raise _changed(digest, self.root)
+        with handle:
             dest.unlink(missing_ok=True)
             try:
-                _link_open_file(fd, dest)
+                _link_open_file(handle.fileno(), dest)
             except OSError:
-                _copy_from(fd, dest)
-        finally:
-            os.close(fd)
+                _copy_from(handle.fileno(), dest)
 
     def hold(self, digests: Iterable[str]) -> None:
         """Name ``digests`` in this process's lease: no prune (by any process) removes them
