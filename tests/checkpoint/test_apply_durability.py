@@ -34,7 +34,7 @@ SHARDS = 4
 
 @dataclass(frozen=True)
 class Event:
-    call: str  # "fsync", "unlink" or "open-for-write"
+    call: str  # "fsync", "unlink", "open-for-write" or "rename" (path: where to)
     path: str
 
 
@@ -44,6 +44,7 @@ class Recorder:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.events: list[Event] = []
         real_fsync, real_unlink, real_open = os.fsync, os.unlink, os.open
+        real_replace = os.replace
 
         def fsync(fd: int) -> None:
             self.events.append(Event("fsync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -58,7 +59,12 @@ class Recorder:
                 self.events.append(Event("open-for-write", os.fspath(path)))
             return real_open(path, flags, *args, **kw)  # type: ignore[arg-type]
 
+        def replace(source: str | os.PathLike[str], to: str | os.PathLike[str]) -> None:
+            self.events.append(Event("rename", os.fspath(to)))
+            real_replace(source, to)
+
         monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
         monkeypatch.setattr(os, "unlink", unlink)
         monkeypatch.setattr(os, "open", open_)
 
@@ -117,8 +123,10 @@ def _check_order(recorder: Recorder, weights: Path) -> None:
     unlinked = recorder.first("unlink", _is_commit_record)
     synced_after = [i for i in recorder.indices("fsync", written) if writes[-1] < i < unlinked]
     assert synced_after, "the journal went before the patched file was fsynced"
-    directory = recorder.indices("fsync", weights)  # its entries, after any rename
-    assert any(writes[-1] < i < unlinked for i in directory)
+    # Nothing was renamed into the checkpoint's folder or removed from it: no fsync of the
+    # folder (it waits for a journal commit of the whole file system).
+    assert not recorder.indices("rename", weights / "config.json")
+    assert not [i for i in recorder.indices("fsync", weights) if writes[-1] < i < unlinked]
     for untouched in (0, 2, 3):  # O(files written): no fsync of a shard that did not change
         assert not recorder.indices("fsync", _shard(weights, untouched))
 
@@ -134,6 +142,31 @@ def test_journal_goes_only_after_the_patched_file_is_durable(
     assert not Journal(weights).root.exists()
     assert TrustedState.model_validate_json(state_path(weights).read_bytes()).durable
     assert tree_digest(weights) == tree_digest(target)
+
+
+def test_a_renamed_in_file_is_durable_before_the_journal_goes(
+    pair: tuple[Path, Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delta that also changes an auxiliary file renames it in after the patching: the
+    folder is fsynced after that rename and before the journal's commit record goes."""
+    weights, target, _, _ = pair
+    diff_checkpoints(weights, _with_config(target, tmp_path / "v1c"), tmp_path / "d01c")
+    recorder = Recorder(monkeypatch)
+    assert apply_delta(weights, tmp_path / "d01c", in_place=True).changed
+    monkeypatch.undo()
+    renamed = recorder.indices("rename", weights / "config.json")
+    unlinked = recorder.first("unlink", _is_commit_record)
+    assert renamed and renamed[-1] < unlinked
+    assert [i for i in recorder.indices("fsync", weights) if renamed[-1] < i < unlinked]
+    assert tree_digest(weights) == tree_digest(tmp_path / "v1c")
+
+
+def _with_config(checkpoint: Path, to: Path) -> Path:
+    """A copy of ``checkpoint`` with another config.json."""
+    tensors = read_tensors(checkpoint)
+    return write_checkpoint(
+        to, tensors, layout="sharded", shards=SHARDS, config={"model_type": "tinylm", "v": 2}
+    )
 
 
 def test_deferred_apply_keeps_its_journal_until_make_durable(
