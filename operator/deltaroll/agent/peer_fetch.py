@@ -41,8 +41,10 @@ log = structlog.get_logger(__name__)
 
 _BLOCK = 256 << 10
 POLL_S = 0.25
-#: The longest one request waits at one peer, or at the node cache, for an object.
-WAIT_S = 5.0
+#: The longest one request waits at one peer, or at the node cache, for an object: a newer
+#: annotation (a superseded pull) is noticed within it; one request per object per wait stays
+#: cheap next to the four rounds a second over every peer that polling made.
+WAIT_S = 2.0
 PEER_WORKERS = 4
 
 
