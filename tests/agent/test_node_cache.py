@@ -318,6 +318,16 @@ def test_when_the_node_is_full_the_namespace_holding_the_most_gives_way(tmp_path
     assert (budget.held("a"), budget.held("b"), budget.held("c"), budget.total) == (30, 30, 20, 80)
 
 
+def peeking_agent(
+    tmp_path: Path, daemon: Daemon, store: CountingStore
+) -> tuple[NodeCacheClient, ObjectCache]:
+    """A non-seeder's node cache client and own cache (token tok-a1)."""
+    home = tmp_path / "peek"
+    home.mkdir()
+    (home / "token").write_text("tok-a1")
+    return NodeCacheClient(daemon.url, home / "token", store.uri), ObjectCache(home / "cache")
+
+
 def test_a_peek_takes_no_lease_and_a_hit_is_hashed_once_by_the_agent(
     tmp_path, daemon, store, monkeypatch
 ):
@@ -325,11 +335,7 @@ def test_a_peek_takes_no_lease_and_a_hit_is_hashed_once_by_the_agent(
     fill lease each time. A hit is hashed by the agent as it arrives, and not again on commit;
     the daemon sends a file it hashed when it entered without hashing it again."""
     ref = store.put(os.urandom(70_000))
-    home = tmp_path / "peek"
-    home.mkdir()
-    (home / "token").write_text("tok-a1")
-    client = NodeCacheClient(daemon.url, home / "token", store.uri)
-    cache = ObjectCache(home / "cache")
+    client, cache = peeking_agent(tmp_path, daemon, store)
     assert client.take(ref, cache.staging_path(ref.digest)) is None
     assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 0
     agent_pull(tmp_path, daemon, store, "tok-a2", [ref])  # a2 fills it: one lease
@@ -342,3 +348,30 @@ def test_a_peek_takes_no_lease_and_a_hit_is_hashed_once_by_the_agent(
     assert hashed is not None and cache.commit(ref.digest, staged, hashed=hashed) == ref.digest
     assert files_hashed == []
     assert daemon.metric("deltaroll_node_cache_served_bytes_total") == ref.size
+
+
+def test_a_peek_waits_for_a_fill_under_way_and_gets_the_object_as_it_lands(tmp_path, daemon, store):
+    """A non-seeder whose node is filling the object takes it as the fill lands, not after
+    polling (each poll answered 409 at once, the CPU going to the polls); a peek with no fill
+    under way still answers at once, with no lease taken."""
+    ref = store.put(os.urandom(120_000))
+    client, cache = peeking_agent(tmp_path, daemon, store)
+    assert client.take(ref, cache.staging_path(ref.digest), wait_s=5.0) is None  # no fill
+    assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 0
+    store.hold.clear()  # a2's fill stays under way until released
+    filler = threading.Thread(target=agent_pull, args=(tmp_path, daemon, store, "tok-a2", [ref]))
+    filler.start()
+    assert store.started.wait(10)
+    staged = cache.staging_path(ref.digest)
+    taken: list[Any] = []
+    peek = threading.Thread(target=lambda: taken.append(client.take(ref, staged, wait_s=20.0)))
+    peek.start()
+    peek.join(0.5)
+    assert peek.is_alive()  # waiting on the fill, not answered "busy"
+    store.hold.set()
+    filler.join(30)
+    peek.join(30)
+    assert taken and taken[0] is not None
+    assert cache.commit(ref.digest, staged, hashed=taken[0]) == ref.digest
+    assert daemon.metric("deltaroll_node_cache_refused_total", reason="busy") == 0
+    assert store.downloads == [keys.object_key(MODEL, ref.digest)]

@@ -33,7 +33,16 @@ from deltaroll.agent.pod_tokens import TokenAuthenticator
 from deltaroll.agent.throttle import TokenBucket
 from deltaroll.api.agent_access import POD_NAME_EXTRA, POD_UID_EXTRA
 from deltaroll.api.annotations import POD_PEER_PORT
-from deltaroll.api.peers import AUDIENCE, object_path, parse_object_path, rank, seeders
+from deltaroll.api.peers import (
+    AUDIENCE,
+    MAX_WAIT_S,
+    WAIT_HEADER,
+    object_path,
+    parse_object_path,
+    parse_wait,
+    rank,
+    seeders,
+)
 from deltaroll.store import Store, TransientStoreError
 from deltaroll.store.backends import open_backend
 from deltaroll.store.cache import file_sha256
@@ -41,6 +50,7 @@ from deltaroll.store.graph import Step
 from deltaroll.store.manifests import ObjectRef
 from deltaroll.store.node_cache import NodeCacheClient
 from deltaroll.store.uri import parse_store_uri
+from fixtures.polling import wait_for
 
 
 class CountingBackend:
@@ -601,6 +611,65 @@ def test_once_a_pod_serves_the_version_the_next_step_takes_it_from_there_not_the
     assert not backend.downloads  # nothing from the bucket
     assert not any(fetcher.seeds(r.digest, "v2") for r in refs)
     assert_all_verified(pod.store, refs)
+
+
+def test_a_non_seeder_waits_at_a_pulling_peer_and_gets_each_object_when_it_lands(
+    published: Published, make_pod: Any, backend: CountingBackend, fleet: StaticPeers
+) -> None:
+    """While the seeder fetches, the others do not poll it (in a fleet every poll is a
+    connection, a token check and a 404 from each pod, on the CPUs the fetch needs): each
+    object is asked for once, and the answer comes as the seeder commits it."""
+    seeder = make_pod("seeder")
+    steps = v2_steps(published, seeder.store)
+    refs = plan_objects(steps)
+    pod = make_pod(leecher_name([r.digest for r in refs], ["seeder"], 1))
+    asked: list[str] = []
+    member = fleet.member
+    fleet.member = lambda name: asked.append(name) or member(name)  # type: ignore[method-assign]
+    fetcher = pod.fetcher(StaticPeers({"seeder": Peer("127.0.0.1", seeder.server.port, "v2")}),
+                          seeders=1)  # fmt: skip
+    moved: list[Any] = []
+
+    def pull() -> None:
+        with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as result:
+            moved.append(result)
+
+    puller = threading.Thread(target=pull)
+    puller.start()
+    wait_for(lambda: len(asked) == len(refs), timeout=4, what="the pod asked for each object")
+    puller.join(1.0)  # the seeder is slow to start: a poll every 0.25 s would ask again
+    assert puller.is_alive() and asked == [pod.name] * len(refs)
+    with fetched_objects(seeder.store, MODEL, steps, peers=seeder.fetcher(StaticPeers({}))):
+        pass
+    puller.join(10)
+    assert moved and moved[0].peer_bytes == sum(r.size for r in refs)
+    assert moved[0].bucket_bytes == 0 and set(backend.downloads.values()) == {1}
+    # one request per object (a second if the first's wait ran out first), no polling
+    assert len(asked) <= 2 * len(refs)
+    assert seeder.metrics.peer_requests.labels("served")._value.get() == len(refs)
+    assert_all_verified(pod.store, refs)
+
+
+def test_a_wait_that_is_not_a_number_of_seconds_is_refused_by_name(
+    published: Published, make_pod: Any
+) -> None:
+    seeder = make_pod("seeder")
+    ref = plan_objects(v2_steps(published, seeder.store))[0]
+
+    def get(wait: str) -> tuple[int, str]:
+        connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
+        headers = {"Authorization": f"Bearer {TENANT}/seeder", WAIT_HEADER: wait}
+        connection.request("GET", object_path(MODEL, ref.digest), headers=headers)
+        response = connection.getresponse()
+        body = response.read().decode()
+        connection.close()
+        return response.status, body
+
+    for wait in ("nan", "inf", "-1", "soon"):
+        status, body = get(wait)
+        assert status == 400 and WAIT_HEADER in body, wait
+    assert get("0.1")[0] == 404  # not held, and still not after the wait
+    assert parse_wait("1e9") == MAX_WAIT_S and parse_wait(None) == 0.0
 
 
 def test_a_failed_peer_listing_waits_for_the_peers_instead_of_seeding_everything(

@@ -57,6 +57,13 @@ class AgentMetrics:
             "not vouch for, or a pod of another namespace or ModelDeployment.",
             registry=self.registry,
         )
+        self.peer_requests = Counter(
+            "deltaroll_agent_peer_requests",
+            "Requests to this agent's peer server, by answer: served, missing (404, after any "
+            "wait the request asked for), busy (503), refused (401/403), bad (400).",
+            ["answer"],
+            registry=self.registry,
+        )
         self.served_bytes = Counter(
             "deltaroll_agent_served_bytes",
             "Bytes of verified objects this agent served to peer agents.",

@@ -2,17 +2,20 @@
 
 For each object the agent either seeds it (it ranks among the first ``seeders`` of the pods that
 want the same version, :func:`deltaroll.api.peers.seeders`: it fetches from the bucket) or waits
-for it: on each poll it takes the object from its node's cache if that holds it by now (no link
-crossed at all), else asks the peers, in the rank every agent agrees on (seeders first, then
-pods that hold other versions). Pods told to serve another version are never counted as seeders:
-in a canary step the pulling pods seed among themselves instead of waiting for idle ones; and
-once a pod reports serving the version (a canary's later steps), nobody seeds: it holds every
-object. A peer's bytes go to the cache's staging area, at most the object's size, and enter the
-cache only if their sha256 is the object's name; a peer that sent wrong bytes is not asked again
-in this pull. A peer that is gone, silent for ``timeout_s``, cut off mid-object or refusing this
-agent's token is skipped; when nothing served the object within ``wait_s``, or this agent has
-become a seeder (one left), the object is left to the bucket (through the node cache's fill
-lease: once per node). Each request carries the agent's pod-bound token for the peers' audience.
+for it: it takes the object from its node's cache if that holds it (no link crossed at all), or
+once the fill another agent of the node has under way lands, else asks the peers, in the rank
+every agent agrees on (seeders first, then pods that hold other versions); a peer pulling the
+same version is asked to answer when it holds the object (a few seconds at most), so the object
+moves as soon as it lands, and no fleet of waiting agents polls the seeders while they fetch.
+Pods told to serve another version are never counted as seeders: in a canary step the pulling
+pods seed among themselves instead of waiting for idle ones; and once a pod reports serving the
+version (a canary's later steps), nobody seeds: it holds every object. A peer's bytes go to the
+cache's staging area, at most the object's size, and enter the cache only if their sha256 is the
+object's name; a peer that sent wrong bytes is not asked again in this pull. A peer that is
+gone, silent for ``timeout_s``, cut off mid-object or refusing this agent's token is skipped;
+when nothing served the object within ``wait_s``, or this agent has become a seeder (one left),
+the object is left to the bucket (through the node cache's fill lease: once per node). Each
+request carries the agent's pod-bound token for the peers' audience.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import structlog
 
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, PeerDirectory
-from deltaroll.api.peers import DEFAULT_SEEDERS, object_path, rank
+from deltaroll.api.peers import DEFAULT_SEEDERS, MAX_WAIT_S, WAIT_HEADER, object_path, rank
 from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.cache import ObjectCache
 from deltaroll.store.manifests import ObjectRef
@@ -38,6 +41,10 @@ log = structlog.get_logger(__name__)
 
 _BLOCK = 256 << 10
 POLL_S = 0.25
+#: The longest one request waits at one peer, or at the node cache, for an object: a newer
+#: annotation (a superseded pull) is noticed within it; one request per object per wait stays
+#: cheap next to the four rounds a second over every peer that polling made.
+WAIT_S = 2.0
 PEER_WORKERS = 4
 
 
@@ -114,16 +121,21 @@ class PeerFetcher:
         or None (left to the bucket)."""
         deadline = self.clock() + self.wait_s
         while not (should_stop is not None and should_stop()):
+            started = self.clock()
             if cache.verified(ref.digest):  # another agent sharing the cache brought it
                 return _Outcome.NOT_THERE
-            if node_cache is not None and _from_node(node_cache, ref, cache):
+            # a fill under way on the node is waited for; with none the answer comes at once
+            if node_cache is not None and _from_node(node_cache, ref, cache, self._wait(deadline)):
                 return _Outcome.NOT_THERE
             peers = self.directory.live()
             if peers is not None:
                 if self._is_seeder(ref.digest, peers, wanted):
                     return None  # a seeder left (or none was listed before): it seeds it now
                 for name in self._order(ref.digest, peers, wanted):
-                    outcome = self._get(name, peers[name], ref, cache)
+                    # a peer pulling the same version will hold it: it answers when it does
+                    pulling = wanted is not None and peers[name].wants == wanted
+                    wait_s = self._wait(deadline) if pulling else 0.0
+                    outcome = self._get(name, peers[name], ref, cache, wait_s)
                     if outcome is _Outcome.RECEIVED:
                         return outcome
                     if outcome is _Outcome.WRONG:
@@ -131,8 +143,13 @@ class PeerFetcher:
             if self.clock() >= deadline:
                 log.info("agent.peers_too_slow", digest=ref.digest, waited_s=self.wait_s)
                 return None
-            self.sleep(POLL_S)
+            self.sleep(max(0.0, POLL_S - (self.clock() - started)))  # none if a wait ran
         return None
+
+    def _wait(self, deadline: float) -> float:
+        """How long one request may wait for the object: a few seconds, so that a seeder that
+        left, a newer annotation or the deadline is noticed in time."""
+        return max(0.0, min(WAIT_S, MAX_WAIT_S, deadline - self.clock()))
 
     def _order(self, digest: str, peers: dict[str, Peer], wanted: str | None) -> list[str]:
         """Peers to ask: those pulling ``wanted`` (seeders first), then the others (they may
@@ -146,11 +163,15 @@ class PeerFetcher:
             return {}
         return {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
 
-    def _get(self, name: str, peer: Peer, ref: ObjectRef, cache: ObjectCache) -> _Outcome:
+    def _get(
+        self, name: str, peer: Peer, ref: ObjectRef, cache: ObjectCache, wait_s: float
+    ) -> _Outcome:
         staged = cache.staging_path(ref.digest)
-        connection = http.client.HTTPConnection(peer.host, peer.port, timeout=self.timeout_s)
+        timeout = self.timeout_s + wait_s
+        connection = http.client.HTTPConnection(peer.host, peer.port, timeout=timeout)
+        headers = self._headers() | ({WAIT_HEADER: f"{wait_s:.3f}"} if wait_s > 0 else {})
         try:
-            connection.request("GET", object_path(self.model, ref.digest), headers=self._headers())
+            connection.request("GET", object_path(self.model, ref.digest), headers=headers)
             response = connection.getresponse()
             if response.status in (401, 403):
                 reason = response.read(4096).decode(errors="replace")
@@ -183,11 +204,14 @@ class PeerFetcher:
         return _Outcome.RECEIVED
 
 
-def _from_node(node_cache: NodeCacheClient, ref: ObjectRef, cache: ObjectCache) -> bool:
-    """Take ``ref`` into ``cache`` if the node cache holds it now (a peek: no fill lease)."""
+def _from_node(
+    node_cache: NodeCacheClient, ref: ObjectRef, cache: ObjectCache, wait_s: float
+) -> bool:
+    """Take ``ref`` into ``cache`` if the node cache holds it now or once another agent's fill
+    under way lands within ``wait_s`` (a peek: no fill lease)."""
     staged = cache.staging_path(ref.digest)
     try:
-        hashed = node_cache.take(ref, staged)
+        hashed = node_cache.take(ref, staged, wait_s)
         return hashed is not None and cache.commit(ref.digest, staged, hashed=hashed) == ref.digest
     finally:
         staged.unlink(missing_ok=True)

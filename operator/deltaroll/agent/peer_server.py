@@ -6,7 +6,9 @@ pod-bound token for :data:`~deltaroll.api.peers.AUDIENCE`: 401 without one, 403 
 server vouches (TokenReview, :mod:`.pod_tokens`) that it is a pod of this agent's namespace and
 ModelDeployment (the peer listing's members); then 200 with the bytes of an object this agent's
 cache holds verified (hashed once per file, as the agent's own reads are), 404 for anything
-else, 503 while it already serves ``max_peers`` peers. Every response is sent
+else, 503 while it already serves ``max_peers`` peers. A request that may wait
+(:data:`~deltaroll.api.peers.WAIT_HEADER`) for an object not held yet is answered when the
+agent commits it, woken by the commit, not by polling. Every response is sent
 through one :class:`~deltaroll.agent.throttle.TokenBucket`, so serving never takes more of the
 pod's network or disk than allowed, whatever the number of peers. The server reads nothing but
 the cache scope of the agent's own store and model, and never writes.
@@ -27,7 +29,7 @@ from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import PeerDirectory
 from deltaroll.agent.pod_tokens import Refused, TokenAuthenticator, bearer_token
 from deltaroll.agent.throttle import TokenBucket
-from deltaroll.api.peers import AUDIENCE, parse_object_path
+from deltaroll.api.peers import AUDIENCE, WAIT_HEADER, parse_object_path, parse_wait
 from deltaroll.store.cache import ObjectCache
 
 log = structlog.get_logger(__name__)
@@ -42,26 +44,41 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         parsed = parse_object_path(self.path)
         if parsed is None or parsed[0] != self.server.model:
+            self._answer("missing")
             self._empty(HTTPStatus.NOT_FOUND)
             return
-        # a review is a call to the API server: at most max_peers at once, whoever asks
+        try:
+            wait_s = parse_wait(self.headers.get(WAIT_HEADER))
+        except ValueError as exc:
+            self._answer("bad")
+            self._refuse(HTTPStatus.BAD_REQUEST, str(exc))
+            return
+        # a review is a call to the API server, a wait a thread: at most max_peers at once
         if not self.server.slots.acquire(blocking=False):
+            self._answer("busy")
             self._empty(HTTPStatus.SERVICE_UNAVAILABLE, retry_after=True)
             return
         try:
             refusal = self.server.refusal(self.headers.get("Authorization", ""))
             if refusal is not None:
+                self._answer("refused")
                 self._refuse(*refusal)
             else:
-                self._send_object(parsed[1])
+                self._send_object(parsed[1], wait_s)
         finally:
             self.server.slots.release()
 
-    def _send_object(self, digest: str) -> None:
-        handle = self.server.cache.open_verified(digest)  # a prune later leaves this read whole
+    def _answer(self, answer: str) -> None:
+        self.server.metrics.peer_requests.labels(answer).inc()
+
+    def _send_object(self, digest: str, wait_s: float) -> None:
+        # a prune later leaves this read whole; one still being fetched is waited for
+        handle = self.server.cache.open_arriving(digest, wait_s)
         if handle is None:
+            self._answer("missing")
             self._empty(HTTPStatus.NOT_FOUND)
             return
+        self._answer("served")
         with handle:
             size = os.fstat(handle.fileno()).st_size
             self.send_response(HTTPStatus.OK)

@@ -12,7 +12,8 @@ server itself refuses), never from the request, so tenant A never reads what ten
   200 with the object (checked against its digest as it is read); 404 with a
   :class:`FillLease` (nobody has it: fetch it and ``PUT`` it); 409 with a :class:`NodeCacheBusy`
   (another agent was filling it and did not finish within ``wait``: fetch it yourself). With
-  ``lease=0`` (a peek: the caller has other sources) a miss is a 404 without a lease.
+  ``lease=0`` (a peek: the caller has other sources) a miss is a 404 without a lease; a fill
+  under way is waited for as by any GET (a waiting agent takes the object as it lands).
   Each namespace keeps at most its share of the node's disk and no object is larger than the
   daemon's cap (400 for a larger ``size``: fetch it yourself).
 - ``PUT  /v1/objects/<sha256>?store=<uri>&size=<bytes>`` with header :data:`LEASE_HEADER`: the

@@ -15,8 +15,11 @@ times, not once per pod:
   nothing from it either.
 - **What.** ``GET`` :func:`object_path` answers 200 with the object's bytes (only objects the
   serving agent holds verified, of its own model), 404 when it holds none, 503 when it already
-  serves as many peers as it allows. The receiver hashes what it got and keeps it only if the
-  sha256 is the name it asked for: a peer cannot make another pod load anything.
+  serves as many peers as it allows. With the header :data:`WAIT_HEADER` (seconds, at most
+  :data:`MAX_WAIT_S`) a caller asks a peer that is still fetching the object to answer once it
+  holds it (or with the 404 when the wait is over): it waits for the object instead of polling.
+  The receiver hashes what it got and keeps it only if the sha256 is the name it asked for: a
+  peer cannot make another pod load anything.
 - **Who seeds.** :func:`seeders`: for each object the same few live peers told to serve the same
   version (rendezvous hashing of the pod names by the object's digest) fetch it from the bucket;
   the rest ask the peers, seeders first, and fall back to the bucket when no peer has served it
@@ -26,6 +29,7 @@ times, not once per pod:
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable
 from typing import Final
@@ -38,6 +42,10 @@ DEFAULT_PEER_PORT: Final = 8082
 DEFAULT_SEEDERS: Final = 2
 """How many agents fetch each object from the bucket (one more than one survives a seeder dying
 mid-transfer without every other pod waiting out the fallback)."""
+WAIT_HEADER: Final = "X-Deltaroll-Wait"
+"""Request header: how many seconds the server may hold the request for an object it lacks."""
+MAX_WAIT_S: Final = 10.0
+"""The longest a peer holds one request (a waiting request holds one of its serving slots)."""
 
 _OBJECT_PATH = re.compile(
     r"^/v1/models/(?P<model>[A-Za-z0-9][A-Za-z0-9._-]{0,199})/objects/(?P<digest>[0-9a-f]{64})$"
@@ -53,6 +61,20 @@ def parse_object_path(path: str) -> tuple[str, str] | None:
     """(model, digest) of a request path; None for anything else (a query, ``..``, a bad name)."""
     match = _OBJECT_PATH.match(path)
     return None if match is None else (match["model"], match["digest"])
+
+
+def parse_wait(value: str | None) -> float:
+    """The seconds a request's :data:`WAIT_HEADER` asks for, at most :data:`MAX_WAIT_S`; 0
+    without one. Raises ValueError, naming the header, for anything but a number >= 0."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{WAIT_HEADER} must be a number of seconds >= 0, not {value[:40]!r}")
+    return min(seconds, MAX_WAIT_S)
 
 
 def rank(digest: str, names: Iterable[str]) -> list[str]:

@@ -45,6 +45,7 @@ import structlog
 
 from deltaroll.api.object_cache import PARTIAL_DIR
 from deltaroll.checkpoint.staging import fsync_directory
+from deltaroll.store.cache_arrivals import ARRIVALS
 from deltaroll.store.cache_leases import CacheLeases
 from deltaroll.store.errors import ObjectCacheError
 from deltaroll.store.manifests import ObjectRef
@@ -106,6 +107,11 @@ class ObjectCache:
             return self._open_checked(digest)
         except FileNotFoundError:
             return None
+
+    def open_arriving(self, digest: str, wait_s: float) -> BinaryIO | None:
+        """:meth:`open_verified`, waiting up to ``wait_s`` for the object to be committed (by
+        this process: at once; by another sharing the directory: within a second)."""
+        return ARRIVALS.wait_for(lambda: self.open_verified(digest), wait_s)
 
     def _open_checked(self, digest: str) -> BinaryIO | None:
         """:meth:`open_verified`, raising FileNotFoundError when there is no file at all."""
@@ -171,6 +177,7 @@ class ObjectCache:
             identity = _identity(os.fstat(handle.fileno()))
         fsync_directory(self.root)
         _VERIFIED.remember(identity, digest)
+        ARRIVALS.landed()
         return actual
 
     def adopt_staged(self, refs: Iterable[ObjectRef]) -> int:

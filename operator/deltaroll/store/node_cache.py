@@ -98,12 +98,13 @@ class NodeCacheClient:
             self._quietly("PUT", ref, lease, body=staged)
         return None
 
-    def take(self, ref: ObjectRef, staged: Path) -> StagedHash | None:
-        """Put object ``ref`` at ``staged`` if the node cache holds it now (its hash, to commit
-        it with); otherwise (a miss, a fill under way, the cache down) None at once, leaving
-        the object to the caller's other sources: it asks for no fill lease."""
+    def take(self, ref: ObjectRef, staged: Path, wait_s: float = 0.0) -> StagedHash | None:
+        """Put object ``ref`` at ``staged`` if the node cache holds it now, or once a fill
+        under way lands within ``wait_s`` (its hash, to commit it with); otherwise (a miss, a
+        fill still under way, the cache down) None, leaving the object to the caller's other
+        sources: it asks for no fill lease."""
         try:
-            got = self._get(ref, staged, wait_s=0.0, lease=False)
+            got = self._get(ref, staged, wait_s=wait_s, lease=False)
         except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
             log.info("store.node_cache_missed", digest=ref.digest, error=str(exc))
             return None
