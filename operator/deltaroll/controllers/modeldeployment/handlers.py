@@ -382,6 +382,7 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     bound = log.bind(namespace=namespace, name=name)
+    patches: dict[str, dict[str, str | None]] = {}
     for pod in sorted(outcome.pod_versions.keys() | outcome.pod_keys.keys()):
         # One patch: an agent never sees a new version without the keys it must check it with.
         annotations: dict[str, str | None] = {}
@@ -390,7 +391,8 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
         if (version := outcome.pod_versions.get(pod)) is not None:
             annotations.update({POD_VERSION: version, POD_VERSION_SET_AT: rfc3339(now)})
             bound.info("modeldeployment.pod_version", pod=pod, version=version)
-        writes.annotate_pod(namespace, pod, annotations)
+        patches[pod] = annotations
+    writes.annotate_pods(namespace, patches)  # every pod patched before the status says so
     before = body.get("status") or {}
     after = scrubbed_status(outcome.status.to_wire())
     if after != before:

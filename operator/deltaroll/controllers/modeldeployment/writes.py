@@ -10,6 +10,8 @@ never its spec.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
 
 from deltaroll.api.modeldeployment import LabelSelector
 from deltaroll.controllers.kube import (
@@ -22,6 +24,11 @@ from deltaroll.controllers.kube import (
     patch_custom_status,
     plain,
 )
+
+POD_PATCHES_IN_FLIGHT: Final = 8
+"""Pod patches sent at once: a step over a large fleet costs a few round trips, not one per pod
+(at 0.05-0.4 s a patch, 64 pods one after another told the last pod seconds after the first).
+Within the client's connection pool (5 connections per CPU the process sees)."""
 
 
 def label_selector(selector: LabelSelector) -> str:
@@ -58,6 +65,20 @@ def annotate_pod(namespace: str, name: str, annotations: Mapping[str, str | None
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def annotate_pods(namespace: str, patches: Mapping[str, Mapping[str, str | None]]) -> None:
+    """:func:`annotate_pod` for each pod, up to :data:`POD_PATCHES_IN_FLIGHT` at once. Every
+    patch is tried; the first error (in ``patches``' order) is raised once all have returned."""
+    if len(patches) <= 1:
+        for pod, annotations in patches.items():
+            annotate_pod(namespace, pod, annotations)
+        return
+    workers = min(POD_PATCHES_IN_FLIGHT, len(patches))
+    with ThreadPoolExecutor(workers, thread_name_prefix="pod-patch") as pool:
+        sent = [pool.submit(annotate_pod, namespace, pod, a) for pod, a in patches.items()]
+    for patch in sent:
+        patch.result()
 
 
 def patch_status(namespace: str, name: str, status: Body) -> None:
