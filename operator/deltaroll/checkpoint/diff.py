@@ -48,10 +48,10 @@ READ_AHEAD_WINDOWS = 16
 
 # Elements diffed (same-shape tensors, base side) from which numba's compiled kernels are loaded
 # at the start: below, the numpy stand-ins finish sooner than the load (~0.4 s of CPU alone,
-# nearly twice that beside the diff's own threads on two cores) would repay itself. Measured
-# with benchmarks/scale.py and an A/B of 1 and 2 GB of bf16 at 1 %: both used less CPU and
-# wall time on the stand-ins. A tensor with more changes than numpy groups within its memory
-# budget starts the load itself (deltaroll.codec.sparse_encoder).
+# nearly twice that beside the diff's own threads on two cores) would repay itself: cold diffs
+# of 1 and 2 GB of bf16 at 1 % used less CPU and wall time on the stand-ins (README, scale
+# section). A tensor with more changes than numpy groups within its memory budget starts the
+# load itself (deltaroll.codec.sparse_encoder).
 KERNELS_MIN_ELEMENTS = 3 << 29
 
 # Rewrites a tensor's bits on the target side (used by the TRL import to patch the base).
