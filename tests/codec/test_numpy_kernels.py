@@ -176,3 +176,24 @@ def test_small_work_runs_on_the_stand_ins_unless_the_kernels_are_loaded(
         assert kernel_loading.diff_kernels() is kernels  # already imported: no load to spare
         monkeypatch.delitem(sys.modules, "deltaroll.codec.kernels")
         assert kernel_loading.diff_kernels() is numpy_kernels
+
+
+def test_the_load_starts_only_once_a_tensors_changes_outgrow_numpys_grouping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A diff on the stand-ins loads numba only for a tensor whose changes numpy cannot group
+    within its memory budget: as the changes pass the limit, not before, not for a small one."""
+    starts: list[int] = []
+    encoder = sparse_encoder.SparseEncoder(np.dtype(np.uint16), 1 << 30)
+    monkeypatch.setattr(sparse_encoder, "start_loading_kernels", lambda: starts.append(1))
+    monkeypatch.setattr(sparse_encoder, "NUMPY_GROUPING_MAX_CHANGES", 1000)
+    changes = _changes(np.uint16, 600, seed=5)
+    encoder.add(changes)
+    assert starts == []
+    shifted = SparseDiff(
+        changes.positions + int(changes.positions[-1]) + 1,
+        changes.base_values,
+        changes.target_values,
+    )
+    encoder.add(shifted)
+    assert starts == [1]

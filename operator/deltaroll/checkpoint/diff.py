@@ -10,23 +10,22 @@ so the delta stays reversible.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import blake3
 import numpy as np
 
 from deltaroll.checkpoint.chunks import put_chunks
 from deltaroll.checkpoint.digests import side_version, tensor_digest
-from deltaroll.checkpoint.dtypes import bits_view, byte_view
+from deltaroll.checkpoint.dtypes import bits_view
 from deltaroll.checkpoint.errors import CheckpointError
 from deltaroll.checkpoint.layouts import record_layout
 from deltaroll.checkpoint.manifest import SCHEMA, DeltaManifest, write_manifest
 from deltaroll.checkpoint.manifest_tensors import TensorEntry, TensorSide, TensorTable
 from deltaroll.checkpoint.objects import ObjectDir
 from deltaroll.checkpoint.packs import PackWriter
+from deltaroll.checkpoint.read_ahead import SideStream
 from deltaroll.checkpoint.reader import (
     Checkpoint,
     TensorFile,
@@ -42,16 +41,18 @@ from deltaroll.codec.kernel_loading import stand_ins_unless_loaded, start_loadin
 # Bytes of each side read per window: large enough that the per-window Python work is noise,
 # small enough to stay in the CPU's caches between reading, hashing and diffing a window.
 WINDOW_BYTES = 8 << 20
-# Windows the kernel is asked to read ahead of the one being read (posix_fadvise WILLNEED): a
-# cold disk then streams without pause, also while the first window waits for the kernels to
-# load; bounded, so a large tensor does not flood the page cache.
+# Windows the kernel is asked to read ahead of the next tensor's first (posix_fadvise
+# WILLNEED) while a finished tensor's payload is compressed; within a tensor each side's
+# SideStream reads ahead.
 READ_AHEAD_WINDOWS = 16
 
-# Elements diffed (same-shape tensors, base side) from which numba's compiled kernels are loaded:
-# below, the numpy stand-ins finish sooner than the load (~0.5 s of CPU) would repay itself
-# (measured with benchmarks/scale.py: 0.5 GB of bf16 is faster on the stand-ins at 1 % and 3 %,
-# 1 GB is not).
-KERNELS_MIN_ELEMENTS = 3 << 27
+# Elements diffed (same-shape tensors, base side) from which numba's compiled kernels are loaded
+# at the start: below, the numpy stand-ins finish sooner than the load (~0.4 s of CPU alone,
+# nearly twice that beside the diff's own threads on two cores) would repay itself: cold diffs
+# of 1 and 2 GB of bf16 at 1 % used less CPU and wall time on the stand-ins (README, scale
+# section). A tensor with more changes than numpy groups within its memory budget starts the
+# load itself (deltaroll.codec.sparse_encoder).
+KERNELS_MIN_ELEMENTS = 3 << 29
 
 # Rewrites a tensor's bits on the target side (used by the TRL import to patch the base).
 TargetOverride = Callable[[str, np.ndarray], np.ndarray]
@@ -173,57 +174,6 @@ def _diffed_elements(base: Checkpoint | None, target: Checkpoint) -> int:
     return sum(b.numel for b, t in pairs if t and (b.dtype, b.shape) == (t.dtype, t.shape))
 
 
-class _SideReader:
-    """One side of a tensor read a window ahead: while the encoder diffs window k, a worker
-    thread maps window k + 1 (faulting it in from the page cache, no copy: see
-    :meth:`TensorFile.map_window`) and, on the first pass in order, hashes it (the fault-in and
-    BLAKE3 release the GIL, so reading, hashing and diffing overlap).
-
-    :meth:`read` follows the codec's window contract: the array it returns is read before the
-    next call and not kept (each window's mapping goes with its last array).
-    """
-
-    def __init__(self, file: TensorFile, pool: ThreadPoolExecutor) -> None:
-        self._file, self._pool = file, pool
-        self._pending: tuple[int, int, Future[np.ndarray]] | None = None
-        self._hasher = blake3.blake3()
-        self._hashed = 0
-
-    def read(self, start: int, count: int) -> np.ndarray:
-        pending, self._pending = self._pending, None
-        if pending is not None and pending[:2] == (start, count):
-            bits = pending[2].result()
-        else:
-            if pending is not None:
-                wait([pending[2]])  # it may be hashing; its result is not needed
-            bits = self._submit(start, count).result()
-        following = start + count
-        if following < self._file.ref.numel:
-            size = min(count, self._file.ref.numel - following)
-            self._pending = (following, size, self._submit(following, size))
-        return bits
-
-    def _submit(self, start: int, count: int) -> Future[np.ndarray]:
-        return self._pool.submit(self._load, start, count)
-
-    def _load(self, start: int, count: int) -> np.ndarray:
-        if start == 0:
-            self._file.will_need(0, count * READ_AHEAD_WINDOWS)
-        self._file.will_need(start + count * READ_AHEAD_WINDOWS, count)
-        bits = self._file.map_window(start, count)
-        if start == self._hashed:
-            self._hasher.update(byte_view(bits))
-            self._hashed += count
-        return bits
-
-    def side(self) -> TensorSide:
-        """The side's manifest entry, once every element was read in order."""
-        ref = self._file.ref
-        if self._hashed != ref.numel:
-            raise CheckpointError(f"tensor {ref.name!r} was not read whole; diff it again")
-        return TensorSide(dtype=ref.dtype, shape=tuple(ref.shape), digest=self._hasher.hexdigest())
-
-
 def _windowed_entry(
     name: str,
     base: TensorRef,
@@ -233,16 +183,17 @@ def _windowed_entry(
     following: list[TensorRef],
 ) -> TensorEntry:
     """A same-shape tensor diffed window by window: memory follows the change, not the tensor;
-    each side is read on a thread of its own, a window ahead of the encoder. Once its last
+    each side is read and hashed on a thread of its own, windows ahead of the encoder. Once its last
     window is read, the disk is asked for the head of the ``following`` tensors, so it keeps
     streaming while this one's payload is compressed."""
     dtype = np.dtype(bits_view(base.dtype))
     with (
         TensorFile(base) as base_file,
         TensorFile(target) as target_file,
-        ThreadPoolExecutor(2, thread_name_prefix="diff-read") as pool,
+        SideStream(base_file) as base_side,
+        SideStream(target_file) as target_side,
     ):
-        sides = _SideReader(base_file, pool), _SideReader(target_file, pool)
+        sides = base_side, target_side
 
         def read(start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
             window = sides[0].read(start, count), sides[1].read(start, count)

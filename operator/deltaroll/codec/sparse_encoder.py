@@ -16,12 +16,17 @@ from deltaroll.codec.context import EXCEPTION_CONTEXT, context_shift
 from deltaroll.codec.diff import SparseDiff
 from deltaroll.codec.framing import Header, PayloadWriter
 from deltaroll.codec.gaps import positions_to_gaps
-from deltaroll.codec.kernel_loading import compiled_kernels, diff_kernels
+from deltaroll.codec.kernel_loading import (
+    compiled_kernels,
+    diff_kernels,
+    start_loading_kernels,
+)
 from deltaroll.codec.sparse import FORMAT_SPARSE
 
 # Most changes grouped with numpy while the compiled kernels are not loaded: its stable argsort
 # holds an int64 order and a gathered copy (10+ bytes per change, ~100 MB here), so a larger set
-# waits for the kernel.
+# waits for the kernel, whose load starts in the background as soon as a tensor's changes pass
+# this count (a diff on the numpy stand-ins then loads numba only where it is needed).
 NUMPY_GROUPING_MAX_CHANGES = 1 << 23
 
 
@@ -82,6 +87,8 @@ class SparseEncoder:
         self._changes.append(changes)
         self._exception_ranks.append(np.flatnonzero(contexts == EXCEPTION_CONTEXT) + self._count)
         self._count += count
+        if self._count > NUMPY_GROUPING_MAX_CHANGES:
+            start_loading_kernels()
 
     def payload(self, level: int) -> bytes | bytearray:
         """The payload of every change added (emptying this encoder)."""
