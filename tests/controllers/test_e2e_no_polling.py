@@ -69,6 +69,10 @@ def status_of(cluster: RunningSandbox, name: str) -> dict[str, Any]:
     return dict(read(cluster, PLURAL, name).get("status") or {})
 
 
+def wait_healthy(cluster: RunningSandbox, name: str, log: Any) -> None:
+    wait_for(lambda: status_of(cluster, name).get("phase") == "Healthy", 120, "Healthy on v1", log)
+
+
 def wait_quiet(cluster: RunningSandbox, log: Any) -> float:
     """Until a second passes without a request (Kopf's last bookkeeping lands after the status
     the test waited for); the time it began."""
@@ -116,12 +120,7 @@ def test_a_starting_operator_reads_a_deployments_pods_once_not_once_per_listed_p
     operator = Operator(api_cluster, tmp_path / "operator.log")
     operator.start()
     try:
-        wait_for(
-            lambda: status_of(api_cluster, "wide").get("phase") == "Healthy",
-            120,
-            "Healthy on v1",
-            operator.log,
-        )
+        wait_healthy(api_cluster, "wide", operator.log)
         quiet = wait_quiet(api_cluster, operator.log)
     finally:
         operator.stop()
@@ -148,12 +147,7 @@ def test_idle_operator_asks_nothing_and_a_timed_pause_ends_on_time_without_event
     operator = Operator(api_cluster, tmp_path / "operator.log")
     operator.start()
     try:
-        wait_for(
-            lambda: status_of(api_cluster, "paced").get("phase") == "Healthy",
-            120,
-            "Healthy on v1",
-            operator.log,
-        )
+        wait_healthy(api_cluster, "paced", operator.log)
         assert requests_since(api_cluster, 0)  # the audit log sees the operator's requests
         start = wait_quiet(api_cluster, operator.log)
         time.sleep(QUIET_S)
