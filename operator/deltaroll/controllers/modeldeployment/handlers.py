@@ -1,13 +1,14 @@
 """Kopf handlers for ModelDeployment: read, measure what is due, plan, apply.
 
 Every trigger converges on :func:`reconcile` (level-triggered, idempotent, one at a time per
-ModelDeployment), and only these do; an idle operator makes no request, and an event showing an
-object as the last finished reconcile read it starts none (:mod:`~.news`):
+ModelDeployment), and only these do; an idle operator makes no request:
 
 - the ModelDeployment is created, changed (spec.version from GitOps, or a promote/abort/retry
   annotation from ``kubectl deltaroll``), or found at start-up;
 - a selected pod changes (its agent reports): an index of ModelDeployment selectors maps the
   pod to the deployments that choose it (and those that chose it before its labels changed);
+  an event that shows a deployment's last reconcile nothing new of the pod (the operator's start
+  lists every pod, which each deployment's own first reconcile just read) starts none;
 - one of its analysis Jobs finishes (or goes), so a measurement is taken when its Job ends;
 - a ModelDelta publishing its spec.version changes (it becomes Ready, or Failed);
 - an older ModelDeployment it yields pods to goes away or changes its selector;
@@ -66,7 +67,6 @@ from deltaroll.controllers.invalid import mark_refused, parse_or_mark
 from deltaroll.controllers.job_defaults import JobDefaults
 from deltaroll.controllers.modeldelta.jobs import LABEL_COMPONENT
 from deltaroll.controllers.modeldeployment import routing, signature, writes
-from deltaroll.controllers.modeldeployment.news import LastRead, News, deployment_state
 from deltaroll.controllers.modeldeployment.overlap import claimant, older_claims
 from deltaroll.controllers.modeldeployment.planner import Observed, Plan, invalid_spec_status, plan
 from deltaroll.controllers.modeldeployment.pods import (
@@ -91,7 +91,8 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 WAKEUPS: Final = Wakeups()
 """The operator's one schedule of ModelDeployments waiting for time."""
 POD_ROUTES: Final = PodRoutes()
-LAST_READ: Final = LastRead()
+_pods_read: dict[tuple[str, str], dict[str, int]] = {}
+"""Per ModelDeployment, :func:`~.pods.read_state` of each pod its last finished reconcile read."""
 
 
 # ---------------------------------------------------------------------- indexes (routing)
@@ -155,12 +156,12 @@ def stop_wakeups(**_: Any) -> None:
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE)
 def modeldeployment_changed(
-    namespace: str | None, name: str, body: kopf.Body, diff: kopf.Diff, **kwargs: Any
+    namespace: str | None, name: str, diff: kopf.Diff, **kwargs: Any
 ) -> None:
     """New, changed (spec or a request annotation), or found at start-up: reconcile. A new
     selector may free pods that younger ModelDeployments yield to this one: wake them too."""
     lookups = _lookups(kwargs)
-    reconcile(str(namespace), name, lookups=lookups, news=(None, deployment_state(body)))
+    reconcile(str(namespace), name, lookups=lookups)
     if any(tuple(change[1][:2]) == ("spec", "selector") for change in diff):
         _wake_yielders(str(namespace), lookups)
 
@@ -189,9 +190,9 @@ def pod_changed(
     lookups = _lookups(kwargs)
     selecting = [c.name for c in lookups.claimants(str(namespace), labels)]
     gone = event.get("type") == "DELETED"
-    news = None if gone else (name, read_state(body))
+    seen = None if gone else (name, read_state(body))
     for deployment in POD_ROUTES.route(str(namespace), name, selecting, gone=gone):
-        _reconcile_or_retry(str(namespace), deployment, lookups, news)
+        _reconcile_or_retry(str(namespace), deployment, lookups, seen)
 
 
 @kopf.on.event(
@@ -226,12 +227,12 @@ def _wake_yielders(namespace: str, lookups: Lookups) -> None:
 
 
 def _reconcile_or_retry(
-    namespace: str, name: str, lookups: Lookups, news: News | None = None
+    namespace: str, name: str, lookups: Lookups, pod: tuple[str, int] | None = None
 ) -> None:
     """Reconcile; on a failure, try again after a backoff (Kopf retries only its own handlers,
     not event handlers)."""
     try:
-        reconcile(namespace, name, lookups=lookups, news=news)
+        reconcile(namespace, name, lookups=lookups, pod=pod)
     except Exception as exc:
         delay = WAKEUPS.retry((namespace, name))
         log.warning(
@@ -251,17 +252,17 @@ def reconcile(
     name: str,
     now: datetime | None = None,
     lookups: Lookups | None = None,
-    news: News | None = None,
+    pod: tuple[str, int] | None = None,
 ) -> Plan | None:
     """Bring one ModelDeployment's pods and status one step closer to its spec, and say when to
-    look again. ``news``: what the event that asks shows; if the last finished reconcile read it
-    so, that one did all the event asks: None, and no request."""
+    look again. ``pod``: the name and :func:`~.pods.read_state` of the pod whose event asks; if
+    the last finished reconcile read that pod so, it did all the event asks: None, no request."""
     lookups = lookups or Lookups()
     key = (namespace, name)
     with _locks[key]:
-        if news is not None and LAST_READ.already_read(key, news):
+        if pod is not None and _pods_read.get(key, {}).get(pod[0]) == pod[1]:
             return None
-        LAST_READ.forget(key)
+        _pods_read.pop(key, None)  # until this reconcile finishes
         body = writes.get_modeldeployment(namespace, name)
         deployment = None
         if body is not None and not body["metadata"].get("deletionTimestamp"):
@@ -306,7 +307,7 @@ def reconcile(
         outcome = plan(spec, status, observed, now)
         _apply(body, outcome, now)
         WAKEUPS.at(key, outcome.wake_at)
-        LAST_READ.record(key, body, pod_bodies)
+        _pods_read[key] = {str(p["metadata"]["name"]): read_state(p) for p in pod_bodies}
         return outcome
 
 
