@@ -1,6 +1,7 @@
 """The real operator on an API-only sandbox with simulated pods (``simulated_fleet``): a
 ModelDeployment carries no finalizer (one left by an older operator is released), so it is
-deleted while the operator is down; an idle operator makes no request at all; and a timed
+deleted while the operator is down; an idle operator makes no request at all; a starting
+operator reads a ModelDeployment's pods once, not once more per pod its watch lists; and a timed
 pause ends at its end with no event and no polling in between.
 
 The sandbox's audit log says what the operator asked for; the tests read objects inside the
@@ -68,6 +69,10 @@ def status_of(cluster: RunningSandbox, name: str) -> dict[str, Any]:
     return dict(read(cluster, PLURAL, name).get("status") or {})
 
 
+def wait_healthy(cluster: RunningSandbox, name: str, log: Any) -> None:
+    wait_for(lambda: status_of(cluster, name).get("phase") == "Healthy", 120, "Healthy on v1", log)
+
+
 def wait_quiet(cluster: RunningSandbox, log: Any) -> float:
     """Until a second passes without a request (Kopf's last bookkeeping lands after the status
     the test waited for); the time it began."""
@@ -101,6 +106,31 @@ def test_deleted_with_the_operator_down_and_an_old_finalizer_released(
     assert read(api_cluster, PLURAL, "solo") == {}  # gone at once: nothing holds it
 
 
+def test_a_starting_operator_reads_a_deployments_pods_once_not_once_per_listed_pod(
+    api_cluster: RunningSandbox, apis: tuple[Any, Any], tmp_path: Path
+) -> None:
+    core, custom = apis
+    uri = push_versions(tmp_path)
+    names = tuple(f"wide-{i}" for i in range(8))
+    serving_pods(core, "v1", names, {"app": "wide"})
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, modeldeployment("wide", uri, "v1", {"app": "wide"})
+    )
+    started = time.monotonic()
+    operator = Operator(api_cluster, tmp_path / "operator.log")
+    operator.start()
+    try:
+        wait_healthy(api_cluster, "wide", operator.log)
+        quiet = wait_quiet(api_cluster, operator.log)
+    finally:
+        operator.stop()
+    asked = [r for r in requests_since(api_cluster, started) if r.at < quiet]
+    pod_lists = [r for r in asked if r.path == f"/api/v1/namespaces/{NAMESPACE}/pods"]
+    # Its first reconcile lists the 8 pods; the 8 events of the pod watch's own first list show
+    # it nothing new (each used to start a reconcile of its own: a GET and a LIST per pod).
+    assert len(pod_lists) <= 2, [f"{r.method} {r.path}?{r.query}" for r in asked]
+
+
 def test_idle_operator_asks_nothing_and_a_timed_pause_ends_on_time_without_events(
     api_cluster: RunningSandbox, apis: tuple[Any, Any], tmp_path: Path
 ) -> None:
@@ -117,12 +147,7 @@ def test_idle_operator_asks_nothing_and_a_timed_pause_ends_on_time_without_event
     operator = Operator(api_cluster, tmp_path / "operator.log")
     operator.start()
     try:
-        wait_for(
-            lambda: status_of(api_cluster, "paced").get("phase") == "Healthy",
-            120,
-            "Healthy on v1",
-            operator.log,
-        )
+        wait_healthy(api_cluster, "paced", operator.log)
         assert requests_since(api_cluster, 0)  # the audit log sees the operator's requests
         start = wait_quiet(api_cluster, operator.log)
         time.sleep(QUIET_S)

@@ -7,6 +7,8 @@ ModelDeployment), and only these do; an idle operator makes no request:
   annotation from ``kubectl deltaroll``), or found at start-up;
 - a selected pod changes (its agent reports): an index of ModelDeployment selectors maps the
   pod to the deployments that choose it (and those that chose it before its labels changed);
+  an event that shows a deployment's last reconcile nothing new of the pod (the operator's start
+  lists every pod, which each deployment's own first reconcile just read) starts none;
 - one of its analysis Jobs finishes (or goes), so a measurement is taken when its Job ends;
 - a ModelDelta publishing its spec.version changes (it becomes Ready, or Failed);
 - an older ModelDeployment it yields pods to goes away or changes its selector;
@@ -71,6 +73,7 @@ from deltaroll.controllers.modeldeployment.pods import (
     POD_VERSION_SET_AT,
     PodView,
     VersionAliases,
+    read_state,
     serves,
     view_pod,
 )
@@ -88,6 +91,8 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 WAKEUPS: Final = Wakeups()
 """The operator's one schedule of ModelDeployments waiting for time."""
 POD_ROUTES: Final = PodRoutes()
+_pods_read: dict[tuple[str, str], dict[str, int]] = {}
+"""Per ModelDeployment, :func:`~.pods.read_state` of each pod its last finished reconcile read."""
 
 
 # ---------------------------------------------------------------------- indexes (routing)
@@ -174,18 +179,20 @@ def modeldeployment_event(
 @kopf.on.event("", "v1", "pods")
 def pod_changed(
     event: Mapping[str, Any],
+    body: kopf.Body,
     labels: Mapping[str, str],
     namespace: str | None,
     name: str,
     **kwargs: Any,
 ) -> None:
     """A pod changed: reconcile the ModelDeployments whose selector chooses it, and those that
-    chose it before its labels changed."""
+    chose it before its labels changed, unless their last reconcile read the pod as it is now."""
     lookups = _lookups(kwargs)
     selecting = [c.name for c in lookups.claimants(str(namespace), labels)]
     gone = event.get("type") == "DELETED"
+    seen = None if gone else (name, read_state(body))
     for deployment in POD_ROUTES.route(str(namespace), name, selecting, gone=gone):
-        _reconcile_or_retry(str(namespace), deployment, lookups)
+        _reconcile_or_retry(str(namespace), deployment, lookups, seen)
 
 
 @kopf.on.event(
@@ -219,11 +226,13 @@ def _wake_yielders(namespace: str, lookups: Lookups) -> None:
         WAKEUPS.at((namespace, name), now)
 
 
-def _reconcile_or_retry(namespace: str, name: str, lookups: Lookups) -> None:
+def _reconcile_or_retry(
+    namespace: str, name: str, lookups: Lookups, pod: tuple[str, int] | None = None
+) -> None:
     """Reconcile; on a failure, try again after a backoff (Kopf retries only its own handlers,
     not event handlers)."""
     try:
-        reconcile(namespace, name, lookups=lookups)
+        reconcile(namespace, name, lookups=lookups, pod=pod)
     except Exception as exc:
         delay = WAKEUPS.retry((namespace, name))
         log.warning(
@@ -239,13 +248,21 @@ def _reconcile_or_retry(namespace: str, name: str, lookups: Lookups) -> None:
 
 
 def reconcile(
-    namespace: str, name: str, now: datetime | None = None, lookups: Lookups | None = None
+    namespace: str,
+    name: str,
+    now: datetime | None = None,
+    lookups: Lookups | None = None,
+    pod: tuple[str, int] | None = None,
 ) -> Plan | None:
     """Bring one ModelDeployment's pods and status one step closer to its spec, and say when to
-    look again."""
+    look again. ``pod``: the name and :func:`~.pods.read_state` of the pod whose event asks; if
+    the last finished reconcile read that pod so, it did all the event asks: None, no request."""
     lookups = lookups or Lookups()
     key = (namespace, name)
     with _locks[key]:
+        if pod is not None and _pods_read.get(key, {}).get(pod[0]) == pod[1]:
+            return None
+        _pods_read.pop(key, None)  # until this reconcile finishes
         body = writes.get_modeldeployment(namespace, name)
         deployment = None
         if body is not None and not body["metadata"].get("deletionTimestamp"):
@@ -290,6 +307,7 @@ def reconcile(
         outcome = plan(spec, status, observed, now)
         _apply(body, outcome, now)
         WAKEUPS.at(key, outcome.wake_at)
+        _pods_read[key] = {str(p["metadata"]["name"]): read_state(p) for p in pod_bodies}
         return outcome
 
 

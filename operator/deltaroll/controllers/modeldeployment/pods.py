@@ -48,8 +48,7 @@ def view_pod(body: Mapping[str, Any]) -> PodView | None:
         return None
     annotations = meta.get("annotations") or {}
     state, message = parse_agent_state(annotations.get(POD_AGENT_STATE))
-    conditions = (body.get("status") or {}).get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    ready = _ready(body.get("status") or {})
     return PodView(
         name=str(meta.get("name")),
         wanted=annotations.get(POD_VERSION),
@@ -60,6 +59,28 @@ def view_pod(body: Mapping[str, Any]) -> PodView | None:
         version_set_at=parse_time(annotations.get(POD_VERSION_SET_AT)),
         verify_keys=annotations.get(POD_VERIFY_KEYS),
     )
+
+
+def read_state(body: Mapping[str, Any]) -> int:
+    """A digest of what a reconcile reads of a pod (labels, annotations, being deleted, Ready, its
+    IP), alike for the pod as listed and as watched: an event whose digest a reconcile already
+    read brings it nothing new."""
+    meta, status = body.get("metadata") or {}, body.get("status") or {}
+    return hash(
+        (
+            tuple(sorted((meta.get("labels") or {}).items())),
+            tuple(sorted((meta.get("annotations") or {}).items())),
+            bool(meta.get("deletionTimestamp")),
+            _ready(status),
+            status.get("podIP"),
+        )
+    )
+
+
+def _ready(status: Mapping[str, Any]) -> bool:
+    """The pod's Ready condition is True (it includes the weights-ready gate)."""
+    conditions = status.get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def parse_time(value: str | None) -> datetime | None:
