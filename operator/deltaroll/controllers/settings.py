@@ -5,7 +5,7 @@
   request annotations under ``deltaroll.dev`` stay in the state Kopf diffs: a promote fires the
   update handler at once.
 - Events are posted for our transitions (info and up), not Kopf's debug chatter.
-- Kopf waits up to 30 s (not its 5 s) for the watch to bring back its own diff-base patch before
+- Kopf waits up to 10 s (not its 5 s) for the watch to bring back its own diff-base patch before
   it handles an object again: with 1000 ModelDeployments starting together the watch lags more
   than 5 s, Kopf then took the stale body for a new object and ran the handler (a reconcile) and
   its patch a second time, which lagged the watch further. Any newer event ends the wait sooner.
@@ -33,7 +33,7 @@ from deltaroll.controllers import metrics
 from deltaroll.controllers.policy import current_policy
 
 log = structlog.get_logger("deltaroll.operator")
-CONSISTENCY_TIMEOUT_S = 30.0
+CONSISTENCY_TIMEOUT_S = 10.0
 
 
 @kopf.on.startup()
