@@ -13,6 +13,7 @@ One folder per custom resource, and analysis:
 Shared:
 
 - :mod:`.kube`            the Kubernetes reads and writes, on the official client
+- :mod:`.keyed_locks`     one lock per object while its reconciles run, none kept after
 - :mod:`.settings`        Kopf's production settings (one startup handler)
 - :mod:`.pod_defaults`    what every pod the operator creates gets: Pod Security "restricted",
                           no ServiceAccount token, default resources

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-import threading
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -45,6 +43,7 @@ from deltaroll.controllers.disclosure import post_event, scrubbed_status
 from deltaroll.controllers.errors import SecretNotFoundError
 from deltaroll.controllers.invalid import mark_refused, parse_or_mark
 from deltaroll.controllers.job_defaults import JobDefaults
+from deltaroll.controllers.keyed_locks import KeyedLocks
 from deltaroll.controllers.modeldelta import signer
 from deltaroll.controllers.modeldelta.jobs import LABEL_MANAGED_BY, MANAGED_BY, job_selector
 from deltaroll.controllers.modeldelta.observe import JobView, view_job
@@ -73,7 +72,7 @@ INPUTS_ANNOTATION: Final = "deltaroll.dev/published-inputs"
 RETRY_DELAY_S: Final = 30
 
 log = structlog.get_logger("deltaroll.controllers.modeldelta")
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks: Final = KeyedLocks()
 
 
 @kopf.on.resume(*GROUP_VERSION_PLURAL)
@@ -186,7 +185,7 @@ def _delete_unless_used(
 
 def reconcile(namespace: str, name: str) -> Plan | None:
     """Bring one ModelDelta's status and Jobs in line with its spec; the plan applied."""
-    with _locks[(namespace, name)]:
+    with _locks.hold((namespace, name)):
         body = kube.get_modeldelta(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None

@@ -36,8 +36,6 @@ carries the accepted keys for its agent.
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from collections.abc import Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -65,6 +63,7 @@ from deltaroll.controllers.analysis.runs import is_due, record
 from deltaroll.controllers.disclosure import post_event, scrubbed_status
 from deltaroll.controllers.invalid import mark_refused, parse_or_mark
 from deltaroll.controllers.job_defaults import JobDefaults
+from deltaroll.controllers.keyed_locks import KeyedLocks
 from deltaroll.controllers.modeldelta.jobs import LABEL_COMPONENT
 from deltaroll.controllers.modeldeployment import routing, signature, writes
 from deltaroll.controllers.modeldeployment.overlap import claimant, older_claims
@@ -87,7 +86,7 @@ from deltaroll.controllers.store_access import store_credentials
 RESOURCE: Final = (GROUP, VERSION, PLURAL)
 
 log = structlog.get_logger("deltaroll.controllers.modeldeployment")
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks: Final = KeyedLocks()
 WAKEUPS: Final = Wakeups()
 """The operator's one schedule of ModelDeployments waiting for time."""
 POD_ROUTES: Final = PodRoutes()
@@ -259,7 +258,7 @@ def reconcile(
     the last finished reconcile read that pod so, it did all the event asks: None, no request."""
     lookups = lookups or Lookups()
     key = (namespace, name)
-    with _locks[key]:
+    with _locks.hold(key):
         if pod is not None and _pods_read.get(key, {}).get(pod[0]) == pod[1]:
             return None
         _pods_read.pop(key, None)  # until this reconcile finishes
