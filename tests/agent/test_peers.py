@@ -378,8 +378,10 @@ def holding(
 
 
 def leecher_name(digests: list[str], others: list[str], count: int) -> str:
-    """A pod name that seeds none of ``digests`` among ``others`` (so it asks the peers)."""
-    for i in range(1000):
+    """A pod name that seeds none of ``digests`` among ``others`` (so it asks the peers).
+    Each try succeeds with the product over the digests of the chance to rank below every
+    other: about 1 in 1,300 for one pair of objects seen, so search far (found in milliseconds)."""
+    for i in range(1_000_000):
         name = f"leecher-{i}"
         if all(name not in seeders(d, [*others, name], count) for d in digests):
             return name

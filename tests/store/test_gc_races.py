@@ -107,16 +107,20 @@ def test_a_renewed_publish_lease_keeps_gc_out_past_its_first_time_to_live(tmp_pa
     write, so it is still refused after the first write's time to live has passed; a holder
     that stopped renewing past half of it is told to stop."""
     catalog = Store(f"file://{tmp_path / 'store'}", cache_dir=tmp_path / "cache").catalog
-    ttl = timedelta(seconds=2)
+    ttl = timedelta(seconds=4)
     with leases.publishing(catalog, "tiny", ttl=ttl) as lease:
-        for _ in range(6):  # 3 s in all: past the first write's 2 s
-            time.sleep(0.5)
+        # Renew as a long holder does, often (it writes only once 1 s has passed): 5 s in all,
+        # past the first write's 4 s. A pause of over 2 s between two calls (half the lease)
+        # would be refused, as it should be; polling often keeps a loaded machine well inside.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
             lease.renew(catalog)
         with (
             pytest.raises(StoreBusyError, match="in progress"),
             leases.collecting(catalog, "tiny", ttl=ttl),
         ):
             pass
-        time.sleep(1.1)
+        time.sleep(2.1)
         with pytest.raises(StoreBusyError, match="longer than half"):
             lease.renew(catalog)
