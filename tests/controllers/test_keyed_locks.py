@@ -1,9 +1,11 @@
-"""The per-object reconcile locks: one holder per key, different keys apart, nothing kept."""
+"""The per-object reconcile locks (one holder per key, different keys apart, nothing kept), and
+what a deleted ModelDeployment leaves in the operator: nothing."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
+from typing import Any
 
 from deltaroll.controllers.keyed_locks import KeyedLocks
 
@@ -58,3 +60,25 @@ def test_an_exception_inside_releases_the_key() -> None:
     assert len(locks) == 0
     with locks.hold("k"):
         assert len(locks) == 1
+
+
+def test_a_deleted_modeldeployment_leaves_no_state_in_the_operator() -> None:
+    """What the last reconcile read of its pods, and its lock, go with it."""
+    from deltaroll.controllers.modeldeployment import handlers
+
+    key = ("team-a", "gone")
+    handlers._pods_read[key] = {"gone-0": 1}
+    indexes: dict[str, dict[Any, Any]] = dict.fromkeys(
+        ("deployment_selectors", "deployment_rollouts", "deployments_yielding"), {}
+    )
+    on_event: Any = handlers.modeldeployment_event  # Kopf's decorator types it as a watcher
+    on_event(
+        event={"type": "DELETED"},
+        namespace=key[0],
+        body={"metadata": {"name": key[1]}},
+        name=key[1],
+        modeldelta_versions={},
+        **indexes,
+    )
+    assert key not in handlers._pods_read
+    assert len(handlers._locks) == 0

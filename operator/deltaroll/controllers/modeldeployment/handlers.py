@@ -169,9 +169,13 @@ def modeldeployment_changed(
 def modeldeployment_event(
     event: Mapping[str, Any], namespace: str | None, body: kopf.Body, name: str, **kwargs: Any
 ) -> None:
-    """A ModelDeployment that goes frees the pods younger ones yield to it."""
+    """A ModelDeployment that goes frees the pods younger ones yield to it, and leaves nothing of
+    itself in the operator's memory."""
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
-        WAKEUPS.at((str(namespace), name), None)
+        key = (str(namespace), name)
+        WAKEUPS.at(key, None)
+        with _locks.hold(key):  # after a reconcile under way, which would record its pods again
+            _pods_read.pop(key, None)
         _wake_yielders(str(namespace), _lookups(kwargs))
 
 
