@@ -18,8 +18,10 @@ egress for the whole fleet). Two ways to make the links, the first that works:
 The fleet is ``rollout.py``'s: the real operator rolls a ModelDeployment on a Deployment of
 ``--pods`` agent-only pods (each its own agent process, weights volume and cache) reloading one
 shared reference engine, spread over ``--nodes`` sandbox nodes (a topology spread constraint),
-each node running the node cache DaemonSet. The model is a Llama of 23.9M parameters (47.7 MB in
-bf16) trained for real (v1, then AdamW steps at a fine-tuning learning rate for v2 and v3).
+each node running the node cache DaemonSet. The model is a Llama of 26.8M parameters (53.6 MB in
+bf16) trained for real (v1, then two AdamW steps at 7e-7 each for v2 and v3: at 1e-5 a sixth of
+the bf16 elements changed per version, at 7e-7 about 2 %, a fine-tuning step's density; the JSON's
+``delta_density``).
 Modes, each a fresh fleet brought up on v1 from its own copy of the store (the node caches keep
 what an earlier mode fetched), then measured on v2 -> v3:
 
@@ -83,8 +85,8 @@ from rollout import (
     stop,
 )
 
-SCHEDULE = (("v1", 3, 1e-3), ("v2", 2, 1e-5), ("v3", 2, 1e-5))
-SHAPE = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8}
+SCHEDULE = (("v1", 3, 1e-3), ("v2", 2, 7e-7), ("v3", 2, 7e-7))
+SHAPE = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 9}
 BUCKET = "fleet-bench"
 CREDENTIALS = {
     "AWS_REGION": "us-east-1",
@@ -341,18 +343,19 @@ def credentials(endpoint: str) -> dict[str, str]:
 
 
 def pod_spec(
-    store_uri: str, engine_url: str, endpoint: str, app: str, *, peers: bool, node_cache: int
+    store_uri: str, engine_url: str, endpoint: str, app: str, *, peers: bool, setup: Setup
 ) -> dict[str, Any]:
     """``rollout.py``'s agent-only pod, reaching the store through the link (at its node's
-    address), with its node's cache on port ``node_cache``, with peers, spread over the nodes."""
+    address), with its node's cache, with peers, spread over the nodes."""
     spec = agent_only_pod_spec(store_uri, engine_url)
     (agent,) = spec["containers"]
+    agent["args"] = [*agent["args"], f"--log-level={setup.agent_log_level}"]
     env = credentials(endpoint)
     agent["env"] = [*agent["env"], *({"name": k, "value": v} for k, v in env.items())]
     if peers:
         serve_peers(agent, app)
         agent["args"] = [*agent["args"], "--peer-serve-rate=0"]
-    use_node_cache(spec, agent, node_cache)  # HOST_IP first: the endpoint above names it
+    use_node_cache(spec, agent, setup.cache_port)  # HOST_IP first: the endpoint above names it
     spread_over_nodes(spec, {"app": app})
     return spec
 
@@ -407,7 +410,7 @@ def measure(
     pods = Fleet(sandbox, name, n)
     deployment, rollout = fleet(name, n, uri, engine_url)
     deployment["spec"]["template"]["spec"] = pod_spec(
-        uri, engine_url, link.pod_endpoint, name, peers=mode in PEERS, node_cache=setup.cache_port
+        uri, engine_url, link.pod_endpoint, name, peers=mode in PEERS, setup=setup
     )
     rollout["spec"]["store"]["secretRef"] = {"name": SECRET}  # the operator reads the bucket too
     pods.create(deployment, rollout)
@@ -442,6 +445,13 @@ def measure(
     return result
 
 
+def delta_density(store: Store, version: str) -> float:
+    """The fraction of the model's elements that ``version``'s delta changes."""
+    delta = store.versions(MODEL)[version].delta
+    assert delta is not None
+    return delta.changed_elements / delta.total_elements
+
+
 def object_bytes(store: Store, version: str, *, anchor: bool) -> int:
     graph = store.graph(MODEL)
     if anchor:
@@ -462,6 +472,7 @@ class Setup:
     uris: dict[str, str]  # by mode
     engine_url: str
     cache_port: int
+    agent_log_level: str
 
 
 def node_addresses(sandbox: Any) -> list[str]:
@@ -521,7 +532,10 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             operator = start_operator(sandbox, root / "operator.log")
             port, admin = free_port(), free_port()
             engine = start_engine(paths["v1"], port, admin, root / "engine.log")
-            setup = Setup(args.pods, len(addresses), uris, f"http://127.0.0.1:{admin}", cache_port)
+            setup = Setup(
+                args.pods, len(addresses), uris, f"http://127.0.0.1:{admin}", cache_port,
+                args.agent_log_level,
+            )  # fmt: skip
             try:
                 for mode in MODES:
                     rows[mode] = measure(sandbox, mode, setup, link, ids)
@@ -543,6 +557,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "model_parameters": checkpoints.parameters,
         "checkpoint_bytes": checkpoints.full_bytes("v3"),
         "delta_bytes": delta_bytes,
+        "delta_density": round(delta_density(delta, ids["v3"]), 4),
         "full_bytes": full_bytes,
         "cpu_count": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -584,7 +599,13 @@ def main() -> None:
     parser.add_argument(
         "--model", choices=("bench", "demo"), default="bench", help="demo: a quick smoke run"
     )
+    parser.add_argument(
+        "--agent-log-level", default="warning", help="info: the agents log each step (--keep)"
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON result here")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this new directory and keep it (the agents' logs)"
+    )
     parser.add_argument("--inside-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.link != "proxy" and not args.inside_netns:
@@ -595,8 +616,13 @@ def main() -> None:
         print("no kernel shaping here (root and iproute2); using the proxy", file=sys.stderr)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(REPO / "tests"))  # fixtures.s3 for the proxy link
-    with tempfile.TemporaryDirectory(prefix="deltaroll-fleet-") as tmp:
-        result = run(args, Path(tmp))
+    with contextlib.ExitStack() as stack:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True)
+        root = args.keep or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="deltaroll-fleet-"))
+        )
+        result = run(args, root)
     print_json(result, args.json_out)
 
 

@@ -1,16 +1,16 @@
-"""A standard-library HTTP server bound at once and run from a daemon thread (the agent's health
-and peer servers): the port is known before the agent reports it, and stopping closes it."""
+"""A threaded HTTP server bound at once and run from a daemon thread (the agent's health and
+peer servers): the port is known before the agent reports it, and stopping closes it."""
 
 from __future__ import annotations
 
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from deltaroll.listening import FleetHTTPServer
 
 
-class BackgroundServer(ThreadingHTTPServer):
+class BackgroundServer(FleetHTTPServer):
     """Bound in the constructor; :meth:`start` serves from a daemon thread named ``name``."""
-
-    daemon_threads = True
 
     def __init__(
         self, host: str, port: int, handler: type[BaseHTTPRequestHandler], name: str

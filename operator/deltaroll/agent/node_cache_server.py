@@ -46,6 +46,7 @@ from deltaroll.api.node_cache import (
     NodeCacheBusy,
 )
 from deltaroll.api.object_cache import PARTIAL_DIR
+from deltaroll.listening import LISTEN_BACKLOG
 from deltaroll.store.cache import ObjectCache, staged_hash
 from deltaroll.store.names import is_digest
 
@@ -344,7 +345,7 @@ async def serve(cache: NodeCache, host: str, port: int, stop: asyncio.Event) -> 
     runner = web.AppRunner(cache.app(), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG).start()
         log.info("node_cache.listening", host=host, port=port, node=cache.authenticator.node_name)
         await stop.wait()
     finally:

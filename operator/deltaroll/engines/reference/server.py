@@ -1,4 +1,5 @@
-"""The reference engine's HTTP servers (standard library ``ThreadingHTTPServer``).
+"""The reference engine's HTTP servers (standard library ``ThreadingHTTPServer``, with
+:mod:`deltaroll.listening`'s backlog).
 
 Two listeners on one engine. The inference port (the pod port a Service exposes) serves
 (JSON in, JSON out)::
@@ -65,6 +66,7 @@ from deltaroll.engines.reference.served import (
     ServedDigester,
     UnknownTensorError,
 )
+from deltaroll.listening import FleetHTTPServer
 
 log = structlog.get_logger(__name__)
 
@@ -344,9 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("http", client=self.client_address[0], line=format % args)
 
 
-class _EngineServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _EngineServer(FleetHTTPServer):
     def __init__(
         self, address: tuple[str, int], engine: ReferenceEngine, routes: frozenset[tuple[str, str]]
     ) -> None:

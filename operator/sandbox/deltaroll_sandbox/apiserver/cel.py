@@ -68,9 +68,19 @@ def evaluate(rule: str, context: dict[str, Any]) -> bool:
     return bool(value(rule, context))
 
 
+def converted(context: dict[str, Any]) -> dict[str, Any]:
+    """JSON values in CEL's types: converted once, a request's many rules share them (a pod
+    converted once per rule of an admission policy was a sixth of the API server's time with
+    64 agents patching their pods)."""
+    return {name: celpy.json_to_cel(item) for name, item in context.items()}
+
+
 def value(rule: str, context: dict[str, Any], cel_values: dict[str, Any] | None = None) -> Any:
     """What ``rule`` evaluates to, against JSON values and values already in CEL's types (an
     admission policy's ``variables``); raises on a CEL error."""
-    activation = {name: celpy.json_to_cel(item) for name, item in context.items()}
-    activation.update(cel_values or {})
+    return run(rule, {**converted(context), **(cel_values or {})})
+
+
+def run(rule: str, activation: dict[str, Any]) -> Any:
+    """What ``rule`` evaluates to against values in CEL's types; raises on a CEL error."""
     return program(rule).evaluate(activation)

@@ -93,10 +93,12 @@ class PolicyAdmission:
 def _evaluate(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
     """(message, reason) of the first refusal, None when the policy admits the request."""
     fail = spec.get("failurePolicy", "Fail") == "Fail"
-    context = {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
+    context = cel.converted(
+        {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
+    )
     try:
         for condition in spec.get("matchConditions") or []:
-            if not bool(cel.value(condition["expression"], context)):
+            if not bool(cel.run(condition["expression"], context)):
                 return None
     except Exception as exc:
         return (f"failed to evaluate match conditions: {exc}", "Invalid") if fail else None
@@ -104,32 +106,32 @@ def _evaluate(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
     broken: dict[str, Exception] = {}  # upstream evaluates variables lazily: an error is the
     for variable in spec.get("variables") or []:  # error of each expression that reads it
         try:
-            found = cel.value(variable["expression"], context, {"variables": _map(variables)})
+            found = cel.run(variable["expression"], {**context, "variables": _map(variables)})
         except Exception as exc:
             broken[variable["name"]] = exc
             continue
         variables[celtypes.StringType(variable["name"])] = found
-    scope = {"variables": _map(variables)}
+    scope = {**context, "variables": _map(variables)}
     for rule in spec.get("validations") or []:
         expression = rule["expression"]
         try:
             for name, error in broken.items():
                 if f"variables.{name}" in expression:
                     raise error
-            admitted = bool(cel.value(expression, context, scope))
+            admitted = bool(cel.run(expression, scope))
         except Exception as exc:
             if fail:
                 return f"expression '{expression}' resulted in error: {exc}", "Invalid"
             continue
         if not admitted:
-            return _message(rule, context, scope), rule.get("reason") or "Invalid"
+            return _message(rule, scope), rule.get("reason") or "Invalid"
     return None
 
 
-def _message(rule: dict[str, Any], context: dict[str, Any], scope: dict[str, Any]) -> str:
+def _message(rule: dict[str, Any], scope: dict[str, Any]) -> str:
     if rule.get("messageExpression"):
         with contextlib.suppress(Exception):  # upstream falls back to the static message
-            text = str(cel.value(rule["messageExpression"], context, scope))
+            text = str(cel.run(rule["messageExpression"], scope))
             if text.strip():
                 return text
     return rule.get("message") or f"failed expression: {rule['expression']}"
