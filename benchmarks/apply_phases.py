@@ -19,7 +19,12 @@ one-tensor 1 GB files), median of ``--rounds``, wall and CPU seconds (every thre
   starts, which depends on every base value: ``fused`` takes those 257 counts as given (a
   payload format that carried them; computed untimed here), ``fused_prepass`` counts them in a
   read pass first (today's payload format);
-- ``undo``: restoring the old values from the undo file (what a digest mismatch costs).
+- ``fused_threads``: ``fused`` with the hash of each chunk on a second thread while the kernel
+  does the next;
+- ``undo``: restoring the old values from the undo file (what a digest mismatch costs);
+- ``hash_only`` and ``decode_only``: BLAKE3 of the change sets (8 + 2 + 2 bytes per change) and
+  decoding the payloads (zstd), alone: what any design with this digest and payload format adds
+  to the bare write on one core.
 
 Between steps the weight files are restored to v1 and fsynced (untimed), so every step starts
 from the same clean, cached pages. Prints one JSON object as the last line of stdout.
@@ -244,6 +249,33 @@ def _retrust(weights: Path) -> None:
 
 
 # ---------------------------------------------------------------- the steps
+
+
+def _hash_only(writes: Path, old: list[np.ndarray], new: list[np.ndarray]) -> None:
+    """``changes_digest`` of every change set alone: BLAKE3 of 8 + 2 + 2 bytes per change."""
+    from deltaroll.codec import ChangesHasher
+
+    for index, (base, target) in enumerate(zip(old, new, strict=True)):
+        positions = np.fromfile(writes / f"p{index}.bin", np.int64)
+        hasher = ChangesHasher(2)
+        for first in range(0, positions.shape[0], CHUNK):
+            chunk = slice(first, first + CHUNK)
+            hasher.update(positions[chunk], base[chunk], target[chunk])
+        hasher.hexdigest()
+
+
+def _decode_only(delta: Path) -> None:
+    """Every sparse payload decoded and its change stream decompressed (zstd), nothing else."""
+    from deltaroll.checkpoint.changeset import sparse_changes
+    from deltaroll.checkpoint.manifest import read_delta_manifest
+    from deltaroll.checkpoint.objects import ObjectDir
+    from deltaroll.checkpoint.packs import PackReader
+
+    manifest = read_delta_manifest(delta)
+    payload = PackReader(ObjectDir(delta), manifest.objects)
+    for entry in manifest.tensors:
+        if entry.payload is not None:
+            sparse_changes(entry, np.dtype(np.uint16), payload).sorted_changes  # noqa: B018
 
 
 def _ranges(values: np.ndarray) -> Callable[[int, int], np.ndarray]:
@@ -520,7 +552,7 @@ def measure_point(work: Path, size_gb: float, changed: int, rounds: int) -> dict
         k: []
         for k in (
             "bare", "today", "today_durable", "today_passes", "fused", "fused_prepass",
-            "fused_threads", "undo",
+            "fused_threads", "undo", "hash_only", "decode_only",
         )
     }  # fmt: skip
     loads = [os.getloadavg()[0]]
@@ -547,6 +579,9 @@ def measure_point(work: Path, size_gb: float, changed: int, rounds: int) -> dict
                 samples["undo"].append(Timed(fused.undo))
             else:
                 restore()
+        # What any design with this digest and payload must add to the write, on one core.
+        samples["hash_only"].append(Timed(lambda: _hash_only(writes, old_values, new_values)))
+        samples["decode_only"].append(Timed(lambda: _decode_only(delta)))
         _retrust(weights)
         loads.append(os.getloadavg()[0])
     restored = _gather_values(weights, writes)
@@ -561,7 +596,10 @@ def measure_point(work: Path, size_gb: float, changed: int, rounds: int) -> dict
         **{name: _summary(s) for name, s in samples.items()},
     }
     bare = result["bare"]
-    for name in ("today", "today_passes", "fused", "fused_prepass", "fused_threads", "undo"):
+    for name in (
+        "today", "today_passes", "fused", "fused_prepass", "fused_threads", "undo", "hash_only",
+        "decode_only",
+    ):  # fmt: skip
         result[f"{name}_vs_bare"] = result[name]["wall_s"] / bare["wall_s"]
         result[f"{name}_cpu_vs_bare"] = result[name]["cpu_s"] / bare["cpu_s"]
     shutil.rmtree(point)
