@@ -65,7 +65,9 @@ def fetched_objects(
     off and tries again), ``CorruptObjectError`` naming the object (the agent fails), and
     ``TransferCancelledError`` once ``should_stop`` (asked before each object) says True.
     """
+    steps = list(steps)
     refs = plan_objects(steps)
+    target = steps[-1].target if steps else None  # the id a pod that holds it all reports
     held: list[str] = []
     try:
         if peers is None:
@@ -80,7 +82,7 @@ def fetched_objects(
         peers.directory.refresh()
         # None (the peers cannot be listed now): wait for them like a non-seeder, rather than
         # every pod of the fleet fetching everything from the bucket at once
-        seeds = {ref.digest: peers.seeds(ref.digest, wanted) for ref in missing}
+        seeds = {ref.digest: peers.seeds(ref.digest, wanted, target) for ref in missing}
         alone = peers.directory.live() == {}  # listed, and no other pod serves
         seeded = [ref for ref in missing if seeds[ref.digest]]
         asked = [ref for ref in missing if not seeds[ref.digest]]
@@ -88,7 +90,7 @@ def fetched_objects(
         with ThreadPoolExecutor(1, thread_name_prefix="agent-seed") as pool:
             seeding = pool.submit(_from_bucket, store, model, seeded, should_stop, node_cache)
             peer_bytes, left = peers.fetch(
-                asked, store.cache, should_stop, wanted=wanted, node_cache=node_cache
+                asked, store.cache, should_stop, wanted=wanted, target=target, node_cache=node_cache
             )
             seed = seeding.result()
         held += [ref.digest for ref in left]

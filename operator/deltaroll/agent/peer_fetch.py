@@ -72,11 +72,13 @@ class PeerFetcher:
     sleep: Callable[[float], None] = time.sleep
     _distrusted: set[str] = field(default_factory=set)
 
-    def seeds(self, digest: str, wanted: str | None) -> bool | None:
+    def seeds(self, digest: str, wanted: str | None, target: str | None = None) -> bool | None:
         """Whether this agent fetches ``digest`` from the bucket, ranked among the pods told to
-        serve ``wanted``; None while the peers cannot be listed."""
+        serve ``wanted`` (a name, as the operator writes it), unless a pod serves ``target``
+        (the version's id, as agents report it) already; None while the peers cannot be
+        listed."""
         peers = self.directory.live()
-        return None if peers is None else self._is_seeder(digest, peers, wanted)
+        return None if peers is None else self._is_seeder(digest, peers, wanted, target)
 
     def fetch(
         self,
@@ -85,6 +87,7 @@ class PeerFetcher:
         should_stop: Callable[[], bool] | None = None,
         *,
         wanted: str | None = None,
+        target: str | None = None,
         node_cache: NodeCacheClient | None = None,
     ) -> tuple[int, list[ObjectRef]]:
         """Bring what the node cache or peers serve of ``refs`` into ``cache`` (the caller holds
@@ -93,7 +96,7 @@ class PeerFetcher:
         from_peers: list[int] = []
 
         def one(ref: ObjectRef) -> None:
-            outcome = self._fetch_one(ref, cache, should_stop, wanted, node_cache)
+            outcome = self._fetch_one(ref, cache, should_stop, (wanted, target), node_cache)
             if outcome is None:
                 left.append(ref)
             elif outcome is _Outcome.RECEIVED:
@@ -103,8 +106,10 @@ class PeerFetcher:
         run_all(one, refs, workers=PEER_WORKERS)
         return sum(from_peers), left
 
-    def _is_seeder(self, digest: str, peers: dict[str, Peer], wanted: str | None) -> bool:
-        if wanted is not None and any(peer.serves == wanted for peer in peers.values()):
+    def _is_seeder(
+        self, digest: str, peers: dict[str, Peer], wanted: str | None, target: str | None
+    ) -> bool:
+        if target is not None and any(peer.serves == target for peer in peers.values()):
             return False  # a pod serves it already and holds its objects (else: wait, bucket)
         pulling = [name for name, peer in peers.items() if wanted is None or peer.wants == wanted]
         return self.own_name in rank(digest, [*pulling, self.own_name])[: self.seeders]
@@ -114,11 +119,12 @@ class PeerFetcher:
         ref: ObjectRef,
         cache: ObjectCache,
         should_stop: Callable[[], bool] | None,
-        wanted: str | None,
+        version: tuple[str | None, str | None],
         node_cache: NodeCacheClient | None,
     ) -> _Outcome | None:
         """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
-        or None (left to the bucket)."""
+        or None (left to the bucket). ``version``: (wanted, target) as :meth:`seeds` takes them."""
+        wanted = version[0]
         deadline = self.clock() + self.wait_s
         while not (should_stop is not None and should_stop()):
             started = self.clock()
@@ -129,7 +135,7 @@ class PeerFetcher:
                 return _Outcome.NOT_THERE
             peers = self.directory.live()
             if peers is not None:
-                if self._is_seeder(ref.digest, peers, wanted):
+                if self._is_seeder(ref.digest, peers, *version):
                     return None  # a seeder left (or none was listed before): it seeds it now
                 for name in self._order(ref.digest, peers, wanted):
                     # a peer pulling the same version will hold it: it answers when it does
