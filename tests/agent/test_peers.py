@@ -619,6 +619,34 @@ def test_once_a_pod_serves_the_version_the_next_step_takes_it_from_there_not_the
     assert_all_verified(pod.store, refs)
 
 
+def test_a_pod_that_serves_the_version_without_an_object_is_asked_once_then_seeded_around(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """A pod can serve the version without holding what this pull needs: it got there another
+    way (a rescheduled canary from an anchor), or its annotation lies. Trusting the annotation
+    alone, nobody would seed and every pod would wait out ``wait_s`` per object; now each pod
+    asks it once per object and, finding it lacks the object, ranks without it and seeds."""
+    elsewhere = make_pod("elsewhere")  # serves v2 by its annotation, holds nothing
+    pod = make_pod("next")
+    steps = v2_steps(published, pod.store)
+    refs = plan_objects(steps)
+    v2_id = steps[-1].target
+    directory = StaticPeers({"elsewhere": Peer("127.0.0.1", elsewhere.server.port, "v2", v2_id)})
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) > 2 * len(refs):
+            raise AssertionError("the pod kept waiting for a peer that lacks the object")
+
+    fetcher = pod.fetcher(directory, sleep=sleep)
+    assert not any(fetcher.seeds(r.digest, "v2", v2_id) for r in refs)  # it should hold them
+    with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+        assert moved.bucket_objects == len(refs) and moved.peer_bytes == 0
+    assert sum(backend.downloads.values()) == len(refs)  # each object once, from the bucket
+    assert_all_verified(pod.store, refs)
+
+
 def test_a_non_seeder_waits_at_a_pulling_peer_and_gets_each_object_when_it_lands(
     published: Published, make_pod: Any, backend: CountingBackend, fleet: StaticPeers
 ) -> None:

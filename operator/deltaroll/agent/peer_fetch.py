@@ -71,6 +71,9 @@ class PeerFetcher:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     _distrusted: set[str] = field(default_factory=set)
+    #: (peer, digest): a peer serving the target that could not give this object in this pull
+    #: (it reached the version by another path, or claims what it does not hold).
+    _lacking: set[tuple[str, str]] = field(default_factory=set)
 
     def seeds(self, digest: str, wanted: str | None, target: str | None = None) -> bool | None:
         """Whether this agent fetches ``digest`` from the bucket, ranked among the pods told to
@@ -102,17 +105,33 @@ class PeerFetcher:
             elif outcome is _Outcome.RECEIVED:
                 from_peers.append(ref.size)
 
-        self._distrusted = set()
+        self._distrusted, self._lacking = set(), set()
         run_all(one, refs, workers=PEER_WORKERS)
         return sum(from_peers), left
 
     def _is_seeder(
         self, digest: str, peers: dict[str, Peer], wanted: str | None, target: str | None
     ) -> bool:
-        if target is not None and any(peer.serves == target for peer in peers.values()):
-            return False  # a pod serves it already and holds its objects (else: wait, bucket)
-        pulling = [name for name, peer in peers.items() if wanted is None or peer.wants == wanted]
+        if any(self._holds(name, peer, digest, target) for name, peer in peers.items()):
+            return False  # a pod serves the version: it holds the object, ask it
+        # ranked among the pods still pulling: one that serves the version will fetch nothing
+        pulling = [
+            name
+            for name, peer in peers.items()
+            if (wanted is None or peer.wants == wanted)
+            and (target is None or peer.serves != target)
+        ]
         return self.own_name in rank(digest, [*pulling, self.own_name])[: self.seeders]
+
+    def _holds(self, name: str, peer: Peer, digest: str, target: str | None) -> bool:
+        """Whether ``peer`` should hold ``digest``: it serves ``target`` (so it fetched what
+        led there) and has not, in this pull, failed to give it or lied."""
+        return (
+            target is not None
+            and peer.serves == target
+            and name not in self._distrusted
+            and (name, digest) not in self._lacking
+        )
 
     def _fetch_one(
         self,
@@ -144,6 +163,10 @@ class PeerFetcher:
                     outcome = self._get(name, peers[name], ref, cache, wait_s)
                     if outcome is _Outcome.RECEIVED:
                         return outcome
+                    if version[1] is not None and peers[name].serves == version[1]:
+                        # it serves the version but could not give this object: rank without it
+                        self._lacking.add((name, ref.digest))
+                        break
                     if outcome is _Outcome.WRONG:
                         self._distrusted.add(name)
             if self.clock() >= deadline:

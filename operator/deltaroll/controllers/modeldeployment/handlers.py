@@ -173,8 +173,8 @@ def modeldeployment_event(
     itself in the operator's memory."""
     if event.get("type") == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
         key = (str(namespace), name)
-        WAKEUPS.at(key, None)
-        with _locks.hold(key):  # after a reconcile under way, which would record its pods again
+        with _locks.hold(key):  # after a reconcile under way, which would file it again
+            WAKEUPS.at(key, None)
             _pods_read.pop(key, None)
         _wake_yielders(str(namespace), _lookups(kwargs))
 

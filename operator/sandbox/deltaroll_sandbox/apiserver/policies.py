@@ -93,10 +93,10 @@ class PolicyAdmission:
 def _evaluate(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
     """(message, reason) of the first refusal, None when the policy admits the request."""
     fail = spec.get("failurePolicy", "Fail") == "Fail"
-    context = cel.converted(
-        {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
-    )
-    try:
+    try:  # converting can fail too (an integer past 2^63): as an evaluation error, per policy
+        context = cel.converted(
+            {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
+        )
         for condition in spec.get("matchConditions") or []:
             if not bool(cel.run(condition["expression"], context)):
                 return None
