@@ -647,6 +647,36 @@ def test_a_pod_that_serves_the_version_without_an_object_is_asked_once_then_seed
     assert_all_verified(pod.store, refs)
 
 
+def test_a_non_seeder_asks_a_serving_pod_that_lacks_the_object_once_then_the_seeder(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """Past a pod that serves the version but lacks the object (asked first, it ranks first),
+    a pod that is no seeder goes on to the seeder that holds it: it asks the lacking pod once,
+    not again and again until ``wait_s`` is over and the bucket."""
+    (seeder,), steps, refs = holding(published, make_pod, "holder-0")
+    digests = [r.digest for r in refs]
+    lacking_name = next(
+        name
+        for name in (f"elsewhere-{i}" for i in range(1_000_000))
+        if all(rank(d, [name, "holder-0"])[0] == name for d in digests)
+    )
+    lacking = make_pod(lacking_name)  # serves v2 by its annotation, holds nothing
+    backend.downloads.clear()
+    pod = make_pod(leecher_name(digests, ["holder-0"], 1))
+    v2_id = steps[-1].target
+    directory = StaticPeers(
+        {
+            lacking_name: Peer("127.0.0.1", lacking.server.port, "v2", v2_id),
+            "holder-0": Peer("127.0.0.1", seeder.server.port, "v2"),  # still reports pulling
+        }
+    )
+    fetcher = pod.fetcher(directory, seeders=1)
+    with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+        assert moved.bucket_objects == 0 and moved.peer_bytes == sum(r.size for r in refs)
+    assert not backend.downloads
+    assert lacking.metrics.peer_requests.labels("missing")._value.get() == len(refs)  # once each
+
+
 def test_a_non_seeder_waits_at_a_pulling_peer_and_gets_each_object_when_it_lands(
     published: Published, make_pod: Any, backend: CountingBackend, fleet: StaticPeers
 ) -> None:

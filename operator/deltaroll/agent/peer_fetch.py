@@ -99,7 +99,7 @@ class PeerFetcher:
         from_peers: list[int] = []
 
         def one(ref: ObjectRef) -> None:
-            outcome = self._fetch_one(ref, cache, should_stop, (wanted, target), node_cache)
+            outcome = self._fetch_one(ref, cache, should_stop, wanted, target, node_cache)
             if outcome is None:
                 left.append(ref)
             elif outcome is _Outcome.RECEIVED:
@@ -115,12 +115,7 @@ class PeerFetcher:
         if any(self._holds(name, peer, digest, target) for name, peer in peers.items()):
             return False  # a pod serves the version: it holds the object, ask it
         # ranked among the pods still pulling: one that serves the version will fetch nothing
-        pulling = [
-            name
-            for name, peer in peers.items()
-            if (wanted is None or peer.wants == wanted)
-            and (target is None or peer.serves != target)
-        ]
+        pulling = [name for name, peer in peers.items() if _pulling(peer, wanted, target)]
         return self.own_name in rank(digest, [*pulling, self.own_name])[: self.seeders]
 
     def _holds(self, name: str, peer: Peer, digest: str, target: str | None) -> bool:
@@ -138,12 +133,12 @@ class PeerFetcher:
         ref: ObjectRef,
         cache: ObjectCache,
         should_stop: Callable[[], bool] | None,
-        version: tuple[str | None, str | None],
+        wanted: str | None,
+        target: str | None,
         node_cache: NodeCacheClient | None,
     ) -> _Outcome | None:
         """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
-        or None (left to the bucket). ``version``: (wanted, target) as :meth:`seeds` takes them."""
-        wanted = version[0]
+        or None (left to the bucket)."""
         deadline = self.clock() + self.wait_s
         while not (should_stop is not None and should_stop()):
             started = self.clock()
@@ -154,21 +149,22 @@ class PeerFetcher:
                 return _Outcome.NOT_THERE
             peers = self.directory.live()
             if peers is not None:
-                if self._is_seeder(ref.digest, peers, *version):
+                if self._is_seeder(ref.digest, peers, wanted, target):
                     return None  # a seeder left (or none was listed before): it seeds it now
                 for name in self._order(ref.digest, peers, wanted):
+                    peer = peers[name]
                     # a peer pulling the same version will hold it: it answers when it does
-                    pulling = wanted is not None and peers[name].wants == wanted
+                    pulling = wanted is not None and _pulling(peer, wanted, target)
                     wait_s = self._wait(deadline) if pulling else 0.0
-                    outcome = self._get(name, peers[name], ref, cache, wait_s)
+                    outcome = self._get(name, peer, ref, cache, wait_s)
                     if outcome is _Outcome.RECEIVED:
                         return outcome
-                    if version[1] is not None and peers[name].serves == version[1]:
+                    if outcome is _Outcome.WRONG:
+                        self._distrusted.add(name)
+                    elif self._holds(name, peer, ref.digest, target):
                         # it serves the version but could not give this object: rank without it
                         self._lacking.add((name, ref.digest))
                         break
-                    if outcome is _Outcome.WRONG:
-                        self._distrusted.add(name)
             if self.clock() >= deadline:
                 log.info("agent.peers_too_slow", digest=ref.digest, waited_s=self.wait_s)
                 return None
@@ -182,8 +178,13 @@ class PeerFetcher:
 
     def _order(self, digest: str, peers: dict[str, Peer], wanted: str | None) -> list[str]:
         """Peers to ask: those pulling ``wanted`` (seeders first), then the others (they may
-        hold it from an earlier version), none that lied in this pull."""
-        trusted = [name for name in peers if name not in self._distrusted]
+        hold it from an earlier version), none that lied in this pull or, serving the version,
+        could not give this object."""
+        trusted = [
+            name
+            for name in peers
+            if name not in self._distrusted and (name, digest) not in self._lacking
+        ]
         pulling = [name for name in trusted if wanted is None or peers[name].wants == wanted]
         return rank(digest, pulling) + rank(digest, set(trusted) - set(pulling))
 
@@ -231,6 +232,12 @@ class PeerFetcher:
             return _Outcome.WRONG
         self.metrics.peer_bytes.inc(ref.size)
         return _Outcome.RECEIVED
+
+
+def _pulling(peer: Peer, wanted: str | None, target: str | None) -> bool:
+    """Whether ``peer`` is told to serve ``wanted`` (any version when None) and does not serve
+    ``target`` yet: it will fetch the objects, it does not hold them."""
+    return (wanted is None or peer.wants == wanted) and (target is None or peer.serves != target)
 
 
 def _from_node(
