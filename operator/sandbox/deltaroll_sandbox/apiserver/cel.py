@@ -65,7 +65,7 @@ def program(rule: str) -> Any:
 
 def evaluate(rule: str, context: dict[str, Any]) -> bool:
     """``rule`` against JSON values (``self``, ``oldSelf``); raises on a CEL error."""
-    return bool(value(rule, context))
+    return bool(run(rule, converted(context)))
 
 
 def converted(context: dict[str, Any]) -> dict[str, Any]:
@@ -73,12 +73,6 @@ def converted(context: dict[str, Any]) -> dict[str, Any]:
     converted once per rule of an admission policy was a sixth of the API server's time with
     64 agents patching their pods)."""
     return {name: celpy.json_to_cel(item) for name, item in context.items()}
-
-
-def value(rule: str, context: dict[str, Any], cel_values: dict[str, Any] | None = None) -> Any:
-    """What ``rule`` evaluates to, against JSON values and values already in CEL's types (an
-    admission policy's ``variables``); raises on a CEL error."""
-    return run(rule, {**converted(context), **(cel_values or {})})
 
 
 def run(rule: str, activation: dict[str, Any]) -> Any:
