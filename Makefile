@@ -28,9 +28,11 @@ demo: setup
 # Most of the suite's time is sandbox e2e tests waiting on processes (operator, kubelet, engines),
 # so two workers share two cores well. A test file runs whole on one worker, in order (some build
 # on the state the one before left in a module-scoped sandbox). TEST_WORKERS=0: one process.
+# The 25 slowest tests are listed at the end: CI's time budget is spent there.
 TEST_WORKERS ?= 2
 test: setup
-	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		--durations=25
 
 bench: setup
 	$(BIN)/python benchmarks/codec.py

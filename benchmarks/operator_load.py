@@ -42,7 +42,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,7 +50,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import controllers.simulated_fleet as fleet  # noqa: E402
 from deltaroll.api.annotations import POD_VERSION, PROMOTE  # noqa: E402
-from deltaroll_sandbox.apiserver.server import parse_api_path  # noqa: E402
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox  # noqa: E402
 from rollout import print_json, start_operator, stop  # noqa: E402
 
@@ -108,15 +106,7 @@ def requests_per_deployment(
     """The one-off requests in ``window`` (time.monotonic()) per ModelDeployment, by verb and
     resource ("LIST pods", "PATCH modeldeployments/status", "POST events"...): what each new
     object costs the API server. Watch streams and discovery are left out."""
-    records = sandbox.call(lambda: list(sandbox.sandbox.api.audit), timeout=fleet.LOOP_WAIT_S)
-    counts: Counter[str] = Counter()
-    for record in records:
-        parsed = parse_api_path(record.path)
-        if not window[0] <= record.at <= window[1] or record.watch or parsed is None:
-            continue
-        verb = "LIST" if record.method == "GET" and parsed.name is None else record.method
-        resource = "/".join(filter(None, (parsed.plural, parsed.subresource)))
-        counts[f"{verb} {resource}"] += 1
+    counts = sandbox.requests(*window, timeout=fleet.LOOP_WAIT_S)
     return {kind: round(count / n, 2) for kind, count in counts.most_common()}
 
 

@@ -57,6 +57,9 @@ BIN = Path(sys.executable).parent
 MODEL = "bench-llm"
 GROUP, VERSION, NAMESPACE = "deltaroll.dev", "v1alpha1", "default"
 WAIT_S = 900.0
+#: The User-Agent of the benchmark's own API client, so that its polling can be told apart from
+#: the operator's and the agents' requests in the API server's audit log.
+OBSERVER_USER_AGENT = "deltaroll-benchmark-observer"
 # v1 from random init, then two fine-tuning versions: v1 -> v2 is each agent's first rollout
 # (cold processes), v2 -> v3 the measured one (a fleet in its steady state).
 SCHEDULE = (("v1", 6, 1e-3), ("v2", 2, 1e-5), ("v3", 2, 1e-5))
@@ -123,6 +126,7 @@ class Fleet:
         self.sandbox, self.name, self.replicas = sandbox, name, replicas
         self.replaced = 0  # crash-looping pods deleted during bootstrap
         client = sandbox.api_client()
+        client.user_agent = OBSERVER_USER_AGENT
         self.core = kubernetes.client.CoreV1Api(client)
         self.apps = kubernetes.client.AppsV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)

@@ -220,6 +220,7 @@ def test_a_pod_is_a_peer_only_running_with_an_address_and_a_port() -> None:
     assert peer_of(pod("8082", ip="10.0.0.7:80")) is None
     assert peer_of(pod("70000")) is None
     assert peer_of(pod("-1")) is None
+    assert peer_of(pod("8²")) is None  # a digit to str.isdigit, not to int(): it raised
 
 
 def test_the_token_bucket_holds_every_caller_together_to_its_rate() -> None:

@@ -141,7 +141,8 @@ def peer_of(pod: Any) -> Peer | None:
     if meta.deletion_timestamp is not None or status is None or status.phase != "Running":
         return None
     raw_port = (meta.annotations or {}).get(POD_PEER_PORT, "")
-    if not raw_port.isdigit() or not 0 < int(raw_port) < 65536:
+    # isdigit() alone admits "²", on which int() raises: one pod's annotation broke every listing
+    if not (raw_port.isascii() and raw_port.isdigit()) or not 0 < int(raw_port) < 65536:
         return None
     try:
         address = ipaddress.ip_address(status.pod_ip or "")

@@ -2,13 +2,21 @@
 
 Every backend call goes through the retry policy; every record is validated on the way in, and
 a record whose content does not match the key it was found under is refused (a manifest copied
-to another name must not make the store lie about a version)."""
+to another name must not make the store lie about a version).
+
+Reading every record of a model (the version graph a pull plans on) lists the records and reads
+only those this catalog has not read at the revision listed: a long-lived reader (the agent)
+reads each version and anchor once, not once per pull, so a pull costs the store what
+was published since the last one rather than the whole history. A record written again (a
+squash re-parents a version) lists with a new revision and is read again. Names, which move,
+are read afresh."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from deltaroll.store import keys
 from deltaroll.store.backends import Backend, ObjectInfo
@@ -27,6 +35,9 @@ class Catalog:
     def __init__(self, backend: Backend, policy: RetryPolicy = DEFAULT_POLICY) -> None:
         self.backend = backend
         self.policy = policy
+        # records as read, by key: (the revision listed before the read, the validated record)
+        self._read: dict[str, tuple[str, Any]] = {}
+        self._read_lock = threading.Lock()
 
     def _retry(self, what: str, operation: Callable[[], T]) -> T:
         return call_with_retry(operation, what=what, policy=self.policy)
@@ -41,10 +52,38 @@ class Catalog:
         return self._retry(prefix, lambda: list(self.backend.list(prefix)))
 
     def _stems(self, prefix: str, suffix: str) -> list[str]:
-        listed = self.list_keys(prefix)
-        return sorted(
-            stem for info in listed if (stem := keys.stem(info.key, prefix, suffix)) is not None
-        )
+        return sorted(self._listed(prefix, suffix))
+
+    def _listed(self, prefix: str, suffix: str) -> dict[str, ObjectInfo]:
+        return {
+            stem: info
+            for info in self.list_keys(prefix)
+            if (stem := keys.stem(info.key, prefix, suffix)) is not None
+        }
+
+    def _read_listed(self, prefix: str, suffix: str, read: Callable[[str], R]) -> dict[str, R]:
+        """Every record under ``prefix`` by stem, sorted; a record read before at the revision
+        listed now is not read again, and what is no longer listed is forgotten."""
+        listed = self._listed(prefix, suffix)
+
+        def remembered(stem: str) -> R:
+            info = listed[stem]
+            with self._read_lock:
+                kept = self._read.get(info.key)
+            if info.revision is not None and kept is not None and kept[0] == info.revision:
+                return cast(R, kept[1])
+            record = read(stem)
+            if info.revision is not None:
+                with self._read_lock:
+                    self._read[info.key] = (info.revision, record)
+            return record
+
+        found = _read_all(list(listed), remembered)
+        with self._read_lock:
+            for key in [key for key in self._read if key.startswith(prefix)]:
+                if keys.stem(key, prefix, suffix) not in listed:
+                    del self._read[key]
+        return dict(sorted(found.items()))
 
     # versions ---------------------------------------------------------------------------
 
@@ -64,8 +103,9 @@ class Catalog:
             return None
 
     def all_versions(self, model: str) -> dict[str, VersionManifest]:
-        read = _read_all(self.version_ids(model), partial(self.read_version, model))
-        return dict(sorted(read.items()))
+        return self._read_listed(
+            keys.versions_prefix(model), ".json", partial(self.read_version, model)
+        )
 
     def publish_version(self, manifest: VersionManifest) -> bool:
         """Write a version manifest unless one exists; True when this call published it."""
@@ -89,8 +129,9 @@ class Catalog:
         return anchor
 
     def all_anchors(self, model: str) -> dict[str, AnchorManifest]:
-        read = _read_all(self.anchor_ids(model), partial(self.read_anchor, model))
-        return dict(sorted(read.items()))
+        return self._read_listed(
+            keys.anchors_prefix(model), ".json", partial(self.read_anchor, model)
+        )
 
     def write_anchor(self, anchor: AnchorManifest) -> bool:
         key = keys.anchor_key(anchor.model, anchor.version)
@@ -112,6 +153,8 @@ class Catalog:
         return record
 
     def all_names(self, model: str) -> dict[str, NameRecord]:
+        """Read afresh every time: a name moves often, and within one mtime tick a file store's
+        revision might not show it."""
         read = _read_all(self.name_ids(model), partial(self._read_existing_name, model))
         return dict(sorted(read.items()))
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,6 +96,30 @@ class RunningSandbox:
 
     def live_pids(self) -> set[int]:
         return self.call(self.sandbox.processes.live_pids)
+
+    def requests(
+        self,
+        since: float,
+        until: float,
+        *,
+        ignore_user_agent: str | None = None,
+        timeout: float = 10,
+    ) -> Counter[str]:
+        """The one-off requests the API server answered between ``since`` and ``until``
+        (``time.monotonic()``), by verb and resource ("LIST pods", "PATCH pods/status"...), from
+        its audit log; watch streams, discovery and the clients of ``ignore_user_agent`` (an
+        observer's own polling) are left out."""
+        from deltaroll_sandbox.apiserver.server import parse_api_path
+
+        counts: Counter[str] = Counter()
+        for record in self.call(lambda: list(self.sandbox.api.audit), timeout=timeout):
+            parsed = parse_api_path(record.path)
+            ignored = record.watch or record.user_agent == ignore_user_agent
+            if not since <= record.at <= until or ignored or parsed is None:
+                continue
+            verb = "LIST" if record.method == "GET" and parsed.name is None else record.method
+            counts[f"{verb} {'/'.join(filter(None, (parsed.plural, parsed.subresource)))}"] += 1
+        return counts
 
 
 @contextmanager

@@ -20,11 +20,15 @@ ProgressCallback = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """A listed key, its size and when it was last written (for gc's grace period)."""
+    """A listed key, its size, when it was last written (for gc's grace period) and its
+    ``revision``: a value that changes whenever the key's bytes are written (S3's ETag, the
+    Hub's content hash, a file's inode and mtime in nanoseconds); None where the backend has
+    none, and then nothing read from the key is reused."""
 
     key: str
     size: int
     modified: datetime | None
+    revision: str | None = None
 
 
 class Backend(Protocol):

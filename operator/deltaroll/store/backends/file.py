@@ -130,6 +130,8 @@ class FileBackend:
                         key=path.relative_to(self.root).as_posix(),
                         size=stat.st_size,
                         modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+                        # writes go to a new file renamed over the key: a new inode each time
+                        revision=f"{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_size}",
                     )
 
     def delete(self, keys: Sequence[str]) -> None:

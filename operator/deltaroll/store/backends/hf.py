@@ -180,7 +180,8 @@ class HfBackend:
                     continue  # folders: their files are listed too (recursive)
                 key = self.key_of(entry.path)
                 if key is not None and key.startswith(prefix):
-                    listed.append(ObjectInfo(key, entry.size, entry.uploaded_at or entry.mtime))
+                    modified = entry.uploaded_at or entry.mtime
+                    listed.append(ObjectInfo(key, entry.size, modified, entry.xet_hash))
             return listed
 
         # The Hub matches the prefix lexically and answers a prefix nothing is under with an

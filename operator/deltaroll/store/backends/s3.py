@@ -170,7 +170,10 @@ class S3Backend:
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         def pages() -> list[list[ObjectInfo]]:
             return [
-                [ObjectInfo(m["path"], m["size"], m["last_modified"]) for m in page]
+                [
+                    ObjectInfo(m["path"], m["size"], m["last_modified"], m.get("e_tag") or None)
+                    for m in page
+                ]
                 for page in obstore.list(self._store, prefix or None, chunk_size=1000)
             ]
 
