@@ -121,12 +121,12 @@ class PeerFetcher:
     def _holds(self, name: str, peer: Peer, digest: str, target: str | None) -> bool:
         """Whether ``peer`` should hold ``digest``: it serves ``target`` (so it fetched what
         led there) and has not, in this pull, failed to give it or lied."""
-        return (
-            target is not None
-            and peer.serves == target
-            and name not in self._distrusted
-            and (name, digest) not in self._lacking
-        )
+        return target is not None and peer.serves == target and self._askable(name, digest)
+
+    def _askable(self, name: str, digest: str) -> bool:
+        """Whether ``name`` may be asked for ``digest`` in this pull: it has not lied, nor,
+        serving the version, failed to give this object."""
+        return name not in self._distrusted and (name, digest) not in self._lacking
 
     def _fetch_one(
         self,
@@ -180,11 +180,7 @@ class PeerFetcher:
         """Peers to ask: those pulling ``wanted`` (seeders first), then the others (they may
         hold it from an earlier version), none that lied in this pull or, serving the version,
         could not give this object."""
-        trusted = [
-            name
-            for name in peers
-            if name not in self._distrusted and (name, digest) not in self._lacking
-        ]
+        trusted = [name for name in peers if self._askable(name, digest)]
         pulling = [name for name in trusted if wanted is None or peers[name].wants == wanted]
         return rank(digest, pulling) + rank(digest, set(trusted) - set(pulling))
 

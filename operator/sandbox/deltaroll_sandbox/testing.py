@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deltaroll_sandbox.apiserver.server import parse_api_path
 from deltaroll_sandbox.errors import SandboxStartError
 from deltaroll_sandbox.sandbox import Sandbox
 
@@ -109,8 +110,6 @@ class RunningSandbox:
         (``time.monotonic()``), by verb and resource ("LIST pods", "PATCH pods/status"...), from
         its audit log; watch streams, discovery and the clients of ``ignore_user_agent`` (an
         observer's own polling) are left out."""
-        from deltaroll_sandbox.apiserver.server import parse_api_path
-
         counts: Counter[str] = Counter()
         for record in self.call(lambda: list(self.sandbox.api.audit), timeout=timeout):
             parsed = parse_api_path(record.path)
