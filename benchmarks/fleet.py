@@ -36,7 +36,9 @@ crossed the bucket link), ``uplink_bytes`` (bytes the nodes sent peers), the age
 ``agent_bucket_bytes``, ``node_cache_bytes`` and ``peer_bytes``, ``pods``, ``nodes``, and
 ``api_requests`` (the one-off requests the sandbox's API server answered during the change, the
 operator's and the agents', not the benchmark's own polling, watches left out;
-``api_requests_by_kind`` by verb). Prints a
+``api_requests_by_kind`` by verb), ``cpu_seconds`` and ``transfer_cpu_seconds`` (the CPU time
+the whole machine spent in each phase: where the links never bind, what the phase is made of).
+Prints a
 table on stderr and one JSON object as the last line of stdout (and to --json-out).
 
 Run (as root for tc): .venv/bin/python benchmarks/fleet.py --pods 16 --nodes 4
@@ -64,8 +66,7 @@ import yaml
 
 from deltaroll.agent.throttle import TokenBucket
 from deltaroll.api.agent_access import agent_access_objects
-from deltaroll.api.agent_state import AgentState, parse_agent_state
-from deltaroll.api.annotations import POD_AGENT_STATE, POD_CURRENT_VERSION, POD_VERSION
+from deltaroll.api.agent_state import AgentState
 from deltaroll.api.peers import PEER_PORT_NAME
 from deltaroll.store import Store
 from deltaroll_demo.manifests import serve_peers
@@ -393,15 +394,22 @@ def peer_ports_by_node(pods: Fleet) -> dict[str, list[int]]:
 def past_pulling(pods: Fleet, wanted: str, version_id: str) -> set[str]:
     """The pods whose agent holds the objects of ``wanted`` (the name the operator writes):
     applying or reloading it, or Ready on it (a Ready on the old version is not yet pulling)."""
-    done = set()
-    for pod in pods.core.list_namespaced_pod(NAMESPACE, label_selector=f"app={pods.name}").items:
-        annotations = pod.metadata.annotations or {}
-        state, _ = parse_agent_state(annotations.get(POD_AGENT_STATE))
-        current = annotations.get(POD_CURRENT_VERSION)
-        working = state in (AgentState.APPLYING, AgentState.RELOADING)
-        if annotations.get(POD_VERSION) == wanted and (working or current == version_id):
-            done.add(pod.metadata.name)
-    return done
+    working = (AgentState.APPLYING.value, AgentState.RELOADING.value)
+    return {
+        pod.name
+        for pod in pods.pods()
+        if pod.wanted == wanted and (pod.agent_state in working or pod.current == version_id)
+    }
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy, every core and process (``/proc/stat``):
+    what a phase cost the two cores that the agents, the API server and the bucket share."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, stat.readline().split()[1:9]
+        )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -425,15 +433,18 @@ def measure(
     link_before, uplink_before = link.bytes_sent(), link.uplink_bytes()
     agents_before = agent_counters(pods)
     started, requests_since = time.perf_counter(), time.monotonic()
+    cpu_before = busy_cpu_seconds()
     pods.set_version("v3")
-    transfer_s = None
+    transfer_s = transfer_cpu_s = None
     while transfer_s is None:
         if len(past_pulling(pods, "v3", ids["v3"])) == n:
             transfer_s = time.perf_counter() - started
+            transfer_cpu_s = busy_cpu_seconds() - cpu_before
         else:
             time.sleep(0.05)
     pods.wait_on("v3", ids["v3"])
     seconds = time.perf_counter() - started
+    cpu_s = busy_cpu_seconds() - cpu_before
     requests = sandbox.requests(
         requests_since, time.monotonic(), ignore_user_agent=OBSERVER_USER_AGENT, timeout=60
     )
@@ -441,6 +452,8 @@ def measure(
     result = {
         "seconds": round(seconds, 2),
         "transfer_seconds": round(transfer_s, 2),
+        "cpu_seconds": round(cpu_s, 1),
+        "transfer_cpu_seconds": round(transfer_cpu_s or 0.0, 1),
         "bucket_bytes": link.bytes_sent() - link_before,
         **{key: agents[key] - agents_before[key] for key in COUNTERS},
         "uplink_bytes": link.uplink_bytes() - uplink_before,

@@ -49,6 +49,7 @@ from deltaroll.store import Store
 from deltaroll_demo.manifests import agent_access, agent_container, pod_volumes
 from deltaroll_demo.model import train
 from deltaroll_demo.observe import Pod, downloaded_bytes
+from deltaroll_sandbox.apiserver.store import PODS
 from deltaroll_sandbox.policy import write_local_policy
 from deltaroll_sandbox.testing import RunningSandbox, running_sandbox
 
@@ -57,6 +58,8 @@ BIN = Path(sys.executable).parent
 MODEL = "bench-llm"
 GROUP, VERSION, NAMESPACE = "deltaroll.dev", "v1alpha1", "default"
 WAIT_S = 900.0
+#: How long a read inside the sandbox's loop may wait for it (a loaded loop serves its queue).
+LOOP_WAIT_S = 60.0
 #: The User-Agent of the benchmark's own API client, so that its polling can be told apart from
 #: the operator's and the agents' requests in the API server's audit log.
 OBSERVER_USER_AGENT = "deltaroll-benchmark-observer"
@@ -132,8 +135,32 @@ class Fleet:
         self.custom = kubernetes.client.CustomObjectsApi(client)
 
     def pods(self) -> list[Pod]:
-        listed = self.core.list_namespaced_pod(NAMESPACE, label_selector=f"app={self.name}").items
-        return [Pod.of(p) for p in listed if p.metadata and p.metadata.deletion_timestamp is None]
+        """The fleet's live pods, read inside the sandbox's loop: no request, no copy of a pod,
+        no decoding into the client's models. Polled through the API every 0.05-0.2 s, a LIST
+        of 64 pods took 40 ms to decode in this process, which runs the API server (and, in
+        fleet.py, the bucket) under the same GIL: the observer slowed what it measured."""
+
+        def parts() -> list[tuple[str, dict[str, str], dict[str, str]]]:
+            found = []
+            for key, obj in self.sandbox.sandbox.api.store.all_objects():
+                meta = obj["metadata"]
+                if (
+                    key == PODS
+                    and meta.get("namespace") == NAMESPACE
+                    and (meta.get("labels") or {}).get("app") == self.name
+                    and not meta.get("deletionTimestamp")
+                ):
+                    conditions = (obj.get("status") or {}).get("conditions") or []
+                    found.append(
+                        (
+                            meta["name"],
+                            dict(meta.get("annotations") or {}),
+                            {c.get("type"): c.get("status") for c in conditions},
+                        )
+                    )
+            return found
+
+        return [Pod.of_parts(*found) for found in self.sandbox.call(parts, timeout=LOOP_WAIT_S)]
 
     def status(self) -> dict[str, Any]:
         body: Any = self.custom.get_namespaced_custom_object(

@@ -201,6 +201,9 @@ def test_a_name_is_resolved_once_and_a_settled_agent_writes_nothing(
     rig.want("stable")
     reach(rig, published.ids["v2"])
     assert rig.applied("anchor") == 1 and rig.applied("forward") == 1  # v1 anchor, then v2
+    # Pulling is said once, in the words the pod was told (the resolved id cost two more writes)
+    pulling = {r.message for r in rig.reporter.reports if r.state is AgentState.PULLING}
+    assert pulling == {"fetching the deltas to stable"}
     version = core.read_namespaced_pod("named", "default").metadata.resource_version
     for _ in range(5):
         rig.agent.reconcile_once()

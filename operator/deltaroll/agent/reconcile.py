@@ -307,7 +307,9 @@ class Agent:
 
     def _change_to(self, target: str, signed: SignedTarget | None) -> None:
         """Pull the deltas on the cheapest path, then apply them to the weights volume."""
-        self._report(AgentState.PULLING, f"fetching the deltas to {target}")
+        # As the pod was told (the name, once resolved): the same words as before the
+        # resolve send nothing, where the id cost every pod two more writes per version.
+        self._report(AgentState.PULLING, f"fetching the deltas to {self.wanted or target}")
         have = [self.disk_version] if self.disk_version else []
         plan = self.store.plan(self.config.model, target, have)
 

@@ -8,7 +8,7 @@ import json
 import threading
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +44,18 @@ class Pod:
 
     @classmethod
     def of(cls, body: Any) -> Pod:
-        annotations = body.metadata.annotations or {}
+        """From the official client's ``V1Pod``."""
         conditions = {c.type: c.status for c in (body.status.conditions or [])}
+        return cls.of_parts(body.metadata.name, body.metadata.annotations or {}, conditions)
+
+    @classmethod
+    def of_parts(
+        cls, name: str, annotations: Mapping[str, str], conditions: Mapping[str, str]
+    ) -> Pod:
+        """From the pod's name, annotations and conditions (type -> status)."""
         state, message = parse_agent_state(annotations.get(POD_AGENT_STATE))
         return cls(
-            name=body.metadata.name,
+            name=name,
             wanted=annotations.get(POD_VERSION),
             current=annotations.get(POD_CURRENT_VERSION),
             agent_state=state.value if state is not None else "-",

@@ -137,3 +137,47 @@ def test_pod_failure_policy_fails_the_job_at_once(batch):
     failed = wait_for(lambda: _conditions(batch, "fatal").get("Failed"))
     assert failed.reason == "PodFailurePolicy" and "exit code 42" in failed.message
     assert batch.read_namespaced_job("fatal", "default").status.failed == 1  # no retries burnt
+
+
+def test_an_owner_is_not_reconciled_for_what_it_never_reads():
+    """An agent's annotation reports do not reconcile its Deployment (each reconcile lists the
+    namespace's pods); any change an owner reads does, and a Job (which reads its pods'
+    completion-index annotation) is reconciled for annotations too."""
+    from deltaroll_sandbox.apiserver.store import PODS, WatchEvent
+    from deltaroll_sandbox.controllers import informers
+
+    owner = {"metadata": {"name": "web", "namespace": "default", "uid": "u-1"}}
+
+    class Owners:
+        def peek_objects(self, rtype, namespace):
+            return [owner]
+
+    def pod(annotations=None, labels=None, ready="True"):
+        return {
+            "metadata": {
+                "name": "web-1",
+                "namespace": "default",
+                "resourceVersion": "7",
+                "ownerReferences": [{"uid": "u-1", "controller": True}],
+                "annotations": annotations or {},
+                "labels": labels or {"app": "web"},
+            },
+            "status": {"conditions": [{"type": "Ready", "status": ready}]},
+        }
+
+    def reconciled(new, old, unread=informers.NOT_READ_BY_OWNERS):
+        calls = []
+        event = WatchEvent(8, PODS, "MODIFIED", new, old)
+        informers.reconcile_owner(
+            Owners(), event, ("apps", "deployments"), None, lambda *a: calls.append(a),
+            unread=unread,
+        )  # fmt: skip
+        return calls
+
+    before = pod()
+    reported = pod(annotations={"deltaroll.dev/agent-state": "Pulling"})
+    reported["metadata"]["resourceVersion"] = "8"
+    assert reconciled(reported, before) == []
+    assert reconciled(pod(ready="False"), before) == [("default", "web")]
+    assert reconciled(pod(labels={"app": "other"}), before) == [("default", "web")]
+    assert reconciled(reported, before, unread=frozenset()) == [("default", "web")]

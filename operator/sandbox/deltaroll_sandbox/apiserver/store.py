@@ -138,6 +138,18 @@ class Store:
         namespace: str | None = None,
         predicate: Callable[[Obj], bool] | None = None,
     ) -> list[Obj]:
+        return [self._present(rtype, obj) for obj in self.peek_objects(rtype, namespace, predicate)]
+
+    def peek_objects(
+        self,
+        rtype: ResourceType,
+        namespace: str | None = None,
+        predicate: Callable[[Obj], bool] | None = None,
+    ) -> list[Obj]:
+        """For the sandbox's own controllers: :meth:`list_objects` without the copies, which
+        they must not change (a write replaces a stored object, it never edits one, so these
+        stay as they were read, as a watch event's objects do). A Deployment's reconcile copied
+        every pod of its namespace, a quarter of the API server's time with 64 agents."""
         # Filter first, then sort only what is returned: a selective list (a ModelDeployment's
         # pods by label) costs a pass over the objects, not a sort of all of them.
         items = [
@@ -145,7 +157,7 @@ class Store:
             for key, obj in self._objects[rtype.storage_key].items()
             if (namespace is None or key[0] == namespace) and (predicate is None or predicate(obj))
         ]
-        return [self._present(rtype, obj) for _, obj in sorted(items, key=lambda item: item[0])]
+        return [obj for _, obj in sorted(items, key=lambda item: item[0])]
 
     def all_objects(self) -> Iterator[tuple[StorageKey, Obj]]:
         for key, objs in list(self._objects.items()):

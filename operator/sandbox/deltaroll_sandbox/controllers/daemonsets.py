@@ -50,7 +50,10 @@ class DaemonSetController:
                 meta = daemonset["metadata"]
                 self.reconcile(meta["namespace"], meta["name"])
             return
-        informers.reconcile_owner(self.store, event, DAEMONSETS, self.daemonsets, self.reconcile)
+        informers.reconcile_owner(
+            self.store, event, DAEMONSETS, self.daemonsets, self.reconcile,
+            unread=informers.NOT_READ_BY_OWNERS,
+        )  # fmt: skip
 
     def reconcile(self, namespace: str, name: str) -> None:
         daemonset = self.store.find(self.daemonsets, namespace, name)

@@ -54,7 +54,10 @@ class DeploymentController:
             informers.guarded(self._on_event, event)
 
     def _on_event(self, event: WatchEvent) -> None:
-        informers.reconcile_owner(self.store, event, DEPLOYMENTS, self.deployments, self.reconcile)
+        informers.reconcile_owner(
+            self.store, event, DEPLOYMENTS, self.deployments, self.reconcile,
+            unread=informers.NOT_READ_BY_OWNERS,
+        )  # fmt: skip
 
     def reconcile(self, namespace: str, name: str) -> None:
         deployment = self.store.find(self.deployments, namespace, name)
@@ -65,7 +68,7 @@ class DeploymentController:
         current_hash = template_hash(deployment["spec"]["template"])
         pods = [
             p
-            for p in self.store.list_objects(self.pods, namespace)
+            for p in self.store.peek_objects(self.pods, namespace)
             if informers.controller_uid(p) == uid
             and not p["metadata"].get("deletionTimestamp")
             and p["status"].get("phase") not in ("Succeeded", "Failed")

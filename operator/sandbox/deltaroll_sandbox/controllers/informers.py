@@ -48,24 +48,33 @@ async def events(store: Store, keys: set[StorageKey]) -> AsyncIterator[WatchEven
         store.unsubscribe(sub)
 
 
+#: What the Deployment and DaemonSet controllers never read of a pod: annotations (an agent
+#: reports through them several times a version) and the server's own bookkeeping.
+NOT_READ_BY_OWNERS = frozenset({"annotations", "resourceVersion", "managedFields"})
+
+
 def reconcile_owner(
     store: Store,
     event: WatchEvent,
     owner_key: StorageKey,
     owners: ResourceType,
     reconcile: Callable[[str, str], None],
+    *,
+    unread: frozenset[str] = frozenset(),
 ) -> None:
     """Call ``reconcile(namespace, name)`` for the owner an event concerns: the owner itself
-    (unless deleted: its pods go with it), or the owner that controls the pod that changed."""
+    (unless deleted: its pods go with it), or the owner that controls the pod that changed,
+    unless only the pod's metadata fields in ``unread`` changed (the owner's controller never
+    reads them: that reconcile would change nothing)."""
     meta = event.obj["metadata"]
     if event.key == owner_key:
         if event.type != "DELETED":
             reconcile(meta["namespace"], meta["name"])
         return
     owner = controller_uid(event.obj)
-    if owner is None:
+    if owner is None or _changed_only(event, unread):
         return
-    for obj in store.list_objects(owners, meta["namespace"]):
+    for obj in store.peek_objects(owners, meta["namespace"]):
         if obj["metadata"]["uid"] == owner:
             reconcile(meta["namespace"], obj["metadata"]["name"])
 
@@ -75,3 +84,15 @@ def controller_uid(obj: Obj) -> str | None:
         if ref.get("controller"):
             return str(ref.get("uid"))
     return None
+
+
+def _changed_only(event: WatchEvent, fields: frozenset[str]) -> bool:
+    """Whether ``event`` modified only the metadata ``fields`` of its object."""
+    if not fields or event.type != "MODIFIED" or event.old is None:
+        return False
+    return _without(event.obj, fields) == _without(event.old, fields)
+
+
+def _without(obj: Obj, fields: frozenset[str]) -> Obj:
+    meta = {k: v for k, v in obj["metadata"].items() if k not in fields}
+    return {**obj, "metadata": meta}
