@@ -89,6 +89,8 @@ def _load(
 
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     # Every weight is replaced below: drawing random ones first was 80 % of a reload's CPU.
+    # no_init_weights swaps torch's init functions process-wide: loads must not overlap (the
+    # engine's reload lock serialises them; inference never initialises weights).
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(config).to(device)
     result = model.load_state_dict(state, strict=False, assign=True)

@@ -11,7 +11,8 @@ Deleting an object garbage-collects its dependents by ownerReferences (backgroun
 or orphan propagation), as kube-controller-manager's garbage collector does.
 
 Stored dicts are never mutated in place: every write stores a new dict, so history entries and
-subscribers can share them safely; callers always get deep copies.
+subscribers can share them safely; API callers always get deep copies, the sandbox's own
+controllers may read the stored dicts (:meth:`Store.peek_objects`) and never change them.
 """
 
 from __future__ import annotations

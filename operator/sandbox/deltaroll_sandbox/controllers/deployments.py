@@ -7,7 +7,8 @@ time (a new pod first, an old one removed once a new one is Ready); status carri
 readyReplicas, availableReplicas, updatedReplicas, observedGeneration and the Available and
 Progressing conditions. A pod the API refuses (Pod Security, say) is a ``FailedCreate``
 Warning Event on the Deployment (``Error creating: <the API's message>``); the next change to
-the Deployment or its pods tries again.
+the Deployment or its pods tries again (a change to a pod's annotations alone does not: the
+controller never reads them, so it skips those writes).
 """
 
 from __future__ import annotations
