@@ -37,9 +37,11 @@ crossed the bucket link), ``uplink_bytes`` (bytes the nodes sent peers), the age
 ``api_requests`` (the one-off requests the sandbox's API server answered during the change, the
 operator's and the agents', not the benchmark's own polling, watches left out;
 ``api_requests_by_kind`` by verb), ``cpu_seconds`` and ``transfer_cpu_seconds`` (the CPU time
-the whole machine spent in each phase: where the links never bind, what the phase is made of).
-Prints a
-table on stderr and one JSON object as the last line of stdout (and to --json-out).
+the whole machine spent in each phase: where the links never bind, what the phase is made of),
+``cpu_seconds_by_role`` (the change's CPU by process: agents, node caches, operator, engine,
+this process with the sandbox's API server, kubelet and moto, its exited children, and the
+kernel's share by elimination). Prints a table on stderr and one JSON object as the last line
+of stdout (and to --json-out).
 
 Run (as root for tc): .venv/bin/python benchmarks/fleet.py --pods 16 --nodes 4
 """
@@ -412,6 +414,54 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+#: Each process of the fleet by what its command line runs, the rest by elimination.
+ROLES = (
+    ("agent run", "agents"),
+    ("agent node-cache", "node caches"),
+    ("operator run", "operator"),
+    ("engine serve", "engine"),
+)
+SANDBOX_ROLE = "sandbox (API server, kubelet, moto, observer)"
+EXITED_ROLE = "exited children (probes, hooks)"
+OTHER_ROLE = "kernel and other (softirq, tc, write-back)"
+
+
+def process_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every live process's own CPU seconds (user + system) with its role; this process (the
+    sandbox runs in it) also counts, as EXITED_ROLE, what its reaped children used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone since the listing
+            continue
+        user, system, child_user, child_system = (int(f) / tick for f in fields[11:15])
+        pid = int(entry.name)
+        if pid == os.getpid():
+            found[pid] = (SANDBOX_ROLE, user + system)
+            found[-pid] = (EXITED_ROLE, child_user + child_system)
+            continue
+        role = next((name for marker, name in ROLES if marker in command), "")
+        if role:
+            found[pid] = (role, user + system)
+    return found
+
+
+def cpu_by_role(before: dict[int, tuple[str, float]], busy_s: float) -> dict[str, float]:
+    """CPU seconds per role since ``before`` (a process started since counts whole), the
+    machine's busy seconds not in any of them as OTHER_ROLE."""
+    totals: dict[str, float] = {}
+    for pid, (role, seconds) in process_cpu_seconds().items():
+        spent = seconds - before.get(pid, (role, 0.0))[1]
+        totals[role] = totals.get(role, 0.0) + spent
+    totals[OTHER_ROLE] = busy_s - sum(totals.values())
+    return {role: round(seconds, 1) for role, seconds in sorted(totals.items())}
+
+
 def measure(
     sandbox: Any, mode: str, setup: Setup, link: Any, ids: dict[str, str]
 ) -> dict[str, Any]:
@@ -433,7 +483,7 @@ def measure(
     link_before, uplink_before = link.bytes_sent(), link.uplink_bytes()
     agents_before = agent_counters(pods)
     started, requests_since = time.perf_counter(), time.monotonic()
-    cpu_before = busy_cpu_seconds()
+    cpu_before, processes_before = busy_cpu_seconds(), process_cpu_seconds()
     pods.set_version("v3")
     transfer_s = transfer_cpu_s = None
     while transfer_s is None:
@@ -445,6 +495,7 @@ def measure(
     pods.wait_on("v3", ids["v3"])
     seconds = time.perf_counter() - started
     cpu_s = busy_cpu_seconds() - cpu_before
+    roles = cpu_by_role(processes_before, cpu_s)
     requests = sandbox.requests(
         requests_since, time.monotonic(), ignore_user_agent=OBSERVER_USER_AGENT, timeout=60
     )
@@ -454,6 +505,7 @@ def measure(
         "transfer_seconds": round(transfer_s, 2),
         "cpu_seconds": round(cpu_s, 1),
         "transfer_cpu_seconds": round(transfer_cpu_s or 0.0, 1),
+        "cpu_seconds_by_role": roles,
         "bucket_bytes": link.bytes_sent() - link_before,
         **{key: agents[key] - agents_before[key] for key in COUNTERS},
         "uplink_bytes": link.uplink_bytes() - uplink_before,

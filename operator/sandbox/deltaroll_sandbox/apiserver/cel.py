@@ -1,7 +1,12 @@
-"""CEL for ``x-kubernetes-validations``: cel-python plus the Kubernetes CEL library functions
-CRDs commonly use (lists: ``isSorted``, ``sum``, ``min``, ``max``, ``indexOf``,
-``lastIndexOf``; strings: ``lowerAscii``, ``upperAscii``, ``trim``, ``split``, ``join``,
-``replace``, ``indexOf``, ``substring``), which cel-python does not have.
+"""CEL for ``x-kubernetes-validations`` and ValidatingAdmissionPolicies: Google's cel-cpp
+(``cel-expr-python``) with its strings extension (``lowerAscii``, ``upperAscii``, ``trim``,
+``split``, ``join``, ``replace``, ``indexOf``, ``substring``, ...), plus the Kubernetes list
+library functions CRDs commonly use (``isSorted``, ``sum``, ``min``, ``max``, ``indexOf``,
+``lastIndexOf``), which cel-cpp does not have.
+
+cel-cpp, not a Python interpreter of CEL: with 64 agents each patching its pod eight times per
+version, the agents' admission policy ran 11 expressions per PATCH on the API server's one thread,
+19-35 ms per request with cel-python, under 1 ms here.
 """
 
 from __future__ import annotations
@@ -9,72 +14,95 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import celpy
-from celpy import celtypes
+from cel_expr_python import cel
+from cel_expr_python.ext.ext_strings import ExtStrings
+
+#: Every name a rule or a policy's expression may read: CRD rules see ``self`` and ``oldSelf``,
+#: policies ``object``, ``oldObject``, ``request`` and ``variables``.
+VARIABLES = ("self", "oldSelf", "object", "oldObject", "request", "variables")
 
 
-def _is_sorted(items: Any) -> celtypes.BoolType:
-    values = list(items)
-    return celtypes.BoolType(all(a <= b for a, b in zip(values, values[1:], strict=False)))
+class CelError(Exception):
+    """A rule that does not compile, fails at run time, or is not a boolean where one is due."""
 
 
-def _index_of(container: Any, item: Any) -> celtypes.IntType:
-    if isinstance(container, str):
-        return celtypes.IntType(container.find(item))
-    values = list(container)
-    return celtypes.IntType(values.index(item) if item in values else -1)
+def _is_sorted(items: list[Any]) -> bool:
+    return all(a <= b for a, b in zip(items, items[1:], strict=False))
 
 
-def _last_index_of(container: Any, item: Any) -> celtypes.IntType:
-    if isinstance(container, str):
-        return celtypes.IntType(container.rfind(item))
-    values = list(container)
-    return celtypes.IntType(len(values) - 1 - values[::-1].index(item) if item in values else -1)
+def _sum(items: list[Any]) -> Any:
+    return sum(items[1:], items[0]) if items else 0
 
 
-def _substring(text: Any, start: Any, end: Any = None) -> celtypes.StringType:
-    return celtypes.StringType(
-        text[int(start) : int(end)] if end is not None else text[int(start) :]
-    )
+def _least(items: list[Any]) -> Any:
+    if not items:
+        raise ValueError("min called on empty list")
+    return min(items)
 
 
-FUNCTIONS: dict[str, Any] = {
-    "isSorted": _is_sorted,
-    "sum": lambda items: (
-        sum(list(items)[1:], list(items)[0]) if list(items) else celtypes.IntType(0)
-    ),
-    "min": lambda items: min(list(items)),
-    "max": lambda items: max(list(items)),
-    "indexOf": _index_of,
-    "lastIndexOf": _last_index_of,
-    "lowerAscii": lambda text: celtypes.StringType(text.lower()),
-    "upperAscii": lambda text: celtypes.StringType(text.upper()),
-    "trim": lambda text: celtypes.StringType(text.strip()),
-    "split": lambda text, sep: celtypes.ListType([celtypes.StringType(p) for p in text.split(sep)]),
-    "join": lambda items, sep="": celtypes.StringType(str(sep).join(str(i) for i in items)),
-    "replace": lambda text, old, new: celtypes.StringType(text.replace(old, new)),
-    "substring": _substring,
-}
+def _greatest(items: list[Any]) -> Any:
+    if not items:
+        raise ValueError("max called on empty list")
+    return max(items)
+
+
+def _index_of(items: list[Any], item: Any) -> int:
+    return items.index(item) if item in items else -1
+
+
+def _last_index_of(items: list[Any], item: Any) -> int:
+    return len(items) - 1 - items[::-1].index(item) if item in items else -1
+
+
+def _list_function(name: str, result: Any, impl: Any, *arguments: Any) -> Any:
+    """``name`` as a member function of a list (Kubernetes' lists library)."""
+    signature = [cel.Type.List(cel.Type.DYN), *arguments]
+    overload = cel.Overload(f"list_{name}", result, signature, is_member=True, impl=impl)
+    return cel.FunctionDecl(name, [overload])
+
+
+LIST_FUNCTIONS = [
+    _list_function("isSorted", cel.Type.BOOL, _is_sorted),
+    _list_function("sum", cel.Type.DYN, _sum),
+    _list_function("min", cel.Type.DYN, _least),
+    _list_function("max", cel.Type.DYN, _greatest),
+    _list_function("indexOf", cel.Type.INT, _index_of, cel.Type.DYN),
+    _list_function("lastIndexOf", cel.Type.INT, _last_index_of, cel.Type.DYN),
+]
+
+#: The list functions as an extension after the strings one: ``indexOf`` and ``lastIndexOf``
+#: gain list overloads beside the strings' (declared as functions, they would clash).
+ENVIRONMENT = cel.NewEnv(
+    variables=dict.fromkeys(VARIABLES, cel.Type.DYN),
+    extensions=[ExtStrings(), cel.CelExtension("kubernetes.lists", LIST_FUNCTIONS)],
+)
 
 
 @lru_cache(maxsize=512)
 def program(rule: str) -> Any:
-    env = celpy.Environment()
-    return env.program(env.compile(rule), functions=FUNCTIONS)
+    """``rule`` compiled once (a rule is checked on every write of its kind)."""
+    try:
+        return ENVIRONMENT.compile(rule)
+    except Exception as exc:  # cel-cpp raises a plain error for a rule that does not compile
+        raise CelError(f"compilation failed: {exc}") from exc
+
+
+def run(rule: str, context: dict[str, Any]) -> Any:
+    """What ``rule`` evaluates to against JSON values, as a JSON value; raises CelError."""
+    try:
+        found = program(rule).eval(data=context)
+    except CelError:
+        raise
+    except Exception as exc:  # a value CEL cannot hold (an integer past 2^63)
+        raise CelError(str(exc)) from exc
+    if found.type() == cel.Type.ERROR:
+        raise CelError(str(found.value()))
+    return found.plain_value()
 
 
 def evaluate(rule: str, context: dict[str, Any]) -> bool:
-    """``rule`` against JSON values (``self``, ``oldSelf``); raises on a CEL error."""
-    return bool(run(rule, converted(context)))
-
-
-def converted(context: dict[str, Any]) -> dict[str, Any]:
-    """JSON values in CEL's types: converted once, a request's many rules share them (a pod
-    converted once per rule of an admission policy was a sixth of the API server's time with
-    64 agents patching their pods)."""
-    return {name: celpy.json_to_cel(item) for name, item in context.items()}
-
-
-def run(rule: str, activation: dict[str, Any]) -> Any:
-    """What ``rule`` evaluates to against values in CEL's types; raises on a CEL error."""
-    return program(rule).evaluate(activation)
+    """``rule`` (a validation: true admits) against JSON values; raises CelError."""
+    found = run(rule, context)
+    if not isinstance(found, bool):
+        raise CelError(f"expected a boolean, got {type(found).__name__}")
+    return found

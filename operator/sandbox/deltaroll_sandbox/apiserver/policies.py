@@ -9,7 +9,7 @@ refusal is the request's error, worded as upstream's validating dispatcher words
 with the validation's ``reason`` (Invalid, 422, when unset). A CEL error counts as a refusal under
 ``failurePolicy: Fail`` (the default) and is ignored under ``Ignore``. ``Deny`` is the only
 validation action enforced (``Warn`` and ``Audit`` are accepted and do nothing here); ``params``
-are not supported. The CEL is cel-python's, with the Kubernetes library functions of
+are not supported. The CEL is cel-cpp's, with the Kubernetes library functions of
 :mod:`deltaroll_sandbox.apiserver.cel`.
 """
 
@@ -19,8 +19,6 @@ import contextlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
-
-from celpy import celtypes
 
 from deltaroll_sandbox.apiserver import cel
 from deltaroll_sandbox.apiserver.identity import current_user
@@ -93,32 +91,30 @@ class PolicyAdmission:
 def _evaluate(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
     """(message, reason) of the first refusal, None when the policy admits the request."""
     fail = spec.get("failurePolicy", "Fail") == "Fail"
-    try:  # converting can fail too (an integer past 2^63): as an evaluation error, per policy
-        context = cel.converted(
-            {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
-        )
+    context = {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
+    try:
         for condition in spec.get("matchConditions") or []:
-            if not bool(cel.run(condition["expression"], context)):
+            if not cel.evaluate(condition["expression"], context):
                 return None
     except Exception as exc:
         return (f"failed to evaluate match conditions: {exc}", "Invalid") if fail else None
-    variables: dict[Any, Any] = {}
+    variables: dict[str, Any] = {}
     broken: dict[str, Exception] = {}  # upstream evaluates variables lazily: an error is the
     for variable in spec.get("variables") or []:  # error of each expression that reads it
         try:
-            found = cel.run(variable["expression"], {**context, "variables": _map(variables)})
+            found = cel.run(variable["expression"], {**context, "variables": variables})
         except Exception as exc:
             broken[variable["name"]] = exc
             continue
-        variables[celtypes.StringType(variable["name"])] = found
-    scope = {**context, "variables": _map(variables)}
+        variables[variable["name"]] = found
+    scope = {**context, "variables": variables}
     for rule in spec.get("validations") or []:
         expression = rule["expression"]
         try:
             for name, error in broken.items():
                 if f"variables.{name}" in expression:
                     raise error
-            admitted = bool(cel.run(expression, scope))
+            admitted = cel.evaluate(expression, scope)
         except Exception as exc:
             if fail:
                 return f"expression '{expression}' resulted in error: {exc}", "Invalid"
@@ -135,10 +131,6 @@ def _message(rule: dict[str, Any], scope: dict[str, Any]) -> str:
             if text.strip():
                 return text
     return rule.get("message") or f"failed expression: {rule['expression']}"
-
-
-def _map(values: dict[Any, Any]) -> celtypes.MapType:
-    return celtypes.MapType(dict(values))
 
 
 def _in_scope(

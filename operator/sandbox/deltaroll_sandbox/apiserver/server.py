@@ -359,10 +359,15 @@ class SandboxApiServer(kmock.KubernetesScaffold):
     def _serve_list(
         self, request: aiohttp.web.BaseRequest, rtype: ResourceType, namespace: str | None
     ) -> aiohttp.web.Response:
-        items = self.store.list_objects(rtype, namespace, watches.predicate(request))
         if tables.wants_table(request.headers.get("Accept", "")):
+            items = self.store.list_objects(rtype, namespace, watches.predicate(request))
             include = request.query.get("includeObject", "Metadata")
             return _json(tables.table(rtype, items, self.store.resource_version, include))
+        # Serialized here, before any other write: the stored objects need no deep copy, only
+        # their apiVersion on a shallow one (64 agents listing their peers every 2 s made the
+        # copies a sixth of the API server's thread).
+        stored = self.store.peek_objects(rtype, namespace, watches.predicate(request))
+        items = [{**obj, "apiVersion": rtype.api_version} for obj in stored]
         return _json(_list_body(rtype, items, self.store.resource_version))
 
     async def _serve_pod_log(

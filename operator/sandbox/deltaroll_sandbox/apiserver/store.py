@@ -147,10 +147,11 @@ class Store:
         namespace: str | None = None,
         predicate: Callable[[Obj], bool] | None = None,
     ) -> list[Obj]:
-        """For the sandbox's own controllers: :meth:`list_objects` without the copies, which
-        they must not change (a write replaces a stored object, it never edits one, so these
-        stay as they were read, as a watch event's objects do). A Deployment's reconcile copied
-        every pod of its namespace, a quarter of the API server's time with 64 agents."""
+        """For the sandbox's own controllers and list responses: :meth:`list_objects` without
+        the copies, which they must not change (a write replaces a stored object, it never edits
+        one, so these stay as they were read, as a watch event's objects do). A Deployment's
+        reconcile copied every pod of its namespace, a quarter of the API server's time with 64
+        agents."""
         # Filter first, then sort only what is returned: a selective list (a ModelDeployment's
         # pods by label) costs a pass over the objects, not a sort of all of them.
         items = [

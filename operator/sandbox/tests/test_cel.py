@@ -1,0 +1,55 @@
+"""The CEL of CRD rules and admission policies: cel-cpp's language and strings extension, plus the
+Kubernetes list library the sandbox declares itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from deltaroll_sandbox.apiserver import cel
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "expected"),
+    [
+        ("self.isSorted()", [1, 2, 2, 5], True),
+        ("self.isSorted()", [3, 1], False),
+        ("self.filter(s, has(s.w)).map(s, s.w).isSorted()", [{"w": 10}, {"p": 1}, {"w": 5}], False),
+        ("self.sum()", [1, 5, 2], 8),
+        ("self.sum()", [], 0),
+        ("self.min()", [4, 2, 9], 2),
+        ("self.max()", ["b", "c", "a"], "c"),
+        ("self.indexOf(2)", [1, 2, 2], 1),
+        ("self.lastIndexOf(2)", [1, 2, 2], 2),
+        ("self.indexOf(7)", [1, 2], -1),
+        ("self.indexOf('c')", "abcabc", 2),  # the strings' overload is still there
+        ("self.lastIndexOf('c')", "abcabc", 5),
+        ("self.lowerAscii()", "AbC", "abc"),
+        ("self.split('/').join('-')", "a/b/c", "a-b-c"),
+        ("self.substring(1, 3)", "abcdef", "bc"),
+        ("self.trim()", "  x ", "x"),
+        ("!self.matches('(^|/)[.][.](/|$)')", "a/../b", False),
+        ("has(self.a) ? self.a : {}", {"b": 1}, {}),
+        ("self.all(t, self.filter(u, u.name == t.name).size() == 1)", [{"name": "a"}] * 2, False),
+    ],
+)
+def test_rules_evaluate_as_kubernetes_does(rule: str, value: object, expected: object) -> None:
+    assert cel.run(rule, {"self": value}) == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "error"),
+    [
+        ("self.min()", [], "min called on empty list"),
+        ("self.missing", {}, "missing"),
+        ("self.noSuchFunction()", "x", "compilation failed"),
+    ],
+)
+def test_an_error_is_raised_not_returned(rule: str, value: object, error: str) -> None:
+    with pytest.raises(cel.CelError, match=error):
+        cel.run(rule, {"self": value})
+
+
+def test_a_validation_must_be_a_boolean() -> None:
+    assert cel.evaluate("self == oldSelf", {"self": {"a": [1]}, "oldSelf": {"a": [1]}}) is True
+    with pytest.raises(cel.CelError, match="expected a boolean"):
+        cel.evaluate("self.size()", {"self": "abc"})
