@@ -9,6 +9,7 @@ object left to the store; nothing a peer sent is kept unless its sha256 is the n
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import threading
 from collections import Counter
@@ -207,20 +208,40 @@ def test_the_peer_route_takes_one_model_and_one_digest(path: str) -> None:
     assert parse_object_path(object_path(MODEL, "ab" * 32)) == (MODEL, "ab" * 32)
 
 
+def pod_json(
+    name: str, port: Any = "8082", ip: Any = "10.0.0.7", phase: str = "Running", **annotations: Any
+) -> dict[str, Any]:
+    """A pod as the API server's JSON has it, serving peers on ``port``."""
+    meta = {"name": name, "annotations": {POD_PEER_PORT: port, **annotations}}
+    return {"metadata": meta, "status": {"phase": phase, "podIP": ip}}
+
+
+class Listing:
+    """What the client's list_namespaced_pod returns with _preload_content=False: the body."""
+
+    def __init__(self, body: Any) -> None:
+        self.data = json.dumps(body).encode()
+        self.released = False
+
+    def release_conn(self) -> None:
+        self.released = True
+
+
+def pod_list(pods: Sequence[dict[str, Any]]) -> Listing:
+    return Listing({"kind": "PodList", "apiVersion": "v1", "items": list(pods)})
+
+
 def test_a_pod_is_a_peer_only_running_with_an_address_and_a_port() -> None:
-    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodStatus
-
-    def pod(port: str, ip: str | None = "10.0.0.7", phase: str = "Running") -> V1Pod:
-        meta = V1ObjectMeta(name="p", annotations={POD_PEER_PORT: port})
-        return V1Pod(metadata=meta, status=V1PodStatus(phase=phase, pod_ip=ip))
-
-    assert peer_of(pod("8082")) == Peer("10.0.0.7", 8082)
-    assert peer_of(pod("8082", phase="Pending")) is None
-    assert peer_of(pod("8082", ip=None)) is None
-    assert peer_of(pod("8082", ip="10.0.0.7:80")) is None
-    assert peer_of(pod("70000")) is None
-    assert peer_of(pod("-1")) is None
-    assert peer_of(pod("8²")) is None  # a digit to str.isdigit, not to int(): it raised
+    assert peer_of(pod_json("p")) == Peer("10.0.0.7", 8082)
+    assert peer_of(pod_json("p", phase="Pending")) is None
+    assert peer_of(pod_json("p", ip=None)) is None
+    assert peer_of(pod_json("p", ip="10.0.0.7:80")) is None
+    assert peer_of(pod_json("p", ip=["10.0.0.7"])) is None
+    assert peer_of(pod_json("p", port="70000")) is None
+    assert peer_of(pod_json("p", port="-1")) is None
+    assert peer_of(pod_json("p", port=8082)) is None  # annotations are strings
+    assert peer_of(pod_json("p", port="8²")) is None  # a digit to str.isdigit, not to int()
+    assert peer_of({"metadata": {"name": "p", "annotations": ["x"]}, "status": "Running"}) is None
 
 
 def test_the_token_bucket_holds_every_caller_together_to_its_rate() -> None:
@@ -762,25 +783,21 @@ def test_a_failed_peer_listing_waits_for_the_peers_instead_of_seeding_everything
 
 
 def test_the_pod_listing_stands_a_while_when_the_api_fails_and_finds_new_members() -> None:
-    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
     from kubernetes.client.exceptions import ApiException
 
-    def pod(name: str) -> V1Pod:
-        meta = V1ObjectMeta(
-            name=name, annotations={POD_PEER_PORT: "8082", "deltaroll.dev/version": "v2"}
-        )
-        return V1Pod(metadata=meta, status=V1PodStatus(phase="Running", pod_ip="10.0.0.7"))
+    def pod(name: str) -> dict[str, Any]:
+        return pod_json(name, **{"deltaroll.dev/version": "v2"})
 
     class Api:
         pods = [pod("me"), pod("a")]
         down = False
         calls = 0
 
-        def list_namespaced_pod(self, *_: Any, **__: Any) -> V1PodList:
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> Listing:
             self.calls += 1
             if self.down:
                 raise ApiException(status=503)
-            return V1PodList(items=list(self.pods))
+            return pod_list(self.pods)
 
     now = [0.0]
     api = Api()
@@ -799,21 +816,39 @@ def test_the_pod_listing_stands_a_while_when_the_api_fails_and_finds_new_members
     assert not directory.member("stranger") and api.calls == calls  # relisted < 0.5 s ago
 
 
+def test_a_listing_that_is_not_a_pod_list_counts_as_a_failed_one() -> None:
+    """The API server's answer is read as JSON, so it is checked like any input: a body that is
+    not a PodList leaves the last good listing standing, and every response is released."""
+    bodies: list[Any] = [
+        {"items": [pod_json("me"), pod_json("a")]},
+        {"items": [{"metadata": {"name": 7}}]},
+        {"items": "pods"},
+        ["not", "a", "list"],
+    ]
+    given: list[Listing] = []
+
+    class Api:
+        def list_namespaced_pod(self, *_: Any, **kwargs: Any) -> Listing:
+            assert kwargs["_preload_content"] is False  # JSON, not the client's models
+            given.append(Listing(bodies.pop(0)))
+            return given[-1]
+
+    now = [0.0]
+    directory = PodPeers(Api(), TENANT, "app=x", "me", refresh_s=1, clock=lambda: now[0])
+    for _ in range(4):
+        assert directory.live() == {"a": Peer("10.0.0.7", 8082)}
+        now[0] += 1
+    assert all(response.released for response in given) and len(given) == 4
+
+
 def test_a_pull_lists_the_peers_again_to_see_who_was_just_told_to_move() -> None:
     """The operator tells every pod of a step at once; a listing cached from before would show
     the others on the old version, and each pod would seed every object alone."""
-    from kubernetes.client import V1ObjectMeta, V1Pod, V1PodList, V1PodStatus
-
     wants = {"a": "v1", "b": "v1"}
 
     class Api:
-        def list_namespaced_pod(self, *_: Any, **__: Any) -> V1PodList:
-            return V1PodList(items=[
-                V1Pod(metadata=V1ObjectMeta(name=n, annotations={POD_PEER_PORT: "8082",
-                                                                 "deltaroll.dev/version": v}),
-                      status=V1PodStatus(phase="Running", pod_ip="10.0.0.7"))
-                for n, v in wants.items()
-            ])  # fmt: skip
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> Listing:
+            return pod_list([pod_json(n, **{"deltaroll.dev/version": v}) for n, v in wants.items()])
 
     directory = PodPeers(Api(), TENANT, "app=x", "me", refresh_s=60, clock=lambda: 0.0)
     fetcher = PeerFetcher(directory, "me", MODEL, AgentMetrics(), seeders=1)
