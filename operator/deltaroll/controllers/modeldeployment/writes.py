@@ -9,6 +9,7 @@ never its spec.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
@@ -52,8 +53,19 @@ def get_modeldeployment(namespace: str, name: str) -> Body | None:
 
 
 def list_pods(namespace: str, selector: LabelSelector) -> list[Body]:
-    listed = core_api().list_namespaced_pod(namespace, label_selector=label_selector(selector))
-    return [plain(pod) for pod in listed.items]
+    """The selected pods as the API server's JSON, as Kopf's events carry them: building the
+    client's V1Pod models and turning them back into dicts was half of the operator's CPU in a
+    rollout of 64 pods."""
+    response = core_api().list_namespaced_pod(
+        namespace, label_selector=label_selector(selector), _preload_content=False
+    )
+    try:
+        items = json.loads(response.data).get("items")
+    finally:
+        response.release_conn()
+    if not isinstance(items, list) or not all(isinstance(pod, dict) for pod in items):
+        raise ValueError(f"the pod listing of {namespace} is not a PodList")
+    return items
 
 
 def annotate_pod(namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
