@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python benchmarks/rollout.py
 	$(BIN)/python benchmarks/scale.py
 	$(BIN)/python benchmarks/operator_load.py
+	$(BIN)/python benchmarks/admission_policy.py
 	# fleet.py shapes the bucket link with the kernel's tc in a network namespace of its own when
 	# run as root with iproute2 (Debian: apt-get install iproute2), else with a token-bucket proxy.
 	$(BIN)/python benchmarks/fleet.py --pods 4

@@ -82,13 +82,13 @@ class PolicyAdmission:
                 and _in_scope(store, request, spec.get("matchResources"), required=False)
             ):
                 continue
-            refusal = _evaluate(policy_spec, request)
-            if refusal is not None:
-                message, reason = refusal
+            refused = refusal(policy_spec, request)
+            if refused is not None:
+                message, reason = refused
                 raise _denied(request, policy["metadata"]["name"], binding, message, reason)
 
 
-def _evaluate(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
+def refusal(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
     """(message, reason) of the first refusal, None when the policy admits the request."""
     fail = spec.get("failurePolicy", "Fail") == "Fail"
     context = {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
