@@ -241,6 +241,8 @@ def test_a_pod_is_a_peer_only_running_with_an_address_and_a_port() -> None:
     assert peer_of(pod_json("p", port="-1")) is None
     assert peer_of(pod_json("p", port=8082)) is None  # annotations are strings
     assert peer_of(pod_json("p", port="8²")) is None  # a digit to str.isdigit, not to int()
+    assert peer_of(pod_json("p", port="0" * 5000 + "80")) is None  # int() refuses 4,300+ digits
+    assert peer_of(pod_json("p", ip=167772161)) is None  # 10.0.0.1 to ip_address(), not JSON's
     assert peer_of({"metadata": {"name": "p", "annotations": ["x"]}, "status": "Running"}) is None
 
 

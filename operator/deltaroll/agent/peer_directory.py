@@ -166,15 +166,18 @@ def peer_of(pod: Mapping[str, Any]) -> Peer | None:
         return None
     annotations = _mapping(meta.get("annotations"))
     raw_port = annotations.get(POD_PEER_PORT, "")
-    # isdigit() alone admits "²", on which int() raises: one pod's annotation broke every listing
+    # isdigit() alone admits "²", on which int() raises, and int() refuses a string of more
+    # than 4,300 digits: either broke every agent's listing, so at most 5 ASCII digits
     if (
-        not (isinstance(raw_port, str) and raw_port.isascii() and raw_port.isdigit())
+        not (isinstance(raw_port, str) and len(raw_port) <= 5)
+        or not (raw_port.isascii() and raw_port.isdigit())
         or not 0 < int(raw_port) < 65536
     ):
         return None
-    try:
-        address = ipaddress.ip_address(status.get("podIP") or "")
-    except (TypeError, ValueError):
+    pod_ip = status.get("podIP")
+    try:  # a string: ip_address() would also take an integer
+        address = ipaddress.ip_address(pod_ip if isinstance(pod_ip, str) else "")
+    except ValueError:
         return None
     wants, serves = annotations.get(POD_VERSION), annotations.get(POD_CURRENT_VERSION)
     return Peer(

@@ -53,3 +53,14 @@ def test_a_validation_must_be_a_boolean() -> None:
     assert cel.evaluate("self == oldSelf", {"self": {"a": [1]}, "oldSelf": {"a": [1]}}) is True
     with pytest.raises(cel.CelError, match="expected a boolean"):
         cel.evaluate("self.size()", {"self": "abc"})
+
+
+def test_values_cel_cannot_hold_are_refused_before_evaluation() -> None:
+    cel.check_values({"self": {"a": [1, -(2**63), 2**63 - 1, 1.5, None, True, "x"]}})
+    for bad in (2**63, -(2**63) - 1, b"bytes", {1, 2}):
+        with pytest.raises(cel.CelError):
+            cel.check_values({"self": {"deep": [{"value": bad}]}})
+
+
+def test_an_error_message_is_cut() -> None:
+    assert len(str(cel.CelError("x" * 100_000))) <= cel.MESSAGE_LIMIT + 3

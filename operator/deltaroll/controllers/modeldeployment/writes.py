@@ -60,9 +60,10 @@ def list_pods(namespace: str, selector: LabelSelector) -> list[Body]:
         namespace, label_selector=label_selector(selector), _preload_content=False
     )
     try:
-        items = json.loads(response.data).get("items")
+        listed = json.loads(response.data)
     finally:
         response.release_conn()
+    items = listed.get("items") if isinstance(listed, dict) else None
     if not isinstance(items, list) or not all(isinstance(pod, dict) for pod in items):
         raise ValueError(f"the pod listing of {namespace} is not a PodList")
     return items

@@ -22,8 +22,35 @@ from cel_expr_python.ext.ext_strings import ExtStrings
 VARIABLES = ("self", "oldSelf", "object", "oldObject", "request", "variables")
 
 
+#: A CEL error's message is cut to this many characters (it is sent back in the 422's body).
+MESSAGE_LIMIT = 1000
+INT64 = range(-(2**63), 2**63)
+
+
 class CelError(Exception):
     """A rule that does not compile, fails at run time, or is not a boolean where one is due."""
+
+    def __init__(self, message: str) -> None:
+        cut = message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "..."
+        super().__init__(cut)
+
+
+def check_values(documents: dict[str, Any]) -> None:
+    """Refuse what CEL cannot hold before it is evaluated: an integer outside int64 (kube-apiserver
+    reads JSON numbers as int64 or float64) or a value JSON has no type for. cel-cpp's own error
+    for such an integer spells out every value around it: a deep object made a message of 81 MB
+    and 30 s of the API server's thread. Callers check a request's documents once."""
+    pending = list(documents.values())
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+            raise CelError(f"an integer outside int64: {str(value)[:40]}")
+        elif value is not None and not isinstance(value, str | int | float):
+            raise CelError(f"a value of type {type(value).__name__} is not JSON")
 
 
 def _is_sorted(items: list[Any]) -> bool:
@@ -93,7 +120,7 @@ def run(rule: str, context: dict[str, Any]) -> Any:
         found = program(rule).eval(data=context)
     except CelError:
         raise
-    except Exception as exc:  # a value CEL cannot hold (an integer past 2^63)
+    except Exception as exc:  # a value CEL cannot hold (see check_values)
         raise CelError(str(exc)) from exc
     if found.type() == cel.Type.ERROR:
         raise CelError(str(found.value()))

@@ -93,11 +93,18 @@ def refusal(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
     fail = spec.get("failurePolicy", "Fail") == "Fail"
     context = {"object": request.obj, "oldObject": request.old, "request": request.as_cel()}
     try:
-        for condition in spec.get("matchConditions") or []:
+        cel.check_values(context)
+    except cel.CelError as exc:
+        return (f"failed to evaluate the policy: {exc}", "Invalid") if fail else None
+    errors: list[Exception] = []  # upstream: any false condition skips the policy, even when
+    for condition in spec.get("matchConditions") or []:  # another one failed to evaluate
+        try:
             if not cel.evaluate(condition["expression"], context):
                 return None
-    except Exception as exc:
-        return (f"failed to evaluate match conditions: {exc}", "Invalid") if fail else None
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        return (f"failed to evaluate match conditions: {errors[0]}", "Invalid") if fail else None
     variables: dict[str, Any] = {}
     broken: dict[str, Exception] = {}  # upstream evaluates variables lazily: an error is the
     for variable in spec.get("variables") or []:  # error of each expression that reads it
@@ -127,8 +134,8 @@ def refusal(spec: dict[str, Any], request: Request) -> tuple[str, str] | None:
 def _message(rule: dict[str, Any], scope: dict[str, Any]) -> str:
     if rule.get("messageExpression"):
         with contextlib.suppress(Exception):  # upstream falls back to the static message
-            text = str(cel.run(rule["messageExpression"], scope))
-            if text.strip():
+            text = cel.run(rule["messageExpression"], scope)
+            if isinstance(text, str) and text.strip():  # a string or nothing, as upstream
                 return text
     return rule.get("message") or f"failed expression: {rule['expression']}"
 

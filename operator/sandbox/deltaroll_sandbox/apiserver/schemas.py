@@ -121,6 +121,10 @@ def validate(
                 )
             )
     if not problems:
+        try:
+            cel.check_values({"self": body, "oldSelf": old})
+        except cel.CelError as exc:
+            return [("", f"Invalid value: {exc}")]
         problems += _check_cel(body, checked_schema, old, [])
     return problems
 
