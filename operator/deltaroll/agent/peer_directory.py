@@ -9,16 +9,14 @@ whether it pulls the same objects, the one its agent reports serving
 same listing names the *members* (every pod of the selector), the only pods whose agents the
 peer server serves. One list call (RBAC: pods ``list``, read-only), remembered for
 ``refresh_s``: a fleet of agents polling for objects costs the API server one request per agent
-per few seconds. The listing is read as JSON, not as the client's models: building a V1Pod per
-pod was half of an agent's CPU per version in a fleet of 64. When a list fails, the last good
-one stands for ``stale_s``; with none, :meth:`PodPeers.live` says so (None) rather than "alone",
-so an agent does not seed every object because the API server hiccuped.
+per few seconds, read as JSON (:func:`~deltaroll.api.parse.list_items`). When a list fails,
+the last good one stands for ``stale_s``; with none, :meth:`PodPeers.live` says so (None)
+rather than "alone", so an agent does not seed every object because the API server hiccuped.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from deltaroll.api.annotations import POD_CURRENT_VERSION, POD_PEER_PORT, POD_VERSION
+from deltaroll.api.parse import list_items
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +121,7 @@ class PodPeers:
                 _preload_content=False,
             )
             try:
-                items = _items(json.loads(response.data))
+                items = list_items(response.data)
             finally:
                 response.release_conn()
         except (ApiException, HTTPError, OSError, ValueError) as exc:
@@ -143,19 +142,6 @@ class PodPeers:
             if peer is not None and name != self.own_name:
                 peers[name] = peer
         return _Listing(now, peers, frozenset(members))
-
-
-def _items(listed: Any) -> list[dict[str, Any]]:
-    """The pods of a PodList as JSON, each with a string name; raises ValueError otherwise."""
-    items = listed.get("items") if isinstance(listed, dict) else None
-    if not isinstance(items, list) or not all(
-        isinstance(pod, dict)
-        and isinstance(pod.get("metadata"), dict)
-        and isinstance(pod["metadata"].get("name"), str)
-        for pod in items
-    ):
-        raise ValueError("the pod listing is not a PodList")
-    return items
 
 
 def peer_of(pod: Mapping[str, Any]) -> Peer | None:

@@ -230,6 +230,8 @@ def _pod_selector(body: dict[str, Any]) -> str | None:
 
 
 def _list_pods(core: Any, name: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+    from deltaroll.api.parse import list_items
+
     listed = _call(
         "listing the pods of",
         name,
@@ -239,7 +241,7 @@ def _list_pods(core: Any, name: str, namespace: str, selector: str) -> list[dict
         label_selector=selector,
         _preload_content=False,
     )
-    return list(json.loads(listed.data).get("items") or [])
+    return list_items(listed.data)
 
 
 def _show(text: str, *, as_json: bool) -> None:
