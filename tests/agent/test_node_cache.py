@@ -23,9 +23,9 @@ from deltaroll.api.node_cache import AUDIENCE, LEASE_HEADER
 from deltaroll.store import cache as cache_module
 from deltaroll.store import keys
 from deltaroll.store.backends import open_backend
-from deltaroll.store.cache import ObjectCache
+from deltaroll.store.cache import ObjectCache, StagedHash
 from deltaroll.store.manifests import ObjectRef
-from deltaroll.store.node_cache import NodeCacheClient
+from deltaroll.store.node_cache import Claim, NodeCacheClient
 from deltaroll.store.transfer import download_objects
 from deltaroll.store.uri import parse_store_uri
 from fixtures.ports import free_port
@@ -336,7 +336,7 @@ def test_a_peek_takes_no_lease_and_a_hit_is_hashed_once_by_the_agent(
     the daemon sends a file it hashed when it entered without hashing it again."""
     ref = store.put(os.urandom(70_000))
     client, cache = peeking_agent(tmp_path, daemon, store)
-    assert client.take(ref, cache.staging_path(ref.digest)) is None
+    assert client.take(ref, cache.staging_path(ref.digest)) is Claim.MISSING
     assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 0
     agent_pull(tmp_path, daemon, store, "tok-a2", [ref])  # a2 fills it: one lease
     assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 1
@@ -345,7 +345,10 @@ def test_a_peek_takes_no_lease_and_a_hit_is_hashed_once_by_the_agent(
     monkeypatch.setattr(cache_module, "_sha256", lambda fd: files_hashed.append(fd) or real(fd))
     staged = cache.staging_path(ref.digest)
     hashed = client.take(ref, staged)
-    assert hashed is not None and cache.commit(ref.digest, staged, hashed=hashed) == ref.digest
+    assert (
+        isinstance(hashed, StagedHash)
+        and cache.commit(ref.digest, staged, hashed=hashed) == ref.digest
+    )
     assert files_hashed == []
     assert daemon.metric("deltaroll_node_cache_served_bytes_total") == ref.size
 
@@ -356,7 +359,7 @@ def test_a_peek_waits_for_a_fill_under_way_and_gets_the_object_as_it_lands(tmp_p
     under way still answers at once, with no lease taken."""
     ref = store.put(os.urandom(120_000))
     client, cache = peeking_agent(tmp_path, daemon, store)
-    assert client.take(ref, cache.staging_path(ref.digest), wait_s=5.0) is None  # no fill
+    assert client.take(ref, cache.staging_path(ref.digest), wait_s=5.0) is Claim.MISSING
     assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 0
     store.hold.clear()  # a2's fill stays under way until released
     filler = threading.Thread(target=agent_pull, args=(tmp_path, daemon, store, "tok-a2", [ref]))
@@ -371,7 +374,7 @@ def test_a_peek_waits_for_a_fill_under_way_and_gets_the_object_as_it_lands(tmp_p
     store.hold.set()
     filler.join(30)
     peek.join(30)
-    assert taken and taken[0] is not None
+    assert taken and isinstance(taken[0], StagedHash)
     assert cache.commit(ref.digest, staged, hashed=taken[0]) == ref.digest
     assert daemon.metric("deltaroll_node_cache_refused_total", reason="busy") == 0
     assert store.downloads == [keys.object_key(MODEL, ref.digest)]

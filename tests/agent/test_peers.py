@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -100,9 +100,13 @@ class StaticPeers:
 
     peers: dict[str, Peer] | None
     members: set[str] = field(default_factory=set)
+    node: str | None = None
 
     def live(self) -> dict[str, Peer] | None:
         return None if self.peers is None else dict(self.peers)
+
+    def own_node(self) -> str | None:
+        return self.node
 
     def refresh(self) -> None:
         """Always current."""
@@ -209,11 +213,18 @@ def test_the_peer_route_takes_one_model_and_one_digest(path: str) -> None:
 
 
 def pod_json(
-    name: str, port: Any = "8082", ip: Any = "10.0.0.7", phase: str = "Running", **annotations: Any
+    name: str,
+    port: Any = "8082",
+    ip: Any = "10.0.0.7",
+    phase: str = "Running",
+    node: Any = None,
+    **annotations: Any,
 ) -> dict[str, Any]:
-    """A pod as the API server's JSON has it, serving peers on ``port``."""
+    """A pod as the API server's JSON has it, serving peers on ``port`` (scheduled to
+    ``node``, if any)."""
     meta = {"name": name, "annotations": {POD_PEER_PORT: port, **annotations}}
-    return {"metadata": meta, "status": {"phase": phase, "podIP": ip}}
+    pod = {"metadata": meta, "status": {"phase": phase, "podIP": ip}}
+    return pod if node is None else pod | {"spec": {"nodeName": node}}
 
 
 class Listing:
@@ -525,6 +536,153 @@ def test_a_non_seeder_takes_what_its_node_cache_holds_before_asking_peers(
         assert node_cache.node_bytes == sum(r.size for r in refs)
         assert backend.downloads == downloads
         assert_all_verified(pod.store, refs)
+
+
+def test_a_node_takes_each_object_from_the_peers_once_and_its_pods_share_it(
+    published: Published, make_pod: Any, backend: CountingBackend, tmp_path: Path
+) -> None:
+    """Move each byte once, per node too: three pods of one node pull what a pod of another
+    node serves. The first to claim the node cache's fill lease fetches each object from the
+    peer and uploads it; the node's other pods wait for that fill instead of each crossing the
+    node's link (on main each of them fetched every object from the peer: 3x the bytes)."""
+    (holder,), steps, refs = holding(published, make_pod, "holder")
+    backend.downloads.clear()
+    v2_id = steps[-1].target
+    pods = [make_pod(f"node1-{i}") for i in range(3)]
+    on_node1 = {p.name: Peer("127.0.0.1", p.server.port, "v2", None, "node-1") for p in pods}
+    serving = Peer("127.0.0.1", holder.server.port, "v2", v2_id, "node-0")
+    moved: dict[str, Any] = {}
+    with Daemon(tmp_path / "node-1", fill_ttl_s=30.0) as daemon:
+
+        def pull(pod: Pod, token: str) -> None:
+            (tmp_path / token).write_text(token)
+            node_cache = NodeCacheClient(daemon.url, tmp_path / token, published.uri)
+            others = {n: p for n, p in on_node1.items() if n != pod.name} | {"holder": serving}
+            fetcher = pod.fetcher(StaticPeers(others, node="node-1"))
+            with fetched_objects(
+                pod.store, MODEL, steps, peers=fetcher, wanted="v2", node_cache=node_cache
+            ) as result:
+                moved[pod.name] = (result, node_cache.node_bytes)
+
+        threads = [
+            threading.Thread(target=pull, args=(pod, f"tok-a{i + 1}")) for i, pod in enumerate(pods)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    total = sum(ref.size for ref in refs)
+    assert len(moved) == 3 and not backend.downloads
+    assert sum(result.peer_bytes for result, _ in moved.values()) == total  # once for the node
+    assert sum(node_bytes for _, node_bytes in moved.values()) == 2 * total
+    assert holder.metrics.served_bytes._value.get() == total
+    for pod in pods:
+        assert_all_verified(pod.store, refs)
+
+
+def test_a_pod_leaves_its_nodes_fill_to_the_seeder_on_its_node(
+    published: Published, make_pod: Any, backend: CountingBackend, tmp_path: Path
+) -> None:
+    """The seeder fills the node cache from the bucket; a pod of the same node that asked
+    first must not claim that fill for a fetch from the peers (it would wait at the seeder
+    while the seeder waits for its fill, until its own deadline sent it to the bucket too),
+    nor take the object from the seeder as a peer: it waits for the seeder's fill."""
+    seeder = make_pod("seeder")
+    steps = v2_steps(published, seeder.store)
+    refs = plan_objects(steps)
+    pod = make_pod(leecher_name([r.digest for r in refs], ["seeder"], 1))
+    peer = {p.name: Peer("127.0.0.1", p.server.port, "v2", None, "node-1") for p in (seeder, pod)}
+    moved: dict[str, Any] = {}
+    asked = threading.Event()
+
+    class Watched(StaticPeers):
+        def own_node(self) -> str | None:
+            asked.set()  # the pod is about to ask its node cache
+            return super().own_node()
+
+    with Daemon(tmp_path / "node-1", fill_ttl_s=30.0) as daemon:
+
+        def pull(who: Pod, other: Pod, token: str) -> None:
+            (tmp_path / token).write_text(token)
+            node_cache = NodeCacheClient(daemon.url, tmp_path / token, published.uri)
+            directory = Watched({other.name: peer[other.name]}, node="node-1")
+            fetcher = who.fetcher(directory, seeders=1)
+            with fetched_objects(
+                who.store, MODEL, steps, peers=fetcher, wanted="v2", node_cache=node_cache
+            ) as result:
+                moved[who.name] = (result, node_cache.node_bytes)
+
+        first = threading.Thread(target=pull, args=(pod, seeder, "tok-a1"))
+        first.start()
+        assert asked.wait(10)
+        threading.Event().wait(0.3)  # it asked the node cache: a lease would be its own now
+        then = threading.Thread(target=pull, args=(seeder, pod, "tok-a2"))
+        then.start()
+        for thread in (first, then):
+            thread.join(60)
+    (leecher, from_node), (seeded, _) = moved[pod.name], moved[seeder.name]
+    assert (leecher.bucket_bytes, leecher.peer_bytes) == (0, 0)
+    assert from_node == sum(ref.size for ref in refs)
+    assert seeded.bucket_objects == len(refs)
+    assert set(backend.downloads.values()) == {1}
+    assert_all_verified(pod.store, refs)
+
+
+def test_a_fill_claimed_before_the_seeder_was_told_to_move_is_handed_to_it(
+    published: Published, make_pod: Any, backend: CountingBackend, tmp_path: Path
+) -> None:
+    """The operator tells the pods one PATCH at a time: a pod that listed before the seeder of
+    its node was told claims the node's fill for a fetch from the peers, and the seeder's own
+    download then waits on that fill. The pod hands the fill over once its listing shows the
+    seeder pulling (before, both waited until the pod's deadline sent it to the bucket)."""
+    probe = make_pod("probe")
+    refs = plan_objects(v2_steps(published, probe.store))
+    digests = [r.digest for r in refs]
+    far = make_pod("far")  # another node's pod, pulling: it will not hold the objects in time
+    pod = make_pod(leecher_name(digests, ["far"], 1))
+    seeder = make_pod(
+        next(
+            name
+            for name in (f"seeder-{i}" for i in range(100_000))
+            if all(seeders(d, ["far", name, pod.name], 1) == [name] for d in digests)
+        )
+    )
+    steps = v2_steps(published, pod.store)
+    far_peer = Peer("127.0.0.1", far.server.port, "v2", None, "node-0")
+    told = Peer("127.0.0.1", seeder.server.port, "v2", None, "node-1")
+    pod_view = StaticPeers({"far": far_peer, seeder.name: replace(told, wants="v1")}, node="node-1")
+    seeder_view = StaticPeers(
+        {"far": far_peer, pod.name: Peer("127.0.0.1", pod.server.port, "v2", None, "node-1")},
+        node="node-1",
+    )
+    moved: dict[str, Any] = {}
+    with Daemon(tmp_path / "node-1", fill_ttl_s=60.0) as daemon:
+
+        def pull(who: Pod, view: StaticPeers, token: str) -> None:
+            (tmp_path / token).write_text(token)
+            node_cache = NodeCacheClient(daemon.url, tmp_path / token, published.uri)
+            fetcher = who.fetcher(view, seeders=1)
+            with fetched_objects(
+                who.store, MODEL, steps, peers=fetcher, wanted="v2", node_cache=node_cache
+            ) as result:
+                moved[who.name] = result
+
+        first = threading.Thread(target=pull, args=(pod, pod_view, "tok-a1"))
+        first.start()
+        wait_for(
+            lambda: daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") > 0,
+            timeout=10,
+        )
+        assert pod_view.peers is not None
+        pod_view.peers[seeder.name] = told  # the operator's PATCH reaches the seeder
+        then = threading.Thread(target=pull, args=(seeder, seeder_view, "tok-a2"))
+        then.start()
+        for thread in (first, then):
+            thread.join(60)
+    assert moved[pod.name].bucket_bytes == 0
+    assert moved[seeder.name].bucket_objects == len(refs)
+    assert set(backend.downloads.values()) == {1}
+    assert_all_verified(pod.store, refs)
 
 
 def test_an_agent_serving_peers_keeps_the_snapshot_it_applied_for_pods_that_start_later(
@@ -841,6 +999,24 @@ def test_a_listing_that_is_not_a_pod_list_counts_as_a_failed_one() -> None:
         assert directory.live() == {"a": Peer("10.0.0.7", 8082)}
         now[0] += 1
     assert all(response.released for response in given) and len(given) == 4
+
+
+def test_the_listing_says_which_node_each_pod_and_this_agent_run_on() -> None:
+    """Pods of one node share its node cache: the listing carries spec.nodeName, checked like
+    any input (a node that is not a string is no node)."""
+    pods = [pod_json("me", node="n1"), pod_json("a", node="n1"), pod_json("b", node=["n1"])]
+
+    class Api:
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> Listing:
+            return pod_list([*pods, pod_json("c")])
+
+    directory = PodPeers(Api(), TENANT, "app=x", "me", clock=lambda: 0.0)
+    assert directory.own_node() == "n1"
+    assert {name: peer.node for name, peer in (directory.live() or {}).items()} == {
+        "a": "n1",
+        "b": None,
+        "c": None,
+    }
 
 
 def test_a_pull_lists_the_peers_again_to_see_who_was_just_told_to_move() -> None:

@@ -5,7 +5,8 @@ and not being deleted, and whose agent wrote the
 :data:`~deltaroll.api.annotations.POD_PEER_PORT` annotation; its address is ``status.podIP``,
 and the version it is told to serve (:data:`~deltaroll.api.annotations.POD_VERSION`) says
 whether it pulls the same objects, the one its agent reports serving
-(:data:`~deltaroll.api.annotations.POD_CURRENT_VERSION`) whether it holds them all already. The
+(:data:`~deltaroll.api.annotations.POD_CURRENT_VERSION`) whether it holds them all already, and
+its ``spec.nodeName`` (as this agent's own) whether it shares this agent's node cache. The
 same listing names the *members* (every pod of the selector), the only pods whose agents the
 peer server serves. One list call (RBAC: pods ``list``, read-only), remembered for
 ``refresh_s``: a fleet of agents polling for objects costs the API server one request per agent
@@ -44,12 +45,17 @@ class Peer:
     port: int
     wants: str | None = None
     serves: str | None = None
+    node: str | None = None  # spec.nodeName: a peer on this agent's node shares its node cache
 
 
 class PeerDirectory(Protocol):
     """The live peers (not this pod), by pod name; None when they cannot be known now."""
 
     def live(self) -> dict[str, Peer] | None: ...
+
+    def own_node(self) -> str | None:
+        """The node this agent's pod runs on, as the last listing said (None: unknown)."""
+        ...
 
     def refresh(self) -> None:
         """The next :meth:`live` lists again (a pull starts: who pulls the same version now)."""
@@ -65,6 +71,7 @@ class _Listing:
     at: float
     peers: dict[str, Peer]
     members: frozenset[str]
+    own_node: str | None
 
 
 class PodPeers:
@@ -90,6 +97,10 @@ class PodPeers:
     def live(self) -> dict[str, Peer] | None:
         listing = self._listing(self._refresh_s)
         return None if listing is None else listing.peers
+
+    def own_node(self) -> str | None:
+        listing = self._listing(self._refresh_s)
+        return None if listing is None else listing.own_node
 
     def refresh(self) -> None:
         self._tried = float("-inf")
@@ -133,15 +144,17 @@ class PodPeers:
             return None
         peers: dict[str, Peer] = {}
         members = set()
+        own_node = None
         for pod in items:
             meta = pod["metadata"]
             name = meta["name"]
             if meta.get("deletionTimestamp") is None:
                 members.add(name)
-            peer = peer_of(pod)
-            if peer is not None and name != self.own_name:
+            if name == self.own_name:
+                own_node = node_of(pod)
+            elif (peer := peer_of(pod)) is not None:
                 peers[name] = peer
-        return _Listing(now, peers, frozenset(members))
+        return _Listing(now, peers, frozenset(members), own_node)
 
 
 def peer_of(pod: Mapping[str, Any]) -> Peer | None:
@@ -171,7 +184,14 @@ def peer_of(pod: Mapping[str, Any]) -> Peer | None:
         int(raw_port),
         wants if isinstance(wants, str) and wants else None,
         serves if isinstance(serves, str) and serves else None,
+        node_of(pod),
     )
+
+
+def node_of(pod: Mapping[str, Any]) -> str | None:
+    """The node ``pod`` (a Pod as JSON) was scheduled to, or None (not yet, or not a string)."""
+    node = _mapping(pod.get("spec")).get("nodeName")
+    return node if isinstance(node, str) and node else None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

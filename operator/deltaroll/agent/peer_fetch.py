@@ -4,9 +4,14 @@ For each object the agent either seeds it (it ranks among the first ``seeders`` 
 want the same version, :func:`deltaroll.api.peers.seeders`: it fetches from the bucket) or waits
 for it: it takes the object from its node's cache if that holds it (no link crossed at all), or
 once the fill another agent of the node has under way lands, else asks the peers, in the rank
-every agent agrees on (seeders first, then pods that hold other versions); a peer pulling the
-same version is asked to answer when it holds the object (a few seconds at most), so the object
-moves as soon as it lands, and no fleet of waiting agents polls the seeders while they fetch.
+every agent agrees on (seeders first, then pods that hold other versions). Where no seeder of the
+object runs on its node, the agent that claims the node cache's fill lease first asks the peers
+for the whole node and uploads what it got; the node's other agents wait for that fill instead of
+each taking the object across the node's link (where a seeder runs on the node, it fills the
+node cache from the bucket and the others only peek, so none holds a fill the seeder waits on).
+A peer pulling the same version is asked to answer when it holds the object (a few seconds at
+most), so the object moves as soon as it lands, and no fleet of waiting agents polls the seeders
+while they fetch.
 Pods told to serve another version are never counted as seeders: in a canary step the pulling
 pods seed among themselves instead of waiting for idle ones; and once a pod reports serving the
 version (a canary's later steps), nobody seeds: it holds every object. A peer's bytes go to the
@@ -31,11 +36,12 @@ import structlog
 
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, PeerDirectory
+from deltaroll.api.node_cache import FillLease
 from deltaroll.api.peers import DEFAULT_SEEDERS, MAX_WAIT_S, WAIT_HEADER, object_path, rank
 from deltaroll.store.backends.concurrency import run_all
-from deltaroll.store.cache import ObjectCache
+from deltaroll.store.cache import ObjectCache, StagedHash
 from deltaroll.store.manifests import ObjectRef
-from deltaroll.store.node_cache import NodeCacheClient
+from deltaroll.store.node_cache import Claim, NodeCacheClient
 
 log = structlog.get_logger(__name__)
 
@@ -112,11 +118,18 @@ class PeerFetcher:
     def _is_seeder(
         self, digest: str, peers: dict[str, Peer], wanted: str | None, target: str | None
     ) -> bool:
+        return self.own_name in self._seeders(digest, peers, wanted, target)
+
+    def _seeders(
+        self, digest: str, peers: dict[str, Peer], wanted: str | None, target: str | None
+    ) -> list[str]:
+        """The pods (this one among them) that fetch ``digest`` from the bucket: none once a
+        pod serves the version (it holds the object: ask it)."""
         if any(self._holds(name, peer, digest, target) for name, peer in peers.items()):
-            return False  # a pod serves the version: it holds the object, ask it
+            return []
         # ranked among the pods still pulling: one that serves the version will fetch nothing
         pulling = [name for name, peer in peers.items() if _pulling(peer, wanted, target)]
-        return self.own_name in rank(digest, [*pulling, self.own_name])[: self.seeders]
+        return rank(digest, [*pulling, self.own_name])[: self.seeders]
 
     def _holds(self, name: str, peer: Peer, digest: str, target: str | None) -> bool:
         """Whether ``peer`` should hold ``digest``: it serves ``target`` (so it fetched what
@@ -138,19 +151,41 @@ class PeerFetcher:
         node_cache: NodeCacheClient | None,
     ) -> _Outcome | None:
         """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
-        or None (left to the bucket)."""
+        or None (left to the bucket; a fill lease of the node's stays this agent's, and its
+        download through the node cache fills it)."""
+        fill = _NodeFill(node_cache, ref)
+        try:
+            outcome = self._rounds(ref, cache, should_stop, wanted, target, fill)
+        except BaseException:
+            fill.abandon()
+            raise
+        if outcome is None and should_stop is not None and should_stop():
+            fill.abandon()
+        return outcome
+
+    def _rounds(
+        self,
+        ref: ObjectRef,
+        cache: ObjectCache,
+        should_stop: Callable[[], bool] | None,
+        wanted: str | None,
+        target: str | None,
+        fill: _NodeFill,
+    ) -> _Outcome | None:
         deadline = self.clock() + self.wait_s
         while not (should_stop is not None and should_stop()):
             started = self.clock()
             if cache.verified(ref.digest):  # another agent sharing the cache brought it
+                fill.upload(cache)
                 return _Outcome.NOT_THERE
-            # a fill under way on the node is waited for; with none the answer comes at once
-            if node_cache is not None and _from_node(node_cache, ref, cache, self._wait(deadline)):
+            role = self._node_role(ref.digest, wanted, target)
+            node = fill.round(role, cache, self._wait(deadline))
+            if node is _Node.HAS_IT:
                 return _Outcome.NOT_THERE
             peers = self.directory.live()
-            if peers is not None:
-                if self._is_seeder(ref.digest, peers, wanted, target):
-                    return None  # a seeder left (or none was listed before): it seeds it now
+            if peers is not None and self._is_seeder(ref.digest, peers, wanted, target):
+                return None  # a seeder left (or none was listed before): it seeds it now
+            if peers is not None and node is _Node.ASK_PEERS:
                 for name in self._order(ref.digest, peers, wanted):
                     peer = peers[name]
                     # a peer pulling the same version will hold it: it answers when it does
@@ -158,6 +193,7 @@ class PeerFetcher:
                     wait_s = self._wait(deadline) if pulling else 0.0
                     outcome = self._get(name, peer, ref, cache, wait_s)
                     if outcome is _Outcome.RECEIVED:
+                        fill.upload(cache)
                         return outcome
                     if outcome is _Outcome.WRONG:
                         self._distrusted.add(name)
@@ -170,6 +206,16 @@ class PeerFetcher:
                 return None
             self.sleep(max(0.0, POLL_S - (self.clock() - started)))  # none if a wait ran
         return None
+
+    def _node_role(self, digest: str, wanted: str | None, target: str | None) -> _Role:
+        """This agent's part in bringing ``digest`` to its node: see :class:`_Role`."""
+        node, peers = self.directory.own_node(), self.directory.live()
+        if node is None or peers is None:
+            return _Role.ALONE
+        seeders = self._seeders(digest, peers, wanted, target)
+        if any(name in peers and peers[name].node == node for name in seeders):
+            return _Role.SEEDED
+        return _Role.FILLS
 
     def _wait(self, deadline: float) -> float:
         """How long one request may wait for the object: a few seconds, so that a seeder that
@@ -236,14 +282,69 @@ def _pulling(peer: Peer, wanted: str | None, target: str | None) -> bool:
     return (wanted is None or peer.wants == wanted) and (target is None or peer.serves != target)
 
 
-def _from_node(
-    node_cache: NodeCacheClient, ref: ObjectRef, cache: ObjectCache, wait_s: float
-) -> bool:
-    """Take ``ref`` into ``cache`` if the node cache holds it now or once another agent's fill
-    under way lands within ``wait_s`` (a peek: no fill lease)."""
-    staged = cache.staging_path(ref.digest)
-    try:
-        hashed = node_cache.take(ref, staged, wait_s)
-        return hashed is not None and cache.commit(ref.digest, staged, hashed=hashed) == ref.digest
-    finally:
-        staged.unlink(missing_ok=True)
+class _Role(enum.Enum):
+    """What an agent that does not seed an object does for its node."""
+
+    FILLS = "no seeder of it runs on this node: the first agent to claim the fill asks the peers"
+    SEEDED = "a seeder of it runs on this node and fills the node cache: wait for that fill"
+    ALONE = "this agent's node is unknown: it asks the peers itself"
+
+
+class _Node(enum.Enum):
+    """What one round at the node cache said."""
+
+    HAS_IT = "the object came from the node cache"
+    FILLING = "another agent of the node fetches it: wait for its fill, ask no peer"
+    ASK_PEERS = "the node cache lacks it: ask the peers"
+
+
+@dataclass
+class _NodeFill:
+    """One object's way through the node cache (``client`` None: no node cache), and the fill
+    lease this agent holds for it while it fetches it from peers for the node."""
+
+    client: NodeCacheClient | None
+    ref: ObjectRef
+    lease: FillLease | None = None
+
+    def round(self, role: _Role, cache: ObjectCache, wait_s: float) -> _Node:
+        """Take the object into ``cache`` if the node cache holds it now or once a fill under
+        way lands within ``wait_s``; else, as this agent's ``role`` says, claim the node's
+        fill lease (it then fetches for the node), or wait for the fill of another agent of
+        the node, or ask the peers."""
+        if self.lease is not None and role is _Role.SEEDED:
+            # claimed on a listing from before the seeder was told to move: the seeder's own
+            # download waits for this fill, so hand it over rather than ask the seeder for it
+            self.abandon()
+        if self.client is None or self.lease is not None:
+            return _Node.ASK_PEERS
+        staged = cache.staging_path(self.ref.digest)
+        try:
+            got = (
+                self.client.claim(self.ref, staged, wait_s)
+                if role is _Role.FILLS
+                else self.client.take(self.ref, staged, wait_s)  # a peek: no lease
+            )
+            if isinstance(got, StagedHash):
+                committed = cache.commit(self.ref.digest, staged, hashed=got) == self.ref.digest
+                return _Node.HAS_IT if committed else _Node.ASK_PEERS
+        finally:
+            staged.unlink(missing_ok=True)
+        if isinstance(got, FillLease):
+            self.lease = got
+            return _Node.ASK_PEERS
+        if got is Claim.FILLING or (role is _Role.SEEDED and got is Claim.MISSING):
+            return _Node.FILLING  # the seeder's fill may not have started yet: no peer asked
+        return _Node.ASK_PEERS
+
+    def upload(self, cache: ObjectCache) -> None:
+        """Give the node what this agent fetched for it (the object is in ``cache``)."""
+        if self.client is not None and self.lease is not None:
+            self.client.upload(self.ref, self.lease, cache.path(self.ref.digest))
+            self.lease = None
+
+    def abandon(self) -> None:
+        """This agent will not fetch it after all: the node's others stop waiting for it."""
+        if self.client is not None and self.lease is not None:
+            self.client.abandon(self.ref, self.lease)
+            self.lease = None

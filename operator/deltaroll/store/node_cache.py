@@ -6,13 +6,16 @@ store instead; the cache commits it with that hash); a miss comes with a fill le
 downloads from the store with its own credentials, as without a node cache, and uploads the
 bytes for the node's other agents. An agent that another is filling for waits up to ``wait_s``;
 any failure of the node cache (down, busy, refusing the token) is logged and the agent downloads
-the object itself: the node cache can make a pull cheaper, never stop it. The token is the
+the object itself: the node cache can make a pull cheaper, never stop it. An agent that gets
+objects from its peers claims the same fill lease (:meth:`NodeCacheClient.claim`), so an object
+crosses the node's link once whichever source it comes from. The token is the
 agent's pod-bound ServiceAccount token for the node cache's audience (re-read per request: the
 kubelet rotates it).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import threading
 from collections.abc import Callable
@@ -92,25 +95,52 @@ class NodeCacheClient:
             backend.download_files([(key, staged)], progress=progress)
         except BaseException:
             if lease is not None:
-                self._quietly("POST", ref, lease, suffix=ABANDON_SUFFIX)
+                self.abandon(ref, lease)
             raise
         if lease is not None:
-            self._quietly("PUT", ref, lease, body=staged)
+            self.upload(ref, lease, staged)
         return None
 
-    def take(self, ref: ObjectRef, staged: Path, wait_s: float = 0.0) -> StagedHash | None:
+    def claim(self, ref: ObjectRef, staged: Path, wait_s: float) -> StagedHash | FillLease | Claim:
+        """Put object ``ref`` at ``staged`` if the node cache holds it now, or once a fill under
+        way lands within ``wait_s`` (its hash, to commit it with); else the lease to fetch it for
+        the node (from wherever the caller gets it: :meth:`upload` it, or :meth:`abandon`), or
+        why neither (FILLING: ask again to keep waiting)."""
+        return self._ask(ref, staged, wait_s, lease=True)
+
+    def upload(self, ref: ObjectRef, lease: FillLease, path: Path) -> None:
+        """Give the node the object ``ref`` this agent fetched under ``lease`` (``path``)."""
+        self._quietly("PUT", ref, lease, body=path)
+
+    def abandon(self, ref: ObjectRef, lease: FillLease) -> None:
+        """Give up the fill of ``ref``: the node's waiting agents stop waiting at once."""
+        self._quietly("POST", ref, lease, suffix=ABANDON_SUFFIX)
+
+    def take(self, ref: ObjectRef, staged: Path, wait_s: float = 0.0) -> StagedHash | Claim:
         """Put object ``ref`` at ``staged`` if the node cache holds it now, or once a fill
-        under way lands within ``wait_s`` (its hash, to commit it with); otherwise (a miss, a
-        fill still under way, the cache down) None, leaving the object to the caller's other
-        sources: it asks for no fill lease."""
+        under way lands within ``wait_s`` (its hash, to commit it with); otherwise why not,
+        leaving the object to the caller's other sources: a peek asks for no fill lease."""
+        got = self._ask(ref, staged, wait_s, lease=False)
+        assert not isinstance(got, FillLease)  # a peek is never granted one
+        return got
+
+    def _ask(
+        self, ref: ObjectRef, staged: Path, wait_s: float, *, lease: bool
+    ) -> StagedHash | FillLease | Claim:
         try:
-            got = self._get(ref, staged, wait_s=wait_s, lease=False)
-        except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
-            log.info("store.node_cache_missed", digest=ref.digest, error=str(exc))
-            return None
-        if not isinstance(got, StagedHash):
-            return None
-        self._count(ref.size)
+            got = self._get(ref, staged, wait_s=wait_s, lease=lease)
+        except NodeCacheRefused as exc:
+            if exc.status == 409:  # NodeCacheBusy: the other agent's fill has not landed yet
+                return Claim.FILLING
+            log.info("store.node_cache_unused", digest=ref.digest, error=str(exc))
+            return Claim.UNAVAILABLE
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            log.info("store.node_cache_unused", digest=ref.digest, error=str(exc))
+            return Claim.UNAVAILABLE
+        if got is None:
+            return Claim.MISSING
+        if isinstance(got, StagedHash):
+            self._count(ref.size)
         return got
 
     def _count(self, size: int) -> None:
@@ -188,8 +218,17 @@ class NodeCacheClient:
             log.warning("store.node_cache_fill_failed", digest=ref.digest, error=str(exc))
 
 
+class Claim(enum.Enum):
+    """Why the node cache gave neither the object nor a fill lease."""
+
+    MISSING = "the node cache does not hold it, and no agent of the node is fetching it"
+    FILLING = "another agent of the node is fetching it"
+    UNAVAILABLE = "the node cache cannot help now (logged)"
+
+
 class NodeCacheRefused(Exception):
     """The node cache answered, but not with the object or a lease."""
 
     def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
         super().__init__(f"node cache answered {status}: {body.decode(errors='replace')[:300]}")
