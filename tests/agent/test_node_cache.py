@@ -9,6 +9,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -377,4 +378,38 @@ def test_a_peek_waits_for_a_fill_under_way_and_gets_the_object_as_it_lands(tmp_p
     assert taken and isinstance(taken[0], StagedHash)
     assert cache.commit(ref.digest, staged, hashed=taken[0]) == ref.digest
     assert daemon.metric("deltaroll_node_cache_refused_total", reason="busy") == 0
+    assert store.downloads == [keys.object_key(MODEL, ref.digest)]
+
+
+class _NotANodeCache(BaseHTTPRequestHandler):
+    """What answers at the node cache's address when it is something else (a proxy's page)."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>404 Not Found</body></html>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        """Quiet."""
+
+
+def test_a_404_that_is_not_a_lease_leaves_the_object_to_the_agent(tmp_path, store):
+    """The node cache can make a pull cheaper, never stop it: a 404 whose body is not a lease
+    raised from the pull (a peer pull claiming a fill failed outright)."""
+    ref = store.put(os.urandom(50_000))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotANodeCache)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "token").write_text("tok-a1")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = NodeCacheClient(url, tmp_path / "token", store.uri)
+        cache = ObjectCache(tmp_path / "cache")
+        assert client.claim(ref, cache.staging_path(ref.digest), 0.0) is Claim.UNAVAILABLE
+        download_objects(store.backend, MODEL, [ref], cache, node_cache=client)
+    finally:
+        server.shutdown()
+    assert hashlib.sha256(cache.path(ref.digest).read_bytes()).hexdigest() == ref.digest
     assert store.downloads == [keys.object_key(MODEL, ref.digest)]

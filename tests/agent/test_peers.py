@@ -25,6 +25,7 @@ import pytest
 
 from agent.helpers import FAST_RETRY, MODEL, Published
 from agent.test_node_cache import Daemon
+from deltaroll.agent import peer_fetch
 from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, PodPeers, peer_of
@@ -548,7 +549,14 @@ def test_a_node_takes_each_object_from_the_peers_once_and_its_pods_share_it(
     (holder,), steps, refs = holding(published, make_pod, "holder")
     backend.downloads.clear()
     v2_id = steps[-1].target
-    pods = [make_pod(f"node1-{i}") for i in range(3)]
+    # every pod of the node ranks above the holder: the filler would ask each of them first
+    # (and wait at each for the fill it is itself making) unless it skips its node's pods
+    above = (
+        name
+        for name in (f"node1-{i}" for i in range(10_000))
+        if all(rank(r.digest, ["holder", name])[0] == name for r in refs)
+    )
+    pods = [make_pod(next(above)) for _ in range(3)]
     on_node1 = {p.name: Peer("127.0.0.1", p.server.port, "v2", None, "node-1") for p in pods}
     serving = Peer("127.0.0.1", holder.server.port, "v2", v2_id, "node-0")
     moved: dict[str, Any] = {}
@@ -578,6 +586,17 @@ def test_a_node_takes_each_object_from_the_peers_once_and_its_pods_share_it(
     assert holder.metrics.served_bytes._value.get() == total
     for pod in pods:
         assert_all_verified(pod.store, refs)
+        assert answered(pod) == 0  # no pod of the node was asked for what it waited for
+
+
+def answered(pod: Pod) -> float:
+    """Requests the pod's peer server answered, whatever the answer."""
+    return sum(
+        sample.value
+        for metric in pod.metrics.peer_requests.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 def test_a_pod_leaves_its_nodes_fill_to_the_seeder_on_its_node(
@@ -595,17 +614,29 @@ def test_a_pod_leaves_its_nodes_fill_to_the_seeder_on_its_node(
     moved: dict[str, Any] = {}
     asked = threading.Event()
 
-    class Watched(StaticPeers):
-        def own_node(self) -> str | None:
-            asked.set()  # the pod is about to ask its node cache
-            return super().own_node()
+    class Watched(NodeCacheClient):
+        """The pod's client: says when the pod has asked its node cache (a lease, had it
+        claimed one, would be its own from then on)."""
+
+        def take(self, *args: Any, **kw: Any) -> Any:
+            try:
+                return super().take(*args, **kw)
+            finally:
+                asked.set()
+
+        def claim(self, *args: Any, **kw: Any) -> Any:
+            try:
+                return super().claim(*args, **kw)
+            finally:
+                asked.set()
 
     with Daemon(tmp_path / "node-1", fill_ttl_s=30.0) as daemon:
 
         def pull(who: Pod, other: Pod, token: str) -> None:
             (tmp_path / token).write_text(token)
-            node_cache = NodeCacheClient(daemon.url, tmp_path / token, published.uri)
-            directory = Watched({other.name: peer[other.name]}, node="node-1")
+            client = Watched if who is pod else NodeCacheClient
+            node_cache = client(daemon.url, tmp_path / token, published.uri)
+            directory = StaticPeers({other.name: peer[other.name]}, node="node-1")
             fetcher = who.fetcher(directory, seeders=1)
             with fetched_objects(
                 who.store, MODEL, steps, peers=fetcher, wanted="v2", node_cache=node_cache
@@ -615,7 +646,6 @@ def test_a_pod_leaves_its_nodes_fill_to_the_seeder_on_its_node(
         first = threading.Thread(target=pull, args=(pod, seeder, "tok-a1"))
         first.start()
         assert asked.wait(10)
-        threading.Event().wait(0.3)  # it asked the node cache: a lease would be its own now
         then = threading.Thread(target=pull, args=(seeder, pod, "tok-a2"))
         then.start()
         for thread in (first, then):
@@ -625,6 +655,33 @@ def test_a_pod_leaves_its_nodes_fill_to_the_seeder_on_its_node(
     assert from_node == sum(ref.size for ref in refs)
     assert seeded.bucket_objects == len(refs)
     assert set(backend.downloads.values()) == {1}
+    assert_all_verified(pod.store, refs)
+
+
+def test_a_seeder_that_does_not_fill_its_node_is_asked_after_a_grace(
+    published: Published,
+    make_pod: Any,
+    backend: CountingBackend,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pod waits for its node's seeder to fill the node cache, but not for ever: a seeder
+    that holds the objects already (an earlier pull, a fill evicted) fills nothing, so after
+    the grace the pod asks the peers, the seeder first, rather than wait out its deadline."""
+    monkeypatch.setattr(peer_fetch, "SEEDER_GRACE_S", 0.3)
+    (seeder,), steps, refs = holding(published, make_pod, "seeder")
+    backend.downloads.clear()
+    pod = make_pod(leecher_name([r.digest for r in refs], ["seeder"], 1))
+    pulling = Peer("127.0.0.1", seeder.server.port, "v2", None, "node-1")
+    with Daemon(tmp_path / "node-1", fill_ttl_s=30.0) as daemon:
+        (tmp_path / "tok-a1").write_text("tok-a1")
+        node_cache = NodeCacheClient(daemon.url, tmp_path / "tok-a1", published.uri)
+        fetcher = pod.fetcher(StaticPeers({"seeder": pulling}, node="node-1"), seeders=1)
+        with fetched_objects(
+            pod.store, MODEL, steps, peers=fetcher, wanted="v2", node_cache=node_cache
+        ) as moved:
+            assert (moved.bucket_bytes, moved.peer_bytes) == (0, sum(r.size for r in refs))
+    assert not backend.downloads
     assert_all_verified(pod.store, refs)
 
 
@@ -661,7 +718,7 @@ def test_a_fill_claimed_before_the_seeder_was_told_to_move_is_handed_to_it(
         def pull(who: Pod, view: StaticPeers, token: str) -> None:
             (tmp_path / token).write_text(token)
             node_cache = NodeCacheClient(daemon.url, tmp_path / token, published.uri)
-            fetcher = who.fetcher(view, seeders=1)
+            fetcher = who.fetcher(view, seeders=1, wait_s=30.0)  # the fault waits it out
             with fetched_objects(
                 who.store, MODEL, steps, peers=fetcher, wanted="v2", node_cache=node_cache
             ) as result:

@@ -51,6 +51,9 @@ POLL_S = 0.25
 #: annotation (a superseded pull) is noticed within it; one request per object per wait stays
 #: cheap next to the four rounds a second over every peer that polling made.
 WAIT_S = 2.0
+#: How long a pod waits for the seeder of its node to fill the node cache before it asks that
+#: seeder and the other peers itself (the seeder may hold the object without filling it).
+SEEDER_GRACE_S = 10.0
 PEER_WORKERS = 4
 
 
@@ -151,17 +154,14 @@ class PeerFetcher:
         node_cache: NodeCacheClient | None,
     ) -> _Outcome | None:
         """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
-        or None (left to the bucket; a fill lease of the node's stays this agent's, and its
-        download through the node cache fills it)."""
+        or None (left to the bucket). A fill lease of the node's never outlives this call: it
+        is uploaded or given up, so the node's other agents never wait on an object this agent
+        left to a later download (that download asks the node cache again)."""
         fill = _NodeFill(node_cache, ref)
         try:
-            outcome = self._rounds(ref, cache, should_stop, wanted, target, fill)
-        except BaseException:
+            return self._rounds(ref, cache, should_stop, wanted, target, fill)
+        finally:
             fill.abandon()
-            raise
-        if outcome is None and should_stop is not None and should_stop():
-            fill.abandon()
-        return outcome
 
     def _rounds(
         self,
@@ -172,13 +172,16 @@ class PeerFetcher:
         target: str | None,
         fill: _NodeFill,
     ) -> _Outcome | None:
-        deadline = self.clock() + self.wait_s
+        began = self.clock()
+        deadline = began + self.wait_s
         while not (should_stop is not None and should_stop()):
             started = self.clock()
             if cache.verified(ref.digest):  # another agent sharing the cache brought it
                 fill.upload(cache)
                 return _Outcome.NOT_THERE
             role = self._node_role(ref.digest, wanted, target)
+            if role is _Role.SEEDED and started - began >= SEEDER_GRACE_S:
+                role = _Role.ALONE  # its seeder has not filled the node: ask it and the others
             node = fill.round(role, cache, self._wait(deadline))
             if node is _Node.HAS_IT:
                 return _Outcome.NOT_THERE
@@ -186,7 +189,9 @@ class PeerFetcher:
             if peers is not None and self._is_seeder(ref.digest, peers, wanted, target):
                 return None  # a seeder left (or none was listed before): it seeds it now
             if peers is not None and node is _Node.ASK_PEERS:
-                for name in self._order(ref.digest, peers, wanted):
+                # filling for the node: its pods pulling the version wait for this very fill
+                skip = self.directory.own_node() if fill.lease is not None else None
+                for name in self._order(ref.digest, peers, wanted, target, skip_node=skip):
                     peer = peers[name]
                     # a peer pulling the same version will hold it: it answers when it does
                     pulling = wanted is not None and _pulling(peer, wanted, target)
@@ -222,11 +227,26 @@ class PeerFetcher:
         left, a newer annotation or the deadline is noticed in time."""
         return max(0.0, min(WAIT_S, MAX_WAIT_S, deadline - self.clock()))
 
-    def _order(self, digest: str, peers: dict[str, Peer], wanted: str | None) -> list[str]:
+    def _order(
+        self,
+        digest: str,
+        peers: dict[str, Peer],
+        wanted: str | None,
+        target: str | None,
+        *,
+        skip_node: str | None = None,
+    ) -> list[str]:
         """Peers to ask: those pulling ``wanted`` (seeders first), then the others (they may
         hold it from an earlier version), none that lied in this pull or, serving the version,
-        could not give this object."""
-        trusted = [name for name in peers if self._askable(name, digest)]
+        could not give this object, nor a pod of ``skip_node`` still pulling the version."""
+        trusted = [
+            name
+            for name, peer in peers.items()
+            if self._askable(name, digest)
+            and not (
+                skip_node is not None and peer.node == skip_node and _pulling(peer, wanted, target)
+            )
+        ]
         pulling = [name for name in trusted if wanted is None or peers[name].wants == wanted]
         return rank(digest, pulling) + rank(digest, set(trusted) - set(pulling))
 
@@ -287,7 +307,7 @@ class _Role(enum.Enum):
 
     FILLS = "no seeder of it runs on this node: the first agent to claim the fill asks the peers"
     SEEDED = "a seeder of it runs on this node and fills the node cache: wait for that fill"
-    ALONE = "this agent's node is unknown: it asks the peers itself"
+    ALONE = "its node is unknown, or its seeder did not fill the node in time: ask the peers"
 
 
 class _Node(enum.Enum):
@@ -333,7 +353,9 @@ class _NodeFill:
         if isinstance(got, FillLease):
             self.lease = got
             return _Node.ASK_PEERS
-        if got is Claim.FILLING or (role is _Role.SEEDED and got is Claim.MISSING):
+        if role is _Role.FILLS and got is Claim.FILLING:
+            return _Node.FILLING
+        if role is _Role.SEEDED and got in (Claim.MISSING, Claim.FILLING):
             return _Node.FILLING  # the seeder's fill may not have started yet: no peer asked
         return _Node.ASK_PEERS
 

@@ -82,7 +82,7 @@ class NodeCacheClient:
         lease: FillLease | None = None
         try:
             got = self._get(ref, staged)
-        except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
+        except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused, ValueError) as exc:
             log.warning("store.node_cache_unused", digest=ref.digest, error=str(exc))
         else:
             if isinstance(got, StagedHash):
@@ -134,7 +134,8 @@ class NodeCacheClient:
                 return Claim.FILLING
             log.info("store.node_cache_unused", digest=ref.digest, error=str(exc))
             return Claim.UNAVAILABLE
-        except (OSError, urllib3.exceptions.HTTPError) as exc:
+        except (OSError, urllib3.exceptions.HTTPError, ValueError) as exc:
+            # ValueError: a 404 whose body is not a lease (a proxy's page, another service)
             log.info("store.node_cache_unused", digest=ref.digest, error=str(exc))
             return Claim.UNAVAILABLE
         if got is None:
