@@ -22,6 +22,14 @@ from deltaroll_sandbox.apiserver import cel
         ("self.lastIndexOf(2)", [1, 2, 2], 2),
         ("self.indexOf(7)", [1, 2], -1),
         ("self.indexOf('c')", "abcabc", 2),  # the strings' overload is still there
+        ("self.indexOf(1)", [True, 1], 1),  # CEL's equality: true is not 1
+        ("self.indexOf(1.0)", [1], 0),  # numbers compare by value across int and double
+        ("self.lastIndexOf(true)", [True, 1], 0),
+        ("self.indexOf([1])", [[True], [1]], 1),
+        ("self.indexOf({'a': 1})", [{"a": True}, {"a": 1.0}], 1),
+        ("self.sum()", [1.5, 2.5], 4.0),
+        ("self.min()", [3, 1.5], 1.5),
+        ("self.isSorted()", [False, True], True),
         ("self.lastIndexOf('c')", "abcabc", 5),
         ("self.lowerAscii()", "AbC", "abc"),
         ("self.split('/').join('-')", "a/b/c", "a-b-c"),
@@ -40,6 +48,11 @@ def test_rules_evaluate_as_kubernetes_does(rule: str, value: object, expected: o
     ("rule", "value", "error"),
     [
         ("self.min()", [], "min called on empty list"),
+        ("self.min()", [True, 0], "no such overload"),  # Python orders true among numbers
+        ("self.isSorted()", [1, "a"], "no such overload"),
+        ("self.sum()", [2**62, 2**62], "integer overflow"),  # cel-cpp took it as a uint
+        ("self.sum()", [True, True], "no such overload"),
+        ("self.sum()", [1, 2.5], "no such overload"),
         ("self.missing", {}, "missing"),
         ("self.noSuchFunction()", "x", "compilation failed"),
     ],

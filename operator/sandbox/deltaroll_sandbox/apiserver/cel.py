@@ -2,7 +2,9 @@
 (``cel-expr-python``) with its strings extension (``lowerAscii``, ``upperAscii``, ``trim``,
 ``split``, ``join``, ``replace``, ``indexOf``, ``substring``, ...), plus the Kubernetes list
 library functions CRDs commonly use (``isSorted``, ``sum``, ``min``, ``max``, ``indexOf``,
-``lastIndexOf``), which cel-cpp does not have.
+``lastIndexOf``), which cel-cpp does not have, with CEL's equality and ordering rather than
+Python's (``[true].indexOf(1)`` is -1; ``min`` of a bool and a number is an error; a sum that
+leaves int64 is an integer overflow).
 
 cel-cpp, not a Python interpreter of CEL: with 64 agents each patching its pod eight times per
 version, the agents' admission policy ran 11 expressions per PATCH on the API server's one thread,
@@ -53,32 +55,73 @@ def check_values(documents: dict[str, Any]) -> None:
             raise CelError(f"a value of type {type(value).__name__} is not JSON")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _cel_equal(a: Any, b: Any) -> bool:
+    """CEL's equality, not Python's: numbers compare by value across int and double, anything
+    else only within its own type (``true`` is not ``1``), lists and maps element by element."""
+    if _is_number(a) and _is_number(b):
+        return bool(a == b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_cel_equal, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_cel_equal(a[key], b[key]) for key in a)
+    return bool(a == b)
+
+
+def _comparable(items: list[Any], function: str) -> list[Any]:
+    """``items`` if CEL orders them (numbers, or strings, or booleans, not mixed); else the
+    error cel-go gives (Python would order ``true`` among the numbers)."""
+    kinds = {"number" if _is_number(item) else type(item).__name__ for item in items}
+    if len(kinds) > 1 or not kinds <= {"number", "str", "bool"}:
+        raise ValueError(f"no such overload: {function} over {', '.join(sorted(kinds))}")
+    return items
+
+
 def _is_sorted(items: list[Any]) -> bool:
+    items = _comparable(items, "isSorted")
     return all(a <= b for a, b in zip(items, items[1:], strict=False))
 
 
 def _sum(items: list[Any]) -> Any:
-    return sum(items[1:], items[0]) if items else 0
+    """Integers or doubles, not mixed (CEL has no int + double); an int64 overflow is an error,
+    as in cel-go. An empty list sums to int 0: the sandbox does not know the schema's type."""
+    if not items:
+        return 0
+    ints = all(isinstance(item, int) and not isinstance(item, bool) for item in items)
+    if not (ints or all(isinstance(item, float) for item in items)):
+        raise ValueError("no such overload: sum of values that are not all int or all double")
+    total = sum(items[1:], items[0])
+    if isinstance(total, int) and total not in INT64:
+        raise ValueError("integer overflow")
+    return total
 
 
 def _least(items: list[Any]) -> Any:
     if not items:
         raise ValueError("min called on empty list")
-    return min(items)
+    return min(_comparable(items, "min"))
 
 
 def _greatest(items: list[Any]) -> Any:
     if not items:
         raise ValueError("max called on empty list")
-    return max(items)
+    return max(_comparable(items, "max"))
 
 
 def _index_of(items: list[Any], item: Any) -> int:
-    return items.index(item) if item in items else -1
+    return next((i for i, value in enumerate(items) if _cel_equal(value, item)), -1)
 
 
 def _last_index_of(items: list[Any], item: Any) -> int:
-    return len(items) - 1 - items[::-1].index(item) if item in items else -1
+    last = len(items) - 1
+    return next(
+        (last - i for i, value in enumerate(reversed(items)) if _cel_equal(value, item)), -1
+    )
 
 
 def _list_function(name: str, result: Any, impl: Any, *arguments: Any) -> Any:
