@@ -75,7 +75,10 @@ class World:
             )
         return cls(spec=spec, pods=pods, status=status, **kw)
 
-    def tick(self, advance_s: float = 1) -> Plan:
+    def tick(
+        self, advance_s: float = 1, measured: frozenset[tuple[str, int | None]] = frozenset()
+    ) -> Plan:
+        """Plan once, ``advance_s`` later; ``measured``: the runs the handler measured before."""
         self.now += timedelta(seconds=advance_s)
         result = plan(
             self.spec,
@@ -87,6 +90,7 @@ class World:
                 target=self.target,
                 version_ids=self.version_ids,
                 overlap=self.overlap,
+                measured=measured,
             ),
             self.now,
         )

@@ -72,6 +72,25 @@ def test_a_measurement_due_now_wakes_now_only_in_the_pass_that_started_its_run()
     assert [p.wake_at for p in passes[index + 1 :]] == [None] * (len(passes) - 1 - index)
 
 
+def test_a_run_measured_late_wakes_now_for_its_next_measurement_already_due() -> None:
+    """The schedule is anchored on the run's start: a measurement taken late (the handler's
+    clock is whole seconds, the interval 1 s) leaves the next one due at once. Nothing else
+    comes to take it: on main the pass planned no wake, and the demo's canary analysis waited
+    300 s for an event that never came (its pods were all Ready)."""
+    world = analysed(interval="1s", count=2)
+    starting = world.until("Progressing")
+    while not (starting.status.analysis_results or []):
+        starting = world.tick()
+    (run,) = starting.status.analysis_results or []
+    template = world.spec.analysis_templates[0]  # type: ignore[index]
+    late = record(run, template, Measurement("Successful", "0.5"), world.now + timedelta(seconds=1))
+    assert world.status is not None
+    world.status = world.status.model_copy(update={"analysis_results": [late]})
+    key = (run.template_name, run.step_index)
+    assert world.tick(1, measured=frozenset({key})).wake_at == world.now
+    assert world.tick(0).wake_at is None  # a pass that did not measure waits for an event
+
+
 def test_a_pod_short_of_its_version_wakes_at_its_progress_deadline() -> None:
     spec = make_spec(strategy=canary({"setWeight": 50}, {"pause": {}}), progressDeadlineSeconds=60)
     world = World.on("v1", 2, spec, agents_obey=False)

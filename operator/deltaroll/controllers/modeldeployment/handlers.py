@@ -295,8 +295,9 @@ def reconcile(
             target = signature.check(spec, target, who)
         status = deployment.status or ModelDeploymentStatus()
         ids = _version_ids(modeldeltas, deployment, target.version_id, who)
+        measured: frozenset[tuple[str, int | None]] = frozenset()
         if overlap is None:  # a yielding deployment does not judge pods it does not drive
-            status = _measure(
+            status, measured = _measure(
                 body, deployment, status, (pod_bodies, views), VersionAliases(ids), now, policy
             )
         observed = Observed(
@@ -306,6 +307,7 @@ def reconcile(
             target=target,
             version_ids=ids,
             overlap=overlap,
+            measured=measured,
         )
         outcome = plan(spec, status, observed, now)
         _apply(body, outcome, now)
@@ -348,9 +350,9 @@ def _measure(
     aliases: VersionAliases,
     now: datetime,
     policy: NamespacePolicy,
-) -> ModelDeploymentStatus:
+) -> tuple[ModelDeploymentStatus, frozenset[tuple[str, int | None]]]:
     """Take the measurements that are due, before planning, and record them in the runs (pods:
-    the selected pods' bodies and views)."""
+    the selected pods' bodies and views); the runs measured (template name, step index)."""
     pod_bodies, views = pods
     templates = {t.name: t for t in deployment.spec.analysis_templates or []}
     runs = list(status.analysis_results or [])
@@ -363,7 +365,7 @@ def _measure(
         and is_due(run, templates[run.template_name], now)
     ]
     if not due:
-        return status
+        return status, frozenset()
     by_name = {str(p["metadata"]["name"]): p for p in pod_bodies}
     canary, stable = status.canary_version, status.stable_version
     context = Context(
@@ -381,6 +383,7 @@ def _measure(
         job_defaults=JobDefaults.of("analysis", policy.analysis, operator_image()),
         policy=policy,
     )
+    measured: set[tuple[str, int | None]] = set()
     for index in due:
         run = runs[index]
         template = templates[run.template_name]
@@ -388,6 +391,7 @@ def _measure(
         if measurement is None:
             continue
         runs[index] = record(run, template, measurement, now)
+        measured.add((run.template_name, run.step_index))
         log.info(
             "modeldeployment.measured",
             namespace=body["metadata"]["namespace"],
@@ -396,7 +400,7 @@ def _measure(
             verdict=measurement.verdict,
             value=measurement.value,
         )
-    return status.model_copy(update={"analysis_results": runs})
+    return status.model_copy(update={"analysis_results": runs}), frozenset(measured)
 
 
 def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:

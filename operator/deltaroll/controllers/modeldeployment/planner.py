@@ -104,6 +104,8 @@ class Observed:
     target: TargetVersion = field(default_factory=TargetVersion)
     version_ids: Mapping[str, str] = field(default_factory=dict)  # version name -> content id
     overlap: Overlap | None = None  # pods that older ModelDeployments select too
+    #: The runs (template name, step index) measured before planning in this pass.
+    measured: frozenset[tuple[str, int | None]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -601,7 +603,8 @@ class _Pass:
     def measurements_due(self) -> None:
         """Wake when the next measurement of a running analysis of the canary falls due. One
         due already was tried before planning and waits for an event (its Job finishing, a
-        canary pod serving), unless its run started in this pass."""
+        canary pod serving), unless its run started in this pass or was measured in it (taken
+        late, the next one is due at once: nothing else would come to take it)."""
         status = self.status
         if self.seen.overlap is not None or status.abort:
             return
@@ -613,7 +616,11 @@ class _Pass:
                 continue
             if due > self.now:
                 self.wake(due)
-            elif run in self.started_runs:
+            elif (
+                run in self.started_runs
+                or (run.template_name, run.step_index) in self.seen.measured
+            ):
+                # a new run, or one measured late (the next is due already): no event is coming
                 self.wake(self.now)
 
     def deadlines_of_moved(self) -> None:
