@@ -108,7 +108,14 @@ class PeerFetcher:
         from_peers: list[int] = []
 
         def one(ref: ObjectRef) -> None:
-            outcome = self._fetch_one(ref, cache, should_stop, wanted, target, node_cache)
+            # a fill lease of the node's never outlives this agent's attempt: it is uploaded or
+            # given up, so the node's others never wait on an object left to a later download
+            # (which asks the node cache again)
+            fill = _NodeFill(node_cache, ref)
+            try:
+                outcome = self._fetch_one(ref, cache, should_stop, wanted, target, fill)
+            finally:
+                fill.abandon()
             if outcome is None:
                 left.append(ref)
             elif outcome is _Outcome.RECEIVED:
@@ -151,27 +158,10 @@ class PeerFetcher:
         should_stop: Callable[[], bool] | None,
         wanted: str | None,
         target: str | None,
-        node_cache: NodeCacheClient | None,
-    ) -> _Outcome | None:
-        """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
-        or None (left to the bucket). A fill lease of the node's never outlives this call: it
-        is uploaded or given up, so the node's other agents never wait on an object this agent
-        left to a later download (that download asks the node cache again)."""
-        fill = _NodeFill(node_cache, ref)
-        try:
-            return self._rounds(ref, cache, should_stop, wanted, target, fill)
-        finally:
-            fill.abandon()
-
-    def _rounds(
-        self,
-        ref: ObjectRef,
-        cache: ObjectCache,
-        should_stop: Callable[[], bool] | None,
-        wanted: str | None,
-        target: str | None,
         fill: _NodeFill,
     ) -> _Outcome | None:
+        """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
+        or None (left to the bucket)."""
         began = self.clock()
         deadline = began + self.wait_s
         while not (should_stop is not None and should_stop()):

@@ -79,18 +79,16 @@ class NodeCacheClient:
         """Put object ``ref`` (store key ``key``) at ``staged``: from the node cache if it has it
         (its hash, taken as it arrived: commit it with that), else from the store (None),
         uploading it when the node cache granted a lease."""
+        got = self._ask(ref, staged, self.wait_s, lease=True)
+        if isinstance(got, StagedHash):
+            if progress is not None:
+                progress(ref.size)
+            return got
         lease: FillLease | None = None
-        try:
-            got = self._get(ref, staged)
-        except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused, ValueError) as exc:
-            log.warning("store.node_cache_unused", digest=ref.digest, error=str(exc))
-        else:
-            if isinstance(got, StagedHash):
-                self._count(ref.size)
-                if progress is not None:
-                    progress(ref.size)
-                return got
+        if isinstance(got, FillLease):
             lease = got
+        else:
+            log.warning("store.node_cache_unused", digest=ref.digest, reason=got.value)
         try:
             backend.download_files([(key, staged)], progress=progress)
         except BaseException:
@@ -164,12 +162,11 @@ class NodeCacheClient:
         return headers
 
     def _get(
-        self, ref: ObjectRef, staged: Path, wait_s: float | None = None, *, lease: bool = True
+        self, ref: ObjectRef, staged: Path, wait_s: float, *, lease: bool
     ) -> StagedHash | FillLease | None:
         """The object into ``staged`` (its hash), the lease to fill it, or (``lease`` False)
         None on a miss; raises otherwise."""
-        wait = self.wait_s if wait_s is None else wait_s
-        url = f"{self._object_url(ref)}&{WAIT_PARAM}={wait}"
+        url = f"{self._object_url(ref)}&{WAIT_PARAM}={wait_s}"
         if not lease:
             url += f"&{LEASE_PARAM}=0"
         response = self._http.request("GET", url, headers=self._headers(), preload_content=False)
