@@ -18,7 +18,7 @@ from typing import Unpack
 
 from deltaroll.checkpoint.aux_policy import DEFAULT_AUX_POLICY, AuxPolicy
 from deltaroll.redact import remember_secrets
-from deltaroll.store.aliases import resolve, set_name
+from deltaroll.store.aliases import VERSION_LIKE, resolve, set_name
 from deltaroll.store.backends import Backend, ProgressCallback, open_backend
 from deltaroll.store.cache import ObjectCache, default_cache_dir
 from deltaroll.store.cache_scope import scoped_directory
@@ -95,7 +95,9 @@ class Store:
 
     def plan(self, model: str, ref: str, have: list[str] | None = None) -> Plan:
         """How a puller holding versions ``have`` would reach ``ref`` (nothing is fetched)."""
-        return plan_pull(self.catalog, model, self.resolve(model, ref), have or [], self.cache)
+        # an id is not resolved first: the plan reads its record anyway (and names its absence)
+        version = ref if VERSION_LIKE.fullmatch(ref) else self.resolve(model, ref)
+        return plan_pull(self.catalog, model, version, have or [], self.cache)
 
     # writing ----------------------------------------------------------------------------
 

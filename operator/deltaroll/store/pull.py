@@ -26,7 +26,12 @@ from deltaroll.store.aliases import VERSION_LIKE, resolve
 from deltaroll.store.backends import ProgressCallback
 from deltaroll.store.cache import ObjectCache
 from deltaroll.store.catalog import Catalog
-from deltaroll.store.errors import InvalidManifestError, NoPathError, StoreError
+from deltaroll.store.errors import (
+    InvalidManifestError,
+    NoPathError,
+    StoreError,
+    VersionNotFoundError,
+)
 from deltaroll.store.graph import Plan, Step, VersionGraph
 from deltaroll.store.manifests import DeltaRecord, ObjectRef
 from deltaroll.store.name_sequences import NameSequences
@@ -54,11 +59,23 @@ def load_graph(catalog: Catalog, model: str) -> VersionGraph:
 def plan_pull(
     catalog: Catalog, model: str, version: str, have: Sequence[str], cache: ObjectCache
 ) -> Plan:
-    """The cheapest plan to ``version`` from ``have``; objects already cached cost nothing."""
+    """The cheapest plan to ``version`` from ``have``; objects already cached cost nothing.
+
+    A puller that holds the version's parent or child (a fleet moving one version on, or
+    rolling one back) takes the delta between them without reading the model's graph: a
+    version then costs each pod its own record and its neighbour's, not a listing of every
+    version and anchor (which grows with the history). Only an anchor could be cheaper than
+    that one delta, and only when the delta is dense; a delta whose uncached bytes exceed half
+    its checkpoint is planned on the whole graph."""
 
     def cost(delta: DeltaRecord) -> int:
         return sum(ref.size for ref in delta.objects if not cache.has(ref.digest))
 
+    step = adjacent_step(catalog, model, version, have)
+    if version in have:
+        return Plan(version, version, (), 0)
+    if step is not None and 2 * cost(step.delta) <= step.delta.full_bytes:
+        return Plan(step.source, version, (step,), cost(step.delta))
     plan = load_graph(catalog, model).plan(version, have, cost=cost)
     if plan is None:
         raise NoPathError(
@@ -67,6 +84,26 @@ def plan_pull(
             "connected version, or push an anchor of an ancestor"
         )
     return plan
+
+
+def adjacent_step(catalog: Catalog, model: str, version: str, have: Sequence[str]) -> Step | None:
+    """The one delta between ``version`` and a version in ``have`` (its parent: forward; its
+    child: reverse), read from those versions' records alone; None when neither holds.
+
+    Raises :class:`VersionNotFoundError` when ``version`` is not published (gc'd meanwhile)."""
+    record = catalog.find_version(model, version)
+    if record is None:
+        raise VersionNotFoundError(
+            f"{catalog.backend.uri}: {model!r} has no version {version} (garbage-collected?); "
+            "see `deltaroll log STORE MODEL`"
+        )
+    if record.parent is not None and record.parent in have and record.delta is not None:
+        return Step("forward", record.parent, version, record.delta)
+    for held in sorted(set(have)):
+        child = catalog.find_version(model, held)
+        if child is not None and child.parent == version and child.delta is not None:
+            return Step("reverse", held, version, child.delta)
+    return None
 
 
 def pull(
