@@ -46,6 +46,14 @@ def test_a_bad_interval_names_the_flag(tmp_path: Path) -> None:
     assert done.stderr.strip().startswith("error: --poll-interval:")
 
 
+def test_a_negative_seeder_grace_names_the_flag(tmp_path: Path) -> None:
+    done = run_agent(
+        tmp_path, "--engine=reference", "--seeder-grace=-1", POD_NAME="p", POD_NAMESPACE="ns"
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: --seeder-grace:")
+
+
 def test_peers_without_a_token_name_the_flag_and_the_audience(tmp_path: Path) -> None:
     done = run_agent(
         tmp_path, "--engine=reference", "--peers=app=x", POD_NAME="p", POD_NAMESPACE="ns"

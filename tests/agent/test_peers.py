@@ -25,7 +25,6 @@ import pytest
 
 from agent.helpers import FAST_RETRY, MODEL, Published
 from agent.test_node_cache import Daemon
-from deltaroll.agent import peer_fetch
 from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, PodPeers, peer_of
@@ -659,16 +658,11 @@ def test_a_pod_leaves_its_nodes_fill_to_the_seeder_on_its_node(
 
 
 def test_a_seeder_that_does_not_fill_its_node_is_asked_after_a_grace(
-    published: Published,
-    make_pod: Any,
-    backend: CountingBackend,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    published: Published, make_pod: Any, backend: CountingBackend, tmp_path: Path
 ) -> None:
     """A pod waits for its node's seeder to fill the node cache, but not for ever: a seeder
     that holds the objects already (an earlier pull, a fill evicted) fills nothing, so after
     the grace the pod asks the peers, the seeder first, rather than wait out its deadline."""
-    monkeypatch.setattr(peer_fetch, "SEEDER_GRACE_S", 0.3)
     (seeder,), steps, refs = holding(published, make_pod, "seeder")
     backend.downloads.clear()
     pod = make_pod(leecher_name([r.digest for r in refs], ["seeder"], 1))
@@ -676,7 +670,9 @@ def test_a_seeder_that_does_not_fill_its_node_is_asked_after_a_grace(
     with Daemon(tmp_path / "node-1", fill_ttl_s=30.0) as daemon:
         (tmp_path / "tok-a1").write_text("tok-a1")
         node_cache = NodeCacheClient(daemon.url, tmp_path / "tok-a1", published.uri)
-        fetcher = pod.fetcher(StaticPeers({"seeder": pulling}, node="node-1"), seeders=1)
+        fetcher = pod.fetcher(
+            StaticPeers({"seeder": pulling}, node="node-1"), seeders=1, seeder_grace_s=0.3
+        )
         with fetched_objects(
             pod.store, MODEL, steps, peers=fetcher, wanted="v2", node_cache=node_cache
         ) as moved:

@@ -104,6 +104,12 @@ class AgentConfig(BaseModel):
     peer_wait_s: float = Field(
         30.0, ge=0, description="how long an object is awaited from peers before the store"
     )
+    seeder_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="how long a pod waits for its node's seeder to fill the node cache before "
+        "it asks that seeder and the other peers itself",
+    )
     peer_timeout_s: float = Field(
         10.0, gt=0, description="a peer silent this long is skipped (slow or gone)"
     )

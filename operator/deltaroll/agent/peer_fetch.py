@@ -51,9 +51,6 @@ POLL_S = 0.25
 #: annotation (a superseded pull) is noticed within it; one request per object per wait stays
 #: cheap next to the four rounds a second over every peer that polling made.
 WAIT_S = 2.0
-#: How long a pod waits for the seeder of its node to fill the node cache before it asks that
-#: seeder and the other peers itself (the seeder may hold the object without filling it).
-SEEDER_GRACE_S = 10.0
 PEER_WORKERS = 4
 
 
@@ -76,6 +73,9 @@ class PeerFetcher:
     token_file: Path | None = None
     seeders: int = DEFAULT_SEEDERS
     wait_s: float = 30.0
+    #: how long the pod waits for the seeder of its node to fill the node cache before it asks
+    #: that seeder and the other peers itself (the seeder may hold the object without filling)
+    seeder_grace_s: float = 10.0
     timeout_s: float = 10.0
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -170,7 +170,7 @@ class PeerFetcher:
                 fill.upload(cache)
                 return _Outcome.NOT_THERE
             role = self._node_role(ref.digest, wanted, target)
-            if role is _Role.SEEDED and started - began >= SEEDER_GRACE_S:
+            if role is _Role.SEEDED and started - began >= self.seeder_grace_s:
                 role = _Role.ALONE  # its seeder has not filled the node: ask it and the others
             node = fill.round(role, cache, self._wait(deadline))
             if node is _Node.HAS_IT:

@@ -59,6 +59,7 @@ def build_agent(config: AgentConfig) -> tuple[Agent, PeerServer | None]:
             token_file=config.peer_token,
             seeders=config.peer_seeders,
             wait_s=config.peer_wait_s,
+            seeder_grace_s=config.seeder_grace_s,
             timeout_s=config.peer_timeout_s,
         )
     agent = Agent(

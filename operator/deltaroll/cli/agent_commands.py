@@ -30,6 +30,7 @@ _FLAGS = {
     "peer_selector": "--peers",
     "peer_token": "--peer-token",
     "peer_wait_s": "--peer-wait",
+    "seeder_grace_s": "--seeder-grace",
     "peer_timeout_s": "--peer-timeout",
 }
 
@@ -185,6 +186,14 @@ def run(
             "--peer-wait", help="Seconds an object is awaited from peers before the store."
         ),
     ] = 30.0,
+    seeder_grace: Annotated[
+        float,
+        typer.Option(
+            "--seeder-grace",
+            help="Seconds a pod waits for its node's seeder to fill the node cache before it "
+            "asks the peers itself (the seeder may hold the object without filling).",
+        ),
+    ] = 10.0,
     peer_timeout: Annotated[
         float, typer.Option("--peer-timeout", help="Seconds of silence before a peer is skipped.")
     ] = 10.0,
@@ -251,6 +260,7 @@ def run(
             peer_serve_rate=peer_serve_rate,
             peer_serve_max=peer_serve_max,
             peer_wait_s=peer_wait,
+            seeder_grace_s=seeder_grace,
             peer_timeout_s=peer_timeout,
         )
     except ValidationError as exc:
