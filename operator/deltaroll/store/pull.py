@@ -33,7 +33,7 @@ from deltaroll.store.errors import (
     VersionNotFoundError,
 )
 from deltaroll.store.graph import Plan, Step, VersionGraph
-from deltaroll.store.manifests import DeltaRecord, ObjectRef
+from deltaroll.store.manifests import DeltaRecord, ObjectRef, VersionManifest
 from deltaroll.store.name_sequences import NameSequences
 from deltaroll.store.scope_prune import prune_unused_scopes
 from deltaroll.store.signatures import SignedTarget, signed_statement
@@ -71,11 +71,12 @@ def plan_pull(
     def cost(delta: DeltaRecord) -> int:
         return sum(ref.size for ref in delta.objects if not cache.has(ref.digest))
 
-    step = adjacent_step(catalog, model, version, have)
+    record = published_version(catalog, model, version)
     if version in have:
         return Plan(version, version, (), 0)
-    if step is not None and 2 * cost(step.delta) <= step.delta.full_bytes:
-        return Plan(step.source, version, (step,), cost(step.delta))
+    step = adjacent_step(catalog, model, record, have)
+    if step is not None and 2 * (direct := cost(step.delta)) <= step.delta.full_bytes:
+        return Plan(step.source, version, (step,), direct)
     plan = load_graph(catalog, model).plan(version, have, cost=cost)
     if plan is None:
         raise NoPathError(
@@ -86,23 +87,30 @@ def plan_pull(
     return plan
 
 
-def adjacent_step(catalog: Catalog, model: str, version: str, have: Sequence[str]) -> Step | None:
-    """The one delta between ``version`` and a version in ``have`` (its parent: forward; its
-    child: reverse), read from those versions' records alone; None when neither holds.
-
-    Raises :class:`VersionNotFoundError` when ``version`` is not published (gc'd meanwhile)."""
+def published_version(catalog: Catalog, model: str, version: str) -> VersionManifest:
+    """The record of ``version``; :class:`VersionNotFoundError` when it is not published (a gc
+    may have removed it since it was resolved)."""
     record = catalog.find_version(model, version)
     if record is None:
         raise VersionNotFoundError(
             f"{catalog.backend.uri}: {model!r} has no version {version} (garbage-collected?); "
             "see `deltaroll log STORE MODEL`"
         )
-    if record.parent is not None and record.parent in have and record.delta is not None:
-        return Step("forward", record.parent, version, record.delta)
+    return record
+
+
+def adjacent_step(
+    catalog: Catalog, model: str, record: VersionManifest, have: Sequence[str]
+) -> Step | None:
+    """The one delta between the version of ``record`` and a version in ``have`` (its parent:
+    forward, from ``record`` alone; its child: reverse, from the child's record); None when
+    neither is held."""
+    if record.parent in have and record.delta is not None:
+        return Step("forward", record.parent, record.version, record.delta)
     for held in sorted(set(have)):
         child = catalog.find_version(model, held)
-        if child is not None and child.parent == version and child.delta is not None:
-            return Step("reverse", held, version, child.delta)
+        if child is not None and child.parent == record.version and child.delta is not None:
+            return Step("reverse", held, record.version, child.delta)
     return None
 
 
