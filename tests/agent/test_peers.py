@@ -8,12 +8,15 @@ object left to the store; nothing a peer sent is kept unless its sha256 is the n
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,12 +28,13 @@ import pytest
 
 from agent.helpers import FAST_RETRY, MODEL, Published
 from agent.test_node_cache import Daemon
+from deltaroll.agent import pod_tokens
 from deltaroll.agent.fetch import fetched_objects, plan_objects, prune_cache
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, PodPeers, peer_of
 from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.peer_server import PeerServer
-from deltaroll.agent.pod_tokens import TokenAuthenticator
+from deltaroll.agent.pod_tokens import REMEMBER_WITH_LIVE_CHECK_S, Refused, TokenAuthenticator
 from deltaroll.agent.throttle import TokenBucket
 from deltaroll.api.agent_access import POD_NAME_EXTRA, POD_UID_EXTRA
 from deltaroll.api.annotations import POD_PEER_PORT
@@ -93,13 +97,18 @@ def review(body: Any) -> Any:
     )
 
 
+def replace_token(body: Any, token: str) -> Any:
+    """The same TokenReview for another token (a review() the test vouches through)."""
+    return SimpleNamespace(spec=SimpleNamespace(token=token, audiences=body.spec.audiences))
+
+
 @dataclass
 class StaticPeers:
     """A directory the test controls: the peers it lists are the live ones (None: the
     listing fails), its members the pods of the ModelDeployment."""
 
     peers: dict[str, Peer] | None
-    members: set[str] = field(default_factory=set)
+    members: dict[str, str] = field(default_factory=dict)  # name -> uid
     node: str | None = None
 
     def live(self) -> dict[str, Peer] | None:
@@ -111,8 +120,8 @@ class StaticPeers:
     def refresh(self) -> None:
         """Always current."""
 
-    def member(self, name: str) -> bool:
-        return name in self.members
+    def member(self, name: str, uid: str) -> bool:
+        return self.members.get(name) == uid
 
 
 @dataclass
@@ -158,12 +167,15 @@ def make_pod(
         metrics = AgentMetrics()
         server = PeerServer(
             "127.0.0.1", 0, model=MODEL, cache=store.cache, rate=rate, max_peers=max_peers,
-            metrics=metrics, authenticator=TokenAuthenticator(review, AUDIENCE),
+            metrics=metrics,
+            authenticator=TokenAuthenticator(
+                review, AUDIENCE, remember_s=REMEMBER_WITH_LIVE_CHECK_S  # as the agent's
+            ),
             namespace=TENANT, directory=fleet,
         )  # fmt: skip
         server.start()
         servers.append(server)
-        fleet.members.add(name)
+        fleet.members[name] = f"uid-{name}"  # as review() vouches for it
         token = tmp_path / name / "token"
         token.write_text(f"{TENANT}/{name}")
         return Pod(name, store, metrics, server, token)
@@ -222,7 +234,7 @@ def pod_json(
 ) -> dict[str, Any]:
     """A pod as the API server's JSON has it, serving peers on ``port`` (scheduled to
     ``node``, if any)."""
-    meta = {"name": name, "annotations": {POD_PEER_PORT: port, **annotations}}
+    meta = {"name": name, "uid": f"uid-{name}", "annotations": {POD_PEER_PORT: port, **annotations}}
     pod = {"metadata": meta, "status": {"phase": phase, "podIP": ip}}
     return pod if node is None else pod | {"spec": {"nodeName": node}}
 
@@ -789,13 +801,160 @@ def test_attack_only_pods_of_the_same_namespace_and_deployment_get_an_object(
     assert status == 200 and len(body) == ref.size
 
 
+def test_attack_a_deleted_pods_remembered_token_opens_nothing_when_a_new_pod_takes_its_name(
+    published: Published, make_pod: Any, fleet: StaticPeers
+) -> None:
+    """A review is remembered for minutes (one per token, not one per pull): the pod it
+    vouched for must still exist, by UID, for each request, or a token taken from a deleted
+    pod (a StatefulSet names its replacement the same) would fetch weights until it expires."""
+    seeder = make_pod("seeder")
+    make_pod("member")
+    with fetched_objects(seeder.store, MODEL, v2_steps(published, seeder.store)):
+        pass
+    ref = plan_objects(v2_steps(published, seeder.store))[0]
+    reviews: list[str] = []
+    seeder.server.authenticator = TokenAuthenticator(
+        lambda body: reviews.append(body.spec.token) or review(body),
+        AUDIENCE,
+        remember_s=REMEMBER_WITH_LIVE_CHECK_S,
+    )
+
+    def get() -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
+        headers = {"Authorization": f"Bearer {TENANT}/member"}  # review() says uid-member
+        connection.request("GET", object_path(MODEL, ref.digest), headers=headers)
+        status = connection.getresponse().status
+        connection.close()
+        return status
+
+    assert get() == 200
+    fleet.members["member"] = "uid-of-the-replacement"  # deleted; a new pod took the name
+    assert get() == 403
+    del fleet.members["member"]  # deleted, not replaced
+    assert get() == 403
+    assert reviews == [f"{TENANT}/member"]  # refused on the remembered answer
+    assert seeder.metrics.served_bytes._value.get() == ref.size
+
+
+def test_requests_that_arrive_while_their_token_is_reviewed_wait_for_that_review() -> None:
+    """A pull asks a peer for several objects at once: one TokenReview answers them all."""
+    reviews: list[str] = []
+    under_review, answer = threading.Event(), threading.Event()
+
+    def slow_review(body: Any) -> Any:
+        reviews.append(body.spec.token)
+        under_review.set()
+        answer.wait(10)
+        return review(body)
+
+    authenticator = TokenAuthenticator(slow_review, AUDIENCE)
+    with ThreadPoolExecutor(6) as pool:
+        asked = [pool.submit(authenticator.check, f"{TENANT}/member") for _ in range(6)]
+        assert under_review.wait(10)
+        time.sleep(0.2)  # the other five arrive while the first is under review
+        answer.set()
+        assert {future.result().pod_uid for future in asked} == {"uid-member"}
+    assert reviews == [f"{TENANT}/member"]
+
+
+def test_a_review_that_failed_answers_its_waiters_and_is_not_remembered() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    down = [True]
+    under_review, answer = threading.Event(), threading.Event()
+
+    def flaky_review(body: Any) -> Any:
+        under_review.set()
+        answer.wait(10)
+        if down[0]:
+            raise ApiException(status=503)
+        return review(body)
+
+    authenticator = TokenAuthenticator(flaky_review, AUDIENCE)
+    with ThreadPoolExecutor(4) as pool:
+        asked = [pool.submit(authenticator.check, f"{TENANT}/member") for _ in range(4)]
+        assert under_review.wait(10)
+        time.sleep(0.2)  # the other three wait on the failing review
+        answer.set()
+        for future in asked:
+            with pytest.raises(Refused, match="could not be reviewed"):
+                future.result(timeout=10)
+    down[0] = False
+    assert authenticator.check(f"{TENANT}/member").pod_name == "member"
+
+
+def test_a_review_that_hangs_refuses_its_waiters_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pod_tokens, "REVIEW_TIMEOUT_S", 0.3)
+    release = threading.Event()
+
+    def hanging_review(body: Any) -> Any:
+        release.wait(10)
+        return review(body)
+
+    authenticator = TokenAuthenticator(hanging_review, AUDIENCE)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(authenticator.check, f"{TENANT}/member")
+        time.sleep(0.1)
+        with pytest.raises(Refused, match="did not finish in time"):
+            authenticator.check(f"{TENANT}/member")
+        release.set()
+        assert first.result(timeout=10).pod_name == "member"
+
+
+def test_a_review_is_remembered_for_as_long_as_the_server_asks() -> None:
+    reviews: list[float] = []
+    now = [0.0]
+
+    def counting_review(body: Any) -> Any:
+        reviews.append(now[0])
+        return review(body)
+
+    authenticator = TokenAuthenticator(
+        counting_review, AUDIENCE, remember_s=120.0, clock=lambda: now[0]
+    )
+    for now[0] in (0.0, 60.0, 119.0, 121.0, 200.0):
+        authenticator.check(f"{TENANT}/member")
+    assert reviews == [0.0, 121.0]
+    reviews.clear()
+    for now[0] in (300.0, 329.0, 331.0):  # a refusal: 30 s at most, whatever the server asks
+        with pytest.raises(Refused):
+            authenticator.check("forged")
+    assert reviews == [300.0, 331.0]
+
+
+def test_a_review_is_not_remembered_past_the_tokens_expiry() -> None:
+    reviews: list[float] = []
+    now = [0.0]
+
+    def vouching_review(body: Any) -> Any:
+        reviews.append(now[0])
+        return review(replace_token(body, f"{TENANT}/member"))
+
+    def jwt(claims: dict[str, Any]) -> str:
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        return f"eyJhbGciOiJSUzI1NiJ9.{payload}.signature"
+
+    authenticator = TokenAuthenticator(
+        vouching_review, AUDIENCE, remember_s=120.0, clock=lambda: now[0]
+    )
+    expiring = jwt({"exp": int(time.time()) + 50})
+    for now[0] in (0.0, 40.0, 60.0):
+        authenticator.check(expiring)
+    assert reviews == [0.0, 60.0]  # at 60 s it had expired (the API server says so, not us)
+    reviews.clear()
+    for token in (jwt({"exp": "soon"}), jwt({}), "not.a-jwt!.x", "plain"):
+        for now[0] in (1000.0, 1100.0):  # no expiry to read: remember_s
+            authenticator.check(token)
+    assert reviews == [1000.0] * 4
+
+
 def test_a_pod_refused_by_its_peers_gets_the_objects_from_the_bucket(
     published: Published, make_pod: Any, fleet: StaticPeers
 ) -> None:
     (holder,), steps, refs = holding(published, make_pod, "holder")
     name = leecher_name([r.digest for r in refs], ["holder"], 1)
     outsider = make_pod(name)
-    fleet.members.discard(name)  # not (or no longer) a pod of the deployment
+    del fleet.members[name]  # not (or no longer) a pod of the deployment
     fetcher = outsider.fetcher(StaticPeers({"holder": holder.peer}), seeders=1, wait_s=0.5)
     with fetched_objects(outsider.store, MODEL, steps, peers=fetcher) as moved:
         assert moved.peer_bytes == 0 and moved.bucket_objects == len(refs)
@@ -924,7 +1083,7 @@ def test_a_non_seeder_waits_at_a_pulling_peer_and_gets_each_object_when_it_lands
     pod = make_pod(leecher_name([r.digest for r in refs], ["seeder"], 1))
     asked: list[str] = []
     member = fleet.member
-    fleet.member = lambda name: asked.append(name) or member(name)  # type: ignore[method-assign]
+    fleet.member = lambda name, uid: asked.append(name) or member(name, uid)  # type: ignore[method-assign]
     fetcher = pod.fetcher(StaticPeers({"seeder": Peer("127.0.0.1", seeder.server.port, "v2")}),
                           seeders=1)  # fmt: skip
     moved: list[Any] = []
@@ -1014,7 +1173,10 @@ def test_the_pod_listing_stands_a_while_when_the_api_fails_and_finds_new_members
 
     now = [0.0]
     api = Api()
-    directory = PodPeers(api, TENANT, "app=x", "me", refresh_s=2, stale_s=60, clock=lambda: now[0])
+    directory = PodPeers(
+        api, TENANT, "app=x", "me", refresh_s=2, stale_s=60, clock=lambda: now[0],
+        in_background=lambda work: work(),  # at once: the calls can be counted
+    )  # fmt: skip
     assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v2")}
     api.down = True
     now[0] = 30.0
@@ -1024,9 +1186,47 @@ def test_the_pod_listing_stands_a_while_when_the_api_fails_and_finds_new_members
     api.down = False
     api.pods.append(pod("new"))
     now[0] = 61.6
-    assert directory.member("new")  # listed again at once for a caller it does not know
+    assert directory.member("new", "uid-new")  # listed again at once for a caller it does not know
     calls = api.calls
-    assert not directory.member("stranger") and api.calls == calls  # relisted < 0.5 s ago
+    assert not directory.member("stranger", "uid-stranger") and api.calls == calls  # < 0.5 s ago
+    now[0] = 62.2
+    assert not directory.member("new", "uid-of-a-deleted-pod-named-new")  # its name, not its pod
+
+
+def test_an_old_listing_answers_at_once_while_the_next_is_fetched() -> None:
+    """An agent waiting for its objects asks who its peers are every round: a slow API
+    server answers that from the last listing instead of holding up the round; only a pull's
+    first listing, and a caller the listing does not know, are waited for."""
+    version = ["v1"]
+    answer = threading.Event()
+
+    class Api:
+        calls = 0
+
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> Listing:
+            self.calls += 1
+            if self.calls > 1:
+                answer.wait(5)  # a loaded API server
+            return pod_list([pod_json("a", **{"deltaroll.dev/version": version[0]})])
+
+    now = [0.0]
+    api = Api()
+    directory = PodPeers(api, TENANT, "app=x", "me", refresh_s=2, clock=lambda: now[0])
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v1")}  # the first: waited for
+    version[0] = "v2"
+    now[0] = 3.0
+    started = time.monotonic()
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v1")}  # at once, not in 5 s
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v1")}
+    assert time.monotonic() - started < 1.0
+    now[0] = 6.0
+    directory.live()
+    assert api.calls == 2  # one list behind at a time
+    answer.set()
+    wait_for(lambda: directory.live() == {"a": Peer("10.0.0.7", 8082, "v2")}, what="the new one")
+    version[0] = "v3"
+    directory.refresh()  # a pull starts: waited for
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v3")}
 
 
 def test_a_listing_that_is_not_a_pod_list_counts_as_a_failed_one() -> None:
@@ -1047,7 +1247,10 @@ def test_a_listing_that_is_not_a_pod_list_counts_as_a_failed_one() -> None:
             return given[-1]
 
     now = [0.0]
-    directory = PodPeers(Api(), TENANT, "app=x", "me", refresh_s=1, clock=lambda: now[0])
+    directory = PodPeers(
+        Api(), TENANT, "app=x", "me", refresh_s=1, clock=lambda: now[0],
+        in_background=lambda work: work(),
+    )  # fmt: skip
     for _ in range(4):
         assert directory.live() == {"a": Peer("10.0.0.7", 8082)}
         now[0] += 1

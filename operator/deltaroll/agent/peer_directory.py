@@ -7,17 +7,24 @@ and the version it is told to serve (:data:`~deltaroll.api.annotations.POD_VERSI
 whether it pulls the same objects, the one its agent reports serving
 (:data:`~deltaroll.api.annotations.POD_CURRENT_VERSION`) whether it holds them all already, and
 its ``spec.nodeName`` (as this agent's own) whether it shares this agent's node cache. The
-same listing names the *members* (every pod of the selector), the only pods whose agents the
-peer server serves. One list call (RBAC: pods ``list``, read-only), remembered for
-``refresh_s``: a fleet of agents polling for objects costs the API server one request per agent
-per few seconds, read as JSON (:func:`~deltaroll.api.parse.list_items`). When a list fails,
-the last good one stands for ``stale_s``; with none, :meth:`PodPeers.live` says so (None)
-rather than "alone", so an agent does not seed every object because the API server hiccuped.
+same listing names the *members* (every pod of the selector, by name and UID), the only pods
+whose agents the peer server serves: a deleted pod's token, still remembered as vouched for,
+opens nothing once the pod is gone, even when a new pod took its name. One list call (RBAC:
+pods ``list``, read-only), remembered for ``refresh_s``: a fleet of agents polling for objects
+costs the API server one request per agent per few seconds, read as JSON
+(:func:`~deltaroll.api.parse.list_items`). Only a pull's first listing (:meth:`refresh`) and a
+caller the listing does not know are waited for; an older one answers while the next is
+fetched in the background, so a loaded API server (a list took 1-3 s in a 64-pod rollout on
+two cores) does not hold up every round of an agent waiting for its objects. When a list
+fails, the last good one stands for ``stale_s``; with none, :meth:`PodPeers.live` says so
+(None) rather than "alone", so an agent does not seed every object because the API server
+hiccuped.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -61,8 +68,9 @@ class PeerDirectory(Protocol):
         """The next :meth:`live` lists again (a pull starts: who pulls the same version now)."""
         ...
 
-    def member(self, name: str) -> bool:
-        """Whether pod ``name`` belongs to this agent's ModelDeployment (it may be served)."""
+    def member(self, name: str, uid: str) -> bool:
+        """Whether pod ``name`` with ``uid`` belongs to this agent's ModelDeployment (it may be
+        served)."""
         ...
 
 
@@ -70,8 +78,12 @@ class PeerDirectory(Protocol):
 class _Listing:
     at: float
     peers: dict[str, Peer]
-    members: frozenset[str]
+    members: dict[str, str]  # name -> uid
     own_node: str | None
+
+
+def _in_a_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="deltaroll-peer-listing", daemon=True).start()
 
 
 class PodPeers:
@@ -87,12 +99,17 @@ class PodPeers:
         refresh_s: float = 2.0,
         stale_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        in_background: Callable[[Callable[[], None]], None] = _in_a_thread,
     ) -> None:
         self._api = api  # kubernetes.client.CoreV1Api
         self.namespace, self.selector, self.own_name = namespace, selector, own_name
         self._refresh_s, self._stale_s, self._clock = refresh_s, stale_s, clock
+        self._in_background = in_background
         self._good: _Listing | None = None
         self._tried = float("-inf")
+        self._wait_next = False
+        self._lock = threading.Lock()
+        self._listing_behind = False  # a background list is under way
 
     def live(self) -> dict[str, Peer] | None:
         listing = self._listing(self._refresh_s)
@@ -104,21 +121,44 @@ class PodPeers:
 
     def refresh(self) -> None:
         self._tried = float("-inf")
+        self._wait_next = True
 
-    def member(self, name: str) -> bool:
+    def member(self, name: str, uid: str) -> bool:
         listing = self._listing(self._refresh_s)
-        if listing is None or name not in listing.members:
-            listing = self._listing(RELIST_UNKNOWN_S)  # it may have started since
-        return listing is not None and name in listing.members
+        if listing is None or listing.members.get(name) != uid:
+            listing = self._listing(RELIST_UNKNOWN_S, wait=True)  # it may have started since
+        return listing is not None and listing.members.get(name) == uid
 
-    def _listing(self, max_age_s: float) -> _Listing | None:
+    def _listing(self, max_age_s: float, *, wait: bool = False) -> _Listing | None:
         now = self._clock()
         if now - self._tried >= max_age_s:
             self._tried = now
-            self._good = self._list(now) or self._good
-        if self._good is None or now - self._good.at > self._stale_s:
-            return None
-        return self._good
+            if wait or self._wait_next or self._usable(now) is None:
+                self._wait_next = False
+                self._keep(self._list(now))
+            else:
+                with self._lock:
+                    behind, self._listing_behind = self._listing_behind, True
+                if not behind:
+                    self._in_background(self._list_behind)
+        return self._usable(now)
+
+    def _usable(self, now: float) -> _Listing | None:
+        good = self._good
+        return None if good is None or now - good.at > self._stale_s else good
+
+    def _list_behind(self) -> None:
+        try:
+            self._keep(self._list(self._clock()))
+        finally:
+            with self._lock:
+                self._listing_behind = False
+
+    def _keep(self, listing: _Listing | None) -> None:
+        """Keep ``listing`` unless it failed or a later one (a pull's own) is kept already."""
+        with self._lock:
+            if listing is not None and (self._good is None or listing.at >= self._good.at):
+                self._good = listing
 
     def _list(self, now: float) -> _Listing | None:
         from kubernetes.client.exceptions import ApiException
@@ -143,18 +183,18 @@ class PodPeers:
             )
             return None
         peers: dict[str, Peer] = {}
-        members = set()
+        members: dict[str, str] = {}
         own_node = None
         for pod in items:
             meta = pod["metadata"]
             name = meta["name"]
-            if meta.get("deletionTimestamp") is None:
-                members.add(name)
+            if meta.get("deletionTimestamp") is None and isinstance(meta.get("uid"), str):
+                members[name] = meta["uid"]
             if name == self.own_name:
                 own_node = node_of(pod)
             elif (peer := peer_of(pod)) is not None:
                 peers[name] = peer
-        return _Listing(now, peers, frozenset(members), own_node)
+        return _Listing(now, peers, members, own_node)
 
 
 def peer_of(pod: Mapping[str, Any]) -> Peer | None:

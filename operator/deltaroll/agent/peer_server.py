@@ -150,7 +150,7 @@ class PeerServer(BackgroundServer):
             else:
                 if requester.namespace != self.namespace:
                     reason = f"this agent serves the pods of namespace {self.namespace} only"
-                elif not self.directory.member(requester.pod_name):
+                elif not self.directory.member(requester.pod_name, requester.pod_uid):
                     reason = "this agent serves the pods of its own ModelDeployment only"
                 else:
                     return None

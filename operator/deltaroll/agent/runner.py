@@ -13,7 +13,11 @@ from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import PodPeers
 from deltaroll.agent.peer_fetch import PeerFetcher
 from deltaroll.agent.peer_server import PeerServer
-from deltaroll.agent.pod_tokens import TokenAuthenticator, token_review_call
+from deltaroll.agent.pod_tokens import (
+    REMEMBER_WITH_LIVE_CHECK_S,
+    TokenAuthenticator,
+    token_review_call,
+)
 from deltaroll.agent.reconcile import Agent
 from deltaroll.agent.report import PodReporter, core_v1_api
 from deltaroll.agent.scrub import Scrubber
@@ -46,7 +50,9 @@ def build_agent(config: AgentConfig) -> tuple[Agent, PeerServer | None]:
             max_peers=config.peer_serve_max,
             metrics=metrics,
             authenticator=TokenAuthenticator(
-                token_review_call(config.service_account_dir), PEER_AUDIENCE
+                token_review_call(config.service_account_dir),
+                PEER_AUDIENCE,
+                remember_s=REMEMBER_WITH_LIVE_CHECK_S,  # the server checks membership by UID
             ),
             namespace=config.pod_namespace,
             directory=directory,
