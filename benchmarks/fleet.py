@@ -31,17 +31,20 @@ what an earlier mode fetched), then measured on v2 -> v3:
   seeders, the rest from the node's cache or pod to pod).
 
 Per mode: ``seconds`` (the spec.version patch to every pod Ready on v3), ``transfer_seconds``
-(the patch to every agent past Pulling, i.e. holding the objects), ``bucket_bytes`` (bytes that
-crossed the bucket link), ``uplink_bytes`` (bytes the nodes sent peers), the agents' counters
-``agent_bucket_bytes``, ``node_cache_bytes`` and ``peer_bytes``, ``pods``, ``nodes``, and
-``api_requests`` (the one-off requests the sandbox's API server answered during the change, the
-operator's and the agents', not the benchmark's own polling, watches left out;
+(the patch to every agent past Pulling, i.e. holding the objects: as the pods' annotations say
+it, so it includes each agent's turn out of its Service before it says Applying),
+``phase_seconds`` (when the transfer phase's first steps were over for every pod: ``annotated``,
+the operator has told it v3; ``noticed``, its agent has said it pulls v3), ``bucket_bytes``
+(bytes that crossed the bucket link), ``uplink_bytes`` (bytes the nodes sent peers), the agents'
+counters ``agent_bucket_bytes``, ``node_cache_bytes`` and ``peer_bytes``, ``pods``, ``nodes``,
+and ``api_requests`` (the one-off requests the sandbox's API server answered during the change,
+the operator's and the agents', not the benchmark's own polling, watches left out;
 ``api_requests_by_kind`` by verb), ``cpu_seconds`` and ``transfer_cpu_seconds`` (the CPU time
 the whole machine spent in each phase: where the links never bind, what the phase is made of),
-``cpu_seconds_by_role`` (the change's CPU by process: agents, node caches, operator, engine,
-this process with the sandbox's API server, kubelet and moto, its exited children, and the
-kernel's share by elimination). Prints a table on stderr and one JSON object as the last line
-of stdout (and to --json-out).
+``cpu_seconds_by_role`` and ``transfer_cpu_seconds_by_role`` (the change's and the transfer
+phase's CPU by process: agents, node caches, operator, engine, this process with the sandbox's
+API server, kubelet and moto, its exited children, and the kernel's share by elimination).
+Prints a table on stderr and one JSON object as the last line of stdout (and to --json-out).
 
 Run (as root for tc): .venv/bin/python benchmarks/fleet.py --pods 16 --nodes 4
 """
@@ -74,7 +77,7 @@ from deltaroll.store import Store
 from deltaroll_demo.manifests import serve_peers
 from deltaroll_demo.model import train
 from deltaroll_demo.node_cache import node_cache_objects, spread_over_nodes, use_node_cache
-from deltaroll_demo.observe import PORTS_ANNOTATION
+from deltaroll_demo.observe import PORTS_ANNOTATION, Pod
 from deltaroll_sandbox.testing import running_sandbox
 from rollout import (
     MODEL,
@@ -393,14 +396,29 @@ def peer_ports_by_node(pods: Fleet) -> dict[str, list[int]]:
     return ports
 
 
-def past_pulling(pods: Fleet, wanted: str, version_id: str) -> set[str]:
+def past_pulling(pods: list[Pod], wanted: str, version_id: str) -> set[str]:
     """The pods whose agent holds the objects of ``wanted`` (the name the operator writes):
     applying or reloading it, or Ready on it (a Ready on the old version is not yet pulling)."""
     working = (AgentState.APPLYING.value, AgentState.RELOADING.value)
     return {
         pod.name
-        for pod in pods.pods()
+        for pod in pods
         if pod.wanted == wanted and (pod.agent_state in working or pod.current == version_id)
+    }
+
+
+def phase_reached(pods: list[Pod], wanted: str, version_id: str) -> dict[str, bool]:
+    """Where the transfer's time goes: whether the operator has told every pod to serve
+    ``wanted`` (``annotated``), and whether every agent has said it pulls it or is past that
+    (``noticed``: its first report after reading the annotation from its downward-API file)."""
+    past = past_pulling(pods, wanted, version_id)
+    pulling = AgentState.PULLING.value
+    return {
+        "annotated": all(pod.wanted == wanted for pod in pods),
+        "noticed": all(
+            pod.name in past or (pod.agent_state == pulling and pod.agent_message.endswith(wanted))
+            for pod in pods
+        ),
     }
 
 
@@ -486,10 +504,17 @@ def measure(
     cpu_before, processes_before = busy_cpu_seconds(), process_cpu_seconds()
     pods.set_version("v3")
     transfer_s = transfer_cpu_s = None
+    transfer_roles: dict[str, float] = {}
+    phases: dict[str, float] = {}
     while transfer_s is None:
-        if len(past_pulling(pods, "v3", ids["v3"])) == n:
+        seen = pods.pods()
+        for phase, reached in phase_reached(seen, "v3", ids["v3"]).items():
+            if reached and phase not in phases:
+                phases[phase] = round(time.perf_counter() - started, 2)
+        if len(past_pulling(seen, "v3", ids["v3"])) == n:
             transfer_s = time.perf_counter() - started
             transfer_cpu_s = busy_cpu_seconds() - cpu_before
+            transfer_roles = cpu_by_role(processes_before, transfer_cpu_s)
         else:
             time.sleep(0.05)
     pods.wait_on("v3", ids["v3"])
@@ -503,9 +528,11 @@ def measure(
     result = {
         "seconds": round(seconds, 2),
         "transfer_seconds": round(transfer_s, 2),
+        "phase_seconds": phases,
         "cpu_seconds": round(cpu_s, 1),
         "transfer_cpu_seconds": round(transfer_cpu_s or 0.0, 1),
         "cpu_seconds_by_role": roles,
+        "transfer_cpu_seconds_by_role": transfer_roles,
         "bucket_bytes": link.bytes_sent() - link_before,
         **{key: agents[key] - agents_before[key] for key in COUNTERS},
         "uplink_bytes": link.uplink_bytes() - uplink_before,
