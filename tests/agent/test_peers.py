@@ -1229,6 +1229,66 @@ def test_an_old_listing_answers_at_once_while_the_next_is_fetched() -> None:
     assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v3")}
 
 
+def test_a_caller_that_started_since_the_listing_is_served_while_a_list_runs_behind() -> None:
+    """The peer server waits for a listing that may name a caller it does not know, even while
+    a list for the agent's own rounds is still under way in the background."""
+    pods = [pod_json("a")]
+
+    class Api:
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> Listing:
+            return pod_list(pods)
+
+    now = [0.0]
+    behind: list[Any] = []  # lists started in the background, never finished
+    directory = PodPeers(
+        Api(), TENANT, "app=x", "me", refresh_s=2, clock=lambda: now[0],
+        in_background=behind.append,
+    )  # fmt: skip
+    assert directory.member("a", "uid-a")
+    pods.append(pod_json("new"))
+    now[0] = 3.0
+    assert directory.member("new", "uid-new")
+    assert len(behind) == 1  # started by the check of the known listing, not waited for
+
+
+def test_a_background_list_that_hangs_or_never_starts_is_not_waited_on_for_good() -> None:
+    """A list behind that never returns (a body that trickles) would leave the agent on an old
+    listing until it is stale_s old; a thread that could not start would never be retried."""
+    from deltaroll.agent.peer_directory import LIST_TIMEOUT_S
+
+    class Api:
+        calls = 0
+
+        def list_namespaced_pod(self, *_: Any, **__: Any) -> Listing:
+            self.calls += 1
+            return pod_list([pod_json("a", **{"deltaroll.dev/version": f"v{self.calls}"})])
+
+    now = [0.0]
+    starts: list[Any] = []
+
+    def start(work: Any) -> None:
+        starts.append(work)
+        if len(starts) == 1:
+            raise RuntimeError("can't start new thread")
+        # the second never runs: a list that hangs
+
+    api = Api()
+    directory = PodPeers(
+        api, TENANT, "app=x", "me", refresh_s=2, stale_s=600, clock=lambda: now[0],
+        in_background=start,
+    )  # fmt: skip
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v1")}
+    now[0] = 3.0
+    with pytest.raises(RuntimeError):
+        directory.live()
+    now[0] = 6.0
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v1")}  # started again, hangs
+    assert len(starts) == 2
+    now[0] = 6.0 + 2 * LIST_TIMEOUT_S + 1
+    assert directory.live() == {"a": Peer("10.0.0.7", 8082, "v2")}  # waited for, not behind
+    assert len(starts) == 2 and api.calls == 2
+
+
 def test_a_listing_that_is_not_a_pod_list_counts_as_a_failed_one() -> None:
     """The API server's answer is read as JSON, so it is checked like any input: a body that is
     not a PodList leaves the last good listing standing, and every response is released."""

@@ -65,7 +65,7 @@ class PeerDirectory(Protocol):
         ...
 
     def refresh(self) -> None:
-        """The next :meth:`live` lists again (a pull starts: who pulls the same version now)."""
+        """List again now, waiting for it (a pull starts: who pulls the same version now)."""
         ...
 
     def member(self, name: str, uid: str) -> bool:
@@ -106,10 +106,10 @@ class PodPeers:
         self._refresh_s, self._stale_s, self._clock = refresh_s, stale_s, clock
         self._in_background = in_background
         self._good: _Listing | None = None
-        self._tried = float("-inf")
-        self._wait_next = False
+        self._tried = float("-inf")  # the last list started, waited for or not
+        self._waited = float("-inf")  # the last list waited for
         self._lock = threading.Lock()
-        self._listing_behind = False  # a background list is under way
+        self._behind_since: float | None = None  # when the background list under way started
 
     def live(self) -> dict[str, Peer] | None:
         listing = self._listing(self._refresh_s)
@@ -120,8 +120,10 @@ class PodPeers:
         return None if listing is None else listing.own_node
 
     def refresh(self) -> None:
-        self._tried = float("-inf")
-        self._wait_next = True
+        # here, not on the next call: any thread's call (a peer asking) could take that turn
+        now = self._clock()
+        self._waited = self._tried = now
+        self._keep(self._list(now))
 
     def member(self, name: str, uid: str) -> bool:
         listing = self._listing(self._refresh_s)
@@ -130,18 +132,33 @@ class PodPeers:
         return listing is not None and listing.members.get(name) == uid
 
     def _listing(self, max_age_s: float, *, wait: bool = False) -> _Listing | None:
+        """The listing; lists again when the last is ``max_age_s`` old: waited for with
+        ``wait``, with none usable or behind a background list that hangs, else in the
+        background."""
         now = self._clock()
-        if now - self._tried >= max_age_s:
-            self._tried = now
-            if wait or self._wait_next or self._usable(now) is None:
-                self._wait_next = False
+        with self._lock:
+            behind = self._behind_since
+            hung = behind is not None and now - behind > 2 * LIST_TIMEOUT_S
+        if wait or hung or self._usable(now) is None:
+            if now - self._waited >= max_age_s:
+                self._waited = self._tried = now
                 self._keep(self._list(now))
-            else:
-                with self._lock:
-                    behind, self._listing_behind = self._listing_behind, True
-                if not behind:
-                    self._in_background(self._list_behind)
+        elif now - self._tried >= max_age_s and behind is None:
+            self._tried = now
+            self._start_behind(now)
         return self._usable(now)
+
+    def _start_behind(self, now: float) -> None:
+        with self._lock:
+            if self._behind_since is not None:
+                return
+            self._behind_since = now
+        try:
+            self._in_background(self._list_behind)
+        except BaseException:  # no thread (the process's limit): the next call tries again
+            with self._lock:
+                self._behind_since = None
+            raise
 
     def _usable(self, now: float) -> _Listing | None:
         good = self._good
@@ -152,10 +169,11 @@ class PodPeers:
             self._keep(self._list(self._clock()))
         finally:
             with self._lock:
-                self._listing_behind = False
+                self._behind_since = None
 
     def _keep(self, listing: _Listing | None) -> None:
-        """Keep ``listing`` unless it failed or a later one (a pull's own) is kept already."""
+        """Keep ``listing`` unless it failed or a later one (a pull's :meth:`refresh`) is kept
+        already."""
         with self._lock:
             if listing is not None and (self._good is None or listing.at >= self._good.at):
                 self._good = listing
