@@ -407,11 +407,11 @@ def past_pulling(pods: list[Pod], wanted: str, version_id: str) -> set[str]:
     }
 
 
-def phase_reached(pods: list[Pod], wanted: str, version_id: str) -> dict[str, bool]:
+def phase_reached(pods: list[Pod], wanted: str, past: set[str]) -> dict[str, bool]:
     """Where the transfer's time goes: whether the operator has told every pod to serve
     ``wanted`` (``annotated``), and whether every agent has said it pulls it or is past that
-    (``noticed``: its first report after reading the annotation from its downward-API file)."""
-    past = past_pulling(pods, wanted, version_id)
+    (``noticed``: its first report after reading the annotation from its downward-API file;
+    ``past``, :func:`past_pulling`)."""
     pulling = AgentState.PULLING.value
     return {
         "annotated": all(pod.wanted == wanted for pod in pods),
@@ -508,10 +508,11 @@ def measure(
     phases: dict[str, float] = {}
     while transfer_s is None:
         seen = pods.pods()
-        for phase, reached in phase_reached(seen, "v3", ids["v3"]).items():
+        past = past_pulling(seen, "v3", ids["v3"])
+        for phase, reached in phase_reached(seen, "v3", past).items():
             if reached and phase not in phases:
                 phases[phase] = round(time.perf_counter() - started, 2)
-        if len(past_pulling(seen, "v3", ids["v3"])) == n:
+        if len(past) == n:
             transfer_s = time.perf_counter() - started
             transfer_cpu_s = busy_cpu_seconds() - cpu_before
             transfer_roles = cpu_by_role(processes_before, transfer_cpu_s)

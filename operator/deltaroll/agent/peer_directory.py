@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import structlog
 
 from deltaroll.api.annotations import POD_CURRENT_VERSION, POD_PEER_PORT, POD_VERSION
-from deltaroll.api.parse import list_items
+from deltaroll.api.parse import json_object, list_items
 
 log = structlog.get_logger(__name__)
 
@@ -218,10 +218,10 @@ class PodPeers:
 def peer_of(pod: Mapping[str, Any]) -> Peer | None:
     """Where ``pod`` (a Pod as JSON) serves objects, or None: not serving, not running, a bad
     value (annotations and status are checked like any input from outside)."""
-    meta, status = _mapping(pod.get("metadata")), _mapping(pod.get("status"))
+    meta, status = json_object(pod.get("metadata")), json_object(pod.get("status"))
     if meta.get("deletionTimestamp") is not None or status.get("phase") != "Running":
         return None
-    annotations = _mapping(meta.get("annotations"))
+    annotations = json_object(meta.get("annotations"))
     raw_port = annotations.get(POD_PEER_PORT, "")
     # isdigit() alone admits "²", on which int() raises, and int() refuses a string of more
     # than 4,300 digits: either broke every agent's listing, so at most 5 ASCII digits
@@ -248,9 +248,5 @@ def peer_of(pod: Mapping[str, Any]) -> Peer | None:
 
 def node_of(pod: Mapping[str, Any]) -> str | None:
     """The node ``pod`` (a Pod as JSON) was scheduled to, or None (not yet, or not a string)."""
-    node = _mapping(pod.get("spec")).get("nodeName")
+    node = json_object(pod.get("spec")).get("nodeName")
     return node if isinstance(node, str) and node else None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}

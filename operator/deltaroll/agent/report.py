@@ -36,6 +36,7 @@ from deltaroll.api.annotations import (
     POD_PEER_PORT,
     WEIGHTS_READY_CONDITION,
 )
+from deltaroll.api.parse import json_object
 from deltaroll.api.weight_change import WeightChange
 
 log = structlog.get_logger(__name__)
@@ -114,13 +115,13 @@ class PodReporter:
         A pod without the readiness gate never turns unready for us: nothing to wait for."""
         deadline = time.monotonic() + UNREADY_TIMEOUT_S
         while True:
-            pod = self._call("read", self._api.read_namespaced_pod)
-            spec, status = _mapping(pod.get("spec")), _mapping(pod.get("status"))
-            gates = [_mapping(g).get("conditionType") for g in spec.get("readinessGates") or []]
+            pod = self._read_pod()
+            spec, status = json_object(pod["spec"]), json_object(pod.get("status"))
+            gates = [json_object(g).get("conditionType") for g in spec.get("readinessGates") or []]
             if WEIGHTS_READY_CONDITION not in gates:
                 log.warning("agent.no_readiness_gate", gate=WEIGHTS_READY_CONDITION)
                 return
-            conditions = [_mapping(c) for c in status.get("conditions") or []]
+            conditions = [json_object(c) for c in status.get("conditions") or []]
             ready = [c for c in conditions if c.get("type") == "Ready"]
             if not ready or ready[0].get("status") != "True":
                 return
@@ -152,10 +153,24 @@ class PodReporter:
         self._sent_condition = report.condition(transition=False)
         self._sent_ready = report.weights_ready
 
+    def _read_pod(self) -> dict[str, Any]:
+        """The pod as JSON; :class:`ReportError` for an answer that is not a pod (read as a pod
+        without a readiness gate, it would let the weights be touched early)."""
+        try:
+            pod = json.loads(self._call("read", self._api.read_namespaced_pod))
+        except ValueError:  # a proxy's page, a cut-off body
+            pod = None
+        if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
+            raise ReportError(
+                f"could not read pod {self.namespace}/{self.name}: the API's answer is not a "
+                "pod; the agent retries"
+            )
+        return pod
+
     def _call(
         self, what: str, method: Any, *body: dict[str, Any], content_type: str | None = None
-    ) -> dict[str, Any]:
-        """The pod as the API answers it (JSON)."""
+    ) -> bytes:
+        """What the API answered, unread (the client's models cost more than the call)."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -185,21 +200,7 @@ class PodReporter:
                 f"could not {what} pod {self.namespace}/{self.name}: the Kubernetes API is "
                 f"unreachable ({type(exc).__name__}); the agent retries"
             ) from exc
-        try:
-            pod = json.loads(answer)
-        except ValueError:  # a proxy's page, a cut-off body
-            pod = None
-        if not isinstance(pod, dict) or not isinstance(pod.get("spec"), dict):
-            # read as a pod without a readiness gate, it would let the weights be touched early
-            raise ReportError(
-                f"could not {what} pod {self.namespace}/{self.name}: the API's answer is not a "
-                "pod; the agent retries"
-            )
-        return pod
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+        return bytes(answer)
 
 
 def core_v1_api(service_account_dir: Path) -> Any:

@@ -1,5 +1,5 @@
 """Turn an object from the API server (or a manifest) into a typed model, or a named error;
-read a list response's objects as JSON.
+read a list response's objects, and any field of an object, as JSON.
 
 Controllers call :func:`parse_resource` on every body Kopf hands them. The API server has already
 applied the CRD's schema and CEL rules, but a body can still be wrong (a sandbox without CEL, an
@@ -66,3 +66,9 @@ def list_items(raw: bytes | str) -> list[dict[str, Any]]:
     ):
         raise ValueError("the list response is not a list of named objects")
     return items
+
+
+def json_object(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: a field of an API object read
+    as JSON is checked like any input from outside."""
+    return value if isinstance(value, dict) else {}
