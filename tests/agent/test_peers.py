@@ -41,11 +41,14 @@ from deltaroll.api.annotations import POD_PEER_PORT
 from deltaroll.api.peers import (
     AUDIENCE,
     MAX_WAIT_S,
+    SEED_CANDIDATES,
     WAIT_HEADER,
     object_path,
     parse_object_path,
+    parse_seed_among,
     parse_wait,
     rank,
+    seed_among,
     seeders,
 )
 from deltaroll.store import Store, TransientStoreError
@@ -209,6 +212,17 @@ def test_every_agent_names_the_same_seeders_and_a_leaver_moves_only_its_own() ->
     assert len(spread) == 8 and min(spread.values()) > 20  # seeding spreads over the fleet
 
 
+def test_the_operator_names_a_few_seeders_and_an_agent_reads_back_only_pod_names() -> None:
+    moved = [f"llm-{i}" for i in range(50)]
+    named = parse_seed_among(seed_among("v2", reversed(moved)))
+    assert named == parse_seed_among(seed_among("v2", moved)) and len(named) == SEED_CANDIDATES
+    # at most SEED_CANDIDATES entries read, whatever the value holds; only pod names kept
+    assert parse_seed_among(" a, b ,a,,Not_A_Pod,../x," + ",".join(moved)) == (
+        "a", "b", *moved[:SEED_CANDIDATES - 6]
+    )  # fmt: skip
+    assert parse_seed_among("") == ()
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -340,9 +354,11 @@ def test_the_server_turns_away_peers_beyond_its_limit(published: Published, make
 # ------------------------------------------------------------------ a fleet
 
 
-def test_three_pods_fetch_each_object_from_the_bucket_at_most_twice(
+def test_four_pods_fetch_each_object_from_the_bucket_once_when_no_seeder_fails(
     published: Published, make_pod: Any, backend: CountingBackend
 ) -> None:
+    """The first seeder of each object fetches it; the standby asks it instead of fetching it
+    too (both fetched at once before: every object crossed the bucket link twice)."""
     pods = [make_pod(f"pod-{i}") for i in range(4)]
     directory = {pod.name: pod.peer for pod in pods}
     moved: dict[str, Any] = {}
@@ -350,7 +366,8 @@ def test_three_pods_fetch_each_object_from_the_bucket_at_most_twice(
     def pull(pod: Pod) -> None:
         others = StaticPeers({n: p for n, p in directory.items() if n != pod.name})
         steps = v2_steps(published, pod.store)
-        with fetched_objects(pod.store, MODEL, steps, peers=pod.fetcher(others)) as result:
+        fetcher = pod.fetcher(others, standby_grace_s=30.0)  # nothing fails: never runs out
+        with fetched_objects(pod.store, MODEL, steps, peers=fetcher) as result:
             moved[pod.name] = result
             assert_all_verified(pod.store, plan_objects(steps))
 
@@ -361,13 +378,11 @@ def test_three_pods_fetch_each_object_from_the_bucket_at_most_twice(
         thread.join(60)
     refs = plan_objects(v2_steps(published, pods[0].store))
     assert len(moved) == 4
-    assert set(backend.downloads.values()) <= {1, 2}
+    assert set(backend.downloads.values()) == {1}
     assert len(backend.downloads) == len(refs)
     total = sum(ref.size for ref in refs)
-    assert sum(m.peer_bytes for m in moved.values()) == 4 * total - sum(
-        m.bucket_bytes for m in moved.values()
-    )
-    assert sum(m.bucket_bytes for m in moved.values()) <= 2 * total
+    assert sum(m.bucket_bytes for m in moved.values()) == total
+    assert sum(m.peer_bytes for m in moved.values()) == 3 * total
     assert sum(pod.metrics.served_bytes._value.get() for pod in pods) == sum(
         pod.metrics.peer_bytes._value.get() for pod in pods
     )
@@ -467,6 +482,99 @@ def test_a_seeder_killed_mid_transfer_leaves_the_object_to_the_other_seeder(
             assert moved.bucket_bytes == 0 and moved.peer_bytes == sum(r.size for r in refs)
     assert not backend.downloads
     assert pod.metrics.peer_rejected._value.get() == 0  # cut off is not lying
+    assert_all_verified(pod.store, refs)
+
+
+def standby_name(digests: list[str], first: str) -> str:
+    """A pod name that ranks second, after ``first``, for every one of ``digests``."""
+    for i in range(1_000_000):
+        name = f"standby-{i}"
+        if all(seeders(d, [first, name], 2) == [first, name] for d in digests):
+            return name
+    raise AssertionError("no such name")
+
+
+def test_a_standby_seeder_fetches_at_once_when_the_first_seeder_dies_mid_transfer(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """The standby asks the first seeder; cut off mid-object, it fetches from the bucket then
+    and there, not after its grace (every pod that waited on the two would wait it out too)."""
+    probe = make_pod("probe")
+    refs = plan_objects(v2_steps(published, probe.store))
+    pod = make_pod(standby_name([r.digest for r in refs], "dying"))
+    backend.downloads.clear()
+    with bad_peer("truncate", refs) as dying:
+        directory = StaticPeers({"dying": Peer("127.0.0.1", dying.server_port, "v2")})
+        fetcher = pod.fetcher(directory, standby_grace_s=60.0, wait_s=60.0)
+        steps = v2_steps(published, pod.store)
+        with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+            assert moved.bucket_objects == len(refs) and moved.peer_bytes == 0
+        assert dying.served == len(refs)  # asked once per object, not again and again
+    assert set(backend.downloads.values()) == {1}
+    assert_all_verified(pod.store, refs)
+
+
+def test_two_standbys_of_a_seeder_that_died_each_fetch_their_object_at_once(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """The first seeder of both objects dies; one pod stands by for the first object, the other
+    for the second, and each waits for the other's object from the other. Each must download
+    its own at once, not after its attempt at the peers is over for every object (then each
+    waited for the other until its deadline, and both downloaded both)."""
+    probe = make_pod("probe")
+    refs = plan_objects(v2_steps(published, probe.store))
+    assert len(refs) == 2
+    first_b, first_c = (r.digest for r in refs)
+    b_name, c_name = next(
+        (f"b-{i}", f"c-{i}")
+        for i in range(100_000)
+        if rank(first_b, ["dying", f"b-{i}", f"c-{i}"])[:2] == ["dying", f"b-{i}"]
+        and rank(first_c, ["dying", f"b-{i}", f"c-{i}"])[:2] == ["dying", f"c-{i}"]
+    )
+    b, c = make_pod(b_name), make_pod(c_name)
+    backend.downloads.clear()
+    moved: dict[str, Any] = {}
+    with bad_peer("truncate", refs) as dying:
+
+        def pull(who: Pod, other: Pod) -> None:
+            directory = StaticPeers(
+                {
+                    "dying": Peer("127.0.0.1", dying.server_port, "v2"),
+                    other.name: Peer("127.0.0.1", other.server.port, "v2"),
+                }
+            )
+            fetcher = who.fetcher(directory, standby_grace_s=60.0, wait_s=20.0)
+            steps = v2_steps(published, who.store)
+            with fetched_objects(who.store, MODEL, steps, peers=fetcher, wanted="v2") as result:
+                moved[who.name] = result
+
+        threads = [threading.Thread(target=pull, args=pair) for pair in ((b, c), (c, b))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    sizes = {r.digest: r.size for r in refs}
+    assert set(backend.downloads.values()) == {1}  # each object once, by its standby
+    assert (moved[b.name].bucket_objects, moved[b.name].peer_bytes) == (1, sizes[first_c])
+    assert (moved[c.name].bucket_objects, moved[c.name].peer_bytes) == (1, sizes[first_b])
+    assert_all_verified(b.store, refs)
+    assert_all_verified(c.store, refs)
+
+
+def test_a_standby_seeder_fetches_once_the_first_seeder_is_slower_than_its_grace(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """A first seeder that is alive but never gets the object (its bucket is slow, it noticed
+    its annotation late) holds the standby for the grace only."""
+    first = make_pod("first")
+    refs = plan_objects(v2_steps(published, first.store))
+    pod = make_pod(standby_name([r.digest for r in refs], "first"))
+    directory = StaticPeers({"first": Peer("127.0.0.1", first.server.port, "v2")})
+    fetcher = pod.fetcher(directory, standby_grace_s=0.5, wait_s=60.0)
+    steps = v2_steps(published, pod.store)
+    with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+        assert moved.bucket_objects == len(refs) and moved.peer_bytes == 0
+    assert answered(first) >= len(refs)  # it was asked first
     assert_all_verified(pod.store, refs)
 
 
@@ -699,25 +807,29 @@ def test_a_fill_claimed_before_the_seeder_was_told_to_move_is_handed_to_it(
     """The operator tells the pods one PATCH at a time: a pod that listed before the seeder of
     its node was told claims the node's fill for a fetch from the peers, and the seeder's own
     download then waits on that fill. The pod hands the fill over once its listing shows the
-    seeder pulling (before, both waited until the pod's deadline sent it to the bucket)."""
+    seeder pulling (before, both waited until the pod's deadline sent it to the bucket), and
+    reads its listing again after one round's wait, not after waiting at every pulling peer in
+    turn (in a 64-pod fleet that walk outlasted the 30 s deadline, and the seeder with it)."""
     probe = make_pod("probe")
     refs = plan_objects(v2_steps(published, probe.store))
     digests = [r.digest for r in refs]
-    far = make_pod("far")  # another node's pod, pulling: it will not hold the objects in time
-    pod = make_pod(leecher_name(digests, ["far"], 1))
+    # other nodes' pods, pulling: none will hold the objects in time
+    fars = [make_pod(f"far-{i}") for i in range(5)]
+    far_names = [far.name for far in fars]
+    pod = make_pod(leecher_name(digests, far_names, 1))
     seeder = make_pod(
         next(
             name
             for name in (f"seeder-{i}" for i in range(100_000))
-            if all(seeders(d, ["far", name, pod.name], 1) == [name] for d in digests)
+            if all(seeders(d, [*far_names, name, pod.name], 1) == [name] for d in digests)
         )
     )
     steps = v2_steps(published, pod.store)
-    far_peer = Peer("127.0.0.1", far.server.port, "v2", None, "node-0")
+    far_peers = {far.name: Peer("127.0.0.1", far.server.port, "v2", None, "node-0") for far in fars}
     told = Peer("127.0.0.1", seeder.server.port, "v2", None, "node-1")
-    pod_view = StaticPeers({"far": far_peer, seeder.name: replace(told, wants="v1")}, node="node-1")
+    pod_view = StaticPeers({**far_peers, seeder.name: replace(told, wants="v1")}, node="node-1")
     seeder_view = StaticPeers(
-        {"far": far_peer, pod.name: Peer("127.0.0.1", pod.server.port, "v2", None, "node-1")},
+        {**far_peers, pod.name: Peer("127.0.0.1", pod.server.port, "v2", None, "node-1")},
         node="node-1",
     )
     moved: dict[str, Any] = {}
@@ -748,6 +860,8 @@ def test_a_fill_claimed_before_the_seeder_was_told_to_move_is_handed_to_it(
     assert moved[seeder.name].bucket_objects == len(refs)
     assert set(backend.downloads.values()) == {1}
     assert_all_verified(pod.store, refs)
+    # one waited request per object per round while it held the fill: a far peer or two each
+    assert sum(answered(far) for far in fars) <= 2 * len(refs)
 
 
 def test_an_agent_serving_peers_keeps_the_snapshot_it_applied_for_pods_that_start_later(
@@ -985,8 +1099,50 @@ def test_pods_pulling_a_version_seed_among_themselves_not_waiting_for_idle_ones(
     assert all(fetcher.seeds(r.digest, "v2") for r in refs)
     everyone = ["idle-0", "idle-1", "canary"]  # without a version: ranked among all pods
     assert [fetcher.seeds(r.digest, None) for r in refs] == [
-        "canary" in seeders(r.digest, everyone) for r in refs
+        seeders(r.digest, everyone)[0] == "canary" for r in refs
     ]
+
+
+def test_agents_that_see_part_of_a_patch_round_seed_among_the_pods_it_named(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """The operator tells 64 pods one PATCH at a time over seconds: an agent that lists the
+    pods early sees few of them told, and ranked first among those it fetched the object too
+    (a 64-pod run's delta crossed the bucket link three times). With the pods the round named
+    it ranks among the same pods as every other agent: here it asks the first seeder, which
+    its listing does not yet show as told."""
+    probe = make_pod("probe")
+    digests = [r.digest for r in plan_objects(v2_steps(published, probe.store))]
+    first, told_name, pod_name = next(
+        (f"first-{i}", f"told-{i}", f"pod-{i}")
+        for i in range(100_000)
+        if all(
+            rank(d, [f"first-{i}", f"told-{i}", "other", f"pod-{i}"])[0] == f"first-{i}"
+            and rank(d, [f"pod-{i}", f"told-{i}"])[0] == f"pod-{i}"
+            for d in digests
+        )
+    )
+    (holder,), steps, refs = holding(published, make_pod, first)
+    told, other = make_pod(told_name), make_pod("other")
+    backend.downloads.clear()
+    pod = make_pod(pod_name)
+    view = StaticPeers(
+        {
+            holder.name: Peer("127.0.0.1", holder.server.port, "v1"),  # not patched yet
+            told.name: Peer("127.0.0.1", told.server.port, "v2"),
+            other.name: Peer("127.0.0.1", other.server.port, "v1"),  # not patched yet
+        }
+    )
+    named = (first, told_name, "other", pod_name)
+    fetcher = pod.fetcher(view)
+    # without the names it would seed both objects: first among the two it sees told
+    assert [fetcher.seeds(d, "v2") for d in digests] == [True] * len(digests)
+    with fetched_objects(
+        pod.store, MODEL, steps, peers=fetcher, wanted="v2", seed_among=named
+    ) as moved:
+        assert (moved.bucket_bytes, moved.peer_bytes) == (0, sum(r.size for r in refs))
+    assert not backend.downloads
+    assert_all_verified(pod.store, refs)
 
 
 def test_once_a_pod_serves_the_version_the_next_step_takes_it_from_there_not_the_bucket(
@@ -1010,6 +1166,35 @@ def test_once_a_pod_serves_the_version_the_next_step_takes_it_from_there_not_the
         assert moved.bucket_objects == 0 and moved.peer_bytes == sum(r.size for r in refs)
     assert not backend.downloads  # nothing from the bucket
     assert not any(fetcher.seeds(r.digest, "v2", v2_id) for r in refs)
+    assert_all_verified(pod.store, refs)
+
+
+def test_pods_that_serve_the_version_are_asked_before_pulling_pods_ranked_above_them(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """A canary's later step: one pod serves the version, others still pull it. A round of asks
+    waits 2 s in all; were the pulling pods ranked above the holder asked first, each would
+    take the round holding the request, and the holder would never be asked."""
+    (holder,), steps, refs = holding(published, make_pod, "holder")
+    digests = [r.digest for r in refs]
+    a_name, b_name = next(
+        (f"a-{i}", f"b-{i}")
+        for i in range(100_000)
+        if all(rank(d, [f"a-{i}", f"b-{i}", "holder"])[2] == "holder" for d in digests)
+    )
+    pulling = [make_pod(a_name), make_pod(b_name)]
+    backend.downloads.clear()
+    pod = make_pod("next")
+    v2_id = steps[-1].target
+    directory = StaticPeers(
+        {"holder": Peer("127.0.0.1", holder.server.port, "v2", v2_id)}
+        | {p.name: Peer("127.0.0.1", p.server.port, "v2") for p in pulling}
+    )
+    fetcher = pod.fetcher(directory, wait_s=6.0)
+    with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+        assert (moved.bucket_objects, moved.peer_bytes) == (0, sum(r.size for r in refs))
+    assert not backend.downloads
+    assert [answered(p) for p in pulling] == [0, 0]  # the holder first
     assert_all_verified(pod.store, refs)
 
 

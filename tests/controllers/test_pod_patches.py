@@ -52,3 +52,49 @@ def test_a_failed_patch_is_raised_after_every_other_pod_was_tried(
     with pytest.raises(ApiException, match="boom"):
         writes.annotate_pods("tenant", _patches(12))
     assert len(api.patched) == 11 and "pod-03" not in api.patched
+
+
+def test_a_rollout_names_the_same_few_seeders_to_every_pod_it_moves_to_a_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Agents that list the pods while the operator is still patching the others each saw
+    themselves first among the few told so far and fetched the version's objects too: the
+    operator names, with the version, the pods its objects' seeders are ranked among: every
+    pod told that version that does not hold it yet, this round's and earlier ones'."""
+    from datetime import UTC, datetime
+
+    from deltaroll.api.annotations import POD_SEED_AMONG, POD_VERSION
+    from deltaroll.api.modeldeployment import ModelDeploymentStatus
+    from deltaroll.api.peers import SEED_CANDIDATES, parse_seed_among
+    from deltaroll.controllers.modeldeployment import handlers
+    from deltaroll.controllers.modeldeployment.planner import Plan
+    from deltaroll.controllers.modeldeployment.pods import (
+        PodView,
+        VersionAliases,
+        seed_candidates,
+    )
+
+    pods = [PodView(f"new-{i:02d}", "v1", "v1") for i in range(12)]  # moved now
+    pods += [PodView(f"late-{i}", "v2", "v1") for i in range(4)]  # told before, pulling
+    pods += [PodView(f"done-{i}", "v2", "v2") for i in range(2)]  # hold it: never named
+    pods += [PodView("back-0", "v2", "v2"), PodView("back-1", "v2", "v1")]  # moved to v1
+    moved = {f"new-{i:02d}": "v2" for i in range(12)} | {"back-0": "v1", "back-1": "v1"}
+    aliases = VersionAliases({})
+    named = seed_candidates(pods, moved, aliases)
+    v2 = parse_seed_among(named["v2"])
+    assert len(v2) == SEED_CANDIDATES and set(v2) <= {p.name for p in pods[:16]}
+    assert parse_seed_among(named["v1"]) == ("back-0",)  # back-1 holds v1
+    # a pod moved on its own (new, or late to its turn) is ranked with the others, not alone
+    alone = seed_candidates(pods[12:18] + [PodView("x", None, None)], {"x": "v2"}, aliases)
+    assert set(parse_seed_among(alone["v2"])) == {"late-0", "late-1", "late-2", "late-3", "x"}
+
+    patched: dict[str, Any] = {}
+    monkeypatch.setattr(writes, "annotate_pods", lambda _ns, patches: patched.update(patches))
+    monkeypatch.setattr(writes, "patch_status", lambda *_: None)
+    outcome = Plan(ModelDeploymentStatus(), moved, (), (), seed_among=named)
+    body = {"metadata": {"namespace": "tenant", "name": "llm"}, "status": {}}
+    handlers._apply(body, outcome, datetime.now(UTC))
+    assert {pod: a[POD_VERSION] for pod, a in patched.items()} == moved
+    assert {pod: a[POD_SEED_AMONG] for pod, a in patched.items()} == {
+        pod: named[version] for pod, version in moved.items()
+    }  # in the patch that tells the version: an agent never reads one without the other

@@ -110,6 +110,12 @@ class AgentConfig(BaseModel):
         description="how long a pod waits for its node's seeder to fill the node cache before "
         "it asks that seeder and the other peers itself",
     )
+    standby_grace_s: float = Field(
+        5.0,
+        ge=0,
+        description="how long a standby seeder waits for the first seeder's copy of an object "
+        "before it fetches the object from the store too (at once when the first is gone)",
+    )
     peer_timeout_s: float = Field(
         10.0, gt=0, description="a peer silent this long is skipped (slow or gone)"
     )

@@ -4,10 +4,11 @@ Everything on the path is fetched before anything is applied, so a corrupt or mi
 stops the agent with the weights untouched. With peers (:mod:`deltaroll.agent.peer_fetch`), the
 objects this agent seeds come from the bucket while it waits for the others: from its node's
 cache as soon as that holds them, else from peers, digest-checked; what nothing served in time
-comes from the bucket after all (through the node cache). Objects land in the store's
-resumable cache on the pod's volume: an agent restarted mid-download fetches only what is still
-missing. The cache may be shared with other agents (a node volume): objects are held while in
-use, and pruning removes only what no live agent holds.
+comes from the bucket after all (through the node cache); an object this agent comes to seed
+while it waits (its first seeder left or died, or, to a standby, was slow) at once. Objects land
+in the store's resumable cache on the pod's volume: an agent restarted mid-download fetches only
+what is still missing. The cache may be shared with other agents (a node volume): objects are
+held while in use, and pruning removes only what no live agent holds.
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ def fetched_objects(
     should_stop: Callable[[], bool] | None = None,
     peers: PeerFetcher | None = None,
     wanted: str | None = None,
+    seed_among: Sequence[str] = (),
     node_cache: NodeCacheClient | None = None,
 ) -> Iterator[Transferred]:
     """Bring every object of ``steps`` into the cache (verified) and hold them there while
     the block runs (no agent sharing the cache prunes them); yields what crossed which link
     (with ``node_cache``, an object from the store is asked of the node's cache first, and only
     what this agent itself downloaded from the store counts as bucket bytes). With ``peers``,
-    seeders are ranked among the pods told to serve ``wanted`` (the pod's own annotation).
+    seeders are ranked among ``seed_among`` where the listing has any of them, else among the
+    pods told to serve ``wanted`` (the pod's own annotations).
 
     Raises the store's errors: ``TransientStoreError`` after its own retries (the agent backs
     off and tries again), ``CorruptObjectError`` naming the object (the agent fails), and
@@ -82,24 +85,38 @@ def fetched_objects(
         peers.directory.refresh()
         # None (the peers cannot be listed now): wait for them like a non-seeder, rather than
         # every pod of the fleet fetching everything from the bucket at once
-        seeds = {ref.digest: peers.seeds(ref.digest, wanted, target) for ref in missing}
+        seeds = {ref.digest: peers.seeds(ref.digest, wanted, target, seed_among) for ref in missing}
         alone = peers.directory.live() == {}  # listed, and no other pod serves
         seeded = [ref for ref in missing if seeds[ref.digest]]
         asked = [ref for ref in missing if not seeds[ref.digest]]
         held += [ref.digest for ref in seeded]
+        taken_over: list[Transferred] = []
+
+        def seed_now(ref: ObjectRef) -> None:  # this agent became its seeder while it waited
+            held.append(ref.digest)
+            taken_over.append(_from_bucket(store, model, [ref], should_stop, node_cache))
+
         with ThreadPoolExecutor(1, thread_name_prefix="agent-seed") as pool:
             seeding = pool.submit(_from_bucket, store, model, seeded, should_stop, node_cache)
             peer_bytes, left = peers.fetch(
-                asked, store.cache, should_stop, wanted=wanted, target=target, node_cache=node_cache
+                asked,
+                store.cache,
+                should_stop,
+                wanted=wanted,
+                target=target,
+                seed_among=seed_among,
+                node_cache=node_cache,
+                seed_now=seed_now,
             )
             seed = seeding.result()
         held += [ref.digest for ref in left]
         rest = _from_bucket(store, model, left, should_stop, node_cache)
+        downloads = [seed, rest, *taken_over]
         yield Transferred(
-            seed.bucket_bytes + rest.bucket_bytes,
-            seed.bucket_objects + rest.bucket_objects,
+            sum(d.bucket_bytes for d in downloads),
+            sum(d.bucket_objects for d in downloads),
             peer_bytes,
-            len(left) + (len(seeded) if alone else 0),
+            len(left) + len(taken_over) + (len(seeded) if alone else 0),
         )
     finally:
         store.cache.release(held)

@@ -1,14 +1,19 @@
 """Getting objects from peer agents instead of the bucket, without trusting any peer.
 
-For each object the agent either seeds it (it ranks among the first ``seeders`` of the pods that
-want the same version, :func:`deltaroll.api.peers.seeders`: it fetches from the bucket) or waits
-for it: it takes the object from its node's cache if that holds it (no link crossed at all), or
-once the fill another agent of the node has under way lands, else asks the peers, in the rank
-every agent agrees on (seeders first, then pods that hold other versions). Where no seeder of the
-object runs on its node, the agent that claims the node cache's fill lease first asks the peers
-for the whole node and uploads what it got; the node's other agents wait for that fill instead of
-each taking the object across the node's link (where a seeder runs on the node, it fills the
-node cache from the bucket and the others only peek, so none holds a fill the seeder waits on).
+For each object the agent either seeds it (it ranks first, :func:`deltaroll.api.peers.seeders`,
+among the pods the operator named with the version, else among the pods that want the same
+version: it fetches from the bucket), stands by (it ranks among the next ``seeders - 1``: it asks
+the first seeder, and fetches from the bucket too only when that one is gone or has not served
+the object within ``standby_grace_s``, so an object usually crosses the bucket link once, and a
+seeder dying mid-transfer costs the fleet no more than the grace), or waits for it: it takes the
+object from its node's cache if that holds it (no link crossed at all), or once the fill another
+agent of the node has under way lands, else asks the peers, in the rank every agent agrees on
+(seeders first, then pods that hold other versions). Where the first seeder of the object does
+not run on its node, the agent that claims the node cache's fill lease first asks the peers for
+the whole node and uploads what it got; the node's other agents wait for that fill instead of
+each taking the object across the node's link (where the first seeder runs on the node, it fills
+the node cache from the bucket and the others only peek, so none holds a fill it waits on). One
+round of asks waits a few seconds in all, then the listing and the agent's part are read again.
 A peer pulling the same version is asked to answer when it holds the object (a few seconds at
 most), so the object moves as soon as it lands, and no fleet of waiting agents polls the seeders
 while they fetch.
@@ -18,9 +23,9 @@ version (a canary's later steps), nobody seeds: it holds every object. A peer's 
 cache's staging area, at most the object's size, and enter the cache only if their sha256 is the
 object's name; a peer that sent wrong bytes is not asked again in this pull. A peer that is
 gone, silent for ``timeout_s``, cut off mid-object or refusing this agent's token is skipped;
-when nothing served the object within ``wait_s``, or this agent has become a seeder (one left),
-the object is left to the bucket (through the node cache's fill lease: once per node). Each
-request carries the agent's pod-bound token for the peers' audience.
+when nothing served the object within ``wait_s``, or this agent has become the first seeder (one
+left), the object is left to the bucket (through the node cache's fill lease: once per node).
+Each request carries the agent's pod-bound token for the peers' audience.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ PEER_WORKERS = 4
 
 class _Outcome(enum.Enum):
     RECEIVED = "received"
+    SEED = "this agent seeds it now: its first seeder left or died, or was slow to a standby"
     NOT_THERE = "not there"  # 404 or 503: it may hold it later
     REFUSED = "refused"  # 401 or 403: our token, or we are not of its ModelDeployment
     GONE = "gone"  # refused the connection, silent, cut off
@@ -73,6 +79,9 @@ class PeerFetcher:
     token_file: Path | None = None
     seeders: int = DEFAULT_SEEDERS
     wait_s: float = 30.0
+    #: how long a standby seeder waits for the first seeder's copy before fetching it from the
+    #: bucket too (at once when the first seeder is gone)
+    standby_grace_s: float = 5.0
     #: how long the pod waits for the seeder of its node to fill the node cache before it asks
     #: that seeder and the other peers itself (the seeder may hold the object without filling)
     seeder_grace_s: float = 10.0
@@ -84,13 +93,24 @@ class PeerFetcher:
     #: (it reached the version by another path, or claims what it does not hold).
     _lacking: set[tuple[str, str]] = field(default_factory=set)
 
-    def seeds(self, digest: str, wanted: str | None, target: str | None = None) -> bool | None:
-        """Whether this agent fetches ``digest`` from the bucket, ranked among the pods told to
-        serve ``wanted`` (a name, as the operator writes it), unless a pod serves ``target``
-        (the version's id, as agents report it) already; None while the peers cannot be
-        listed."""
+    def seeds(
+        self,
+        digest: str,
+        wanted: str | None,
+        target: str | None = None,
+        seed_among: Sequence[str] = (),
+    ) -> bool | None:
+        """Whether this agent fetches ``digest`` from the bucket now: it ranks first among
+        ``seed_among`` (the pods the operator named with ``wanted``) where the listing has any
+        of them, else among the pods told to serve ``wanted`` (a name, as the operator writes
+        it); never once a pod serves ``target`` (the version's id, as agents report it). None
+        while the peers cannot be listed."""
         peers = self.directory.live()
-        return None if peers is None else self._is_seeder(digest, peers, wanted, target)
+        if peers is None:
+            return None
+        return self._seeders(digest, peers, _Pull(wanted, target, tuple(seed_among)))[:1] == [
+            self.own_name
+        ]
 
     def fetch(
         self,
@@ -100,12 +120,18 @@ class PeerFetcher:
         *,
         wanted: str | None = None,
         target: str | None = None,
+        seed_among: Sequence[str] = (),
         node_cache: NodeCacheClient | None = None,
+        seed_now: Callable[[ObjectRef], None] | None = None,
     ) -> tuple[int, list[ObjectRef]]:
         """Bring what the node cache or peers serve of ``refs`` into ``cache`` (the caller holds
-        them there); (bytes received from peers, the objects left to the bucket)."""
+        them there); (bytes received from peers, the objects left to the bucket). An object this
+        agent comes to seed goes to ``seed_now`` in the same worker, at once: its pull's other
+        objects may wait on other agents that in turn wait for this one (two standbys of a
+        seeder that died), so it must not wait for them."""
         left: list[ObjectRef] = []
         from_peers: list[int] = []
+        pull = _Pull(wanted, target, tuple(seed_among))
 
         def one(ref: ObjectRef) -> None:
             # a fill lease of the node's never outlives this agent's attempt: it is uploaded or
@@ -113,32 +139,35 @@ class PeerFetcher:
             # (which asks the node cache again)
             fill = _NodeFill(node_cache, ref)
             try:
-                outcome = self._fetch_one(ref, cache, should_stop, wanted, target, fill)
+                outcome = self._fetch_one(ref, cache, should_stop, pull, fill)
             finally:
                 fill.abandon()
-            if outcome is None:
+            if outcome is _Outcome.SEED and seed_now is not None:
+                seed_now(ref)
+            elif outcome is None or outcome is _Outcome.SEED:
                 left.append(ref)
             elif outcome is _Outcome.RECEIVED:
                 from_peers.append(ref.size)
 
         self._distrusted, self._lacking = set(), set()
+        listed = self.directory.live()
+        if listed is not None:  # its standby objects first: its node-mates wait for those
+            refs = sorted(
+                refs, key=lambda ref: self.own_name not in self._seeders(ref.digest, listed, pull)
+            )
         run_all(one, refs, workers=PEER_WORKERS)
         return sum(from_peers), left
 
-    def _is_seeder(
-        self, digest: str, peers: dict[str, Peer], wanted: str | None, target: str | None
-    ) -> bool:
-        return self.own_name in self._seeders(digest, peers, wanted, target)
-
-    def _seeders(
-        self, digest: str, peers: dict[str, Peer], wanted: str | None, target: str | None
-    ) -> list[str]:
-        """The pods (this one among them) that fetch ``digest`` from the bucket: none once a
-        pod serves the version (it holds the object: ask it)."""
-        if any(self._holds(name, peer, digest, target) for name, peer in peers.items()):
+    def _seeders(self, digest: str, peers: dict[str, Peer], pull: _Pull) -> list[str]:
+        """The pods (this one among them) that may fetch ``digest`` from the bucket, the first
+        first: none once a pod serves the version (it holds the object: ask it)."""
+        if any(self._holds(name, peer, digest, pull.target) for name, peer in peers.items()):
             return []
+        named = [name for name in pull.seed_among if name == self.own_name or name in peers]
+        if named:  # every agent of the patch round agrees, whoever it has seen told so far
+            return rank(digest, named)[: self.seeders]
         # ranked among the pods still pulling: one that serves the version will fetch nothing
-        pulling = [name for name, peer in peers.items() if _pulling(peer, wanted, target)]
+        pulling = [name for name, peer in peers.items() if _pulling(peer, pull.wanted, pull.target)]
         return rank(digest, [*pulling, self.own_name])[: self.seeders]
 
     def _holds(self, name: str, peer: Peer, digest: str, target: str | None) -> bool:
@@ -156,59 +185,96 @@ class PeerFetcher:
         ref: ObjectRef,
         cache: ObjectCache,
         should_stop: Callable[[], bool] | None,
-        wanted: str | None,
-        target: str | None,
+        pull: _Pull,
         fill: _NodeFill,
     ) -> _Outcome | None:
-        """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache)
-        or None (left to the bucket)."""
+        """RECEIVED (from a peer), NOT_THERE (it came another way: the node, the shared cache),
+        SEED (this agent fetches it from the bucket now) or None (left to the bucket: no peer
+        served it in time)."""
         began = self.clock()
         deadline = began + self.wait_s
+        rounds = 0
+        standby_since: float | None = None  # when this agent last became its standby
         while not (should_stop is not None and should_stop()):
             started = self.clock()
             if cache.verified(ref.digest):  # another agent sharing the cache brought it
                 fill.upload(cache)
                 return _Outcome.NOT_THERE
-            role = self._node_role(ref.digest, wanted, target)
+            role = self._node_role(ref.digest, pull)
             if role is _Role.SEEDED and started - began >= self.seeder_grace_s:
                 role = _Role.ALONE  # its seeder has not filled the node: ask it and the others
             node = fill.round(role, cache, self._wait(deadline))
             if node is _Node.HAS_IT:
                 return _Outcome.NOT_THERE
             peers = self.directory.live()
-            if peers is not None and self._is_seeder(ref.digest, peers, wanted, target):
-                return None  # a seeder left (or none was listed before): it seeds it now
+            seated = [] if peers is None else self._seeders(ref.digest, peers, pull)
+            if self.own_name in seated[:1]:
+                return _Outcome.SEED  # the first seeder left (or none was listed before)
+            standby = self.own_name in seated
+            if not standby:
+                standby_since = None
+            elif standby_since is None:
+                standby_since = started
+            elif self.clock() - standby_since >= self.standby_grace_s:
+                log.info("agent.standby_seeds", digest=ref.digest, first=seated[0],
+                         waited_s=self.standby_grace_s)  # fmt: skip
+                return _Outcome.SEED
             if peers is not None and node is _Node.ASK_PEERS:
                 # filling for the node: its pods pulling the version wait for this very fill
                 skip = self.directory.own_node() if fill.lease is not None else None
-                for name in self._order(ref.digest, peers, wanted, target, skip_node=skip):
+                # the seeders take turns at the head once a standby would have fetched it: a
+                # first seeder that holds every request without the object is not asked alone
+                turn = rounds if started - began >= self.standby_grace_s else 0
+                order = self._order(ref.digest, peers, pull, seated, turn, skip_node=skip)
+                # one round waits WAIT_S in all, then the listing and this agent's role are
+                # read again: a pod holding its node's fill hands it to a seeder just told to
+                # move, instead of waiting at every pulling peer in turn (2 s each: a 64-pod
+                # fleet's seeder waited out the 30 s deadline for that fill)
+                round_end = self.clock() + self._wait(deadline)
+                if standby_since is not None:  # its grace ends a round early: it seeds then
+                    round_end = min(round_end, standby_since + self.standby_grace_s)
+                waited = False
+                for name in order:
+                    if waited and self.clock() >= round_end:
+                        break
                     peer = peers[name]
-                    # a peer pulling the same version will hold it: it answers when it does
-                    pulling = wanted is not None and _pulling(peer, wanted, target)
-                    wait_s = self._wait(deadline) if pulling else 0.0
+                    # a seeder, or a peer pulling the same version, will hold it: it answers
+                    # when it does
+                    coming = name in seated or (
+                        pull.wanted is not None and _pulling(peer, pull.wanted, pull.target)
+                    )
+                    wait_s = max(0.0, round_end - self.clock()) if coming else 0.0
+                    waited = waited or wait_s > 0
                     outcome = self._get(name, peer, ref, cache, wait_s)
                     if outcome is _Outcome.RECEIVED:
                         fill.upload(cache)
                         return outcome
+                    if standby and outcome is _Outcome.GONE and name == seated[0]:
+                        return _Outcome.SEED  # the first seeder died: fetch it at once
                     if outcome is _Outcome.WRONG:
                         self._distrusted.add(name)
-                    elif self._holds(name, peer, ref.digest, target):
+                    elif self._holds(name, peer, ref.digest, pull.target):
                         # it serves the version but could not give this object: rank without it
                         self._lacking.add((name, ref.digest))
                         break
             if self.clock() >= deadline:
                 log.info("agent.peers_too_slow", digest=ref.digest, waited_s=self.wait_s)
                 return None
+            rounds += 1
             self.sleep(max(0.0, POLL_S - (self.clock() - started)))  # none if a wait ran
         return None
 
-    def _node_role(self, digest: str, wanted: str | None, target: str | None) -> _Role:
-        """This agent's part in bringing ``digest`` to its node: see :class:`_Role`."""
+    def _node_role(self, digest: str, pull: _Pull) -> _Role:
+        """This agent's part in bringing ``digest`` to its node: see :class:`_Role`. A seeder
+        ranked before it on its node fills the node: the first from the bucket, a standby from
+        the first seeder (as the node's filler, so that when it comes to seed, no node-mate
+        holds the node's fill its download would wait for)."""
         node, peers = self.directory.own_node(), self.directory.live()
         if node is None or peers is None:
             return _Role.ALONE
-        seeders = self._seeders(digest, peers, wanted, target)
-        if any(name in peers and peers[name].node == node for name in seeders):
+        seated = self._seeders(digest, peers, pull)
+        before = seated[: seated.index(self.own_name)] if self.own_name in seated else seated
+        if any(name in peers and peers[name].node == node for name in before):
             return _Role.SEEDED
         return _Role.FILLS
 
@@ -221,24 +287,41 @@ class PeerFetcher:
         self,
         digest: str,
         peers: dict[str, Peer],
-        wanted: str | None,
-        target: str | None,
+        pull: _Pull,
+        seated: list[str],
+        turn: int,
         *,
         skip_node: str | None = None,
     ) -> list[str]:
-        """Peers to ask: those pulling ``wanted`` (seeders first), then the others (they may
-        hold it from an earlier version), none that lied in this pull or, serving the version,
-        could not give this object, nor a pod of ``skip_node`` still pulling the version."""
+        """Peers to ask: the seeders (the ``turn``-th first), then pods that serve the version
+        (they hold it: asked without a wait, so that pulling pods ranked above them do not take
+        the round), then those pulling ``pull.wanted``, then the others (they may hold it from
+        an earlier version); none that lied in this pull or, serving the version, could not
+        give this object, nor a pod of ``skip_node`` still pulling the version."""
         trusted = [
             name
             for name, peer in peers.items()
             if self._askable(name, digest)
             and not (
-                skip_node is not None and peer.node == skip_node and _pulling(peer, wanted, target)
+                skip_node is not None
+                and peer.node == skip_node
+                and _pulling(peer, pull.wanted, pull.target)
             )
         ]
-        pulling = [name for name in trusted if wanted is None or peers[name].wants == wanted]
-        return rank(digest, pulling) + rank(digest, set(trusted) - set(pulling))
+        ahead = [name for name in seated if name in trusted]
+        if ahead:
+            ahead = ahead[turn % len(ahead) :] + ahead[: turn % len(ahead)]
+        pulling = {
+            name for name in trusted if pull.wanted is None or peers[name].wants == pull.wanted
+        }
+        holding = {name for name in trusted if self._holds(name, peers[name], digest, pull.target)}
+        rest = set(trusted) - set(ahead) - holding
+        return (
+            ahead
+            + rank(digest, holding)
+            + rank(digest, rest & pulling)
+            + rank(digest, rest - pulling)
+        )
 
     def _headers(self) -> dict[str, str]:
         if self.token_file is None:
@@ -292,11 +375,21 @@ def _pulling(peer: Peer, wanted: str | None, target: str | None) -> bool:
     return (wanted is None or peer.wants == wanted) and (target is None or peer.serves != target)
 
 
+@dataclass(frozen=True)
+class _Pull:
+    """What one pull is for: the version the pod is told (a name, as the operator writes it),
+    the id it leads to (as agents report it), and the pods named to seed its objects."""
+
+    wanted: str | None
+    target: str | None
+    seed_among: tuple[str, ...] = ()
+
+
 class _Role(enum.Enum):
     """What an agent that does not seed an object does for its node."""
 
-    FILLS = "no seeder of it runs on this node: the first agent to claim the fill asks the peers"
-    SEEDED = "a seeder of it runs on this node and fills the node cache: wait for that fill"
+    FILLS = "no seeder ranked before it runs on this node: the first to claim the fill asks peers"
+    SEEDED = "a seeder ranked before it runs on this node and fills the node cache: wait for it"
     ALONE = "its node is unknown, or its seeder did not fill the node in time: ask the peers"
 
 

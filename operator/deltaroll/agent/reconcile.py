@@ -56,7 +56,7 @@ from deltaroll.agent.report import Report, Reporter
 from deltaroll.agent.scrub import ScrubGate, ScrubMismatch
 from deltaroll.agent.trust import VersionTrust
 from deltaroll.agent.volume import WeightsVolume
-from deltaroll.agent.wanted import read_wanted_version
+from deltaroll.agent.wanted import read_wanted, read_wanted_version
 from deltaroll.api.agent_state import AgentState
 from deltaroll.api.weight_change import WeightChange
 from deltaroll.checkpoint.aux_policy import AuxPolicy
@@ -134,6 +134,7 @@ class Agent:
         self.state = AgentState.IDLE
         self.message = ""
         self.wanted: str | None = None
+        self.seed_among: tuple[str, ...] = ()  # the pods named with it to seed its objects
         self.disk_settled = False  # recovery done and disk_version known
         self.disk_version: str | None = None  # verified version on the weights volume
         self.engine_version: str | None = None  # verified in the engine, for the weights on disk
@@ -173,7 +174,8 @@ class Agent:
         """One pass; returns how long to wait before the next."""
         wanted: str | None = None
         try:
-            wanted = read_wanted_version(self.config.annotations_file)
+            told = read_wanted(self.config.annotations_file)
+            wanted, self.seed_among = told.version, told.seed_among
             self.wanted = wanted
             finding = self.scrub.take()  # even while a failed version waits: corrupt is urgent
             if finding is not None and finding.version == self.disk_version:
@@ -238,6 +240,7 @@ class Agent:
                     [step],
                     peers=self.peers,
                     wanted=self.wanted,
+                    seed_among=self.seed_among,
                     node_cache=self.node_cache,
                 ) as moved:
                     self._count(moved)
@@ -324,6 +327,7 @@ class Agent:
                 should_stop=superseded,
                 peers=self.peers,
                 wanted=self.wanted,
+                seed_among=self.seed_among,
                 node_cache=self.node_cache,
             ) as moved:
                 self._count(moved)

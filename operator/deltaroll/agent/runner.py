@@ -66,6 +66,7 @@ def build_agent(config: AgentConfig) -> tuple[Agent, PeerServer | None]:
             seeders=config.peer_seeders,
             wait_s=config.peer_wait_s,
             seeder_grace_s=config.seeder_grace_s,
+            standby_grace_s=config.standby_grace_s,
             timeout_s=config.peer_timeout_s,
         )
     agent = Agent(

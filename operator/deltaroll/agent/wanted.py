@@ -9,10 +9,12 @@ does not see the kubelet's symlink swap reliably).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from deltaroll.agent.errors import AgentError
-from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
+from deltaroll.api.annotations import POD_SEED_AMONG, POD_VERIFY_KEYS, POD_VERSION
+from deltaroll.api.peers import parse_seed_among
 
 _GO_ESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[abfnrtv\\"\'])')
 _SIMPLE_ESCAPES = {
@@ -61,10 +63,25 @@ def parse_downward_file(text: str) -> dict[str, str]:
     return values
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """What the operator told the pod, from one read of the file: the version to serve (None:
+    none yet) and the pods to rank its objects' seeders among (written with it)."""
+
+    version: str | None
+    seed_among: tuple[str, ...] = ()
+
+
+def read_wanted(annotations_file: Path) -> Wanted:
+    """The ``deltaroll.dev/version`` and ``deltaroll.dev/seed-among`` annotations."""
+    annotations = _annotations(annotations_file)
+    version = annotations.get(POD_VERSION, "").strip() or None
+    return Wanted(version, parse_seed_among(annotations.get(POD_SEED_AMONG, "")))
+
+
 def read_wanted_version(annotations_file: Path) -> str | None:
     """The ``deltaroll.dev/version`` annotation, or None when the pod has none (yet)."""
-    wanted = _annotations(annotations_file).get(POD_VERSION, "").strip()
-    return wanted or None
+    return read_wanted(annotations_file).version
 
 
 def read_pod_keys(annotations_file: Path) -> list[str]:

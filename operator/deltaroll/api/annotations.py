@@ -1,8 +1,9 @@
 """Names that the operator, the agent and the kubectl plugin exchange through annotations.
 
 On inference pods: the operator writes :data:`POD_VERSION` (what the pod should serve, read by
-the agent through a downwardAPI volume) and, when its ModelDeployment names publisher keys,
-:data:`POD_VERIFY_KEYS` (the keys whose signature the agent requires); the agent reports
+the agent through a downwardAPI volume) with :data:`POD_SEED_AMONG` (who may fetch its objects
+from the bucket) and, when its ModelDeployment names publisher keys, :data:`POD_VERIFY_KEYS`
+(the keys whose signature the agent requires); the agent reports
 :data:`POD_CURRENT_VERSION`, :data:`POD_AGENT_STATE`, :data:`POD_LAST_CHANGE` (what its last
 version change cost) and, when it serves peers, :data:`POD_PEER_PORT`, and sets the pod condition
 :data:`WEIGHTS_READY_CONDITION`, a readiness gate, so a pod that is swapping weights takes no
@@ -21,6 +22,10 @@ from typing import Final
 PREFIX: Final = "deltaroll.dev"
 
 POD_VERSION: Final = f"{PREFIX}/version"
+POD_SEED_AMONG: Final = f"{PREFIX}/seed-among"
+"""Written with :data:`POD_VERSION`: the pods (comma-separated names, at most
+:data:`~deltaroll.api.peers.SEED_CANDIDATES`) among which agents rank each of the version's
+objects' seeders (:func:`deltaroll.api.peers.seed_among`)."""
 POD_VERIFY_KEYS: Final = f"{PREFIX}/verify-keys"
 """Comma-separated ``ed25519:<base64 of the raw 32-byte key>``: the publisher keys whose
 signature the pod's agent requires of every version (``spec.verification.publicKeys``)."""

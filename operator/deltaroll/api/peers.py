@@ -21,9 +21,15 @@ times, not once per pod:
   The receiver hashes what it got and keeps it only if the sha256 is the name it asked for: a
   peer cannot make another pod load anything.
 - **Who seeds.** :func:`seeders`: for each object the same few live peers told to serve the same
-  version (rendezvous hashing of the pod names by the object's digest) fetch it from the bucket;
-  the rest ask the peers, seeders first, and fall back to the bucket when no peer has served it
-  in time.
+  version (rendezvous hashing of the pod names by the object's digest), ranked among the pods
+  the operator named in :data:`~deltaroll.api.annotations.POD_SEED_AMONG` (:func:`seed_among`,
+  of the pods told the version that do not hold it yet) where any of them is listed, so that
+  agents which list the pods while the operator is still telling the others agree on them
+  (each of the first agents once saw itself first among the few pods told so far and fetched
+  the object too); else among the pods listed as told to serve the version. The first fetches
+  it from the bucket at once; the next stand by, asking the first, and fetch it from the bucket
+  only when the first is gone or slow; the rest ask the peers, seeders first, and fall back to
+  the bucket when no peer has served it in time.
 """
 
 from __future__ import annotations
@@ -40,8 +46,13 @@ PEER_PORT_NAME: Final = "deltaroll-peer"
 """The containerPort name of the agent's peer server in the chart's pod snippet."""
 DEFAULT_PEER_PORT: Final = 8082
 DEFAULT_SEEDERS: Final = 2
-"""How many agents fetch each object from the bucket (one more than one survives a seeder dying
-mid-transfer without every other pod waiting out the fallback)."""
+"""How many agents may fetch each object from the bucket: the first at once, the second only when
+the first is gone or slow (so a seeder dying mid-transfer does not leave every other pod waiting
+out the fallback, and the object still crosses the bucket link once when nothing fails)."""
+SEED_CANDIDATES: Final = 8
+"""How many pods the operator names to seed a version's objects: each object's seeders are
+ranked among them, so a fleet's bucket reads spread over a few pods, and the annotation stays
+small whatever the fleet's size."""
 WAIT_HEADER: Final = "X-Deltaroll-Wait"
 """Request header: how many seconds the server may hold the request for an object it lacks."""
 MAX_WAIT_S: Final = 10.0
@@ -88,5 +99,24 @@ def rank(digest: str, names: Iterable[str]) -> list[str]:
 
 
 def seeders(digest: str, names: Iterable[str], count: int = DEFAULT_SEEDERS) -> list[str]:
-    """The pods among ``names`` that fetch ``digest`` from the bucket."""
+    """The pods among ``names`` that may fetch ``digest`` from the bucket: the first at once,
+    the others when it is gone or slow."""
     return rank(digest, names)[:count]
+
+
+_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS-1123 subdomain
+
+
+def seed_among(version: str, pulling: Iterable[str]) -> str:
+    """The :data:`~deltaroll.api.annotations.POD_SEED_AMONG` value for ``version``: the first
+    :data:`SEED_CANDIDATES` by rendezvous weight of the pods told it that do not hold it yet (a
+    pod joining moves the names only where it ranks among them)."""
+    return ",".join(rank(version, pulling)[:SEED_CANDIDATES])
+
+
+def parse_seed_among(value: str) -> tuple[str, ...]:
+    """The pod names of a :data:`~deltaroll.api.annotations.POD_SEED_AMONG` value: at most
+    :data:`SEED_CANDIDATES`, pod names only (anything else is left out: the annotation only
+    steers who reads the bucket, and the agent ranks among the pods it lists without it)."""
+    names = (part.strip() for part in value.split(",", SEED_CANDIDATES)[:SEED_CANDIDATES])
+    return tuple(dict.fromkeys(name for name in names if _POD_NAME.match(name)))

@@ -31,6 +31,7 @@ _FLAGS = {
     "peer_token": "--peer-token",
     "peer_wait_s": "--peer-wait",
     "seeder_grace_s": "--seeder-grace",
+    "standby_grace_s": "--standby-grace",
     "peer_timeout_s": "--peer-timeout",
 }
 
@@ -149,8 +150,8 @@ def run(
             "--peers",
             help="Label selector of the pods of this pod's ModelDeployment (its spec.selector, "
             "e.g. app=llm): serve them verified objects and fetch objects from them, so each "
-            "object crosses the store link --peer-seeders times, not once per pod. Needs pods "
-            "list in the agent's Role, create tokenreviews and --peer-token.",
+            "object crosses the store link once (--peer-seeders times at most), not once per "
+            "pod. Needs pods list in the agent's Role, create tokenreviews and --peer-token.",
         ),
     ] = None,
     peer_token: Annotated[
@@ -168,7 +169,12 @@ def run(
         int, typer.Option("--peer-port", help="Port of the peer server (a containerPort).")
     ] = DEFAULT_PEER_PORT,
     peer_seeders: Annotated[
-        int, typer.Option("--peer-seeders", help="Agents that fetch each object from the store.")
+        int,
+        typer.Option(
+            "--peer-seeders",
+            help="Agents that may fetch each object from the store: the first at once, the "
+            "others (standbys) only when it is gone or slow.",
+        ),
     ] = DEFAULT_SEEDERS,
     peer_serve_rate: Annotated[
         int,
@@ -194,6 +200,14 @@ def run(
             "asks the peers itself (the seeder may hold the object without filling).",
         ),
     ] = 10.0,
+    standby_grace: Annotated[
+        float,
+        typer.Option(
+            "--standby-grace",
+            help="Seconds a standby seeder waits for the first seeder's copy of an object "
+            "before it fetches the object from the store too.",
+        ),
+    ] = 5.0,
     peer_timeout: Annotated[
         float, typer.Option("--peer-timeout", help="Seconds of silence before a peer is skipped.")
     ] = 10.0,
@@ -261,6 +275,7 @@ def run(
             peer_serve_max=peer_serve_max,
             peer_wait_s=peer_wait,
             seeder_grace_s=seeder_grace,
+            standby_grace_s=standby_grace,
             peer_timeout_s=peer_timeout,
         )
     except ValidationError as exc:

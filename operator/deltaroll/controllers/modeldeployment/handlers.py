@@ -44,7 +44,7 @@ import kopf
 import structlog
 
 from deltaroll.api import ModelDeployment
-from deltaroll.api.annotations import POD_VERIFY_KEYS, POD_VERSION
+from deltaroll.api.annotations import POD_SEED_AMONG, POD_VERIFY_KEYS, POD_VERSION
 from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldelta import PLURAL as MODELDELTAS
@@ -414,7 +414,13 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
         if pod in outcome.pod_keys:
             annotations[POD_VERIFY_KEYS] = outcome.pod_keys[pod]
         if (version := outcome.pod_versions.get(pod)) is not None:
-            annotations.update({POD_VERSION: version, POD_VERSION_SET_AT: rfc3339(now)})
+            annotations.update(
+                {
+                    POD_VERSION: version,
+                    POD_VERSION_SET_AT: rfc3339(now),
+                    POD_SEED_AMONG: outcome.seed_among.get(version, ""),
+                }
+            )
             bound.info("modeldeployment.pod_version", pod=pod, version=version)
         patches[pod] = annotations
     writes.annotate_pods(namespace, patches)  # every pod patched before the status says so

@@ -65,6 +65,7 @@ from deltaroll.controllers.modeldeployment.pods import (
     VersionAliases,
     assign_versions,
     canary_count,
+    seed_candidates,
     serves,
 )
 
@@ -128,6 +129,7 @@ class Plan:
     handled_requests: tuple[str, ...]
     wake_at: datetime | None = None
     pod_keys: dict[str, str | None] = field(default_factory=dict)  # verify-keys to (re)write
+    seed_among: dict[str, str] = field(default_factory=dict)  # version -> written with it
 
 
 @dataclass
@@ -681,6 +683,7 @@ def plan(
         handled_requests=tuple(work.handled),
         wake_at=min(work.wakes, default=None),
         pod_keys={} if observed.overlap is not None else key_changes(spec, observed.pods),
+        seed_among=seed_candidates(observed.pods, work.pod_versions, work.aliases),
     )
 
 

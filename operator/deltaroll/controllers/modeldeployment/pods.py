@@ -22,6 +22,7 @@ from deltaroll.api.annotations import (
     POD_VERSION,
 )
 from deltaroll.api.conditions import parse_rfc3339
+from deltaroll.api.peers import seed_among
 
 POD_VERSION_SET_AT: Final = "deltaroll.dev/version-set-at"
 """Written with :data:`POD_VERSION`: when the operator asked for it, for progressDeadlineSeconds."""
@@ -114,6 +115,30 @@ def serves(pod: PodView, ref: str | None, aliases: VersionAliases) -> bool:
 def available(pod: PodView, aliases: VersionAliases) -> bool:
     """The pod serves what it was asked to serve; a pod never asked is not serving anything."""
     return pod.wanted is not None and serves(pod, pod.wanted, aliases)
+
+
+def seed_candidates(
+    pods: Sequence[PodView], pod_versions: Mapping[str, str], aliases: VersionAliases
+) -> dict[str, str]:
+    """Version -> the :data:`~deltaroll.api.annotations.POD_SEED_AMONG` value of the pods that
+    ``pod_versions`` moves to it: ranked among every pod told that version, now or before, that
+    does not hold it yet and whose agent has not failed, so that the agents of a rollout agree
+    on who fetches its objects from the bucket however many of the others they have seen told
+    (and a pod moved on its own, a late or new one, does not name only itself)."""
+    told = {pod.name: pod_versions.get(pod.name, pod.wanted) for pod in pods}
+    return {
+        version: seed_among(
+            version,
+            (
+                pod.name
+                for pod in pods
+                if told[pod.name] == version
+                and not aliases.same(pod.current, version)
+                and pod.agent_state is not AgentState.FAILED
+            ),
+        )
+        for version in set(pod_versions.values())
+    }
 
 
 def canary_count(weight: int, total: int) -> int:

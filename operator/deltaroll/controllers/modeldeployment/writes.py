@@ -2,9 +2,10 @@
 
 Shares the process's ApiClient and client helpers with :mod:`deltaroll.controllers.kube`.
 Everything is plain dicts in the API server's camelCase form. Pods are only ever changed
-through two annotations (:data:`~deltaroll.api.annotations.POD_VERSION` and when it was set);
-the ModelDeployment only through its status and the removal of handled request annotations,
-never its spec.
+through the annotations that tell them what to serve
+(:data:`~deltaroll.api.annotations.POD_VERSION`, when it was set, who seeds it, the keys to check
+it with); the ModelDeployment only through its status and the removal of handled request
+annotations, never its spec.
 """
 
 from __future__ import annotations
