@@ -39,6 +39,7 @@ from deltaroll.agent.throttle import TokenBucket
 from deltaroll.api.agent_access import POD_NAME_EXTRA, POD_UID_EXTRA
 from deltaroll.api.annotations import POD_PEER_PORT
 from deltaroll.api.peers import (
+    ARRIVING_HEADER,
     AUDIENCE,
     MAX_WAIT_S,
     SEED_CANDIDATES,
@@ -330,6 +331,26 @@ def test_the_server_serves_only_verified_objects_of_its_model(
     assert seeder.metrics.served_bytes._value.get() == ref.size
 
 
+def test_the_server_says_how_much_of_an_object_it_is_fetching_has_arrived(
+    published: Published, make_pod: Any
+) -> None:
+    seeder = make_pod("seeder")
+    ref = plan_objects(v2_steps(published, seeder.store))[0]
+
+    def ask() -> tuple[int, str | None]:
+        connection = http.client.HTTPConnection("127.0.0.1", seeder.server.port, timeout=5)
+        headers = {"Authorization": f"Bearer {TENANT}/seeder", WAIT_HEADER: "0.1"}
+        connection.request("GET", object_path(MODEL, ref.digest), headers=headers)
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        return response.status, response.getheader(ARRIVING_HEADER)
+
+    assert ask() == (404, None)  # not fetching it
+    seeder.store.cache.staging_path(ref.digest).write_bytes(b"x" * 1000)  # a download under way
+    assert ask() == (404, "1000")
+
+
 def test_the_server_turns_away_peers_beyond_its_limit(published: Published, make_pod: Any) -> None:
     seeder = make_pod("busy", rate=1, max_peers=1)  # one byte per second: the first GET lasts
     ref = max(plan_objects(v2_steps(published, seeder.store)), key=lambda r: r.size)
@@ -511,6 +532,59 @@ def test_a_standby_seeder_fetches_at_once_when_the_first_seeder_dies_mid_transfe
             assert moved.bucket_objects == len(refs) and moved.peer_bytes == 0
         assert dying.served == len(refs)  # asked once per object, not again and again
     assert set(backend.downloads.values()) == {1}
+    assert_all_verified(pod.store, refs)
+
+
+class _SlowSeeder(BaseHTTPRequestHandler):
+    """A first seeder whose download of each object takes a few requests: until then it answers
+    404 saying how much has arrived, a little more each time."""
+
+    server: Any
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = self.server.objects[self.path]
+        asked = self.server.asked[self.path] = self.server.asked.get(self.path, 0) + 1
+        time.sleep(0.2)  # the wait the standby asked for, cut short
+        if asked <= 6:
+            self.send_response(404)
+            self.send_header(ARRIVING_HEADER, str(asked * len(body) // 7))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def test_a_standby_waits_past_its_grace_while_the_first_seeders_download_grows(
+    published: Published, make_pod: Any, backend: CountingBackend
+) -> None:
+    """A large object takes its first seeder longer than the standby's grace; the standby, told
+    on each ask how much has arrived, waits while that grows instead of fetching it too (a full
+    snapshot crossed the bucket link twice in a 64-pod run)."""
+    (holder,), steps, refs = holding(published, make_pod, "holder")
+    objects = {
+        object_path(MODEL, r.digest): holder.store.cache.path(r.digest).read_bytes() for r in refs
+    }
+    pod = make_pod(standby_name([r.digest for r in refs], "first"))
+    backend.downloads.clear()
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _SlowSeeder)
+    server.daemon_threads, server.objects, server.asked = True, objects, {}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        directory = StaticPeers({"first": Peer("127.0.0.1", server.server_port, "v2")})
+        fetcher = pod.fetcher(directory, standby_grace_s=0.5, wait_s=30.0)
+        with fetched_objects(pod.store, MODEL, steps, peers=fetcher, wanted="v2") as moved:
+            assert (moved.bucket_objects, moved.peer_bytes) == (0, sum(r.size for r in refs))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not backend.downloads
     assert_all_verified(pod.store, refs)
 
 

@@ -42,7 +42,14 @@ import structlog
 from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import Peer, PeerDirectory
 from deltaroll.api.node_cache import FillLease
-from deltaroll.api.peers import DEFAULT_SEEDERS, MAX_WAIT_S, WAIT_HEADER, object_path, rank
+from deltaroll.api.peers import (
+    ARRIVING_HEADER,
+    DEFAULT_SEEDERS,
+    MAX_WAIT_S,
+    WAIT_HEADER,
+    object_path,
+    rank,
+)
 from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.cache import ObjectCache, StagedHash
 from deltaroll.store.manifests import ObjectRef
@@ -195,6 +202,7 @@ class PeerFetcher:
         deadline = began + self.wait_s
         rounds = 0
         standby_since: float | None = None  # when this agent last became its standby
+        first_had = 0  # the most the first seeder said it had received (its download grows)
         while not (should_stop is not None and should_stop()):
             started = self.clock()
             if cache.verified(ref.digest):  # another agent sharing the cache brought it
@@ -245,12 +253,15 @@ class PeerFetcher:
                     )
                     wait_s = max(0.0, round_end - self.clock()) if coming else 0.0
                     waited = waited or wait_s > 0
-                    outcome = self._get(name, peer, ref, cache, wait_s)
+                    outcome, arriving = self._get(name, peer, ref, cache, wait_s)
                     if outcome is _Outcome.RECEIVED:
                         fill.upload(cache)
                         return outcome
                     if standby and outcome is _Outcome.GONE and name == seated[0]:
                         return _Outcome.SEED  # the first seeder died: fetch it at once
+                    if standby_since is not None and name == seated[0] and arriving > first_had:
+                        # its download grows: a large object is worth more than the grace
+                        first_had, standby_since = arriving, self.clock()
                     if outcome is _Outcome.WRONG:
                         self._distrusted.add(name)
                     elif self._holds(name, peer, ref.digest, pull.target):
@@ -330,7 +341,9 @@ class PeerFetcher:
 
     def _get(
         self, name: str, peer: Peer, ref: ObjectRef, cache: ObjectCache, wait_s: float
-    ) -> _Outcome:
+    ) -> tuple[_Outcome, int]:
+        """The outcome, and how many bytes of the object the peer said it has received so far
+        (0 unless it answered that it is fetching it)."""
         staged = cache.staging_path(ref.digest)
         timeout = self.timeout_s + wait_s
         connection = http.client.HTTPConnection(peer.host, peer.port, timeout=timeout)
@@ -343,9 +356,9 @@ class PeerFetcher:
                 log.warning("agent.peer_refused_us", peer=name, status=response.status,
                             reason=reason, hint="project a ServiceAccount token for the "
                             "deltaroll-peer audience and pass it as --peer-token")  # fmt: skip
-                return _Outcome.REFUSED
+                return _Outcome.REFUSED, 0
             if response.status != 200:
-                return _Outcome.NOT_THERE
+                return _Outcome.NOT_THERE, _arriving(response.getheader(ARRIVING_HEADER))
             written = 0
             with open(staged, "wb") as out:
                 # one byte more than the object at most: a longer body is wrong, not kept
@@ -353,20 +366,28 @@ class PeerFetcher:
                     out.write(block)
                     written += len(block)
             if written < ref.size:  # the peer went away mid-object
-                return _Outcome.GONE
+                return _Outcome.GONE, 0
             actual = cache.commit(ref.digest, staged)
         except (OSError, http.client.HTTPException) as exc:
             log.info("agent.peer_failed", peer=name, digest=ref.digest, error=type(exc).__name__)
-            return _Outcome.GONE
+            return _Outcome.GONE, 0
         finally:
             connection.close()
             staged.unlink(missing_ok=True)
         if actual != ref.digest:
             log.warning("agent.peer_sent_wrong_bytes", peer=name, digest=ref.digest, found=actual)
             self.metrics.peer_rejected.inc()
-            return _Outcome.WRONG
+            return _Outcome.WRONG, 0
         self.metrics.peer_bytes.inc(ref.size)
-        return _Outcome.RECEIVED
+        return _Outcome.RECEIVED, 0
+
+
+def _arriving(value: str | None) -> int:
+    """The bytes a peer's :data:`~deltaroll.api.peers.ARRIVING_HEADER` says it has received:
+    0 for none, or anything but a short decimal number (it only lengthens a standby's wait)."""
+    if value is None or not (len(value) <= 20 and value.isascii() and value.isdigit()):
+        return 0
+    return int(value)
 
 
 def _pulling(peer: Peer, wanted: str | None, target: str | None) -> bool:

@@ -29,7 +29,13 @@ from deltaroll.agent.metrics import AgentMetrics
 from deltaroll.agent.peer_directory import PeerDirectory
 from deltaroll.agent.pod_tokens import Refused, TokenAuthenticator, bearer_token
 from deltaroll.agent.throttle import TokenBucket
-from deltaroll.api.peers import AUDIENCE, WAIT_HEADER, parse_object_path, parse_wait
+from deltaroll.api.peers import (
+    ARRIVING_HEADER,
+    AUDIENCE,
+    WAIT_HEADER,
+    parse_object_path,
+    parse_wait,
+)
 from deltaroll.store.cache import ObjectCache
 
 log = structlog.get_logger(__name__)
@@ -76,7 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
         handle = self.server.cache.open_arriving(digest, wait_s)
         if handle is None:
             self._answer("missing")
-            self._empty(HTTPStatus.NOT_FOUND)
+            arriving = self.server.cache.arriving_bytes(digest)
+            self._empty(HTTPStatus.NOT_FOUND, arriving=arriving)
             return
         self._answer("served")
         with handle:
@@ -101,10 +108,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _empty(self, status: HTTPStatus, *, retry_after: bool = False) -> None:
+    def _empty(
+        self, status: HTTPStatus, *, retry_after: bool = False, arriving: int | None = None
+    ) -> None:
         self.send_response(status)
         if retry_after:
             self.send_header("Retry-After", "1")
+        if arriving is not None:
+            self.send_header(ARRIVING_HEADER, str(arriving))
         self.send_header("Content-Length", "0")
         self.end_headers()
 

@@ -17,7 +17,8 @@ times, not once per pod:
   serving agent holds verified, of its own model), 404 when it holds none, 503 when it already
   serves as many peers as it allows. With the header :data:`WAIT_HEADER` (seconds, at most
   :data:`MAX_WAIT_S`) a caller asks a peer that is still fetching the object to answer once it
-  holds it (or with the 404 when the wait is over): it waits for the object instead of polling.
+  holds it (or with the 404 when the wait is over, saying in :data:`ARRIVING_HEADER` how much of
+  it has arrived when it is fetching it): it waits for the object instead of polling.
   The receiver hashes what it got and keeps it only if the sha256 is the name it asked for: a
   peer cannot make another pod load anything.
 - **Who seeds.** :func:`seeders`: for each object the same few live peers told to serve the same
@@ -53,6 +54,9 @@ SEED_CANDIDATES: Final = 8
 """How many pods the operator names to seed a version's objects: each object's seeders are
 ranked among them, so a fleet's bucket reads spread over a few pods, and the annotation stays
 small whatever the fleet's size."""
+ARRIVING_HEADER: Final = "X-Deltaroll-Arriving"
+"""Response header of a 404: how many bytes of the object the server has received so far, when
+it is fetching it (a standby seeder waits longer while the first seeder's download grows)."""
 WAIT_HEADER: Final = "X-Deltaroll-Wait"
 """Request header: how many seconds the server may hold the request for an object it lacks."""
 MAX_WAIT_S: Final = 10.0

@@ -108,6 +108,17 @@ class ObjectCache:
         except FileNotFoundError:
             return None
 
+    def arriving_bytes(self, digest: str) -> int | None:
+        """How much of ``digest`` a download under way has staged (the most of any), or None
+        when none is staging it."""
+        sizes = []
+        for staged in self.partial.glob(f"{validate_digest(digest)}.*"):
+            try:
+                sizes.append(staged.stat().st_size)
+            except FileNotFoundError:  # committed or given up meanwhile
+                continue
+        return max(sizes, default=None)
+
     def open_arriving(self, digest: str, wait_s: float) -> BinaryIO | None:
         """:meth:`open_verified`, waiting up to ``wait_s`` for the object to be committed (by
         this process: at once; by another sharing the directory: within a second)."""
