@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import random
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,16 +62,32 @@ def log_path(directory: Path, container: str, restart_count: int) -> Path:
 # Host ports handed to pods that still exist. The OS may offer a port again as soon as the probe
 # socket closes, before the pod's process binds it; without this two pods could share one port.
 _reserved_ports: set[int] = set()
+#: Where pods' host ports come from: below the kernel's ephemeral range, so that no process
+#: binding port 0 (the operator's own servers, an agent's client sockets) takes one between its
+#: reservation and the pod's bind (an agent then failed to start 20 times: EADDRINUSE).
+POD_PORTS: range = range(20_000, 32_768)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def _reserve_port() -> int:
-    while True:
+    ports = range(POD_PORTS.start, min(POD_PORTS.stop, _ephemeral_low()))
+    for port in random.sample(ports, len(ports)):
+        if port in _reserved_ports:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _reserved_ports:
-            _reserved_ports.add(port)
-            return port
+            try:  # every address: a pod's process may bind 0.0.0.0
+                sock.bind(("0.0.0.0", port))  # noqa: S104
+            except OSError:
+                continue
+        _reserved_ports.add(port)
+        return port
+    raise OSError(f"no free port in {ports} for the sandbox's pods")
 
 
 def _set_condition(
