@@ -129,7 +129,7 @@ class PeerFetcher:
         target: str | None = None,
         seed_among: Sequence[str] = (),
         node_cache: NodeCacheClient | None = None,
-        seed_now: Callable[[ObjectRef], None] | None = None,
+        seed_now: Callable[[ObjectRef], None],
     ) -> tuple[int, list[ObjectRef]]:
         """Bring what the node cache or peers serve of ``refs`` into ``cache`` (the caller holds
         them there); (bytes received from peers, the objects left to the bucket). An object this
@@ -149,9 +149,9 @@ class PeerFetcher:
                 outcome = self._fetch_one(ref, cache, should_stop, pull, fill)
             finally:
                 fill.abandon()
-            if outcome is _Outcome.SEED and seed_now is not None:
+            if outcome is _Outcome.SEED:
                 seed_now(ref)
-            elif outcome is None or outcome is _Outcome.SEED:
+            elif outcome is None:
                 left.append(ref)
             elif outcome is _Outcome.RECEIVED:
                 from_peers.append(ref.size)
