@@ -41,6 +41,8 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from deltaroll.api.common import K8S_NAME_PATTERN
+
 AUDIENCE: Final = "deltaroll-peer"
 """The audience of the token an agent presents to its peers (and only to them)."""
 PEER_PORT_NAME: Final = "deltaroll-peer"
@@ -108,7 +110,7 @@ def seeders(digest: str, names: Iterable[str], count: int = DEFAULT_SEEDERS) -> 
     return rank(digest, names)[:count]
 
 
-_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS-1123 subdomain
+_POD_NAME = re.compile(K8S_NAME_PATTERN)
 
 
 def seed_among(version: str, pulling: Iterable[str]) -> str:
