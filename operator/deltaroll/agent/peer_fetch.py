@@ -201,8 +201,7 @@ class PeerFetcher:
         began = self.clock()
         deadline = began + self.wait_s
         rounds = 0
-        standby_since: float | None = None  # when this agent last became its standby
-        first_had = 0  # the most the first seeder said it had received (its download grows)
+        standby = _Standby(self.standby_grace_s)
         while not (should_stop is not None and should_stop()):
             started = self.clock()
             if cache.verified(ref.digest):  # another agent sharing the cache brought it
@@ -218,61 +217,62 @@ class PeerFetcher:
             seated = [] if peers is None else self._seeders(ref.digest, peers, pull)
             if self.own_name in seated[:1]:
                 return _Outcome.SEED  # the first seeder left (or none was listed before)
-            standby = self.own_name in seated
-            if not standby:
-                standby_since = None
-            elif standby_since is None:
-                standby_since = started
-            elif self.clock() - standby_since >= self.standby_grace_s:
+            if standby.seated(self.own_name in seated, since=started, now=self.clock()):
                 log.info("agent.standby_seeds", digest=ref.digest, first=seated[0],
                          waited_s=self.standby_grace_s)  # fmt: skip
                 return _Outcome.SEED
             if peers is not None and node is _Node.ASK_PEERS:
-                # filling for the node: its pods pulling the version wait for this very fill
-                skip = self.directory.own_node() if fill.lease is not None else None
                 # the seeders take turns at the head once a standby would have fetched it: a
                 # first seeder that holds every request without the object is not asked alone
                 turn = rounds if started - began >= self.standby_grace_s else 0
-                order = self._order(ref.digest, peers, pull, seated, turn, skip_node=skip)
-                # one round waits WAIT_S in all, then the listing and this agent's role are
-                # read again: a pod holding its node's fill hands it to a seeder just told to
-                # move, instead of waiting at every pulling peer in turn (2 s each: a 64-pod
-                # fleet's seeder waited out the 30 s deadline for that fill)
-                round_end = self.clock() + self._wait(deadline)
-                if standby_since is not None:  # its grace ends a round early: it seeds then
-                    round_end = min(round_end, standby_since + self.standby_grace_s)
-                waited = False
-                for name in order:
-                    if waited and self.clock() >= round_end:
-                        break
-                    peer = peers[name]
-                    # a seeder, or a peer pulling the same version, will hold it: it answers
-                    # when it does
-                    coming = name in seated or (
-                        pull.wanted is not None and _pulling(peer, pull.wanted, pull.target)
-                    )
-                    wait_s = max(0.0, round_end - self.clock()) if coming else 0.0
-                    waited = waited or wait_s > 0
-                    outcome, arriving = self._get(name, peer, ref, cache, wait_s)
-                    if outcome is _Outcome.RECEIVED:
-                        fill.upload(cache)
-                        return outcome
-                    if standby and outcome is _Outcome.GONE and name == seated[0]:
-                        return _Outcome.SEED  # the first seeder died: fetch it at once
-                    if standby_since is not None and name == seated[0] and arriving > first_had:
-                        # its download grows: a large object is worth more than the grace
-                        first_had, standby_since = arriving, self.clock()
-                    if outcome is _Outcome.WRONG:
-                        self._distrusted.add(name)
-                    elif self._holds(name, peer, ref.digest, pull.target):
-                        # it serves the version but could not give this object: rank without it
-                        self._lacking.add((name, ref.digest))
-                        break
+                asked = _Ask(ref, cache, pull, fill, peers, seated, standby)
+                outcome = self._ask_round(asked, turn, self.clock() + self._wait(deadline))
+                if outcome is not None:
+                    return outcome
             if self.clock() >= deadline:
                 log.info("agent.peers_too_slow", digest=ref.digest, waited_s=self.wait_s)
                 return None
             rounds += 1
             self.sleep(max(0.0, POLL_S - (self.clock() - started)))  # none if a wait ran
+        return None
+
+    def _ask_round(self, ask: _Ask, turn: int, round_end: float) -> _Outcome | None:
+        """Ask the peers for ``ask.ref`` in rank order until one gives it (RECEIVED), this
+        agent must seed it (SEED: it stood by for the first seeder, and that one died), or the
+        round's wait is spent (None). One round waits WAIT_S in all, then the listing and this
+        agent's role are read again: a pod holding its node's fill hands it to a seeder just
+        told to move, instead of waiting at every pulling peer in turn (2 s each: a 64-pod
+        fleet's seeder waited out the 30 s deadline for that fill)."""
+        ref, pull, seated, standby = ask.ref, ask.pull, ask.seated, ask.standby
+        # filling for the node: its pods pulling the version wait for this very fill
+        skip = self.directory.own_node() if ask.fill.lease is not None else None
+        order = self._order(ref.digest, ask.peers, pull, seated, turn, skip_node=skip)
+        round_end = standby.round_end(round_end)  # its grace ends a round early: it seeds then
+        waited = False
+        for name in order:
+            if waited and self.clock() >= round_end:
+                break
+            peer = ask.peers[name]
+            # a seeder, or a peer pulling the same version, will hold it: it answers when it does
+            coming = name in seated or (
+                pull.wanted is not None and _pulling(peer, pull.wanted, pull.target)
+            )
+            wait_s = max(0.0, round_end - self.clock()) if coming else 0.0
+            waited = waited or wait_s > 0
+            outcome, arriving = self._get(name, peer, ref, ask.cache, wait_s)
+            if outcome is _Outcome.RECEIVED:
+                ask.fill.upload(ask.cache)
+                return outcome
+            if standby.since is not None and name == seated[0]:  # it stands by for this one
+                if outcome is _Outcome.GONE:
+                    return _Outcome.SEED  # the first seeder died: fetch it at once
+                standby.heard(arriving, self.clock())
+            if outcome is _Outcome.WRONG:
+                self._distrusted.add(name)
+            elif self._holds(name, peer, ref.digest, pull.target):
+                # it serves the version but could not give this object: rank without it
+                self._lacking.add((name, ref.digest))
+                break
         return None
 
     def _node_role(self, digest: str, pull: _Pull) -> _Role:
@@ -404,6 +404,51 @@ class _Pull:
     wanted: str | None
     target: str | None
     seed_among: tuple[str, ...] = ()
+
+
+@dataclass
+class _Standby:
+    """This agent's wait as an object's standby seeder: since when (None: it is not the
+    standby now), and the most the first seeder said it had received of the object."""
+
+    grace_s: float
+    since: float | None = None
+    first_had: int = 0
+
+    def seated(self, standby: bool, *, since: float, now: float) -> bool:
+        """Note whether this agent stands by (from ``since``, if it just began); True once it
+        has waited its grace for the first seeder: it seeds then."""
+        if not standby:
+            self.since = None
+        elif self.since is None:
+            self.since = since
+        else:
+            return now - self.since >= self.grace_s
+        return False
+
+    def round_end(self, end: float) -> float:
+        """A round of asks ends at ``end``, or when the grace does (it seeds then)."""
+        return end if self.since is None else min(end, self.since + self.grace_s)
+
+    def heard(self, arriving: int, now: float) -> None:
+        """The first seeder said it has received ``arriving`` bytes: a download that grows
+        starts the grace again (a large object is worth more than the grace)."""
+        if arriving > self.first_had:
+            self.first_had, self.since = arriving, now
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What one round of asks for an object works with: the object, the pull, the node's
+    fill, the peers listed and the object's seeders among them, and this agent's standby."""
+
+    ref: ObjectRef
+    cache: ObjectCache
+    pull: _Pull
+    fill: _NodeFill
+    peers: dict[str, Peer]
+    seated: list[str]
+    standby: _Standby
 
 
 class _Role(enum.Enum):
