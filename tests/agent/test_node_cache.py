@@ -20,7 +20,7 @@ import urllib3
 from deltaroll.agent.node_cache_budget import DiskBudget, Limits
 from deltaroll.agent.node_cache_server import NodeCache, serve
 from deltaroll.agent.pod_tokens import TokenAuthenticator
-from deltaroll.api.node_cache import AUDIENCE, LEASE_HEADER
+from deltaroll.api.node_cache import AUDIENCE, LEASE_HEADER, RENEW_SUFFIX
 from deltaroll.store import cache as cache_module
 from deltaroll.store import keys
 from deltaroll.store.backends import open_backend
@@ -219,14 +219,40 @@ def test_an_agent_that_dies_mid_fill_does_not_wedge_the_others(tmp_path, store):
         # and filled it: a3 reads it from the node
         received, client, _ = agent_pull(tmp_path, daemon, store, "tok-a3", [ref])
         assert (received, client.node_bytes) == (0, ref.size)
-        # a1's late upload with its dead lease is refused
-        late = http.request(
-            "PUT",
-            url,
-            body=b"\0" * ref.size,
-            headers={"Authorization": "Bearer tok-a1", LEASE_HEADER: granted.json()["lease"]},
-        )
+        # a1's late renewal and upload with its dead lease are refused
+        dead_lease = {"Authorization": "Bearer tok-a1", LEASE_HEADER: granted.json()["lease"]}
+        renew_url = url.replace(ref.digest, ref.digest + RENEW_SUFFIX)
+        assert http.request("POST", renew_url, headers=dead_lease).status == 409
+        late = http.request("PUT", url, body=b"\0" * ref.size, headers=dead_lease)
         assert late.status == 409
+
+
+def test_a_download_longer_than_its_lease_keeps_it_while_its_agent_lives(tmp_path, store):
+    """The lease is short so that a crashed agent's fill passes on soon (above); a live agent
+    renews it while it downloads, so the node's others wait for its fill however long the
+    download takes (without renewals a2 took the lapsed fill over and downloaded it too)."""
+    ref = store.put(os.urandom(200_000))
+    store.hold.clear()
+    pulled: dict[str, tuple[int, NodeCacheClient, ObjectCache]] = {}
+
+    def pull(token: str) -> None:
+        pulled[token] = agent_pull(tmp_path, daemon, store, token, [ref], wait_s=20)
+
+    with Daemon(tmp_path / "node", fill_ttl_s=1.0) as daemon:
+        first = threading.Thread(target=pull, args=("tok-a1",))
+        first.start()
+        assert store.started.wait(10)  # a1 holds the lease and downloads...
+        second = threading.Thread(target=pull, args=("tok-a2",))
+        second.start()
+        threading.Event().wait(3.0)  # ...for three leases' length, a2 waiting on its fill
+        store.hold.set()
+        for thread in (first, second):
+            thread.join(30)
+        assert store.downloads == [keys.object_key(MODEL, ref.digest)]
+        received, client, _ = pulled["tok-a2"]
+        assert (received, client.node_bytes) == (0, ref.size)
+        assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 1
+        assert daemon.metric("deltaroll_node_cache_leases_total", outcome="filled") == 1
 
 
 def test_bytes_that_are_not_the_object_never_enter_the_cache(tmp_path, daemon, store):

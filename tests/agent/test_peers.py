@@ -732,14 +732,29 @@ def test_a_non_seeder_takes_what_its_node_cache_holds_before_asking_peers(
         assert_all_verified(pod.store, refs)
 
 
+@pytest.mark.parametrize(
+    ("serve_rate_s", "fill_ttl_s"),
+    [(0.0, 30.0), (3.0, 0.5)],
+    ids=["fast-peer", "peer-slower-than-the-fill-lease"],
+)
 def test_a_node_takes_each_object_from_the_peers_once_and_its_pods_share_it(
-    published: Published, make_pod: Any, backend: CountingBackend, tmp_path: Path
+    published: Published,
+    make_pod: Any,
+    backend: CountingBackend,
+    tmp_path: Path,
+    serve_rate_s: float,
+    fill_ttl_s: float,
 ) -> None:
     """Move each byte once, per node too: three pods of one node pull what a pod of another
     node serves. The first to claim the node cache's fill lease fetches each object from the
     peer and uploads it; the node's other pods wait for that fill instead of each crossing the
-    node's link (on main each of them fetched every object from the peer: 3x the bytes)."""
+    node's link (on main each of them fetched every object from the peer: 3x the bytes). A
+    peer that serves at a third of the objects' size a second takes the filler several times
+    the lease's length: the filler renews it, so the node's others still wait (without the
+    renewals they took the lapsed fills over and fetched the objects again)."""
     (holder,), steps, refs = holding(published, make_pod, "holder")
+    if serve_rate_s:
+        holder.server.bucket = TokenBucket(int(sum(ref.size for ref in refs) / serve_rate_s))
     backend.downloads.clear()
     v2_id = steps[-1].target
     # every pod of the node ranks above the holder: the filler would ask each of them first
@@ -753,7 +768,7 @@ def test_a_node_takes_each_object_from_the_peers_once_and_its_pods_share_it(
     on_node1 = {p.name: Peer("127.0.0.1", p.server.port, "v2", None, "node-1") for p in pods}
     serving = Peer("127.0.0.1", holder.server.port, "v2", v2_id, "node-0")
     moved: dict[str, Any] = {}
-    with Daemon(tmp_path / "node-1", fill_ttl_s=30.0) as daemon:
+    with Daemon(tmp_path / "node-1", fill_ttl_s=fill_ttl_s) as daemon:
 
         def pull(pod: Pod, token: str) -> None:
             (tmp_path / token).write_text(token)

@@ -4,10 +4,10 @@ The contract is :mod:`deltaroll.api.node_cache`. Objects live under the daemon's
 one :class:`~deltaroll.store.cache.ObjectCache` per partition, ``<namespace>/<sha256 of
 (namespace, store URI)>``; the namespace is the requester's, from its token
 (:mod:`.pod_tokens`); what it keeps stays within the disk budgets of the node and of each
-namespace (:mod:`.node_cache_budget`). A miss grants
-one agent a fill lease; others asking for the same object wait for that fill (up to their
-``wait``), then read it, or, if the fill failed or its lease ran out (the agent crashed), one of
-them gets the next lease. An upload is hashed as it lands and enters the cache only if it is the
+namespace (:mod:`.node_cache_budget`). A miss grants one agent a fill lease; others asking for
+the same object wait for that fill (up to their ``wait``), then read it, or, if the fill failed
+or its lease ran out (its agent crashed: a live holder renews it while it fetches), one of them
+gets the next lease. An upload is hashed as it lands and enters the cache only if it is the
 object; a read sends only a file known to be the object (hashed when it entered, and again if
 it changed on disk since): a file altered on disk is removed and reported as a miss, never
 served. The agent hashes what it receives as well: it trusts no daemon either.
@@ -34,11 +34,13 @@ from deltaroll.agent.node_cache_budget import DiskBudget, Limits
 from deltaroll.agent.pod_tokens import Refused, Requester, TokenAuthenticator, bearer_token
 from deltaroll.api.node_cache import (
     ABANDON_SUFFIX,
+    DEFAULT_FILL_TTL_S,
     LEASE_HEADER,
     LEASE_PARAM,
     MAX_STORE_URI,
     MAX_WAIT_S,
     OBJECTS_PATH,
+    RENEW_SUFFIX,
     SIZE_PARAM,
     STORE_PARAM,
     WAIT_PARAM,
@@ -53,7 +55,6 @@ from deltaroll.store.names import is_digest
 log = structlog.get_logger(__name__)
 
 _BLOCK: Final = 1 << 20
-DEFAULT_FILL_TTL_S: Final = 120.0
 DEFAULT_MAX_BYTES: Final = 100 << 30
 
 
@@ -142,6 +143,7 @@ class NodeCache:
         app.router.add_get(OBJECTS_PATH + "/{digest}", self._get)
         app.router.add_put(OBJECTS_PATH + "/{digest}", self._put)
         app.router.add_post(OBJECTS_PATH + "/{digest}" + ABANDON_SUFFIX, self._abandon)
+        app.router.add_post(OBJECTS_PATH + "/{digest}" + RENEW_SUFFIX, self._renew)
         return app
 
     # ---------------------------------------------------------------- requests
@@ -194,6 +196,7 @@ class NodeCache:
             raise self._refuse("no_lease", 409, "no fill lease of yours for this object")
         if request.content_length != size:
             raise self._refuse("bad_request", 400, f"the body must be {size} bytes")
+        fill.deadline = time.monotonic() + self.fill_ttl_s  # no waiter takes over mid-upload
         staged = cache.staging_path(digest)
         hasher = hashlib.sha256()
         try:
@@ -229,6 +232,15 @@ class NodeCache:
             self.metrics.leases.labels("abandoned").inc()
             self._end_fill(key, fill)
         return web.json_response({}, status=200)
+
+    async def _renew(self, request: web.Request) -> web.Response:
+        requester, cache, digest, _ = await self._parse(request, size_needed=False)
+        fill = self.fills.get((str(cache.root), digest))
+        lease = request.headers.get(LEASE_HEADER, "")
+        if fill is None or fill.lease != lease or fill.holder != requester.pod_uid:
+            raise self._refuse("no_lease", 409, "no fill lease of yours for this object")
+        fill.deadline = time.monotonic() + self.fill_ttl_s
+        return _model(FillLease(lease=fill.lease, ttl_s=self.fill_ttl_s), 200)
 
     # ---------------------------------------------------------------- helpers
 

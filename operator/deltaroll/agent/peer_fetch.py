@@ -53,7 +53,7 @@ from deltaroll.api.peers import (
 from deltaroll.store.backends.concurrency import run_all
 from deltaroll.store.cache import ObjectCache, StagedHash
 from deltaroll.store.manifests import ObjectRef
-from deltaroll.store.node_cache import Claim, NodeCacheClient
+from deltaroll.store.node_cache import Claim, LeaseKeeper, NodeCacheClient
 
 log = structlog.get_logger(__name__)
 
@@ -475,6 +475,7 @@ class _NodeFill:
     client: NodeCacheClient | None
     ref: ObjectRef
     lease: FillLease | None = None
+    _keeper: LeaseKeeper | None = field(default=None, init=False)  # renews the lease
 
     def round(self, role: _Role, cache: ObjectCache, wait_s: float) -> _Node:
         """Take the object into ``cache`` if the node cache holds it now or once a fill under
@@ -500,7 +501,8 @@ class _NodeFill:
         finally:
             staged.unlink(missing_ok=True)
         if isinstance(got, FillLease):
-            self.lease = got
+            # renewed while this agent asks the peers, over as many rounds as that takes
+            self.lease, self._keeper = got, LeaseKeeper(self.client, self.ref, got)
             return _Node.ASK_PEERS
         if role is _Role.FILLS and got is Claim.FILLING:
             return _Node.FILLING
@@ -511,11 +513,18 @@ class _NodeFill:
     def upload(self, cache: ObjectCache) -> None:
         """Give the node what this agent fetched for it (the object is in ``cache``)."""
         if self.client is not None and self.lease is not None:
+            self._stop_renewing()
             self.client.upload(self.ref, self.lease, cache.path(self.ref.digest))
             self.lease = None
 
     def abandon(self) -> None:
         """This agent will not fetch it after all: the node's others stop waiting for it."""
         if self.client is not None and self.lease is not None:
+            self._stop_renewing()
             self.client.abandon(self.ref, self.lease)
             self.lease = None
+
+    def _stop_renewing(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None

@@ -21,6 +21,11 @@ server itself refuses), never from the request, so tenant A never reads what ten
   (or no longer) the caller's.
 - ``POST /v1/objects/<sha256>/abandon?store=<uri>`` with :data:`LEASE_HEADER`: the fill failed;
   waiters stop waiting at once (one of them gets the next lease).
+- ``POST /v1/objects/<sha256>/renew?store=<uri>`` with :data:`LEASE_HEADER`: the holder is still
+  fetching; 200 with the :class:`FillLease`, good for another ``ttl_s``; 409 if it is not (or no
+  longer) the caller's. A holder renews every :data:`RENEW_EVERY` of ``ttl_s`` while it fetches,
+  so a live fill of any length keeps its lease and the lease of an agent that died passes to the
+  next within ``ttl_s`` (not the length of the longest download there could be).
 - ``GET /metrics`` (Prometheus) and ``GET /healthz``: no token.
 """
 
@@ -33,6 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 AUDIENCE: Final = "deltaroll-node-cache"
 OBJECTS_PATH: Final = "/v1/objects"
 ABANDON_SUFFIX: Final = "/abandon"
+RENEW_SUFFIX: Final = "/renew"
+#: The fraction of a lease's ``ttl_s`` after which its holder renews it.
+RENEW_EVERY: Final = 0.25
+#: How long a fill lease lasts unless renewed: how soon a crashed agent's fill passes on.
+DEFAULT_FILL_TTL_S: Final = 20.0
 LEASE_HEADER: Final = "X-Deltaroll-Fill-Lease"
 STORE_PARAM: Final = "store"
 SIZE_PARAM: Final = "size"
@@ -47,12 +57,15 @@ LeaseId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
 
 class FillLease(BaseModel):
-    """The body of a 404: the caller fetches the object and uploads it within ``ttl_s``."""
+    """The body of a 404 (and of a renewal): the caller fetches the object and uploads it,
+    renewing the lease while it fetches; one not renewed within ``ttl_s`` passes on."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lease: LeaseId
-    ttl_s: float = Field(gt=0, description="after this the lease passes to the next agent")
+    ttl_s: float = Field(
+        gt=0, description="after this without a renewal the lease passes to the next agent"
+    )
 
 
 class NodeCacheBusy(BaseModel):

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from deltaroll.agent.config import DEFAULT_PEER_SERVE_RATE, DEFAULT_SCRUB_RATE, SERVICE_ACCOUNT_DIR
+from deltaroll.api.node_cache import DEFAULT_FILL_TTL_S
 from deltaroll.api.node_cache import DEFAULT_PORT as DEFAULT_NODE_CACHE_PORT
 from deltaroll.api.peers import DEFAULT_PEER_PORT, DEFAULT_SEEDERS
 from deltaroll.cli.aux_options import AllowAutoMapOpt, AllowAuxOpt
@@ -315,9 +316,10 @@ def node_cache(
         float,
         typer.Option(
             "--fill-ttl",
-            help="Seconds an agent has to fetch and upload an object before another may.",
+            help="Seconds a fill lease lasts unless its agent renews it (it does while it "
+            "fetches): how soon the fill of an agent that died passes to another.",
         ),
-    ] = 120.0,
+    ] = DEFAULT_FILL_TTL_S,
     max_bytes: Annotated[
         int,
         typer.Option(

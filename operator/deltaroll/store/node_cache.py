@@ -4,7 +4,9 @@ For each object it lacks, the agent asks the node cache first. A hit is streamed
 agent's own cache staging and hashed on the way, once (a wrong byte and it is fetched from the
 store instead; the cache commits it with that hash); a miss comes with a fill lease: the agent
 downloads from the store with its own credentials, as without a node cache, and uploads the
-bytes for the node's other agents. An agent that another is filling for waits up to ``wait_s``;
+bytes for the node's other agents, renewing the lease while it downloads (if the agent dies,
+the lease passes to another within its ``ttl_s``). An agent that another is filling for waits up
+to ``wait_s``;
 any failure of the node cache (down, busy, refusing the token) is logged and the agent downloads
 the object itself: the node cache can make a pull cheaper, never stop it. An agent that gets
 objects from its peers claims the same fill lease (:meth:`NodeCacheClient.claim`), so an object
@@ -15,6 +17,7 @@ kubelet rotates it).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import threading
@@ -31,6 +34,8 @@ from deltaroll.api.node_cache import (
     LEASE_HEADER,
     LEASE_PARAM,
     OBJECTS_PATH,
+    RENEW_EVERY,
+    RENEW_SUFFIX,
     SIZE_PARAM,
     STORE_PARAM,
     WAIT_PARAM,
@@ -44,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 _BLOCK: Final = 1 << 20
 DEFAULT_WAIT_S: Final = 60.0
+#: The shortest interval between renewals, whatever ``ttl_s`` a node cache grants.
+MIN_RENEW_S: Final = 0.1
 
 
 class NodeCacheClient:
@@ -90,7 +97,8 @@ class NodeCacheClient:
         else:
             log.warning("store.node_cache_unused", digest=ref.digest, reason=got.value)
         try:
-            backend.download_files([(key, staged)], progress=progress)
+            with LeaseKeeper(self, ref, lease) if lease is not None else contextlib.nullcontext():
+                backend.download_files([(key, staged)], progress=progress)
         except BaseException:
             if lease is not None:
                 self.abandon(ref, lease)
@@ -113,6 +121,11 @@ class NodeCacheClient:
     def abandon(self, ref: ObjectRef, lease: FillLease) -> None:
         """Give up the fill of ``ref``: the node's waiting agents stop waiting at once."""
         self._quietly("POST", ref, lease, suffix=ABANDON_SUFFIX)
+
+    def renew(self, ref: ObjectRef, lease: FillLease) -> bool:
+        """Keep the fill of ``ref`` this agent's for another ``lease.ttl_s``; False if the
+        lease is lost (it lapsed, or the node cache is gone): another agent may fill it."""
+        return self._quietly("POST", ref, lease, suffix=RENEW_SUFFIX)
 
     def take(self, ref: ObjectRef, staged: Path, wait_s: float = 0.0) -> StagedHash | Claim:
         """Put object ``ref`` at ``staged`` if the node cache holds it now, or once a fill
@@ -200,8 +213,9 @@ class NodeCacheClient:
         *,
         suffix: str = "",
         body: Path | None = None,
-    ) -> None:
-        """Upload or abandon a fill; a failure only costs the node's other agents a download."""
+    ) -> bool:
+        """Upload, abandon or renew a fill (whether the node cache took it); a failure only
+        costs the node's other agents a download."""
         url = self._object_url(ref, suffix)
         try:
             if body is None:
@@ -214,6 +228,34 @@ class NodeCacheClient:
                 raise NodeCacheRefused(response.status, response.data[:4096])
         except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
             log.warning("store.node_cache_fill_failed", digest=ref.digest, error=str(exc))
+            return False
+        return True
+
+
+class LeaseKeeper:
+    """Renews a fill lease from a thread until :meth:`stop` (or the lease is lost): a fill of
+    any length keeps it, and once this process is gone it lapses within its ``ttl_s``."""
+
+    def __init__(self, client: NodeCacheClient, ref: ObjectRef, lease: FillLease) -> None:
+        self._done = threading.Event()
+        interval = max(MIN_RENEW_S, lease.ttl_s * RENEW_EVERY)
+
+        def renew_until_done() -> None:
+            while not self._done.wait(interval) and client.renew(ref, lease):
+                pass
+
+        self._thread = threading.Thread(target=renew_until_done, name="lease-keeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def __enter__(self) -> LeaseKeeper:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 class Claim(enum.Enum):
