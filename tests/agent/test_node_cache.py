@@ -20,7 +20,7 @@ import urllib3
 from deltaroll.agent.node_cache_budget import DiskBudget, Limits
 from deltaroll.agent.node_cache_server import NodeCache, serve
 from deltaroll.agent.pod_tokens import TokenAuthenticator
-from deltaroll.api.node_cache import AUDIENCE, LEASE_HEADER, RENEW_SUFFIX
+from deltaroll.api.node_cache import AUDIENCE, LEASE_HEADER, RENEW_SUFFIX, FillLease
 from deltaroll.store import cache as cache_module
 from deltaroll.store import keys
 from deltaroll.store.backends import open_backend
@@ -225,6 +225,77 @@ def test_an_agent_that_dies_mid_fill_does_not_wedge_the_others(tmp_path, store):
         assert http.request("POST", renew_url, headers=dead_lease).status == 409
         late = http.request("PUT", url, body=b"\0" * ref.size, headers=dead_lease)
         assert late.status == 409
+
+
+def test_only_the_holder_renews_a_lease_and_a_renewed_one_outlives_its_ttl(tmp_path, store):
+    ref = store.put(os.urandom(10_000))
+    with Daemon(tmp_path / "node", fill_ttl_s=1.0) as daemon:
+        http = urllib3.PoolManager()
+        url = f"{daemon.url}/v1/objects/{ref.digest}?store={store.uri}&size={ref.size}"
+        renew_url = url.replace(ref.digest, ref.digest + RENEW_SUFFIX)
+        granted = http.request("GET", url, headers={"Authorization": "Bearer tok-a1"})
+        lease = {LEASE_HEADER: granted.json()["lease"]}
+        for _ in range(5):  # 2.5 s: two and a half leases' length
+            threading.Event().wait(0.5)
+            renewed = http.request(
+                "POST", renew_url, headers={"Authorization": "Bearer tok-a1"} | lease
+            )
+            assert (renewed.status, renewed.json()["lease"]) == (200, lease[LEASE_HEADER])
+        # a node-mate of the same tenant (with a1's lease id) and another tenant cannot renew it
+        for token in ("tok-a2", "tok-b1"):
+            stolen = http.request(
+                "POST", renew_url, headers={"Authorization": f"Bearer {token}"} | lease
+            )
+            assert stolen.status == 409
+        # and a2 still finds a1's fill under way: busy, no lease of its own
+        waited = http.request("GET", f"{url}&wait=0", headers={"Authorization": "Bearer tok-a2"})
+        assert waited.status == 409
+        assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 1
+        assert daemon.metric("deltaroll_node_cache_leases_total", outcome="expired") == 0
+
+
+def test_an_upload_longer_than_the_lease_keeps_it_while_its_bytes_arrive(tmp_path, store):
+    data = os.urandom(100_000)
+    ref = store.put(data)
+    with Daemon(tmp_path / "node", fill_ttl_s=1.0) as daemon:
+        http = urllib3.PoolManager()
+        url = f"{daemon.url}/v1/objects/{ref.digest}?store={store.uri}&size={ref.size}"
+        granted = http.request("GET", url, headers={"Authorization": "Bearer tok-a1"})
+        lease = {"Authorization": "Bearer tok-a1", LEASE_HEADER: granted.json()["lease"]}
+
+        def slowly() -> Iterator[bytes]:  # 3 s: three leases' length, no renewal sent
+            for start in range(0, len(data), 10_000):
+                threading.Event().wait(0.3)
+                yield data[start : start + 10_000]
+
+        uploaded: list[int] = []
+        upload = threading.Thread(
+            target=lambda: uploaded.append(
+                http.request(
+                    "PUT", url, body=slowly(), headers=lease | {"Content-Length": str(len(data))}
+                ).status
+            )
+        )
+        upload.start()
+        threading.Event().wait(2.0)
+        during = http.request("GET", f"{url}&wait=0", headers={"Authorization": "Bearer tok-a2"})
+        upload.join(10)
+        assert (during.status, uploaded) == (409, [201])  # busy: no second lease mid-upload
+        assert daemon.metric("deltaroll_node_cache_leases_total", outcome="granted") == 1
+
+
+def test_a_renewal_gives_up_only_when_the_node_cache_says_the_lease_is_not_its(
+    tmp_path, daemon, store
+):
+    """A renewal that fails on the way (the daemon restarting, a timeout) is tried again at
+    the next interval; only a 409 ends the renewals (one failed request used to end them)."""
+    ref = store.put(os.urandom(1_000))
+    (tmp_path / "token").write_text("tok-a1")
+    someone_elses = FillLease(lease="0" * 32, ttl_s=1.0)
+    unreachable = NodeCacheClient(f"http://127.0.0.1:{free_port()}", tmp_path / "token", store.uri)
+    assert unreachable.renew(ref, someone_elses, timeout_s=1.0) is True
+    reachable = NodeCacheClient(daemon.url, tmp_path / "token", store.uri)
+    assert reachable.renew(ref, someone_elses, timeout_s=1.0) is False
 
 
 def test_a_download_longer_than_its_lease_keeps_it_while_its_agent_lives(tmp_path, store):

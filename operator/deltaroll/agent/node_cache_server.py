@@ -196,15 +196,16 @@ class NodeCache:
             raise self._refuse("no_lease", 409, "no fill lease of yours for this object")
         if request.content_length != size:
             raise self._refuse("bad_request", 400, f"the body must be {size} bytes")
-        fill.deadline = time.monotonic() + self.fill_ttl_s  # no waiter takes over mid-upload
         staged = cache.staging_path(digest)
         hasher = hashlib.sha256()
         try:
             with open(staged, "xb") as handle:
                 async for block in request.content.iter_chunked(_BLOCK):
+                    self._extend(fill)  # no waiter takes over while the bytes arrive
                     # off the loop: a slow disk holds no GET
                     await asyncio.to_thread(_write_hashed, handle, hasher, block)
                 hashed = staged_hash(handle, hasher.hexdigest())
+            self._extend(fill)
             actual = await asyncio.to_thread(cache.commit, digest, staged, hashed=hashed)
         finally:
             staged.unlink(missing_ok=True)
@@ -239,7 +240,7 @@ class NodeCache:
         lease = request.headers.get(LEASE_HEADER, "")
         if fill is None or fill.lease != lease or fill.holder != requester.pod_uid:
             raise self._refuse("no_lease", 409, "no fill lease of yours for this object")
-        fill.deadline = time.monotonic() + self.fill_ttl_s
+        self._extend(fill)
         return _model(FillLease(lease=fill.lease, ttl_s=self.fill_ttl_s), 200)
 
     # ---------------------------------------------------------------- helpers
@@ -284,6 +285,10 @@ class NodeCache:
             self.fills[key] = fill
             self.metrics.leases.labels("granted").inc()
         return _model(FillLease(lease=fill.lease, ttl_s=self.fill_ttl_s), 404)
+
+    def _extend(self, fill: Fill) -> None:
+        """The fill's agent is alive and at it: its lease lasts another ``fill_ttl_s``."""
+        fill.deadline = time.monotonic() + self.fill_ttl_s
 
     def _end_fill(self, key: tuple[str, str], fill: Fill) -> None:
         if self.fills.get(key) is fill:

@@ -22,10 +22,12 @@ server itself refuses), never from the request, so tenant A never reads what ten
 - ``POST /v1/objects/<sha256>/abandon?store=<uri>`` with :data:`LEASE_HEADER`: the fill failed;
   waiters stop waiting at once (one of them gets the next lease).
 - ``POST /v1/objects/<sha256>/renew?store=<uri>`` with :data:`LEASE_HEADER`: the holder is still
-  fetching; 200 with the :class:`FillLease`, good for another ``ttl_s``; 409 if it is not (or no
-  longer) the caller's. A holder renews every :data:`RENEW_EVERY` of ``ttl_s`` while it fetches,
-  so a live fill of any length keeps its lease and the lease of an agent that died passes to the
-  next within ``ttl_s`` (not the length of the longest download there could be).
+  fetching; 200 with the :class:`FillLease`, good for another ``ttl_s``; 409 if the fill is not
+  the caller's (another agent's, or ended: uploaded, abandoned, or lapsed and handed to a waiter;
+  a lapsed lease that no waiter has taken yet is renewed). A holder renews every
+  :data:`RENEW_EVERY` of ``ttl_s`` while it fetches, and an upload keeps the lease while its
+  bytes arrive, so a live fill of any length keeps its lease and the lease of an agent that died
+  passes to the next within ``ttl_s`` (not the length of the longest download there could be).
 - ``GET /metrics`` (Prometheus) and ``GET /healthz``: no token.
 """
 

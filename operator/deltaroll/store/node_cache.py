@@ -122,10 +122,26 @@ class NodeCacheClient:
         """Give up the fill of ``ref``: the node's waiting agents stop waiting at once."""
         self._quietly("POST", ref, lease, suffix=ABANDON_SUFFIX)
 
-    def renew(self, ref: ObjectRef, lease: FillLease) -> bool:
-        """Keep the fill of ``ref`` this agent's for another ``lease.ttl_s``; False if the
-        lease is lost (it lapsed, or the node cache is gone): another agent may fill it."""
-        return self._quietly("POST", ref, lease, suffix=RENEW_SUFFIX)
+    def renew(self, ref: ObjectRef, lease: FillLease, timeout_s: float) -> bool:
+        """Keep the fill of ``ref`` this agent's for another ``lease.ttl_s``; False once the
+        node cache says it is not (409: it lapsed and another agent took it, or it ended). A
+        request that fails otherwise is only logged: the next renewal may get through."""
+        url = self._object_url(ref, RENEW_SUFFIX)
+        try:
+            response = self._http.request(
+                "POST", url, headers=self._headers(lease), timeout=timeout_s
+            )
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            log.info("store.node_cache_renewal_failed", digest=ref.digest, error=str(exc))
+            return True
+        if response.status == 409:
+            log.warning("store.node_cache_lease_lost", digest=ref.digest,
+                        hint="another agent of the node may fetch it too")  # fmt: skip
+            return False
+        if response.status != 200:
+            log.info("store.node_cache_renewal_failed", digest=ref.digest,
+                     status=response.status)  # fmt: skip
+        return True
 
     def take(self, ref: ObjectRef, staged: Path, wait_s: float = 0.0) -> StagedHash | Claim:
         """Put object ``ref`` at ``staged`` if the node cache holds it now, or once a fill
@@ -213,9 +229,8 @@ class NodeCacheClient:
         *,
         suffix: str = "",
         body: Path | None = None,
-    ) -> bool:
-        """Upload, abandon or renew a fill (whether the node cache took it); a failure only
-        costs the node's other agents a download."""
+    ) -> None:
+        """Upload or abandon a fill; a failure only costs the node's other agents a download."""
         url = self._object_url(ref, suffix)
         try:
             if body is None:
@@ -228,28 +243,31 @@ class NodeCacheClient:
                 raise NodeCacheRefused(response.status, response.data[:4096])
         except (OSError, urllib3.exceptions.HTTPError, NodeCacheRefused) as exc:
             log.warning("store.node_cache_fill_failed", digest=ref.digest, error=str(exc))
-            return False
-        return True
 
 
 class LeaseKeeper:
     """Renews a fill lease from a thread until :meth:`stop` (or the lease is lost): a fill of
-    any length keeps it, and once this process is gone it lapses within its ``ttl_s``."""
+    any length keeps it, and once this process is gone it lapses within its ``ttl_s``. A
+    renewal waits at most one interval for its answer, so a stalled node cache delays nothing
+    for longer."""
 
     def __init__(self, client: NodeCacheClient, ref: ObjectRef, lease: FillLease) -> None:
         self._done = threading.Event()
-        interval = max(MIN_RENEW_S, lease.ttl_s * RENEW_EVERY)
+        self._interval = max(MIN_RENEW_S, lease.ttl_s * RENEW_EVERY)
 
         def renew_until_done() -> None:
-            while not self._done.wait(interval) and client.renew(ref, lease):
+            while not self._done.wait(self._interval) and client.renew(
+                ref, lease, timeout_s=self._interval
+            ):
                 pass
 
         self._thread = threading.Thread(target=renew_until_done, name="lease-keeper", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop renewing (the caller uploads or abandons the fill next)."""
         self._done.set()
-        self._thread.join()
+        self._thread.join(2 * self._interval)  # a daemon thread: one still waiting dies with us
 
     def __enter__(self) -> LeaseKeeper:
         return self
