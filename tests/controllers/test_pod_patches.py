@@ -98,3 +98,9 @@ def test_a_rollout_names_the_same_few_seeders_to_every_pod_it_moves_to_a_version
     assert {pod: a[POD_SEED_AMONG] for pod, a in patched.items()} == {
         pod: named[version] for pod, version in moved.items()
     }  # in the patch that tells the version: an agent never reads one without the other
+    # and the named pods are patched first: every other pod's pull waits for a seeder
+    seeders_moved = {pod for value in named.values() for pod in parse_seed_among(value)} & set(
+        moved
+    )
+    assert len(seeders_moved) > 1
+    assert set(list(patched)[: len(seeders_moved)]) == seeders_moved

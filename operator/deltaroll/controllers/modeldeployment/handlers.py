@@ -49,6 +49,7 @@ from deltaroll.api.common import GROUP, VERSION
 from deltaroll.api.conditions import rfc3339
 from deltaroll.api.modeldelta import PLURAL as MODELDELTAS
 from deltaroll.api.modeldeployment import KIND, PLURAL, ModelDeploymentStatus
+from deltaroll.api.peers import parse_seed_among
 from deltaroll.api.policy import NamespacePolicy
 from deltaroll.controllers import kube
 from deltaroll.controllers.admission import REASON as POLICY_DENIED
@@ -408,7 +409,13 @@ def _apply(body: dict[str, Any], outcome: Plan, now: datetime) -> None:
     namespace, name = meta["namespace"], meta["name"]
     bound = log.bind(namespace=namespace, name=name)
     patches: dict[str, dict[str, str | None]] = {}
-    for pod in sorted(outcome.pod_versions.keys() | outcome.pod_keys.keys()):
+    # the pods named to fetch the versions' objects from the bucket are told first: at 64 pods
+    # the patches take seconds, and every other pod's pull waits for a seeder's download
+    seeders = {name for value in outcome.seed_among.values() for name in parse_seed_among(value)}
+    for pod in sorted(
+        outcome.pod_versions.keys() | outcome.pod_keys.keys(),
+        key=lambda pod: (pod not in seeders, pod),
+    ):
         # One patch: an agent never sees a new version without the keys it must check it with.
         annotations: dict[str, str | None] = {}
         if pod in outcome.pod_keys:
