@@ -190,9 +190,8 @@ class NodeCache:
     async def _put(self, request: web.Request) -> web.Response:
         requester, cache, digest, size = await self._parse(request)
         key = (str(cache.root), digest)
-        fill = self.fills.get(key)
-        lease = request.headers.get(LEASE_HEADER, "")
-        if fill is None or fill.lease != lease or fill.holder != requester.pod_uid:
+        fill = self._held(key, request, requester)
+        if fill is None:
             raise self._refuse("no_lease", 409, "no fill lease of yours for this object")
         if request.content_length != size:
             raise self._refuse("bad_request", 400, f"the body must be {size} bytes")
@@ -224,21 +223,15 @@ class NodeCache:
     async def _abandon(self, request: web.Request) -> web.Response:
         requester, cache, digest, _ = await self._parse(request, size_needed=False)
         key = (str(cache.root), digest)
-        fill = self.fills.get(key)
-        if (
-            fill is not None
-            and fill.lease == request.headers.get(LEASE_HEADER)
-            and (fill.holder == requester.pod_uid)
-        ):
+        if (fill := self._held(key, request, requester)) is not None:
             self.metrics.leases.labels("abandoned").inc()
             self._end_fill(key, fill)
         return web.json_response({}, status=200)
 
     async def _renew(self, request: web.Request) -> web.Response:
         requester, cache, digest, _ = await self._parse(request, size_needed=False)
-        fill = self.fills.get((str(cache.root), digest))
-        lease = request.headers.get(LEASE_HEADER, "")
-        if fill is None or fill.lease != lease or fill.holder != requester.pod_uid:
+        fill = self._held((str(cache.root), digest), request, requester)
+        if fill is None:
             raise self._refuse("no_lease", 409, "no fill lease of yours for this object")
         self._extend(fill)
         return _model(FillLease(lease=fill.lease, ttl_s=self.fill_ttl_s), 200)
@@ -285,6 +278,16 @@ class NodeCache:
             self.fills[key] = fill
             self.metrics.leases.labels("granted").inc()
         return _model(FillLease(lease=fill.lease, ttl_s=self.fill_ttl_s), 404)
+
+    def _held(
+        self, key: tuple[str, str], request: web.Request, requester: Requester
+    ) -> Fill | None:
+        """The fill of ``key`` if the request holds its lease (its id, sent by the pod it was
+        granted to); None when it is another agent's, or ended."""
+        fill = self.fills.get(key)
+        if fill is None or fill.lease != request.headers.get(LEASE_HEADER, ""):
+            return None
+        return fill if fill.holder == requester.pod_uid else None
 
     def _extend(self, fill: Fill) -> None:
         """The fill's agent is alive and at it: its lease lasts another ``fill_ttl_s``."""
