@@ -88,6 +88,14 @@ def daemon_metrics(node_index: int, port: int) -> dict[str, float]:
     }
 
 
+def daemon_answers(node_index: int, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.1.{node_index}:{port}/healthz", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def test_each_object_crosses_the_store_link_once_per_node(
     cluster: RunningSandbox,
     published: Published,  # noqa: F811 - the fixture imported above
@@ -97,6 +105,10 @@ def test_each_object_crosses_the_store_link_once_per_node(
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_cache_objects(port)))
     operator = Operator(cluster, tmp_path / "operator.log")
     operator.start()
+    # before any pod pulls: an agent that finds its node's cache not listening yet downloads
+    # on its own (as it should), and the node's objects would cross the store link twice
+    for index, node in enumerate(NODES, start=1):
+        wait_for(lambda i=index: daemon_answers(i, port), START_TIMEOUT_S, f"{node}'s node cache")
     client = cluster.api_client()
     try:
         core = kubernetes.client.CoreV1Api(client)
